@@ -1,0 +1,17 @@
+//! sinkhole: a DNS blocklist enforcement resolver-proxy.
+//!
+//! Data path: `server` (listeners) → `acl` → `policy::decide` over a
+//! `list::Snapshot` → `sinkhole` (answer synthesis) or `forward` (upstream +
+//! cache) → response; every block → `audit`.
+
+pub mod acl;
+pub mod cache;
+pub mod config;
+pub mod control;
+pub mod forward;
+pub mod list;
+pub mod policy;
+pub mod report;
+pub mod server;
+pub mod sinkhole;
+pub mod wire;

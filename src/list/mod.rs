@@ -1,0 +1,262 @@
+//! Blocklist ingestion: `parse` turns files into [`Rule`]s with provenance,
+//! `compile` turns rules into an immutable [`Snapshot`], `reload` swaps it.
+
+pub mod compile;
+pub mod load;
+pub mod name;
+pub mod parse;
+pub mod reload;
+pub mod reference;
+pub mod snapshot;
+
+use std::fmt;
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+pub use compile::{CompileError, compile, compile_versioned};
+pub use load::{FileReport, LoadError, Loaded, load, parse_all};
+pub use snapshot::{Match, MatchAction, RuleId, RuleView, Snapshot, SnapshotDiff, SnapshotError, diff};
+
+/// The text formats sinkhole reads. `Plain` also accepts `*.name`,
+/// `||name^`, `@@||name^` and `keyword:` lines, so mixed hand-written
+/// files work; the detected format is what most lines looked like.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    Plain,
+    Hosts,
+    Adblock,
+    Rpz,
+    Csv,
+    Json,
+}
+
+impl Format {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Format::Plain => "plain",
+            Format::Hosts => "hosts",
+            Format::Adblock => "adblock",
+            Format::Rpz => "rpz",
+            Format::Csv => "csv",
+            Format::Json => "json",
+        }
+    }
+}
+
+impl fmt::Display for Format {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Format {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s.to_ascii_lowercase().as_str() {
+            "plain" | "domains" | "wildcard" => Format::Plain,
+            "hosts" => Format::Hosts,
+            "adblock" | "abp" => Format::Adblock,
+            "rpz" | "zone" => Format::Rpz,
+            "csv" | "registry" => Format::Csv,
+            "json" => Format::Json,
+            other => return Err(format!("unknown list format {other:?}")),
+        })
+    }
+}
+
+/// Which names a name rule covers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    /// The name itself only (RPZ `name`, or a list marked exact-only).
+    Exact,
+    /// The name and every name below it (a plain/hosts/CSV/JSON entry, `||name^`).
+    Subtree,
+    /// Names strictly below it, not the name itself (`*.name`).
+    Subdomains,
+}
+
+/// What a rule asks for. `Block` means "the configured default action";
+/// the others are explicit (RPZ actions or a per-list override).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum RuleAction {
+    Allow,
+    Block,
+    Nxdomain,
+    Nodata,
+    Drop,
+    Refused,
+    /// Answer with these addresses (RPZ local data, or a per-list block page).
+    LocalData(Vec<IpAddr>),
+}
+
+impl RuleAction {
+    pub fn is_allow(&self) -> bool {
+        matches!(self, RuleAction::Allow)
+    }
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            RuleAction::Allow => "allow",
+            RuleAction::Block => "block",
+            RuleAction::Nxdomain => "nxdomain",
+            RuleAction::Nodata => "nodata",
+            RuleAction::Drop => "drop",
+            RuleAction::Refused => "refused",
+            RuleAction::LocalData(_) => "address",
+        }
+    }
+}
+
+/// RPZ triggers other than QNAME. Parsed and kept, not yet enforced.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RpzTrigger {
+    Ip,
+    ClientIp,
+    Nsdname,
+    Nsip,
+}
+
+/// What a rule matches.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Target {
+    /// A normalised (lowercase, ASCII/punycode, no trailing dot) name.
+    Name { name: String, scope: Scope },
+    /// A substring of a single label (see `blocklists/FORMAT.md`).
+    Keyword(String),
+    /// A URL with a path: kept for URL filtering, never blocks the host at DNS level.
+    Url(String),
+    /// A bare address or prefix: kept for response-IP blocking.
+    Ip(ipnet::IpNet),
+    /// An RPZ trigger that is not a QNAME trigger, kept verbatim.
+    RpzOther { trigger: RpzTrigger, owner: String },
+}
+
+/// Legal metadata a registry row carries.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct RuleMeta {
+    pub decision: Option<String>,
+    pub authority: Option<String>,
+    pub date: Option<String>,
+    pub category: Option<String>,
+}
+
+impl RuleMeta {
+    pub fn is_empty(&self) -> bool {
+        self.decision.is_none()
+            && self.authority.is_none()
+            && self.date.is_none()
+            && self.category.is_none()
+    }
+}
+
+/// One rule with where it came from (the file is the owning [`ParsedList`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rule {
+    pub target: Target,
+    pub action: RuleAction,
+    /// 1-based line in the source file.
+    pub line: u32,
+    pub meta: RuleMeta,
+}
+
+/// A line that could not become a rule. Displays as `FILE:LINE: reason`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Skip {
+    pub line: u32,
+    pub reason: String,
+}
+
+/// Options a configuration (or the CLI) can set per list file.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ListOptions {
+    /// Force a format instead of detecting it.
+    pub format: Option<Format>,
+    /// Plain/hosts/CSV/JSON entries block the name only, not its subdomains.
+    pub exact_only: bool,
+    /// Replace `RuleAction::Block` with this action for every rule of the list.
+    pub action: Option<RuleAction>,
+    /// List name used in provenance; defaults to the file stem.
+    pub name: Option<String>,
+}
+
+/// The result of parsing one file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ParsedList {
+    /// The list's name (provenance).
+    pub name: String,
+    /// The file it came from, as given.
+    pub path: PathBuf,
+    pub format: Format,
+    pub rules: Vec<Rule>,
+    pub skipped: Vec<Skip>,
+}
+
+/// How many rules of each kind a list holds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counts {
+    pub names: usize,
+    pub wildcards: usize,
+    pub allows: usize,
+    pub keywords: usize,
+    pub urls: usize,
+    pub ips: usize,
+    pub rpz_other: usize,
+    pub skipped: usize,
+}
+
+impl ParsedList {
+    pub fn counts(&self) -> Counts {
+        let mut c = Counts {
+            skipped: self.skipped.len(),
+            ..Counts::default()
+        };
+        for r in &self.rules {
+            if r.action.is_allow() {
+                c.allows += 1;
+                continue;
+            }
+            match &r.target {
+                Target::Name {
+                    scope: Scope::Subdomains,
+                    ..
+                } => c.wildcards += 1,
+                Target::Name { .. } => c.names += 1,
+                Target::Keyword(_) => c.keywords += 1,
+                Target::Url(_) => c.urls += 1,
+                Target::Ip(_) => c.ips += 1,
+                Target::RpzOther { .. } => c.rpz_other += 1,
+            }
+        }
+        c
+    }
+
+    /// `FILE:LINE: reason` for every skipped line.
+    pub fn skip_messages(&self) -> impl Iterator<Item = String> + '_ {
+        self.skipped
+            .iter()
+            .map(|s| format!("{}:{}: {}", self.path.display(), s.line, s.reason))
+    }
+}
+
+impl std::ops::Add for Counts {
+    type Output = Counts;
+    fn add(self, o: Counts) -> Counts {
+        Counts {
+            names: self.names + o.names,
+            wildcards: self.wildcards + o.wildcards,
+            allows: self.allows + o.allows,
+            keywords: self.keywords + o.keywords,
+            urls: self.urls + o.urls,
+            ips: self.ips + o.ips,
+            rpz_other: self.rpz_other + o.rpz_other,
+            skipped: self.skipped + o.skipped,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

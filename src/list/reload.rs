@@ -1,0 +1,472 @@
+//! Keeping the enforced snapshot current: watch the list files, re-parse
+//! and compile off the query path, check the guards, persist the accepted
+//! version as the "last good" snapshot, and swap it in atomically.
+//!
+//! Queries hold an `Arc<Snapshot>` for as long as they need it, so a swap
+//! never waits for them and they finish on the version they started with.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwap;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use thiserror::Error;
+
+use super::load::{LoadError, load};
+use super::parse;
+use super::{Counts, ListOptions, Snapshot, SnapshotError, diff};
+
+/// How reloads behave; `[lists]` in the configuration.
+#[derive(Clone, Debug)]
+pub struct ReloadSettings {
+    pub paths: Vec<PathBuf>,
+    pub options: ListOptions,
+    /// Reject a list set whose skipped lines exceed this share of all lines with content.
+    pub max_skipped_ratio: f64,
+    /// Reject a list set that shrinks by more than this fraction against the version in force.
+    pub max_shrink_ratio: f64,
+    /// Where the last good snapshot and its manifest are kept (None: not persisted).
+    pub state_dir: Option<PathBuf>,
+    /// Quiet time after the last file event before a reload starts.
+    pub debounce: Duration,
+    /// A file must keep the same size and mtime for this long before it is read.
+    pub settle: Duration,
+}
+
+impl Default for ReloadSettings {
+    fn default() -> Self {
+        ReloadSettings {
+            paths: Vec::new(),
+            options: ListOptions::default(),
+            max_skipped_ratio: 0.10,
+            max_shrink_ratio: 0.50,
+            state_dir: None,
+            debounce: Duration::from_millis(150),
+            settle: Duration::from_millis(100),
+        }
+    }
+}
+
+/// Why a reload did not take effect. The version in force keeps serving.
+#[derive(Debug, Error)]
+pub enum ReloadError {
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    #[error("rejected: {skipped} of {total} lines skipped ({pct:.1}% > {limit:.1}% allowed); first: {first}")]
+    TooManySkipped {
+        skipped: usize,
+        total: usize,
+        pct: f64,
+        limit: f64,
+        first: String,
+    },
+    #[error("rejected: the lists shrink from {old} to {new} rules ({pct:.1}% fewer > {limit:.1}% allowed); use `sinkhole reload --force` if intended")]
+    Shrunk {
+        old: usize,
+        new: usize,
+        pct: f64,
+        limit: f64,
+    },
+    #[error("files are still being written: {0}")]
+    Unsettled(String),
+    #[error("saving the last good snapshot: {0}")]
+    Persist(String),
+    #[error("no usable lists and no last good snapshot: {0}")]
+    NothingToServe(String),
+}
+
+impl ReloadError {
+    /// A short label for metrics (`reason` label).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ReloadError::Load(LoadError::Parse(_)) | ReloadError::Load(LoadError::NoFiles(_)) => "io",
+            ReloadError::Load(_) => "compile",
+            ReloadError::TooManySkipped { .. } => "skipped_ratio",
+            ReloadError::Shrunk { .. } => "shrink",
+            ReloadError::Unsettled(_) => "unsettled",
+            ReloadError::Persist(_) => "persist",
+            ReloadError::NothingToServe(_) => "nothing_to_serve",
+        }
+    }
+}
+
+/// What an accepted reload did.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ReloadReport {
+    pub version: u64,
+    pub counts: Counts,
+    pub rules: usize,
+    pub added: usize,
+    pub removed: usize,
+    pub skipped: Vec<String>,
+    pub took_ms: u64,
+    pub forced: bool,
+}
+
+/// The manifest stored next to the last good snapshot.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Manifest {
+    pub version: u64,
+    pub created_unix: u64,
+    pub files: Vec<ManifestFile>,
+    pub counts: Counts,
+    pub rules: usize,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ManifestFile {
+    pub path: PathBuf,
+    pub sha256: String,
+    pub bytes: u64,
+}
+
+/// Counters for metrics.
+#[derive(Debug, Default)]
+pub struct ReloadStats {
+    pub accepted: AtomicU64,
+    pub rejected: AtomicU64,
+    pub last_success_unix: AtomicU64,
+    pub last_failure_reason: Mutex<Option<&'static str>>,
+    pub failures_by_reason: Mutex<std::collections::BTreeMap<&'static str, u64>>,
+}
+
+/// The owner of the enforced snapshot.
+pub struct Reloader {
+    settings: ReloadSettings,
+    current: Arc<ArcSwap<Snapshot>>,
+    /// Serialises reloads; the query path never takes it.
+    busy: Mutex<()>,
+    pub stats: ReloadStats,
+}
+
+/// How the server started: from the lists, or from the last good snapshot.
+#[derive(Debug)]
+pub enum StartSource {
+    Lists(ReloadReport),
+    LastGood { version: u64, why: String },
+}
+
+fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn total_rules(c: &Counts) -> usize {
+    c.names + c.wildcards + c.allows + c.keywords
+}
+
+impl Reloader {
+    /// Load at start. Lists that fail to load or fail the guards against the
+    /// persisted last good snapshot leave that snapshot in force, loudly.
+    pub fn start(settings: ReloadSettings) -> Result<(Arc<Reloader>, StartSource), ReloadError> {
+        let last_good = settings.state_dir.as_deref().and_then(|d| open_last_good(d).ok());
+        let base_version = last_good.as_ref().map_or(0, |(s, _)| s.version());
+        let placeholder = match &last_good {
+            Some((s, _)) => s.bytes().to_vec(),
+            None => super::compile(&[])
+                .map_err(|e| ReloadError::NothingToServe(e.to_string()))?
+                .bytes()
+                .to_vec(),
+        };
+        let initial = Snapshot::from_blob(placeholder, "last good snapshot")
+            .map_err(|e| ReloadError::NothingToServe(e.to_string()))?;
+        let reloader = Arc::new(Reloader {
+            settings,
+            current: Arc::new(ArcSwap::from_pointee(initial)),
+            busy: Mutex::new(()),
+            stats: ReloadStats::default(),
+        });
+        let guard_against_last_good = last_good.is_some();
+        match reloader.reload_inner(false, guard_against_last_good, base_version) {
+            Ok(report) => Ok((reloader, StartSource::Lists(report))),
+            Err(e) => match last_good {
+                Some((snap, _)) => {
+                    tracing::error!(
+                        error = %e,
+                        version = snap.version(),
+                        "list files unusable at start; SERVING THE LAST GOOD SNAPSHOT"
+                    );
+                    Ok((
+                        reloader,
+                        StartSource::LastGood {
+                            version: snap.version(),
+                            why: e.to_string(),
+                        },
+                    ))
+                }
+                None => Err(ReloadError::NothingToServe(e.to_string())),
+            },
+        }
+    }
+
+    /// The shared handle queries read from.
+    pub fn handle(&self) -> Arc<ArcSwap<Snapshot>> {
+        self.current.clone()
+    }
+
+    pub fn current(&self) -> Arc<Snapshot> {
+        self.current.load_full()
+    }
+
+    pub fn settings(&self) -> &ReloadSettings {
+        &self.settings
+    }
+
+    /// Re-read the lists now. `force` skips the guards.
+    pub fn reload(&self, force: bool) -> Result<ReloadReport, ReloadError> {
+        let base = self.current.load().version();
+        self.reload_inner(force, true, base)
+    }
+
+    fn reload_inner(
+        &self,
+        force: bool,
+        guard: bool,
+        base_version: u64,
+    ) -> Result<ReloadReport, ReloadError> {
+        let _busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+        let started = Instant::now();
+        let result = self.build(force, guard, base_version, started);
+        match &result {
+            Ok(r) => {
+                self.stats.accepted.fetch_add(1, Ordering::Relaxed);
+                self.stats.last_success_unix.store(now_unix(), Ordering::Relaxed);
+                tracing::info!(
+                    version = r.version,
+                    rules = r.rules,
+                    added = r.added,
+                    removed = r.removed,
+                    skipped = r.skipped.len(),
+                    took_ms = r.took_ms,
+                    forced = r.forced,
+                    "lists reloaded"
+                );
+            }
+            Err(e) => {
+                self.stats.rejected.fetch_add(1, Ordering::Relaxed);
+                *self.stats.last_failure_reason.lock().unwrap_or_else(|p| p.into_inner()) =
+                    Some(e.reason());
+                *self
+                    .stats
+                    .failures_by_reason
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .entry(e.reason())
+                    .or_default() += 1;
+                tracing::warn!(error = %e, reason = e.reason(), "list reload rejected; previous version keeps serving");
+            }
+        }
+        result
+    }
+
+    fn build(
+        &self,
+        force: bool,
+        guard: bool,
+        base_version: u64,
+        started: Instant,
+    ) -> Result<ReloadReport, ReloadError> {
+        let s = &self.settings;
+        wait_until_settled(&s.paths, s.settle)?;
+        let version = base_version + 1;
+        let loaded = load(&s.paths, &s.options, version, false)?;
+        let new_counts = loaded.counts();
+        let old = self.current.load_full();
+        if guard && !force {
+            let lines = total_rules(&new_counts)
+                + new_counts.urls
+                + new_counts.ips
+                + new_counts.rpz_other
+                + new_counts.skipped;
+            if lines > 0 {
+                let ratio = new_counts.skipped as f64 / lines as f64;
+                if ratio > s.max_skipped_ratio {
+                    return Err(ReloadError::TooManySkipped {
+                        skipped: new_counts.skipped,
+                        total: lines,
+                        pct: ratio * 100.0,
+                        limit: s.max_skipped_ratio * 100.0,
+                        first: loaded.skipped.first().cloned().unwrap_or_default(),
+                    });
+                }
+            }
+            let old_n = old.rule_count();
+            let new_n = loaded.snapshot.rule_count();
+            if old_n > 0 && (new_n as f64) < old_n as f64 * (1.0 - s.max_shrink_ratio) {
+                return Err(ReloadError::Shrunk {
+                    old: old_n,
+                    new: new_n,
+                    pct: (1.0 - new_n as f64 / old_n as f64) * 100.0,
+                    limit: s.max_shrink_ratio * 100.0,
+                });
+            }
+        }
+        let changes = diff(&old, &loaded.snapshot);
+        if let Some(dir) = &s.state_dir {
+            persist(dir, &loaded.snapshot, &s.paths, new_counts)
+                .map_err(|e| ReloadError::Persist(e.to_string()))?;
+        }
+        let rules = loaded.snapshot.rule_count();
+        self.current.store(Arc::new(loaded.snapshot));
+        Ok(ReloadReport {
+            version,
+            counts: new_counts,
+            rules,
+            added: changes.added.len(),
+            removed: changes.removed.len(),
+            skipped: loaded.skipped,
+            took_ms: started.elapsed().as_millis() as u64,
+            forced: force,
+        })
+    }
+
+    /// Watch every configured path (the directory of a file, so
+    /// rename-over-old is seen) and reload after each burst of changes.
+    /// The returned watcher must be kept alive.
+    pub fn watch(self: &Arc<Self>) -> Result<notify::RecommendedWatcher, notify::Error> {
+        use notify::{RecursiveMode, Watcher};
+        let (tx, rx) = std::sync::mpsc::channel::<Instant>();
+        let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+            if let Ok(ev) = res
+                && !matches!(ev.kind, notify::EventKind::Access(_))
+            {
+                let _ = tx.send(Instant::now());
+            }
+        })?;
+        let mut dirs: Vec<PathBuf> = Vec::new();
+        for p in &self.settings.paths {
+            let dir = if p.is_dir() {
+                p.clone()
+            } else {
+                p.parent()
+                    .filter(|d| !d.as_os_str().is_empty())
+                    .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+            };
+            if !dirs.contains(&dir) {
+                watcher.watch(&dir, RecursiveMode::NonRecursive)?;
+                dirs.push(dir);
+            }
+        }
+        let me = Arc::clone(self);
+        std::thread::Builder::new()
+            .name("list-watch".into())
+            .spawn(move || me.watch_loop(rx))
+            .map_err(|e| notify::Error::generic(&e.to_string()))?;
+        Ok(watcher)
+    }
+
+    fn watch_loop(&self, rx: std::sync::mpsc::Receiver<Instant>) {
+        let debounce = self.settings.debounce;
+        while let Ok(first) = rx.recv() {
+            // Collect the burst: wait until no event for `debounce`.
+            while rx.recv_timeout(debounce).is_ok() {}
+            let mut attempts = 0;
+            loop {
+                match self.reload(false) {
+                    Err(ReloadError::Unsettled(_)) if attempts < 50 => {
+                        attempts += 1;
+                        std::thread::sleep(self.settings.settle);
+                    }
+                    Ok(r) => {
+                        tracing::info!(
+                            version = r.version,
+                            change_to_enforced_ms = first.elapsed().as_millis() as u64,
+                            "file change enforced"
+                        );
+                        break;
+                    }
+                    Err(_) => break,
+                }
+            }
+        }
+    }
+}
+
+/// Stat every list file twice, `settle` apart; a file whose size or mtime
+/// moves is still being written.
+fn wait_until_settled(paths: &[PathBuf], settle: Duration) -> Result<(), ReloadError> {
+    let stat = || -> Vec<(PathBuf, u64, Option<SystemTime>)> {
+        parse::list_files(paths)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|p| {
+                let m = fs::metadata(&p).ok();
+                let len = m.as_ref().map_or(0, |m| m.len());
+                let mtime = m.and_then(|m| m.modified().ok());
+                (p, len, mtime)
+            })
+            .collect()
+    };
+    let before = stat();
+    // A file modified within `settle` may still be growing: look again.
+    let fresh = before.iter().any(|(_, _, t)| {
+        t.and_then(|t| t.elapsed().ok()).is_none_or(|age| age < settle)
+    });
+    if !fresh {
+        return Ok(());
+    }
+    std::thread::sleep(settle);
+    let after = stat();
+    if before != after {
+        let moving: Vec<String> = after
+            .iter()
+            .filter(|a| !before.contains(a))
+            .map(|a| a.0.display().to_string())
+            .collect();
+        return Err(ReloadError::Unsettled(moving.join(", ")));
+    }
+    Ok(())
+}
+
+const SNAPSHOT_FILE: &str = "last-good.snapshot";
+const MANIFEST_FILE: &str = "last-good.json";
+
+fn persist(dir: &Path, snap: &Snapshot, paths: &[PathBuf], counts: Counts) -> std::io::Result<()> {
+    fs::create_dir_all(dir)?;
+    snap.save(&dir.join(SNAPSHOT_FILE))
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    let mut files = Vec::new();
+    for p in parse::list_files(paths).map_err(|e| std::io::Error::other(e.to_string()))? {
+        let bytes = fs::read(&p)?;
+        files.push(ManifestFile {
+            sha256: hex::encode(Sha256::digest(&bytes)),
+            bytes: bytes.len() as u64,
+            path: p,
+        });
+    }
+    let manifest = Manifest {
+        version: snap.version(),
+        created_unix: now_unix(),
+        files,
+        counts,
+        rules: snap.rule_count(),
+    };
+    let tmp = dir.join(format!("{MANIFEST_FILE}.tmp"));
+    let mut f = fs::File::create(&tmp)?;
+    serde_json::to_writer_pretty(&mut f, &manifest).map_err(std::io::Error::other)?;
+    f.write_all(b"\n")?;
+    f.sync_all()?;
+    fs::rename(tmp, dir.join(MANIFEST_FILE))
+}
+
+/// Open the persisted last good snapshot and its manifest.
+pub fn open_last_good(dir: &Path) -> Result<(Snapshot, Manifest), SnapshotError> {
+    let snap = Snapshot::open(&dir.join(SNAPSHOT_FILE))?;
+    let mpath = dir.join(MANIFEST_FILE);
+    let text = fs::read_to_string(&mpath).map_err(|source| SnapshotError::Io {
+        path: mpath.display().to_string(),
+        source,
+    })?;
+    let manifest: Manifest = serde_json::from_str(&text).map_err(|e| SnapshotError::Corrupt {
+        path: mpath.display().to_string(),
+        what: e.to_string(),
+    })?;
+    Ok((snap, manifest))
+}

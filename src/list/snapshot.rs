@@ -1,0 +1,821 @@
+//! The compiled, immutable rule set. One byte blob (owned after a compile,
+//! memory-mapped after a restart) holds everything; the structs here are
+//! views into it, so opening a saved snapshot reads no text and allocates
+//! next to nothing.
+//!
+//! Layout (all integers little-endian):
+//!
+//! ```text
+//! header (HEADER_LEN bytes)
+//!   magic "SNKHOLE\x01" | format u32 | crc32 of everything after the header u32
+//!   list version u64 | created (unix s) u64 | 8 × u64 counts | 6 × (offset u64, len u64) sections
+//! sections
+//!   fst      reversed-label keys + scope byte → rule ordinal
+//!   rules    8 bytes per rule: line u32 | file u16 | action u8 | flags u8
+//!   meta     24 bytes per rule with metadata, sorted by rule:
+//!            rule u32 | decision | authority | date | category | addresses (string offsets, u32::MAX = none)
+//!   strings  u16 length + bytes, addressed by offset
+//!   files    per file: list-name offset u32 | path offset u32
+//!   extra    keyword rule ids + strings, then URL/IP/RPZ-other rules kept for later
+//! ```
+//!
+//! A key is the name's labels in reverse order joined by `.`, then one scope
+//! byte (1 exact, 2 subtree, 3 subdomains). Scope bytes sort before every
+//! name byte, so one walk over the reversed query name meets every rule that
+//! can match it, label boundary by label boundary. Rules are numbered in key
+//! order, which makes the fst value the rule's row in the rules table and
+//! lets a rule's name be recovered from its number (`name_of`).
+
+use std::fmt;
+use std::fs;
+use std::io::Write;
+use std::net::IpAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use aho_corasick::AhoCorasick;
+use fst::raw::{Fst, Output};
+use thiserror::Error;
+
+use super::{Counts, RuleAction, RuleMeta, Scope};
+
+pub(crate) const MAGIC: &[u8; 8] = b"SNKHOLE\x01";
+pub(crate) const FORMAT: u32 = 1;
+pub(crate) const SECTIONS: usize = 6;
+pub(crate) const HEADER_LEN: usize = 8 + 4 + 4 + 8 + 8 + 8 * 8 + SECTIONS * 16;
+pub(crate) const RULE_LEN: usize = 8;
+pub(crate) const META_LEN: usize = 24;
+pub(crate) const NO_STRING: u32 = u32::MAX;
+
+pub(crate) const SCOPE_EXACT: u8 = 1;
+pub(crate) const SCOPE_SUBTREE: u8 = 2;
+pub(crate) const SCOPE_SUBDOMAINS: u8 = 3;
+/// Flag bit: the rule has a row in the meta table.
+pub(crate) const FLAG_META: u8 = 0x80;
+/// Flag value for keyword rules (low bits), which live outside the fst.
+pub(crate) const SCOPE_KEYWORD: u8 = 4;
+
+pub(crate) const SEC_FST: usize = 0;
+pub(crate) const SEC_RULES: usize = 1;
+pub(crate) const SEC_META: usize = 2;
+pub(crate) const SEC_STRINGS: usize = 3;
+pub(crate) const SEC_FILES: usize = 4;
+pub(crate) const SEC_EXTRA: usize = 5;
+
+/// A rule's number in a snapshot. Only meaningful with the snapshot that produced it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RuleId(pub u32);
+
+/// The action a matching rule carries, as stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MatchAction {
+    Allow,
+    Block,
+    Nxdomain,
+    Nodata,
+    Refused,
+    Drop,
+    LocalData,
+}
+
+impl MatchAction {
+    pub(crate) fn code(a: &RuleAction) -> u8 {
+        match a {
+            RuleAction::Allow => 0,
+            RuleAction::Block => 1,
+            RuleAction::Nxdomain => 2,
+            RuleAction::Nodata => 3,
+            RuleAction::Refused => 4,
+            RuleAction::Drop => 5,
+            RuleAction::LocalData(_) => 6,
+        }
+    }
+    fn from_code(c: u8) -> MatchAction {
+        match c {
+            0 => MatchAction::Allow,
+            2 => MatchAction::Nxdomain,
+            3 => MatchAction::Nodata,
+            4 => MatchAction::Refused,
+            5 => MatchAction::Drop,
+            6 => MatchAction::LocalData,
+            _ => MatchAction::Block,
+        }
+    }
+}
+
+/// The winning rule for a name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Match {
+    pub rule: RuleId,
+    pub action: MatchAction,
+}
+
+/// Why a snapshot could not be opened.
+#[derive(Debug, Error)]
+pub enum SnapshotError {
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}: not a sinkhole snapshot (bad magic)")]
+    BadMagic(String),
+    #[error("{path}: snapshot format {found} is not supported (want {FORMAT})")]
+    BadFormat { path: String, found: u32 },
+    #[error("{path}: checksum mismatch (stored {stored:08x}, computed {computed:08x}); the file is damaged")]
+    Checksum {
+        path: String,
+        stored: u32,
+        computed: u32,
+    },
+    #[error("{path}: corrupt snapshot: {what}")]
+    Corrupt { path: String, what: String },
+}
+
+enum Backing {
+    Owned(Vec<u8>),
+    Mapped(memmap2::Mmap),
+}
+
+impl AsRef<[u8]> for Backing {
+    fn as_ref(&self) -> &[u8] {
+        match self {
+            Backing::Owned(v) => v,
+            Backing::Mapped(m) => m,
+        }
+    }
+}
+
+/// A window into the shared blob, so the fst can own its bytes cheaply.
+#[derive(Clone)]
+struct Slice {
+    blob: Arc<Backing>,
+    start: usize,
+    end: usize,
+}
+
+impl AsRef<[u8]> for Slice {
+    fn as_ref(&self) -> &[u8] {
+        &self.blob.as_ref().as_ref()[self.start..self.end]
+    }
+}
+
+/// The compiled rule set. Cheap to share (`Arc<Snapshot>`), never mutated.
+pub struct Snapshot {
+    blob: Arc<Backing>,
+    fst: Fst<Slice>,
+    sections: [(usize, usize); SECTIONS],
+    fst_rules: u32,
+    keywords: Option<AhoCorasick>,
+    /// Rule id of keyword pattern i.
+    keyword_rules: Vec<u32>,
+    version: u64,
+    created: u64,
+    counts: Counts,
+}
+
+impl fmt::Debug for Snapshot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Snapshot")
+            .field("version", &self.version)
+            .field("rules", &self.rule_count())
+            .field("bytes", &self.byte_len())
+            .finish()
+    }
+}
+
+fn le_u16(b: &[u8], at: usize) -> u16 {
+    u16::from_le_bytes([b[at], b[at + 1]])
+}
+fn le_u32(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+fn le_u64(b: &[u8], at: usize) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(a)
+}
+
+impl Snapshot {
+    /// Build from a serialised blob, checking structure (and the checksum
+    /// when `verify`): a damaged file is an error, never a panic.
+    pub(crate) fn from_blob(blob: Vec<u8>, origin: &str) -> Result<Snapshot, SnapshotError> {
+        Snapshot::from_backing(Backing::Owned(blob), origin, false)
+    }
+
+    fn from_backing(
+        backing: Backing,
+        origin: &str,
+        verify: bool,
+    ) -> Result<Snapshot, SnapshotError> {
+        let corrupt = |what: &str| SnapshotError::Corrupt {
+            path: origin.to_string(),
+            what: what.to_string(),
+        };
+        let b = backing.as_ref();
+        if b.len() < HEADER_LEN || &b[..8] != MAGIC {
+            return Err(SnapshotError::BadMagic(origin.to_string()));
+        }
+        let format = le_u32(b, 8);
+        if format != FORMAT {
+            return Err(SnapshotError::BadFormat {
+                path: origin.to_string(),
+                found: format,
+            });
+        }
+        if verify {
+            let stored = le_u32(b, 12);
+            let computed = crc32fast::hash(&b[HEADER_LEN..]);
+            if stored != computed {
+                return Err(SnapshotError::Checksum {
+                    path: origin.to_string(),
+                    stored,
+                    computed,
+                });
+            }
+        }
+        let version = le_u64(b, 16);
+        let created = le_u64(b, 24);
+        let mut c = [0usize; 8];
+        for (i, slot) in c.iter_mut().enumerate() {
+            *slot = le_u64(b, 32 + i * 8) as usize;
+        }
+        let counts = Counts {
+            names: c[0],
+            wildcards: c[1],
+            allows: c[2],
+            keywords: c[3],
+            urls: c[4],
+            ips: c[5],
+            rpz_other: c[6],
+            skipped: c[7],
+        };
+        let mut sections = [(0usize, 0usize); SECTIONS];
+        for (i, s) in sections.iter_mut().enumerate() {
+            let off = le_u64(b, 96 + i * 16) as usize;
+            let len = le_u64(b, 96 + i * 16 + 8) as usize;
+            if off < HEADER_LEN || off.checked_add(len).is_none_or(|e| e > b.len()) {
+                return Err(corrupt("section out of bounds"));
+            }
+            *s = (off, len);
+        }
+        if sections[SEC_RULES].1 % RULE_LEN != 0 || sections[SEC_META].1 % META_LEN != 0 {
+            return Err(corrupt("table length is not a whole number of rows"));
+        }
+        let blob = Arc::new(backing);
+        let (fo, fl) = sections[SEC_FST];
+        let fst = Fst::new(Slice {
+            blob: blob.clone(),
+            start: fo,
+            end: fo + fl,
+        })
+        .map_err(|e| corrupt(&format!("fst: {e}")))?;
+        let fst_rules = fst.len() as u32;
+        let mut snap = Snapshot {
+            blob,
+            fst,
+            sections,
+            fst_rules,
+            keywords: None,
+            keyword_rules: Vec::new(),
+            version,
+            created,
+            counts,
+        };
+        if (snap.fst_rules as usize) > snap.rule_count() {
+            return Err(corrupt("fst refers to more rules than the table holds"));
+        }
+        // Keywords: count u32, then per keyword rule id u32 + string offset u32.
+        let extra = snap.section(SEC_EXTRA);
+        if extra.len() < 4 {
+            return Err(corrupt("extra section too short"));
+        }
+        let n = le_u32(extra, 0) as usize;
+        if extra.len() < 4 + n * 8 {
+            return Err(corrupt("keyword table too short"));
+        }
+        let mut patterns = Vec::with_capacity(n);
+        let mut keyword_rules = Vec::with_capacity(n);
+        for i in 0..n {
+            let rule = le_u32(extra, 4 + i * 8);
+            let s = le_u32(extra, 8 + i * 8);
+            if rule as usize >= snap.rule_count() {
+                return Err(corrupt("keyword rule out of range"));
+            }
+            let text = snap.string(s).ok_or_else(|| corrupt("keyword string"))?;
+            patterns.push(text.to_string());
+            keyword_rules.push(rule);
+        }
+        snap.keyword_rules = keyword_rules;
+        if !patterns.is_empty() {
+            let ac = AhoCorasick::builder()
+                .ascii_case_insensitive(true)
+                .build(&patterns)
+                .map_err(|e| corrupt(&format!("keywords: {e}")))?;
+            snap.keywords = Some(ac);
+        }
+        // Every rule's file id must resolve, so provenance lookups cannot fail later.
+        let files = snap.section(SEC_FILES).len() / 8;
+        let rules = snap.section(SEC_RULES);
+        for row in rules.chunks_exact(RULE_LEN) {
+            if le_u16(row, 4) as usize >= files {
+                return Err(corrupt("rule refers to an unknown file"));
+            }
+        }
+        Ok(snap)
+    }
+
+    /// Open a saved snapshot by memory-mapping it; the checksum is verified
+    /// before use.
+    pub fn open(path: &Path) -> Result<Snapshot, SnapshotError> {
+        let io = |source| SnapshotError::Io {
+            path: path.display().to_string(),
+            source,
+        };
+        let file = fs::File::open(path).map_err(io)?;
+        // SAFETY: the snapshot file is written once to a temp name and renamed
+        // into place, never modified in place, so the mapping stays valid.
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
+        Snapshot::from_backing(Backing::Mapped(map), &path.display().to_string(), true)
+    }
+
+    /// Write the snapshot atomically (temp file, fsync, rename).
+    pub fn save(&self, path: &Path) -> Result<(), SnapshotError> {
+        let io = |source| SnapshotError::Io {
+            path: path.display().to_string(),
+            source,
+        };
+        let tmp = path.with_extension("tmp");
+        let mut f = fs::File::create(&tmp).map_err(io)?;
+        f.write_all(self.bytes()).map_err(io)?;
+        f.sync_all().map_err(io)?;
+        fs::rename(&tmp, path).map_err(io)?;
+        Ok(())
+    }
+
+    /// The serialised form (what `save` writes).
+    pub fn bytes(&self) -> &[u8] {
+        self.blob.as_ref().as_ref()
+    }
+
+    pub fn byte_len(&self) -> usize {
+        self.bytes().len()
+    }
+
+    /// The list version this snapshot enforces.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// When it was compiled (seconds since the Unix epoch).
+    pub fn created(&self) -> u64 {
+        self.created
+    }
+
+    pub fn counts(&self) -> Counts {
+        self.counts
+    }
+
+    /// Number of rules with a row in the table (name and keyword rules).
+    pub fn rule_count(&self) -> usize {
+        self.sections[SEC_RULES].1 / RULE_LEN
+    }
+
+    /// Number of distinct name keys in the fst.
+    pub fn name_rule_count(&self) -> usize {
+        self.fst_rules as usize
+    }
+
+    /// Bytes of the fst alone.
+    pub fn fst_len(&self) -> usize {
+        self.sections[SEC_FST].1
+    }
+
+    fn section(&self, i: usize) -> &[u8] {
+        let (o, l) = self.sections[i];
+        &self.bytes()[o..o + l]
+    }
+
+    fn string(&self, off: u32) -> Option<&str> {
+        if off == NO_STRING {
+            return None;
+        }
+        let s = self.section(SEC_STRINGS);
+        let off = off as usize;
+        s.get(off..off + 2)?;
+        let len = le_u16(s, off) as usize;
+        let bytes = s.get(off + 2..off + 2 + len)?;
+        std::str::from_utf8(bytes).ok()
+    }
+
+    /// Find the winning rule for `name` (dotted text, any case, trailing
+    /// dot optional). Most specific name rule wins: the deepest matching
+    /// suffix; at equal depth an allow beats a block and a narrower scope
+    /// beats `Subtree`. Keyword rules apply only when no name rule matched.
+    pub fn lookup(&self, name: &[u8]) -> Option<Match> {
+        let name = name.strip_suffix(b".").unwrap_or(name);
+        if name.is_empty() {
+            return None;
+        }
+        let fst = &self.fst;
+        let mut node = fst.root();
+        let mut out = Output::zero();
+        // (rule ordinal, rank) of the best candidate so far; deeper always replaces.
+        let mut best: Option<(u64, u8)> = None;
+        let mut end = name.len();
+        let mut first = true;
+        'labels: loop {
+            let start = name[..end]
+                .iter()
+                .rposition(|&b| b == b'.')
+                .map_or(0, |p| p + 1);
+            if !first {
+                match node.find_input(b'.') {
+                    Some(i) => {
+                        let t = node.transition(i);
+                        out = out.cat(t.out);
+                        node = fst.node(t.addr);
+                    }
+                    None => break 'labels,
+                }
+            }
+            first = false;
+            for &b in &name[start..end] {
+                match node.find_input(b.to_ascii_lowercase()) {
+                    Some(i) => {
+                        let t = node.transition(i);
+                        out = out.cat(t.out);
+                        node = fst.node(t.addr);
+                    }
+                    None => break 'labels,
+                }
+            }
+            let whole = start == 0;
+            let mut level: Option<(u64, u8)> = None;
+            let scopes: [u8; 2] = if whole {
+                [SCOPE_EXACT, SCOPE_SUBTREE]
+            } else {
+                [SCOPE_SUBDOMAINS, SCOPE_SUBTREE]
+            };
+            for (narrow, scope) in scopes.into_iter().enumerate() {
+                if let Some(i) = node.find_input(scope) {
+                    let t = node.transition(i);
+                    let n = fst.node(t.addr);
+                    if n.is_final() {
+                        let ord = out.cat(t.out).cat(n.final_output()).value();
+                        // rank: allow first, then the narrower scope.
+                        let allow = self.action_code(ord as u32) == 0;
+                        let rank = (u8::from(!allow) << 1) | narrow as u8;
+                        if level.is_none_or(|(_, r)| rank < r) {
+                            level = Some((ord, rank));
+                        }
+                    }
+                }
+            }
+            if level.is_some() {
+                best = level;
+            }
+            if whole {
+                break;
+            }
+            end = start - 1;
+        }
+        if let Some((ord, _)) = best {
+            return Some(self.make_match(ord as u32));
+        }
+        let ac = self.keywords.as_ref()?;
+        let m = ac.find(name)?;
+        let rule = *self.keyword_rules.get(m.pattern().as_usize())?;
+        Some(self.make_match(rule))
+    }
+
+    fn make_match(&self, rule: u32) -> Match {
+        Match {
+            rule: RuleId(rule),
+            action: MatchAction::from_code(self.action_code(rule)),
+        }
+    }
+
+    fn row(&self, rule: u32) -> &[u8] {
+        let at = rule as usize * RULE_LEN;
+        &self.section(SEC_RULES)[at..at + RULE_LEN]
+    }
+
+    fn action_code(&self, rule: u32) -> u8 {
+        self.row(rule)[6]
+    }
+
+    /// Provenance of a rule.
+    ///
+    /// # Panics
+    /// If `id` did not come from this snapshot's `lookup` (out of range).
+    pub fn rule(&self, id: RuleId) -> RuleView<'_> {
+        RuleView { snap: self, id }
+    }
+
+    /// The meta row of a rule, if it has one (binary search by rule id).
+    fn meta_row(&self, rule: u32) -> Option<&[u8]> {
+        if self.row(rule)[7] & FLAG_META == 0 {
+            return None;
+        }
+        let meta = self.section(SEC_META);
+        let rows = meta.len() / META_LEN;
+        let (mut lo, mut hi) = (0usize, rows);
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            let r = le_u32(meta, mid * META_LEN);
+            match r.cmp(&rule) {
+                std::cmp::Ordering::Equal => return Some(&meta[mid * META_LEN..(mid + 1) * META_LEN]),
+                std::cmp::Ordering::Less => lo = mid + 1,
+                std::cmp::Ordering::Greater => hi = mid,
+            }
+        }
+        None
+    }
+
+    /// Recover a name rule's key from its ordinal by walking the fst,
+    /// following at each node the last transition whose output does not
+    /// overshoot (values are ordinals in key order).
+    fn key_of(&self, ord: u64) -> Option<Vec<u8>> {
+        let fst = &self.fst;
+        let mut node = fst.root();
+        let mut acc = 0u64;
+        let mut key = Vec::with_capacity(32);
+        loop {
+            if node.is_final() && acc + node.final_output().value() == ord {
+                return Some(key);
+            }
+            let mut chosen = None;
+            for t in node.transitions() {
+                if acc + t.out.value() <= ord {
+                    chosen = Some(t);
+                } else {
+                    break;
+                }
+            }
+            let t = chosen?;
+            acc += t.out.value();
+            key.push(t.inp);
+            node = fst.node(t.addr);
+            if key.len() > 300 {
+                return None;
+            }
+        }
+    }
+
+    /// Iterate over every name rule as (name, scope, id), in key order.
+    pub fn name_rules(&self) -> impl Iterator<Item = (String, Scope, RuleId)> + '_ {
+        use fst::Streamer;
+        let mut stream = self.fst.stream();
+        let mut all = Vec::new();
+        while let Some((k, v)) = stream.next() {
+            if let Some((name, scope)) = decode_key(k) {
+                all.push((name, scope, RuleId(v.value() as u32)));
+            }
+        }
+        all.into_iter()
+    }
+
+    /// Rules kept for later enforcement (URLs, IPs, other RPZ triggers),
+    /// as (kind, text, file, line).
+    pub fn deferred_rules(&self) -> Vec<(String, String, String, u32)> {
+        let extra = self.section(SEC_EXTRA);
+        let n = le_u32(extra, 0) as usize;
+        let rest = &extra[4 + n * 8..];
+        let mut out = Vec::new();
+        for line in rest.split(|&b| b == b'\n') {
+            let text = String::from_utf8_lossy(line);
+            let mut parts = text.splitn(4, '\t');
+            if let (Some(kind), Some(file), Some(line), Some(rule)) =
+                (parts.next(), parts.next(), parts.next(), parts.next())
+            {
+                let file = file
+                    .parse::<u32>()
+                    .ok()
+                    .map(|f| self.file_path(f as u16).to_string())
+                    .unwrap_or_default();
+                out.push((kind.to_string(), rule.to_string(), file, line.parse().unwrap_or(0)));
+            }
+        }
+        out
+    }
+
+    fn file_entry(&self, file: u16) -> (u32, u32) {
+        let files = self.section(SEC_FILES);
+        let at = file as usize * 8;
+        if at + 8 > files.len() {
+            return (NO_STRING, NO_STRING);
+        }
+        (le_u32(files, at), le_u32(files, at + 4))
+    }
+
+    fn file_path(&self, file: u16) -> &str {
+        self.string(self.file_entry(file).1).unwrap_or("")
+    }
+}
+
+/// Split a key back into name and scope.
+pub(crate) fn decode_key(key: &[u8]) -> Option<(String, Scope)> {
+    let (&scope, rev) = key.split_last()?;
+    let scope = match scope {
+        SCOPE_EXACT => Scope::Exact,
+        SCOPE_SUBTREE => Scope::Subtree,
+        SCOPE_SUBDOMAINS => Scope::Subdomains,
+        _ => return None,
+    };
+    let rev = std::str::from_utf8(rev).ok()?;
+    let mut labels: Vec<&str> = rev.split('.').collect();
+    labels.reverse();
+    Some((labels.join("."), scope))
+}
+
+/// Provenance and details of one rule.
+#[derive(Clone, Copy)]
+pub struct RuleView<'s> {
+    snap: &'s Snapshot,
+    id: RuleId,
+}
+
+impl<'s> RuleView<'s> {
+    pub fn id(&self) -> RuleId {
+        self.id
+    }
+    fn row(&self) -> &'s [u8] {
+        self.snap.row(self.id.0)
+    }
+    /// 1-based line in the source file.
+    pub fn line(&self) -> u32 {
+        le_u32(self.row(), 0)
+    }
+    /// The list's name.
+    pub fn list(&self) -> &'s str {
+        let file = le_u16(self.row(), 4);
+        self.snap
+            .string(self.snap.file_entry(file).0)
+            .unwrap_or("")
+    }
+    /// The source file as given to the loader.
+    pub fn file(&self) -> &'s str {
+        self.snap.file_path(le_u16(self.row(), 4))
+    }
+    pub fn is_keyword(&self) -> bool {
+        self.row()[7] & 0x7f == SCOPE_KEYWORD
+    }
+    pub fn scope(&self) -> Option<Scope> {
+        match self.row()[7] & 0x7f {
+            SCOPE_EXACT => Some(Scope::Exact),
+            SCOPE_SUBTREE => Some(Scope::Subtree),
+            SCOPE_SUBDOMAINS => Some(Scope::Subdomains),
+            _ => None,
+        }
+    }
+    /// The rule in list syntax: `example.com`, `*.example.com`,
+    /// `=example.com` (exact only) or `keyword:text`.
+    pub fn text(&self) -> String {
+        if self.is_keyword() {
+            let kw = self
+                .snap
+                .keyword_rules
+                .iter()
+                .position(|&r| r == self.id.0)
+                .and_then(|i| {
+                    let extra = self.snap.section(SEC_EXTRA);
+                    self.snap.string(le_u32(extra, 8 + i * 8))
+                })
+                .unwrap_or("");
+            return format!("keyword:{kw}");
+        }
+        match self.snap.key_of(u64::from(self.id.0)).and_then(|k| decode_key(&k)) {
+            Some((name, Scope::Subtree)) => name,
+            Some((name, Scope::Subdomains)) => format!("*.{name}"),
+            Some((name, Scope::Exact)) => format!("={name}"),
+            None => String::new(),
+        }
+    }
+    /// The name a name rule is keyed on (without scope markers).
+    pub fn name(&self) -> Option<String> {
+        self.snap
+            .key_of(u64::from(self.id.0))
+            .and_then(|k| decode_key(&k))
+            .map(|(n, _)| n)
+    }
+    fn meta_str(&self, field: usize) -> Option<&'s str> {
+        let row = self.snap.meta_row(self.id.0)?;
+        self.snap.string(le_u32(row, 4 + field * 4))
+    }
+    pub fn decision(&self) -> Option<&'s str> {
+        self.meta_str(0)
+    }
+    pub fn authority(&self) -> Option<&'s str> {
+        self.meta_str(1)
+    }
+    pub fn date(&self) -> Option<&'s str> {
+        self.meta_str(2)
+    }
+    pub fn category(&self) -> Option<&'s str> {
+        self.meta_str(3)
+    }
+    pub fn meta(&self) -> RuleMeta {
+        RuleMeta {
+            decision: self.decision().map(str::to_string),
+            authority: self.authority().map(str::to_string),
+            date: self.date().map(str::to_string),
+            category: self.category().map(str::to_string),
+        }
+    }
+    /// Addresses of a local-data rule (empty for other actions).
+    pub fn addresses(&self) -> Vec<IpAddr> {
+        self.meta_str(4)
+            .map(|s| s.split(',').filter_map(|a| a.parse().ok()).collect())
+            .unwrap_or_default()
+    }
+    pub fn match_action(&self) -> MatchAction {
+        MatchAction::from_code(self.row()[6])
+    }
+    pub fn action(&self) -> RuleAction {
+        match self.match_action() {
+            MatchAction::Allow => RuleAction::Allow,
+            MatchAction::Block => RuleAction::Block,
+            MatchAction::Nxdomain => RuleAction::Nxdomain,
+            MatchAction::Nodata => RuleAction::Nodata,
+            MatchAction::Refused => RuleAction::Refused,
+            MatchAction::Drop => RuleAction::Drop,
+            MatchAction::LocalData => RuleAction::LocalData(self.addresses()),
+        }
+    }
+}
+
+impl fmt::Debug for RuleView<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RuleView")
+            .field("rule", &self.text())
+            .field("action", &self.action())
+            .field("file", &self.file())
+            .field("line", &self.line())
+            .finish()
+    }
+}
+
+/// Name rules that differ between two snapshots, as rule text (`@@` marks
+/// an allow rule). A rule whose action flipped between allow and block
+/// shows as removed and added.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SnapshotDiff {
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+}
+
+/// Compare two snapshots by walking both fsts in key order once.
+pub fn diff(old: &Snapshot, new: &Snapshot) -> SnapshotDiff {
+    use fst::Streamer;
+    fn text(snap: &Snapshot, key: &[u8], ord: u64) -> Option<(String, bool)> {
+        let (name, scope) = decode_key(key)?;
+        let allow = snap.action_code(ord as u32) == 0;
+        let body = match scope {
+            Scope::Subtree => name,
+            Scope::Subdomains => format!("*.{name}"),
+            Scope::Exact => format!("={name}"),
+        };
+        Some((if allow { format!("@@{body}") } else { body }, allow))
+    }
+    let mut out = SnapshotDiff::default();
+    let mut a = old.fst.stream();
+    let mut b = new.fst.stream();
+    let mut next_a = a.next().map(|(k, v)| (k.to_vec(), v.value()));
+    let mut next_b = b.next().map(|(k, v)| (k.to_vec(), v.value()));
+    loop {
+        match (&next_a, &next_b) {
+            (None, None) => break,
+            (Some((ka, va)), None) => {
+                out.removed.extend(text(old, ka, *va).map(|t| t.0));
+                next_a = a.next().map(|(k, v)| (k.to_vec(), v.value()));
+            }
+            (None, Some((kb, vb))) => {
+                out.added.extend(text(new, kb, *vb).map(|t| t.0));
+                next_b = b.next().map(|(k, v)| (k.to_vec(), v.value()));
+            }
+            (Some((ka, va)), Some((kb, vb))) => match ka.cmp(kb) {
+                std::cmp::Ordering::Less => {
+                    out.removed.extend(text(old, ka, *va).map(|t| t.0));
+                    next_a = a.next().map(|(k, v)| (k.to_vec(), v.value()));
+                }
+                std::cmp::Ordering::Greater => {
+                    out.added.extend(text(new, kb, *vb).map(|t| t.0));
+                    next_b = b.next().map(|(k, v)| (k.to_vec(), v.value()));
+                }
+                std::cmp::Ordering::Equal => {
+                    let ta = text(old, ka, *va);
+                    let tb = text(new, kb, *vb);
+                    if ta.as_ref().map(|t| t.1) != tb.as_ref().map(|t| t.1) {
+                        out.removed.extend(ta.map(|t| t.0));
+                        out.added.extend(tb.map(|t| t.0));
+                    }
+                    next_a = a.next().map(|(k, v)| (k.to_vec(), v.value()));
+                    next_b = b.next().map(|(k, v)| (k.to_vec(), v.value()));
+                }
+            },
+        }
+    }
+    out
+}

@@ -1,0 +1,233 @@
+//! The `sinkhole` command: argument parsing, logging set-up, runtime and
+//! exit codes. Everything else lives in the library.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+
+use sinkhole::list::{self, ListOptions};
+use sinkhole::report;
+
+/// Exit codes: 0 success, 1 findings (skipped lines, blocked names found by
+/// `check`), 2 usage or I/O errors.
+const EXIT_FINDINGS: u8 = 1;
+const EXIT_ERROR: u8 = 2;
+
+#[derive(Parser)]
+#[command(name = "sinkhole", version, about = "DNS blocklist enforcement resolver-proxy")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Parse list files and report the format, rules by kind and every
+    /// skipped line as FILE:LINE: reason. Exit 0 clean, 1 lines skipped, 2 I/O error.
+    Check {
+        /// Treat any skipped line as an error.
+        #[arg(long)]
+        strict: bool,
+        /// One JSON object per file.
+        #[arg(long)]
+        json: bool,
+        /// Force a format (plain, hosts, adblock, rpz, csv, json) instead of detecting it.
+        #[arg(long)]
+        format: Option<list::Format>,
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Say whether names are blocked, allowed or untouched, and by which rule.
+    Lookup {
+        /// A list file or directory (repeatable).
+        #[arg(long = "list", required_unless_present = "snapshot")]
+        lists: Vec<PathBuf>,
+        /// Read a compiled snapshot instead of lists.
+        #[arg(long, conflicts_with = "lists")]
+        snapshot: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Names added and removed between two versions of a list (files or directories).
+    Diff {
+        old: PathBuf,
+        new: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Serve DNS on UDP and TCP: blocked names get the sinkhole answer,
+    /// everything else is forwarded upstream.
+    Serve {
+        /// Configuration file (TOML); without it the embedded default is used.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Validate the configuration, print the effective one and exit (0 valid, 1 invalid).
+        #[arg(long)]
+        check_config: bool,
+    },
+    /// Compile lists into a snapshot file that `serve` can memory-map at start.
+    Compile {
+        #[arg(long = "list", required = true)]
+        lists: Vec<PathBuf>,
+        #[arg(short = 'o', long = "output")]
+        output: PathBuf,
+        /// Version number stored in the snapshot.
+        #[arg(long, default_value_t = 1)]
+        version: u64,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("sinkhole: {e:#}");
+            ExitCode::from(EXIT_ERROR)
+        }
+    }
+}
+
+fn serve(config: Option<PathBuf>, check_config: bool) -> Result<u8> {
+    let cfg = match sinkhole::config::Config::load(config.as_deref()) {
+        Ok(c) => c,
+        Err(e) if check_config => {
+            eprintln!("sinkhole: {e}");
+            return Ok(EXIT_FINDINGS);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if check_config {
+        print!("{}", cfg.to_toml());
+        return Ok(0);
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cfg.server.workers)
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")?;
+    rt.block_on(sinkhole::server::serve(cfg))?;
+    Ok(0)
+}
+
+fn run(cli: Cli) -> Result<u8> {
+    let mut out = std::io::stdout().lock();
+    match cli.command {
+        Command::Check {
+            strict,
+            json,
+            format,
+            files,
+        } => {
+            let opts = ListOptions {
+                format,
+                ..ListOptions::default()
+            };
+            let mut skipped = 0;
+            for path in list::parse::list_files(&files)? {
+                let parsed = list::parse::parse_file(&path, &opts)?;
+                skipped += parsed.skipped.len();
+                if json {
+                    writeln!(out, "{}", report::check_json(&parsed))?;
+                } else {
+                    write!(out, "{}", report::check_text(&parsed))?;
+                }
+            }
+            Ok(if skipped > 0 && strict {
+                EXIT_ERROR
+            } else if skipped > 0 {
+                EXIT_FINDINGS
+            } else {
+                0
+            })
+        }
+        Command::Lookup {
+            lists,
+            snapshot,
+            json,
+            names,
+        } => {
+            let snap = match snapshot {
+                Some(p) => list::Snapshot::open(&p)?,
+                None => list::load(&lists, &ListOptions::default(), 1, false)?.snapshot,
+            };
+            for raw in &names {
+                let name = match list::name::normalize(raw) {
+                    Ok(n) => n,
+                    Err(e) => {
+                        eprintln!("sinkhole: {raw:?}: {e}");
+                        return Ok(EXIT_ERROR);
+                    }
+                };
+                if json {
+                    writeln!(out, "{}", report::lookup_json(&snap, &name))?;
+                } else {
+                    writeln!(out, "{}", report::lookup_text(&snap, &name))?;
+                }
+            }
+            Ok(0)
+        }
+        Command::Diff { old, new, json } => {
+            let opts = ListOptions::default();
+            let old = list::load(&[old.clone()], &opts, 1, false)
+                .with_context(|| format!("loading {}", old.display()))?;
+            let new = list::load(&[new.clone()], &opts, 2, false)
+                .with_context(|| format!("loading {}", new.display()))?;
+            let d = list::diff(&old.snapshot, &new.snapshot);
+            if json {
+                writeln!(out, "{}", report::diff_json(&d))?;
+            } else {
+                write!(out, "{}", report::diff_text(&d))?;
+            }
+            Ok(0)
+        }
+        Command::Serve {
+            config,
+            check_config,
+        } => {
+            // Unlock stdout: the server writes its hit log there.
+            drop(out);
+            serve(config, check_config)
+        }
+        Command::Compile {
+            lists,
+            output,
+            version,
+        } => {
+            let loaded = list::load(&lists, &ListOptions::default(), version, false)?;
+            for msg in &loaded.skipped {
+                eprintln!("{msg}");
+            }
+            loaded.snapshot.save(&output)?;
+            let c = loaded.counts();
+            writeln!(
+                out,
+                "{}: version {} rules {} bytes {} (names {} wildcards {} allows {} keywords {}; skipped {}) parse {:?} compile {:?}",
+                output.display(),
+                version,
+                loaded.snapshot.rule_count(),
+                loaded.snapshot.byte_len(),
+                c.names,
+                c.wildcards,
+                c.allows,
+                c.keywords,
+                c.skipped,
+                loaded.parse_time,
+                loaded.compile_time
+            )?;
+            Ok(0)
+        }
+    }
+}

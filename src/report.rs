@@ -1,0 +1,117 @@
+//! Human and JSON renderings for the list commands (`check`, `lookup`,
+//! `diff`). Pure functions from results to text, so they are tested
+//! without a process.
+
+use std::fmt::Write as _;
+
+use serde_json::{Value, json};
+
+use crate::list::{Counts, ParsedList, Snapshot, SnapshotDiff};
+
+fn counts_line(c: &Counts) -> String {
+    format!(
+        "names={} wildcards={} allows={} keywords={} urls={} ips={} rpz_other={} skipped={}",
+        c.names, c.wildcards, c.allows, c.keywords, c.urls, c.ips, c.rpz_other, c.skipped
+    )
+}
+
+/// `sinkhole check` output for one file.
+pub fn check_text(list: &ParsedList) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "{}: format={} {}",
+        list.path.display(),
+        list.format,
+        counts_line(&list.counts())
+    );
+    for msg in list.skip_messages() {
+        let _ = writeln!(s, "{msg}");
+    }
+    s
+}
+
+pub fn check_json(list: &ParsedList) -> Value {
+    json!({
+        "file": list.path.display().to_string(),
+        "list": list.name,
+        "format": list.format.as_str(),
+        "counts": list.counts(),
+        "skipped": list.skipped.iter().map(|s| json!({
+            "line": s.line,
+            "reason": s.reason,
+            "message": format!("{}:{}: {}", list.path.display(), s.line, s.reason),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// One lookup result: `name status [action FILE:LINE rule [decision=…]]`.
+pub fn lookup_json(snap: &Snapshot, name: &str) -> Value {
+    match snap.lookup(name.as_bytes()) {
+        None => json!({"name": name, "status": "none"}),
+        Some(m) => {
+            let v = snap.rule(m.rule);
+            let status = if v.action().is_allow() { "allowed" } else { "blocked" };
+            json!({
+                "name": name,
+                "status": status,
+                "action": v.action().as_str(),
+                "list": v.list(),
+                "file": v.file(),
+                "line": v.line(),
+                "rule": v.text(),
+                "decision": v.decision(),
+                "authority": v.authority(),
+                "date": v.date(),
+                "category": v.category(),
+            })
+        }
+    }
+}
+
+pub fn lookup_text(snap: &Snapshot, name: &str) -> String {
+    let Some(m) = snap.lookup(name.as_bytes()) else {
+        return format!("{name} none");
+    };
+    let v = snap.rule(m.rule);
+    let status = if v.action().is_allow() { "allowed" } else { "blocked" };
+    let mut s = format!(
+        "{name} {status} {} {}:{} {}",
+        v.action().as_str(),
+        v.file(),
+        v.line(),
+        v.text()
+    );
+    for (k, val) in [
+        ("decision", v.decision()),
+        ("authority", v.authority()),
+        ("date", v.date()),
+        ("category", v.category()),
+    ] {
+        if let Some(val) = val {
+            let _ = write!(s, " {k}={val:?}");
+        }
+    }
+    s
+}
+
+pub fn diff_text(d: &SnapshotDiff) -> String {
+    let mut s = String::new();
+    for a in &d.added {
+        let _ = writeln!(s, "+ {a}");
+    }
+    for r in &d.removed {
+        let _ = writeln!(s, "- {r}");
+    }
+    let _ = writeln!(s, "added {} removed {}", d.added.len(), d.removed.len());
+    s
+}
+
+pub fn diff_json(d: &SnapshotDiff) -> Value {
+    json!({
+        "added": d.added,
+        "removed": d.removed,
+        "added_count": d.added.len(),
+        "removed_count": d.removed.len(),
+    })
+}
