@@ -1,0 +1,387 @@
+//! Packet cache for forwarded answers. An entry is the upstream's reply
+//! bytes plus the offsets of every TTL field, so a hit is a copy and a few
+//! in-place patches (ID, the client's spelling of the name, TTLs aged by the
+//! seconds since insert) instead of a decode and re-encode.
+//!
+//! Bounded by `max_entries`, split over mutex-guarded shards; eviction is
+//! CLOCK (second chance) over a slot array, which costs one flag write per
+//! hit and no allocation or list juggling. A hand-rolled map keeps lookups
+//! borrow-only (`&[u8]` keys) and avoids a dependency for ~150 lines.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::config::CacheConfig;
+use crate::wire::{self, ResponseScan};
+
+const SHARDS: usize = 64;
+/// Flag byte + qtype + qclass + the longest wire name.
+pub const MAX_KEY: usize = 5 + wire::MAX_NAME;
+
+/// Request bits that change what the upstream answers, and so the key.
+pub const KEY_DO: u8 = 1;
+pub const KEY_CD: u8 = 2;
+pub const KEY_AD: u8 = 4;
+pub const KEY_EDNS: u8 = 8;
+
+/// Build the cache key for a question into `buf`; returns its length.
+pub fn make_key(
+    buf: &mut [u8; MAX_KEY],
+    lower_wire: &[u8],
+    qtype: u16,
+    qclass: u16,
+    bits: u8,
+) -> usize {
+    let n = lower_wire.len().min(wire::MAX_NAME);
+    buf[0] = bits;
+    buf[1..3].copy_from_slice(&qtype.to_be_bytes());
+    buf[3..5].copy_from_slice(&qclass.to_be_bytes());
+    buf[5..5 + n].copy_from_slice(&lower_wire[..n]);
+    5 + n
+}
+
+struct Entry {
+    bytes: Box<[u8]>,
+    ttl_offsets: Box<[u16]>,
+    inserted: Instant,
+    expires: Instant,
+    opt_class_offset: Option<u16>,
+    has_cname: bool,
+}
+
+struct Slot {
+    key: Box<[u8]>,
+    entry: Entry,
+    referenced: bool,
+}
+
+#[derive(Default)]
+struct Shard {
+    map: HashMap<Box<[u8]>, u32>,
+    slots: Vec<Slot>,
+    hand: usize,
+}
+
+/// What a hit wrote and what the caller still has to check.
+#[derive(Debug, Clone, Copy)]
+pub struct Hit {
+    pub flags: u16,
+    pub has_cname: bool,
+    pub opt_class_offset: Option<u16>,
+}
+
+pub struct Cache {
+    shards: Box<[Mutex<Shard>]>,
+    per_shard: usize,
+    max_ttl: u32,
+    max_negative_ttl: u32,
+}
+
+fn shard_of(key: &[u8]) -> usize {
+    // FNV-1a: only spreads keys over shards; the maps hash with SipHash.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in key {
+        h = (h ^ b as u64).wrapping_mul(0x100_0000_01b3);
+    }
+    (h as usize) % SHARDS
+}
+
+impl Cache {
+    pub fn new(cfg: &CacheConfig) -> Cache {
+        let per_shard = cfg.max_entries.div_ceil(SHARDS);
+        Cache {
+            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
+            per_shard,
+            max_ttl: cfg.max_ttl,
+            max_negative_ttl: cfg.max_negative_ttl,
+        }
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.per_shard > 0
+    }
+
+    pub fn len(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.lock().map(|s| s.map.len()).unwrap_or(0))
+            .sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// On a fresh entry: write the reply for a client into `out` (its `id`,
+    /// its spelling `client_qname`, TTLs aged) and return what it was.
+    pub fn get_into(
+        &self,
+        key: &[u8],
+        out: &mut Vec<u8>,
+        id: u16,
+        client_qname: &[u8],
+        now: Instant,
+    ) -> Option<Hit> {
+        if !self.enabled() {
+            return None;
+        }
+        let mut shard = self.shards[shard_of(key)].lock().ok()?;
+        let &idx = shard.map.get(key)?;
+        let slot = shard.slots.get_mut(idx as usize)?;
+        if now >= slot.entry.expires {
+            // Left in place: the insert after the refetch reuses the slot,
+            // and CLOCK takes it first if nobody asks again.
+            slot.referenced = false;
+            return None;
+        }
+        slot.referenced = true;
+        let e = &slot.entry;
+        out.clear();
+        out.extend_from_slice(&e.bytes);
+        let elapsed = now.saturating_duration_since(e.inserted).as_secs();
+        wire::age_ttls(out, &e.ttl_offsets, elapsed.min(u32::MAX as u64) as u32);
+        let hit = Hit {
+            flags: wire::read_u16(&e.bytes, 2).unwrap_or(0),
+            has_cname: e.has_cname,
+            opt_class_offset: e.opt_class_offset,
+        };
+        drop(shard);
+        wire::set_id(out, id);
+        wire::copy_qname(out, client_qname);
+        Some(hit)
+    }
+
+    /// How long an upstream reply may be cached (RFC 2308 for negative
+    /// ones), or `None` when it must not be.
+    pub fn ttl_for(&self, scan: &ResponseScan) -> Option<u32> {
+        if scan.truncated() {
+            return None;
+        }
+        let ttl = match scan.rcode() {
+            wire::RCODE_NOERROR if scan.ancount > 0 => scan.min_ttl?.min(self.max_ttl),
+            wire::RCODE_NOERROR | wire::RCODE_NXDOMAIN => {
+                let (_, soa_ttl, minimum) = scan.soa?;
+                soa_ttl.min(minimum).min(self.max_negative_ttl)
+            }
+            // SERVFAIL and friends are often transient: never cached.
+            _ => return None,
+        };
+        (ttl > 0).then_some(ttl)
+    }
+
+    /// Store an upstream reply (bytes as received) under `key`.
+    pub fn insert(&self, key: &[u8], reply: &[u8], scan: &ResponseScan, now: Instant) {
+        if !self.enabled() {
+            return;
+        }
+        let Some(ttl) = self.ttl_for(scan) else {
+            return;
+        };
+        let mut bytes: Box<[u8]> = reply.into();
+        wire::set_id(&mut bytes, 0);
+        if let Some((off, _, _)) = scan.soa
+            && scan.ancount == 0
+        {
+            // RFC 2308 §5: the SOA TTL served from cache is the negative TTL.
+            wire::set_ttl(&mut bytes, off, ttl);
+        }
+        let entry = Entry {
+            bytes,
+            ttl_offsets: scan.ttl_offsets.as_slice().into(),
+            inserted: now,
+            expires: now + Duration::from_secs(ttl as u64),
+            opt_class_offset: scan.opt_class_offset.map(|o| o as u16),
+            has_cname: scan.has_cname,
+        };
+        let Ok(mut guard) = self.shards[shard_of(key)].lock() else {
+            return;
+        };
+        let shard = &mut *guard;
+        if let Some(&idx) = shard.map.get(key) {
+            if let Some(slot) = shard.slots.get_mut(idx as usize) {
+                slot.entry = entry;
+                return;
+            }
+        }
+        let key: Box<[u8]> = key.into();
+        if shard.slots.len() < self.per_shard {
+            shard.map.insert(key.clone(), shard.slots.len() as u32);
+            shard.slots.push(Slot {
+                key,
+                entry,
+                referenced: false,
+            });
+            return;
+        }
+        // CLOCK: two sweeps at most, since the first clears every flag.
+        let n = shard.slots.len();
+        for _ in 0..2 * n {
+            let h = shard.hand % n;
+            shard.hand = (h + 1) % n;
+            let slot = &mut shard.slots[h];
+            if slot.referenced && now < slot.entry.expires {
+                slot.referenced = false;
+                continue;
+            }
+            let old = std::mem::replace(&mut slot.key, key.clone());
+            slot.entry = entry;
+            slot.referenced = false;
+            shard.map.remove(&old);
+            shard.map.insert(key, h as u32);
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hickory_proto::op::{Message, OpCode, Query};
+    use hickory_proto::rr::rdata::{A, SOA};
+    use hickory_proto::rr::{Name, RData, Record, RecordType};
+
+    fn cfg(n: usize) -> CacheConfig {
+        CacheConfig {
+            max_entries: n,
+            max_ttl: 86_400,
+            max_negative_ttl: 3_600,
+        }
+    }
+
+    fn reply(name: &str, ttl: u32) -> Vec<u8> {
+        let mut m = Message::response(99, OpCode::Query);
+        let n = Name::from_ascii(name).unwrap();
+        m.add_query(Query::query(n.clone(), RecordType::A));
+        m.add_answer(Record::from_rdata(n, ttl, RData::A(A::new(1, 2, 3, 4))));
+        m.to_vec().unwrap()
+    }
+
+    fn key(name: &str) -> Vec<u8> {
+        let mut b = [0u8; MAX_KEY];
+        let w = wire::dotted_to_wire(name);
+        let n = make_key(&mut b, &w, 1, 1, 0);
+        b[..n].to_vec()
+    }
+
+    #[test]
+    fn hit_patches_id_case_and_ttl() {
+        let c = Cache::new(&cfg(100));
+        let r = reply("www.example.com.", 300);
+        let s = wire::scan_response(&r).unwrap();
+        let t0 = Instant::now();
+        c.insert(&key("www.example.com"), &r, &s, t0);
+        let mut out = Vec::new();
+        let client = wire::dotted_to_wire("WWW.Example.Com");
+        let hit = c
+            .get_into(
+                &key("www.example.com"),
+                &mut out,
+                4242,
+                &client,
+                t0 + Duration::from_millis(2500),
+            )
+            .unwrap();
+        assert!(!hit.has_cname);
+        let m = Message::from_vec(&out).unwrap();
+        assert_eq!(m.metadata.id, 4242);
+        assert_eq!(m.queries[0].name().to_ascii(), "WWW.Example.Com.");
+        assert_eq!(m.answers[0].ttl, 298);
+        // Owner names compress to the question, so they follow its case too.
+        assert_eq!(m.answers[0].name.to_ascii(), "WWW.Example.Com.");
+        assert!(
+            c.get_into(
+                &key("www.example.com"),
+                &mut out,
+                1,
+                &client,
+                t0 + Duration::from_secs(300)
+            )
+            .is_none()
+        );
+        assert!(
+            c.get_into(&key("other.example.com"), &mut out, 1, &client, t0)
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn negative_answers_use_soa_minimum() {
+        let c = Cache::new(&cfg(100));
+        let mut m = Message::response(1, OpCode::Query);
+        m.metadata.response_code = hickory_proto::op::ResponseCode::NXDomain;
+        let n = Name::from_ascii("nope.example.").unwrap();
+        m.add_query(Query::query(n, RecordType::A));
+        let soa = SOA::new(
+            Name::from_ascii("ns.").unwrap(),
+            Name::from_ascii("h.").unwrap(),
+            1,
+            2,
+            3,
+            4,
+            60,
+        );
+        m.add_authority(Record::from_rdata(
+            Name::from_ascii("example.").unwrap(),
+            3600,
+            RData::SOA(soa),
+        ));
+        let b = m.to_vec().unwrap();
+        let s = wire::scan_response(&b).unwrap();
+        assert_eq!(c.ttl_for(&s), Some(60));
+        let t0 = Instant::now();
+        c.insert(&key("nope.example"), &b, &s, t0);
+        let mut out = Vec::new();
+        c.get_into(
+            &key("nope.example"),
+            &mut out,
+            5,
+            &wire::dotted_to_wire("nope.example"),
+            t0 + Duration::from_secs(10),
+        )
+        .unwrap();
+        let m = Message::from_vec(&out).unwrap();
+        assert_eq!(m.authorities[0].ttl, 50);
+        assert!(
+            c.get_into(
+                &key("nope.example"),
+                &mut out,
+                5,
+                b"\x00",
+                t0 + Duration::from_secs(60)
+            )
+            .is_none()
+        );
+    }
+
+    #[test]
+    fn servfail_truncated_and_zero_ttl_are_not_cached() {
+        let c = Cache::new(&cfg(100));
+        let mut r = reply("a.example.", 300);
+        r[3] = (r[3] & 0xf0) | 2;
+        assert_eq!(c.ttl_for(&wire::scan_response(&r).unwrap()), None);
+        let mut r = reply("a.example.", 300);
+        r[2] |= 0x02;
+        assert_eq!(c.ttl_for(&wire::scan_response(&r).unwrap()), None);
+        let r = reply("a.example.", 0);
+        assert_eq!(c.ttl_for(&wire::scan_response(&r).unwrap()), None);
+        let r = reply("a.example.", 1_000_000);
+        assert_eq!(c.ttl_for(&wire::scan_response(&r).unwrap()), Some(86_400));
+    }
+
+    #[test]
+    fn bounded_with_clock_eviction() {
+        let c = Cache::new(&cfg(SHARDS * 2));
+        let t0 = Instant::now();
+        for i in 0..10_000 {
+            let name = format!("n{i}.example.");
+            let r = reply(&name, 300);
+            c.insert(&key(&name), &r, &wire::scan_response(&r).unwrap(), t0);
+        }
+        assert!(c.len() <= SHARDS * 2);
+        let disabled = Cache::new(&cfg(0));
+        let r = reply("x.", 300);
+        disabled.insert(&key("x"), &r, &wire::scan_response(&r).unwrap(), t0);
+        assert_eq!(disabled.len(), 0);
+    }
+}

@@ -1,0 +1,833 @@
+//! The `sinkhole serve` configuration: raw serde structs that mirror the TOML
+//! file one to one (every key has a default, unknown keys are errors), and the
+//! validated [`Config`] the server runs on.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::list::{Format, ListOptions, RuleAction};
+
+/// Where upstream servers come from when `[upstream] servers` is empty.
+pub const RESOLV_CONF: &str = "/etc/resolv.conf";
+
+/// Largest UDP payload we send or advertise (the DNS flag day 2020 value).
+pub const MAX_UDP_PAYLOAD: u16 = 1232;
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// serde/toml's message names the offending key (`unknown field `x``)
+    /// and the line, so it is passed through verbatim.
+    #[error("{path}: {message}")]
+    Toml { path: String, message: String },
+    #[error("invalid value for `{key}`: {message}")]
+    Invalid { key: String, message: String },
+    #[error(
+        "no upstream servers: `[upstream] servers` is empty and {0} lists none usable (set `[upstream] servers`)"
+    )]
+    NoUpstream(String),
+}
+
+fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.to_string(),
+        message: message.into(),
+    }
+}
+
+// ---------------------------------------------------------------- raw TOML
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawConfig {
+    pub server: RawServer,
+    pub upstream: RawUpstream,
+    pub lists: RawLists,
+    pub policy: RawPolicy,
+    pub acl: RawAcl,
+    pub cache: RawCache,
+    pub audit: RawAudit,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawServer {
+    pub listen: Vec<String>,
+    pub workers: usize,
+    pub tcp_idle_timeout_ms: u64,
+    pub tcp_max_connections: usize,
+    /// Queries one TCP connection may have in flight at once.
+    pub tcp_max_pipeline: usize,
+    /// Upstream queries in flight at once, over all clients.
+    pub max_inflight: usize,
+}
+
+impl Default for RawServer {
+    fn default() -> Self {
+        RawServer {
+            listen: vec!["127.0.0.1:5353".into()],
+            workers: 0,
+            tcp_idle_timeout_ms: 10_000,
+            tcp_max_connections: 1024,
+            tcp_max_pipeline: 64,
+            max_inflight: 10_000,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawUpstream {
+    pub servers: Vec<String>,
+    pub timeout_ms: u64,
+    /// Cap for one TCP exchange (after a truncated UDP answer); never beyond
+    /// the overall `timeout_ms`.
+    pub tcp_timeout_ms: u64,
+}
+
+impl Default for RawUpstream {
+    fn default() -> Self {
+        RawUpstream {
+            servers: Vec::new(),
+            timeout_ms: 1500,
+            tcp_timeout_ms: 1500,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawLists {
+    pub paths: Vec<PathBuf>,
+    /// Plain/hosts entries block only the name itself, not its subdomains.
+    pub exact_only: bool,
+    /// Per-file overrides.
+    pub file: Vec<RawListFile>,
+}
+
+impl Default for RawLists {
+    fn default() -> Self {
+        RawLists {
+            paths: vec![PathBuf::from("./blocklists/")],
+            exact_only: false,
+            file: Vec::new(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawListFile {
+    pub path: PathBuf,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub format: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exact_only: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawPolicy {
+    pub action: String,
+    pub address_v4: String,
+    pub address_v6: String,
+    pub ttl: u32,
+    pub ede_code: u32,
+    pub ede_text: String,
+}
+
+impl Default for RawPolicy {
+    fn default() -> Self {
+        RawPolicy {
+            action: "nxdomain".into(),
+            address_v4: "192.0.2.1".into(),
+            address_v6: "2001:db8::1".into(),
+            ttl: 300,
+            ede_code: 16,
+            ede_text: "blocked by order {decision}".into(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawAcl {
+    pub allow: Vec<String>,
+}
+
+impl Default for RawAcl {
+    fn default() -> Self {
+        RawAcl {
+            allow: vec!["127.0.0.0/8".into(), "::1/128".into()],
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawCache {
+    pub max_entries: usize,
+    /// Upper bound on how long an answer stays cached, whatever its TTL.
+    pub max_ttl: u32,
+    /// Upper bound for negative answers (RFC 2308 §5 suggests hours at most).
+    pub max_negative_ttl: u32,
+}
+
+impl Default for RawCache {
+    fn default() -> Self {
+        RawCache {
+            max_entries: 1_000_000,
+            max_ttl: 86_400,
+            max_negative_ttl: 3_600,
+        }
+    }
+}
+
+// INTEGRATION POINT (audit): replace with `crate::audit::RawAuditConfig`
+// once `src/audit/` lands; until then only `path` is understood.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawAudit {
+    pub path: String,
+}
+
+impl Default for RawAudit {
+    fn default() -> Self {
+        RawAudit { path: "-".into() }
+    }
+}
+
+// ---------------------------------------------------------------- validated
+
+/// The configured action for blocked names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    Nxdomain,
+    Nodata,
+    Address,
+    Refused,
+    Drop,
+}
+
+impl Action {
+    pub fn parse(s: &str) -> Option<Action> {
+        Some(match s.to_ascii_lowercase().as_str() {
+            "nxdomain" => Action::Nxdomain,
+            "nodata" => Action::Nodata,
+            "address" => Action::Address,
+            "refused" => Action::Refused,
+            "drop" => Action::Drop,
+            _ => return None,
+        })
+    }
+}
+
+/// One piece of a parsed `ede_text` template.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TemplatePart {
+    Lit(String),
+    Decision,
+    Authority,
+    List,
+    Rule,
+}
+
+/// `ede_text` split once at load so filling it per block is a few copies.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Template {
+    pub parts: Vec<TemplatePart>,
+}
+
+impl Template {
+    pub fn parse(s: &str) -> Result<Template, String> {
+        let mut parts = Vec::new();
+        let mut lit = String::new();
+        let mut rest = s;
+        while let Some(c) = rest.chars().next() {
+            if rest.starts_with("{{") {
+                lit.push('{');
+                rest = &rest[2..];
+            } else if rest.starts_with("}}") {
+                lit.push('}');
+                rest = &rest[2..];
+            } else if c == '{' {
+                let end = rest
+                    .find('}')
+                    .ok_or_else(|| format!("unclosed `{{` in {s:?}"))?;
+                let part = match &rest[1..end] {
+                    "decision" => TemplatePart::Decision,
+                    "authority" => TemplatePart::Authority,
+                    "list" => TemplatePart::List,
+                    "rule" => TemplatePart::Rule,
+                    other => {
+                        return Err(format!(
+                            "unknown placeholder {{{other}}} (known: {{decision}} {{authority}} {{list}} {{rule}})"
+                        ));
+                    }
+                };
+                if !lit.is_empty() {
+                    parts.push(TemplatePart::Lit(std::mem::take(&mut lit)));
+                }
+                parts.push(part);
+                rest = &rest[end + 1..];
+            } else if c == '}' {
+                return Err(format!("unmatched `}}` in {s:?} (write `}}}}`)"));
+            } else {
+                lit.push(c);
+                rest = &rest[c.len_utf8()..];
+            }
+        }
+        if !lit.is_empty() {
+            parts.push(TemplatePart::Lit(lit));
+        }
+        Ok(Template { parts })
+    }
+
+    pub fn uses_rule(&self) -> bool {
+        self.parts.contains(&TemplatePart::Rule)
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct PolicyConfig {
+    pub action: Action,
+    pub address_v4: Ipv4Addr,
+    pub address_v6: Ipv6Addr,
+    pub ttl: u32,
+    pub ede_code: u16,
+    pub ede_text: Template,
+}
+
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    pub listen: Vec<SocketAddr>,
+    /// Resolved: never 0.
+    pub workers: usize,
+    pub tcp_idle_timeout: Duration,
+    pub tcp_max_connections: usize,
+    pub tcp_max_pipeline: usize,
+    pub max_inflight: usize,
+}
+
+#[derive(Clone, Debug)]
+pub struct UpstreamConfig {
+    pub servers: Vec<SocketAddr>,
+    pub timeout: Duration,
+    pub tcp_timeout: Duration,
+}
+
+#[derive(Clone, Debug)]
+pub struct ListFileConfig {
+    pub path: PathBuf,
+    pub options: ListOptions,
+}
+
+#[derive(Clone, Debug)]
+pub struct ListsConfig {
+    pub paths: Vec<PathBuf>,
+    pub exact_only: bool,
+    pub files: Vec<ListFileConfig>,
+}
+
+impl ListsConfig {
+    /// The options for one list file: a `[[lists.file]]` entry naming the
+    /// same path wins, else the global `exact_only`.
+    pub fn options_for(&self, path: &Path) -> ListOptions {
+        let canon = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+        let want = canon(path);
+        self.files
+            .iter()
+            .find(|f| f.path == path || canon(&f.path) == want)
+            .map(|f| f.options.clone())
+            .unwrap_or_else(|| ListOptions {
+                exact_only: self.exact_only,
+                ..ListOptions::default()
+            })
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct CacheConfig {
+    pub max_entries: usize,
+    pub max_ttl: u32,
+    pub max_negative_ttl: u32,
+}
+
+#[derive(Clone, Debug)]
+pub struct AuditConfig {
+    pub path: String,
+}
+
+/// The validated configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub upstream: UpstreamConfig,
+    pub lists: ListsConfig,
+    pub policy: PolicyConfig,
+    pub acl: Vec<IpNet>,
+    pub cache: CacheConfig,
+    pub audit: AuditConfig,
+    /// The effective raw configuration (defaults and resolv.conf upstreams
+    /// filled in), for `--check-config`.
+    pub raw: RawConfig,
+}
+
+impl Config {
+    /// Load `path`, or the embedded default when `None`.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Io {
+                    path: p.to_path_buf(),
+                    source,
+                })?;
+                Config::from_toml_str(&text, &p.display().to_string())
+            }
+            None => Config::from_raw(RawConfig::default()),
+        }
+    }
+
+    /// Parse and validate TOML text; `origin` names it in errors.
+    pub fn from_toml_str(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Toml {
+            path: origin.to_string(),
+            message: e.to_string().trim_end().to_string(),
+        })?;
+        Config::from_raw(raw)
+    }
+
+    pub fn from_raw(raw: RawConfig) -> Result<Config, ConfigError> {
+        Config::from_raw_with_resolv(raw, Path::new(RESOLV_CONF))
+    }
+
+    /// As [`Config::from_raw`], reading fallback upstreams from `resolv`.
+    pub fn from_raw_with_resolv(mut raw: RawConfig, resolv: &Path) -> Result<Config, ConfigError> {
+        let server = validate_server(&raw.server)?;
+        if raw.upstream.servers.is_empty() {
+            let text = std::fs::read_to_string(resolv).map_err(|source| ConfigError::Io {
+                path: resolv.to_path_buf(),
+                source,
+            })?;
+            let found = upstreams_from_resolv_conf(&text, &server.listen);
+            if found.is_empty() {
+                return Err(ConfigError::NoUpstream(resolv.display().to_string()));
+            }
+            raw.upstream.servers = found.iter().map(|a| a.to_string()).collect();
+        }
+        let upstream = validate_upstream(&raw.upstream)?;
+        let lists = validate_lists(&raw.lists, &raw.policy)?;
+        let policy = validate_policy(&raw.policy)?;
+        let acl = raw
+            .acl
+            .allow
+            .iter()
+            .map(|s| parse_net(s).map_err(|m| invalid("acl.allow", m)))
+            .collect::<Result<Vec<_>, _>>()?;
+        if raw.cache.max_ttl == 0 && raw.cache.max_entries > 0 {
+            return Err(invalid(
+                "cache.max_ttl",
+                "must be > 0 (set max_entries = 0 to disable)",
+            ));
+        }
+        let cache = CacheConfig {
+            max_entries: raw.cache.max_entries,
+            max_ttl: raw.cache.max_ttl,
+            max_negative_ttl: raw.cache.max_negative_ttl,
+        };
+        if raw.audit.path.is_empty() {
+            return Err(invalid("audit.path", "empty (use \"-\" for stdout)"));
+        }
+        let audit = AuditConfig {
+            path: raw.audit.path.clone(),
+        };
+        Ok(Config {
+            server,
+            upstream,
+            lists,
+            policy,
+            acl,
+            cache,
+            audit,
+            raw,
+        })
+    }
+
+    /// The effective configuration as TOML.
+    pub fn to_toml(&self) -> String {
+        toml::to_string(&self.raw).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
+    }
+}
+
+impl fmt::Display for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_toml())
+    }
+}
+
+fn validate_server(raw: &RawServer) -> Result<ServerConfig, ConfigError> {
+    if raw.listen.is_empty() {
+        return Err(invalid("server.listen", "at least one address is needed"));
+    }
+    let listen = raw
+        .listen
+        .iter()
+        .map(|s| {
+            s.parse::<SocketAddr>().map_err(|_| {
+                invalid(
+                    "server.listen",
+                    format!("{s:?} is not ADDRESS:PORT (IPv6 as \"[::1]:5353\")"),
+                )
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let workers = if raw.workers == 0 {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    } else {
+        raw.workers
+    };
+    if workers > 1024 {
+        return Err(invalid("server.workers", "at most 1024"));
+    }
+    for (key, v) in [
+        ("server.tcp_max_connections", raw.tcp_max_connections),
+        ("server.tcp_max_pipeline", raw.tcp_max_pipeline),
+        ("server.max_inflight", raw.max_inflight),
+    ] {
+        if v == 0 {
+            return Err(invalid(key, "must be > 0"));
+        }
+    }
+    if raw.tcp_idle_timeout_ms == 0 {
+        return Err(invalid("server.tcp_idle_timeout_ms", "must be > 0"));
+    }
+    Ok(ServerConfig {
+        listen,
+        workers,
+        tcp_idle_timeout: Duration::from_millis(raw.tcp_idle_timeout_ms),
+        tcp_max_connections: raw.tcp_max_connections,
+        tcp_max_pipeline: raw.tcp_max_pipeline,
+        max_inflight: raw.max_inflight,
+    })
+}
+
+fn validate_upstream(raw: &RawUpstream) -> Result<UpstreamConfig, ConfigError> {
+    let servers = raw
+        .servers
+        .iter()
+        .map(|s| parse_upstream(s).map_err(|m| invalid("upstream.servers", m)))
+        .collect::<Result<Vec<_>, _>>()?;
+    if servers.is_empty() {
+        return Err(invalid("upstream.servers", "at least one server is needed"));
+    }
+    if raw.timeout_ms == 0 || raw.timeout_ms > 60_000 {
+        return Err(invalid("upstream.timeout_ms", "must be 1..=60000"));
+    }
+    if raw.tcp_timeout_ms == 0 {
+        return Err(invalid("upstream.tcp_timeout_ms", "must be > 0"));
+    }
+    Ok(UpstreamConfig {
+        servers,
+        timeout: Duration::from_millis(raw.timeout_ms),
+        tcp_timeout: Duration::from_millis(raw.tcp_timeout_ms),
+    })
+}
+
+/// `ADDR:PORT`, `[V6]:PORT`, or a bare address meaning port 53.
+pub fn parse_upstream(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    if let Ok(ip) = s.parse::<IpAddr>() {
+        return Ok(SocketAddr::new(ip, 53));
+    }
+    Err(format!("{s:?} is not ADDRESS[:PORT]"))
+}
+
+fn parse_net(s: &str) -> Result<IpNet, String> {
+    if let Ok(n) = s.parse::<IpNet>() {
+        return Ok(n.trunc());
+    }
+    if let Ok(ip) = s.parse::<IpAddr>() {
+        return Ok(IpNet::from(ip));
+    }
+    Err(format!("{s:?} is not an address or ADDRESS/PREFIX"))
+}
+
+/// A per-list `action` as the list module understands it.
+fn list_action(s: &str, policy: &RawPolicy) -> Result<RuleAction, String> {
+    Ok(match s.to_ascii_lowercase().as_str() {
+        "allow" => RuleAction::Allow,
+        "block" => RuleAction::Block,
+        "nxdomain" => RuleAction::Nxdomain,
+        "nodata" => RuleAction::Nodata,
+        "refused" => RuleAction::Refused,
+        "drop" => RuleAction::Drop,
+        "address" => {
+            let mut v = Vec::new();
+            if let Ok(a) = policy.address_v4.parse::<Ipv4Addr>() {
+                v.push(IpAddr::V4(a));
+            }
+            if let Ok(a) = policy.address_v6.parse::<Ipv6Addr>() {
+                v.push(IpAddr::V6(a));
+            }
+            RuleAction::LocalData(v)
+        }
+        other => {
+            return Err(format!(
+                "unknown action {other:?} (allow | block | nxdomain | nodata | address | refused | drop)"
+            ));
+        }
+    })
+}
+
+fn validate_lists(raw: &RawLists, policy: &RawPolicy) -> Result<ListsConfig, ConfigError> {
+    let mut files = Vec::new();
+    for f in &raw.file {
+        if f.path.as_os_str().is_empty() {
+            return Err(invalid("lists.file.path", "empty"));
+        }
+        let format = match &f.format {
+            None => None,
+            Some(s) => Some(
+                s.parse::<Format>()
+                    .map_err(|m| invalid("lists.file.format", m))?,
+            ),
+        };
+        let action = match &f.action {
+            None => None,
+            Some(s) => Some(list_action(s, policy).map_err(|m| invalid("lists.file.action", m))?),
+        };
+        files.push(ListFileConfig {
+            path: f.path.clone(),
+            options: ListOptions {
+                format,
+                exact_only: f.exact_only.unwrap_or(raw.exact_only),
+                action,
+                name: f.name.clone(),
+            },
+        });
+    }
+    Ok(ListsConfig {
+        paths: raw.paths.clone(),
+        exact_only: raw.exact_only,
+        files,
+    })
+}
+
+fn validate_policy(raw: &RawPolicy) -> Result<PolicyConfig, ConfigError> {
+    let action = Action::parse(&raw.action).ok_or_else(|| {
+        invalid(
+            "policy.action",
+            format!(
+                "{:?} is not one of nxdomain | nodata | address | refused | drop",
+                raw.action
+            ),
+        )
+    })?;
+    let address_v4 = raw.address_v4.parse::<Ipv4Addr>().map_err(|_| {
+        invalid(
+            "policy.address_v4",
+            format!("{:?} is not an IPv4 address", raw.address_v4),
+        )
+    })?;
+    let address_v6 = raw.address_v6.parse::<Ipv6Addr>().map_err(|_| {
+        invalid(
+            "policy.address_v6",
+            format!("{:?} is not an IPv6 address", raw.address_v6),
+        )
+    })?;
+    // RFC 8914 §5.2: 0..=49151 are assigned by IANA (0..=30 so far),
+    // 49152..=65535 are private use.
+    let ede_code = match raw.ede_code {
+        c @ (0..=30 | 49152..=65535) => c as u16,
+        c => {
+            return Err(invalid(
+                "policy.ede_code",
+                format!(
+                    "{c} is neither a registered RFC 8914 code (0..=30; 15 Blocked, 16 Censored, 17 Filtered) nor private use (49152..=65535)"
+                ),
+            ));
+        }
+    };
+    let ede_text = Template::parse(&raw.ede_text).map_err(|m| invalid("policy.ede_text", m))?;
+    if raw.ede_text.len() > 512 {
+        return Err(invalid("policy.ede_text", "longer than 512 bytes"));
+    }
+    if raw.ttl > 604_800 {
+        return Err(invalid("policy.ttl", "at most 604800 (one week)"));
+    }
+    Ok(PolicyConfig {
+        action,
+        address_v4,
+        address_v6,
+        ttl: raw.ttl,
+        ede_code,
+        ede_text,
+    })
+}
+
+/// The `nameserver` entries of resolv.conf text as port-53 upstreams,
+/// minus any that would send queries back to ourselves.
+pub fn upstreams_from_resolv_conf(text: &str, own: &[SocketAddr]) -> Vec<SocketAddr> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let mut words = line.split_whitespace();
+        if words.next() != Some("nameserver") {
+            continue;
+        }
+        let Some(word) = words.next() else { continue };
+        // A scoped IPv6 address (`fe80::1%eth0`) cannot be parsed portably; skip it.
+        let Ok(ip) = word.parse::<IpAddr>() else {
+            continue;
+        };
+        let addr = SocketAddr::new(ip, 53);
+        // A wildcard listener on port 53 also answers on every loopback address.
+        let loops = own.iter().any(|l| {
+            l.port() == 53
+                && (l.ip() == ip
+                    || (l.ip().is_unspecified() && (ip.is_loopback() || ip.is_unspecified())))
+        });
+        if !loops && !out.contains(&addr) {
+            out.push(addr);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> Result<Config, ConfigError> {
+        let mut raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Toml {
+            path: "t".into(),
+            message: e.to_string(),
+        })?;
+        if raw.upstream.servers.is_empty() {
+            raw.upstream.servers = vec!["192.0.2.53".into()];
+        }
+        Config::from_raw(raw)
+    }
+
+    #[test]
+    fn defaults_match_the_issue() {
+        let c = load("").unwrap();
+        assert_eq!(c.server.listen, vec!["127.0.0.1:5353".parse().unwrap()]);
+        assert!(c.server.workers >= 1);
+        assert_eq!(c.upstream.timeout, Duration::from_millis(1500));
+        assert_eq!(c.upstream.servers, vec!["192.0.2.53:53".parse().unwrap()]);
+        assert_eq!(c.lists.paths, vec![PathBuf::from("./blocklists/")]);
+        assert_eq!(c.policy.action, Action::Nxdomain);
+        assert_eq!(c.policy.address_v4, Ipv4Addr::new(192, 0, 2, 1));
+        assert_eq!(c.policy.ttl, 300);
+        assert_eq!(c.policy.ede_code, 16);
+        assert_eq!(c.acl.len(), 2);
+        assert_eq!(c.cache.max_entries, 1_000_000);
+        assert_eq!(c.audit.path, "-");
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        for (text, key) in [
+            ("[server]\nlisten_addr = []\n", "listen_addr"),
+            ("[policy]\nactoin = \"drop\"\n", "actoin"),
+            ("[bogus]\n", "bogus"),
+            ("[[lists.file]]\npath = \"x\"\nfmt = \"rpz\"\n", "fmt"),
+        ] {
+            let e = load(text).unwrap_err().to_string();
+            assert!(e.contains(key), "{e}");
+        }
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        for (text, key) in [
+            ("[server]\nlisten = [\"nope\"]\n", "server.listen"),
+            ("[policy]\naction = \"explode\"\n", "policy.action"),
+            ("[policy]\nede_code = 1000\n", "policy.ede_code"),
+            ("[policy]\nede_text = \"by {court}\"\n", "policy.ede_text"),
+            ("[policy]\naddress_v4 = \"::1\"\n", "policy.address_v4"),
+            ("[acl]\nallow = [\"10.0.0.0/33\"]\n", "acl.allow"),
+            ("[upstream]\nservers = [\"x\"]\n", "upstream.servers"),
+            ("[upstream]\ntimeout_ms = 0\n", "upstream.timeout_ms"),
+            (
+                "[[lists.file]]\npath = \"a\"\naction = \"zap\"\n",
+                "lists.file.action",
+            ),
+        ] {
+            let e = load(text).unwrap_err().to_string();
+            assert!(e.contains(key), "{text}: {e}");
+        }
+    }
+
+    #[test]
+    fn template_parts() {
+        let t = Template::parse("order {decision} by {authority} ({list}: {rule}) {{x}}").unwrap();
+        assert_eq!(
+            t.parts,
+            vec![
+                TemplatePart::Lit("order ".into()),
+                TemplatePart::Decision,
+                TemplatePart::Lit(" by ".into()),
+                TemplatePart::Authority,
+                TemplatePart::Lit(" (".into()),
+                TemplatePart::List,
+                TemplatePart::Lit(": ".into()),
+                TemplatePart::Rule,
+                TemplatePart::Lit(") {x}".into()),
+            ]
+        );
+        assert!(Template::parse("{decision").is_err());
+        assert!(Template::parse("a } b").is_err());
+    }
+
+    #[test]
+    fn resolv_conf_skips_loops() {
+        let own: Vec<SocketAddr> = vec!["127.0.0.1:53".parse().unwrap()];
+        let text = "# c\nnameserver 127.0.0.1\nnameserver 10.0.0.1\nnameserver fe80::1%eth0\nnameserver ::1\nsearch x\n";
+        assert_eq!(
+            upstreams_from_resolv_conf(text, &own),
+            vec!["10.0.0.1:53".parse().unwrap(), "[::1]:53".parse().unwrap()]
+        );
+        let own: Vec<SocketAddr> = vec!["0.0.0.0:53".parse().unwrap()];
+        assert_eq!(
+            upstreams_from_resolv_conf("nameserver 127.0.0.53\nnameserver 9.9.9.9", &own),
+            vec!["9.9.9.9:53".parse().unwrap()]
+        );
+        assert!(upstreams_from_resolv_conf("", &own).is_empty());
+    }
+
+    #[test]
+    fn effective_config_round_trips() {
+        let c = load("[policy]\naction = \"address\"\n").unwrap();
+        let again = Config::from_toml_str(&c.to_toml(), "x").unwrap();
+        assert_eq!(again.policy.action, Action::Address);
+        assert_eq!(again.upstream.servers, c.upstream.servers);
+    }
+
+    #[test]
+    fn list_file_overrides() {
+        let c = load("[lists]\nexact_only = true\n[[lists.file]]\npath = \"/a/x.txt\"\naction = \"drop\"\nexact_only = false\n").unwrap();
+        let o = c.lists.options_for(Path::new("/a/x.txt"));
+        assert_eq!(o.action, Some(RuleAction::Drop));
+        assert!(!o.exact_only);
+        assert!(c.lists.options_for(Path::new("/a/y.txt")).exact_only);
+    }
+}

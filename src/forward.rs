@@ -1,0 +1,283 @@
+//! The upstream client. Each query gets a fresh UDP socket on a random
+//! ephemeral port (connected, so the kernel already drops datagrams from
+//! other addresses) and a random ID; a reply counts only if its ID and
+//! question match, anything else is ignored while we keep waiting until the
+//! deadline. TC=1 → the same question over TCP. Upstreams are tried in order
+//! within one overall `timeout_ms`; the reply bytes are returned untouched.
+
+use std::io;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use thiserror::Error;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpStream, UdpSocket};
+use tokio::time::{Instant, timeout_at};
+
+use crate::config::{MAX_UDP_PAYLOAD, UpstreamConfig};
+use crate::wire::{self, ResponseScan};
+
+/// Largest UDP reply we read; we advertise 1232, this leaves room for
+/// upstreams that ignore it.
+const UDP_RECV: usize = 4096;
+
+#[derive(Debug, Error)]
+pub enum ForwardError {
+    #[error("no upstream answered within {0:?}")]
+    Timeout(Duration),
+    #[error("every upstream failed; last error: {0}")]
+    Failed(String),
+}
+
+/// The question as it goes upstream.
+#[derive(Debug, Clone)]
+pub struct UpstreamQuery<'a> {
+    /// Lowercased wire-form name.
+    pub name: &'a [u8],
+    pub qtype: u16,
+    pub qclass: u16,
+    pub rd: bool,
+    pub cd: bool,
+    pub ad: bool,
+    /// `Some(dnssec_ok)` when the client used EDNS: we mirror it, so an
+    /// answer never carries an OPT the client did not ask for.
+    pub edns: Option<bool>,
+}
+
+/// Counters the forwarder keeps (exported by the server's metrics later).
+#[derive(Debug, Default)]
+pub struct ForwardStats {
+    pub sent_udp: AtomicU64,
+    pub sent_tcp: AtomicU64,
+    pub timeouts: AtomicU64,
+    pub errors: AtomicU64,
+    /// Datagrams on our socket whose ID or question did not match.
+    pub mismatched: AtomicU64,
+    pub truncated: AtomicU64,
+}
+
+pub struct Forwarder {
+    servers: Vec<SocketAddr>,
+    timeout: Duration,
+    tcp_timeout: Duration,
+    pub stats: ForwardStats,
+}
+
+/// The encoded query with ID `id`.
+pub fn build_query(id: u16, q: &UpstreamQuery<'_>) -> Vec<u8> {
+    let mut v = Vec::with_capacity(12 + q.name.len() + 4 + 11);
+    let mut flags = 0u16;
+    if q.rd {
+        flags |= wire::FLAG_RD;
+    }
+    if q.cd {
+        flags |= wire::FLAG_CD;
+    }
+    if q.ad {
+        flags |= wire::FLAG_AD;
+    }
+    v.extend_from_slice(&id.to_be_bytes());
+    v.extend_from_slice(&flags.to_be_bytes());
+    v.extend_from_slice(&[0, 1, 0, 0, 0, 0, 0, u8::from(q.edns.is_some())]);
+    v.extend_from_slice(q.name);
+    v.extend_from_slice(&q.qtype.to_be_bytes());
+    v.extend_from_slice(&q.qclass.to_be_bytes());
+    if let Some(dnssec_ok) = q.edns {
+        wire::push_opt(&mut v, dnssec_ok, 0);
+        // push_opt writes our own payload size; it is the same 1232.
+        debug_assert_eq!(MAX_UDP_PAYLOAD, 1232);
+    }
+    v
+}
+
+enum Attempt {
+    Answer(Vec<u8>, ResponseScan),
+    Truncated,
+}
+
+fn is_failover_rcode(rcode: u16) -> bool {
+    matches!(
+        rcode,
+        wire::RCODE_SERVFAIL | wire::RCODE_REFUSED | wire::RCODE_NOTIMP | wire::RCODE_FORMERR
+    )
+}
+
+impl Forwarder {
+    pub fn new(cfg: &UpstreamConfig) -> Forwarder {
+        Forwarder {
+            servers: cfg.servers.clone(),
+            timeout: cfg.timeout,
+            tcp_timeout: cfg.tcp_timeout,
+            stats: ForwardStats::default(),
+        }
+    }
+
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Ask the upstreams in order. Each gets an equal share of what is left
+    /// of the overall timeout, so a dead first server still leaves time for
+    /// the next. An upstream SERVFAIL/REFUSED moves on too, but is returned
+    /// if nobody does better.
+    pub async fn resolve(
+        &self,
+        q: &UpstreamQuery<'_>,
+    ) -> Result<(Vec<u8>, ResponseScan), ForwardError> {
+        let start = Instant::now();
+        let deadline = start + self.timeout;
+        let n = self.servers.len();
+        let mut last_err = String::from("no upstream configured");
+        let mut fallback: Option<(Vec<u8>, ResponseScan)> = None;
+        for (i, &server) in self.servers.iter().enumerate() {
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            let share = (deadline - now) / (n - i) as u32;
+            let result = match self.udp(server, q, now + share).await {
+                Ok(Attempt::Truncated) => {
+                    self.stats.truncated.fetch_add(1, Ordering::Relaxed);
+                    let tcp_deadline = deadline.min(Instant::now() + self.tcp_timeout);
+                    self.tcp(server, q, tcp_deadline).await
+                }
+                Ok(Attempt::Answer(b, s)) => Ok((b, s)),
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok((b, s)) if is_failover_rcode(s.rcode()) && i + 1 < n => {
+                    fallback = Some((b, s));
+                }
+                Ok(ok) => return Ok(ok),
+                Err(e) => {
+                    if e.kind() == io::ErrorKind::TimedOut {
+                        self.stats.timeouts.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        self.stats.errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                    tracing::debug!(%server, error = %e, "upstream attempt failed");
+                    last_err = format!("{server}: {e}");
+                }
+            }
+        }
+        if let Some(f) = fallback {
+            return Ok(f);
+        }
+        if Instant::now() >= deadline {
+            Err(ForwardError::Timeout(self.timeout))
+        } else {
+            Err(ForwardError::Failed(last_err))
+        }
+    }
+
+    async fn udp(
+        &self,
+        server: SocketAddr,
+        q: &UpstreamQuery<'_>,
+        deadline: Instant,
+    ) -> io::Result<Attempt> {
+        let bind: SocketAddr = if server.is_ipv4() {
+            (Ipv4Addr::UNSPECIFIED, 0).into()
+        } else {
+            (Ipv6Addr::UNSPECIFIED, 0).into()
+        };
+        // Port 0: the kernel picks a random ephemeral port per socket.
+        let sock = UdpSocket::bind(bind).await?;
+        sock.connect(server).await?;
+        let id: u16 = rand::random();
+        let msg = build_query(id, q);
+        self.stats.sent_udp.fetch_add(1, Ordering::Relaxed);
+        sock.send(&msg).await?;
+        let mut buf = vec![0u8; UDP_RECV];
+        loop {
+            let n = match timeout_at(deadline, sock.recv(&mut buf)).await {
+                Ok(r) => r?,
+                Err(_) => return Err(io::Error::new(io::ErrorKind::TimedOut, "upstream timeout")),
+            };
+            let reply = &buf[..n];
+            match self.check(reply, id, q) {
+                Some(scan) if scan.truncated() => return Ok(Attempt::Truncated),
+                Some(scan) => return Ok(Attempt::Answer(reply.to_vec(), scan)),
+                None => continue,
+            }
+        }
+    }
+
+    async fn tcp(
+        &self,
+        server: SocketAddr,
+        q: &UpstreamQuery<'_>,
+        deadline: Instant,
+    ) -> io::Result<(Vec<u8>, ResponseScan)> {
+        let timed_out = || io::Error::new(io::ErrorKind::TimedOut, "upstream TCP timeout");
+        let work = async {
+            let mut stream = TcpStream::connect(server).await?;
+            stream.set_nodelay(true)?;
+            let id: u16 = rand::random();
+            let msg = build_query(id, q);
+            let mut framed = Vec::with_capacity(msg.len() + 2);
+            framed.extend_from_slice(&(msg.len() as u16).to_be_bytes());
+            framed.extend_from_slice(&msg);
+            self.stats.sent_tcp.fetch_add(1, Ordering::Relaxed);
+            stream.write_all(&framed).await?;
+            loop {
+                let len = stream.read_u16().await? as usize;
+                let mut reply = vec![0u8; len];
+                stream.read_exact(&mut reply).await?;
+                if let Some(scan) = self.check(&reply, id, q) {
+                    return Ok((reply, scan));
+                }
+            }
+        };
+        timeout_at(deadline, work).await.map_err(|_| timed_out())?
+    }
+
+    /// The anti-spoofing check: a well-formed response with our ID and our
+    /// question (case-insensitively).
+    fn check(&self, reply: &[u8], id: u16, q: &UpstreamQuery<'_>) -> Option<ResponseScan> {
+        let scan = wire::scan_response(reply);
+        let ok = scan.as_ref().is_some_and(|s| {
+            s.id == id
+                && s.flags & wire::FLAG_QR != 0
+                && wire::question_matches(reply, s, q.name, q.qtype, q.qclass)
+        });
+        if !ok {
+            self.stats.mismatched.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        scan
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hickory_proto::op::Message;
+
+    #[test]
+    fn query_encoding() {
+        let name = wire::dotted_to_wire("www.example.com");
+        let q = UpstreamQuery {
+            name: &name,
+            qtype: 28,
+            qclass: 1,
+            rd: true,
+            cd: true,
+            ad: false,
+            edns: Some(true),
+        };
+        let b = build_query(0xbeef, &q);
+        let m = Message::from_vec(&b).unwrap();
+        assert_eq!(m.metadata.id, 0xbeef);
+        assert!(m.metadata.recursion_desired);
+        assert!(m.metadata.checking_disabled);
+        assert_eq!(m.queries[0].name().to_ascii(), "www.example.com.");
+        let e = m.edns.unwrap();
+        assert!(e.flags().dnssec_ok);
+        assert_eq!(e.max_payload(), 1232);
+        let q = UpstreamQuery { edns: None, ..q };
+        let m = Message::from_vec(&build_query(1, &q)).unwrap();
+        assert!(m.edns.is_none());
+    }
+}

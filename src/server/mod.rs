@@ -1,0 +1,551 @@
+//! Listeners and the per-query path shared by UDP and TCP.
+//!
+//! Hot path (inline in the UDP worker threads, no allocation): parse → ACL →
+//! policy → sinkhole answer or packet-cache hit. Only cache misses leave the
+//! worker: they become a tokio task (bounded by `server.max_inflight`) that
+//! asks the upstreams and sends the reply itself. hickory-server's `Server`
+//! was not used: it re-encodes every reply, runs one task per UDP socket and
+//! has no bound on in-flight work (see the README's design section).
+
+mod tcp;
+mod udp;
+
+use std::io;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use thiserror::Error;
+use tokio::sync::{Semaphore, watch};
+
+use crate::acl::Acl;
+use crate::cache::{self, Cache};
+use crate::config::{Config, ListsConfig, PolicyConfig};
+use crate::forward::{Forwarder, UpstreamQuery};
+use crate::list::{RuleId, Snapshot};
+use crate::policy::{self, BlockKind, Decision, Query};
+use crate::sinkhole;
+use crate::wire::{self, Request, RequestError};
+
+#[derive(Debug, Error)]
+pub enum ServeError {
+    #[error("cannot listen on {addr} ({proto}): {source}")]
+    Bind {
+        addr: SocketAddr,
+        proto: &'static str,
+        source: io::Error,
+    },
+    #[error("cannot load lists: {0}")]
+    Lists(String),
+    #[error("{0}")]
+    Io(#[from] io::Error),
+}
+
+/// Plain counters, one set for the whole server (exported by a later
+/// metrics issue).
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub udp_queries: AtomicU64,
+    pub tcp_queries: AtomicU64,
+    /// Replies by RCODE (low 4 bits).
+    pub rcodes: [AtomicU64; 16],
+    pub blocked: AtomicU64,
+    /// Blocked because a CNAME target in the upstream answer was.
+    pub blocked_cname: AtomicU64,
+    /// Blocked with action `drop` (no reply).
+    pub dropped_by_policy: AtomicU64,
+    pub cache_hits: AtomicU64,
+    pub cache_misses: AtomicU64,
+    /// Answered SERVFAIL because no upstream answered.
+    pub upstream_failures: AtomicU64,
+    /// Packets dropped as garbage (short, or QR=1).
+    pub garbage: AtomicU64,
+    pub formerr: AtomicU64,
+    /// Queries not forwarded because `max_inflight` was reached.
+    pub shed: AtomicU64,
+    pub acl_refused: AtomicU64,
+    /// Replies cut to TC=1 for a UDP client.
+    pub truncated: AtomicU64,
+    pub tcp_connections: AtomicU64,
+    pub tcp_rejected: AtomicU64,
+    pub accept_errors: AtomicU64,
+}
+
+impl Counters {
+    fn inc(c: &AtomicU64) {
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Everything a query needs, shared by all workers and tasks.
+pub struct Shared {
+    pub policy: PolicyConfig,
+    pub acl: Acl,
+    pub snapshot: Arc<ArcSwap<Snapshot>>,
+    pub cache: Cache,
+    pub forwarder: Forwarder,
+    pub counters: Counters,
+    inflight: Arc<Semaphore>,
+}
+
+/// What the transport should do after [`Shared::handle`].
+pub(crate) enum Outcome {
+    /// Send `out`.
+    Reply,
+    /// Send nothing.
+    Silent,
+    /// A cache miss: run [`Shared::complete`] somewhere that may wait.
+    Forward(Pending),
+}
+
+/// A query waiting for an upstream: the request is kept as bytes and
+/// re-parsed on completion (cheaper than owning every parsed field).
+pub(crate) struct Pending {
+    pub packet: Vec<u8>,
+    pub client: SocketAddr,
+    pub udp: bool,
+}
+
+fn key_bits(req: &Request<'_>) -> u8 {
+    let mut b = 0;
+    if req.dnssec_ok() {
+        b |= cache::KEY_DO;
+    }
+    if req.cd() {
+        b |= cache::KEY_CD;
+    }
+    if req.ad() {
+        b |= cache::KEY_AD;
+    }
+    if req.edns.is_some() {
+        b |= cache::KEY_EDNS;
+    }
+    b
+}
+
+impl Shared {
+    pub fn new(config: &Config, snapshot: Arc<ArcSwap<Snapshot>>) -> Shared {
+        Shared {
+            policy: config.policy.clone(),
+            acl: Acl::new(&config.acl),
+            snapshot,
+            cache: Cache::new(&config.cache),
+            forwarder: Forwarder::new(&config.upstream),
+            counters: Counters::default(),
+            inflight: Arc::new(Semaphore::new(config.server.max_inflight)),
+        }
+    }
+
+    fn count_reply(&self, out: &[u8]) {
+        if out.len() >= 4 {
+            Counters::inc(&self.counters.rcodes[(out[3] & 0x0f) as usize]);
+        }
+    }
+
+    /// The inline part of a query. Writes any immediate reply into `out`.
+    pub(crate) fn handle(
+        &self,
+        snap: &Snapshot,
+        packet: &[u8],
+        client: SocketAddr,
+        udp: bool,
+        out: &mut Vec<u8>,
+    ) -> Outcome {
+        let req = match wire::parse_request(packet) {
+            Ok(r) => r,
+            Err(e) if e.is_drop() => {
+                Counters::inc(&self.counters.garbage);
+                return Outcome::Silent;
+            }
+            Err(RequestError::NotImp(_)) => {
+                wire::header_only_reply(out, packet, wire::RCODE_NOTIMP);
+                self.count_reply(out);
+                return Outcome::Reply;
+            }
+            Err(_) => {
+                Counters::inc(&self.counters.formerr);
+                wire::header_only_reply(out, packet, wire::RCODE_FORMERR);
+                self.count_reply(out);
+                return Outcome::Reply;
+            }
+        };
+        if !self.acl.allows(client.ip()) {
+            Counters::inc(&self.counters.acl_refused);
+            sinkhole::refused_prohibited(out, &req);
+            self.count_reply(out);
+            return Outcome::Reply;
+        }
+        if req.edns.is_some_and(|e| e.version != 0) {
+            sinkhole::badvers_answer(out, &req);
+            return Outcome::Reply;
+        }
+        let limit = if udp {
+            req.udp_limit()
+        } else {
+            u16::MAX as usize
+        };
+        let q = Query {
+            name: req.dotted(),
+            qtype: req.qtype,
+        };
+        if let Decision::Block(rule, kind) = policy::decide(snap, &q) {
+            return self.block(snap, &req, client, rule, kind, None, limit, out);
+        }
+        let mut key = [0u8; cache::MAX_KEY];
+        let klen = cache::make_key(
+            &mut key,
+            req.lower_wire(),
+            req.qtype,
+            req.qclass,
+            key_bits(&req),
+        );
+        if let Some(hit) =
+            self.cache
+                .get_into(&key[..klen], out, req.id, req.qname_wire(), Instant::now())
+        {
+            Counters::inc(&self.counters.cache_hits);
+            // The snapshot may have changed since the answer was cached.
+            if hit.has_cname
+                && let Some((rule, kind, via)) = cname_block(snap, out, req.qtype)
+            {
+                return self.block(snap, &req, client, rule, kind, Some(&via), limit, out);
+            }
+            self.finish_forwarded(
+                out,
+                &req,
+                hit.flags,
+                hit.opt_class_offset.map(usize::from),
+                limit,
+            );
+            return Outcome::Reply;
+        }
+        Counters::inc(&self.counters.cache_misses);
+        Outcome::Forward(Pending {
+            packet: packet.to_vec(),
+            client,
+            udp,
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn block(
+        &self,
+        snap: &Snapshot,
+        req: &Request<'_>,
+        client: SocketAddr,
+        rule: RuleId,
+        kind: BlockKind,
+        via_cname: Option<&str>,
+        limit: usize,
+        out: &mut Vec<u8>,
+    ) -> Outcome {
+        Counters::inc(&self.counters.blocked);
+        if via_cname.is_some() {
+            Counters::inc(&self.counters.blocked_cname);
+        }
+        let view = snap.rule(rule);
+        self.record_hit(req, client, &view, kind, via_cname);
+        if sinkhole::block_answer(
+            out,
+            req,
+            &self.policy,
+            &view,
+            kind,
+            snap.version() as u32,
+            limit,
+        ) {
+            self.count_reply(out);
+            Outcome::Reply
+        } else {
+            Counters::inc(&self.counters.dropped_by_policy);
+            Outcome::Silent
+        }
+    }
+
+    /// INTEGRATION POINT (audit): hand every block to `audit::AuditLog::record`
+    /// once `src/audit/` lands. Until then hits go to the debug log.
+    fn record_hit(
+        &self,
+        req: &Request<'_>,
+        client: SocketAddr,
+        rule: &crate::list::RuleView<'_>,
+        kind: BlockKind,
+        via_cname: Option<&str>,
+    ) {
+        tracing::debug!(
+            client = %client.ip(),
+            qname = %String::from_utf8_lossy(req.dotted()),
+            qtype = req.qtype,
+            list = rule.list(),
+            line = rule.line(),
+            kind = ?kind,
+            via_cname,
+            "blocked"
+        );
+    }
+
+    /// Make an upstream (or cached) reply in `out` fit the client: OPT
+    /// payload at most 1232, and TC=1 when it is larger than the client takes.
+    fn finish_forwarded(
+        &self,
+        out: &mut Vec<u8>,
+        req: &Request<'_>,
+        flags: u16,
+        opt_class: Option<usize>,
+        limit: usize,
+    ) {
+        if let Some(off) = opt_class {
+            wire::clamp_opt_payload(out, off, crate::config::MAX_UDP_PAYLOAD);
+        }
+        if out.len() > limit {
+            Counters::inc(&self.counters.truncated);
+            wire::truncated_reply(out, req, flags);
+        }
+        self.count_reply(out);
+    }
+
+    /// The waiting part of a cache miss. Returns the reply to send, if any.
+    pub(crate) async fn complete(&self, p: &Pending) -> Option<Vec<u8>> {
+        let req = wire::parse_request(&p.packet).ok()?;
+        let limit = if p.udp {
+            req.udp_limit()
+        } else {
+            u16::MAX as usize
+        };
+        let q = UpstreamQuery {
+            name: req.lower_wire(),
+            qtype: req.qtype,
+            qclass: req.qclass,
+            rd: req.rd(),
+            cd: req.cd(),
+            ad: req.ad(),
+            edns: req.edns.map(|e| e.dnssec_ok),
+        };
+        let mut out = Vec::with_capacity(512);
+        match self.forwarder.resolve(&q).await {
+            Ok((bytes, scan)) => {
+                let mut key = [0u8; cache::MAX_KEY];
+                let klen = cache::make_key(
+                    &mut key,
+                    req.lower_wire(),
+                    req.qtype,
+                    req.qclass,
+                    key_bits(&req),
+                );
+                self.cache
+                    .insert(&key[..klen], &bytes, &scan, Instant::now());
+                if scan.has_cname {
+                    let snap = self.snapshot.load();
+                    if let Some((rule, kind, via)) = cname_block(&snap, &bytes, req.qtype) {
+                        return match self.block(
+                            &snap,
+                            &req,
+                            p.client,
+                            rule,
+                            kind,
+                            Some(&via),
+                            limit,
+                            &mut out,
+                        ) {
+                            Outcome::Reply => Some(out),
+                            _ => None,
+                        };
+                    }
+                }
+                out.extend_from_slice(&bytes);
+                wire::set_id(&mut out, req.id);
+                wire::copy_qname(&mut out, req.qname_wire());
+                self.finish_forwarded(&mut out, &req, scan.flags, scan.opt_class_offset, limit);
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, qname = %String::from_utf8_lossy(req.dotted()), "upstream failed");
+                Counters::inc(&self.counters.upstream_failures);
+                sinkhole::error_answer(&mut out, &req, wire::RCODE_SERVFAIL);
+                self.count_reply(&out);
+            }
+        }
+        Some(out)
+    }
+
+    /// A permit for one upstream query, or `None` (counted) when overloaded.
+    pub(crate) fn try_inflight(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        match self.inflight.clone().try_acquire_owned() {
+            Ok(p) => Some(p),
+            Err(_) => {
+                Counters::inc(&self.counters.shed);
+                None
+            }
+        }
+    }
+}
+
+/// The first CNAME owner or target in `msg` that the snapshot blocks.
+fn cname_block(snap: &Snapshot, msg: &[u8], qtype: u16) -> Option<(RuleId, BlockKind, String)> {
+    wire::for_each_cname_name(msg, |name| {
+        match policy::decide(snap, &Query { name, qtype }) {
+            Decision::Block(rule, kind) => {
+                Some((rule, kind, String::from_utf8_lossy(name).into_owned()))
+            }
+            _ => None,
+        }
+    })
+}
+
+/// Load the configured lists into a snapshot (version 1). Per-file
+/// `[[lists.file]]` options apply to the files they name. Returns the
+/// skipped lines as `FILE:LINE: reason`.
+pub fn load_lists(cfg: &ListsConfig) -> Result<(Snapshot, Vec<String>), ServeError> {
+    use crate::list::parse;
+    let mut paths: Vec<PathBuf> = cfg.paths.clone();
+    for f in &cfg.files {
+        if !paths.contains(&f.path) {
+            paths.push(f.path.clone());
+        }
+    }
+    let mut files = parse::list_files(&paths).map_err(|e| ServeError::Lists(e.to_string()))?;
+    // A `[[lists.file]]` may also sit in a listed directory: load it once.
+    let mut seen = std::collections::HashSet::new();
+    files.retain(|f| seen.insert(std::fs::canonicalize(f).unwrap_or_else(|_| f.clone())));
+    let mut lists = Vec::with_capacity(files.len());
+    for f in &files {
+        let opts = cfg.options_for(f);
+        lists.push(parse::parse_file(f, &opts).map_err(|e| ServeError::Lists(e.to_string()))?);
+    }
+    let skipped = lists.iter().flat_map(|l| l.skip_messages()).collect();
+    let snap = crate::list::compile::compile_versioned(&lists, 1)
+        .map_err(|e| ServeError::Lists(e.to_string()))?;
+    Ok((snap, skipped))
+}
+
+/// A running server. Dropping it does not stop it; call [`ServerHandle::shutdown`].
+pub struct ServerHandle {
+    /// Store a new snapshot here to change the policy for every listener.
+    pub snapshot: Arc<ArcSwap<Snapshot>>,
+    pub shared: Arc<Shared>,
+    /// The addresses actually bound (port 0 resolved).
+    pub local_addrs: Vec<SocketAddr>,
+    stop_flag: Arc<AtomicBool>,
+    stop_tx: watch::Sender<bool>,
+    udp_threads: Vec<std::thread::JoinHandle<()>>,
+    tcp_tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl ServerHandle {
+    pub async fn shutdown(self) {
+        self.stop_flag.store(true, Ordering::Relaxed);
+        let _ = self.stop_tx.send(true);
+        for t in self.tcp_tasks {
+            let _ = t.await;
+        }
+        let threads = self.udp_threads;
+        let _ = tokio::task::spawn_blocking(move || {
+            for t in threads {
+                let _ = t.join();
+            }
+        })
+        .await;
+    }
+}
+
+/// Bind every listener and start serving. Must run inside a multi-thread
+/// tokio runtime (forwarding and TCP run on it).
+pub fn start(
+    config: &Config,
+    snapshot: Arc<ArcSwap<Snapshot>>,
+) -> Result<ServerHandle, ServeError> {
+    let shared = Arc::new(Shared::new(config, snapshot.clone()));
+    let rt = tokio::runtime::Handle::current();
+    let stop_flag = Arc::new(AtomicBool::new(false));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let conn_limit = Arc::new(Semaphore::new(config.server.tcp_max_connections));
+    let mut udp_threads = Vec::new();
+    let mut tcp_tasks = Vec::new();
+    let mut local_addrs = Vec::new();
+    for &addr in &config.server.listen {
+        let sockets = udp::bind_all(addr, config.server.workers)?;
+        let bound = sockets
+            .first()
+            .and_then(|s| s.local_addr().ok())
+            .unwrap_or(addr);
+        let listener = tcp::bind(bound)?;
+        local_addrs.push(bound);
+        for (i, sock) in sockets.into_iter().enumerate() {
+            let shared = shared.clone();
+            let rt = rt.clone();
+            let stop = stop_flag.clone();
+            let t = std::thread::Builder::new()
+                .name(format!("udp-{bound}-{i}"))
+                .spawn(move || udp::worker(shared, sock, rt, stop))?;
+            udp_threads.push(t);
+        }
+        tcp_tasks.push(tokio::spawn(tcp::accept_loop(
+            shared.clone(),
+            listener,
+            conn_limit.clone(),
+            config.server.clone(),
+            stop_rx.clone(),
+        )));
+        tracing::info!(addr = %bound, workers = config.server.workers, "listening (UDP and TCP)");
+    }
+    Ok(ServerHandle {
+        snapshot,
+        shared,
+        local_addrs,
+        stop_flag,
+        stop_tx,
+        udp_threads,
+        tcp_tasks,
+    })
+}
+
+/// Wait for SIGTERM or ctrl-c.
+pub async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Load the lists, serve until SIGTERM/ctrl-c, then stop gracefully.
+pub async fn serve(config: Config) -> Result<(), ServeError> {
+    let t0 = Instant::now();
+    let lists = config.lists.clone();
+    let (snap, skipped) = tokio::task::spawn_blocking(move || load_lists(&lists))
+        .await
+        .map_err(|e| ServeError::Lists(e.to_string()))??;
+    for s in skipped.iter().take(20) {
+        tracing::warn!("skipped {s}");
+    }
+    if skipped.len() > 20 {
+        tracing::warn!("... and {} more skipped lines", skipped.len() - 20);
+    }
+    tracing::info!(
+        rules = snap.rule_count(),
+        skipped = skipped.len(),
+        ms = t0.elapsed().as_millis() as u64,
+        "lists loaded"
+    );
+    let handle = start(&config, Arc::new(ArcSwap::from_pointee(snap)))?;
+    wait_for_signal().await;
+    tracing::info!("stopping");
+    handle.shutdown().await;
+    Ok(())
+}

@@ -1,0 +1,409 @@
+//! `sinkhole serve` end to end: the real binary, a scripted upstream, real
+//! DNS messages over UDP and TCP on loopback.
+
+mod common;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use common::*;
+use hickory_proto::op::Message;
+use hickory_proto::rr::{RData, RecordType};
+
+const LISTS: &[(&str, &str)] = &[
+    (
+        "block.txt",
+        "blocked.test\n*.wild.test\nvia.cdnchain.test\n@@||ok.blocked.test^\n",
+    ),
+    ("nodata.txt", "nodata.test\n"),
+    ("refused.txt", "refused.test\n"),
+    ("drop.txt", "drop.test\n"),
+    ("address.txt", "address.test\n"),
+];
+
+const PER_LIST: &str = r#"
+[[lists.file]]
+path = "{lists}/nodata.txt"
+action = "nodata"
+[[lists.file]]
+path = "{lists}/refused.txt"
+action = "refused"
+[[lists.file]]
+path = "{lists}/drop.txt"
+action = "drop"
+[[lists.file]]
+path = "{lists}/address.txt"
+action = "address"
+"#;
+
+fn server(up: &Upstream, extra: &str) -> Server {
+    Server::start(&[up.addr], LISTS, &format!("{PER_LIST}\n{extra}"))
+}
+
+fn soa_ttl(m: &Message) -> Option<u32> {
+    m.authorities
+        .iter()
+        .find(|r| r.record_type() == RecordType::SOA)
+        .map(|r| r.ttl)
+}
+
+#[test]
+fn nxdomain_default_with_soa_and_ede() {
+    let up = Upstream::start();
+    let s = server(&up, "");
+    for name in ["blocked.test.", "www.blocked.test.", "a.b.c.blocked.test."] {
+        let m = udp(&s, name, RecordType::A, true);
+        assert_eq!(rcode(&m), 3, "{name}");
+        assert!(m.answers.is_empty());
+        assert_eq!(soa_ttl(&m), Some(300), "{name}");
+        let (code, text) = ede(&m).expect("EDE");
+        assert_eq!(code, 16);
+        assert!(text.starts_with("blocked by order"), "{text}");
+        assert!(m.metadata.recursion_available);
+    }
+    // Without EDNS: no OPT at all.
+    let m = udp(&s, "blocked.test.", RecordType::AAAA, false);
+    assert_eq!(rcode(&m), 3);
+    assert!(m.edns.is_none());
+    // Label boundary: a longer name that merely ends the same is not blocked.
+    let m = udp(&s, "xblocked.test.", RecordType::A, true);
+    assert_eq!(rcode(&m), 0);
+    assert_eq!(a_records(&m), vec![UP_V4]);
+    // `*.wild.test` blocks below, not the name itself.
+    assert_eq!(rcode(&udp(&s, "a.wild.test.", RecordType::A, false)), 3);
+    assert_eq!(rcode(&udp(&s, "wild.test.", RecordType::A, false)), 0);
+    assert_eq!(
+        up.count("blocked.test", "udp"),
+        0,
+        "blocked names never go upstream"
+    );
+}
+
+#[test]
+fn per_list_actions_and_qtypes() {
+    let up = Upstream::start();
+    let s = server(&up, "");
+    for t in [
+        RecordType::A,
+        RecordType::AAAA,
+        RecordType::MX,
+        RecordType::HTTPS,
+    ] {
+        let m = udp(&s, "nodata.test.", t, true);
+        assert_eq!(rcode(&m), 0, "{t}");
+        assert!(m.answers.is_empty(), "{t}");
+        assert_eq!(soa_ttl(&m), Some(300));
+        assert_eq!(ede(&m).map(|e| e.0), Some(16));
+
+        let m = udp(&s, "refused.test.", t, true);
+        assert_eq!(rcode(&m), 5);
+        assert_eq!(ede(&m).map(|e| e.0), Some(16));
+    }
+    let q = query_msg("drop.test.", RecordType::A, true);
+    assert!(try_query_udp(s.addr, &q, Duration::from_millis(700)).is_none());
+
+    let m = udp(&s, "www.address.test.", RecordType::A, true);
+    assert_eq!(a_records(&m), vec![Ipv4Addr::new(192, 0, 2, 1)]);
+    let m = udp(&s, "address.test.", RecordType::AAAA, true);
+    assert!(
+        matches!(&m.answers[0].data, RData::AAAA(a) if a.0 == "2001:db8::1".parse::<std::net::Ipv6Addr>().unwrap())
+    );
+    for t in [RecordType::MX, RecordType::HTTPS, RecordType::TXT] {
+        let m = udp(&s, "address.test.", t, true);
+        assert_eq!(rcode(&m), 0);
+        assert!(m.answers.is_empty(), "never an address for {t}");
+        assert_eq!(soa_ttl(&m), Some(300));
+    }
+}
+
+#[test]
+fn address_as_default_action() {
+    let up = Upstream::start();
+    let s = Server::start(
+        &[up.addr],
+        LISTS,
+        "[policy]\naction = \"address\"\naddress_v4 = \"10.9.9.9\"\naddress_v6 = \"fd00::9\"\nttl = 120\n",
+    );
+    let m = udp(&s, "blocked.test.", RecordType::A, false);
+    assert_eq!(a_records(&m), vec![Ipv4Addr::new(10, 9, 9, 9)]);
+    assert_eq!(m.answers[0].ttl, 120);
+    let m = udp(&s, "blocked.test.", RecordType::AAAA, false);
+    assert!(
+        matches!(&m.answers[0].data, RData::AAAA(a) if a.0 == "fd00::9".parse::<std::net::Ipv6Addr>().unwrap())
+    );
+    for t in [RecordType::MX, RecordType::HTTPS, RecordType::SRV] {
+        let m = udp(&s, "blocked.test.", t, false);
+        assert_eq!(rcode(&m), 0);
+        assert!(m.answers.is_empty(), "{t}");
+        assert_eq!(soa_ttl(&m), Some(120));
+    }
+}
+
+#[test]
+fn ede_code_and_text_from_the_rule() {
+    let up = Upstream::start();
+    let csv = "domain;url;authority;decision;date;category\nregistry-blocked.test;;AFM;2025-17/KZ;2025-03-01;crypto\n";
+    let s = Server::start(
+        &[up.addr],
+        &[("registry.csv", csv)],
+        "[policy]\nede_code = 15\nede_text = \"order {decision} by {authority} ({list}: {rule})\"\n",
+    );
+    let m = udp(&s, "www.registry-blocked.test.", RecordType::A, true);
+    assert_eq!(rcode(&m), 3);
+    assert_eq!(
+        ede(&m),
+        Some((
+            15,
+            "order 2025-17/KZ by AFM (registry: registry-blocked.test)".to_string()
+        ))
+    );
+}
+
+#[test]
+fn allow_rules_and_forwarding() {
+    let up = Upstream::start();
+    let s = server(&up, "");
+    let m = udp(&s, "ok.blocked.test.", RecordType::A, false);
+    assert_eq!(rcode(&m), 0);
+    assert_eq!(a_records(&m), vec![UP_V4]);
+    let m = udp(&s, "www.ok.blocked.test.", RecordType::AAAA, false);
+    assert_eq!(m.answers.len(), 1);
+    let m = udp(&s, "nx.example.test.", RecordType::A, true);
+    assert_eq!(rcode(&m), 3, "upstream NXDOMAIN passes through");
+    assert_eq!(soa_ttl(&m), Some(3600));
+}
+
+#[test]
+fn cname_chain_inspection() {
+    let up = Upstream::start();
+    let s = server(&up, "");
+    // cname.cdnchain.test → via.cdnchain.test (blocked) → final.cdnchain.test
+    for _ in 0..2 {
+        // The second round comes from the cache and must still be blocked.
+        let m = udp(&s, "cname.cdnchain.test.", RecordType::A, true);
+        assert_eq!(rcode(&m), 3);
+        assert!(m.answers.is_empty());
+        assert_eq!(ede(&m).map(|e| e.0), Some(16));
+    }
+    let m = udp(&s, "cname.okchain.test.", RecordType::A, false);
+    assert_eq!(rcode(&m), 0);
+    assert_eq!(m.answers.len(), 3, "chain intact");
+    assert_eq!(m.answers[0].record_type(), RecordType::CNAME);
+    assert!(
+        s.log().contains("via.cdnchain.test"),
+        "hit names the CNAME target"
+    );
+}
+
+#[test]
+fn letter_case_is_preserved() {
+    let up = Upstream::start();
+    let s = server(&up, "");
+    for name in [
+        "BlOcKeD.TeSt.",
+        "WwW.FoRwArDeD.TeSt.",
+        "CnAmE.OkChAiN.tEsT.",
+    ] {
+        let m = udp(&s, name, RecordType::A, true);
+        assert_eq!(m.queries[0].name().to_ascii(), name);
+        // Twice: the second answer comes from the cache with the new spelling.
+        let lower = name.to_ascii_lowercase();
+        let m2 = udp(&s, &lower, RecordType::A, true);
+        assert_eq!(m2.queries[0].name().to_ascii(), lower);
+    }
+    let m = udp(&s, "WwW.FoRwArDeD.TeSt.", RecordType::A, false);
+    assert_eq!(m.answers[0].name.to_ascii(), "WwW.FoRwArDeD.TeSt.");
+}
+
+#[test]
+fn tcp_pipelined_out_of_order() {
+    let up = Upstream::start();
+    let s = server(&up, "");
+    let qs = vec![
+        query_msg("slow.test.", RecordType::A, false),
+        query_msg("blocked.test.", RecordType::A, false),
+        query_msg("tcp1.test.", RecordType::A, true),
+        query_msg("tcp2.test.", RecordType::AAAA, false),
+    ];
+    let t0 = Instant::now();
+    let replies = tcp_pipelined(s.addr, &qs);
+    assert_eq!(replies.len(), 4);
+    // The slow upstream query must not hold the others back.
+    assert_ne!(
+        replies[0].metadata.id, qs[0].metadata.id,
+        "answered as they complete"
+    );
+    for q in &qs {
+        let r = replies
+            .iter()
+            .find(|r| r.metadata.id == q.metadata.id)
+            .expect("reply");
+        let want = match q.queries[0].name().to_ascii().as_str() {
+            "slow.test." => 2,
+            "blocked.test." => 3,
+            _ => 0,
+        };
+        assert_eq!(rcode(r), want, "{}", q.queries[0].name());
+    }
+    assert!(t0.elapsed() < Duration::from_secs(3));
+}
+
+#[test]
+fn truncated_upstream_answer_is_retried_over_tcp() {
+    let up = Upstream::start();
+    let s = server(&up, "");
+    let m = udp(&s, "big.test.", RecordType::TXT, true);
+    assert!(m.metadata.truncation, "too big for UDP: TC to the client");
+    assert!(
+        up.count("big.test", "tcp") >= 1,
+        "sinkhole asked upstream over TCP"
+    );
+    let r = tcp_pipelined(s.addr, &[query_msg("big.test.", RecordType::TXT, true)]);
+    assert_eq!(r[0].answers.len(), 40);
+    assert!(!r[0].metadata.truncation);
+}
+
+#[test]
+fn upstream_timeout_gives_servfail_in_time_while_others_answer() {
+    let up = Upstream::start();
+    let s = server(&up, "");
+    let addr = s.addr;
+    let slow = std::thread::spawn(move || {
+        let t0 = Instant::now();
+        let m = try_query_udp(
+            addr,
+            &query_msg("slow.test.", RecordType::A, false),
+            Duration::from_secs(3),
+        );
+        (m, t0.elapsed())
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    for i in 0..5 {
+        let m = udp(&s, &format!("fast{i}.test."), RecordType::A, false);
+        assert_eq!(a_records(&m), vec![UP_V4]);
+    }
+    let (m, took) = slow.join().expect("join");
+    let m = m.expect("SERVFAIL, not silence");
+    assert_eq!(rcode(&m), 2);
+    // timeout_ms = 800 in the harness config
+    assert!(
+        took >= Duration::from_millis(700) && took < Duration::from_millis(1500),
+        "{took:?}"
+    );
+}
+
+#[test]
+fn failover_to_the_next_upstream() {
+    let up = Upstream::start();
+    // Nothing listens on this port: the first upstream fails at once (ICMP).
+    let dead: SocketAddr = (Ipv4Addr::LOCALHOST, free_port()).into();
+    let s = Server::start(&[dead, up.addr], LISTS, "");
+    let m = udp(&s, "failover.test.", RecordType::A, false);
+    assert_eq!(a_records(&m), vec![UP_V4]);
+}
+
+#[test]
+fn acl_refuses_other_clients() {
+    let up = Upstream::start();
+    let s = Server::start(&[up.addr], LISTS, "[acl]\nallow = [\"127.0.0.1/32\"]\n");
+    let q = query_msg("a.test.", RecordType::A, true);
+    let m = try_query_udp_from(
+        IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)),
+        s.addr,
+        &q,
+        Duration::from_secs(3),
+    )
+    .expect("an answer to 127.0.0.2");
+    assert_eq!(rcode(&m), 5);
+    assert_eq!(ede(&m).map(|e| e.0), Some(18));
+    assert_eq!(up.count("a.test", "udp"), 0);
+    let m = udp(&s, "a.test.", RecordType::A, true);
+    assert_eq!(rcode(&m), 0);
+}
+
+#[test]
+fn garbage_is_dropped_or_formerr_and_service_continues() {
+    let up = Upstream::start();
+    let s = server(&up, "");
+    let wait = Duration::from_millis(300);
+    // Too short, and a response (QR=1): dropped.
+    assert!(udp_raw(s.addr, &[1, 2, 3], wait).is_none());
+    let mut resp = query_msg("a.test.", RecordType::A, false).to_vec().unwrap();
+    resp[2] |= 0x80;
+    assert!(udp_raw(s.addr, &resp, wait).is_none());
+    // A header with a broken body: FORMERR with the same ID.
+    let mut bad = query_msg("a.test.", RecordType::A, false).to_vec().unwrap();
+    bad.truncate(16);
+    let r = udp_raw(s.addr, &bad, Duration::from_secs(2)).expect("FORMERR");
+    let m = Message::from_vec(&r).unwrap();
+    assert_eq!(rcode(&m), 1);
+    assert_eq!(&r[0..2], &bad[0..2]);
+    // Noise of every length.
+    let mut x: u32 = 12345;
+    for len in 0..300 {
+        let p: Vec<u8> = (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                x as u8
+            })
+            .collect();
+        let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let _ = sock.send_to(&p, s.addr);
+    }
+    let m = udp(&s, "after-garbage.test.", RecordType::A, false);
+    assert_eq!(a_records(&m), vec![UP_V4]);
+    let m = udp(&s, "blocked.test.", RecordType::A, false);
+    assert_eq!(rcode(&m), 3);
+}
+
+#[test]
+fn cache_counts_ttl_down() {
+    let up = Upstream::start();
+    let s = server(&up, "");
+    let m1 = udp(&s, "ttl.count.test.", RecordType::A, false);
+    assert_eq!(m1.answers[0].ttl, 100);
+    std::thread::sleep(Duration::from_millis(1100));
+    let m2 = udp(&s, "ttl.count.test.", RecordType::A, false);
+    assert!(
+        m2.answers[0].ttl < 100 && m2.answers[0].ttl >= 97,
+        "{}",
+        m2.answers[0].ttl
+    );
+    assert_eq!(
+        up.count("ttl.count.test", "udp"),
+        1,
+        "second answer from the cache"
+    );
+    // Negative answers are cached too (RFC 2308: SOA minimum 60).
+    let n1 = udp(&s, "nx.neg.test.", RecordType::A, false);
+    assert_eq!(rcode(&n1), 3);
+    let n2 = udp(&s, "nx.neg.test.", RecordType::A, false);
+    assert_eq!(rcode(&n2), 3);
+    assert!(soa_ttl(&n2).unwrap_or(999) <= 60);
+    assert_eq!(up.count("nx.neg.test", "udp"), 1);
+}
+
+#[test]
+fn ad_flag_and_upstream_edns_pass_through() {
+    let up = Upstream::start();
+    let s = server(&up, "");
+    let m = udp(&s, "ad.test.", RecordType::A, true);
+    assert!(m.metadata.authentic_data);
+    assert_eq!(
+        m.edns.as_ref().map(|e| e.max_payload()),
+        Some(1232),
+        "payload clamped"
+    );
+    let m = udp(&s, "ad.test.", RecordType::A, true);
+    assert!(m.metadata.authentic_data, "also from the cache");
+}
+
+#[test]
+fn spoofed_upstream_answer_is_ignored() {
+    let up = Upstream::start();
+    let s = server(&up, "");
+    let m = udp(&s, "spoof.test.", RecordType::A, false);
+    assert_eq!(a_records(&m), vec![UP_V4]);
+}
