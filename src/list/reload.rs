@@ -470,3 +470,132 @@ pub fn open_last_good(dir: &Path) -> Result<(Snapshot, Manifest), SnapshotError>
     })?;
     Ok((snap, manifest))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(path: &Path, text: &str) {
+        // Write beside and rename over, as a ministry push does.
+        let tmp = path.with_extension("tmp");
+        fs::write(&tmp, text).expect("write");
+        fs::rename(&tmp, path).expect("rename");
+    }
+
+    fn names(n: usize, prefix: &str) -> String {
+        (0..n).map(|i| format!("{prefix}{i}.example\n")).collect()
+    }
+
+    fn settings(dir: &Path) -> ReloadSettings {
+        ReloadSettings {
+            paths: vec![dir.join("lists")],
+            state_dir: Some(dir.join("state")),
+            debounce: Duration::from_millis(50),
+            settle: Duration::from_millis(20),
+            ..ReloadSettings::default()
+        }
+    }
+
+    fn blocked(r: &Reloader, name: &str) -> bool {
+        r.current().lookup(name.as_bytes()).is_some()
+    }
+
+    #[test]
+    fn guards_reject_and_keep_the_old_version() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        fs::create_dir_all(dir.path().join("lists")).expect("mkdir");
+        let list = dir.path().join("lists/gov.txt");
+        write(&list, &names(100, "a"));
+        let (r, src) = Reloader::start(settings(dir.path())).expect("start");
+        assert!(matches!(src, StartSource::Lists(_)));
+        assert_eq!(r.current().version(), 1);
+
+        // Truncated push: 100 → 10 names is a 90% shrink.
+        write(&list, &names(10, "a"));
+        let err = r.reload(false).expect_err("shrink must be rejected");
+        assert_eq!(err.reason(), "shrink");
+        assert!(blocked(&r, "a50.example"), "old list keeps serving");
+        assert_eq!(r.current().version(), 1);
+
+        // Empty file: never silently unblocks everything.
+        write(&list, "");
+        assert!(r.reload(false).is_err());
+        assert!(blocked(&r, "a50.example"));
+
+        // Garbage: too many skipped lines.
+        let garbage: String = names(100, "a") + &"bad line with spaces\n".repeat(30);
+        write(&list, &garbage);
+        let err = r.reload(false).expect_err("skip ratio");
+        assert_eq!(err.reason(), "skipped_ratio");
+        assert!(err.to_string().contains("gov.txt:101"), "{err}");
+
+        // --force overrides the guard.
+        write(&list, &names(10, "b"));
+        let rep = r.reload(true).expect("forced");
+        assert!(rep.forced);
+        assert_eq!(rep.version, 2);
+        assert_eq!((rep.added, rep.removed), (10, 100));
+        assert!(blocked(&r, "b5.example"));
+        assert!(!blocked(&r, "a50.example"));
+        assert_eq!(r.stats.rejected.load(Ordering::Relaxed), 3);
+    }
+
+    #[test]
+    fn last_good_snapshot_serves_when_lists_are_unusable() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        fs::create_dir_all(dir.path().join("lists")).expect("mkdir");
+        let list = dir.path().join("lists/gov.txt");
+        write(&list, &names(50, "a"));
+        {
+            let (r, _) = Reloader::start(settings(dir.path())).expect("start");
+            write(&list, &names(60, "a"));
+            assert_eq!(r.reload(false).expect("reload").version, 2);
+        }
+        let (snap, manifest) = open_last_good(&dir.path().join("state")).expect("last good");
+        assert_eq!((snap.version(), manifest.version), (2, 2));
+        assert_eq!(manifest.files.len(), 1);
+        assert_eq!(manifest.files[0].sha256.len(), 64);
+
+        // The list is truncated while the server is down: start on the last good version.
+        write(&list, &names(3, "a"));
+        let (r, src) = Reloader::start(settings(dir.path())).expect("start");
+        assert!(matches!(src, StartSource::LastGood { version: 2, .. }), "{src:?}");
+        assert!(blocked(&r, "a55.example"));
+
+        // Lists gone entirely: still the last good version.
+        fs::remove_file(&list).expect("rm");
+        let (r, src) = Reloader::start(settings(dir.path())).expect("start");
+        assert!(matches!(src, StartSource::LastGood { .. }));
+        assert!(blocked(&r, "a55.example"));
+
+        // No last good snapshot and no lists: an error, not an empty resolver.
+        let empty = tempfile::tempdir().expect("tempdir");
+        assert!(Reloader::start(settings(empty.path())).is_err());
+    }
+
+    #[test]
+    fn watcher_applies_a_renamed_file_within_a_second() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        fs::create_dir_all(dir.path().join("lists")).expect("mkdir");
+        let list = dir.path().join("lists/gov.txt");
+        write(&list, &names(20, "a"));
+        let (r, _) = Reloader::start(settings(dir.path())).expect("start");
+        let _w = r.watch().expect("watch");
+        let mut text = names(20, "a");
+        text.push_str("new-name.example\n");
+        let t0 = Instant::now();
+        write(&list, &text);
+        while !blocked(&r, "new-name.example") && t0.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(blocked(&r, "www.new-name.example"));
+        assert!(t0.elapsed() < Duration::from_secs(1), "took {:?}", t0.elapsed());
+        // A new file in the directory is picked up too.
+        fs::write(dir.path().join("lists/extra.txt"), "extra.example\n").expect("write");
+        let t0 = Instant::now();
+        while !blocked(&r, "extra.example") && t0.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(blocked(&r, "extra.example"));
+    }
+}
