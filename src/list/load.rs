@@ -46,8 +46,17 @@ impl Loaded {
     }
 }
 
+/// Per-file list options (a configuration can set format, action and
+/// exact-only per file).
+pub type OptionsFor<'a> = &'a (dyn Fn(&std::path::Path) -> ListOptions + Send + Sync);
+
 /// Parse every file under `paths` (directories are expanded) with `opts`.
 pub fn parse_all(paths: &[PathBuf], opts: &ListOptions) -> Result<Vec<ParsedList>, LoadError> {
+    parse_all_with(paths, &|_| opts.clone())
+}
+
+/// Parse every file under `paths` with options chosen per file.
+pub fn parse_all_with(paths: &[PathBuf], opts_for: OptionsFor<'_>) -> Result<Vec<ParsedList>, LoadError> {
     let files = parse::list_files(paths)?;
     if files.is_empty() {
         let shown: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
@@ -55,7 +64,7 @@ pub fn parse_all(paths: &[PathBuf], opts: &ListOptions) -> Result<Vec<ParsedList
     }
     files
         .iter()
-        .map(|f| parse::parse_file(f, opts).map_err(LoadError::from))
+        .map(|f| parse::parse_file(f, &opts_for(f)).map_err(LoadError::from))
         .collect()
 }
 
@@ -67,8 +76,18 @@ pub fn load(
     version: u64,
     strict: bool,
 ) -> Result<Loaded, LoadError> {
+    load_with(paths, &|_| opts.clone(), version, strict)
+}
+
+/// [`load`] with options chosen per file.
+pub fn load_with(
+    paths: &[PathBuf],
+    opts_for: OptionsFor<'_>,
+    version: u64,
+    strict: bool,
+) -> Result<Loaded, LoadError> {
     let t0 = Instant::now();
-    let lists = parse_all(paths, opts)?;
+    let lists = parse_all_with(paths, opts_for)?;
     let parse_time = t0.elapsed();
     let skipped: Vec<String> = lists.iter().flat_map(|l| l.skip_messages()).collect();
     if strict && let Some(first) = skipped.first() {

@@ -17,15 +17,16 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
-use super::load::{LoadError, load};
+use super::load::{LoadError, load_with};
 use super::parse;
 use super::{Counts, ListOptions, Snapshot, SnapshotError, diff};
 
 /// How reloads behave; `[lists]` in the configuration.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct ReloadSettings {
     pub paths: Vec<PathBuf>,
-    pub options: ListOptions,
+    /// List options per file (format, action, exact-only).
+    pub options: Arc<dyn Fn(&Path) -> ListOptions + Send + Sync>,
     /// Reject a list set whose skipped lines exceed this share of all lines with content.
     pub max_skipped_ratio: f64,
     /// Reject a list set that shrinks by more than this fraction against the version in force.
@@ -38,11 +39,22 @@ pub struct ReloadSettings {
     pub settle: Duration,
 }
 
+impl std::fmt::Debug for ReloadSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReloadSettings")
+            .field("paths", &self.paths)
+            .field("max_skipped_ratio", &self.max_skipped_ratio)
+            .field("max_shrink_ratio", &self.max_shrink_ratio)
+            .field("state_dir", &self.state_dir)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Default for ReloadSettings {
     fn default() -> Self {
         ReloadSettings {
             paths: Vec::new(),
-            options: ListOptions::default(),
+            options: Arc::new(|_| ListOptions::default()),
             max_skipped_ratio: 0.10,
             max_shrink_ratio: 0.50,
             state_dir: None,
@@ -276,7 +288,7 @@ impl Reloader {
         let s = &self.settings;
         wait_until_settled(&s.paths, s.settle)?;
         let version = base_version + 1;
-        let loaded = load(&s.paths, &s.options, version, false)?;
+        let loaded = load_with(&s.paths, &*s.options, version, false)?;
         let new_counts = loaded.counts();
         let old = self.current.load_full();
         if guard && !force {
