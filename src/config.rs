@@ -430,6 +430,8 @@ impl Config {
             raw.upstream.servers = found.iter().map(|a| a.to_string()).collect();
         }
         let upstream = validate_upstream(&raw.upstream)?;
+        // Show what will actually be used (`192.0.2.53` → `192.0.2.53:53`).
+        raw.upstream.servers = upstream.servers.iter().map(|a| a.to_string()).collect();
         let lists = validate_lists(&raw.lists, &raw.policy)?;
         let policy = validate_policy(&raw.policy)?;
         let acl = raw

@@ -1,0 +1,159 @@
+//! `sinkhole serve --check-config`, IPv6 listeners and TCP connection
+//! handling, through the real binary.
+
+mod common;
+
+use std::io::Read;
+use std::net::{Ipv6Addr, SocketAddr, TcpStream, UdpSocket};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+use hickory_proto::rr::RecordType;
+
+fn check_config(text: &str) -> (i32, String, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, text).expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_sinkhole"))
+        .args(["serve", "--check-config", "--config"])
+        .arg(&path)
+        .output()
+        .expect("run");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn check_config_prints_the_effective_config() {
+    let (code, out, err) =
+        check_config("[upstream]\nservers = [\"192.0.2.53\"]\n[policy]\naction = \"address\"\n");
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("action = \"address\""), "{out}");
+    assert!(out.contains("192.0.2.53:53"), "{out}");
+    assert!(
+        out.contains("timeout_ms = 1500"),
+        "defaults are shown: {out}"
+    );
+    assert!(out.contains("ede_code = 16"), "{out}");
+}
+
+#[test]
+fn check_config_names_unknown_and_bad_keys() {
+    for (text, needle) in [
+        ("[server]\nlisten_addrs = []\n", "listen_addrs"),
+        (
+            "[upstream]\nservers = [\"192.0.2.53\"]\n[policy]\nede_cod = 15\n",
+            "ede_cod",
+        ),
+        (
+            "[upstream]\nservers = [\"192.0.2.53\"]\n[policy]\naction = \"sinkhole\"\n",
+            "policy.action",
+        ),
+        (
+            "[upstream]\nservers = [\"192.0.2.53\"]\n[acl]\nallow = [\"everyone\"]\n",
+            "acl.allow",
+        ),
+        (
+            "[upstream]\nservers = [\"192.0.2.53\"]\n[policy]\nede_text = \"{nope}\"\n",
+            "policy.ede_text",
+        ),
+        ("this is not toml", "c.toml"),
+    ] {
+        let (code, _, err) = check_config(text);
+        assert_eq!(code, 1, "{text}");
+        assert!(err.contains(needle), "{text}: {err}");
+    }
+}
+
+#[test]
+fn serves_on_ipv6_loopback() {
+    // Containers without IPv6 cannot test this; say so instead of failing.
+    let Ok(probe) = UdpSocket::bind((Ipv6Addr::LOCALHOST, 0)) else {
+        eprintln!("skipped: no IPv6 loopback");
+        return;
+    };
+    let port = probe.local_addr().map(|a| a.port()).unwrap_or(0);
+    drop(probe);
+    let up = Upstream::start();
+    let v6: SocketAddr = (Ipv6Addr::LOCALHOST, port).into();
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("l.txt"), "blocked.test\n").expect("list");
+    let v4port = free_port();
+    let cfg = format!(
+        "[server]\nlisten = [\"127.0.0.1:{v4port}\", \"{v6}\"]\n[upstream]\nservers = [\"{}\"]\n[lists]\npaths = [\"{}\"]\n",
+        up.addr,
+        dir.path().join("l.txt").display()
+    );
+    std::fs::write(dir.path().join("c.toml"), cfg).expect("cfg");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sinkhole"))
+        .args(["serve", "--config"])
+        .arg(dir.path().join("c.toml"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut got = None;
+    while Instant::now() < deadline && got.is_none() {
+        let q = query_msg("blocked.test.", RecordType::A, false);
+        got = (|| {
+            let sock = UdpSocket::bind((Ipv6Addr::LOCALHOST, 0)).ok()?;
+            sock.set_read_timeout(Some(Duration::from_millis(200)))
+                .ok()?;
+            sock.send_to(&q.to_vec().ok()?, v6).ok()?;
+            let mut buf = [0u8; 1500];
+            let (n, _) = sock.recv_from(&mut buf).ok()?;
+            hickory_proto::op::Message::from_vec(&buf[..n]).ok()
+        })();
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let m = got.expect("answer over IPv6");
+    assert_eq!(rcode(&m), 3);
+}
+
+#[test]
+fn tcp_idle_connections_are_closed() {
+    let up = Upstream::start();
+    let s = Server::start_with(
+        &[up.addr],
+        &[("l.txt", "blocked.test\n")],
+        "",
+        "tcp_idle_timeout_ms = 300\n",
+    );
+    let mut c = TcpStream::connect(s.addr).expect("connect");
+    c.set_read_timeout(Some(Duration::from_secs(3))).ok();
+    let t0 = Instant::now();
+    let mut buf = [0u8; 16];
+    // EOF (0 bytes) once the server gives up on the idle connection.
+    let n = c.read(&mut buf).unwrap_or(usize::MAX);
+    assert_eq!(n, 0);
+    assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+    // A fresh connection still works.
+    let r = tcp_pipelined(s.addr, &[query_msg("blocked.test.", RecordType::A, false)]);
+    assert_eq!(rcode(&r[0]), 3);
+}
+
+#[test]
+fn tcp_connection_limit_keeps_serving_udp() {
+    let up = Upstream::start();
+    let s = Server::start_with(
+        &[up.addr],
+        &[("l.txt", "blocked.test\n")],
+        "",
+        "tcp_max_connections = 2\n",
+    );
+    let _a = TcpStream::connect(s.addr).expect("a");
+    let _b = TcpStream::connect(s.addr).expect("b");
+    std::thread::sleep(Duration::from_millis(200));
+    // The third is accepted by the kernel and closed by sinkhole.
+    let mut c = TcpStream::connect(s.addr).expect("c");
+    c.set_read_timeout(Some(Duration::from_secs(3))).ok();
+    let mut buf = [0u8; 4];
+    assert!(matches!(c.read(&mut buf), Ok(0) | Err(_)));
+    assert_eq!(rcode(&udp(&s, "blocked.test.", RecordType::A, false)), 3);
+}
