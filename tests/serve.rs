@@ -407,3 +407,42 @@ fn spoofed_upstream_answer_is_ignored() {
     let m = udp(&s, "spoof.test.", RecordType::A, false);
     assert_eq!(a_records(&m), vec![UP_V4]);
 }
+
+/// The same through `dig` (Debian's bind9-dnsutils, installed by `make
+/// test-deps`), when it is there.
+#[test]
+fn dig_sees_the_sinkhole_answer() {
+    if std::process::Command::new("dig")
+        .arg("-v")
+        .output()
+        .is_err()
+    {
+        eprintln!("skipped: dig not installed");
+        return;
+    }
+    let up = Upstream::start();
+    let s = server(&up, "");
+    let dig = |args: &[&str]| {
+        let out = std::process::Command::new("dig")
+            .args([
+                "+tries=1",
+                "+time=3",
+                "-p",
+                &s.addr.port().to_string(),
+                "@127.0.0.1",
+            ])
+            .args(args)
+            .output()
+            .expect("dig");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let out = dig(&["Www.Blocked.Test", "A"]);
+    assert!(out.contains("status: NXDOMAIN"), "{out}");
+    assert!(out.contains("EDE: 16 (Censored)"), "{out}");
+    assert!(out.contains(";Www.Blocked.Test."), "0x20 case kept: {out}");
+    let out = dig(&["+tcp", "allowed.test", "A"]);
+    assert!(
+        out.contains("status: NOERROR") && out.contains("192.0.2.10"),
+        "{out}"
+    );
+}
