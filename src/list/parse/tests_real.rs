@@ -1,5 +1,6 @@
-//! The real third-party files in `../shared/data/real/` (see its
-//! SOURCES.md). Every count below was computed once and checked by an
+//! The real third-party files, copied byte for byte from
+//! `../shared/data/real/` into `tests/data/real/` (see its SOURCES.md) so a
+//! clean checkout has them. Every count below was computed once and checked by an
 //! independent Python count (json/csv modules, `idna` with UTS-46, the
 //! issue's URL rules), not just copied from this parser's output.
 
@@ -11,10 +12,10 @@ use crate::list::{
 };
 
 fn real(rel: &str) -> PathBuf {
-    let dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data/real"));
+    let dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/real"));
     assert!(
         dir.is_dir(),
-        "real-data fixtures missing: {} must exist (CI has it beside the repository)",
+        "real-data fixtures missing: {} must exist (it is part of the repository)",
         dir.display()
     );
     dir.join(rel)
