@@ -1,0 +1,1725 @@
+//! Prometheus metrics, `/healthz` and `/readyz` over a minimal HTTP/1.1
+//! listener (`[metrics] listen`, e.g. `127.0.0.1:9153`, CoreDNS's port).
+//!
+//! # Metrics
+//!
+//! Served at `/metrics` in the OpenMetrics text format
+//! (`application/openmetrics-text`), which Prometheus, VictoriaMetrics and
+//! the Grafana agent all scrape. Names follow CoreDNS/Blocky.
+//!
+//! | metric | type | labels | meaning |
+//! |---|---|---|---|
+//! | `sinkhole_queries_total` | counter | `transport` (`udp`, `tcp`), `type` (`A` `AAAA` `CNAME` `MX` `TXT` `HTTPS` `SVCB` `PTR` `SRV` `NS` `SOA` `ANY` `other`) | queries received that parsed as DNS queries |
+//! | `sinkhole_responses_total` | counter | `rcode` (`NOERROR` `FORMERR` `SERVFAIL` `NXDOMAIN` `NOTIMP` `REFUSED` … `BADVERS` `other`) | responses sent, by response code |
+//! | `sinkhole_blocked_total` | counter | `list` (list name), `action` (`nxdomain` `nodata` `address` `refused` `drop`) | queries blocked, by the list of the winning rule and what was answered |
+//! | `sinkhole_cache_hits_total` | counter | | answers served from the packet cache |
+//! | `sinkhole_cache_misses_total` | counter | | queries that had to go upstream |
+//! | `sinkhole_cache_entries` | gauge | | answers in the cache now |
+//! | `sinkhole_upstream_request_duration_seconds` | histogram | `upstream` (`ADDR:PORT`) | time from sending a query upstream to its accepted answer |
+//! | `sinkhole_upstream_errors_total` | counter | `upstream` | upstream exchanges that failed (timeout, network error) |
+//! | `sinkhole_inflight_queries` | gauge | | queries waiting for an upstream now |
+//! | `sinkhole_shed_queries_total` | counter | | queries refused because `server.max_inflight` was reached |
+//! | `sinkhole_list_entries` | gauge | `list` | rules loaded from each list in the snapshot in force |
+//! | `sinkhole_list_version` | gauge | | version of the snapshot in force |
+//! | `sinkhole_list_last_reload_success_timestamp_seconds` | gauge | | Unix time of the last accepted reload |
+//! | `sinkhole_list_reloads_total` | counter | | accepted reloads |
+//! | `sinkhole_list_reload_failures_total` | counter | `reason` (`io` `compile` `skipped_ratio` `shrink` `unsettled` `persist` `nothing_to_serve`) | rejected reloads; the previous snapshot stayed in force |
+//! | `sinkhole_audit_records_written_total` | counter | | audit log lines written |
+//! | `sinkhole_audit_records_lost_total` | counter | | audit records lost (queue full, write errors) |
+//! | `sinkhole_audit_write_errors_total` | counter | | failed audit writes and fsyncs |
+//! | `sinkhole_audit_queue_depth` | gauge | | audit records waiting for the writer |
+//! | `sinkhole_build_info` | info | `version` | always 1; the running version |
+//!
+//! Gauges fed at scrape time (cache entries, list and audit figures) are
+//! absent until the server registers the hook that provides them.
+//!
+//! # Key queries (Grafana)
+//!
+//! ```text
+//! sum by (transport) (rate(sinkhole_queries_total[1m]))              # QPS
+//! sum by (type) (rate(sinkhole_queries_total[5m]))                   # query mix
+//! sum by (rcode) (rate(sinkhole_responses_total[1m]))                # answers by rcode
+//! sum by (list) (rate(sinkhole_blocked_total[5m]))                   # blocks per list
+//! sum(rate(sinkhole_blocked_total[5m])) / sum(rate(sinkhole_queries_total[5m]))   # block ratio
+//! rate(sinkhole_cache_hits_total[5m]) / (rate(sinkhole_cache_hits_total[5m]) + rate(sinkhole_cache_misses_total[5m]))  # cache hit ratio
+//! histogram_quantile(0.99, sum by (le, upstream) (rate(sinkhole_upstream_request_duration_seconds_bucket[5m])))      # upstream p99
+//! sum by (upstream) (rate(sinkhole_upstream_errors_total[5m]))       # upstream failures
+//! sinkhole_inflight_queries ; rate(sinkhole_shed_queries_total[1m])  # saturation
+//! sinkhole_list_version ; sum(sinkhole_list_entries)                 # what is enforced
+//! time() - sinkhole_list_last_reload_success_timestamp_seconds      # list age (alert if large)
+//! increase(sinkhole_list_reload_failures_total[1h]) > 0              # alert: reload rejected
+//! increase(sinkhole_audit_records_lost_total[5m]) > 0                # alert: audit loss
+//! ```
+//!
+//! # Feeding it
+//!
+//! The query path calls [`Metrics::query`], [`Metrics::response`],
+//! [`Metrics::blocked`], [`Metrics::cache_hit`]/[`Metrics::cache_miss`],
+//! [`Metrics::upstream_ok`]/[`Metrics::upstream_error`], [`Metrics::shed`]
+//! and holds a [`Metrics::inflight`] guard while waiting upstream. Those are
+//! atomic increments on counters created up front (indexed by small enums):
+//! no allocation and no lock. Figures other parts already keep (cache size,
+//! reload stats, audit stats, snapshot version) are read at scrape time
+//! through hooks registered with [`Metrics::on_scrape`].
+//!
+//! # Health
+//!
+//! `/healthz` answers 200 while the process runs. `/readyz` answers 200 when
+//! the `ready` closure passed to [`serve_http`] says so ([`Readiness`]
+//! provides one: listeners bound, a snapshot loaded, upstreams not failing),
+//! 503 otherwise.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::{Registry, Unit};
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+
+use crate::list::Snapshot;
+use crate::list::reload::ReloadStats;
+
+#[derive(Debug, Error)]
+pub enum MetricsError {
+    #[error("cannot listen for metrics on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: io::Error,
+    },
+    #[error("metrics listener: {0}")]
+    Io(#[from] io::Error),
+    #[error(
+        "invalid value for `metrics.listen`: {0:?} is not ADDRESS:PORT (IPv6 as \"[::1]:9153\")"
+    )]
+    Listen(String),
+    #[error("cannot encode metrics")]
+    Encode,
+}
+
+// ------------------------------------------------------------ configuration
+
+/// `[metrics]` in the configuration file.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawMetricsConfig {
+    /// `ADDRESS:PORT` serving `/metrics`, `/healthz`, `/readyz`; empty: off.
+    /// Off by default so two servers on one host never fight over a port;
+    /// the packaged configuration sets `127.0.0.1:9153`.
+    pub listen: String,
+}
+
+impl RawMetricsConfig {
+    /// The address to listen on, or `None` when metrics are off.
+    pub fn validate(&self) -> Result<Option<SocketAddr>, MetricsError> {
+        let s = self.listen.trim();
+        if s.is_empty() {
+            return Ok(None);
+        }
+        s.parse()
+            .map(Some)
+            .map_err(|_| MetricsError::Listen(self.listen.clone()))
+    }
+}
+
+// ------------------------------------------------------------ label enums
+
+/// How a query arrived.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Transport {
+    Udp,
+    Tcp,
+}
+
+impl Transport {
+    const ALL: [Transport; 2] = [Transport::Udp, Transport::Tcp];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Udp => "udp",
+            Transport::Tcp => "tcp",
+        }
+    }
+}
+
+/// Query type label values: the common types by name, the rest `other`,
+/// so a client cycling through all 65536 types cannot blow up cardinality.
+const QTYPES: [(u16, &str); 12] = [
+    (1, "A"),
+    (28, "AAAA"),
+    (5, "CNAME"),
+    (15, "MX"),
+    (16, "TXT"),
+    (65, "HTTPS"),
+    (64, "SVCB"),
+    (12, "PTR"),
+    (33, "SRV"),
+    (2, "NS"),
+    (6, "SOA"),
+    (255, "ANY"),
+];
+const QTYPE_LABELS: usize = QTYPES.len() + 1;
+
+fn qtype_index(qtype: u16) -> usize {
+    QTYPES
+        .iter()
+        .position(|&(t, _)| t == qtype)
+        .unwrap_or(QTYPES.len())
+}
+
+fn qtype_label(i: usize) -> &'static str {
+    QTYPES.get(i).map_or("other", |&(_, n)| n)
+}
+
+/// RCODE label values (RFC 6895 names); BADVERS is EDNS's extended 16.
+const RCODES: [&str; 12] = [
+    "NOERROR",
+    "FORMERR",
+    "SERVFAIL",
+    "NXDOMAIN",
+    "NOTIMP",
+    "REFUSED",
+    "YXDOMAIN",
+    "YXRRSET",
+    "NXRRSET",
+    "NOTAUTH",
+    "NOTZONE",
+    "DSOTYPENI",
+];
+const RCODE_BADVERS: usize = RCODES.len();
+const RCODE_OTHER: usize = RCODES.len() + 1;
+const RCODE_LABELS: usize = RCODES.len() + 2;
+
+fn rcode_index(rcode: u16) -> usize {
+    match rcode {
+        r if (r as usize) < RCODES.len() => r as usize,
+        16 => RCODE_BADVERS,
+        _ => RCODE_OTHER,
+    }
+}
+
+fn rcode_label(i: usize) -> &'static str {
+    match i {
+        RCODE_BADVERS => "BADVERS",
+        RCODE_OTHER => "other",
+        i => RCODES.get(i).copied().unwrap_or("other"),
+    }
+}
+
+/// What a blocked query was answered with (the `action` label).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum BlockAction {
+    Nxdomain,
+    Nodata,
+    /// Addresses (`[policy] action = "address"` or a rule's local data).
+    Address,
+    Refused,
+    Drop,
+}
+
+impl BlockAction {
+    const ALL: [BlockAction; 5] = [
+        BlockAction::Nxdomain,
+        BlockAction::Nodata,
+        BlockAction::Address,
+        BlockAction::Refused,
+        BlockAction::Drop,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BlockAction::Nxdomain => "nxdomain",
+            BlockAction::Nodata => "nodata",
+            BlockAction::Address => "address",
+            BlockAction::Refused => "refused",
+            BlockAction::Drop => "drop",
+        }
+    }
+
+    /// The action actually taken for a rule's kind under the configured default.
+    pub fn from_kind(
+        kind: crate::policy::BlockKind,
+        default: crate::config::Action,
+    ) -> BlockAction {
+        use crate::config::Action;
+        use crate::policy::BlockKind;
+        match kind {
+            BlockKind::Nxdomain => BlockAction::Nxdomain,
+            BlockKind::Nodata => BlockAction::Nodata,
+            BlockKind::Refused => BlockAction::Refused,
+            BlockKind::Drop => BlockAction::Drop,
+            BlockKind::LocalData => BlockAction::Address,
+            BlockKind::Default => match default {
+                Action::Nxdomain => BlockAction::Nxdomain,
+                Action::Nodata => BlockAction::Nodata,
+                Action::Address => BlockAction::Address,
+                Action::Refused => BlockAction::Refused,
+                Action::Drop => BlockAction::Drop,
+            },
+        }
+    }
+}
+
+// ------------------------------------------------------------ scrape-time
+
+/// Figures read at scrape time from the parts that keep them. Hooks fill in
+/// what they know; `None`/empty fields are left out of the exposition.
+#[derive(Clone, Debug, Default)]
+pub struct Sample {
+    pub cache_entries: Option<u64>,
+    pub list_version: Option<u64>,
+    /// Rules per list name in the snapshot in force.
+    pub list_entries: Vec<(String, u64)>,
+    pub last_reload_success_unix: Option<u64>,
+    pub reloads_accepted: Option<u64>,
+    /// Rejected reloads by reason (a running total per reason).
+    pub reload_failures: Vec<(String, u64)>,
+    /// The audit writer's figures (`AuditLog::stats()`).
+    pub audit_written: Option<u64>,
+    pub audit_lost: Option<u64>,
+    pub audit_write_errors: Option<u64>,
+    pub audit_queue_depth: Option<u64>,
+}
+
+/// `ReloadError::reason()` values, exported as zero until they happen so
+/// that `increase()` sees the first failure.
+const RELOAD_REASONS: [&str; 7] = [
+    "io",
+    "compile",
+    "skipped_ratio",
+    "shrink",
+    "unsettled",
+    "persist",
+    "nothing_to_serve",
+];
+
+/// A poisoned lock only means another thread panicked mid-update of a
+/// counter map; the numbers are still worth exporting.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
+}
+
+impl Sample {
+    /// Reload figures from the reloader's counters.
+    pub fn reload_stats(&mut self, s: &ReloadStats) {
+        let last = s.last_success_unix.load(Ordering::Relaxed);
+        self.last_reload_success_unix = (last > 0).then_some(last);
+        self.reloads_accepted = Some(s.accepted.load(Ordering::Relaxed));
+        let mut by: BTreeMap<String, u64> =
+            RELOAD_REASONS.iter().map(|r| (r.to_string(), 0)).collect();
+        for (reason, n) in lock(&s.failures_by_reason).iter() {
+            by.insert(reason.to_string(), *n);
+        }
+        self.reload_failures = by.into_iter().collect();
+    }
+
+    /// The version of the snapshot in force.
+    pub fn snapshot(&mut self, s: &Snapshot) {
+        self.list_version = Some(s.version());
+    }
+}
+
+type Hook = Box<dyn Fn(&mut Sample) + Send + Sync>;
+
+/// Runs the hooks and encodes what they found, on every scrape.
+struct ScrapeCollector {
+    hooks: Mutex<Vec<Hook>>,
+}
+
+impl std::fmt::Debug for ScrapeCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScrapeCollector")
+            .field("hooks", &lock(&self.hooks).len())
+            .finish()
+    }
+}
+
+fn const_gauge(
+    enc: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    unit: Option<&Unit>,
+    v: u64,
+) -> Result<(), std::fmt::Error> {
+    let g = ConstGauge::new(v);
+    g.encode(enc.encode_descriptor(name, help, unit, g.metric_type())?)
+}
+
+fn const_counter(
+    enc: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    v: u64,
+) -> Result<(), std::fmt::Error> {
+    let c = ConstCounter::new(v);
+    c.encode(enc.encode_descriptor(name, help, None, c.metric_type())?)
+}
+
+impl Collector for ScrapeCollector {
+    fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let mut s = Sample::default();
+        for hook in lock(&self.hooks).iter() {
+            hook(&mut s);
+        }
+        if let Some(v) = s.cache_entries {
+            const_gauge(
+                &mut enc,
+                "cache_entries",
+                "Answers in the packet cache.",
+                None,
+                v,
+            )?;
+        }
+        if let Some(v) = s.list_version {
+            const_gauge(
+                &mut enc,
+                "list_version",
+                "Version of the list snapshot in force.",
+                None,
+                v,
+            )?;
+        }
+        if !s.list_entries.is_empty() {
+            let mut m = enc.encode_descriptor(
+                "list_entries",
+                "Rules loaded from each list in the snapshot in force.",
+                None,
+                MetricType::Gauge,
+            )?;
+            for (list, n) in &s.list_entries {
+                let labels = [("list", list.as_str())];
+                ConstGauge::new(*n).encode(m.encode_family(&labels)?)?;
+            }
+        }
+        if let Some(v) = s.last_reload_success_unix {
+            const_gauge(
+                &mut enc,
+                "list_last_reload_success_timestamp",
+                "Unix time of the last accepted list reload.",
+                Some(&Unit::Seconds),
+                v,
+            )?;
+        }
+        if let Some(v) = s.reloads_accepted {
+            const_counter(&mut enc, "list_reloads", "Accepted list reloads.", v)?;
+        }
+        if !s.reload_failures.is_empty() {
+            let mut m = enc.encode_descriptor(
+                "list_reload_failures",
+                "Rejected list reloads by reason (the previous snapshot stayed in force).",
+                None,
+                MetricType::Counter,
+            )?;
+            for (reason, n) in &s.reload_failures {
+                let labels = [("reason", reason.as_str())];
+                ConstCounter::new(*n).encode(m.encode_family(&labels)?)?;
+            }
+        }
+        if let Some(v) = s.audit_written {
+            const_counter(
+                &mut enc,
+                "audit_records_written",
+                "Audit log lines written.",
+                v,
+            )?;
+        }
+        if let Some(v) = s.audit_lost {
+            const_counter(
+                &mut enc,
+                "audit_records_lost",
+                "Audit records lost (queue full or write errors).",
+                v,
+            )?;
+        }
+        if let Some(v) = s.audit_write_errors {
+            const_counter(
+                &mut enc,
+                "audit_write_errors",
+                "Failed audit log writes and fsyncs.",
+                v,
+            )?;
+        }
+        if let Some(v) = s.audit_queue_depth {
+            const_gauge(
+                &mut enc,
+                "audit_queue_depth",
+                "Audit records waiting for the writer.",
+                None,
+                v,
+            )?;
+        }
+        Ok(())
+    }
+}
+
+// ------------------------------------------------------------ the registry
+
+/// Lists seen beyond this share one `list="other"` series: list names come
+/// from files, and a directory of generated files must not create
+/// unbounded series.
+const MAX_LISTS: usize = 1000;
+
+type BlockedLabels = [(&'static str, String); 2];
+type UpstreamLabels = [(&'static str, String); 1];
+
+struct UpstreamSlot {
+    addr: SocketAddr,
+    duration: Histogram,
+    errors: Counter,
+}
+
+/// Every metric the server exports. Share it as `Arc<Metrics>`.
+pub struct Metrics {
+    registry: Registry,
+    queries: [[Counter; QTYPE_LABELS]; 2],
+    responses: [Counter; RCODE_LABELS],
+    blocked_family: Family<BlockedLabels, Counter>,
+    /// Per list, one counter per [`BlockAction`]; replaced (copy on write)
+    /// when a new list name shows up, which happens once per list.
+    blocked: ArcSwap<HashMap<Box<str>, [Counter; 5]>>,
+    blocked_grow: Mutex<()>,
+    cache_hits: Counter,
+    cache_misses: Counter,
+    /// The configured upstreams; any other address is counted as
+    /// `upstream="other"` through the families (created on first use).
+    upstreams: Vec<UpstreamSlot>,
+    upstream_durations: Family<UpstreamLabels, Histogram, fn() -> Histogram>,
+    upstream_errors: Family<UpstreamLabels, Counter>,
+    inflight: Gauge,
+    shed: Counter,
+    scrape: Arc<ScrapeCollector>,
+    start: Instant,
+    /// Milliseconds since `start` + 1 of the last upstream answer / failure (0: never).
+    last_upstream_ok: AtomicU64,
+    last_upstream_err: AtomicU64,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+fn upstream_buckets() -> impl Iterator<Item = f64> {
+    // 0.5 ms … 4.1 s: a LAN resolver answers in under a millisecond, a
+    // cold recursive lookup in tens to hundreds, and the default overall
+    // timeout is 1.5 s.
+    exponential_buckets(0.0005, 2.0, 14)
+}
+
+impl Metrics {
+    /// Counters for a server forwarding to `upstreams`.
+    pub fn new(upstreams: &[SocketAddr]) -> Metrics {
+        let mut registry = Registry::with_prefix("sinkhole");
+
+        let queries_family = Family::<[(&'static str, &'static str); 2], Counter>::default();
+        let queries = Transport::ALL.map(|t| {
+            std::array::from_fn(|i| {
+                queries_family
+                    .get_or_create_owned(&[("transport", t.as_str()), ("type", qtype_label(i))])
+            })
+        });
+        registry.register(
+            "queries",
+            "DNS queries received, by transport and query type",
+            queries_family,
+        );
+
+        let responses_family = Family::<[(&'static str, &'static str); 1], Counter>::default();
+        let responses = std::array::from_fn(|i| {
+            responses_family.get_or_create_owned(&[("rcode", rcode_label(i))])
+        });
+        registry.register(
+            "responses",
+            "DNS responses sent, by RCODE",
+            responses_family,
+        );
+
+        let blocked_family = Family::<BlockedLabels, Counter>::default();
+        registry.register(
+            "blocked",
+            "Queries blocked, by the list of the winning rule and the action taken",
+            blocked_family.clone(),
+        );
+
+        let cache_hits = Counter::default();
+        registry.register(
+            "cache_hits",
+            "Answers served from the packet cache",
+            cache_hits.clone(),
+        );
+        let cache_misses = Counter::default();
+        registry.register(
+            "cache_misses",
+            "Queries not in the packet cache (forwarded upstream)",
+            cache_misses.clone(),
+        );
+
+        let durations = Family::<UpstreamLabels, Histogram>::new_with_constructor(
+            (|| Histogram::new(upstream_buckets())) as fn() -> Histogram,
+        );
+        let errors = Family::<UpstreamLabels, Counter>::default();
+        let mut slots: Vec<UpstreamSlot> = Vec::with_capacity(upstreams.len());
+        for &addr in upstreams {
+            if slots.iter().any(|s| s.addr == addr) {
+                continue;
+            }
+            let label = [("upstream", addr.to_string())];
+            slots.push(UpstreamSlot {
+                addr,
+                duration: durations.get_or_create_owned(&label),
+                errors: errors.get_or_create_owned(&label),
+            });
+        }
+        registry.register_with_unit(
+            "upstream_request_duration",
+            "Time from sending a query upstream to its accepted answer",
+            Unit::Seconds,
+            durations.clone(),
+        );
+        registry.register(
+            "upstream_errors",
+            "Upstream exchanges that failed (timeout or network error)",
+            errors.clone(),
+        );
+
+        let inflight = Gauge::default();
+        registry.register(
+            "inflight_queries",
+            "Queries waiting for an upstream answer",
+            inflight.clone(),
+        );
+        let shed = Counter::default();
+        registry.register(
+            "shed_queries",
+            "Queries refused because server.max_inflight was reached",
+            shed.clone(),
+        );
+
+        registry.register(
+            "build",
+            "Build information",
+            Info::new([("version", env!("CARGO_PKG_VERSION"))]),
+        );
+
+        let scrape = Arc::new(ScrapeCollector {
+            hooks: Mutex::new(Vec::new()),
+        });
+        registry.register_collector(Box::new(scrape.clone()));
+
+        Metrics {
+            registry,
+            queries,
+            responses,
+            blocked_family,
+            blocked: ArcSwap::from_pointee(HashMap::new()),
+            blocked_grow: Mutex::new(()),
+            cache_hits,
+            cache_misses,
+            upstreams: slots,
+            upstream_durations: durations,
+            upstream_errors: errors,
+            inflight,
+            shed,
+            scrape,
+            start: Instant::now(),
+            last_upstream_ok: AtomicU64::new(0),
+            last_upstream_err: AtomicU64::new(0),
+        }
+    }
+
+    // ---------------------------------------------------------- hot path
+
+    /// A query arrived (`qtype` as on the wire).
+    #[inline]
+    pub fn query(&self, transport: Transport, qtype: u16) {
+        let t = match transport {
+            Transport::Udp => 0,
+            Transport::Tcp => 1,
+        };
+        self.queries[t][qtype_index(qtype)].inc();
+    }
+
+    /// A response was sent with `rcode` (header RCODE, or 16 for BADVERS).
+    #[inline]
+    pub fn response(&self, rcode: u16) {
+        self.responses[rcode_index(rcode)].inc();
+    }
+
+    /// A query was blocked by a rule from `list`.
+    #[inline]
+    pub fn blocked(&self, list: &str, action: BlockAction) {
+        let i = action as usize;
+        if let Some(c) = self.blocked.load().get(list) {
+            c[i].inc();
+            return;
+        }
+        self.blocked_slow(list)[i].inc();
+    }
+
+    /// First block from a list: create its counters.
+    #[cold]
+    fn blocked_slow(&self, list: &str) -> [Counter; 5] {
+        let _g = lock(&self.blocked_grow);
+        let cur = self.blocked.load_full();
+        if let Some(c) = cur.get(list) {
+            return c.clone();
+        }
+        let key = if cur.len() < MAX_LISTS { list } else { "other" };
+        if let Some(c) = cur.get(key) {
+            return c.clone();
+        }
+        let counters = BlockAction::ALL.map(|a| {
+            self.blocked_family.get_or_create_owned(&[
+                ("list", key.to_string()),
+                ("action", a.as_str().to_string()),
+            ])
+        });
+        let mut next = (*cur).clone();
+        next.insert(key.into(), counters.clone());
+        self.blocked.store(Arc::new(next));
+        counters
+    }
+
+    /// Create the `blocked` series for these lists now (at zero), so rates
+    /// exist before the first block; call when a snapshot is loaded.
+    pub fn register_lists<'a>(&self, lists: impl IntoIterator<Item = &'a str>) {
+        for l in lists {
+            if self.blocked.load().get(l).is_none() {
+                self.blocked_slow(l);
+            }
+        }
+    }
+
+    #[inline]
+    pub fn cache_hit(&self) {
+        self.cache_hits.inc();
+    }
+
+    #[inline]
+    pub fn cache_miss(&self) {
+        self.cache_misses.inc();
+    }
+
+    fn slot(&self, upstream: SocketAddr) -> Option<&UpstreamSlot> {
+        self.upstreams.iter().find(|s| s.addr == upstream)
+    }
+
+    fn other_upstream() -> UpstreamLabels {
+        [("upstream", "other".to_string())]
+    }
+
+    fn now_mark(&self) -> u64 {
+        u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX - 1) + 1
+    }
+
+    /// `upstream` answered after `took`.
+    pub fn upstream_ok(&self, upstream: SocketAddr, took: Duration) {
+        match self.slot(upstream) {
+            Some(s) => s.duration.observe(took.as_secs_f64()),
+            None => self
+                .upstream_durations
+                .get_or_create(&Self::other_upstream())
+                .observe(took.as_secs_f64()),
+        }
+        self.last_upstream_ok
+            .store(self.now_mark(), Ordering::Relaxed);
+    }
+
+    /// An exchange with `upstream` failed (timeout, network error).
+    pub fn upstream_error(&self, upstream: SocketAddr) {
+        match self.slot(upstream) {
+            Some(s) => {
+                s.errors.inc();
+            }
+            None => {
+                self.upstream_errors
+                    .get_or_create(&Self::other_upstream())
+                    .inc();
+            }
+        }
+        self.last_upstream_err
+            .store(self.now_mark(), Ordering::Relaxed);
+    }
+
+    /// A query was not forwarded because `max_inflight` was reached.
+    #[inline]
+    pub fn shed(&self) {
+        self.shed.inc();
+    }
+
+    /// Counts one query as waiting upstream until the guard is dropped.
+    pub fn inflight(&self) -> InflightGuard {
+        self.inflight.inc();
+        InflightGuard(self.inflight.clone())
+    }
+
+    // ---------------------------------------------------------- scrape side
+
+    /// Run `hook` on every scrape to fill in figures kept elsewhere. Keep it
+    /// cheap: it runs while the scrape waits.
+    pub fn on_scrape(&self, hook: impl Fn(&mut Sample) + Send + Sync + 'static) {
+        lock(&self.scrape.hooks).push(Box::new(hook));
+    }
+
+    /// The exposition, as served at `/metrics`.
+    pub fn render(&self) -> Result<String, MetricsError> {
+        let mut out = String::with_capacity(8192);
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .map_err(|_| MetricsError::Encode)?;
+        Ok(out)
+    }
+
+    fn within(&self, mark: u64, window: Duration) -> bool {
+        mark != 0 && u128::from(self.now_mark().saturating_sub(mark)) <= window.as_millis()
+    }
+
+    /// Did any upstream answer within `window`?
+    pub fn upstream_answered_within(&self, window: Duration) -> bool {
+        self.within(self.last_upstream_ok.load(Ordering::Relaxed), window)
+    }
+
+    /// Upstreams are usable unless exchanges failed within `window` and none
+    /// succeeded. A server with no recent traffic counts as healthy: with no
+    /// queries there is no evidence either way, and calling it unready would
+    /// keep a load balancer from ever sending the queries that prove it.
+    pub fn upstream_healthy(&self, window: Duration) -> bool {
+        self.upstream_answered_within(window)
+            || !self.within(self.last_upstream_err.load(Ordering::Relaxed), window)
+    }
+}
+
+/// Decrements `sinkhole_inflight_queries` when dropped.
+#[derive(Debug)]
+pub struct InflightGuard(Gauge);
+
+impl Drop for InflightGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+// ------------------------------------------------------------ readiness
+
+/// What `/readyz` checks: listeners bound, a snapshot loaded, upstreams not
+/// failing (see [`Metrics::upstream_healthy`]).
+#[derive(Debug)]
+pub struct Readiness {
+    listeners: AtomicBool,
+    snapshot: AtomicBool,
+    metrics: Arc<Metrics>,
+    upstream_window: Duration,
+}
+
+impl Readiness {
+    pub fn new(metrics: Arc<Metrics>, upstream_window: Duration) -> Arc<Readiness> {
+        Arc::new(Readiness {
+            listeners: AtomicBool::new(false),
+            snapshot: AtomicBool::new(false),
+            metrics,
+            upstream_window,
+        })
+    }
+
+    pub fn set_listeners_bound(&self, bound: bool) {
+        self.listeners.store(bound, Ordering::Relaxed);
+    }
+
+    pub fn set_snapshot_loaded(&self, loaded: bool) {
+        self.snapshot.store(loaded, Ordering::Relaxed);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.listeners.load(Ordering::Relaxed)
+            && self.snapshot.load(Ordering::Relaxed)
+            && self.metrics.upstream_healthy(self.upstream_window)
+    }
+
+    /// The closure [`serve_http`] takes.
+    pub fn check(self: &Arc<Self>) -> Arc<dyn Fn() -> bool + Send + Sync> {
+        let me = self.clone();
+        Arc::new(move || me.is_ready())
+    }
+}
+
+// ------------------------------------------------------------ HTTP
+
+/// Longest request head we read; a scrape request is a few hundred bytes.
+const MAX_REQUEST: usize = 8192;
+/// Concurrent HTTP connections; more are closed at once. Scrapers are few.
+const MAX_CONNECTIONS: usize = 64;
+const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// A bound metrics listener; [`MetricsServer::run`] serves it.
+pub struct MetricsServer {
+    listener: TcpListener,
+    read_timeout: Duration,
+    write_timeout: Duration,
+}
+
+/// Bind `addr` and serve `/metrics`, `/healthz` and `/readyz` until the task
+/// is dropped. Run it with `tokio::spawn`.
+pub async fn serve_http(
+    addr: SocketAddr,
+    metrics: Arc<Metrics>,
+    ready: Arc<dyn Fn() -> bool + Send + Sync>,
+) -> Result<(), MetricsError> {
+    MetricsServer::bind(addr).await?.run(metrics, ready).await
+}
+
+impl MetricsServer {
+    /// Bind now, so a taken port is reported before the server says it is ready.
+    pub async fn bind(addr: SocketAddr) -> Result<MetricsServer, MetricsError> {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| MetricsError::Bind { addr, source })?;
+        Ok(MetricsServer {
+            listener,
+            read_timeout: Duration::from_secs(5),
+            write_timeout: Duration::from_secs(10),
+        })
+    }
+
+    /// How long a client may take to send its request (default 5 s).
+    pub fn read_timeout(mut self, d: Duration) -> MetricsServer {
+        self.read_timeout = d;
+        self
+    }
+
+    pub fn local_addr(&self) -> Result<SocketAddr, MetricsError> {
+        Ok(self.listener.local_addr()?)
+    }
+
+    /// Serve until dropped. Accept errors (e.g. out of file descriptors)
+    /// are logged and retried, never fatal.
+    pub async fn run(
+        self,
+        metrics: Arc<Metrics>,
+        ready: Arc<dyn Fn() -> bool + Send + Sync>,
+    ) -> Result<(), MetricsError> {
+        let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+        if let Ok(a) = self.listener.local_addr() {
+            tracing::info!(addr = %a, "serving /metrics, /healthz, /readyz");
+        }
+        let mut last_warn: Option<Instant> = None;
+        loop {
+            let (stream, _) = match self.listener.accept().await {
+                Ok(c) => c,
+                Err(e) => {
+                    if last_warn.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
+                        tracing::warn!(error = %e, "metrics listener cannot accept");
+                        last_warn = Some(Instant::now());
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let Ok(permit) = slots.clone().try_acquire_owned() else {
+                continue; // dropping `stream` closes it
+            };
+            let metrics = metrics.clone();
+            let ready = ready.clone();
+            let (rt, wt) = (self.read_timeout, self.write_timeout);
+            tokio::spawn(async move {
+                handle(stream, &metrics, ready.as_ref(), rt, wt).await;
+                drop(permit);
+            });
+        }
+    }
+}
+
+struct Reply {
+    status: u16,
+    content_type: &'static str,
+    body: String,
+    allow: bool,
+}
+
+impl Reply {
+    fn text(status: u16, body: &str) -> Reply {
+        Reply {
+            status,
+            content_type: "text/plain; charset=utf-8",
+            body: body.to_string(),
+            allow: false,
+        }
+    }
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        400 => "Bad Request",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        431 => "Request Header Fields Too Large",
+        503 => "Service Unavailable",
+        _ => "Internal Server Error",
+    }
+}
+
+enum Head {
+    Complete(usize),
+    TooLarge,
+    Closed,
+}
+
+/// Read until the blank line ending the request head.
+async fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<Head> {
+    let mut chunk = [0u8; 1024];
+    loop {
+        if let Some(end) = head_end(buf) {
+            return Ok(Head::Complete(end));
+        }
+        if buf.len() >= MAX_REQUEST {
+            return Ok(Head::TooLarge);
+        }
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            return Ok(Head::Closed);
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+fn head_end(buf: &[u8]) -> Option<usize> {
+    // The buffer is at most MAX_REQUEST bytes: a plain scan is enough.
+    let find = |pat: &[u8]| buf.windows(pat.len()).position(|w| w == pat);
+    find(b"\r\n\r\n").or_else(|| find(b"\n\n"))
+}
+
+/// Route one request head. `None`: not HTTP at all.
+fn route(
+    head: &[u8],
+    metrics: &Metrics,
+    ready: &(dyn Fn() -> bool + Send + Sync),
+) -> (Reply, bool) {
+    let bad = (Reply::text(400, "bad request\n"), false);
+    let Ok(head) = std::str::from_utf8(head) else {
+        return bad;
+    };
+    let line = head.lines().next().unwrap_or("");
+    let mut parts = line.split(' ');
+    let (Some(method), Some(target), Some(version), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return bad;
+    };
+    if !version.starts_with("HTTP/1.") || !target.starts_with('/') {
+        return bad;
+    }
+    let head_only = match method {
+        "GET" => false,
+        "HEAD" => true,
+        _ => {
+            let mut r = Reply::text(405, "only GET and HEAD\n");
+            r.allow = true;
+            return (r, false);
+        }
+    };
+    let path = target.split(['?', '#']).next().unwrap_or(target);
+    let reply = match path {
+        "/metrics" => match metrics.render() {
+            Ok(body) => Reply {
+                status: 200,
+                content_type: OPENMETRICS,
+                body,
+                allow: false,
+            },
+            Err(e) => Reply::text(500, &format!("{e}\n")),
+        },
+        "/healthz" => Reply::text(200, "ok\n"),
+        "/readyz" => {
+            if ready() {
+                Reply::text(200, "ready\n")
+            } else {
+                Reply::text(503, "not ready\n")
+            }
+        }
+        _ => Reply::text(404, "not found (try /metrics, /healthz, /readyz)\n"),
+    };
+    (reply, head_only)
+}
+
+async fn handle(
+    mut stream: TcpStream,
+    metrics: &Metrics,
+    ready: &(dyn Fn() -> bool + Send + Sync),
+    read_timeout: Duration,
+    write_timeout: Duration,
+) {
+    let mut buf = Vec::with_capacity(512);
+    let (reply, head_only) =
+        match tokio::time::timeout(read_timeout, read_head(&mut stream, &mut buf)).await {
+            Err(_) => (Reply::text(408, "request timeout\n"), false),
+            Ok(Err(_)) | Ok(Ok(Head::Closed)) => return,
+            Ok(Ok(Head::TooLarge)) => (Reply::text(431, "request too large\n"), false),
+            Ok(Ok(Head::Complete(end))) => route(&buf[..end], metrics, ready),
+        };
+    let mut out = String::with_capacity(reply.body.len() + 192);
+    let _ = write!(
+        out,
+        "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n",
+        reply.status,
+        reason(reply.status),
+        reply.content_type,
+        reply.body.len()
+    );
+    if reply.allow {
+        out.push_str("Allow: GET, HEAD\r\n");
+    }
+    out.push_str("\r\n");
+    if !head_only {
+        out.push_str(&reply.body);
+    }
+    let _ = tokio::time::timeout(write_timeout, async {
+        stream.write_all(out.as_bytes()).await?;
+        stream.shutdown().await
+    })
+    .await;
+}
+
+// ------------------------------------------------------------ parsing
+
+/// One sample line of a text exposition.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ParsedSample {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub value: f64,
+}
+
+/// A parsed exposition, for tests and tools that read `/metrics`.
+#[derive(Clone, Debug, Default)]
+pub struct Exposition {
+    pub samples: Vec<ParsedSample>,
+    /// `# TYPE` lines: family name → type.
+    pub types: BTreeMap<String, String>,
+}
+
+impl Exposition {
+    /// Parse Prometheus/OpenMetrics text (comments other than `# TYPE`,
+    /// timestamps and exemplars are ignored).
+    pub fn parse(text: &str) -> Result<Exposition, String> {
+        let mut e = Exposition::default();
+        for (no, line) in text.lines().enumerate() {
+            let line = line.trim_end();
+            if line.is_empty() {
+                continue;
+            }
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let mut w = rest.split_whitespace();
+                if let (Some(n), Some(t)) = (w.next(), w.next()) {
+                    e.types.insert(n.to_string(), t.to_string());
+                }
+                continue;
+            }
+            if line.starts_with('#') {
+                continue;
+            }
+            let s = parse_sample(line).map_err(|m| format!("line {}: {m}: {line}", no + 1))?;
+            e.samples.push(s);
+        }
+        Ok(e)
+    }
+
+    /// The value of the sample `name` whose labels include all of `labels`
+    /// (summed when several match); `None` when none does.
+    pub fn value(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        let mut found = None;
+        for s in self.samples.iter().filter(|s| s.name == name) {
+            if labels
+                .iter()
+                .all(|(k, v)| s.labels.get(*k).is_some_and(|x| x == v))
+            {
+                *found.get_or_insert(0.0) += s.value;
+            }
+        }
+        found
+    }
+}
+
+fn parse_sample(line: &str) -> Result<ParsedSample, String> {
+    let name_end = line
+        .find(|c: char| c == '{' || c == ' ')
+        .ok_or("no value")?;
+    let name = &line[..name_end];
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+    {
+        return Err("bad metric name".into());
+    }
+    let mut labels = BTreeMap::new();
+    let mut rest = &line[name_end..];
+    if let Some(r) = rest.strip_prefix('{') {
+        let mut chars = r.char_indices().peekable();
+        let mut consumed = None;
+        loop {
+            // Skip separators.
+            while let Some(&(_, c)) = chars.peek() {
+                if c == ',' || c == ' ' {
+                    chars.next();
+                } else {
+                    break;
+                }
+            }
+            match chars.peek() {
+                Some(&(i, '}')) => {
+                    consumed = Some(i + 1);
+                    break;
+                }
+                None => break,
+                _ => {}
+            }
+            let mut key = String::new();
+            for (_, c) in chars.by_ref() {
+                if c == '=' {
+                    break;
+                }
+                key.push(c);
+            }
+            if chars.next().map(|(_, c)| c) != Some('"') {
+                return Err("label value not quoted".into());
+            }
+            let mut val = String::new();
+            let mut closed = false;
+            while let Some((_, c)) = chars.next() {
+                match c {
+                    '\\' => match chars.next() {
+                        Some((_, 'n')) => val.push('\n'),
+                        Some((_, c)) => val.push(c),
+                        None => return Err("dangling escape".into()),
+                    },
+                    '"' => {
+                        closed = true;
+                        break;
+                    }
+                    c => val.push(c),
+                }
+            }
+            if !closed {
+                return Err("unterminated label value".into());
+            }
+            labels.insert(key.trim().to_string(), val);
+        }
+        let end = consumed.ok_or("unterminated label set")?;
+        rest = &r[end..];
+    }
+    let value = rest.split_whitespace().next().ok_or("no value")?;
+    let value = match value {
+        "+Inf" => f64::INFINITY,
+        "-Inf" => f64::NEG_INFINITY,
+        v => v.parse::<f64>().map_err(|_| "bad value".to_string())?,
+    };
+    Ok(ParsedSample {
+        name: name.to_string(),
+        labels,
+        value,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn up(i: u8) -> SocketAddr {
+        SocketAddr::from(([192, 0, 2, i], 53))
+    }
+
+    fn parse(m: &Metrics) -> Exposition {
+        let text = m.render().unwrap();
+        assert!(text.ends_with("# EOF\n"), "{text}");
+        Exposition::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"))
+    }
+
+    #[test]
+    fn hot_path_counters_reach_the_exposition() {
+        let m = Metrics::new(&[up(1), up(2), up(1)]);
+        m.query(Transport::Udp, 1);
+        m.query(Transport::Udp, 1);
+        m.query(Transport::Tcp, 28);
+        m.query(Transport::Udp, 65534);
+        m.response(0);
+        m.response(3);
+        m.response(3);
+        m.response(16);
+        m.response(4000);
+        m.blocked("court-orders", BlockAction::Nxdomain);
+        m.blocked("court-orders", BlockAction::Nxdomain);
+        m.blocked("ads", BlockAction::Address);
+        m.cache_hit();
+        m.cache_miss();
+        m.cache_miss();
+        m.upstream_ok(up(1), Duration::from_millis(3));
+        m.upstream_ok(up(2), Duration::from_millis(700));
+        m.upstream_error(up(2));
+        m.upstream_error(up(9));
+        m.shed();
+        let g1 = m.inflight();
+        let g2 = m.inflight();
+        drop(g1);
+
+        let e = parse(&m);
+        let v = |n: &str, l: &[(&str, &str)]| e.value(n, l);
+        assert_eq!(
+            v(
+                "sinkhole_queries_total",
+                &[("transport", "udp"), ("type", "A")]
+            ),
+            Some(2.0)
+        );
+        assert_eq!(
+            v(
+                "sinkhole_queries_total",
+                &[("transport", "tcp"), ("type", "AAAA")]
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            v(
+                "sinkhole_queries_total",
+                &[("transport", "udp"), ("type", "other")]
+            ),
+            Some(1.0)
+        );
+        // Pre-registered at zero, so rate() works from the first scrape.
+        assert_eq!(
+            v(
+                "sinkhole_queries_total",
+                &[("transport", "tcp"), ("type", "HTTPS")]
+            ),
+            Some(0.0)
+        );
+        assert_eq!(v("sinkhole_queries_total", &[]), Some(4.0));
+        assert_eq!(
+            e.types.get("sinkhole_queries").map(String::as_str),
+            Some("counter")
+        );
+        assert_eq!(
+            v("sinkhole_responses_total", &[("rcode", "NXDOMAIN")]),
+            Some(2.0)
+        );
+        assert_eq!(
+            v("sinkhole_responses_total", &[("rcode", "NOERROR")]),
+            Some(1.0)
+        );
+        assert_eq!(
+            v("sinkhole_responses_total", &[("rcode", "BADVERS")]),
+            Some(1.0)
+        );
+        assert_eq!(
+            v("sinkhole_responses_total", &[("rcode", "other")]),
+            Some(1.0)
+        );
+        assert_eq!(
+            v(
+                "sinkhole_blocked_total",
+                &[("list", "court-orders"), ("action", "nxdomain")]
+            ),
+            Some(2.0)
+        );
+        assert_eq!(
+            v(
+                "sinkhole_blocked_total",
+                &[("list", "court-orders"), ("action", "drop")]
+            ),
+            Some(0.0)
+        );
+        assert_eq!(
+            v(
+                "sinkhole_blocked_total",
+                &[("list", "ads"), ("action", "address")]
+            ),
+            Some(1.0)
+        );
+        assert_eq!(v("sinkhole_cache_hits_total", &[]), Some(1.0));
+        assert_eq!(v("sinkhole_cache_misses_total", &[]), Some(2.0));
+        let u1 = up(1).to_string();
+        let u2 = up(2).to_string();
+        assert_eq!(
+            v(
+                "sinkhole_upstream_request_duration_seconds_count",
+                &[("upstream", &u1)]
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            v(
+                "sinkhole_upstream_request_duration_seconds_bucket",
+                &[("upstream", &u1), ("le", "0.004")]
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            v(
+                "sinkhole_upstream_request_duration_seconds_bucket",
+                &[("upstream", &u2), ("le", "0.512")]
+            ),
+            Some(0.0)
+        );
+        assert_eq!(
+            v(
+                "sinkhole_upstream_request_duration_seconds_bucket",
+                &[("upstream", &u2), ("le", "+Inf")]
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            v("sinkhole_upstream_errors_total", &[("upstream", &u2)]),
+            Some(1.0)
+        );
+        assert_eq!(
+            v("sinkhole_upstream_errors_total", &[("upstream", &u1)]),
+            Some(0.0)
+        );
+        // An address not in the configuration lands in `other`.
+        assert_eq!(
+            v("sinkhole_upstream_errors_total", &[("upstream", "other")]),
+            Some(1.0)
+        );
+        assert_eq!(v("sinkhole_inflight_queries", &[]), Some(1.0));
+        drop(g2);
+        assert_eq!(parse(&m).value("sinkhole_inflight_queries", &[]), Some(0.0));
+        assert_eq!(v("sinkhole_shed_queries_total", &[]), Some(1.0));
+        assert_eq!(
+            v(
+                "sinkhole_build_info",
+                &[("version", env!("CARGO_PKG_VERSION"))]
+            ),
+            Some(1.0)
+        );
+        // Scrape-time gauges are absent until a hook provides them.
+        assert_eq!(v("sinkhole_cache_entries", &[]), None);
+    }
+
+    #[test]
+    fn scrape_hooks_fill_gauges() {
+        let m = Metrics::new(&[up(1)]);
+        let reload = Arc::new(ReloadStats::default());
+        reload.accepted.store(4, Ordering::Relaxed);
+        reload
+            .last_success_unix
+            .store(1_700_000_000, Ordering::Relaxed);
+        lock(&reload.failures_by_reason).insert("shrink", 2);
+        let r = reload.clone();
+        m.on_scrape(move |s| {
+            s.reload_stats(&r);
+            s.cache_entries = Some(42);
+            s.list_version = Some(7);
+            s.list_entries = vec![("court-orders".into(), 1200), ("ads \"x\"".into(), 3)];
+        });
+        m.on_scrape(|s| {
+            s.audit_written = Some(12);
+            s.audit_lost = Some(1);
+            s.audit_queue_depth = Some(2);
+            s.audit_write_errors = Some(3);
+        });
+        m.register_lists(["court-orders", "ads"]);
+        let e = parse(&m);
+        let v = |n: &str, l: &[(&str, &str)]| e.value(n, l);
+        assert_eq!(v("sinkhole_cache_entries", &[]), Some(42.0));
+        assert_eq!(v("sinkhole_list_version", &[]), Some(7.0));
+        assert_eq!(
+            v("sinkhole_list_entries", &[("list", "court-orders")]),
+            Some(1200.0)
+        );
+        assert_eq!(
+            v("sinkhole_list_entries", &[("list", "ads \"x\"")]),
+            Some(3.0)
+        );
+        assert_eq!(
+            v("sinkhole_list_last_reload_success_timestamp_seconds", &[]),
+            Some(1_700_000_000.0)
+        );
+        assert_eq!(v("sinkhole_list_reloads_total", &[]), Some(4.0));
+        assert_eq!(
+            v(
+                "sinkhole_list_reload_failures_total",
+                &[("reason", "shrink")]
+            ),
+            Some(2.0)
+        );
+        assert_eq!(
+            v("sinkhole_list_reload_failures_total", &[("reason", "io")]),
+            Some(0.0)
+        );
+        assert_eq!(v("sinkhole_audit_records_written_total", &[]), Some(12.0));
+        assert_eq!(v("sinkhole_audit_records_lost_total", &[]), Some(1.0));
+        assert_eq!(v("sinkhole_audit_write_errors_total", &[]), Some(3.0));
+        assert_eq!(v("sinkhole_audit_queue_depth", &[]), Some(2.0));
+        assert_eq!(
+            v(
+                "sinkhole_blocked_total",
+                &[("list", "ads"), ("action", "nodata")]
+            ),
+            Some(0.0)
+        );
+        for family in [
+            "sinkhole_list_last_reload_success_timestamp_seconds",
+            "sinkhole_upstream_request_duration_seconds",
+        ] {
+            assert!(
+                e.types.contains_key(family),
+                "{family}: {:?}",
+                e.types.keys()
+            );
+        }
+        assert_eq!(
+            e.types.get("sinkhole_build").map(String::as_str),
+            Some("info")
+        );
+    }
+
+    #[test]
+    fn list_cardinality_is_capped() {
+        let m = Metrics::new(&[]);
+        for i in 0..MAX_LISTS + 20 {
+            m.blocked(&format!("l{i}"), BlockAction::Drop);
+        }
+        let e = parse(&m);
+        let lists: std::collections::BTreeSet<_> = e
+            .samples
+            .iter()
+            .filter(|s| s.name == "sinkhole_blocked_total")
+            .filter_map(|s| s.labels.get("list").cloned())
+            .collect();
+        assert_eq!(lists.len(), MAX_LISTS + 1);
+        assert_eq!(
+            e.value(
+                "sinkhole_blocked_total",
+                &[("list", "other"), ("action", "drop")]
+            ),
+            Some(20.0)
+        );
+    }
+
+    #[test]
+    fn labels_and_actions() {
+        use crate::config::Action;
+        use crate::policy::BlockKind;
+        assert_eq!(qtype_label(qtype_index(64)), "SVCB");
+        assert_eq!(qtype_label(qtype_index(99)), "other");
+        assert_eq!(rcode_label(rcode_index(5)), "REFUSED");
+        assert_eq!(rcode_label(rcode_index(11)), "DSOTYPENI");
+        assert_eq!(
+            BlockAction::from_kind(BlockKind::Default, Action::Address),
+            BlockAction::Address
+        );
+        assert_eq!(
+            BlockAction::from_kind(BlockKind::LocalData, Action::Drop),
+            BlockAction::Address
+        );
+        assert_eq!(
+            BlockAction::from_kind(BlockKind::Nodata, Action::Nxdomain),
+            BlockAction::Nodata
+        );
+    }
+
+    #[test]
+    fn config_listen() {
+        let c: RawMetricsConfig = toml::from_str("").unwrap();
+        assert_eq!(c.validate().unwrap(), None);
+        let c: RawMetricsConfig = toml::from_str("listen = \"127.0.0.1:9153\"").unwrap();
+        assert_eq!(
+            c.validate().unwrap(),
+            Some("127.0.0.1:9153".parse().unwrap())
+        );
+        let c: RawMetricsConfig = toml::from_str("listen = \"localhost\"").unwrap();
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("metrics.listen")
+        );
+        assert!(toml::from_str::<RawMetricsConfig>("port = 1").is_err());
+    }
+
+    #[test]
+    fn upstream_health() {
+        let m = Metrics::new(&[up(1)]);
+        let w = Duration::from_secs(30);
+        // No traffic yet: no evidence against the upstreams.
+        assert!(m.upstream_healthy(w));
+        assert!(!m.upstream_answered_within(w));
+        m.upstream_error(up(1));
+        assert!(!m.upstream_healthy(w));
+        m.upstream_ok(up(1), Duration::from_millis(1));
+        assert!(m.upstream_healthy(w));
+        assert!(m.upstream_answered_within(w));
+        let m = Arc::new(m);
+        let r = Readiness::new(m.clone(), w);
+        assert!(!r.is_ready());
+        r.set_listeners_bound(true);
+        assert!(!r.is_ready());
+        r.set_snapshot_loaded(true);
+        assert!(r.is_ready());
+        assert!((r.check())());
+    }
+
+    #[test]
+    fn exposition_parser() {
+        let e = Exposition::parse(
+            "# TYPE a counter\na_total{x=\"1\\\"2\",y=\"\\\\n\"} 3 # {trace=\"t\"} 1\nb 4.5\nc{} +Inf\n# EOF\n",
+        )
+        .unwrap();
+        assert_eq!(
+            e.value("a_total", &[("x", "1\"2"), ("y", "\\n")]),
+            Some(3.0)
+        );
+        assert_eq!(e.value("b", &[]), Some(4.5));
+        assert_eq!(e.value("c", &[]), Some(f64::INFINITY));
+        for bad in ["a{x=1} 2", "a{x=\"1} 2", "a", "a 1x", "{x=\"1\"} 2"] {
+            assert!(Exposition::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    // ---------------------------------------------------------- HTTP
+
+    async fn exchange(addr: SocketAddr, req: &[u8]) -> (u16, String, String) {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        // The server may close before reading everything we send (e.g. 431).
+        let _ = s.write_all(req).await;
+        let mut out = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out))
+            .await
+            .expect("reply in time");
+        let text = String::from_utf8_lossy(&out).into_owned();
+        let status = text
+            .split(' ')
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        (status, head.to_string(), body.to_string())
+    }
+
+    async fn start(ready: bool) -> (SocketAddr, Arc<Metrics>, tokio::task::JoinHandle<()>) {
+        let m = Arc::new(Metrics::new(&[up(1)]));
+        let srv = MetricsServer::bind("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap()
+            .read_timeout(Duration::from_millis(300));
+        let addr = srv.local_addr().unwrap();
+        let mm = m.clone();
+        let task = tokio::spawn(async move {
+            let _ = srv.run(mm, Arc::new(move || ready)).await;
+        });
+        (addr, m, task)
+    }
+
+    #[tokio::test]
+    async fn http_endpoints() {
+        let (addr, m, task) = start(true).await;
+        m.query(Transport::Udp, 1);
+        let (st, head, body) = exchange(addr, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        assert_eq!(st, 200);
+        assert!(head.contains("application/openmetrics-text"), "{head}");
+        assert!(
+            head.contains(&format!("Content-Length: {}", body.len())),
+            "{head}"
+        );
+        let e = Exposition::parse(&body).unwrap();
+        assert_eq!(
+            e.value(
+                "sinkhole_queries_total",
+                &[("transport", "udp"), ("type", "A")]
+            ),
+            Some(1.0)
+        );
+        let (st, _, body) = exchange(addr, b"GET /healthz HTTP/1.0\r\n\r\n").await;
+        assert_eq!((st, body.as_str()), (200, "ok\n"));
+        let (st, _, _) = exchange(addr, b"GET /readyz?verbose=1 HTTP/1.1\n\n").await;
+        assert_eq!(st, 200);
+        let (st, head, body) = exchange(addr, b"HEAD /metrics HTTP/1.1\r\n\r\n").await;
+        assert_eq!(st, 200);
+        assert!(
+            body.is_empty() && !head.contains("Content-Length: 0"),
+            "{head}"
+        );
+        let (st, _, _) = exchange(addr, b"GET / HTTP/1.1\r\n\r\n").await;
+        assert_eq!(st, 404);
+        let (st, _, _) = exchange(addr, b"GET /metricsx HTTP/1.1\r\n\r\n").await;
+        assert_eq!(st, 404);
+        let (st, head, _) =
+            exchange(addr, b"POST /metrics HTTP/1.1\r\nContent-Length: 0\r\n\r\n").await;
+        assert_eq!(st, 405);
+        assert!(head.contains("Allow: GET, HEAD"), "{head}");
+        task.abort();
+
+        let (addr, _, task) = start(false).await;
+        let (st, _, body) = exchange(addr, b"GET /readyz HTTP/1.1\r\n\r\n").await;
+        assert_eq!((st, body.as_str()), (503, "not ready\n"));
+        let (st, _, _) = exchange(addr, b"GET /healthz HTTP/1.1\r\n\r\n").await;
+        assert_eq!(st, 200);
+        task.abort();
+    }
+
+    #[tokio::test]
+    async fn http_survives_garbage() {
+        let (addr, _, task) = start(true).await;
+        let huge = vec![b'A'; MAX_REQUEST * 4];
+        let cases: Vec<(&[u8], u16)> = vec![
+            (b"\x00\xff\xfe garbage\r\n\r\n", 400),
+            (b"GET\r\n\r\n", 400),
+            (b"GET /metrics\r\n\r\n", 400),
+            (b"GET /metrics HTTP/1.1 extra\r\n\r\n", 400),
+            (b"GET http://x/metrics HTTP/1.1\r\n\r\n", 400),
+            (b"GET /metrics SPDY/3\r\n\r\n", 400),
+            (b"\r\n\r\n", 400),
+            (&huge, 431),
+            // No blank line ever: the read timeout answers.
+            (b"GET /metrics HTTP/1.1\r\nHost: x\r\n", 408),
+        ];
+        for (req, want) in cases {
+            let (st, _, _) = exchange(addr, req).await;
+            assert_eq!(
+                st,
+                want,
+                "{:?}",
+                String::from_utf8_lossy(&req[..req.len().min(40)])
+            );
+        }
+        // A client that connects and closes, and one that half-closes at once.
+        drop(TcpStream::connect(addr).await.unwrap());
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.shutdown().await.unwrap();
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out).await;
+        assert!(out.is_empty());
+        // Still serving.
+        let (st, _, _) = exchange(addr, b"GET /healthz HTTP/1.1\r\n\r\n").await;
+        assert_eq!(st, 200);
+        task.abort();
+    }
+
+    #[tokio::test]
+    async fn bind_error_is_typed() {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let r = serve_http(addr, Arc::new(Metrics::new(&[])), Arc::new(|| true)).await;
+        assert!(matches!(r, Err(MetricsError::Bind { .. })), "{r:?}");
+    }
+}
