@@ -4,11 +4,14 @@ CARGO ?= cargo
 PREFIX ?= /usr
 DESTDIR ?=
 FUZZ_SECONDS ?= 60
-# Debian packages the tests use (dig as a real DNS client).
-TEST_PACKAGES := bind9-dnsutils
-TEST_COMMANDS := dig
+# Debian packages the tests use (dig as a real DNS client; systemd for
+# systemd-analyze/systemd-sysusers checks of the unit; strace to compare the
+# syscalls sinkhole makes with the unit's SystemCallFilter).
+TEST_PACKAGES := bind9-dnsutils systemd strace
+TEST_COMMANDS := dig systemd-analyze systemd-sysusers strace
 
 .PHONY: all build release run test test-deps fmt-check clippy unit bench fuzz clean
+.PHONY: install deb deb-tools deb-check
 
 all: build
 
@@ -54,3 +57,45 @@ fuzz:
 
 clean:
 	$(CARGO) clean
+
+# ---------------------------------------------------------------- packaging
+# `make install` builds a release binary and installs it with the systemd
+# unit, sysusers entry, example configuration and sample lists. DESTDIR
+# stages into a directory; PREFIX moves the binary and data (the unit is
+# rewritten to match). BIN=path installs an already built binary instead.
+BIN ?= target/release/sinkhole
+UNITDIR ?= /lib/systemd/system
+SYSUSERSDIR ?= /usr/lib/sysusers.d
+DATADIR ?= $(PREFIX)/share/sinkhole
+DOCDIR ?= $(PREFIX)/share/doc/sinkhole
+SAMPLE_LISTS := blocklists/sample-crypto.txt blocklists/sample-registry.csv
+
+install: $(if $(filter target/release/sinkhole,$(BIN)),release)
+	install -Dm755 $(BIN) $(DESTDIR)$(PREFIX)/bin/sinkhole
+	install -d $(DESTDIR)$(UNITDIR) $(DESTDIR)$(DATADIR)/blocklists $(DESTDIR)/etc/sinkhole/lists
+	sed -e 's#/usr/bin/sinkhole#$(PREFIX)/bin/sinkhole#g' -e 's#/usr/share/doc/sinkhole#$(DOCDIR)#g' \
+	  systemd/sinkhole.service > $(DESTDIR)$(UNITDIR)/sinkhole.service
+	chmod 644 $(DESTDIR)$(UNITDIR)/sinkhole.service
+	install -Dm644 systemd/sinkhole.sysusers $(DESTDIR)$(SYSUSERSDIR)/sinkhole.conf
+	install -m644 $(SAMPLE_LISTS) blocklists/FORMAT.md $(DESTDIR)$(DATADIR)/blocklists/
+	@# Never overwrite an operator's configuration or lists.
+	@if [ -e $(DESTDIR)/etc/sinkhole/sinkhole.toml ]; then \
+	  install -m644 systemd/sinkhole.toml.example $(DESTDIR)/etc/sinkhole/sinkhole.toml.dist; \
+	  echo "kept /etc/sinkhole/sinkhole.toml; the new example is sinkhole.toml.dist"; \
+	else install -m644 systemd/sinkhole.toml.example $(DESTDIR)/etc/sinkhole/sinkhole.toml; fi
+	@if [ -z "$$(ls -A $(DESTDIR)/etc/sinkhole/lists)" ]; then \
+	  install -m644 $(SAMPLE_LISTS) $(DESTDIR)/etc/sinkhole/lists/; fi
+	@if [ -e README.md ]; then install -Dm644 README.md $(DESTDIR)$(DOCDIR)/README.md; fi
+	@if [ -z "$(DESTDIR)" ]; then \
+	  echo "next: systemd-sysusers sinkhole.conf && systemctl daemon-reload && systemctl enable --now sinkhole"; fi
+
+# A Debian package in target/debian/ (metadata: [package.metadata.deb] in Cargo.toml).
+deb: deb-tools
+	$(CARGO) deb
+
+deb-tools:
+	@command -v cargo-deb >/dev/null 2>&1 || $(CARGO) install cargo-deb --locked
+
+# Build the package and check what it holds (tests/systemd.rs, ignored by default).
+deb-check: deb
+	$(CARGO) test --test systemd -- --ignored deb_
