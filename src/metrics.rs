@@ -1161,9 +1161,7 @@ impl Exposition {
 }
 
 fn parse_sample(line: &str) -> Result<ParsedSample, String> {
-    let name_end = line
-        .find(|c: char| c == '{' || c == ' ')
-        .ok_or("no value")?;
+    let name_end = line.find(['{', ' ']).ok_or("no value")?;
     let name = &line[..name_end];
     if name.is_empty()
         || !name
