@@ -5,9 +5,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use thiserror::Error;
 
+use super::bloom;
 use super::snapshot::{
-    FLAG_META, FORMAT, HEADER_LEN, MAGIC, META_LEN, MatchAction, NO_STRING, RULE_LEN,
-    SCOPE_EXACT, SCOPE_KEYWORD, SCOPE_SUBDOMAINS, SCOPE_SUBTREE, SECTIONS, Snapshot,
+    FLAG_META, FORMAT, HEADER_LEN, MAGIC, META_LEN, MatchAction, NO_STRING, RULE_LEN, SCOPE_EXACT,
+    SCOPE_KEYWORD, SCOPE_SUBDOMAINS, SCOPE_SUBTREE, SECTIONS, Snapshot,
 };
 use super::{Counts, ParsedList, RuleAction, RuleMeta, Scope, Target};
 
@@ -56,10 +57,14 @@ impl Strings {
             return Ok(off);
         }
         if s.len() > u16::MAX as usize {
-            return Err(CompileError::StringTooLong(s.len(), s.chars().take(40).collect()));
+            return Err(CompileError::StringTooLong(
+                s.len(),
+                s.chars().take(40).collect(),
+            ));
         }
         let off = self.bytes.len() as u32;
-        self.bytes.extend_from_slice(&(s.len() as u16).to_le_bytes());
+        self.bytes
+            .extend_from_slice(&(s.len() as u16).to_le_bytes());
         self.bytes.extend_from_slice(s.as_bytes());
         self.index.insert(s.to_string(), off);
         Ok(off)
@@ -111,13 +116,16 @@ pub fn compile_versioned(lists: &[ParsedList], version: u64) -> Result<Snapshot,
         let file = fi as u16;
         counts = counts + list.counts();
         files.extend_from_slice(&strings.intern(&list.name)?.to_le_bytes());
-        files.extend_from_slice(&strings.intern(&list.path.display().to_string())?.to_le_bytes());
+        files.extend_from_slice(
+            &strings
+                .intern(&list.path.display().to_string())?
+                .to_le_bytes(),
+        );
         for rule in &list.rules {
-            let extra = meta_row(&mut strings, &rule.meta, &rule.action)?
-                .map(|row| {
-                    extras.push(row);
-                    extras.len() as u32 - 1
-                });
+            let extra = meta_row(&mut strings, &rule.meta, &rule.action)?.map(|row| {
+                extras.push(row);
+                extras.len() as u32 - 1
+            });
             let action = MatchAction::code(&rule.action);
             match &rule.target {
                 Target::Name { name, scope } => {
@@ -170,16 +178,41 @@ pub fn compile_versioned(lists: &[ParsedList], version: u64) -> Result<Snapshot,
     for (ord, p) in pending.iter().enumerate() {
         builder.insert(key(p), ord as u64)?;
         let scope = arena[(p.key_start + p.key_len as u32 - 1) as usize];
-        push_rule(&mut rules, &mut meta, &extras, ord as u32, p.line, p.file, p.action, scope, p.extra);
+        push_rule(
+            &mut rules, &mut meta, &extras, ord as u32, p.line, p.file, p.action, scope, p.extra,
+        );
     }
     let fst_bytes = builder.into_inner()?;
+    // One filter key per distinct name (a name may carry several scopes).
+    let name_of = |p: &Pending| &key(p)[..p.key_len as usize - 1];
+    let distinct = pending
+        .iter()
+        .enumerate()
+        .filter(|(i, p)| *i == 0 || name_of(&pending[i - 1]) != name_of(p))
+        .count();
+    let mut filter = vec![0u8; bloom::size_for(distinct)];
+    for (i, p) in pending.iter().enumerate() {
+        if i == 0 || name_of(&pending[i - 1]) != name_of(p) {
+            bloom::insert(&mut filter, bloom::key_hash(name_of(p)));
+        }
+    }
     drop(arena);
 
     let mut extra_sec = Vec::new();
     extra_sec.extend_from_slice(&(keywords.len() as u32).to_le_bytes());
     for (i, (kw, file, line, action, extra)) in keywords.iter().enumerate() {
         let id = (pending.len() + i) as u32;
-        push_rule(&mut rules, &mut meta, &extras, id, *line, *file, *action, SCOPE_KEYWORD, *extra);
+        push_rule(
+            &mut rules,
+            &mut meta,
+            &extras,
+            id,
+            *line,
+            *file,
+            *action,
+            SCOPE_KEYWORD,
+            *extra,
+        );
         extra_sec.extend_from_slice(&id.to_le_bytes());
         extra_sec.extend_from_slice(&strings.intern(kw)?.to_le_bytes());
     }
@@ -188,7 +221,15 @@ pub fn compile_versioned(lists: &[ParsedList], version: u64) -> Result<Snapshot,
         extra_sec.push(b'\n');
     }
 
-    let sections: [&[u8]; SECTIONS] = [&fst_bytes, &rules, &meta, &strings.bytes, &files, &extra_sec];
+    let sections: [&[u8]; SECTIONS] = [
+        &fst_bytes,
+        &rules,
+        &meta,
+        &strings.bytes,
+        &files,
+        &extra_sec,
+        &filter,
+    ];
     let body_len: usize = sections.iter().map(|s| s.len()).sum();
     let mut blob = Vec::with_capacity(HEADER_LEN + body_len);
     blob.extend_from_slice(MAGIC);
@@ -234,7 +275,10 @@ fn meta_row(
 ) -> Result<Option<MetaRow>, CompileError> {
     let addrs = match action {
         RuleAction::LocalData(a) if !a.is_empty() => Some(
-            a.iter().map(|ip| ip.to_string()).collect::<Vec<_>>().join(","),
+            a.iter()
+                .map(|ip| ip.to_string())
+                .collect::<Vec<_>>()
+                .join(","),
         ),
         _ => None,
     };

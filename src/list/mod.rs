@@ -1,12 +1,13 @@
 //! Blocklist ingestion: `parse` turns files into [`Rule`]s with provenance,
 //! `compile` turns rules into an immutable [`Snapshot`], `reload` swaps it.
 
+mod bloom;
 pub mod compile;
 pub mod load;
 pub mod name;
 pub mod parse;
-pub mod reload;
 pub mod reference;
+pub mod reload;
 pub mod snapshot;
 
 use std::fmt;
@@ -16,8 +17,12 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 pub use compile::{CompileError, compile, compile_versioned};
-pub use load::{FileReport, LoadError, Loaded, OptionsFor, load, load_with, parse_all, parse_all_with};
-pub use snapshot::{Match, MatchAction, RuleId, RuleView, Snapshot, SnapshotDiff, SnapshotError, diff};
+pub use load::{
+    FileReport, LoadError, Loaded, OptionsFor, load, load_with, parse_all, parse_all_with,
+};
+pub use snapshot::{
+    Match, MatchAction, RuleId, RuleView, Snapshot, SnapshotDiff, SnapshotError, diff,
+};
 
 /// The text formats sinkhole reads. `Plain` also accepts `*.name`,
 /// `||name^`, `@@||name^` and `keyword:` lines, so mixed hand-written

@@ -17,6 +17,7 @@
 //!   strings  u16 length + bytes, addressed by offset
 //!   files    per file: list-name offset u32 | path offset u32
 //!   extra    keyword rule ids + strings, then URL/IP/RPZ-other rules kept for later
+//!   bloom    blocked Bloom filter over every name with a rule (see `bloom.rs`)
 //! ```
 //!
 //! A key is the name's labels in reverse order joined by `.`, then one scope
@@ -37,11 +38,12 @@ use aho_corasick::AhoCorasick;
 use fst::raw::{Fst, Output};
 use thiserror::Error;
 
+use super::bloom;
 use super::{Counts, RuleAction, RuleMeta, Scope};
 
 pub(crate) const MAGIC: &[u8; 8] = b"SNKHOLE\x01";
-pub(crate) const FORMAT: u32 = 1;
-pub(crate) const SECTIONS: usize = 6;
+pub(crate) const FORMAT: u32 = 2;
+pub(crate) const SECTIONS: usize = 7;
 pub(crate) const HEADER_LEN: usize = 8 + 4 + 4 + 8 + 8 + 8 * 8 + SECTIONS * 16;
 pub(crate) const RULE_LEN: usize = 8;
 pub(crate) const META_LEN: usize = 24;
@@ -61,6 +63,7 @@ pub(crate) const SEC_META: usize = 2;
 pub(crate) const SEC_STRINGS: usize = 3;
 pub(crate) const SEC_FILES: usize = 4;
 pub(crate) const SEC_EXTRA: usize = 5;
+pub(crate) const SEC_BLOOM: usize = 6;
 
 /// A rule's number in a snapshot. Only meaningful with the snapshot that produced it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -123,7 +126,9 @@ pub enum SnapshotError {
     BadMagic(String),
     #[error("{path}: snapshot format {found} is not supported (want {FORMAT})")]
     BadFormat { path: String, found: u32 },
-    #[error("{path}: checksum mismatch (stored {stored:08x}, computed {computed:08x}); the file is damaged")]
+    #[error(
+        "{path}: checksum mismatch (stored {stored:08x}, computed {computed:08x}); the file is damaged"
+    )]
     Checksum {
         path: String,
         stored: u32,
@@ -260,7 +265,10 @@ impl Snapshot {
             }
             *s = (off, len);
         }
-        if sections[SEC_RULES].1 % RULE_LEN != 0 || sections[SEC_META].1 % META_LEN != 0 {
+        if sections[SEC_RULES].1 % RULE_LEN != 0
+            || sections[SEC_META].1 % META_LEN != 0
+            || sections[SEC_BLOOM].1 % bloom::BLOCK_BYTES != 0
+        {
             return Err(corrupt("table length is not a whole number of rows"));
         }
         let blob = Arc::new(backing);
@@ -418,19 +426,62 @@ impl Snapshot {
         if name.is_empty() {
             return None;
         }
+        // Pass 1: probe the Bloom filter with every suffix; the deepest
+        // positive bounds the walk, and no positive means no name rule.
+        let filter = self.section(SEC_BLOOM);
+        let mut h = bloom::FNV_OFFSET;
+        let mut end = name.len();
+        let mut labels = 0usize;
+        let mut deepest = 0usize;
+        loop {
+            let start = name[..end]
+                .iter()
+                .rposition(|&b| b == b'.')
+                .map_or(0, |p| p + 1);
+            if labels > 0 {
+                h = bloom::fnv(h, b'.');
+            }
+            for &b in &name[start..end] {
+                h = bloom::fnv(h, b.to_ascii_lowercase());
+            }
+            labels += 1;
+            if bloom::may_contain(filter, h) {
+                deepest = labels;
+            }
+            if start == 0 {
+                break;
+            }
+            end = start - 1;
+        }
+        let best = if deepest > 0 {
+            self.walk(name, deepest)
+        } else {
+            None
+        };
+        if let Some((ord, _)) = best {
+            return Some(self.make_match(ord as u32));
+        }
+        let ac = self.keywords.as_ref()?;
+        let m = ac.find(name)?;
+        let rule = *self.keyword_rules.get(m.pattern().as_usize())?;
+        Some(self.make_match(rule))
+    }
+
+    /// Walk the fst over the reversed name for at most `max_labels` labels,
+    /// returning the best (ordinal, rank) candidate: deeper always replaces.
+    fn walk(&self, name: &[u8], max_labels: usize) -> Option<(u64, u8)> {
         let fst = &self.fst;
         let mut node = fst.root();
         let mut out = Output::zero();
-        // (rule ordinal, rank) of the best candidate so far; deeper always replaces.
         let mut best: Option<(u64, u8)> = None;
         let mut end = name.len();
-        let mut first = true;
+        let mut depth = 0usize;
         'labels: loop {
             let start = name[..end]
                 .iter()
                 .rposition(|&b| b == b'.')
                 .map_or(0, |p| p + 1);
-            if !first {
+            if depth > 0 {
                 match node.find_input(b'.') {
                     Some(i) => {
                         let t = node.transition(i);
@@ -440,7 +491,6 @@ impl Snapshot {
                     None => break 'labels,
                 }
             }
-            first = false;
             for &b in &name[start..end] {
                 match node.find_input(b.to_ascii_lowercase()) {
                     Some(i) => {
@@ -451,6 +501,7 @@ impl Snapshot {
                     None => break 'labels,
                 }
             }
+            depth += 1;
             let whole = start == 0;
             let mut level: Option<(u64, u8)> = None;
             let scopes: [u8; 2] = if whole {
@@ -476,18 +527,12 @@ impl Snapshot {
             if level.is_some() {
                 best = level;
             }
-            if whole {
+            if whole || depth >= max_labels {
                 break;
             }
             end = start - 1;
         }
-        if let Some((ord, _)) = best {
-            return Some(self.make_match(ord as u32));
-        }
-        let ac = self.keywords.as_ref()?;
-        let m = ac.find(name)?;
-        let rule = *self.keyword_rules.get(m.pattern().as_usize())?;
-        Some(self.make_match(rule))
+        best
     }
 
     fn make_match(&self, rule: u32) -> Match {
@@ -526,7 +571,9 @@ impl Snapshot {
             let mid = (lo + hi) / 2;
             let r = le_u32(meta, mid * META_LEN);
             match r.cmp(&rule) {
-                std::cmp::Ordering::Equal => return Some(&meta[mid * META_LEN..(mid + 1) * META_LEN]),
+                std::cmp::Ordering::Equal => {
+                    return Some(&meta[mid * META_LEN..(mid + 1) * META_LEN]);
+                }
                 std::cmp::Ordering::Less => lo = mid + 1,
                 std::cmp::Ordering::Greater => hi = mid,
             }
@@ -595,7 +642,12 @@ impl Snapshot {
                     .ok()
                     .map(|f| self.file_path(f as u16).to_string())
                     .unwrap_or_default();
-                out.push((kind.to_string(), rule.to_string(), file, line.parse().unwrap_or(0)));
+                out.push((
+                    kind.to_string(),
+                    rule.to_string(),
+                    file,
+                    line.parse().unwrap_or(0),
+                ));
             }
         }
         out
@@ -651,9 +703,7 @@ impl<'s> RuleView<'s> {
     /// The list's name.
     pub fn list(&self) -> &'s str {
         let file = le_u16(self.row(), 4);
-        self.snap
-            .string(self.snap.file_entry(file).0)
-            .unwrap_or("")
+        self.snap.string(self.snap.file_entry(file).0).unwrap_or("")
     }
     /// The source file as given to the loader.
     pub fn file(&self) -> &'s str {
@@ -686,7 +736,11 @@ impl<'s> RuleView<'s> {
                 .unwrap_or("");
             return format!("keyword:{kw}");
         }
-        match self.snap.key_of(u64::from(self.id.0)).and_then(|k| decode_key(&k)) {
+        match self
+            .snap
+            .key_of(u64::from(self.id.0))
+            .and_then(|k| decode_key(&k))
+        {
             Some((name, Scope::Subtree)) => name,
             Some((name, Scope::Subdomains)) => format!("*.{name}"),
             Some((name, Scope::Exact)) => format!("={name}"),
