@@ -5,6 +5,7 @@
 //! cache) → response; every block → `audit`.
 
 pub mod acl;
+pub mod audit;
 pub mod cache;
 pub mod config;
 pub mod control;

@@ -1,0 +1,255 @@
+//! The audit hit log: one tamper-evident JSON line per blocked query.
+//!
+//! # What is recorded
+//!
+//! Every blocked query becomes one `hit` record, written as one JSON object
+//! per line (UTF-8, `\n`-terminated), fields in this order:
+//!
+//! ```json
+//! {"seq":41,"ts":"2025-03-01T12:00:00.123456Z","kind":"hit","client":"192.0.2.7","port":53124,
+//!  "transport":"udp","qname":"Ads.Example.COM","qtype":"A","action":"nxdomain",
+//!  "rule":"*.example.com","list":"court-orders","file":"/etc/sinkhole/orders.csv","line":12,
+//!  "decision":"2025/17","authority":"AFM","category":"gambling","list_version":7,
+//!  "prev":"9f86d081…"}
+//! ```
+//!
+//! - `seq`: record number, dense and increasing across files and restarts.
+//! - `ts`: UTC, RFC 3339, always microseconds and `Z` (fixed width, so text
+//!   order is time order).
+//! - `client`: the address (IPv4-mapped IPv6 is written as IPv4), or with
+//!   `client = "hmac"` a pseudonym `hmac:` + 32 hex digits =
+//!   HMAC-SHA-256(key, address octets) truncated to 128 bits. The same
+//!   address gives the same pseudonym under one key; without the key it
+//!   cannot be reversed. The address itself never reaches the file.
+//! - `port`, `transport` (`udp`/`tcp`), `qname` (as asked, case kept),
+//!   `qtype` (mnemonic, or `TYPE65534` for unnamed types), `action`.
+//! - `rule`, `list`, `file`, `line`: the winning rule and where it came from;
+//!   `decision`, `authority`, `category` when the rule carries them (absent
+//!   otherwise); `list_version`: the list snapshot version in force.
+//! - `prev`: lowercase hex SHA-256 of the previous record's line — its exact
+//!   bytes without the `\n`. The first record of a new log has 64 zeros.
+//!
+//! Other record kinds share `seq`, `ts`, `kind` and `prev`:
+//!
+//! | kind | when | extra fields |
+//! |---|---|---|
+//! | `start` | each time the log is opened | `version`, `client_mode`, `key_id` (first 16 hex of SHA-256 of the HMAC key), `resumed_from` (seq of the last record found), `torn` |
+//! | `checkpoint` | every `checkpoint_every` records, every `checkpoint_every_secs` with new records, and at shutdown | `reason` (`count`/`interval`/`shutdown`), `records` and `lost` since the last `start`, `hash` (the chain head: SHA-256 of the previous line) |
+//! | `lost` | when writing resumes after records were lost | `first`, `last` (= its own seq), `count`, `reason` (`queue_full`, `write_error`), `torn` |
+//! | `retention` | before old files are deleted | `deleted` (file names), `start_file`, `start_seq`, `start_prev`: the record the chain now starts from |
+//!
+//! `torn` (on `start` and `lost`) lists `{"file", "bytes"}` for unterminated
+//! last lines left by a crash or a failed write in earlier files.
+//!
+//! # The chain
+//!
+//! Each line commits to the previous line, so changing, removing,
+//! reordering or inserting any line breaks the link at that point. Files
+//! continue one chain: the first line of a file chains from the last line of
+//! the previous one, so deleting a whole file breaks it too. Seqs are dense:
+//! every seq is either a line or inside exactly one `lost` range, which
+//! immediately follows the gap and takes the gap's last seq. So a gap with no
+//! `lost` record is a removed line, and loss is never silent.
+//!
+//! The chain proves internal consistency. Someone able to rewrite the whole
+//! log from a point onward could recompute it; copy `checkpoint` hashes
+//! somewhere else (a ticket, a second host, a signed mail) to anchor it.
+//! Cutting the newest file at a line boundary cannot be told from a log that
+//! simply ended there; the last checkpoint anchored elsewhere bounds that.
+//!
+//! # Files
+//!
+//! `[audit] path` is a directory (`-` writes the same chained lines to
+//! stdout, for development). Files are `audit-YYYYMMDD-HHMMSS-<first seq, 20
+//! digits>.jsonl`; readers order them by the seq. A new file starts when the
+//! current one would pass `max_file_bytes`, at the first record of a new UTC
+//! day, at every open (the previous file is never appended to), and after a
+//! failed write. With `max_files` / `max_age_days`, the oldest files are
+//! deleted — always the oldest run, never one in the middle — after a
+//! `retention` record naming them and the new chain start has been written
+//! and fsynced. Writes go to the OS when the queue runs dry; `fsync` happens
+//! at most every `fsync_every_ms` (default 1000; 0 = after every write), so
+//! after a power loss everything up to the last fsync verifies, and after
+//! `kill -9` everything written does.
+//!
+//! On open, the writer reads the tail of the newest file and continues the
+//! chain from its last complete line. An unterminated last line (a torn
+//! write) is left in place and named in the new `start` record's `torn`.
+//! If the last complete line is not a valid record, `open` fails rather
+//! than guess: run `verify` and move the damaged file aside.
+//!
+//! # Never blocking the query path
+//!
+//! [`AuditLog::record`] takes a seq and `try_send`s into a bounded queue
+//! (`queue_capacity`) under one short lock; it never waits for I/O. A full
+//! queue counts the record as lost (metric [`AuditStats::lost`]) and leaves
+//! a seq gap; the writer closes it with a `lost` record as soon as it can.
+//! If the directory is unwritable or the disk is full, the writer counts
+//! `write_errors`, warns (at most every 10 s), retries with backoff up to
+//! 5 s, keeps draining the queue meanwhile (those records become lost), and
+//! writes one `lost` record for the whole gap when a write succeeds — in a
+//! new file, whose first line also names any torn tail the failure left.
+//!
+//! # Configuration (`[audit]`)
+//!
+//! | key | default | meaning |
+//! |---|---|---|
+//! | `path` | `"-"` | directory, or `-` for stdout |
+//! | `max_file_bytes` | 134217728 | rotate before a file passes this size |
+//! | `max_files` | 0 | keep at most this many files (0 = no limit) |
+//! | `max_age_days` | 0 | delete files last written longer ago (0 = never) |
+//! | `fsync_every_ms` | 1000 | fsync interval (0 = every write) |
+//! | `queue_capacity` | 65536 | records waiting for the writer |
+//! | `checkpoint_every` | 10000 | records between checkpoints (0 = off) |
+//! | `checkpoint_every_secs` | 60 | seconds between checkpoints when there are new records (0 = off) |
+//! | `client` | `"full"` | `"full"` or `"hmac"` |
+//! | `hmac_key_file` | — | key for `"hmac"`: file bytes, trailing whitespace removed, ≥ 16 bytes |
+//!
+//! # Auditor commands
+//!
+//! ```text
+//! sinkhole audit verify DIR [--json]
+//! sinkhole audit search DIR [--since T] [--until T] [--client CIDR|ADDR|hmac:…]
+//!                           [--name SUFFIX] [--decision REF] [--hmac-key-file K]
+//!                           [--format json|csv|table]
+//! sinkhole audit stats  DIR [same filters] [--by name|client|decision|list|hour]
+//!                           [--top N] [--format json|csv|table]
+//! ```
+//!
+//! `verify` exits 0 when the chain is intact, 1 when it is broken, naming the
+//! first bad file, line and one of:
+//!
+//! - `edited` — a line's bytes changed (its hash no longer matches the next
+//!   line's `prev`, seqs still consecutive), or a line is not a valid record;
+//! - `dropped` — lines removed inside a file (seq gap, `prev` mismatch, no
+//!   `lost` record);
+//! - `reordered` — a seq goes backwards, or a gap that the next line fills;
+//! - `truncated` — a file other than the newest ends inside a line and the
+//!   next record does not acknowledge a torn write;
+//! - `missing-file` — the chain breaks between two files (a rotated file was
+//!   deleted or cut short), or the oldest file does not start at the genesis
+//!   and no `retention` record names its first record as the new start;
+//! - `empty` — no records at all.
+//!
+//! A torn (unterminated) last line at the end of the newest file is what a
+//! crash mid-write leaves: `verify` reports it as a warning and still exits
+//! 0 if everything else is intact; the next `start` record acknowledges it.
+//! Torn lines acknowledged by a later `start`/`lost` record are warnings too.
+//! Other exit codes (2) are for unreadable files or bad arguments.
+//!
+//! `search` filters: `--since` inclusive, `--until` exclusive (RFC 3339 with
+//! `Z` or an offset, or a bare date meaning 00:00Z); `--client` an address or
+//! CIDR (or an exact `hmac:` pseudonym; with `--hmac-key-file`, an address is
+//! turned into its pseudonym); `--name` matches the name and everything below
+//! it, by whole labels, ignoring case; `--decision` is exact. `json` output is
+//! the matching lines exactly as stored (so they can be re-verified against
+//! the full log); `csv` has a header row; `table` is for people.
+//!
+//! `stats` counts matching hits by key and prints the top N (default 10) with
+//! shares; `--by hour` lists hours in time order. Memory grows with the
+//! number of distinct keys, not records.
+//!
+//! All three stream: files are read in 1 MiB chunks cut at line ends and
+//! hashed/parsed on one worker per core, with a fixed number of chunks in
+//! flight.
+
+mod config;
+mod reader;
+mod record;
+mod time;
+mod writer;
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+pub use config::{AuditPath, AuditSettings, ClientMode, RawAuditConfig};
+pub use record::{TornRef, pseudonym};
+pub use writer::AuditLog;
+
+/// How the query arrived.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Transport {
+    Udp,
+    Tcp,
+}
+
+impl Transport {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Udp => "udp",
+            Transport::Tcp => "tcp",
+        }
+    }
+}
+
+/// One blocked query, as the server hands it to [`AuditLog::record`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HitRecord {
+    pub client: IpAddr,
+    pub port: u16,
+    pub transport: Transport,
+    /// The query name as asked (case kept), in presentation form.
+    pub qname: String,
+    pub qtype: u16,
+    /// What was done: `nxdomain`, `nodata`, `refused`, `drop`, `local-data`…
+    pub action: &'static str,
+    /// The winning rule in list syntax.
+    pub rule: String,
+    pub list: String,
+    pub file: String,
+    pub line: u32,
+    pub decision: Option<String>,
+    pub authority: Option<String>,
+    pub category: Option<String>,
+    pub list_version: u64,
+    /// When the query was answered.
+    pub time: SystemTime,
+}
+
+/// Writer counters, for metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AuditStats {
+    /// Hits accepted into the queue.
+    pub enqueued: u64,
+    /// Lines written (hits and the writer's own records).
+    pub written: u64,
+    /// Records lost: queue full, write errors, or recorded after close.
+    pub lost: u64,
+    /// Hits waiting in the queue.
+    pub queue_depth: u64,
+    /// Failed writes and fsyncs.
+    pub write_errors: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    #[error("audit config: {0}")]
+    Config(String),
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot resume the audit chain from {}: {detail}", file.display())]
+    Resume { file: PathBuf, detail: String },
+    #[error("{0}")]
+    Arg(String),
+    #[error("writing output: {0}")]
+    Output(#[source] std::io::Error),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl AuditError {
+    pub(crate) fn io(path: &Path, source: std::io::Error) -> AuditError {
+        AuditError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
