@@ -153,18 +153,29 @@
 //! hashed/parsed on one worker per core, with a fixed number of chunks in
 //! flight.
 
+mod cli;
 mod config;
+mod query;
 mod reader;
 mod record;
 mod time;
+mod verify;
 mod writer;
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
+pub use cli::{AuditCommand, FilterArgs, run};
 pub use config::{AuditPath, AuditSettings, ClientMode, RawAuditConfig};
+#[doc(hidden)]
+pub use query::fuzz_search;
+pub use query::{
+    ClientMatch, OutputFormat, SearchFilter, StatsBy, StatsReport, parse_client, search, stats,
+    write_stats,
+};
 pub use record::{TornRef, pseudonym};
+pub use verify::{ChainStart, Problem, ProblemKind, VerifyReport, verify, verify_bytes};
 pub use writer::AuditLog;
 
 /// How the query arrived.

@@ -226,8 +226,6 @@ pub(crate) struct RetentionLine<'a> {
 }
 
 /// What verification needs from any record.
-// Everything but seq and prev is read by `verify`, which comes next.
-#[allow(dead_code)]
 #[derive(Debug)]
 pub(crate) struct Parsed {
     pub seq: u64,
@@ -235,7 +233,6 @@ pub(crate) struct Parsed {
     pub body: Body,
 }
 
-#[allow(dead_code)]
 #[derive(Debug)]
 pub(crate) enum Body {
     Hit,
@@ -260,7 +257,6 @@ pub(crate) enum Body {
     },
 }
 
-#[allow(dead_code)]
 impl Parsed {
     pub(crate) fn torn(&self) -> &[TornRef] {
         match &self.body {
@@ -335,6 +331,115 @@ pub(crate) fn parse_record(line: &[u8]) -> Result<Parsed, String> {
     })
 }
 
+/// The writer's own hit layout, read without a JSON parser:
+/// `{"seq":N,"ts":"<27 bytes>","kind":"hit",…,"prev":"<64 hex>"}`. Verify
+/// needs only seq, kind and prev from a hit, and the hash covers every other
+/// byte, so skipping the middle loses no tamper evidence; it is what makes
+/// verify hash-bound instead of parse-bound. Anything that does not fit
+/// exactly takes the full parse.
+pub(crate) fn parse_hit_fast(line: &[u8]) -> Option<Parsed> {
+    const TAIL: usize = b",\"prev\":\"".len() + 64 + 2;
+    let rest = line.strip_prefix(b"{\"seq\":")?;
+    let comma = memchr::memchr(b',', rest)?;
+    let seq = parse_u64(&rest[..comma])?;
+    let rest = rest[comma..].strip_prefix(b",\"ts\":\"")?;
+    let rest = rest.get(super::time::TS_LEN..)?;
+    let rest = rest.strip_prefix(b"\",\"kind\":\"hit\",")?;
+    let tail = rest.get(rest.len().checked_sub(TAIL)?..)?;
+    let hex = tail.strip_prefix(b",\"prev\":\"")?.strip_suffix(b"\"}")?;
+    let prev = parse_hex32(std::str::from_utf8(hex).ok()?)?;
+    Some(Parsed {
+        seq,
+        prev,
+        body: Body::Hit,
+    })
+}
+
+/// A JSON non-negative integer as serde_json accepts it for a u64.
+fn parse_u64(d: &[u8]) -> Option<u64> {
+    if d.is_empty() || (d.len() > 1 && d[0] == b'0') {
+        return None;
+    }
+    d.iter().try_fold(0u64, |acc, &c| {
+        if !c.is_ascii_digit() {
+            return None;
+        }
+        acc.checked_mul(10)?.checked_add(u64::from(c - b'0'))
+    })
+}
+
+/// A string field read straight from the line bytes.
+pub(crate) enum Raw<'a> {
+    Missing,
+    Plain(&'a str),
+    /// Escaped, not a string, or not UTF-8: needs the full parse.
+    Complex,
+}
+
+/// Finds `"key":` (the needle includes the quotes and colon) and returns
+/// its string value if it has no escapes. A needle with its quotes cannot
+/// match inside a JSON string, where quotes are escaped.
+pub(crate) fn raw_str<'a>(line: &'a [u8], needle: &[u8]) -> Raw<'a> {
+    let Some(i) = memchr::memmem::find(line, needle) else {
+        return Raw::Missing;
+    };
+    let Some(v) = line[i + needle.len()..].strip_prefix(b"\"") else {
+        return Raw::Complex;
+    };
+    match memchr::memchr2(b'"', b'\\', v) {
+        Some(j) if v[j] == b'"' => match std::str::from_utf8(&v[..j]) {
+            Ok(s) => Raw::Plain(s),
+            Err(_) => Raw::Complex,
+        },
+        _ => Raw::Complex,
+    }
+}
+
+/// A hit as search and stats read it. Every field is optional so that
+/// non-hit records parse too and are skipped by `kind`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct HitView<'a> {
+    #[serde(default)]
+    pub seq: u64,
+    #[serde(borrow, default)]
+    pub kind: Cow<'a, str>,
+    #[serde(borrow, default)]
+    pub ts: Cow<'a, str>,
+    #[serde(borrow, default)]
+    pub client: Cow<'a, str>,
+    #[serde(default)]
+    pub port: u16,
+    #[serde(borrow, default)]
+    pub transport: Cow<'a, str>,
+    #[serde(borrow, default)]
+    pub qname: Cow<'a, str>,
+    #[serde(borrow, default)]
+    pub qtype: Cow<'a, str>,
+    #[serde(borrow, default)]
+    pub action: Cow<'a, str>,
+    #[serde(borrow, default)]
+    pub rule: Cow<'a, str>,
+    #[serde(borrow, default)]
+    pub list: Cow<'a, str>,
+    #[serde(borrow, default)]
+    pub file: Cow<'a, str>,
+    #[serde(default)]
+    pub line: u32,
+    #[serde(default)]
+    pub decision: Option<String>,
+    #[serde(default)]
+    pub authority: Option<String>,
+    #[serde(default)]
+    pub category: Option<String>,
+    #[serde(default)]
+    pub list_version: u64,
+}
+
+pub(crate) fn parse_hit(line: &[u8]) -> Option<HitView<'_>> {
+    let v: HitView<'_> = serde_json::from_slice(line).ok()?;
+    (v.kind == "hit").then_some(v)
+}
+
 /// Log files are `audit-YYYYMMDD-HHMMSS-<first seq, 20 digits>.jsonl`:
 /// sorting by name sorts by time, and readers sort by the seq so that a
 /// clock stepped backwards cannot reorder files.
@@ -398,6 +503,40 @@ mod tests {
         assert_ne!(pseudonym(k1, a), pseudonym(k2, a));
         assert_eq!(pseudonym(k1, a).len(), 37);
         assert!(!pseudonym(k1, a).contains("192"));
+    }
+
+    #[test]
+    fn fast_hit_path_agrees_with_the_parser() {
+        let z = "ab".repeat(32);
+        let good = format!(
+            r#"{{"seq":42,"ts":"2025-03-01T12:00:00.000000Z","kind":"hit","qname":"a","prev":"{z}"}}"#
+        );
+        let p = parse_hit_fast(good.as_bytes()).unwrap();
+        let q = parse_record(good.as_bytes()).unwrap();
+        assert_eq!((p.seq, p.prev), (q.seq, q.prev));
+        let odd = [
+            good.replace("\"seq\":42", "\"seq\":042"),
+            good.replace("\"seq\":42", "\"seq\":99999999999999999999"),
+            good.replace("\"kind\":\"hit\"", "\"kind\":\"lost\""),
+            good.replace("00.000000Z", "00Z"),
+            good.replace("\"}", "\" }"),
+            good[..good.len() - 3].to_string(),
+        ];
+        for o in &odd {
+            assert!(parse_hit_fast(o.as_bytes()).is_none(), "{o}");
+        }
+    }
+
+    #[test]
+    fn raw_fields() {
+        let line = br#"{"kind":"hit","client_mode":"x","client":"192.0.2.1","qname":"a\"b","n":5}"#;
+        assert!(matches!(
+            raw_str(line, b"\"client\":"),
+            Raw::Plain("192.0.2.1")
+        ));
+        assert!(matches!(raw_str(line, b"\"qname\":"), Raw::Complex));
+        assert!(matches!(raw_str(line, b"\"n\":"), Raw::Complex));
+        assert!(matches!(raw_str(line, b"\"decision\":"), Raw::Missing));
     }
 
     #[test]

@@ -46,8 +46,6 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
-// Read by search (next commit).
-#[allow(dead_code)]
 fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
     let y = if m <= 2 { y - 1 } else { y };
     let era = y.div_euclid(400);
@@ -59,8 +57,6 @@ fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
-// Read by search (next commit).
-#[allow(dead_code)]
 fn days_in_month(y: i64, m: u32) -> u32 {
     match m {
         1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
@@ -141,8 +137,6 @@ pub(crate) fn format_stamp(micros: i64) -> String {
     String::from_utf8_lossy(&b).into_owned()
 }
 
-// Read by search (next commit).
-#[allow(dead_code)]
 fn digits(b: &[u8], from: usize, n: usize) -> Option<i64> {
     let s = b.get(from..from + n)?;
     let mut v = 0i64;
@@ -155,8 +149,6 @@ fn digits(b: &[u8], from: usize, n: usize) -> Option<i64> {
     Some(v)
 }
 
-// Read by search (next commit).
-#[allow(dead_code)]
 /// Parses RFC 3339 (`2024-05-01T12:00:00Z`, `…T14:00:00.5+02:00`, seconds
 /// optional) or a bare date (`2024-05-01`, midnight UTC) into microseconds
 /// since the epoch. A time without an offset is refused rather than guessed:
