@@ -108,7 +108,7 @@ servers = ["127.0.0.1:$UPSTREAM_PORT"]
 [lists]
 paths = ["$work/blocklist.txt"]
 [audit]
-path = "$work/hits.log"
+path = "$work/audit"
 EOF
 t0=$(date +%s.%N)
 taskset -c "$SERVER_CPU" "$bin" serve --config "$work/sinkhole.toml" >"$work/sinkhole.log" 2>&1 &

@@ -10,7 +10,7 @@
 # The plain list blocks each name and its subdomains with NXDOMAIN, as the
 # harness expects. workers = 0 gives one worker per core the process may
 # use; peerbench pins it to one core, so one worker, like the other peers.
-# Hits go to a file in the run folder (the other peers log nothing; a hit
+# Hits go to an audit directory in the run folder (the other peers log nothing; a hit
 # log on the console would measure the terminal).
 # SINKHOLE_BIN overrides the binary (default: target/release/sinkhole).
 set -euo pipefail
@@ -40,6 +40,6 @@ paths = ["$list"]
 action = "nxdomain"
 
 [audit]
-path = "$dir/sinkhole-hits.log"
+path = "$dir/audit"
 EOF
 exec "$bin" serve --config "$dir/sinkhole.toml"

@@ -89,7 +89,12 @@ fn shard_of(key: &[u8]) -> usize {
 
 impl Cache {
     pub fn new(cfg: &CacheConfig) -> Cache {
-        let per_shard = cfg.max_entries.div_ceil(SHARDS);
+        // Rounded down so the total stays within max_entries (one per shard
+        // at least, so tiny caches still work).
+        let per_shard = match cfg.max_entries {
+            0 => 0,
+            n => (n / SHARDS).max(1),
+        };
         Cache {
             shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
             per_shard,

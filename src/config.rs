@@ -11,6 +11,7 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::audit::{AuditSettings, RawAuditConfig};
 use crate::list::{Format, ListOptions, RuleAction};
 
 /// Where upstream servers come from when `[upstream] servers` is empty.
@@ -47,7 +48,7 @@ fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
 
 // ---------------------------------------------------------------- raw TOML
 
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawConfig {
     pub server: RawServer,
@@ -56,6 +57,7 @@ pub struct RawConfig {
     pub policy: RawPolicy,
     pub acl: RawAcl,
     pub cache: RawCache,
+    #[serde(default = "default_audit_table")]
     pub audit: RawAudit,
 }
 
@@ -197,17 +199,29 @@ impl Default for RawCache {
     }
 }
 
-// INTEGRATION POINT (audit): replace with `crate::audit::RawAuditConfig`
-// once `src/audit/` lands; until then only `path` is understood.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RawAudit {
-    pub path: String,
+/// `[audit]` is owned by the audit module (`audit::RawAuditConfig`). It is
+/// kept here as the table the user wrote, so the effective configuration can
+/// echo it, and is validated by the audit module's own serde struct (which
+/// names unknown keys the same way).
+pub type RawAudit = toml::Table;
+
+fn default_audit_table() -> toml::Table {
+    let mut t = toml::Table::new();
+    t.insert("path".into(), toml::Value::String("-".into()));
+    t
 }
 
-impl Default for RawAudit {
+impl Default for RawConfig {
     fn default() -> Self {
-        RawAudit { path: "-".into() }
+        RawConfig {
+            server: RawServer::default(),
+            upstream: RawUpstream::default(),
+            lists: RawLists::default(),
+            policy: RawPolicy::default(),
+            acl: RawAcl::default(),
+            cache: RawCache::default(),
+            audit: default_audit_table(),
+        }
     }
 }
 
@@ -367,11 +381,6 @@ pub struct CacheConfig {
     pub max_negative_ttl: u32,
 }
 
-#[derive(Clone, Debug)]
-pub struct AuditConfig {
-    pub path: String,
-}
-
 /// The validated configuration.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -381,7 +390,7 @@ pub struct Config {
     pub policy: PolicyConfig,
     pub acl: Vec<IpNet>,
     pub cache: CacheConfig,
-    pub audit: AuditConfig,
+    pub audit: AuditSettings,
     /// The effective raw configuration (defaults and resolv.conf upstreams
     /// filled in), for `--check-config`.
     pub raw: RawConfig,
@@ -451,12 +460,10 @@ impl Config {
             max_ttl: raw.cache.max_ttl,
             max_negative_ttl: raw.cache.max_negative_ttl,
         };
-        if raw.audit.path.is_empty() {
-            return Err(invalid("audit.path", "empty (use \"-\" for stdout)"));
-        }
-        let audit = AuditConfig {
-            path: raw.audit.path.clone(),
-        };
+        let audit = RawAuditConfig::deserialize(toml::Value::Table(raw.audit.clone()))
+            .map_err(|e| invalid("audit", e.to_string()))?
+            .validate()
+            .map_err(|e| invalid("audit", e.to_string()))?;
         Ok(Config {
             server,
             upstream,
@@ -742,7 +749,7 @@ mod tests {
         assert_eq!(c.policy.ede_code, 16);
         assert_eq!(c.acl.len(), 2);
         assert_eq!(c.cache.max_entries, 1_000_000);
-        assert_eq!(c.audit.path, "-");
+        assert_eq!(c.audit.path, crate::audit::AuditPath::Stdout);
     }
 
     #[test]

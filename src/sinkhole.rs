@@ -76,6 +76,18 @@ fn effective(kind: BlockKind, default: Action) -> Option<Action> {
     })
 }
 
+/// The action name the hit log records.
+pub fn action_name(kind: BlockKind, default: Action) -> &'static str {
+    match effective(kind, default) {
+        Some(Action::Nxdomain) => "nxdomain",
+        Some(Action::Nodata) => "nodata",
+        Some(Action::Address) => "address",
+        Some(Action::Refused) => "refused",
+        Some(Action::Drop) => "drop",
+        None => "local-data",
+    }
+}
+
 /// Fill the EDE text from the template, cut to `max` bytes on a character
 /// boundary.
 fn fill_template(out: &mut Vec<u8>, policy: &PolicyConfig, rule: &dyn RuleInfo, max: usize) {

@@ -376,6 +376,38 @@ pub fn wire_to_dotted(wire: &[u8], out: &mut [u8; MAX_NAME]) -> usize {
     o
 }
 
+/// Wire name → presentation text as asked (case kept, no trailing dot but
+/// `.` for the root, RFC
+/// 1035 §5.1 escapes for dots, backslashes and non-printable bytes).
+pub fn presentation(wire: &[u8]) -> String {
+    let mut s = String::with_capacity(wire.len() + 1);
+    let mut i = 0usize;
+    while let Some(&l) = wire.get(i) {
+        let l = l as usize;
+        if l == 0 || i + 1 + l > wire.len() {
+            break;
+        }
+        for &c in &wire[i + 1..i + 1 + l] {
+            match c {
+                b'.' | b'\\' | b'"' | b'(' | b')' | b';' | b'@' | b'$' => {
+                    s.push('\\');
+                    s.push(c as char);
+                }
+                0x21..=0x7e => s.push(c as char),
+                _ => s.push_str(&format!("\\{c:03}")),
+            }
+        }
+        s.push('.');
+        i += 1 + l;
+    }
+    if s.is_empty() {
+        s.push('.');
+    } else {
+        s.pop();
+    }
+    s
+}
+
 /// Dotted name → wire form (for tests and config paths, not the hot path).
 pub fn dotted_to_wire(name: &str) -> Vec<u8> {
     let mut v = Vec::with_capacity(name.len() + 2);
@@ -860,6 +892,13 @@ mod tests {
         assert_eq!(m2.answers[1].ttl, 0);
         assert_eq!(m2.authorities[0].ttl, 800);
         assert_eq!(m2.edns.unwrap().max_payload(), 1232);
+    }
+
+    #[test]
+    fn presentation_form() {
+        assert_eq!(presentation(b"\x03WwW\x07Example\x00"), "WwW.Example");
+        assert_eq!(presentation(b"\x00"), ".");
+        assert_eq!(presentation(b"\x03a.b\x02\x00c\x00"), "a\\.b.\\000c");
     }
 
     #[test]

@@ -446,3 +446,72 @@ fn dig_sees_the_sinkhole_answer() {
         "{out}"
     );
 }
+
+fn wait_for_log(s: &Server, needle: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let log = s.log();
+        if log.contains(needle) || Instant::now() > deadline {
+            return log;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn every_block_reaches_the_hit_log() {
+    let up = Upstream::start();
+    // Default `[audit] path = "-"`: one JSON line per hit on stdout.
+    let s = server(&up, "");
+    udp(&s, "Www.Blocked.Test.", RecordType::AAAA, false);
+    let log = wait_for_log(&s, "\"qname\":\"Www.Blocked.Test\"");
+    let line = log
+        .lines()
+        .find(|l| l.contains("\"qname\":\"Www.Blocked.Test\""))
+        .unwrap_or_else(|| panic!("no hit line; log:\n{log}"));
+    for field in [
+        "\"kind\":\"hit\"",
+        "\"transport\":\"udp\"",
+        "\"qtype\":\"AAAA\"",
+        "\"action\":\"nxdomain\"",
+        "\"rule\":\"blocked.test\"",
+        "\"list\":\"block\"",
+        "\"line\":1",
+    ] {
+        assert!(line.contains(field), "{field} in {line}");
+    }
+    // A block through a CNAME names the target's rule; drop is logged too.
+    udp(&s, "cname.cdnchain.test.", RecordType::A, false);
+    let q = query_msg("drop.test.", RecordType::A, false);
+    let _ = try_query_udp(s.addr, &q, Duration::from_millis(300));
+    let log = wait_for_log(&s, "\"action\":\"drop\"");
+    assert!(log.contains("\"qname\":\"cname.cdnchain.test\""), "{log}");
+    assert!(log.contains("\"rule\":\"via.cdnchain.test\""), "{log}");
+    assert!(log.contains("\"action\":\"drop\""), "{log}");
+    // Over TCP, into a directory.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = server(
+        &up,
+        &format!("[audit]\npath = \"{}\"\n", dir.path().display()),
+    );
+    let r = tcp_pipelined(s.addr, &[query_msg("refused.test.", RecordType::MX, false)]);
+    assert_eq!(rcode(&r[0]), 5);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut found = String::new();
+    while Instant::now() < deadline {
+        found = std::fs::read_dir(dir.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+            .collect();
+        if found.contains("refused.test") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        found.contains("\"transport\":\"tcp\"") && found.contains("\"action\":\"refused\""),
+        "{found}"
+    );
+}

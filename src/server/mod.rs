@@ -22,6 +22,7 @@ use thiserror::Error;
 use tokio::sync::{Semaphore, watch};
 
 use crate::acl::Acl;
+use crate::audit::{AuditLog, HitRecord, Transport};
 use crate::cache::{self, Cache};
 use crate::config::{Config, ListsConfig, PolicyConfig};
 use crate::forward::{Forwarder, UpstreamQuery};
@@ -40,6 +41,8 @@ pub enum ServeError {
     },
     #[error("cannot load lists: {0}")]
     Lists(String),
+    #[error("cannot open the audit log: {0}")]
+    Audit(String),
     #[error("{0}")]
     Io(#[from] io::Error),
 }
@@ -88,6 +91,8 @@ pub struct Shared {
     pub cache: Cache,
     pub forwarder: Forwarder,
     pub counters: Counters,
+    /// Every block is recorded here (the hit log).
+    pub audit: Option<AuditLog>,
     inflight: Arc<Semaphore>,
 }
 
@@ -127,7 +132,11 @@ fn key_bits(req: &Request<'_>) -> u8 {
 }
 
 impl Shared {
-    pub fn new(config: &Config, snapshot: Arc<ArcSwap<Snapshot>>) -> Shared {
+    pub fn new(
+        config: &Config,
+        snapshot: Arc<ArcSwap<Snapshot>>,
+        audit: Option<AuditLog>,
+    ) -> Shared {
         Shared {
             policy: config.policy.clone(),
             acl: Acl::new(&config.acl),
@@ -135,6 +144,7 @@ impl Shared {
             cache: Cache::new(&config.cache),
             forwarder: Forwarder::new(&config.upstream),
             counters: Counters::default(),
+            audit,
             inflight: Arc::new(Semaphore::new(config.server.max_inflight)),
         }
     }
@@ -192,7 +202,7 @@ impl Shared {
             qtype: req.qtype,
         };
         if let Decision::Block(rule, kind) = policy::decide(snap, &q) {
-            return self.block(snap, &req, client, rule, kind, None, limit, out);
+            return self.block(snap, &req, client, udp, rule, kind, None, limit, out);
         }
         let mut key = [0u8; cache::MAX_KEY];
         let klen = cache::make_key(
@@ -211,7 +221,7 @@ impl Shared {
             if hit.has_cname
                 && let Some((rule, kind, via)) = cname_block(snap, out, req.qtype)
             {
-                return self.block(snap, &req, client, rule, kind, Some(&via), limit, out);
+                return self.block(snap, &req, client, udp, rule, kind, Some(&via), limit, out);
             }
             self.finish_forwarded(
                 out,
@@ -236,6 +246,7 @@ impl Shared {
         snap: &Snapshot,
         req: &Request<'_>,
         client: SocketAddr,
+        udp: bool,
         rule: RuleId,
         kind: BlockKind,
         via_cname: Option<&str>,
@@ -247,7 +258,7 @@ impl Shared {
             Counters::inc(&self.counters.blocked_cname);
         }
         let view = snap.rule(rule);
-        self.record_hit(req, client, &view, kind, via_cname);
+        self.record_hit(snap, req, client, udp, &view, kind, via_cname);
         if sinkhole::block_answer(
             out,
             req,
@@ -265,26 +276,40 @@ impl Shared {
         }
     }
 
-    /// INTEGRATION POINT (audit): hand every block to `audit::AuditLog::record`
-    /// once `src/audit/` lands. Until then hits go to the debug log.
+    /// Hand the block to the hit log (non-blocking; the audit writer thread
+    /// does the formatting and I/O).
+    #[allow(clippy::too_many_arguments)]
     fn record_hit(
         &self,
+        snap: &Snapshot,
         req: &Request<'_>,
         client: SocketAddr,
+        udp: bool,
         rule: &crate::list::RuleView<'_>,
         kind: BlockKind,
         via_cname: Option<&str>,
     ) {
-        tracing::debug!(
-            client = %client.ip(),
-            qname = %String::from_utf8_lossy(req.dotted()),
-            qtype = req.qtype,
-            list = rule.list(),
-            line = rule.line(),
-            kind = ?kind,
-            via_cname,
-            "blocked"
-        );
+        if let Some(via) = via_cname {
+            tracing::debug!(client = %client.ip(), via, list = rule.list(), line = rule.line(), "blocked through CNAME");
+        }
+        let Some(audit) = &self.audit else { return };
+        audit.record(HitRecord {
+            client: client.ip(),
+            port: client.port(),
+            transport: if udp { Transport::Udp } else { Transport::Tcp },
+            qname: wire::presentation(req.qname_wire()),
+            qtype: req.qtype,
+            action: sinkhole::action_name(kind, self.policy.action),
+            rule: rule.text(),
+            list: rule.list().to_string(),
+            file: rule.file().to_string(),
+            line: rule.line(),
+            decision: rule.decision().map(str::to_string),
+            authority: rule.authority().map(str::to_string),
+            category: rule.category().map(str::to_string),
+            list_version: snap.version(),
+            time: std::time::SystemTime::now(),
+        });
     }
 
     /// Make an upstream (or cached) reply in `out` fit the client: OPT
@@ -344,6 +369,7 @@ impl Shared {
                             &snap,
                             &req,
                             p.client,
+                            p.udp,
                             rule,
                             kind,
                             Some(&via),
@@ -441,9 +467,14 @@ impl ServerHandle {
             let _ = t.await;
         }
         let threads = self.udp_threads;
+        let audit = self.shared.audit.clone();
         let _ = tokio::task::spawn_blocking(move || {
             for t in threads {
                 let _ = t.join();
+            }
+            // After the listeners: a final checkpoint, nothing lost in the queue.
+            if let Some(a) = audit {
+                a.flush_and_close();
             }
         })
         .await;
@@ -455,8 +486,9 @@ impl ServerHandle {
 pub fn start(
     config: &Config,
     snapshot: Arc<ArcSwap<Snapshot>>,
+    audit: Option<AuditLog>,
 ) -> Result<ServerHandle, ServeError> {
-    let shared = Arc::new(Shared::new(config, snapshot.clone()));
+    let shared = Arc::new(Shared::new(config, snapshot.clone(), audit));
     let rt = tokio::runtime::Handle::current();
     let stop_flag = Arc::new(AtomicBool::new(false));
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -554,7 +586,8 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         "lists loaded"
     );
     release_freed_memory();
-    let handle = start(&config, Arc::new(ArcSwap::from_pointee(snap)))?;
+    let audit = AuditLog::open(&config.audit).map_err(|e| ServeError::Audit(e.to_string()))?;
+    let handle = start(&config, Arc::new(ArcSwap::from_pointee(snap)), Some(audit))?;
     wait_for_signal().await;
     tracing::info!("stopping");
     handle.shutdown().await;
