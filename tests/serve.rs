@@ -515,3 +515,36 @@ fn every_block_reaches_the_hit_log() {
         "{found}"
     );
 }
+
+#[test]
+fn overload_sheds_the_oldest_upstream_query() {
+    let up = Upstream::start();
+    let s = Server::start_with(&[up.addr], LISTS, "", "max_inflight = 2\n");
+    let addr = s.addr;
+    // Two queries the upstream never answers fill the in-flight limit.
+    let first = query_msg("slow.test.", RecordType::A, false);
+    let second = query_msg("slow.test.", RecordType::A, false);
+    let sock1 = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let sock2 = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock1.send_to(&first.to_vec().unwrap(), addr).unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    sock2.send_to(&second.to_vec().unwrap(), addr).unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    // A third query still gets through, at the cost of the oldest.
+    let t0 = Instant::now();
+    let m = udp(&s, "fresh.test.", RecordType::A, false);
+    assert_eq!(a_records(&m), vec![UP_V4]);
+    assert!(t0.elapsed() < Duration::from_millis(500));
+    let mut buf = [0u8; 512];
+    sock1
+        .set_read_timeout(Some(Duration::from_millis(1500)))
+        .unwrap();
+    sock2
+        .set_read_timeout(Some(Duration::from_millis(1500)))
+        .unwrap();
+    assert!(sock1.recv_from(&mut buf).is_err(), "the oldest was shed");
+    let (n, _) = sock2
+        .recv_from(&mut buf)
+        .expect("the second still times out normally");
+    assert_eq!(rcode(&Message::from_vec(&buf[..n]).unwrap()), 2);
+}

@@ -10,16 +10,19 @@
 mod tcp;
 mod udp;
 
+use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use thiserror::Error;
 use tokio::sync::{Semaphore, watch};
+use tokio::task::AbortHandle;
 
 use crate::acl::Acl;
 use crate::audit::{AuditLog, HitRecord, Transport};
@@ -67,7 +70,7 @@ pub struct Counters {
     /// Packets dropped as garbage (short, or QR=1).
     pub garbage: AtomicU64,
     pub formerr: AtomicU64,
-    /// Queries not forwarded because `max_inflight` was reached.
+    /// Upstream exchanges cancelled (oldest first) because `max_inflight` was reached.
     pub shed: AtomicU64,
     pub acl_refused: AtomicU64,
     /// Replies cut to TC=1 for a UDP client.
@@ -93,7 +96,7 @@ pub struct Shared {
     pub counters: Counters,
     /// Every block is recorded here (the hit log).
     pub audit: Option<AuditLog>,
-    inflight: Arc<Semaphore>,
+    inflight: Arc<Inflight>,
 }
 
 /// What the transport should do after [`Shared::handle`].
@@ -145,7 +148,11 @@ impl Shared {
             forwarder: Forwarder::new(&config.upstream),
             counters: Counters::default(),
             audit,
-            inflight: Arc::new(Semaphore::new(config.server.max_inflight)),
+            inflight: Arc::new(Inflight {
+                max: config.server.max_inflight,
+                live: AtomicUsize::new(0),
+                tasks: Mutex::new(VecDeque::new()),
+            }),
         }
     }
 
@@ -396,15 +403,76 @@ impl Shared {
         Some(out)
     }
 
-    /// A permit for one upstream query, or `None` (counted) when overloaded.
-    pub(crate) fn try_inflight(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
-        match self.inflight.clone().try_acquire_owned() {
-            Ok(p) => Some(p),
-            Err(_) => {
-                Counters::inc(&self.counters.shed);
-                None
+    /// Run one upstream exchange on the runtime. At `max_inflight` the
+    /// oldest exchange still running is cancelled (its client gets no
+    /// answer and retries) so fresh queries keep being served and the
+    /// number of tasks stays bounded.
+    pub(crate) fn spawn_forward<F>(&self, rt: &tokio::runtime::Handle, fut: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        if self.inflight.live.fetch_add(1, Ordering::AcqRel) >= self.inflight.max
+            && self.inflight.cancel_oldest()
+        {
+            Counters::inc(&self.counters.shed);
+        }
+        let guard = InflightGuard(self.inflight.clone());
+        let handle = rt.spawn(async move {
+            let _guard = guard;
+            fut.await
+        });
+        self.inflight.track(handle.abort_handle());
+    }
+
+    /// Upstream exchanges running now.
+    pub fn inflight(&self) -> usize {
+        self.inflight.live.load(Ordering::Relaxed)
+    }
+}
+
+/// The running upstream exchanges, oldest first.
+struct Inflight {
+    max: usize,
+    live: AtomicUsize,
+    tasks: Mutex<VecDeque<AbortHandle>>,
+}
+
+struct InflightGuard(Arc<Inflight>);
+
+impl Drop for InflightGuard {
+    fn drop(&mut self) {
+        self.0.live.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Inflight {
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<AbortHandle>> {
+        self.tasks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn track(&self, h: AbortHandle) {
+        let mut q = self.lock();
+        while q.front().is_some_and(|h| h.is_finished()) {
+            q.pop_front();
+        }
+        // A long-lived task at the front can hide finished ones behind it.
+        if q.len() > 4 * self.max {
+            q.retain(|h| !h.is_finished());
+        }
+        q.push_back(h);
+    }
+
+    fn cancel_oldest(&self) -> bool {
+        let mut q = self.lock();
+        while let Some(h) = q.pop_front() {
+            if !h.is_finished() {
+                h.abort();
+                return true;
             }
         }
+        false
     }
 }
 
@@ -586,8 +654,14 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         "lists loaded"
     );
     release_freed_memory();
+    run(config, Arc::new(ArcSwap::from_pointee(snap))).await
+}
+
+/// Serve `snapshot` (whoever owns it may `store()` a new one at any time)
+/// with the hit log from `config`, until SIGTERM/ctrl-c.
+pub async fn run(config: Config, snapshot: Arc<ArcSwap<Snapshot>>) -> Result<(), ServeError> {
     let audit = AuditLog::open(&config.audit).map_err(|e| ServeError::Audit(e.to_string()))?;
-    let handle = start(&config, Arc::new(ArcSwap::from_pointee(snap)), Some(audit))?;
+    let handle = start(&config, snapshot, Some(audit))?;
     wait_for_signal().await;
     tracing::info!("stopping");
     handle.shutdown().await;

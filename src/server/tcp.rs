@@ -90,6 +90,7 @@ async fn connection(
     mut stop: watch::Receiver<bool>,
 ) -> io::Result<()> {
     stream.set_nodelay(true)?;
+    let rt = tokio::runtime::Handle::current();
     let (mut rd, mut wr) = stream.into_split();
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(pipeline);
     let writer = tokio::spawn(async move {
@@ -140,16 +141,11 @@ async fn connection(
             }
             Outcome::Silent => drop(slot),
             Outcome::Forward(p) => {
-                let Some(permit) = shared.try_inflight() else {
-                    drop(slot);
-                    continue;
-                };
-                let shared = shared.clone();
+                let task_shared = shared.clone();
                 let tx = tx.clone();
-                tokio::spawn(async move {
-                    let _permit = permit;
+                shared.spawn_forward(&rt, async move {
                     let _slot = slot;
-                    forward(&shared, &p, &tx).await;
+                    forward(&task_shared, &p, &tx).await;
                 });
             }
         }

@@ -72,14 +72,10 @@ fn spawn_forward(
     rt: &tokio::runtime::Handle,
     p: super::Pending,
 ) {
-    let Some(permit) = shared.try_inflight() else {
-        return;
-    };
-    let shared = shared.clone();
+    let task_shared = shared.clone();
     let sock = sock.clone();
-    rt.spawn(async move {
-        let _permit = permit;
-        if let Some(reply) = shared.complete(&p).await {
+    shared.spawn_forward(rt, async move {
+        if let Some(reply) = task_shared.complete(&p).await {
             send_async_reply(&sock, &reply, p.client);
         }
     });
