@@ -93,6 +93,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
+use crate::audit::AuditStats;
 use crate::list::Snapshot;
 use crate::list::reload::ReloadStats;
 
@@ -336,6 +337,14 @@ impl Sample {
     /// The version of the snapshot in force.
     pub fn snapshot(&mut self, s: &Snapshot) {
         self.list_version = Some(s.version());
+    }
+
+    /// The audit writer's figures (`AuditLog::stats()`).
+    pub fn audit_stats(&mut self, s: &AuditStats) {
+        self.audit_written = Some(s.written);
+        self.audit_lost = Some(s.lost);
+        self.audit_write_errors = Some(s.write_errors);
+        self.audit_queue_depth = Some(s.queue_depth);
     }
 }
 
@@ -1430,10 +1439,13 @@ mod tests {
             s.list_entries = vec![("court-orders".into(), 1200), ("ads \"x\"".into(), 3)];
         });
         m.on_scrape(|s| {
-            s.audit_written = Some(12);
-            s.audit_lost = Some(1);
-            s.audit_queue_depth = Some(2);
-            s.audit_write_errors = Some(3);
+            s.audit_stats(&AuditStats {
+                enqueued: 10,
+                written: 12,
+                lost: 1,
+                queue_depth: 2,
+                write_errors: 3,
+            })
         });
         m.register_lists(["court-orders", "ads"]);
         let e = parse(&m);

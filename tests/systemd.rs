@@ -356,15 +356,20 @@ fn syscall_filter_admits_every_syscall_sinkhole_makes() {
     let lists = dir.path().join("lists");
     std::fs::create_dir(&lists).unwrap();
     std::fs::write(lists.join("block.txt"), "blocked.test\n").unwrap();
+    // Blocks go to a real audit directory, so file writes, fsync and
+    // rotation are traced too (as under the unit's LogsDirectory=).
+    let audit = dir.path().join("audit");
+    std::fs::create_dir(&audit).unwrap();
     let port = common::free_port();
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
     let cfg = dir.path().join("sinkhole.toml");
     std::fs::write(
         &cfg,
         format!(
-            "[server]\nlisten = [\"{addr}\"]\nworkers = 2\n[upstream]\nservers = [\"{}\"]\ntimeout_ms = 800\n[lists]\npaths = [\"{}\"]\n",
+            "[server]\nlisten = [\"{addr}\"]\nworkers = 2\n[upstream]\nservers = [\"{}\"]\ntimeout_ms = 800\n[lists]\npaths = [\"{}\"]\n[audit]\npath = \"{}\"\nfsync_every_ms = 0\n",
             up.addr,
-            lists.display()
+            lists.display(),
+            audit.display()
         ),
     )
     .unwrap();
@@ -428,6 +433,14 @@ fn syscall_filter_admits_every_syscall_sinkhole_makes() {
     assert!(
         used.contains_key("recvmmsg") || used.contains_key("recvfrom"),
         "the trace saw the query path: {used:?}"
+    );
+    let hits = std::fs::read_dir(&audit)
+        .map(|d| d.flatten().count())
+        .unwrap_or(0);
+    assert!(hits > 0, "the audit log was written");
+    assert!(
+        used.contains_key("fsync") || used.contains_key("fdatasync"),
+        "{used:?}"
     );
     let denied: Vec<_> = used.keys().filter(|k| !allowed.contains(*k)).collect();
     assert!(
