@@ -20,18 +20,32 @@ use sinkhole::list::{
 
 const WORDS: &[&str] = &[
     "bit", "coin", "crypto", "chain", "block", "token", "satoshi", "ether", "doge", "moon",
-    "rocket", "hodl", "whale", "bull", "bear", "mint", "stake", "yield", "swap", "trade",
-    "vault", "wallet", "ledger", "hash", "miner", "node", "defi", "gold", "quantum", "nova",
-    "stellar", "astro", "galaxy", "orbit", "apex", "prime", "alpha", "beta", "gamma", "delta",
-    "sigma", "omega", "zen", "flux", "spark", "fast", "quick", "instant", "safe", "secure",
-    "trust", "royal", "king", "crown", "empire", "global", "world", "meta", "neo", "future",
-    "digital", "cyber", "cloud", "sky", "star", "solar", "pro", "max", "ultra", "mega",
-    "hyper", "super", "turbo", "fox", "wolf", "lion", "tiger", "eagle", "falcon", "phoenix",
-    "dragon", "titan", "atlas", "zeus", "apollo", "luna", "terra", "cosmo", "atom", "algo",
-    "ripple", "link", "cake", "curve", "liquid", "flash", "rapid", "pay", "cash", "money",
+    "rocket", "hodl", "whale", "bull", "bear", "mint", "stake", "yield", "swap", "trade", "vault",
+    "wallet", "ledger", "hash", "miner", "node", "defi", "gold", "quantum", "nova", "stellar",
+    "astro", "galaxy", "orbit", "apex", "prime", "alpha", "beta", "gamma", "delta", "sigma",
+    "omega", "zen", "flux", "spark", "fast", "quick", "instant", "safe", "secure", "trust",
+    "royal", "king", "crown", "empire", "global", "world", "meta", "neo", "future", "digital",
+    "cyber", "cloud", "sky", "star", "solar", "pro", "max", "ultra", "mega", "hyper", "super",
+    "turbo", "fox", "wolf", "lion", "tiger", "eagle", "falcon", "phoenix", "dragon", "titan",
+    "atlas", "zeus", "apollo", "luna", "terra", "cosmo", "atom", "algo", "ripple", "link", "cake",
+    "curve", "liquid", "flash", "rapid", "pay", "cash", "money",
 ];
-const SUFFIXES: &[&str] = &["-exchange", "exchange", "-ex", "-swap", "swap", "-trade", "-dex", "-pay", "-coin", ""];
-const TLDS: &[&str] = &["com", "io", "kz", "net", "org", "xyz", "co", "app", "exchange", "finance", "me", "biz", "info", "pro", "top", "site", "online", "cc"];
+const SUFFIXES: &[&str] = &[
+    "-exchange",
+    "exchange",
+    "-ex",
+    "-swap",
+    "swap",
+    "-trade",
+    "-dex",
+    "-pay",
+    "-coin",
+    "",
+];
+const TLDS: &[&str] = &[
+    "com", "io", "kz", "net", "org", "xyz", "co", "app", "exchange", "finance", "me", "biz",
+    "info", "pro", "top", "site", "online", "cc",
+];
 
 fn gen_names(n: usize, seed: u64) -> Vec<String> {
     let mut rng = StdRng::seed_from_u64(seed);
@@ -106,7 +120,9 @@ fn bench_size(c: &mut Criterion, n: usize) {
 
     let mut g = c.benchmark_group(format!("compile/{n}"));
     g.sample_size(10);
-    g.bench_function("snapshot", |b| b.iter(|| compile(black_box(&list)).expect("compile")));
+    g.bench_function("snapshot", |b| {
+        b.iter(|| compile(black_box(&list)).expect("compile"))
+    });
     g.bench_function("reference_hashset", |b| {
         b.iter(|| black_box(names.iter().cloned().collect::<HashSet<String>>()))
     });
@@ -117,17 +133,33 @@ fn bench_size(c: &mut Criterion, n: usize) {
     snap.save(&path).expect("save");
     let mut g = c.benchmark_group(format!("open/{n}"));
     g.sample_size(20);
-    g.bench_function("mmap_verify", |b| b.iter(|| Snapshot::open(black_box(&path)).expect("open")));
+    g.bench_function("mmap_verify", |b| {
+        b.iter(|| Snapshot::open(black_box(&path)).expect("open"))
+    });
     g.finish();
 
     // Query mixes: hits and misses at 2 and 5 labels.
     let hits2: Vec<String> = names.iter().take(1024).cloned().collect();
-    let hits5: Vec<String> = names.iter().take(1024).map(|n| format!("a.b.www.{n}")).collect();
+    let hits5: Vec<String> = names
+        .iter()
+        .take(1024)
+        .map(|n| format!("a.b.www.{n}"))
+        .collect();
     let misses = gen_names(2048, 7);
-    let misses2: Vec<String> = misses.iter().filter(|m| !set.contains(*m)).take(1024).cloned().collect();
+    let misses2: Vec<String> = misses
+        .iter()
+        .filter(|m| !set.contains(*m))
+        .take(1024)
+        .cloned()
+        .collect();
     let misses5: Vec<String> = misses2.iter().map(|n| format!("a.b.www.{n}")).collect();
     let mut g = c.benchmark_group(format!("lookup/{n}"));
-    for (label, qs) in [("hit2", &hits2), ("hit5", &hits5), ("miss2", &misses2), ("miss5", &misses5)] {
+    for (label, qs) in [
+        ("hit2", &hits2),
+        ("hit5", &hits5),
+        ("miss2", &misses2),
+        ("miss5", &misses5),
+    ] {
         let expect = label.starts_with("hit");
         g.bench_function(format!("snapshot/{label}"), |b| {
             let mut i = 0;

@@ -40,9 +40,20 @@ pub enum Request {
 #[serde(tag = "outcome", rename_all = "lowercase")]
 pub enum Reply {
     Reloaded(ReloadReport),
-    Rejected { reason: String, error: String, version_in_force: u64 },
-    Status { version: u64, rules: usize, accepted: u64, rejected: u64 },
-    Error { error: String },
+    Rejected {
+        reason: String,
+        error: String,
+        version_in_force: u64,
+    },
+    Status {
+        version: u64,
+        rules: usize,
+        accepted: u64,
+        rejected: u64,
+    },
+    Error {
+        error: String,
+    },
 }
 
 /// Listen on `path` until the task is dropped. A stale socket file from a
@@ -80,9 +91,8 @@ pub async fn serve(path: PathBuf, reloader: Arc<Reloader>) -> Result<(), Control
                     error: format!("bad request: {e}"),
                 },
             };
-            let mut text = serde_json::to_string(&reply).unwrap_or_else(|e| {
-                format!("{{\"outcome\":\"error\",\"error\":\"{e}\"}}")
-            });
+            let mut text = serde_json::to_string(&reply)
+                .unwrap_or_else(|e| format!("{{\"outcome\":\"error\",\"error\":\"{e}\"}}"));
             text.push('\n');
             let _ = wr.write_all(text.as_bytes()).await;
         });
@@ -96,8 +106,14 @@ async fn handle(req: Request, reloader: Arc<Reloader>) -> Reply {
             Reply::Status {
                 version: s.version(),
                 rules: s.rule_count(),
-                accepted: reloader.stats.accepted.load(std::sync::atomic::Ordering::Relaxed),
-                rejected: reloader.stats.rejected.load(std::sync::atomic::Ordering::Relaxed),
+                accepted: reloader
+                    .stats
+                    .accepted
+                    .load(std::sync::atomic::Ordering::Relaxed),
+                rejected: reloader
+                    .stats
+                    .rejected
+                    .load(std::sync::atomic::Ordering::Relaxed),
             }
         }
         Request::Reload { force } => {
@@ -130,5 +146,6 @@ pub fn request(path: &Path, req: &Request, timeout: Duration) -> Result<Reply, C
     stream.write_all(line.as_bytes()).map_err(io)?;
     let mut reply = String::new();
     BufReader::new(stream).read_line(&mut reply).map_err(io)?;
-    serde_json::from_str(reply.trim()).map_err(|e| ControlError::BadReply(format!("{e}: {reply:?}")))
+    serde_json::from_str(reply.trim())
+        .map_err(|e| ControlError::BadReply(format!("{e}: {reply:?}")))
 }

@@ -1,8 +1,8 @@
 //! The decision for one query, as a pure function of the snapshot and the
 //! question: no I/O, no clock, no allocation. Sockets live elsewhere.
 
-use crate::list::{RuleId, Snapshot};
 use crate::list::snapshot::MatchAction;
+use crate::list::{RuleId, Snapshot};
 
 /// The parts of a query the policy looks at.
 #[derive(Clone, Copy, Debug)]

@@ -51,7 +51,11 @@ pub fn lookup_json(snap: &Snapshot, name: &str) -> Value {
         None => json!({"name": name, "status": "none"}),
         Some(m) => {
             let v = snap.rule(m.rule);
-            let status = if v.action().is_allow() { "allowed" } else { "blocked" };
+            let status = if v.action().is_allow() {
+                "allowed"
+            } else {
+                "blocked"
+            };
             json!({
                 "name": name,
                 "status": status,
@@ -74,7 +78,11 @@ pub fn lookup_text(snap: &Snapshot, name: &str) -> String {
         return format!("{name} none");
     };
     let v = snap.rule(m.rule);
-    let status = if v.action().is_allow() { "allowed" } else { "blocked" };
+    let status = if v.action().is_allow() {
+        "allowed"
+    } else {
+        "blocked"
+    };
     let mut s = format!(
         "{name} {status} {} {}:{} {}",
         v.action().as_str(),

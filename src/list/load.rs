@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 use thiserror::Error;
 
 use super::parse::{self, ParseError};
-use super::{CompileError, Counts, Format, ListOptions, ParsedList, Snapshot, compile::compile_versioned};
+use super::{
+    CompileError, Counts, Format, ListOptions, ParsedList, Snapshot, compile::compile_versioned,
+};
 
 #[derive(Debug, Error)]
 pub enum LoadError {
@@ -42,7 +44,9 @@ pub struct Loaded {
 
 impl Loaded {
     pub fn counts(&self) -> Counts {
-        self.files.iter().fold(Counts::default(), |a, f| a + f.counts)
+        self.files
+            .iter()
+            .fold(Counts::default(), |a, f| a + f.counts)
     }
 }
 
@@ -56,7 +60,10 @@ pub fn parse_all(paths: &[PathBuf], opts: &ListOptions) -> Result<Vec<ParsedList
 }
 
 /// Parse every file under `paths` with options chosen per file.
-pub fn parse_all_with(paths: &[PathBuf], opts_for: OptionsFor<'_>) -> Result<Vec<ParsedList>, LoadError> {
+pub fn parse_all_with(
+    paths: &[PathBuf],
+    opts_for: OptionsFor<'_>,
+) -> Result<Vec<ParsedList>, LoadError> {
     let files = parse::list_files(paths)?;
     if files.is_empty() {
         let shown: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();

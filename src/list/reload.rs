@@ -69,7 +69,9 @@ impl Default for ReloadSettings {
 pub enum ReloadError {
     #[error(transparent)]
     Load(#[from] LoadError),
-    #[error("rejected: {skipped} of {total} lines skipped ({pct:.1}% > {limit:.1}% allowed); first: {first}")]
+    #[error(
+        "rejected: {skipped} of {total} lines skipped ({pct:.1}% > {limit:.1}% allowed); first: {first}"
+    )]
     TooManySkipped {
         skipped: usize,
         total: usize,
@@ -77,7 +79,9 @@ pub enum ReloadError {
         limit: f64,
         first: String,
     },
-    #[error("rejected: the lists shrink from {old} to {new} rules ({pct:.1}% fewer > {limit:.1}% allowed); use `sinkhole reload --force` if intended")]
+    #[error(
+        "rejected: the lists shrink from {old} to {new} rules ({pct:.1}% fewer > {limit:.1}% allowed); use `sinkhole reload --force` if intended"
+    )]
     Shrunk {
         old: usize,
         new: usize,
@@ -96,7 +100,9 @@ impl ReloadError {
     /// A short label for metrics (`reason` label).
     pub fn reason(&self) -> &'static str {
         match self {
-            ReloadError::Load(LoadError::Parse(_)) | ReloadError::Load(LoadError::NoFiles(_)) => "io",
+            ReloadError::Load(LoadError::Parse(_)) | ReloadError::Load(LoadError::NoFiles(_)) => {
+                "io"
+            }
             ReloadError::Load(_) => "compile",
             ReloadError::TooManySkipped { .. } => "skipped_ratio",
             ReloadError::Shrunk { .. } => "shrink",
@@ -178,7 +184,10 @@ impl Reloader {
     /// Load at start. Lists that fail to load or fail the guards against the
     /// persisted last good snapshot leave that snapshot in force, loudly.
     pub fn start(settings: ReloadSettings) -> Result<(Arc<Reloader>, StartSource), ReloadError> {
-        let last_good = settings.state_dir.as_deref().and_then(|d| open_last_good(d).ok());
+        let last_good = settings
+            .state_dir
+            .as_deref()
+            .and_then(|d| open_last_good(d).ok());
         let base_version = last_good.as_ref().map_or(0, |(s, _)| s.version());
         let placeholder = match &last_good {
             Some((s, _)) => s.bytes().to_vec(),
@@ -249,7 +258,9 @@ impl Reloader {
         match &result {
             Ok(r) => {
                 self.stats.accepted.fetch_add(1, Ordering::Relaxed);
-                self.stats.last_success_unix.store(now_unix(), Ordering::Relaxed);
+                self.stats
+                    .last_success_unix
+                    .store(now_unix(), Ordering::Relaxed);
                 tracing::info!(
                     version = r.version,
                     rules = r.rules,
@@ -263,8 +274,11 @@ impl Reloader {
             }
             Err(e) => {
                 self.stats.rejected.fetch_add(1, Ordering::Relaxed);
-                *self.stats.last_failure_reason.lock().unwrap_or_else(|p| p.into_inner()) =
-                    Some(e.reason());
+                *self
+                    .stats
+                    .last_failure_reason
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner()) = Some(e.reason());
                 *self
                     .stats
                     .failures_by_reason
@@ -345,13 +359,14 @@ impl Reloader {
     pub fn watch(self: &Arc<Self>) -> Result<notify::RecommendedWatcher, notify::Error> {
         use notify::{RecursiveMode, Watcher};
         let (tx, rx) = std::sync::mpsc::channel::<Instant>();
-        let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-            if let Ok(ev) = res
-                && !matches!(ev.kind, notify::EventKind::Access(_))
-            {
-                let _ = tx.send(Instant::now());
-            }
-        })?;
+        let mut watcher =
+            notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+                if let Ok(ev) = res
+                    && !matches!(ev.kind, notify::EventKind::Access(_))
+                {
+                    let _ = tx.send(Instant::now());
+                }
+            })?;
         let mut dirs: Vec<PathBuf> = Vec::new();
         for p in &self.settings.paths {
             let dir = if p.is_dir() {
@@ -419,7 +434,8 @@ fn wait_until_settled(paths: &[PathBuf], settle: Duration) -> Result<(), ReloadE
     let before = stat();
     // A file modified within `settle` may still be growing: look again.
     let fresh = before.iter().any(|(_, _, t)| {
-        t.and_then(|t| t.elapsed().ok()).is_none_or(|age| age < settle)
+        t.and_then(|t| t.elapsed().ok())
+            .is_none_or(|age| age < settle)
     });
     if !fresh {
         return Ok(());
@@ -571,7 +587,10 @@ mod tests {
         // The list is truncated while the server is down: start on the last good version.
         write(&list, &names(3, "a"));
         let (r, src) = Reloader::start(settings(dir.path())).expect("start");
-        assert!(matches!(src, StartSource::LastGood { version: 2, .. }), "{src:?}");
+        assert!(
+            matches!(src, StartSource::LastGood { version: 2, .. }),
+            "{src:?}"
+        );
         assert!(blocked(&r, "a55.example"));
 
         // Lists gone entirely: still the last good version.
@@ -601,7 +620,11 @@ mod tests {
             std::thread::sleep(Duration::from_millis(10));
         }
         assert!(blocked(&r, "www.new-name.example"));
-        assert!(t0.elapsed() < Duration::from_secs(1), "took {:?}", t0.elapsed());
+        assert!(
+            t0.elapsed() < Duration::from_secs(1),
+            "took {:?}",
+            t0.elapsed()
+        );
         // A new file in the directory is picked up too.
         fs::write(dir.path().join("lists/extra.txt"), "extra.example\n").expect("write");
         let t0 = Instant::now();

@@ -47,7 +47,10 @@ fn both(lists: &[ParsedList], snap: &Snapshot, name: &str) -> Option<RefHit> {
             action: v.action(),
         }
     });
-    assert_eq!(got, reference, "snapshot and reference disagree on {name:?}");
+    assert_eq!(
+        got, reference,
+        "snapshot and reference disagree on {name:?}"
+    );
     got
 }
 
@@ -62,7 +65,12 @@ fn sample() -> Vec<ParsedList> {
             name_rule("wild.net", Subdomains, Nodata, 3),
             name_rule("scam.pages.dev", Subtree, Block, 4),
             name_rule("bad.allowed.example.com", Subtree, Drop, 5),
-            name_rule("local.test", Exact, LocalData(vec!["192.0.2.7".parse::<IpAddr>().unwrap()]), 6),
+            name_rule(
+                "local.test",
+                Exact,
+                LocalData(vec!["192.0.2.7".parse::<IpAddr>().unwrap()]),
+                6,
+            ),
             Rule {
                 target: Target::Keyword("binance".into()),
                 action: Block,
@@ -164,7 +172,10 @@ fn provenance_and_metadata() {
     assert_eq!(e.text(), "=exact.org");
     let l = snap.lookup(b"local.test").expect("local");
     assert_eq!(l.action, MatchAction::LocalData);
-    assert_eq!(snap.rule(l.rule).addresses(), vec!["192.0.2.7".parse::<IpAddr>().unwrap()]);
+    assert_eq!(
+        snap.rule(l.rule).addresses(),
+        vec!["192.0.2.7".parse::<IpAddr>().unwrap()]
+    );
     let k = snap.rule(snap.lookup(b"binance.org").expect("kw").rule);
     assert_eq!(k.text(), "keyword:binance");
 }
@@ -179,7 +190,12 @@ fn save_open_roundtrip_and_corruption() {
     let opened = Snapshot::open(&path).expect("open");
     assert_eq!(opened.version(), 7);
     assert_eq!(opened.bytes(), snap.bytes());
-    for name in ["www.example.com", "a.wild.net", "binance.org", "nothing.example"] {
+    for name in [
+        "www.example.com",
+        "a.wild.net",
+        "binance.org",
+        "nothing.example",
+    ] {
         assert_eq!(opened.lookup(name.as_bytes()), snap.lookup(name.as_bytes()));
     }
     // One flipped byte in the body: checksum error, not a panic.
@@ -187,7 +203,10 @@ fn save_open_roundtrip_and_corruption() {
     let last = bytes.len() - 1;
     bytes[last] ^= 0xff;
     std::fs::write(&path, &bytes).expect("write");
-    assert!(matches!(Snapshot::open(&path), Err(SnapshotError::Checksum { .. })));
+    assert!(matches!(
+        Snapshot::open(&path),
+        Err(SnapshotError::Checksum { .. })
+    ));
     // Truncations anywhere: an error, never a panic.
     for cut in [0, 7, 20, snapshot::HEADER_LEN, bytes.len() / 2] {
         std::fs::write(&path, &bytes[..cut]).expect("write");
@@ -217,7 +236,11 @@ fn arb_name() -> impl Strategy<Value = String> {
 fn arb_rule() -> impl Strategy<Value = Rule> {
     (
         arb_name(),
-        prop_oneof![Just(Scope::Exact), Just(Scope::Subtree), Just(Scope::Subdomains)],
+        prop_oneof![
+            Just(Scope::Exact),
+            Just(Scope::Subtree),
+            Just(Scope::Subdomains)
+        ],
         prop_oneof![
             Just(RuleAction::Block),
             Just(RuleAction::Allow),
