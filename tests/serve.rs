@@ -534,7 +534,7 @@ fn overload_sheds_the_oldest_upstream_query() {
     let t0 = Instant::now();
     let m = udp(&s, "fresh.test.", RecordType::A, false);
     assert_eq!(a_records(&m), vec![UP_V4]);
-    assert!(t0.elapsed() < Duration::from_millis(500));
+    assert!(t0.elapsed() < Duration::from_millis(700), "did not wait for a slot");
     let mut buf = [0u8; 512];
     sock1
         .set_read_timeout(Some(Duration::from_millis(1500)))
