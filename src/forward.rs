@@ -7,7 +7,7 @@
 
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use thiserror::Error;
@@ -61,7 +61,22 @@ pub struct Forwarder {
     servers: Vec<SocketAddr>,
     timeout: Duration,
     tcp_timeout: Duration,
+    health: Vec<Health>,
+    epoch: std::time::Instant,
     pub stats: ForwardStats,
+}
+
+/// Consecutive failures after which an upstream is asked last...
+const SICK_AFTER: u32 = 3;
+/// ...until this long after its last failure, when one query probes it again.
+const SICK_FOR_MS: u64 = 5_000;
+
+/// Without this, a silent first upstream would cost every cache miss its
+/// share of the timeout.
+#[derive(Debug, Default)]
+struct Health {
+    fails: AtomicU32,
+    last_fail_ms: AtomicU64,
 }
 
 /// The encoded query with ID `id`.
@@ -109,6 +124,8 @@ impl Forwarder {
             servers: cfg.servers.clone(),
             timeout: cfg.timeout,
             tcp_timeout: cfg.tcp_timeout,
+            health: cfg.servers.iter().map(|_| Health::default()).collect(),
+            epoch: std::time::Instant::now(),
             stats: ForwardStats::default(),
         }
     }
@@ -130,7 +147,8 @@ impl Forwarder {
         let n = self.servers.len();
         let mut last_err = String::from("no upstream configured");
         let mut fallback: Option<(Vec<u8>, ResponseScan)> = None;
-        for (i, &server) in self.servers.iter().enumerate() {
+        for (i, idx) in self.order().into_iter().enumerate() {
+            let server = self.servers[idx];
             let now = Instant::now();
             if now >= deadline {
                 break;
@@ -145,6 +163,14 @@ impl Forwarder {
                 Ok(Attempt::Answer(b, s)) => Ok((b, s)),
                 Err(e) => Err(e),
             };
+            if result.is_ok() {
+                self.health[idx].fails.store(0, Ordering::Relaxed);
+            } else {
+                self.health[idx].fails.fetch_add(1, Ordering::Relaxed);
+                self.health[idx]
+                    .last_fail_ms
+                    .store(self.now_ms(), Ordering::Relaxed);
+            }
             match result {
                 Ok((b, s)) if is_failover_rcode(s.rcode()) && i + 1 < n => {
                     fallback = Some((b, s));
@@ -169,6 +195,25 @@ impl Forwarder {
         } else {
             Err(ForwardError::Failed(last_err))
         }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// Upstream indices to try: the configured order, recently failing
+    /// ones moved to the end.
+    fn order(&self) -> Vec<usize> {
+        let now = self.now_ms();
+        let sick = |i: usize| {
+            let h = &self.health[i];
+            h.fails.load(Ordering::Relaxed) >= SICK_AFTER
+                && now.saturating_sub(h.last_fail_ms.load(Ordering::Relaxed)) < SICK_FOR_MS
+        };
+        let n = self.servers.len();
+        let mut v: Vec<usize> = (0..n).filter(|&i| !sick(i)).collect();
+        v.extend((0..n).filter(|&i| sick(i)));
+        v
     }
 
     async fn udp(
@@ -254,6 +299,31 @@ impl Forwarder {
 mod tests {
     use super::*;
     use hickory_proto::op::Message;
+
+    #[test]
+    fn failing_upstreams_move_to_the_end() {
+        let cfg = UpstreamConfig {
+            servers: vec![
+                "192.0.2.1:53".parse().unwrap(),
+                "192.0.2.2:53".parse().unwrap(),
+            ],
+            timeout: Duration::from_millis(100),
+            tcp_timeout: Duration::from_millis(100),
+        };
+        let f = Forwarder::new(&cfg);
+        assert_eq!(f.order(), vec![0, 1]);
+        f.health[0].fails.store(SICK_AFTER, Ordering::Relaxed);
+        f.health[0]
+            .last_fail_ms
+            .store(f.now_ms(), Ordering::Relaxed);
+        assert_eq!(f.order(), vec![1, 0]);
+        // Long ago: probed first again.
+        let mut f = f;
+        if let Some(earlier) = f.epoch.checked_sub(Duration::from_millis(SICK_FOR_MS + 10)) {
+            f.epoch = earlier;
+            assert_eq!(f.order(), vec![0, 1]);
+        }
+    }
 
     #[test]
     fn query_encoding() {

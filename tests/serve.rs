@@ -534,7 +534,10 @@ fn overload_sheds_the_oldest_upstream_query() {
     let t0 = Instant::now();
     let m = udp(&s, "fresh.test.", RecordType::A, false);
     assert_eq!(a_records(&m), vec![UP_V4]);
-    assert!(t0.elapsed() < Duration::from_millis(700), "did not wait for a slot");
+    assert!(
+        t0.elapsed() < Duration::from_millis(700),
+        "did not wait for a slot"
+    );
     let mut buf = [0u8; 512];
     sock1
         .set_read_timeout(Some(Duration::from_millis(1500)))
@@ -547,4 +550,24 @@ fn overload_sheds_the_oldest_upstream_query() {
         .recv_from(&mut buf)
         .expect("the second still times out normally");
     assert_eq!(rcode(&Message::from_vec(&buf[..n]).unwrap()), 2);
+}
+
+#[test]
+fn a_silent_upstream_stops_costing_every_query() {
+    let up = Upstream::start();
+    // Bound but never answering: every query to it times out.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let s = Server::start(&[silent.local_addr().unwrap(), up.addr], LISTS, "");
+    for i in 0..3 {
+        let m = udp(&s, &format!("warm{i}.test."), RecordType::A, false);
+        assert_eq!(a_records(&m), vec![UP_V4], "failover works");
+    }
+    let t0 = Instant::now();
+    let m = udp(&s, "quick.test.", RecordType::A, false);
+    assert_eq!(a_records(&m), vec![UP_V4]);
+    assert!(
+        t0.elapsed() < Duration::from_millis(300),
+        "{:?}",
+        t0.elapsed()
+    );
 }
