@@ -132,6 +132,18 @@ fn build(dir: &Path, n: u64) {
     log.shutdown();
 }
 
+/// Process CPU seconds (user + system), to tell a slow phase from a
+/// machine busy with other work.
+fn cpu_secs() -> f64 {
+    // SAFETY: getrusage only writes into the struct we pass.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) } != 0 {
+        return 0.0;
+    }
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
 struct Sink(u64);
 
 impl Write for Sink {
@@ -162,7 +174,7 @@ fn read(dir: &Path, n: u64) {
     );
 
     // Floor: read and SHA-256 every line on one core, nothing else.
-    let t = Instant::now();
+    let (t, c) = (Instant::now(), cpu_secs());
     let mut lines = 0u64;
     let mut acc = 0u8;
     let mut files: Vec<_> = std::fs::read_dir(dir)
@@ -178,17 +190,18 @@ fn read(dir: &Path, n: u64) {
             lines += 1;
         }
     }
-    let el = t.elapsed().as_secs_f64();
+    let (el, cpu) = (t.elapsed().as_secs_f64(), cpu_secs() - c);
     println!(
-        "baseline: read + SHA-256 of {lines} lines on one core in {el:.2}s = {:.0} lines/s ({acc})",
+        "baseline: read + SHA-256 of {lines} lines on one core in {el:.2}s = {:.0} lines/s \
+         ({cpu:.2} CPU-s) [{acc}]",
         lines as f64 / el
     );
 
-    let t = Instant::now();
+    let (t, c) = (Instant::now(), cpu_secs());
     let r = verify(dir).expect("verify");
-    let el = t.elapsed().as_secs_f64();
+    let (el, cpu) = (t.elapsed().as_secs_f64(), cpu_secs() - c);
     println!(
-        "verify: {} records in {el:.2}s = {:.0} records/s ({:.0} MiB/s), intact: {}",
+        "verify: {} records in {el:.2}s = {:.0} records/s ({:.0} MiB/s, {cpu:.2} CPU-s), intact: {}",
         r.records,
         r.records as f64 / el,
         bytes as f64 / 1048576.0 / el,
@@ -198,20 +211,20 @@ fn read(dir: &Path, n: u64) {
     let filter =
         SearchFilter::new(None, None, None, Some("tracker7.example.com"), None).expect("filter");
     let mut sink = Sink(0);
-    let t = Instant::now();
+    let (t, c) = (Instant::now(), cpu_secs());
     let m = search(dir, &filter, OutputFormat::Json, &mut sink).expect("search");
-    let el = t.elapsed().as_secs_f64();
+    let (el, cpu) = (t.elapsed().as_secs_f64(), cpu_secs() - c);
     println!(
-        "search --name: {} records scanned in {el:.2}s = {:.0} records/s, {m} matched",
+        "search --name: {} records scanned in {el:.2}s = {:.0} records/s ({cpu:.2} CPU-s), {m} matched",
         r.records,
         r.records as f64 / el
     );
 
-    let t = Instant::now();
+    let (t, c) = (Instant::now(), cpu_secs());
     let s = stats(dir, &SearchFilter::default(), StatsBy::Name, Some(10)).expect("stats");
-    let el = t.elapsed().as_secs_f64();
+    let (el, cpu) = (t.elapsed().as_secs_f64(), cpu_secs() - c);
     println!(
-        "stats --by name: {} hits in {el:.2}s = {:.0} records/s, {} distinct",
+        "stats --by name: {} hits in {el:.2}s = {:.0} records/s ({cpu:.2} CPU-s), {} distinct",
         s.total,
         r.records as f64 / el,
         s.distinct
@@ -250,5 +263,10 @@ fn main() {
     if want("read") {
         let d = tmp.path().join("read");
         read(&d, n);
+    }
+    // SAFETY: getrusage only writes into the struct we pass.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) } == 0 {
+        println!("peak RSS: {} MiB", ru.ru_maxrss / 1024);
     }
 }
