@@ -523,7 +523,8 @@ fn overload_sheds_the_oldest_upstream_query() {
     let addr = s.addr;
     // Two queries the upstream never answers fill the in-flight limit.
     let first = query_msg("slow.test.", RecordType::A, false);
-    let second = query_msg("slow.test.", RecordType::A, false);
+    // A different name: the same question would join the first exchange.
+    let second = query_msg("slow2.test.", RecordType::A, false);
     let sock1 = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let sock2 = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     sock1.send_to(&first.to_vec().unwrap(), addr).unwrap();
@@ -569,5 +570,41 @@ fn a_silent_upstream_stops_costing_every_query() {
         t0.elapsed() < Duration::from_millis(300),
         "{:?}",
         t0.elapsed()
+    );
+}
+
+#[test]
+fn identical_misses_share_one_upstream_query() {
+    let up = Upstream::start();
+    let s = server(&up, "");
+    // The upstream delays spoof.test by 50 ms, so these overlap.
+    let addr = s.addr;
+    let threads: Vec<_> = (0..8)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let name = if i % 2 == 0 {
+                    "SpOoF.TeSt."
+                } else {
+                    "spoof.test."
+                };
+                let q = query_msg(name, RecordType::A, false);
+                let m = try_query_udp(addr, &q, Duration::from_secs(3)).expect("answer");
+                (name, m)
+            })
+        })
+        .collect();
+    for t in threads {
+        let (name, m) = t.join().expect("join");
+        assert_eq!(a_records(&m), vec![UP_V4]);
+        assert_eq!(
+            m.queries[0].name().to_ascii(),
+            name,
+            "each client keeps its spelling"
+        );
+    }
+    assert_eq!(
+        up.count("spoof.test", "udp"),
+        1,
+        "one upstream query for all"
     );
 }

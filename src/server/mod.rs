@@ -10,7 +10,7 @@
 mod tcp;
 mod udp;
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -73,6 +73,8 @@ pub struct Counters {
     /// Upstream exchanges cancelled (oldest first) because `max_inflight` was reached.
     pub shed: AtomicU64,
     pub acl_refused: AtomicU64,
+    /// Cache misses that joined a query already on its way upstream.
+    pub coalesced: AtomicU64,
     /// Replies cut to TC=1 for a UDP client.
     pub truncated: AtomicU64,
     pub tcp_connections: AtomicU64,
@@ -96,6 +98,8 @@ pub struct Shared {
     pub counters: Counters,
     /// Every block is recorded here (the hit log).
     pub audit: Option<AuditLog>,
+    /// Questions on their way upstream, with the clients waiting for them.
+    waiting: Mutex<HashMap<Box<[u8]>, Vec<Waiter>>>,
     inflight: Arc<Inflight>,
 }
 
@@ -148,6 +152,7 @@ impl Shared {
             forwarder: Forwarder::new(&config.upstream),
             counters: Counters::default(),
             audit,
+            waiting: Mutex::new(HashMap::new()),
             inflight: Arc::new(Inflight {
                 max: config.server.max_inflight,
                 live: AtomicUsize::new(0),
@@ -339,13 +344,10 @@ impl Shared {
         self.count_reply(out);
     }
 
-    /// The waiting part of a cache miss. Returns the reply to send, if any.
-    pub(crate) async fn complete(&self, p: &Pending) -> Option<Vec<u8>> {
-        let req = wire::parse_request(&p.packet).ok()?;
-        let limit = if p.udp {
-            req.udp_limit()
-        } else {
-            u16::MAX as usize
+    /// Ask the upstreams for `p`'s question and cache the answer.
+    async fn fetch(&self, p: &Pending) -> Fetched {
+        let Ok(req) = wire::parse_request(&p.packet) else {
+            return Err(());
         };
         let q = UpstreamQuery {
             name: req.lower_wire(),
@@ -356,7 +358,6 @@ impl Shared {
             ad: req.ad(),
             edns: req.edns.map(|e| e.dnssec_ok),
         };
-        let mut out = Vec::with_capacity(512);
         match self.forwarder.resolve(&q).await {
             Ok((bytes, scan)) => {
                 let mut key = [0u8; cache::MAX_KEY];
@@ -369,9 +370,29 @@ impl Shared {
                 );
                 self.cache
                     .insert(&key[..klen], &bytes, &scan, Instant::now());
+                Ok((bytes, scan))
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, qname = %String::from_utf8_lossy(req.dotted()), "upstream failed");
+                Err(())
+            }
+        }
+    }
+
+    /// The reply for one waiting client from a fetched answer, if any.
+    fn reply_for(&self, p: &Pending, fetched: &Fetched) -> Option<Vec<u8>> {
+        let req = wire::parse_request(&p.packet).ok()?;
+        let limit = if p.udp {
+            req.udp_limit()
+        } else {
+            u16::MAX as usize
+        };
+        let mut out = Vec::with_capacity(512);
+        match fetched {
+            Ok((bytes, scan)) => {
                 if scan.has_cname {
                     let snap = self.snapshot.load();
-                    if let Some((rule, kind, via)) = cname_block(&snap, &bytes, req.qtype) {
+                    if let Some((rule, kind, via)) = cname_block(&snap, bytes, req.qtype) {
                         return match self.block(
                             &snap,
                             &req,
@@ -388,13 +409,12 @@ impl Shared {
                         };
                     }
                 }
-                out.extend_from_slice(&bytes);
+                out.extend_from_slice(bytes);
                 wire::set_id(&mut out, req.id);
                 wire::copy_qname(&mut out, req.qname_wire());
                 self.finish_forwarded(&mut out, &req, scan.flags, scan.opt_class_offset, limit);
             }
-            Err(e) => {
-                tracing::debug!(error = %e, qname = %String::from_utf8_lossy(req.dotted()), "upstream failed");
+            Err(()) => {
                 Counters::inc(&self.counters.upstream_failures);
                 sinkhole::error_answer(&mut out, &req, wire::RCODE_SERVFAIL);
                 self.count_reply(&out);
@@ -403,11 +423,57 @@ impl Shared {
         Some(out)
     }
 
+    /// Forward a cache miss. A question already on its way upstream is not
+    /// asked again: the client waits for that answer. Besides saving the
+    /// upstream work this denies a spoofer the many parallel identical
+    /// queries a birthday attack needs.
+    pub(crate) fn forward(self: &Arc<Self>, rt: &tokio::runtime::Handle, waiter: Waiter) {
+        let Some(key) = coalesce_key(&waiter.pending.packet) else {
+            return;
+        };
+        {
+            let mut map = self.lock_waiting();
+            if let Some(list) = map.get_mut(&key) {
+                if list.len() < MAX_WAITERS {
+                    list.push(waiter);
+                    Counters::inc(&self.counters.coalesced);
+                } else {
+                    Counters::inc(&self.counters.shed);
+                }
+                return;
+            }
+            map.insert(key.clone(), Vec::new());
+        }
+        // Made before the task so it is dropped (and the entry removed)
+        // even if the task is cancelled before it first runs.
+        let mut guard = WaitingGuard {
+            shared: self.clone(),
+            key,
+            done: false,
+        };
+        self.spawn_forward(rt, async move {
+            let shared = guard.shared.clone();
+            let fetched = shared.fetch(&waiter.pending).await;
+            let others = guard.take();
+            for w in std::iter::once(waiter).chain(others) {
+                if let Some(reply) = shared.reply_for(&w.pending, &fetched) {
+                    w.to.send(reply, w.pending.client).await;
+                }
+            }
+        });
+    }
+
+    fn lock_waiting(&self) -> std::sync::MutexGuard<'_, HashMap<Box<[u8]>, Vec<Waiter>>> {
+        self.waiting
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// Run one upstream exchange on the runtime. At `max_inflight` the
     /// oldest exchange still running is cancelled (its client gets no
     /// answer and retries) so fresh queries keep being served and the
     /// number of tasks stays bounded.
-    pub(crate) fn spawn_forward<F>(&self, rt: &tokio::runtime::Handle, fut: F)
+    fn spawn_forward<F>(&self, rt: &tokio::runtime::Handle, fut: F)
     where
         F: std::future::Future<Output = ()> + Send + 'static,
     {
@@ -427,6 +493,80 @@ impl Shared {
     /// Upstream exchanges running now.
     pub fn inflight(&self) -> usize {
         self.inflight.live.load(Ordering::Relaxed)
+    }
+}
+
+type Fetched = Result<(Vec<u8>, crate::wire::ResponseScan), ()>;
+
+/// Clients waiting for one question beyond the first; more are shed.
+const MAX_WAITERS: usize = 256;
+
+/// Where a forwarded answer goes.
+pub(crate) enum ReplyTo {
+    Udp(Arc<std::net::UdpSocket>),
+    /// The connection's writer, and the pipeline slot held until the reply.
+    Tcp(
+        tokio::sync::mpsc::Sender<Vec<u8>>,
+        tokio::sync::OwnedSemaphorePermit,
+    ),
+}
+
+impl ReplyTo {
+    async fn send(self, reply: Vec<u8>, to: SocketAddr) {
+        match self {
+            ReplyTo::Udp(sock) => udp::send_async_reply(&sock, &reply, to),
+            ReplyTo::Tcp(tx, _slot) => {
+                let _ = tx.send(tcp::frame(&reply)).await;
+            }
+        }
+    }
+}
+
+/// A client waiting for an upstream answer.
+pub(crate) struct Waiter {
+    pub pending: Pending,
+    pub to: ReplyTo,
+}
+
+/// The coalescing key of a request: its cache key.
+fn coalesce_key(packet: &[u8]) -> Option<Box<[u8]>> {
+    let req = wire::parse_request(packet).ok()?;
+    let mut key = [0u8; cache::MAX_KEY];
+    let klen = cache::make_key(
+        &mut key,
+        req.lower_wire(),
+        req.qtype,
+        req.qclass,
+        key_bits(&req),
+    );
+    Some(key[..klen].into())
+}
+
+struct WaitingGuard {
+    shared: Arc<Shared>,
+    key: Box<[u8]>,
+    done: bool,
+}
+
+impl WaitingGuard {
+    /// The waiters, once; the entry is gone afterwards, so the next miss
+    /// for this question starts a new exchange.
+    fn take(&mut self) -> Vec<Waiter> {
+        self.done = true;
+        self.shared
+            .lock_waiting()
+            .remove(&self.key)
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for WaitingGuard {
+    fn drop(&mut self) {
+        if !self.done {
+            // Cancelled: the waiters get no answer (their clients retry).
+            let orphans = self.take();
+            drop(orphans);
+        }
     }
 }
 

@@ -13,7 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc, watch};
 
-use super::{Counters, Outcome, Pending, ServeError, Shared};
+use super::{Counters, Outcome, ServeError, Shared};
 use crate::config::ServerConfig;
 
 pub(super) fn bind(addr: SocketAddr) -> Result<TcpListener, ServeError> {
@@ -141,12 +141,13 @@ async fn connection(
             }
             Outcome::Silent => drop(slot),
             Outcome::Forward(p) => {
-                let task_shared = shared.clone();
-                let tx = tx.clone();
-                shared.spawn_forward(&rt, async move {
-                    let _slot = slot;
-                    forward(&task_shared, &p, &tx).await;
-                });
+                shared.forward(
+                    &rt,
+                    super::Waiter {
+                        pending: p,
+                        to: super::ReplyTo::Tcp(tx.clone(), slot),
+                    },
+                );
             }
         }
     }
@@ -155,13 +156,7 @@ async fn connection(
     Ok(())
 }
 
-async fn forward(shared: &Shared, p: &Pending, tx: &mpsc::Sender<Vec<u8>>) {
-    if let Some(reply) = shared.complete(p).await {
-        let _ = tx.send(frame(&reply)).await;
-    }
-}
-
-fn frame(msg: &[u8]) -> Vec<u8> {
+pub(super) fn frame(msg: &[u8]) -> Vec<u8> {
     let mut v = Vec::with_capacity(msg.len() + 2);
     v.extend_from_slice(&(msg.len() as u16).to_be_bytes());
     v.extend_from_slice(msg);

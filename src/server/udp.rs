@@ -56,7 +56,7 @@ pub(super) fn bind_all(addr: SocketAddr, n: usize) -> Result<Vec<std::net::UdpSo
 
 /// Send a reply from a forwarding task on the worker's socket, never blocking
 /// the runtime thread.
-fn send_async_reply(sock: &std::net::UdpSocket, reply: &[u8], to: SocketAddr) {
+pub(super) fn send_async_reply(sock: &std::net::UdpSocket, reply: &[u8], to: SocketAddr) {
     #[cfg(unix)]
     let r = SockRef::from(sock).send_to_with_flags(reply, &SockAddr::from(to), libc::MSG_DONTWAIT);
     #[cfg(not(unix))]
@@ -72,13 +72,13 @@ fn spawn_forward(
     rt: &tokio::runtime::Handle,
     p: super::Pending,
 ) {
-    let task_shared = shared.clone();
-    let sock = sock.clone();
-    shared.spawn_forward(rt, async move {
-        if let Some(reply) = task_shared.complete(&p).await {
-            send_async_reply(&sock, &reply, p.client);
-        }
-    });
+    shared.forward(
+        rt,
+        super::Waiter {
+            pending: p,
+            to: super::ReplyTo::Udp(sock.clone()),
+        },
+    );
 }
 
 pub(super) fn worker(

@@ -103,21 +103,20 @@ fn udp_loop(
             continue;
         };
         record(&seen, &name, "udp");
-        match name.as_str() {
-            "slow.test" => continue,
-            "spoof.test" => {
-                // A forged reply with the wrong ID first, then the real one.
-                let mut fake = answer(&q, false);
-                fake.metadata.id = q.metadata.id.wrapping_add(1);
-                fake.answers = vec![Record::from_rdata(
-                    q.queries[0].name().clone(),
-                    300,
-                    RData::A(A::new(6, 6, 6, 6)),
-                )];
-                let _ = sock.send_to(&fake.to_vec().unwrap_or_default(), src);
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            _ => {}
+        if name.starts_with("slow") {
+            continue;
+        }
+        if name == "spoof.test" {
+            // A forged reply with the wrong ID first, then the real one.
+            let mut fake = answer(&q, false);
+            fake.metadata.id = q.metadata.id.wrapping_add(1);
+            fake.answers = vec![Record::from_rdata(
+                q.queries[0].name().clone(),
+                300,
+                RData::A(A::new(6, 6, 6, 6)),
+            )];
+            let _ = sock.send_to(&fake.to_vec().unwrap_or_default(), src);
+            std::thread::sleep(Duration::from_millis(50));
         }
         let reply = answer(&q, false);
         let _ = sock.send_to(&reply.to_vec().unwrap_or_default(), src);
