@@ -19,7 +19,7 @@ pub const DEFAULT_SOCKET: &str = "/run/sinkhole/control.sock";
 
 #[derive(Debug, Error)]
 pub enum ControlError {
-    #[error("control socket {path}: {source}")]
+    #[error("control socket {path}")]
     Io {
         path: PathBuf,
         #[source]

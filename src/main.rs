@@ -17,7 +17,11 @@ const EXIT_FINDINGS: u8 = 1;
 const EXIT_ERROR: u8 = 2;
 
 #[derive(Parser)]
-#[command(name = "sinkhole", version, about = "DNS blocklist enforcement resolver-proxy")]
+#[command(
+    name = "sinkhole",
+    version,
+    about = "DNS blocklist enforcement resolver-proxy"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -69,6 +73,26 @@ enum Command {
         /// Validate the configuration, print the effective one and exit (0 valid, 1 invalid).
         #[arg(long)]
         check_config: bool,
+    },
+    /// Ask the running server to re-read its lists now and print the
+    /// outcome (new version, counts, skipped lines, time taken). Exit 0
+    /// when the new lists are in force, 1 when they were rejected, 2 when
+    /// the server could not be reached.
+    Reload {
+        /// Apply the lists even if they fail the shrink or skipped-line guards.
+        #[arg(long)]
+        force: bool,
+        /// The server's control socket.
+        #[arg(long, default_value = sinkhole::control::DEFAULT_SOCKET)]
+        socket: PathBuf,
+        /// Print the server's JSON reply as is.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Read the audit hit log: verify its hash chain, search it, summarise it.
+    Audit {
+        #[command(subcommand)]
+        command: sinkhole::audit::AuditCommand,
     },
     /// Compile lists into a snapshot file that `serve` can memory-map at start.
     Compile {
@@ -200,6 +224,33 @@ fn run(cli: Cli) -> Result<u8> {
             // Unlock stdout: the server writes its hit log there.
             drop(out);
             serve(config, check_config)
+        }
+        Command::Reload {
+            force,
+            socket,
+            json,
+        } => {
+            use sinkhole::control::{Reply, Request, request};
+            let reply = request(
+                &socket,
+                &Request::Reload { force },
+                std::time::Duration::from_secs(120),
+            )
+            .with_context(|| "is `sinkhole serve` running? (see --socket)")?;
+            if json {
+                writeln!(out, "{}", serde_json::to_string(&reply)?)?;
+            } else {
+                write!(out, "{}", report::reload_text(&reply))?;
+            }
+            Ok(match reply {
+                Reply::Reloaded(_) | Reply::Status { .. } => 0,
+                Reply::Rejected { .. } => EXIT_FINDINGS,
+                Reply::Error { .. } => EXIT_ERROR,
+            })
+        }
+        Command::Audit { command } => {
+            let code = sinkhole::audit::run(command, &mut out)?;
+            Ok(u8::try_from(code).unwrap_or(EXIT_ERROR))
         }
         Command::Compile {
             lists,

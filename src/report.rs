@@ -123,3 +123,57 @@ pub fn diff_json(d: &SnapshotDiff) -> Value {
         "removed_count": d.removed.len(),
     })
 }
+
+/// `sinkhole reload` output.
+pub fn reload_text(reply: &crate::control::Reply) -> String {
+    use crate::control::Reply;
+    let mut s = String::new();
+    match reply {
+        Reply::Reloaded(r) => {
+            let c = &r.counts;
+            let _ = writeln!(
+                s,
+                "reloaded: version {} rules {} (+{} -{}) names={} wildcards={} allows={} keywords={} skipped={} took {} ms{}",
+                r.version,
+                r.rules,
+                r.added,
+                r.removed,
+                c.names,
+                c.wildcards,
+                c.allows,
+                c.keywords,
+                c.skipped,
+                r.took_ms,
+                if r.forced { " (forced)" } else { "" }
+            );
+            for msg in &r.skipped {
+                let _ = writeln!(s, "{msg}");
+            }
+        }
+        Reply::Rejected {
+            reason,
+            error,
+            version_in_force,
+        } => {
+            let _ = writeln!(
+                s,
+                "rejected ({reason}): {error}\nversion {version_in_force} stays in force"
+            );
+        }
+        Reply::Status {
+            version,
+            rules,
+            accepted,
+            rejected,
+        } => {
+            let _ = writeln!(
+                s,
+                "version {version} rules {rules} reloads accepted {accepted} rejected {rejected}"
+            );
+        }
+        Reply::Error { error } => {
+            let _ = writeln!(s, "error: {error}");
+        }
+    }
+    s
+}
