@@ -205,9 +205,9 @@ fn run(cli: Cli) -> Result<u8> {
         }
         Command::Diff { old, new, json } => {
             let opts = ListOptions::default();
-            let old = list::load(&[old.clone()], &opts, 1, false)
+            let old = list::load(std::slice::from_ref(&old), &opts, 1, false)
                 .with_context(|| format!("loading {}", old.display()))?;
-            let new = list::load(&[new.clone()], &opts, 2, false)
+            let new = list::load(std::slice::from_ref(&new), &opts, 2, false)
                 .with_context(|| format!("loading {}", new.display()))?;
             let d = list::diff(&old.snapshot, &new.snapshot);
             if json {

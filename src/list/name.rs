@@ -89,7 +89,8 @@ mod tests {
         }
         let long_label = format!("{}.com", "a".repeat(64));
         let long_name = format!("{}.com", ["abcdefghi"; 26].join("."));
-        let bad: &[(&str, fn(&NameError) -> bool)] = &[
+        type Check = fn(&NameError) -> bool;
+        let bad: &[(&str, Check)] = &[
             ("", |e| matches!(e, NameError::Empty)),
             (".", |e| matches!(e, NameError::Empty)),
             ("a..b", |e| matches!(e, NameError::EmptyLabel(_))),

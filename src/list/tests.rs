@@ -99,7 +99,8 @@ fn table_against_reference() {
     let lists = sample();
     let snap = compile(&lists).expect("compile");
     // (name, expected action, expected list index, line); None = no match.
-    let table: &[(&str, Option<(&str, usize, u32)>)] = &[
+    type Expected<'a> = Option<(&'a str, usize, u32)>;
+    let table: &[(&str, Expected)] = &[
         ("example.com", Some(("block", 0, 1))),
         ("EXAMPLE.com.", Some(("block", 0, 1))),
         ("www.example.com", Some(("block", 0, 1))),
