@@ -59,6 +59,7 @@ pub struct RawConfig {
     pub cache: RawCache,
     #[serde(default = "default_audit_table")]
     pub audit: RawAudit,
+    pub metrics: crate::metrics::RawMetricsConfig,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -72,6 +73,8 @@ pub struct RawServer {
     pub tcp_max_pipeline: usize,
     /// Upstream queries in flight at once, over all clients.
     pub max_inflight: usize,
+    /// Unix socket for `sinkhole reload`; empty: no control socket.
+    pub control_socket: String,
 }
 
 impl Default for RawServer {
@@ -83,6 +86,7 @@ impl Default for RawServer {
             tcp_max_connections: 1024,
             tcp_max_pipeline: 64,
             max_inflight: 10_000,
+            control_socket: String::new(),
         }
     }
 }
@@ -115,6 +119,16 @@ pub struct RawLists {
     pub exact_only: bool,
     /// Per-file overrides.
     pub file: Vec<RawListFile>,
+    /// Reject a reload in which more than this share of lines is skipped.
+    pub max_skipped_ratio: f64,
+    /// Reject a reload that removes more than this share of the rules.
+    pub max_shrink_ratio: f64,
+    /// Where the last good snapshot and its manifest live; empty: not kept.
+    pub state_dir: String,
+    /// Watch the list paths and reload on change.
+    pub watch: bool,
+    /// Quiet time after the last file event before reloading.
+    pub debounce_ms: u64,
 }
 
 impl Default for RawLists {
@@ -123,6 +137,11 @@ impl Default for RawLists {
             paths: vec![PathBuf::from("./blocklists/")],
             exact_only: false,
             file: Vec::new(),
+            max_skipped_ratio: 0.10,
+            max_shrink_ratio: 0.50,
+            state_dir: String::new(),
+            watch: true,
+            debounce_ms: 150,
         }
     }
 }
@@ -221,6 +240,7 @@ impl Default for RawConfig {
             acl: RawAcl::default(),
             cache: RawCache::default(),
             audit: default_audit_table(),
+            metrics: Default::default(),
         }
     }
 }
@@ -335,6 +355,7 @@ pub struct ServerConfig {
     pub tcp_max_connections: usize,
     pub tcp_max_pipeline: usize,
     pub max_inflight: usize,
+    pub control_socket: Option<PathBuf>,
 }
 
 #[derive(Clone, Debug)]
@@ -355,9 +376,25 @@ pub struct ListsConfig {
     pub paths: Vec<PathBuf>,
     pub exact_only: bool,
     pub files: Vec<ListFileConfig>,
+    pub max_skipped_ratio: f64,
+    pub max_shrink_ratio: f64,
+    pub state_dir: Option<PathBuf>,
+    pub watch: bool,
+    pub debounce: Duration,
 }
 
 impl ListsConfig {
+    /// Every path to read: `paths` plus `[[lists.file]]` paths not already named.
+    pub fn all_paths(&self) -> Vec<PathBuf> {
+        let mut paths = self.paths.clone();
+        for f in &self.files {
+            if !paths.contains(&f.path) {
+                paths.push(f.path.clone());
+            }
+        }
+        paths
+    }
+
     /// The options for one list file: a `[[lists.file]]` entry naming the
     /// same path wins, else the global `exact_only`.
     pub fn options_for(&self, path: &Path) -> ListOptions {
@@ -391,6 +428,8 @@ pub struct Config {
     pub acl: Vec<IpNet>,
     pub cache: CacheConfig,
     pub audit: AuditSettings,
+    /// `[metrics] listen`, when metrics are on.
+    pub metrics_listen: Option<SocketAddr>,
     /// The effective raw configuration (defaults and resolv.conf upstreams
     /// filled in), for `--check-config`.
     pub raw: RawConfig,
@@ -464,6 +503,10 @@ impl Config {
             .map_err(|e| invalid("audit", e.to_string()))?
             .validate()
             .map_err(|e| invalid("audit", e.to_string()))?;
+        let metrics_listen = raw
+            .metrics
+            .validate()
+            .map_err(|e| invalid("metrics.listen", e.to_string()))?;
         Ok(Config {
             server,
             upstream,
@@ -472,6 +515,7 @@ impl Config {
             acl,
             cache,
             audit,
+            metrics_listen,
             raw,
         })
     }
@@ -533,6 +577,9 @@ fn validate_server(raw: &RawServer) -> Result<ServerConfig, ConfigError> {
         tcp_max_connections: raw.tcp_max_connections,
         tcp_max_pipeline: raw.tcp_max_pipeline,
         max_inflight: raw.max_inflight,
+        control_socket: Some(raw.control_socket.trim())
+            .filter(|s| !s.is_empty())
+            .map(PathBuf::from),
     })
 }
 
@@ -633,10 +680,29 @@ fn validate_lists(raw: &RawLists, policy: &RawPolicy) -> Result<ListsConfig, Con
             },
         });
     }
+    for (key, v) in [
+        ("lists.max_skipped_ratio", raw.max_skipped_ratio),
+        ("lists.max_shrink_ratio", raw.max_shrink_ratio),
+    ] {
+        if !(0.0..=1.0).contains(&v) {
+            return Err(invalid(key, "must be between 0.0 and 1.0"));
+        }
+    }
+    if raw.debounce_ms > 60_000 {
+        return Err(invalid("lists.debounce_ms", "at most 60000"));
+    }
+    let state_dir = Some(raw.state_dir.trim())
+        .filter(|s| !s.is_empty())
+        .map(PathBuf::from);
     Ok(ListsConfig {
         paths: raw.paths.clone(),
         exact_only: raw.exact_only,
         files,
+        max_skipped_ratio: raw.max_skipped_ratio,
+        max_shrink_ratio: raw.max_shrink_ratio,
+        state_dir,
+        watch: raw.watch,
+        debounce: Duration::from_millis(raw.debounce_ms),
     })
 }
 

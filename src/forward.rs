@@ -7,6 +7,7 @@
 
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -16,6 +17,7 @@ use tokio::net::{TcpStream, UdpSocket};
 use tokio::time::{Instant, timeout_at};
 
 use crate::config::{MAX_UDP_PAYLOAD, UpstreamConfig};
+use crate::metrics::Metrics;
 use crate::wire::{self, ResponseScan};
 
 /// Largest UDP reply we read; we advertise 1232, this leaves room for
@@ -58,6 +60,7 @@ pub struct ForwardStats {
 }
 
 pub struct Forwarder {
+    metrics: Arc<Metrics>,
     servers: Vec<SocketAddr>,
     timeout: Duration,
     tcp_timeout: Duration,
@@ -119,8 +122,9 @@ fn is_failover_rcode(rcode: u16) -> bool {
 }
 
 impl Forwarder {
-    pub fn new(cfg: &UpstreamConfig) -> Forwarder {
+    pub fn new(cfg: &UpstreamConfig, metrics: Arc<Metrics>) -> Forwarder {
         Forwarder {
+            metrics,
             servers: cfg.servers.clone(),
             timeout: cfg.timeout,
             tcp_timeout: cfg.tcp_timeout,
@@ -154,6 +158,7 @@ impl Forwarder {
                 break;
             }
             let share = (deadline - now) / (n - i) as u32;
+            let sent = Instant::now();
             let result = match self.udp(server, q, now + share).await {
                 Ok(Attempt::Truncated) => {
                     self.stats.truncated.fetch_add(1, Ordering::Relaxed);
@@ -164,9 +169,17 @@ impl Forwarder {
                 Err(e) => Err(e),
             };
             if result.is_ok() {
-                self.health[idx].fails.store(0, Ordering::Relaxed);
+                self.metrics.upstream_ok(server, sent.elapsed());
+                let before = self.health[idx].fails.swap(0, Ordering::Relaxed);
+                if before >= SICK_AFTER {
+                    tracing::info!(%server, "upstream answering again");
+                }
             } else {
-                self.health[idx].fails.fetch_add(1, Ordering::Relaxed);
+                self.metrics.upstream_error(server);
+                let before = self.health[idx].fails.fetch_add(1, Ordering::Relaxed);
+                if before + 1 == SICK_AFTER {
+                    tracing::warn!(%server, "upstream failing: {SICK_AFTER} attempts in a row; asked last for now");
+                }
                 self.health[idx]
                     .last_fail_ms
                     .store(self.now_ms(), Ordering::Relaxed);
@@ -310,7 +323,7 @@ mod tests {
             timeout: Duration::from_millis(100),
             tcp_timeout: Duration::from_millis(100),
         };
-        let f = Forwarder::new(&cfg);
+        let f = Forwarder::new(&cfg, Arc::new(Metrics::new(&cfg.servers)));
         assert_eq!(f.order(), vec![0, 1]);
         f.health[0].fails.store(SICK_AFTER, Ordering::Relaxed);
         f.health[0]

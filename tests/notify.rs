@@ -72,7 +72,7 @@ fn start(dir: &Path, notify: &Path, upstream: SocketAddr, addr: SocketAddr) -> S
 }
 
 #[test]
-#[ignore = "enabled once serve calls sdnotify"]
+
 fn ready_status_watchdog_stopping() {
     let dir = tempfile::tempdir().unwrap();
     let notify = dir.path().join("notify.sock");

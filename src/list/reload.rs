@@ -141,6 +141,8 @@ pub struct ManifestFile {
     pub path: PathBuf,
     pub sha256: String,
     pub bytes: u64,
+    /// The list options the file was read with (format, action, scope).
+    pub options: String,
 }
 
 /// Counters for metrics.
@@ -162,11 +164,16 @@ pub struct Reloader {
     pub stats: ReloadStats,
 }
 
-/// How the server started: from the lists, or from the last good snapshot.
+/// How the server started.
 #[derive(Debug)]
 pub enum StartSource {
+    /// No last good snapshot: the lists were loaded now.
     Lists(ReloadReport),
-    LastGood { version: u64, why: String },
+    /// The last good snapshot, and the list files are as when it was saved.
+    LastGoodCurrent { version: u64 },
+    /// The last good snapshot; the list files changed since (or are gone):
+    /// run [`Reloader::catch_up`].
+    LastGoodStale { version: u64 },
 }
 
 fn now_unix() -> u64 {
@@ -181,50 +188,71 @@ fn total_rules(c: &Counts) -> usize {
 }
 
 impl Reloader {
-    /// Load at start. Lists that fail to load or fail the guards against the
-    /// persisted last good snapshot leave that snapshot in force, loudly.
+    /// Load at start. With a last good snapshot in `state_dir` it is put
+    /// in force at once (memory-mapped, nothing parsed): if the list files
+    /// are unchanged since it was saved that is all
+    /// ([`StartSource::LastGoodCurrent`]); if they changed, the caller
+    /// should run [`Reloader::catch_up`] in the background
+    /// ([`StartSource::LastGoodStale`]), which applies them through the
+    /// usual guards or, if they are unusable, logs loudly that the last good
+    /// version keeps serving. Without a last good snapshot the lists are
+    /// loaded now and must load.
     pub fn start(settings: ReloadSettings) -> Result<(Arc<Reloader>, StartSource), ReloadError> {
         let last_good = settings
             .state_dir
             .as_deref()
-            .and_then(|d| open_last_good(d).ok());
-        let base_version = last_good.as_ref().map_or(0, |(s, _)| s.version());
-        let placeholder = match &last_good {
-            Some((s, _)) => s.bytes().to_vec(),
-            None => super::compile(&[])
-                .map_err(|e| ReloadError::NothingToServe(e.to_string()))?
-                .bytes()
-                .to_vec(),
-        };
-        let initial = Snapshot::from_blob(placeholder, "last good snapshot")
-            .map_err(|e| ReloadError::NothingToServe(e.to_string()))?;
-        let reloader = Arc::new(Reloader {
+            .and_then(|d| match open_last_good(d) {
+                Ok(found) => Some(found),
+                Err(SnapshotError::Io { source, .. })
+                    if source.kind() == std::io::ErrorKind::NotFound =>
+                {
+                    None
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "last good snapshot unusable; loading the lists");
+                    None
+                }
+            });
+        if let Some((snap, manifest)) = last_good {
+            let version = snap.version();
+            let current = manifest_matches(&manifest, &settings);
+            let reloader = Reloader::with_snapshot(settings, snap);
+            let source = if current {
+                StartSource::LastGoodCurrent { version }
+            } else {
+                StartSource::LastGoodStale { version }
+            };
+            return Ok((reloader, source));
+        }
+        let empty = super::compile(&[]).map_err(|e| ReloadError::NothingToServe(e.to_string()))?;
+        let reloader = Reloader::with_snapshot(settings, empty);
+        match reloader.reload_inner(false, false, 0) {
+            Ok(report) => Ok((reloader, StartSource::Lists(report))),
+            Err(e) => Err(ReloadError::NothingToServe(e.to_string())),
+        }
+    }
+
+    fn with_snapshot(settings: ReloadSettings, snap: Snapshot) -> Arc<Reloader> {
+        Arc::new(Reloader {
             settings,
-            current: Arc::new(ArcSwap::from_pointee(initial)),
+            current: Arc::new(ArcSwap::from_pointee(snap)),
             busy: Mutex::new(()),
             stats: ReloadStats::default(),
-        });
-        let guard_against_last_good = last_good.is_some();
-        match reloader.reload_inner(false, guard_against_last_good, base_version) {
-            Ok(report) => Ok((reloader, StartSource::Lists(report))),
-            Err(e) => match last_good {
-                Some((snap, _)) => {
-                    tracing::error!(
-                        error = %e,
-                        version = snap.version(),
-                        "list files unusable at start; SERVING THE LAST GOOD SNAPSHOT"
-                    );
-                    Ok((
-                        reloader,
-                        StartSource::LastGood {
-                            version: snap.version(),
-                            why: e.to_string(),
-                        },
-                    ))
-                }
-                None => Err(ReloadError::NothingToServe(e.to_string())),
-            },
+        })
+    }
+
+    /// After a [`StartSource::LastGoodStale`] start: apply the changed lists,
+    /// or say loudly that the last good version keeps serving.
+    pub fn catch_up(&self) -> Result<ReloadReport, ReloadError> {
+        let result = self.reload(false);
+        if let Err(e) = &result {
+            tracing::error!(
+                error = %e,
+                version = self.current().version(),
+                "list files unusable at start; SERVING THE LAST GOOD SNAPSHOT"
+            );
         }
+        result
     }
 
     /// The shared handle queries read from.
@@ -336,7 +364,7 @@ impl Reloader {
         }
         let changes = diff(&old, &loaded.snapshot);
         if let Some(dir) = &s.state_dir {
-            persist(dir, &loaded.snapshot, &s.paths, new_counts)
+            save_last_good(dir, &loaded.snapshot, &s.paths, &*s.options, new_counts)
                 .map_err(|e| ReloadError::Persist(e.to_string()))?;
         }
         let rules = loaded.snapshot.rule_count();
@@ -456,18 +484,47 @@ fn wait_until_settled(paths: &[PathBuf], settle: Duration) -> Result<(), ReloadE
 const SNAPSHOT_FILE: &str = "last-good.snapshot";
 const MANIFEST_FILE: &str = "last-good.json";
 
-fn persist(dir: &Path, snap: &Snapshot, paths: &[PathBuf], counts: Counts) -> std::io::Result<()> {
+/// Fingerprint of one list file as the manifest records it.
+fn manifest_file(path: &Path, options: &ListOptions) -> std::io::Result<ManifestFile> {
+    let bytes = fs::read(path)?;
+    Ok(ManifestFile {
+        sha256: hex::encode(Sha256::digest(&bytes)),
+        bytes: bytes.len() as u64,
+        options: format!("{options:?}"),
+        path: path.to_path_buf(),
+    })
+}
+
+/// Are the list files (names, contents and options) the ones `manifest`
+/// describes?
+fn manifest_matches(manifest: &Manifest, settings: &ReloadSettings) -> bool {
+    let Ok(files) = parse::list_files(&settings.paths) else {
+        return false;
+    };
+    files.len() == manifest.files.len()
+        && files.iter().zip(&manifest.files).all(|(path, want)| {
+            // Cheap size check first: most changes change the size.
+            fs::metadata(path).is_ok_and(|m| m.len() == want.bytes)
+                && manifest_file(path, &(settings.options)(path)).is_ok_and(|got| got == *want)
+        })
+}
+
+/// Save `snap` as the last good snapshot in `dir`, with a manifest of the
+/// list files it was compiled from (written last, so a crash in between
+/// leaves a manifest that does not match and the lists are re-read).
+pub fn save_last_good(
+    dir: &Path,
+    snap: &Snapshot,
+    paths: &[PathBuf],
+    options: &(dyn Fn(&Path) -> ListOptions + Send + Sync),
+    counts: Counts,
+) -> std::io::Result<()> {
     fs::create_dir_all(dir)?;
     snap.save(&dir.join(SNAPSHOT_FILE))
         .map_err(|e| std::io::Error::other(e.to_string()))?;
     let mut files = Vec::new();
     for p in parse::list_files(paths).map_err(|e| std::io::Error::other(e.to_string()))? {
-        let bytes = fs::read(&p)?;
-        files.push(ManifestFile {
-            sha256: hex::encode(Sha256::digest(&bytes)),
-            bytes: bytes.len() as u64,
-            path: p,
-        });
+        files.push(manifest_file(&p, &options(&p))?);
     }
     let manifest = Manifest {
         version: snap.version(),
@@ -584,20 +641,41 @@ mod tests {
         assert_eq!(manifest.files.len(), 1);
         assert_eq!(manifest.files[0].sha256.len(), 64);
 
-        // The list is truncated while the server is down: start on the last good version.
-        write(&list, &names(3, "a"));
+        // Unchanged lists: the saved snapshot is used as is, nothing parsed.
         let (r, src) = Reloader::start(settings(dir.path())).expect("start");
         assert!(
-            matches!(src, StartSource::LastGood { version: 2, .. }),
+            matches!(src, StartSource::LastGoodCurrent { version: 2 }),
             "{src:?}"
         );
         assert!(blocked(&r, "a55.example"));
+        drop(r);
+
+        // The list is truncated while the server is down: start on the last
+        // good version at once; catching up is refused by the guard.
+        write(&list, &names(3, "a"));
+        let (r, src) = Reloader::start(settings(dir.path())).expect("start");
+        assert!(
+            matches!(src, StartSource::LastGoodStale { version: 2 }),
+            "{src:?}"
+        );
+        assert!(blocked(&r, "a55.example"));
+        assert_eq!(r.catch_up().expect_err("shrink").reason(), "shrink");
+        assert!(blocked(&r, "a55.example"));
+        drop(r);
 
         // Lists gone entirely: still the last good version.
         fs::remove_file(&list).expect("rm");
         let (r, src) = Reloader::start(settings(dir.path())).expect("start");
-        assert!(matches!(src, StartSource::LastGood { .. }));
+        assert!(matches!(src, StartSource::LastGoodStale { .. }));
+        assert!(r.catch_up().is_err());
         assert!(blocked(&r, "a55.example"));
+        drop(r);
+
+        // A grown list (passes the guards) is applied by catch_up.
+        write(&list, &names(70, "a"));
+        let (r, _) = Reloader::start(settings(dir.path())).expect("start");
+        assert_eq!(r.catch_up().expect("catch up").version, 3);
+        assert!(blocked(&r, "a65.example"));
 
         // No last good snapshot and no lists: an error, not an empty resolver.
         let empty = tempfile::tempdir().expect("tempdir");

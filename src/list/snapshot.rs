@@ -178,6 +178,7 @@ pub struct Snapshot {
     version: u64,
     created: u64,
     counts: Counts,
+    per_list: std::sync::OnceLock<Vec<(String, u64)>>,
 }
 
 impl fmt::Debug for Snapshot {
@@ -290,6 +291,7 @@ impl Snapshot {
             version,
             created,
             counts,
+            per_list: std::sync::OnceLock::new(),
         };
         if (snap.fst_rules as usize) > snap.rule_count() {
             return Err(corrupt("fst refers to more rules than the table holds"));
@@ -388,6 +390,27 @@ impl Snapshot {
     /// Number of rules with a row in the table (name and keyword rules).
     pub fn rule_count(&self) -> usize {
         self.sections[SEC_RULES].1 / RULE_LEN
+    }
+
+    /// Rules (name and keyword) per list name, computed once per snapshot.
+    pub fn rules_per_list(&self) -> Vec<(String, u64)> {
+        self.per_list
+            .get_or_init(|| {
+                let files = self.section(SEC_FILES).len() / 8;
+                let mut per_file = vec![0u64; files];
+                for row in self.section(SEC_RULES).chunks_exact(RULE_LEN) {
+                    if let Some(n) = per_file.get_mut(le_u16(row, 4) as usize) {
+                        *n += 1;
+                    }
+                }
+                let mut by_list: std::collections::BTreeMap<String, u64> = Default::default();
+                for (file, n) in per_file.into_iter().enumerate() {
+                    let name = self.string(self.file_entry(file as u16).0).unwrap_or("");
+                    *by_list.entry(name.to_string()).or_default() += n;
+                }
+                by_list.into_iter().collect()
+            })
+            .clone()
     }
 
     /// Number of distinct name keys in the fst.

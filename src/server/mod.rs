@@ -29,7 +29,9 @@ use crate::audit::{AuditLog, HitRecord, Transport};
 use crate::cache::{self, Cache};
 use crate::config::{Config, ListsConfig, PolicyConfig};
 use crate::forward::{Forwarder, UpstreamQuery};
+use crate::list::reload::{ReloadSettings, Reloader, StartSource};
 use crate::list::{RuleId, Snapshot};
+use crate::metrics::{self, BlockAction, Metrics};
 use crate::policy::{self, BlockKind, Decision, Query};
 use crate::sinkhole;
 use crate::wire::{self, Request, RequestError};
@@ -46,6 +48,8 @@ pub enum ServeError {
     Lists(String),
     #[error("cannot open the audit log: {0}")]
     Audit(String),
+    #[error("{0}")]
+    Metrics(String),
     #[error("{0}")]
     Io(#[from] io::Error),
 }
@@ -96,6 +100,8 @@ pub struct Shared {
     pub cache: Cache,
     pub forwarder: Forwarder,
     pub counters: Counters,
+    /// Prometheus metrics (labelled counters; cheap atomics on the hot path).
+    pub metrics: Arc<Metrics>,
     /// Every block is recorded here (the hit log).
     pub audit: Option<AuditLog>,
     /// Questions on their way upstream, with the clients waiting for them.
@@ -143,14 +149,16 @@ impl Shared {
         config: &Config,
         snapshot: Arc<ArcSwap<Snapshot>>,
         audit: Option<AuditLog>,
+        metrics: Arc<Metrics>,
     ) -> Shared {
         Shared {
             policy: config.policy.clone(),
             acl: Acl::new(&config.acl),
             snapshot,
             cache: Cache::new(&config.cache),
-            forwarder: Forwarder::new(&config.upstream),
+            forwarder: Forwarder::new(&config.upstream, metrics.clone()),
             counters: Counters::default(),
+            metrics,
             audit,
             waiting: Mutex::new(HashMap::new()),
             inflight: Arc::new(Inflight {
@@ -164,6 +172,7 @@ impl Shared {
     fn count_reply(&self, out: &[u8]) {
         if out.len() >= 4 {
             Counters::inc(&self.counters.rcodes[(out[3] & 0x0f) as usize]);
+            self.metrics.response(u16::from(out[3] & 0x0f));
         }
     }
 
@@ -194,6 +203,14 @@ impl Shared {
                 return Outcome::Reply;
             }
         };
+        self.metrics.query(
+            if udp {
+                metrics::Transport::Udp
+            } else {
+                metrics::Transport::Tcp
+            },
+            req.qtype,
+        );
         if !self.acl.allows(client.ip()) {
             Counters::inc(&self.counters.acl_refused);
             sinkhole::refused_prohibited(out, &req);
@@ -202,6 +219,7 @@ impl Shared {
         }
         if req.edns.is_some_and(|e| e.version != 0) {
             sinkhole::badvers_answer(out, &req);
+            self.metrics.response(16);
             return Outcome::Reply;
         }
         let limit = if udp {
@@ -229,6 +247,7 @@ impl Shared {
                 .get_into(&key[..klen], out, req.id, req.qname_wire(), Instant::now())
         {
             Counters::inc(&self.counters.cache_hits);
+            self.metrics.cache_hit();
             // The snapshot may have changed since the answer was cached.
             if hit.has_cname
                 && let Some((rule, kind, via)) = cname_block(snap, out, req.qtype)
@@ -245,6 +264,7 @@ impl Shared {
             return Outcome::Reply;
         }
         Counters::inc(&self.counters.cache_misses);
+        self.metrics.cache_miss();
         Outcome::Forward(Pending {
             packet: packet.to_vec(),
             client,
@@ -270,6 +290,10 @@ impl Shared {
             Counters::inc(&self.counters.blocked_cname);
         }
         let view = snap.rule(rule);
+        self.metrics.blocked(
+            view.list(),
+            BlockAction::from_kind(kind, self.policy.action),
+        );
         self.record_hit(snap, req, client, udp, &view, kind, via_cname);
         if sinkhole::block_answer(
             out,
@@ -439,6 +463,7 @@ impl Shared {
                     Counters::inc(&self.counters.coalesced);
                 } else {
                     Counters::inc(&self.counters.shed);
+                    self.metrics.shed();
                 }
                 return;
             }
@@ -481,10 +506,12 @@ impl Shared {
             && self.inflight.cancel_oldest()
         {
             Counters::inc(&self.counters.shed);
+            self.metrics.shed();
         }
         let guard = InflightGuard(self.inflight.clone());
+        let gauge = self.metrics.inflight();
         let handle = rt.spawn(async move {
-            let _guard = guard;
+            let _guard = (guard, gauge);
             fut.await
         });
         self.inflight.track(handle.abort_handle());
@@ -695,8 +722,9 @@ pub fn start(
     config: &Config,
     snapshot: Arc<ArcSwap<Snapshot>>,
     audit: Option<AuditLog>,
+    metrics: Arc<Metrics>,
 ) -> Result<ServerHandle, ServeError> {
-    let shared = Arc::new(Shared::new(config, snapshot.clone(), audit));
+    let shared = Arc::new(Shared::new(config, snapshot.clone(), audit, metrics));
     let rt = tokio::runtime::Handle::current();
     let stop_flag = Arc::new(AtomicBool::new(false));
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -774,34 +802,190 @@ pub fn release_freed_memory() {
     }
 }
 
-/// Load the lists, serve until SIGTERM/ctrl-c, then stop gracefully.
+/// The reload settings `[lists]` describes.
+pub fn reload_settings(cfg: &ListsConfig) -> ReloadSettings {
+    let options_cfg = cfg.clone();
+    ReloadSettings {
+        paths: cfg.all_paths(),
+        options: Arc::new(move |p: &std::path::Path| options_cfg.options_for(p)),
+        max_skipped_ratio: cfg.max_skipped_ratio,
+        max_shrink_ratio: cfg.max_shrink_ratio,
+        state_dir: cfg.state_dir.clone(),
+        debounce: cfg.debounce,
+        ..ReloadSettings::default()
+    }
+}
+
+/// Load the lists (or the last good snapshot), serve until SIGTERM/ctrl-c,
+/// then stop gracefully. Lists are reloaded when a file changes, on SIGHUP
+/// and on `sinkhole reload`.
 pub async fn serve(config: Config) -> Result<(), ServeError> {
     let t0 = Instant::now();
-    let lists = config.lists.clone();
-    let (snap, skipped) = tokio::task::spawn_blocking(move || load_lists(&lists))
+    let settings = reload_settings(&config.lists);
+    let (reloader, source) = tokio::task::spawn_blocking(move || Reloader::start(settings))
         .await
-        .map_err(|e| ServeError::Lists(e.to_string()))??;
-    for s in skipped.iter().take(20) {
-        tracing::warn!("skipped {s}");
-    }
-    if skipped.len() > 20 {
-        tracing::warn!("... and {} more skipped lines", skipped.len() - 20);
+        .map_err(|e| ServeError::Lists(e.to_string()))?
+        .map_err(|e| ServeError::Lists(e.to_string()))?;
+    let snap = reloader.current();
+    match &source {
+        StartSource::Lists(report) => {
+            for s in report.skipped.iter().take(20) {
+                tracing::warn!("skipped {s}");
+            }
+            if report.skipped.len() > 20 {
+                tracing::warn!("... and {} more skipped lines", report.skipped.len() - 20);
+            }
+        }
+        StartSource::LastGoodCurrent { version } => {
+            tracing::info!(version, "list files unchanged: using the saved snapshot");
+        }
+        StartSource::LastGoodStale { version } => {
+            tracing::warn!(
+                version,
+                "list files changed since the saved snapshot: serving it while the new lists load"
+            );
+        }
     }
     tracing::info!(
+        version = snap.version(),
         rules = snap.rule_count(),
-        skipped = skipped.len(),
         ms = t0.elapsed().as_millis() as u64,
         "lists loaded"
     );
     release_freed_memory();
-    run(config, Arc::new(ArcSwap::from_pointee(snap))).await
+
+    let metrics = Arc::new(Metrics::new(&config.upstream.servers));
+    let readiness = metrics::Readiness::new(metrics.clone(), std::time::Duration::from_secs(60));
+    let metrics_server = match config.metrics_listen {
+        Some(addr) => Some(
+            metrics::MetricsServer::bind(addr)
+                .await
+                .map_err(|e| ServeError::Metrics(e.to_string()))?,
+        ),
+        None => None,
+    };
+    let audit = AuditLog::open(&config.audit).map_err(|e| ServeError::Audit(e.to_string()))?;
+    let handle = start(&config, reloader.handle(), Some(audit), metrics.clone())?;
+    register_scrape_hooks(&metrics, &handle.shared, &reloader);
+    readiness.set_snapshot_loaded(true);
+    readiness.set_listeners_bound(true);
+    let mut background = Vec::new();
+    if let Some(server) = metrics_server {
+        let (m, ready) = (metrics.clone(), readiness.check());
+        background.push(tokio::spawn(async move {
+            if let Err(e) = server.run(m, ready).await {
+                tracing::error!(error = %e, "metrics listener stopped");
+            }
+        }));
+    }
+    if let StartSource::LastGoodStale { .. } = source {
+        let r = reloader.clone();
+        background.push(tokio::spawn(async move {
+            let _ = tokio::task::spawn_blocking(move || r.catch_up()).await;
+        }));
+    }
+    let _watcher = if config.lists.watch {
+        match reloader.watch() {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot watch the list paths; reload with SIGHUP or `sinkhole reload`");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    background.push(tokio::spawn(reload_on_sighup(reloader.clone())));
+    if let Some(path) = config.server.control_socket.clone() {
+        let r = reloader.clone();
+        background.push(tokio::spawn(async move {
+            if let Err(e) = crate::control::serve(path, r).await {
+                tracing::error!(error = %e, "control socket unavailable; `sinkhole reload` will not work");
+            }
+        }));
+    }
+    crate::sdnotify::ready(&status_line(&reloader.current()));
+    let _watchdog = crate::sdnotify::spawn_watchdog();
+    wait_for_signal().await;
+    tracing::info!("stopping");
+    crate::sdnotify::stopping();
+    for task in background {
+        task.abort();
+    }
+    handle.shutdown().await;
+    if let Some(path) = &config.server.control_socket {
+        let _ = std::fs::remove_file(path);
+    }
+    Ok(())
+}
+
+/// The systemd STATUS= line.
+fn status_line(snap: &Snapshot) -> String {
+    let c = snap.counts();
+    format!(
+        "serving lists version {}: {} rules ({} names, {} wildcards, {} allows, {} keywords)",
+        snap.version(),
+        snap.rule_count(),
+        c.names,
+        c.wildcards,
+        c.allows,
+        c.keywords
+    )
+}
+
+/// SIGHUP re-reads the lists (the unit's `ExecReload`).
+async fn reload_on_sighup(reloader: Arc<Reloader>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hup = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot handle SIGHUP");
+            return;
+        }
+    };
+    while hup.recv().await.is_some() {
+        tracing::info!("SIGHUP: reloading lists");
+        crate::sdnotify::reloading();
+        let r = reloader.clone();
+        let _ = tokio::task::spawn_blocking(move || r.reload(false)).await;
+        crate::sdnotify::ready(&status_line(&reloader.current()));
+    }
+}
+
+/// Figures read when Prometheus scrapes.
+fn register_scrape_hooks(metrics: &Arc<Metrics>, shared: &Arc<Shared>, reloader: &Arc<Reloader>) {
+    let (sh, r) = (shared.clone(), reloader.clone());
+    let registered = std::sync::Mutex::new(0u64);
+    let m = Arc::downgrade(metrics);
+    metrics.on_scrape(move |s| {
+        let snap = r.current();
+        s.snapshot(&snap);
+        s.reload_stats(&r.stats);
+        s.cache_entries = Some(sh.cache.len() as u64);
+        if let Some(a) = &sh.audit {
+            s.audit_stats(&a.stats());
+        }
+        s.list_entries = snap.rules_per_list();
+        // New lists get their zero `blocked` series once per version.
+        let mut seen = registered
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if *seen != snap.version()
+            && let Some(m) = m.upgrade()
+        {
+            m.register_lists(s.list_entries.iter().map(|(l, _)| l.as_str()));
+            *seen = snap.version();
+        }
+    });
 }
 
 /// Serve `snapshot` (whoever owns it may `store()` a new one at any time)
-/// with the hit log from `config`, until SIGTERM/ctrl-c.
+/// with the hit log from `config`, until SIGTERM/ctrl-c. No list watching,
+/// metrics or control socket: for embedding and tests.
 pub async fn run(config: Config, snapshot: Arc<ArcSwap<Snapshot>>) -> Result<(), ServeError> {
     let audit = AuditLog::open(&config.audit).map_err(|e| ServeError::Audit(e.to_string()))?;
-    let handle = start(&config, snapshot, Some(audit))?;
+    let metrics = Arc::new(Metrics::new(&config.upstream.servers));
+    let handle = start(&config, snapshot, Some(audit), metrics)?;
     wait_for_signal().await;
     tracing::info!("stopping");
     handle.shutdown().await;

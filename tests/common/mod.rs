@@ -51,11 +51,16 @@ impl Drop for Upstream {
 
 impl Upstream {
     pub fn start() -> Upstream {
-        let port = free_port();
-        let addr: SocketAddr = (Ipv4Addr::LOCALHOST, port).into();
-        let udp = UdpSocket::bind(addr).expect("bind upstream udp");
+        // Bind directly (no free_port race with other tests' random ports).
+        let (udp, tcp, addr) = (0..100)
+            .find_map(|_| {
+                let udp = UdpSocket::bind("127.0.0.1:0").ok()?;
+                let addr = udp.local_addr().ok()?;
+                let tcp = TcpListener::bind(addr).ok()?;
+                Some((udp, tcp, addr))
+            })
+            .expect("bind upstream udp+tcp");
         udp.set_read_timeout(Some(Duration::from_millis(100))).ok();
-        let tcp = TcpListener::bind(addr).expect("bind upstream tcp");
         tcp.set_nonblocking(true).ok();
         let seen = Arc::new(Mutex::new(HashMap::new()));
         let stop = Arc::new(AtomicBool::new(false));
@@ -285,42 +290,60 @@ impl Server {
         extra: &str,
         server_extra: &str,
     ) -> Server {
-        let dir = tempfile::tempdir().expect("tempdir");
+        let mut dir = tempfile::tempdir().expect("tempdir");
         let list_dir = dir.path().join("lists");
         std::fs::create_dir(&list_dir).expect("mkdir");
         for (name, content) in lists {
             std::fs::write(list_dir.join(name), content).expect("write list");
         }
         let extra = extra.replace("{lists}", &list_dir.display().to_string());
-        let port = free_port();
-        let addr: SocketAddr = (Ipv4Addr::LOCALHOST, port).into();
-        let ups: Vec<String> = upstream.iter().map(|a| format!("\"{a}\"")).collect();
-        let config = format!(
-            "[server]\nlisten = [\"{addr}\"]\nworkers = 2\n{server_extra}\n[upstream]\nservers = [{}]\ntimeout_ms = 800\n[lists]\npaths = [\"{}\"]\n{extra}\n",
-            ups.join(", "),
-            list_dir.display()
-        );
-        let cfg_path: PathBuf = dir.path().join("sinkhole.toml");
-        std::fs::write(&cfg_path, config).expect("write config");
-        let log = std::fs::File::create(dir.path().join("sinkhole.log")).expect("log");
-        let child = Command::new(env!("CARGO_BIN_EXE_sinkhole"))
-            .arg("serve")
-            .arg("--config")
-            .arg(&cfg_path)
-            .env("RUST_LOG", "sinkhole=debug")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .spawn()
-            .expect("spawn sinkhole");
-        let s = Server { addr, dir, child };
-        s.wait_ready();
-        s
+        // The port was free a moment ago; another test may take it before
+        // sinkhole binds it. Then sinkhole exits at once: try another.
+        for _ in 0..5 {
+            let port = free_port();
+            let addr: SocketAddr = (Ipv4Addr::LOCALHOST, port).into();
+            let ups: Vec<String> = upstream.iter().map(|a| format!("\"{a}\"")).collect();
+            let config = format!(
+                "[server]\nlisten = [\"{addr}\"]\nworkers = 2\n{server_extra}\n[upstream]\nservers = [{}]\ntimeout_ms = 800\n[lists]\npaths = [\"{}\"]\n{extra}\n",
+                ups.join(", "),
+                list_dir.display()
+            );
+            let cfg_path: PathBuf = dir.path().join("sinkhole.toml");
+            std::fs::write(&cfg_path, config).expect("write config");
+            let log = std::fs::File::create(dir.path().join("sinkhole.log")).expect("log");
+            let child = Command::new(env!("CARGO_BIN_EXE_sinkhole"))
+                .arg("serve")
+                .arg("--config")
+                .arg(&cfg_path)
+                .env("RUST_LOG", "sinkhole=debug")
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().expect("log"))
+                .stderr(log)
+                .spawn()
+                .expect("spawn sinkhole");
+            let mut s = Server { addr, dir, child };
+            if s.wait_ready() {
+                return s;
+            }
+            let log = s.log();
+            if !log.contains("cannot listen") {
+                panic!("sinkhole did not start; log:\n{log}");
+            }
+            // Take the directory back for the next attempt.
+            let _ = s.child.kill();
+            let _ = s.child.wait();
+            dir = std::mem::replace(&mut s.dir, tempfile::tempdir().expect("tempdir"));
+        }
+        panic!("sinkhole could not bind a free port in 5 attempts");
     }
 
-    fn wait_ready(&self) {
+    /// Wait until it answers; false if it exited first.
+    fn wait_ready(&mut self) -> bool {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return false;
+            }
             // A root NS query: answered one way or another once it serves.
             if try_query_udp(
                 self.addr,
@@ -329,11 +352,35 @@ impl Server {
             )
             .is_some()
             {
-                return;
+                return true;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
         panic!("sinkhole did not start; log:\n{}", self.log());
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn list_dir(&self) -> PathBuf {
+        self.dir.path().join("lists")
+    }
+
+    /// Stop with SIGTERM and wait (up to 10 s) for the exit status.
+    pub fn stop(mut self) -> Option<std::process::ExitStatus> {
+        // SAFETY: kill(2) on our own child's pid has no memory effects.
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return Some(st);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
     }
 
     pub fn log(&self) -> String {
