@@ -103,6 +103,11 @@ enum Command {
         /// Version number stored in the snapshot.
         #[arg(long, default_value_t = 1)]
         version: u64,
+        /// Also save it as the last good snapshot (with a manifest of the
+        /// list files) in this directory, so `serve` with the same lists and
+        /// `[lists] state_dir` starts from it without parsing anything.
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
     },
 }
 
@@ -256,12 +261,23 @@ fn run(cli: Cli) -> Result<u8> {
             lists,
             output,
             version,
+            state_dir,
         } => {
             let loaded = list::load(&lists, &ListOptions::default(), version, false)?;
             for msg in &loaded.skipped {
                 eprintln!("{msg}");
             }
             loaded.snapshot.save(&output)?;
+            if let Some(dir) = &state_dir {
+                list::reload::save_last_good(
+                    dir,
+                    &loaded.snapshot,
+                    &lists,
+                    &|_| ListOptions::default(),
+                    loaded.counts(),
+                )
+                .with_context(|| format!("saving the last good snapshot in {}", dir.display()))?;
+            }
             let c = loaded.counts();
             writeln!(
                 out,

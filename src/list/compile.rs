@@ -7,8 +7,8 @@ use thiserror::Error;
 
 use super::bloom;
 use super::snapshot::{
-    FLAG_META, FORMAT, HEADER_LEN, MAGIC, META_LEN, MatchAction, NO_STRING, RULE_LEN, SCOPE_EXACT,
-    SCOPE_KEYWORD, SCOPE_SUBDOMAINS, SCOPE_SUBTREE, SECTIONS, Snapshot,
+    FORMAT, HEADER_LEN, MAGIC, MAX_LINE, META_LEN, MatchAction, NO_STRING, RULE_LEN, SCOPE_EXACT,
+    SCOPE_SUBDOMAINS, SCOPE_SUBTREE, SECTIONS, Snapshot, row_word,
 };
 use super::{Counts, ParsedList, RuleAction, RuleMeta, Scope, Target};
 
@@ -20,6 +20,8 @@ pub enum CompileError {
     TooManyFiles(usize),
     #[error("too many rules ({0}); at most 4294967294")]
     TooManyRules(usize),
+    #[error("{file}: line {line} is beyond the last line a snapshot can name ({MAX_LINE})")]
+    LineTooLarge { file: String, line: u32 },
     #[error("string too long for the snapshot ({0} bytes) at {1}")]
     StringTooLong(usize, String),
     #[error("building the name index: {0}")]
@@ -121,6 +123,12 @@ pub fn compile_versioned(lists: &[ParsedList], version: u64) -> Result<Snapshot,
                 .intern(&list.path.display().to_string())?
                 .to_le_bytes(),
         );
+        if let Some(r) = list.rules.iter().find(|r| r.line > MAX_LINE) {
+            return Err(CompileError::LineTooLarge {
+                file: list.path.display().to_string(),
+                line: r.line,
+            });
+        }
         for rule in &list.rules {
             let extra = meta_row(&mut strings, &rule.meta, &rule.action)?.map(|row| {
                 extras.push(row);
@@ -177,9 +185,8 @@ pub fn compile_versioned(lists: &[ParsedList], version: u64) -> Result<Snapshot,
     let mut meta = Vec::new();
     for (ord, p) in pending.iter().enumerate() {
         builder.insert(key(p), ord as u64)?;
-        let scope = arena[(p.key_start + p.key_len as u32 - 1) as usize];
         push_rule(
-            &mut rules, &mut meta, &extras, ord as u32, p.line, p.file, p.action, scope, p.extra,
+            &mut rules, &mut meta, &extras, ord as u32, p.line, p.file, p.action, p.extra,
         );
     }
     let fst_bytes = builder.into_inner()?;
@@ -203,15 +210,7 @@ pub fn compile_versioned(lists: &[ParsedList], version: u64) -> Result<Snapshot,
     for (i, (kw, file, line, action, extra)) in keywords.iter().enumerate() {
         let id = (pending.len() + i) as u32;
         push_rule(
-            &mut rules,
-            &mut meta,
-            &extras,
-            id,
-            *line,
-            *file,
-            *action,
-            SCOPE_KEYWORD,
-            *extra,
+            &mut rules, &mut meta, &extras, id, *line, *file, *action, *extra,
         );
         extra_sec.extend_from_slice(&id.to_le_bytes());
         extra_sec.extend_from_slice(&strings.intern(kw)?.to_le_bytes());
@@ -303,20 +302,16 @@ fn push_rule(
     line: u32,
     file: u16,
     action: u8,
-    scope: u8,
     extra: Option<u32>,
 ) {
-    let mut flags = scope;
     if let Some(e) = extra {
-        flags |= FLAG_META;
         meta.extend_from_slice(&id.to_le_bytes());
         for s in extras[e as usize].0 {
             meta.extend_from_slice(&s.to_le_bytes());
         }
     }
     debug_assert_eq!(meta.len() % META_LEN, 0);
-    rules.extend_from_slice(&line.to_le_bytes());
+    rules.extend_from_slice(&row_word(line, action, extra.is_some()).to_le_bytes());
     rules.extend_from_slice(&file.to_le_bytes());
-    rules.push(action);
-    rules.push(flags);
+    debug_assert_eq!(rules.len() % RULE_LEN, 0);
 }

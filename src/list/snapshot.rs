@@ -11,7 +11,7 @@
 //!   list version u64 | created (unix s) u64 | 8 × u64 counts | 6 × (offset u64, len u64) sections
 //! sections
 //!   fst      reversed-label keys + scope byte → rule ordinal
-//!   rules    8 bytes per rule: line u32 | file u16 | action u8 | flags u8
+//!   rules    6 bytes per rule: u32 (line: 28 bits | action: 3 bits | has-meta: 1 bit) | file u16
 //!   meta     24 bytes per rule with metadata, sorted by rule:
 //!            rule u32 | decision | authority | date | category | addresses (string offsets, u32::MAX = none)
 //!   strings  u16 length + bytes, addressed by offset
@@ -42,20 +42,28 @@ use super::bloom;
 use super::{Counts, RuleAction, RuleMeta, Scope};
 
 pub(crate) const MAGIC: &[u8; 8] = b"SNKHOLE\x01";
-pub(crate) const FORMAT: u32 = 2;
+pub(crate) const FORMAT: u32 = 3;
 pub(crate) const SECTIONS: usize = 7;
 pub(crate) const HEADER_LEN: usize = 8 + 4 + 4 + 8 + 8 + 8 * 8 + SECTIONS * 16;
-pub(crate) const RULE_LEN: usize = 8;
+pub(crate) const RULE_LEN: usize = 6;
 pub(crate) const META_LEN: usize = 24;
 pub(crate) const NO_STRING: u32 = u32::MAX;
 
 pub(crate) const SCOPE_EXACT: u8 = 1;
 pub(crate) const SCOPE_SUBTREE: u8 = 2;
 pub(crate) const SCOPE_SUBDOMAINS: u8 = 3;
-/// Flag bit: the rule has a row in the meta table.
-pub(crate) const FLAG_META: u8 = 0x80;
-/// Flag value for keyword rules (low bits), which live outside the fst.
-pub(crate) const SCOPE_KEYWORD: u8 = 4;
+/// Largest line number a rule row holds (28 bits).
+pub(crate) const MAX_LINE: u32 = (1 << 28) - 1;
+const ACTION_SHIFT: u32 = 28;
+/// Bit of the row word: the rule has a row in the meta table.
+pub(crate) const META_BIT: u32 = 1 << 31;
+
+/// The row word of a rule.
+pub(crate) fn row_word(line: u32, action: u8, has_meta: bool) -> u32 {
+    (line & MAX_LINE)
+        | (u32::from(action & 7) << ACTION_SHIFT)
+        | if has_meta { META_BIT } else { 0 }
+}
 
 pub(crate) const SEC_FST: usize = 0;
 pub(crate) const SEC_RULES: usize = 1;
@@ -329,7 +337,7 @@ impl Snapshot {
         let files = snap.section(SEC_FILES).len() / 8;
         let rules = snap.section(SEC_RULES);
         for row in rules.chunks_exact(RULE_LEN) {
-            if le_u16(row, 4) as usize >= files {
+            if le_u16(row, 4) as usize >= files || (le_u32(row, 0) >> ACTION_SHIFT) & 7 > 6 {
                 return Err(corrupt("rule refers to an unknown file"));
             }
         }
@@ -571,7 +579,7 @@ impl Snapshot {
     }
 
     fn action_code(&self, rule: u32) -> u8 {
-        self.row(rule)[6]
+        ((le_u32(self.row(rule), 0) >> ACTION_SHIFT) & 7) as u8
     }
 
     /// Provenance of a rule.
@@ -584,7 +592,7 @@ impl Snapshot {
 
     /// The meta row of a rule, if it has one (binary search by rule id).
     fn meta_row(&self, rule: u32) -> Option<&[u8]> {
-        if self.row(rule)[7] & FLAG_META == 0 {
+        if le_u32(self.row(rule), 0) & META_BIT == 0 {
             return None;
         }
         let meta = self.section(SEC_META);
@@ -721,7 +729,7 @@ impl<'s> RuleView<'s> {
     }
     /// 1-based line in the source file.
     pub fn line(&self) -> u32 {
-        le_u32(self.row(), 0)
+        le_u32(self.row(), 0) & MAX_LINE
     }
     /// The list's name.
     pub fn list(&self) -> &'s str {
@@ -732,16 +740,19 @@ impl<'s> RuleView<'s> {
     pub fn file(&self) -> &'s str {
         self.snap.file_path(le_u16(self.row(), 4))
     }
+    /// Keyword rules are numbered after every name rule.
     pub fn is_keyword(&self) -> bool {
-        self.row()[7] & 0x7f == SCOPE_KEYWORD
+        self.id.0 >= self.snap.fst_rules
     }
+    /// The scope of a name rule (read back from its key; not for hot paths).
     pub fn scope(&self) -> Option<Scope> {
-        match self.row()[7] & 0x7f {
-            SCOPE_EXACT => Some(Scope::Exact),
-            SCOPE_SUBTREE => Some(Scope::Subtree),
-            SCOPE_SUBDOMAINS => Some(Scope::Subdomains),
-            _ => None,
+        if self.is_keyword() {
+            return None;
         }
+        self.snap
+            .key_of(u64::from(self.id.0))
+            .and_then(|k| decode_key(&k))
+            .map(|(_, scope)| scope)
     }
     /// The rule in list syntax: `example.com`, `*.example.com`,
     /// `=example.com` (exact only) or `keyword:text`.
@@ -808,7 +819,7 @@ impl<'s> RuleView<'s> {
             .unwrap_or_default()
     }
     pub fn match_action(&self) -> MatchAction {
-        MatchAction::from_code(self.row()[6])
+        MatchAction::from_code(self.snap.action_code(self.id.0))
     }
     pub fn action(&self) -> RuleAction {
         match self.match_action() {

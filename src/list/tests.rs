@@ -276,3 +276,33 @@ proptest! {
         let _ = Snapshot::open(&path);
     }
 }
+
+#[test]
+fn line_numbers_beyond_the_row_format_are_an_error() {
+    let big = list(
+        "big",
+        vec![name_rule(
+            "x.example",
+            Scope::Subtree,
+            RuleAction::Block,
+            1 << 28,
+        )],
+    );
+    assert!(matches!(
+        compile(&[big]),
+        Err(CompileError::LineTooLarge { .. })
+    ));
+    let ok = list(
+        "ok",
+        vec![name_rule(
+            "x.example",
+            Scope::Subtree,
+            RuleAction::Block,
+            (1 << 28) - 1,
+        )],
+    );
+    let snap = compile(&[ok]).expect("compile");
+    let m = snap.lookup(b"x.example").expect("hit");
+    assert_eq!(snap.rule(m.rule).line(), (1 << 28) - 1);
+    assert_eq!(snap.rule(m.rule).scope(), Some(Scope::Subtree));
+}
