@@ -96,9 +96,16 @@ fn fill_template(out: &mut Vec<u8>, policy: &PolicyConfig, rule: &dyn RuleInfo, 
     for part in &policy.ede_text.parts {
         match part {
             TemplatePart::Lit(s) => out.extend_from_slice(s.as_bytes()),
-            TemplatePart::Decision => {
-                out.extend_from_slice(rule.decision().unwrap_or("-").as_bytes())
-            }
+            // A list without legal references (a plain file) still says
+            // where the block came from rather than a bare placeholder.
+            TemplatePart::Decision => match rule.decision() {
+                Some(d) => out.extend_from_slice(d.as_bytes()),
+                None => {
+                    out.extend_from_slice(b"(list ");
+                    out.extend_from_slice(rule.list().as_bytes());
+                    out.push(b')');
+                }
+            },
             TemplatePart::Authority => {
                 out.extend_from_slice(rule.authority().unwrap_or("-").as_bytes())
             }
@@ -504,5 +511,50 @@ mod tests {
         let m = Message::from_vec(&out).unwrap();
         assert_eq!(u16::from(m.metadata.response_code), 5);
         assert_eq!(ede(&m), Some((18, String::new())));
+    }
+}
+
+#[cfg(test)]
+mod template_tests {
+    use super::*;
+    use crate::config::{Action, Template};
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    struct PlainRule;
+    impl RuleInfo for PlainRule {
+        fn decision(&self) -> Option<&str> {
+            None
+        }
+        fn authority(&self) -> Option<&str> {
+            None
+        }
+        fn list(&self) -> &str {
+            "sample-crypto"
+        }
+        fn text(&self) -> String {
+            "blocked.example".into()
+        }
+        fn addresses(&self) -> Vec<IpAddr> {
+            Vec::new()
+        }
+    }
+
+    #[test]
+    fn missing_decision_names_the_list() {
+        let policy = PolicyConfig {
+            action: Action::Nxdomain,
+            address_v4: Ipv4Addr::new(192, 0, 2, 1),
+            address_v6: Ipv6Addr::LOCALHOST,
+            ttl: 300,
+            ede_code: 16,
+            ede_text: Template::parse("blocked by order {decision}; authority {authority}")
+                .expect("template"),
+        };
+        let mut out = Vec::new();
+        fill_template(&mut out, &policy, &PlainRule, 512);
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            "blocked by order (list sample-crypto); authority -"
+        );
     }
 }
