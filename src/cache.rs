@@ -25,6 +25,9 @@ pub const KEY_CD: u8 = 2;
 pub const KEY_AD: u8 = 4;
 pub const KEY_EDNS: u8 = 8;
 
+/// The TTL of a stale answer (RFC 8767 §4 recommends 30 seconds).
+pub const STALE_TTL: u32 = 30;
+
 /// Build the cache key for a question into `buf`; returns its length.
 pub fn make_key(
     buf: &mut [u8; MAX_KEY],
@@ -157,6 +160,52 @@ impl Cache {
         Some(hit)
     }
 
+    /// RFC 8767 serve-stale, for when no upstream answered: like
+    /// [`Cache::get_into`], but an entry that expired at most `max_stale`
+    /// ago is served too, with every TTL set to [`STALE_TTL`] (§4: so the
+    /// client asks again soon, by when the upstreams may be back). Expired
+    /// entries are the first CLOCK evicts, so under cache pressure there
+    /// may be nothing stale left to serve.
+    pub fn get_stale_into(
+        &self,
+        key: &[u8],
+        out: &mut Vec<u8>,
+        id: u16,
+        client_qname: &[u8],
+        now: Instant,
+        max_stale: Duration,
+    ) -> Option<Hit> {
+        if !self.enabled() || max_stale.is_zero() {
+            return None;
+        }
+        let shard = self.shards[shard_of(key)].lock().ok()?;
+        let &idx = shard.map.get(key)?;
+        let e = &shard.slots.get(idx as usize)?.entry;
+        if now >= e.expires + max_stale {
+            return None;
+        }
+        out.clear();
+        out.extend_from_slice(&e.bytes);
+        if now < e.expires {
+            // Refreshed meanwhile (another query's answer): a normal hit.
+            let elapsed = now.saturating_duration_since(e.inserted).as_secs();
+            wire::age_ttls(out, &e.ttl_offsets, elapsed.min(u32::MAX as u64) as u32);
+        } else {
+            for &o in e.ttl_offsets.iter() {
+                wire::set_ttl(out, o as usize, STALE_TTL);
+            }
+        }
+        let hit = Hit {
+            flags: wire::read_u16(&e.bytes, 2).unwrap_or(0),
+            has_cname: e.has_cname,
+            opt_class_offset: e.opt_class_offset,
+        };
+        drop(shard);
+        wire::set_id(out, id);
+        wire::copy_qname(out, client_qname);
+        Some(hit)
+    }
+
     /// How long an upstream reply may be cached (RFC 2308 for negative
     /// ones), or `None` when it must not be.
     pub fn ttl_for(&self, scan: &ResponseScan) -> Option<u32> {
@@ -251,6 +300,7 @@ mod tests {
             max_entries: n,
             max_ttl: 86_400,
             max_negative_ttl: 3_600,
+            serve_stale: Duration::ZERO,
         }
     }
 
@@ -372,6 +422,54 @@ mod tests {
         assert_eq!(c.ttl_for(&wire::scan_response(&r).unwrap()), None);
         let r = reply("a.example.", 1_000_000);
         assert_eq!(c.ttl_for(&wire::scan_response(&r).unwrap()), Some(86_400));
+    }
+
+    #[test]
+    fn stale_entries_within_the_window_get_ttl_30() {
+        let c = Cache::new(&cfg(100));
+        let r = reply("stale.example.", 300);
+        let s = wire::scan_response(&r).unwrap();
+        let t0 = Instant::now();
+        let k = key("stale.example");
+        c.insert(&k, &r, &s, t0);
+        let client = wire::dotted_to_wire("Stale.Example");
+        let mut out = Vec::new();
+        let window = Duration::from_secs(3600);
+        let expired = t0 + Duration::from_secs(301);
+        assert!(c.get_into(&k, &mut out, 1, &client, expired).is_none());
+        let hit = c
+            .get_stale_into(&k, &mut out, 77, &client, expired, window)
+            .expect("stale within the window");
+        assert!(!hit.has_cname);
+        let m = Message::from_vec(&out).unwrap();
+        assert_eq!(m.metadata.id, 77);
+        assert_eq!(m.queries[0].name().to_ascii(), "Stale.Example.");
+        assert_eq!(m.answers[0].ttl, STALE_TTL);
+        // Still fresh: aged as usual, not 30.
+        c.get_stale_into(
+            &k,
+            &mut out,
+            1,
+            &client,
+            t0 + Duration::from_secs(10),
+            window,
+        )
+        .unwrap();
+        assert_eq!(Message::from_vec(&out).unwrap().answers[0].ttl, 290);
+        // Past the window, or with serve-stale off: nothing.
+        let late = t0 + Duration::from_secs(300) + window;
+        assert!(
+            c.get_stale_into(&k, &mut out, 1, &client, late, window)
+                .is_none()
+        );
+        assert!(
+            c.get_stale_into(&k, &mut out, 1, &client, expired, Duration::ZERO)
+                .is_none()
+        );
+        assert!(
+            c.get_stale_into(&key("other.example"), &mut out, 1, &client, expired, window)
+                .is_none()
+        );
     }
 
     #[test]

@@ -57,6 +57,7 @@ pub struct RawConfig {
     pub policy: RawPolicy,
     pub acl: RawAcl,
     pub cache: RawCache,
+    pub limits: RawLimits,
     #[serde(default = "default_audit_table")]
     pub audit: RawAudit,
     pub metrics: crate::metrics::RawMetricsConfig,
@@ -206,6 +207,9 @@ pub struct RawCache {
     pub max_ttl: u32,
     /// Upper bound for negative answers (RFC 2308 §5 suggests hours at most).
     pub max_negative_ttl: u32,
+    /// RFC 8767 serve-stale: how long past its expiry an answer may still be
+    /// served (with TTL 30) when no upstream answers; 0 = off.
+    pub serve_stale_secs: u32,
 }
 
 impl Default for RawCache {
@@ -214,8 +218,23 @@ impl Default for RawCache {
             max_entries: 1_000_000,
             max_ttl: 86_400,
             max_negative_ttl: 3_600,
+            serve_stale_secs: 0,
         }
     }
+}
+
+/// `[limits]`: per-client limits, so one subscriber cannot take the
+/// resolver from the others. Every key 0 = off.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawLimits {
+    /// Queries per second one client (IPv4 address, IPv6 /64) may send.
+    pub qps_per_client: u32,
+    /// Queries a client may send at once after a quiet spell (the token
+    /// bucket's size); 0 = `qps_per_client`.
+    pub qps_burst: u32,
+    /// TCP connections one client (IPv4 address, IPv6 /64) may hold open.
+    pub tcp_connections_per_client: usize,
 }
 
 /// `[audit]` is owned by the audit module (`audit::RawAuditConfig`). It is
@@ -239,6 +258,7 @@ impl Default for RawConfig {
             policy: RawPolicy::default(),
             acl: RawAcl::default(),
             cache: RawCache::default(),
+            limits: RawLimits::default(),
             audit: default_audit_table(),
             metrics: Default::default(),
         }
@@ -416,6 +436,17 @@ pub struct CacheConfig {
     pub max_entries: usize,
     pub max_ttl: u32,
     pub max_negative_ttl: u32,
+    /// RFC 8767 stale window past expiry; zero = serve-stale off.
+    pub serve_stale: Duration,
+}
+
+/// Per-client limits (see [`RawLimits`]); 0 = off.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LimitsConfig {
+    pub qps_per_client: u32,
+    /// Resolved: `qps_per_client` when not set.
+    pub qps_burst: u32,
+    pub tcp_connections_per_client: usize,
 }
 
 /// The validated configuration.
@@ -427,6 +458,7 @@ pub struct Config {
     pub policy: PolicyConfig,
     pub acl: Vec<IpNet>,
     pub cache: CacheConfig,
+    pub limits: LimitsConfig,
     pub audit: AuditSettings,
     /// `[metrics] listen`, when metrics are on.
     pub metrics_listen: Option<SocketAddr>,
@@ -452,11 +484,27 @@ impl Config {
 
     /// Parse and validate TOML text; `origin` names it in errors.
     pub fn from_toml_str(text: &str, origin: &str) -> Result<Config, ConfigError> {
-        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Toml {
+        Config::from_raw(Config::parse_raw(text, origin)?)
+    }
+
+    /// As [`Config::from_toml_str`], with `resolv_text` standing in for
+    /// /etc/resolv.conf, so nothing is read from the host (tests, fuzzing).
+    pub fn from_toml_str_with_resolv_text(
+        text: &str,
+        origin: &str,
+        resolv_text: &str,
+    ) -> Result<Config, ConfigError> {
+        let raw = Config::parse_raw(text, origin)?;
+        Config::validate(raw, &|| {
+            Ok((resolv_text.to_string(), "resolv.conf".to_string()))
+        })
+    }
+
+    fn parse_raw(text: &str, origin: &str) -> Result<RawConfig, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Toml {
             path: origin.to_string(),
             message: e.to_string().trim_end().to_string(),
-        })?;
-        Config::from_raw(raw)
+        })
     }
 
     pub fn from_raw(raw: RawConfig) -> Result<Config, ConfigError> {
@@ -464,16 +512,31 @@ impl Config {
     }
 
     /// As [`Config::from_raw`], reading fallback upstreams from `resolv`.
-    pub fn from_raw_with_resolv(mut raw: RawConfig, resolv: &Path) -> Result<Config, ConfigError> {
+    pub fn from_raw_with_resolv(raw: RawConfig, resolv: &Path) -> Result<Config, ConfigError> {
+        // Read only when needed: a configuration with servers never touches it.
+        let read = || {
+            std::fs::read_to_string(resolv)
+                .map(|text| (text, resolv.display().to_string()))
+                .map_err(|source| ConfigError::Io {
+                    path: resolv.to_path_buf(),
+                    source,
+                })
+        };
+        Config::validate(raw, &read)
+    }
+
+    /// Validate `raw`; `resolv` yields the resolv.conf text and its name
+    /// when the upstreams must come from there.
+    fn validate(
+        mut raw: RawConfig,
+        resolv: &dyn Fn() -> Result<(String, String), ConfigError>,
+    ) -> Result<Config, ConfigError> {
         let server = validate_server(&raw.server)?;
         if raw.upstream.servers.is_empty() {
-            let text = std::fs::read_to_string(resolv).map_err(|source| ConfigError::Io {
-                path: resolv.to_path_buf(),
-                source,
-            })?;
+            let (text, name) = resolv()?;
             let found = upstreams_from_resolv_conf(&text, &server.listen);
             if found.is_empty() {
-                return Err(ConfigError::NoUpstream(resolv.display().to_string()));
+                return Err(ConfigError::NoUpstream(name));
             }
             raw.upstream.servers = found.iter().map(|a| a.to_string()).collect();
         }
@@ -494,11 +557,20 @@ impl Config {
                 "must be > 0 (set max_entries = 0 to disable)",
             ));
         }
+        // RFC 8767 §5 suggests 1 to 3 days; a week is plenty.
+        if raw.cache.serve_stale_secs > 604_800 {
+            return Err(invalid(
+                "cache.serve_stale_secs",
+                "at most 604800 (one week)",
+            ));
+        }
         let cache = CacheConfig {
             max_entries: raw.cache.max_entries,
             max_ttl: raw.cache.max_ttl,
             max_negative_ttl: raw.cache.max_negative_ttl,
+            serve_stale: Duration::from_secs(u64::from(raw.cache.serve_stale_secs)),
         };
+        let limits = validate_limits(&raw.limits)?;
         let audit = RawAuditConfig::deserialize(toml::Value::Table(raw.audit.clone()))
             .map_err(|e| invalid("audit", e.to_string()))?
             .validate()
@@ -514,6 +586,7 @@ impl Config {
             policy,
             acl,
             cache,
+            limits,
             audit,
             metrics_listen,
             raw,
@@ -580,6 +653,32 @@ fn validate_server(raw: &RawServer) -> Result<ServerConfig, ConfigError> {
         control_socket: Some(raw.control_socket.trim())
             .filter(|s| !s.is_empty())
             .map(PathBuf::from),
+    })
+}
+
+fn validate_limits(raw: &RawLimits) -> Result<LimitsConfig, ConfigError> {
+    // Beyond these the bucket arithmetic (milli-tokens in a u64) would still
+    // be exact, but such a "limit" is a typo, not a policy.
+    if raw.qps_per_client > 1_000_000 {
+        return Err(invalid("limits.qps_per_client", "at most 1000000"));
+    }
+    if raw.qps_burst > 10_000_000 {
+        return Err(invalid("limits.qps_burst", "at most 10000000"));
+    }
+    if raw.qps_burst > 0 && raw.qps_per_client == 0 {
+        return Err(invalid(
+            "limits.qps_burst",
+            "needs limits.qps_per_client > 0",
+        ));
+    }
+    Ok(LimitsConfig {
+        qps_per_client: raw.qps_per_client,
+        qps_burst: if raw.qps_burst == 0 {
+            raw.qps_per_client
+        } else {
+            raw.qps_burst
+        },
+        tcp_connections_per_client: raw.tcp_connections_per_client,
     })
 }
 

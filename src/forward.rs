@@ -291,21 +291,25 @@ impl Forwarder {
         timeout_at(deadline, work).await.map_err(|_| timed_out())?
     }
 
-    /// The anti-spoofing check: a well-formed response with our ID and our
-    /// question (case-insensitively).
+    /// [`accept_reply`], counting what it turns away.
     fn check(&self, reply: &[u8], id: u16, q: &UpstreamQuery<'_>) -> Option<ResponseScan> {
-        let scan = wire::scan_response(reply);
-        let ok = scan.as_ref().is_some_and(|s| {
-            s.id == id
-                && s.flags & wire::FLAG_QR != 0
-                && wire::question_matches(reply, s, q.name, q.qtype, q.qclass)
-        });
-        if !ok {
+        let scan = accept_reply(reply, id, q);
+        if scan.is_none() {
             self.stats.mismatched.fetch_add(1, Ordering::Relaxed);
-            return None;
         }
         scan
     }
+}
+
+/// The anti-spoofing check: a well-formed response with our ID and our
+/// question (case-insensitively). Anything else (garbage, a reply to
+/// another query, a forgery) is ignored and the wait goes on.
+pub fn accept_reply(reply: &[u8], id: u16, q: &UpstreamQuery<'_>) -> Option<ResponseScan> {
+    let scan = wire::scan_response(reply)?;
+    (scan.id == id
+        && scan.flags & wire::FLAG_QR != 0
+        && wire::question_matches(reply, &scan, q.name, q.qtype, q.qclass))
+    .then_some(scan)
 }
 
 #[cfg(test)]

@@ -19,6 +19,8 @@
 //! | `sinkhole_upstream_errors_total` | counter | `upstream` | upstream exchanges that failed (timeout, network error) |
 //! | `sinkhole_inflight_queries` | gauge | | queries waiting for an upstream now |
 //! | `sinkhole_shed_queries_total` | counter | | queries refused because `server.max_inflight` was reached |
+//! | `sinkhole_ratelimited_total` | counter | `limit` (`qps`, `tcp_connections`) | queries dropped (UDP) or refused (TCP) over `limits.qps_per_client`, and TCP connections closed over `limits.tcp_connections_per_client` |
+//! | `sinkhole_stale_answers_total` | counter | | expired cached answers served because no upstream answered (`cache.serve_stale_secs`, RFC 8767) |
 //! | `sinkhole_list_entries` | gauge | `list` | rules loaded from each list in the snapshot in force |
 //! | `sinkhole_list_version` | gauge | | version of the snapshot in force |
 //! | `sinkhole_list_last_reload_success_timestamp_seconds` | gauge | | Unix time of the last accepted reload |
@@ -45,6 +47,8 @@
 //! histogram_quantile(0.99, sum by (le, upstream) (rate(sinkhole_upstream_request_duration_seconds_bucket[5m])))      # upstream p99
 //! sum by (upstream) (rate(sinkhole_upstream_errors_total[5m]))       # upstream failures
 //! sinkhole_inflight_queries ; rate(sinkhole_shed_queries_total[1m])  # saturation
+//! sum by (limit) (rate(sinkhole_ratelimited_total[1m]))              # per-client limits at work
+//! rate(sinkhole_stale_answers_total[5m]) > 0                         # alert: serving stale (upstreams down)
 //! sinkhole_list_version ; sum(sinkhole_list_entries)                 # what is enforced
 //! time() - sinkhole_list_last_reload_success_timestamp_seconds      # list age (alert if large)
 //! increase(sinkhole_list_reload_failures_total[1h]) > 0              # alert: reload rejected
@@ -156,6 +160,26 @@ impl Transport {
         match self {
             Transport::Udp => "udp",
             Transport::Tcp => "tcp",
+        }
+    }
+}
+
+/// Which per-client limit turned something away (`limit` label).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Limit {
+    /// `limits.qps_per_client`: a query.
+    Qps = 0,
+    /// `limits.tcp_connections_per_client`: a connection.
+    TcpConnections = 1,
+}
+
+impl Limit {
+    const ALL: [Limit; 2] = [Limit::Qps, Limit::TcpConnections];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Limit::Qps => "qps",
+            Limit::TcpConnections => "tcp_connections",
         }
     }
 }
@@ -516,6 +540,9 @@ pub struct Metrics {
     upstream_errors: Family<UpstreamLabels, Counter>,
     inflight: Gauge,
     shed: Counter,
+    /// By [`Limit`].
+    ratelimited: [Counter; 2],
+    stale_answers: Counter,
     scrape: Arc<ScrapeCollector>,
     start: Instant,
     /// Milliseconds since `start` + 1 of the last upstream answer / failure (0: never).
@@ -625,6 +652,21 @@ impl Metrics {
             shed.clone(),
         );
 
+        let ratelimited_family = Family::<[(&'static str, &'static str); 1], Counter>::default();
+        let ratelimited =
+            Limit::ALL.map(|l| ratelimited_family.get_or_create_owned(&[("limit", l.as_str())]));
+        registry.register(
+            "ratelimited",
+            "Queries dropped or refused, and TCP connections closed, over a per-client limit",
+            ratelimited_family,
+        );
+        let stale_answers = Counter::default();
+        registry.register(
+            "stale_answers",
+            "Expired cached answers served because no upstream answered (RFC 8767)",
+            stale_answers.clone(),
+        );
+
         registry.register(
             "build",
             "Build information",
@@ -650,6 +692,8 @@ impl Metrics {
             upstream_errors: errors,
             inflight,
             shed,
+            ratelimited,
+            stale_answers,
             scrape,
             start: Instant::now(),
             last_upstream_ok: AtomicU64::new(0),
@@ -775,6 +819,18 @@ impl Metrics {
     #[inline]
     pub fn shed(&self) {
         self.shed.inc();
+    }
+
+    /// A query or connection was turned away by a per-client limit.
+    #[inline]
+    pub fn ratelimited(&self, limit: Limit) {
+        self.ratelimited[limit as usize].inc();
+    }
+
+    /// A stale cached answer was served (RFC 8767).
+    #[inline]
+    pub fn stale_answer(&self) {
+        self.stale_answers.inc();
     }
 
     /// Counts one query as waiting upstream until the guard is dropped.
@@ -1501,6 +1557,33 @@ mod tests {
             e.types.get("sinkhole_build").map(String::as_str),
             Some("info")
         );
+    }
+
+    #[test]
+    fn limit_and_stale_counters() {
+        let m = Metrics::new(&[up(1)]);
+        assert_eq!(
+            parse(&m).value("sinkhole_ratelimited_total", &[("limit", "qps")]),
+            Some(0.0),
+            "present at zero before the first hit"
+        );
+        m.ratelimited(Limit::Qps);
+        m.ratelimited(Limit::Qps);
+        m.ratelimited(Limit::TcpConnections);
+        m.stale_answer();
+        let e = parse(&m);
+        assert_eq!(
+            e.value("sinkhole_ratelimited_total", &[("limit", "qps")]),
+            Some(2.0)
+        );
+        assert_eq!(
+            e.value(
+                "sinkhole_ratelimited_total",
+                &[("limit", "tcp_connections")]
+            ),
+            Some(1.0)
+        );
+        assert_eq!(e.value("sinkhole_stale_answers_total", &[]), Some(1.0));
     }
 
     #[test]

@@ -7,6 +7,9 @@
 //! was not used: it re-encodes every reply, runs one task per UDP socket and
 //! has no bound on in-flight work (see the README's design section).
 
+#[doc(hidden)]
+pub mod fuzzing;
+mod limits;
 mod tcp;
 mod udp;
 
@@ -31,7 +34,7 @@ use crate::config::{Config, ListsConfig, PolicyConfig};
 use crate::forward::{Forwarder, UpstreamQuery};
 use crate::list::reload::{ReloadSettings, Reloader, StartSource};
 use crate::list::{RuleId, Snapshot};
-use crate::metrics::{self, BlockAction, Metrics};
+use crate::metrics::{self, BlockAction, Limit, Metrics};
 use crate::policy::{self, BlockKind, Decision, Query};
 use crate::sinkhole;
 use crate::wire::{self, Request, RequestError};
@@ -69,8 +72,10 @@ pub struct Counters {
     pub dropped_by_policy: AtomicU64,
     pub cache_hits: AtomicU64,
     pub cache_misses: AtomicU64,
-    /// Answered SERVFAIL because no upstream answered.
+    /// No upstream answered (SERVFAIL, or a stale answer).
     pub upstream_failures: AtomicU64,
+    /// Stale answers served (RFC 8767) when no upstream answered.
+    pub stale: AtomicU64,
     /// Packets dropped as garbage (short, or QR=1).
     pub garbage: AtomicU64,
     pub formerr: AtomicU64,
@@ -107,6 +112,12 @@ pub struct Shared {
     /// Questions on their way upstream, with the clients waiting for them.
     waiting: Mutex<HashMap<Box<[u8]>, Vec<Waiter>>>,
     inflight: Arc<Inflight>,
+    /// `limits.qps_per_client`, when set.
+    qps: Option<limits::QpsLimiter>,
+    /// `limits.tcp_connections_per_client`, when set.
+    conns: Option<Arc<limits::ConnLimiter>>,
+    /// `cache.serve_stale_secs` (zero: off).
+    serve_stale: std::time::Duration,
 }
 
 /// What the transport should do after [`Shared::handle`].
@@ -166,6 +177,9 @@ impl Shared {
                 live: AtomicUsize::new(0),
                 tasks: Mutex::new(VecDeque::new()),
             }),
+            qps: limits::QpsLimiter::new(&config.limits),
+            conns: limits::ConnLimiter::new(&config.limits),
+            serve_stale: config.cache.serve_stale,
         }
     }
 
@@ -185,6 +199,11 @@ impl Shared {
         udp: bool,
         out: &mut Vec<u8>,
     ) -> Outcome {
+        if let Some(limiter) = &self.qps
+            && !limiter.allow(client.ip(), Instant::now())
+        {
+            return self.over_qps_limit(packet, udp, out);
+        }
         let req = match wire::parse_request(packet) {
             Ok(r) => r,
             Err(e) if e.is_drop() => {
@@ -270,6 +289,26 @@ impl Shared {
             client,
             udp,
         })
+    }
+
+    /// A query over `limits.qps_per_client`. Over UDP it is dropped: the
+    /// source may be spoofed, and even a small REFUSED would let a flood be
+    /// reflected at whoever it names (a real client's stub retries). Over
+    /// TCP the source is proven by the handshake, so the client gets
+    /// REFUSED rather than a pipeline slot held until it gives up.
+    #[cold]
+    fn over_qps_limit(&self, packet: &[u8], udp: bool, out: &mut Vec<u8>) -> Outcome {
+        self.metrics.ratelimited(Limit::Qps);
+        if udp {
+            return Outcome::Silent;
+        }
+        match wire::parse_request(packet) {
+            Ok(req) => sinkhole::error_answer(out, &req, wire::RCODE_REFUSED),
+            Err(e) if e.is_drop() => return Outcome::Silent,
+            Err(_) => wire::header_only_reply(out, packet, wire::RCODE_REFUSED),
+        }
+        self.count_reply(out);
+        Outcome::Reply
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -440,11 +479,75 @@ impl Shared {
             }
             Err(()) => {
                 Counters::inc(&self.counters.upstream_failures);
+                if let Some(outcome) = self.stale_answer(&req, p, limit, &mut out) {
+                    return match outcome {
+                        Outcome::Reply => Some(out),
+                        _ => None,
+                    };
+                }
                 sinkhole::error_answer(&mut out, &req, wire::RCODE_SERVFAIL);
                 self.count_reply(&out);
             }
         }
         Some(out)
+    }
+
+    /// RFC 8767: no upstream answered, so serve the expired cached answer
+    /// (TTL 30) if it expired less than `serve_stale_secs` ago. `None`:
+    /// nothing stale to serve (SERVFAIL follows).
+    fn stale_answer(
+        &self,
+        req: &Request<'_>,
+        p: &Pending,
+        limit: usize,
+        out: &mut Vec<u8>,
+    ) -> Option<Outcome> {
+        if self.serve_stale.is_zero() {
+            return None;
+        }
+        let mut key = [0u8; cache::MAX_KEY];
+        let klen = cache::make_key(
+            &mut key,
+            req.lower_wire(),
+            req.qtype,
+            req.qclass,
+            key_bits(req),
+        );
+        let hit = self.cache.get_stale_into(
+            &key[..klen],
+            out,
+            req.id,
+            req.qname_wire(),
+            Instant::now(),
+            self.serve_stale,
+        )?;
+        Counters::inc(&self.counters.stale);
+        self.metrics.stale_answer();
+        // The lists may have changed since the answer was cached.
+        if hit.has_cname {
+            let snap = self.snapshot.load();
+            if let Some((rule, kind, via)) = cname_block(&snap, out, req.qtype) {
+                return Some(self.block(
+                    &snap,
+                    req,
+                    p.client,
+                    p.udp,
+                    rule,
+                    kind,
+                    Some(&via),
+                    limit,
+                    out,
+                ));
+            }
+        }
+        self.finish_forwarded(
+            out,
+            req,
+            hit.flags,
+            hit.opt_class_offset.map(usize::from),
+            limit,
+        );
+        Some(Outcome::Reply)
     }
 
     /// Forward a cache miss. A question already on its way upstream is not
@@ -692,14 +795,49 @@ pub struct ServerHandle {
     stop_tx: watch::Sender<bool>,
     udp_threads: Vec<std::thread::JoinHandle<()>>,
     tcp_tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// Every open TCP connection holds one permit of this.
+    conn_limit: Arc<Semaphore>,
+    max_connections: usize,
+    /// How long shutdown waits for queries already accepted.
+    drain: std::time::Duration,
 }
 
+/// The longest shutdown waits for queries in flight, so that with the
+/// final audit flush the process is gone well within systemd's and the
+/// issue's 5 s even when `upstream.timeout_ms` is long.
+pub const MAX_DRAIN: std::time::Duration = std::time::Duration::from_millis(3000);
+
 impl ServerHandle {
+    /// Stop accepting (UDP workers stop reading, TCP listeners close and
+    /// connections stop reading), then let what was already accepted finish:
+    /// upstream exchanges get their answer or their SERVFAIL at
+    /// `upstream.timeout_ms` (at most [`MAX_DRAIN`]), TCP connections write
+    /// their last replies. Last, the audit log writes everything queued, a
+    /// final checkpoint and fsyncs.
     pub async fn shutdown(self) {
         self.stop_flag.store(true, Ordering::Relaxed);
         let _ = self.stop_tx.send(true);
         for t in self.tcp_tasks {
             let _ = t.await;
+        }
+        let deadline = tokio::time::Instant::now() + self.drain;
+        loop {
+            let busy = self.shared.inflight();
+            let conns = self
+                .max_connections
+                .saturating_sub(self.conn_limit.available_permits());
+            if busy == 0 && conns == 0 {
+                break;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!(
+                    upstream_queries = busy,
+                    tcp_connections = conns,
+                    "shutdown: gave up waiting for queries in flight"
+                );
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
         let threads = self.udp_threads;
         let audit = self.shared.audit.clone();
@@ -766,6 +904,11 @@ pub fn start(
         stop_tx,
         udp_threads,
         tcp_tasks,
+        conn_limit,
+        max_connections: config.server.tcp_max_connections,
+        // An exchange started just before the signal ends by the upstream
+        // timeout; a little more lets its reply be written.
+        drain: (config.upstream.timeout + std::time::Duration::from_millis(250)).min(MAX_DRAIN),
     })
 }
 
@@ -789,6 +932,18 @@ pub async fn wait_for_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// A file size limit (RLIMIT_FSIZE, systemd's LimitFSIZE=) reached by the
+/// audit log must fail that write with EFBIG, which the writer counts and
+/// retries, not kill the resolver with SIGXFSZ (whose default action is to
+/// terminate).
+fn ignore_sigxfsz() {
+    #[cfg(unix)]
+    // SAFETY: installing SIG_IGN for one signal touches no Rust state.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
     }
 }
 
@@ -821,6 +976,7 @@ pub fn reload_settings(cfg: &ListsConfig) -> ReloadSettings {
 /// and on `sinkhole reload`.
 pub async fn serve(config: Config) -> Result<(), ServeError> {
     let t0 = Instant::now();
+    ignore_sigxfsz();
     let settings = reload_settings(&config.lists);
     let (reloader, source) = tokio::task::spawn_blocking(move || Reloader::start(settings))
         .await
@@ -983,6 +1139,7 @@ fn register_scrape_hooks(metrics: &Arc<Metrics>, shared: &Arc<Shared>, reloader:
 /// with the hit log from `config`, until SIGTERM/ctrl-c. No list watching,
 /// metrics or control socket: for embedding and tests.
 pub async fn run(config: Config, snapshot: Arc<ArcSwap<Snapshot>>) -> Result<(), ServeError> {
+    ignore_sigxfsz();
     let audit = AuditLog::open(&config.audit).map_err(|e| ServeError::Audit(e.to_string()))?;
     let metrics = Arc::new(Metrics::new(&config.upstream.servers));
     let handle = start(&config, snapshot, Some(audit), metrics)?;

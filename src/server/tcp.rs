@@ -1,12 +1,21 @@
 //! DNS over TCP per RFC 7766: several queries per connection, each answered
 //! as soon as it is ready (out of order), an idle timeout that only counts
-//! while nothing is in flight, a connection limit, and an accept loop that
-//! survives ECONNABORTED/EMFILE.
+//! while nothing is in flight, a connection limit overall and per client,
+//! and an accept loop that survives ECONNABORTED/EMFILE.
+//!
+//! Slowloris: `tcp_idle_timeout_ms` is a deadline for the next *complete*
+//! query (length and message), not for each read, so a client trickling a
+//! byte at a time is closed when it runs out, like an idle one. Reads go
+//! into a buffer the connection keeps (`read` is cancel-safe), so a
+//! timeout that fires mid-message loses no bytes and never desynchronises
+//! the framing.
 
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -15,6 +24,7 @@ use tokio::sync::{Semaphore, mpsc, watch};
 
 use super::{Counters, Outcome, ServeError, Shared};
 use crate::config::ServerConfig;
+use crate::metrics::Limit;
 
 pub(super) fn bind(addr: SocketAddr) -> Result<TcpListener, ServeError> {
     let err = |source| ServeError::Bind {
@@ -53,13 +63,27 @@ pub(super) async fn accept_loop(
                     drop(stream);
                     continue;
                 };
+                // After the global permit, so the per-client map never
+                // holds more entries than there are connections.
+                let client_slot = match &shared.conns {
+                    Some(limiter) => match limiter.try_acquire(peer.ip()) {
+                        Some(slot) => Some(slot),
+                        None => {
+                            Counters::inc(&shared.counters.tcp_rejected);
+                            shared.metrics.ratelimited(Limit::TcpConnections);
+                            drop(stream);
+                            continue;
+                        }
+                    },
+                    None => None,
+                };
                 Counters::inc(&shared.counters.tcp_connections);
                 let shared = shared.clone();
                 let idle = cfg.tcp_idle_timeout;
                 let pipeline = cfg.tcp_max_pipeline;
                 let stop = stop.clone();
                 tokio::spawn(async move {
-                    let _permit = permit;
+                    let _permits = (permit, client_slot);
                     if let Err(e) = connection(shared, stream, peer, idle, pipeline, stop).await {
                         tracing::debug!(%peer, error = %e, "tcp connection ended");
                     }
@@ -103,51 +127,55 @@ async fn connection(
     });
     // Bounds what one connection may have in flight; reading pauses when full.
     let slots = Arc::new(Semaphore::new(pipeline));
-    let mut buf = vec![0u8; u16::MAX as usize];
+    let mut frames = FrameBuf::new();
     let mut out = Vec::with_capacity(512);
-    loop {
-        let len = tokio::select! {
-            _ = stop.changed() => break,
-            r = tokio::time::timeout(idle, rd.read_u16()) => match r {
-                Ok(Ok(len)) => len as usize,
-                Ok(Err(_)) => break,
-                Err(_) => {
-                    if slots.available_permits() == pipeline {
-                        break;
+    let mut deadline = Instant::now() + idle;
+    'conn: loop {
+        // Every complete query already received, in order.
+        while let Some(len) = frames.next_len() {
+            Counters::inc(&shared.counters.tcp_queries);
+            let Ok(slot) = slots.clone().acquire_owned().await else {
+                break 'conn;
+            };
+            let outcome = {
+                let snap = shared.snapshot.load();
+                shared.handle(&snap, frames.message(len), peer, false, &mut out)
+            };
+            frames.consume(len);
+            match outcome {
+                Outcome::Reply => {
+                    drop(slot);
+                    if tx.send(frame(&out)).await.is_err() {
+                        break 'conn;
                     }
-                    continue;
                 }
-            },
-        };
-        // A client that sends a length and then stalls is idle too.
-        match tokio::time::timeout(idle, rd.read_exact(&mut buf[..len])).await {
-            Ok(Ok(_)) => {}
-            _ => break,
-        }
-        Counters::inc(&shared.counters.tcp_queries);
-        let Ok(slot) = slots.clone().acquire_owned().await else {
-            break;
-        };
-        let outcome = {
-            let snap = shared.snapshot.load();
-            shared.handle(&snap, &buf[..len], peer, false, &mut out)
-        };
-        match outcome {
-            Outcome::Reply => {
-                drop(slot);
-                if tx.send(frame(&out)).await.is_err() {
-                    break;
+                Outcome::Silent => drop(slot),
+                Outcome::Forward(p) => {
+                    shared.forward(
+                        &rt,
+                        super::Waiter {
+                            pending: p,
+                            to: super::ReplyTo::Tcp(tx.clone(), slot),
+                        },
+                    );
                 }
             }
-            Outcome::Silent => drop(slot),
-            Outcome::Forward(p) => {
-                shared.forward(
-                    &rt,
-                    super::Waiter {
-                        pending: p,
-                        to: super::ReplyTo::Tcp(tx.clone(), slot),
-                    },
-                );
+            deadline = Instant::now() + idle;
+        }
+        let read = tokio::select! {
+            _ = stop.changed() => break,
+            r = tokio::time::timeout_at(deadline, rd.read(frames.spare())) => r,
+        };
+        match read {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => frames.filled(n),
+            Err(_) => {
+                // RFC 7766 §6.2.3: idle only counts while nothing is being
+                // answered. A partial query does not count as activity.
+                if slots.available_permits() == pipeline {
+                    break;
+                }
+                deadline = Instant::now() + idle;
             }
         }
     }
@@ -156,9 +184,121 @@ async fn connection(
     Ok(())
 }
 
+/// Bytes read from a connection and not yet handled: at most one whole
+/// message (length prefix + 65535) plus what came after it in the same read.
+struct FrameBuf {
+    buf: Box<[u8]>,
+    start: usize,
+    end: usize,
+}
+
+impl FrameBuf {
+    /// Room for the largest message with its prefix, twice, so the spare
+    /// space is never empty while a message is incomplete.
+    const CAP: usize = 2 * (2 + u16::MAX as usize);
+
+    fn new() -> FrameBuf {
+        FrameBuf {
+            buf: vec![0u8; Self::CAP].into_boxed_slice(),
+            start: 0,
+            end: 0,
+        }
+    }
+
+    /// The length of the first message if all of it is here.
+    fn next_len(&self) -> Option<usize> {
+        let b = &self.buf[self.start..self.end];
+        if b.len() < 2 {
+            return None;
+        }
+        let len = u16::from_be_bytes([b[0], b[1]]) as usize;
+        (b.len() >= 2 + len).then_some(len)
+    }
+
+    /// The first message, when [`FrameBuf::next_len`] returned `len`.
+    fn message(&self, len: usize) -> &[u8] {
+        &self.buf[self.start + 2..self.start + 2 + len]
+    }
+
+    fn consume(&mut self, len: usize) {
+        self.start += 2 + len;
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+    }
+
+    /// Where the next read goes. Moves a partial message to the front when
+    /// the tail is short of room for the rest of it.
+    fn spare(&mut self) -> &mut [u8] {
+        if self.start > 0 && Self::CAP - self.start < 2 + u16::MAX as usize {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        &mut self.buf[self.end..]
+    }
+
+    fn filled(&mut self, n: usize) {
+        self.end = (self.end + n).min(Self::CAP);
+    }
+}
+
 pub(super) fn frame(msg: &[u8]) -> Vec<u8> {
     let mut v = Vec::with_capacity(msg.len() + 2);
     v.extend_from_slice(&(msg.len() as u16).to_be_bytes());
     v.extend_from_slice(msg);
     v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn push(f: &mut FrameBuf, bytes: &[u8]) {
+        let spare = f.spare();
+        assert!(spare.len() >= bytes.len());
+        spare[..bytes.len()].copy_from_slice(bytes);
+        f.filled(bytes.len());
+    }
+
+    #[test]
+    fn frames_split_anywhere_come_out_whole() {
+        let mut stream = Vec::new();
+        let msgs: Vec<Vec<u8>> = (0..50u16)
+            .map(|i| (0..(i * 37 % 700)).map(|b| b as u8).collect())
+            .collect();
+        for m in &msgs {
+            stream.extend_from_slice(&frame(m));
+        }
+        for chunk in [1, 2, 3, 7, 100, 4096] {
+            let mut f = FrameBuf::new();
+            let mut got = Vec::new();
+            for piece in stream.chunks(chunk) {
+                push(&mut f, piece);
+                while let Some(len) = f.next_len() {
+                    got.push(f.message(len).to_vec());
+                    f.consume(len);
+                }
+            }
+            assert_eq!(got, msgs, "chunk {chunk}");
+        }
+    }
+
+    #[test]
+    fn largest_messages_fit_behind_a_partial_one() {
+        let mut f = FrameBuf::new();
+        let big = vec![7u8; u16::MAX as usize];
+        let framed = frame(&big);
+        // A big message, then the first byte of the next.
+        push(&mut f, &framed);
+        push(&mut f, &framed[..1]);
+        let len = f.next_len().unwrap();
+        assert_eq!(len, big.len());
+        f.consume(len);
+        assert!(f.next_len().is_none());
+        // The rest of the second must still fit.
+        push(&mut f, &framed[1..]);
+        assert_eq!(f.next_len(), Some(big.len()));
+    }
 }
