@@ -383,31 +383,54 @@ impl Reloader {
 
     /// Watch every configured path (the directory of a file, so
     /// rename-over-old is seen) and reload after each burst of changes.
+    /// For a configured file only events on that file count: other files
+    /// in its directory (the server's own log, an editor's swap file) must
+    /// not trigger reloads, or a log written next to the list would make
+    /// every reload trigger the next one.
     /// The returned watcher must be kept alive.
     pub fn watch(self: &Arc<Self>) -> Result<notify::RecommendedWatcher, notify::Error> {
         use notify::{RecursiveMode, Watcher};
-        let (tx, rx) = std::sync::mpsc::channel::<Instant>();
-        let mut watcher =
-            notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-                if let Ok(ev) = res
-                    && !matches!(ev.kind, notify::EventKind::Access(_))
-                {
-                    let _ = tx.send(Instant::now());
-                }
-            })?;
+        let abs = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
         let mut dirs: Vec<PathBuf> = Vec::new();
+        // Directories whose every file is a list, and single list files.
+        let mut list_dirs: Vec<PathBuf> = Vec::new();
+        let mut list_files: Vec<PathBuf> = Vec::new();
         for p in &self.settings.paths {
             let dir = if p.is_dir() {
+                list_dirs.push(abs(p));
                 p.clone()
             } else {
+                list_files.push(abs(p));
                 p.parent()
                     .filter(|d| !d.as_os_str().is_empty())
                     .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
             };
             if !dirs.contains(&dir) {
-                watcher.watch(&dir, RecursiveMode::NonRecursive)?;
                 dirs.push(dir);
             }
+        }
+        let relevant = move |paths: &[PathBuf]| {
+            // No path (e.g. an overflow/rescan notice): reload to be safe.
+            paths.is_empty()
+                || paths.iter().any(|q| {
+                    let q = abs(q);
+                    list_files.contains(&q)
+                        || q.parent().is_some_and(|d| list_dirs.iter().any(|l| l == d))
+                        || list_dirs.contains(&q)
+                })
+        };
+        let (tx, rx) = std::sync::mpsc::channel::<Instant>();
+        let mut watcher =
+            notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+                if let Ok(ev) = res
+                    && !matches!(ev.kind, notify::EventKind::Access(_))
+                    && relevant(&ev.paths)
+                {
+                    let _ = tx.send(Instant::now());
+                }
+            })?;
+        for dir in &dirs {
+            watcher.watch(dir, RecursiveMode::NonRecursive)?;
         }
         let me = Arc::clone(self);
         std::thread::Builder::new()
@@ -710,5 +733,47 @@ mod tests {
             std::thread::sleep(Duration::from_millis(10));
         }
         assert!(blocked(&r, "extra.example"));
+    }
+
+    #[test]
+    fn watcher_ignores_other_files_beside_a_listed_file() {
+        // A list given as a file shares its directory with other files (here
+        // a log written on every reload): only the list file may trigger.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let list = dir.path().join("gov.txt");
+        write(&list, &names(20, "a"));
+        let s = ReloadSettings {
+            paths: vec![list.clone()],
+            ..settings(dir.path())
+        };
+        let (r, _) = Reloader::start(s).expect("start");
+        let _w = r.watch().expect("watch");
+        let log = dir.path().join("server.log");
+        for i in 0..10 {
+            let mut f = fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&log)
+                .expect("open log");
+            writeln!(f, "line {i}").expect("append");
+            std::thread::sleep(Duration::from_millis(30));
+        }
+        fs::write(dir.path().join("other.txt"), "other.example\n").expect("write");
+        std::thread::sleep(Duration::from_millis(400));
+        assert_eq!(
+            r.current().version(),
+            1,
+            "reloaded for a file that is not a list"
+        );
+        // The list itself, renamed over, still is.
+        let mut text = names(20, "a");
+        text.push_str("new-name.example\n");
+        write(&list, &text);
+        let t0 = Instant::now();
+        while !blocked(&r, "new-name.example") && t0.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(blocked(&r, "new-name.example"));
+        assert_eq!(r.current().version(), 2);
     }
 }
