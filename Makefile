@@ -65,6 +65,15 @@ clean:
 conformance: release
 	benches/conformance.sh
 
+# SOAK_SECONDS (default 600) of dnsperf load, a list push every 5 s, audit
+# log on; lost queries, RSS start/end, reloads applied, audit verify.
+soak: release
+	benches/soak.sh
+
+# resperf ramp past saturation: max throughput, shed count, RSS, recovery.
+overload: release
+	benches/overload.sh
+
 # ---------------------------------------------------------------- packaging
 # `make install` builds a release binary and installs it with the systemd
 # unit, sysusers entry, example configuration and sample lists. DESTDIR
