@@ -487,8 +487,15 @@ pub fn scan_response(msg: &[u8]) -> Option<ResponseScan> {
         } else {
             s.ttl_offsets.push((n + 4) as u16);
             s.min_ttl = Some(s.min_ttl.map_or(ttl, |m| m.min(ttl)));
-            let in_authority = i >= s.ancount as usize && i < (s.ancount + s.nscount) as usize;
-            if rtype == TYPE_SOA && in_authority && s.soa.is_none() {
+            // In usize: the u16 counts may add up past 65535 (fuzzing found
+            // the overflow; the record walk itself fails on such a message
+            // only later, when the bytes run out).
+            let in_authority =
+                i >= s.ancount as usize && i < s.ancount as usize + s.nscount as usize;
+            // Two root names and five u32 at the least (RFC 1035 §3.3.13);
+            // shorter is no SOA to take a negative TTL from.
+            let soa_ok = end >= n + 10 + 22;
+            if rtype == TYPE_SOA && in_authority && s.soa.is_none() && soa_ok {
                 // MINIMUM is the last 4 bytes of the SOA RDATA.
                 let minimum = read_u32(msg, end.checked_sub(4)?)?;
                 s.soa = Some((n + 4, ttl, minimum));
@@ -925,5 +932,27 @@ mod tests {
         assert_eq!(u16::from(m.metadata.response_code), 3);
         assert_eq!(m.queries[0].name().to_ascii(), "Big.Example.");
         assert!(m.edns.unwrap().flags().dnssec_ok);
+    }
+
+    /// dns_upstream fuzz crash: ANCOUNT 2 + NSCOUNT 0xffff overflowed a
+    /// u16 sum (a panic with overflow checks, a wrong section without).
+    #[test]
+    fn fuzz_section_counts_do_not_overflow() {
+        let input = include_bytes!("../fuzz/regressions/dns_upstream/counts-overflow");
+        let reply = &input[1..];
+        assert_eq!(read_u16(reply, 6), Some(2));
+        assert_eq!(read_u16(reply, 8), Some(0xffff));
+        // Fewer records than the counts claim: malformed, never a panic.
+        assert!(scan_response(reply).is_none());
+    }
+
+    #[test]
+    fn short_soa_rdata_is_no_negative_ttl_source() {
+        // NXDOMAIN whose authority SOA has 2 bytes of RDATA.
+        let mut m = vec![0, 1, 0x81, 0x83, 0, 1, 0, 0, 0, 1, 0, 0];
+        m.extend_from_slice(b"\x01a\x00\x00\x01\x00\x01");
+        m.extend_from_slice(&[0xc0, 12, 0, 6, 0, 1, 0, 0, 0, 60, 0, 2, 0, 0]);
+        let s = scan_response(&m).expect("well-formed records");
+        assert!(s.soa.is_none());
     }
 }
