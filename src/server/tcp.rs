@@ -8,7 +8,8 @@
 //! byte at a time is closed when it runs out, like an idle one. Reads go
 //! into a buffer the connection keeps (`read` is cancel-safe), so a
 //! timeout that fires mid-message loses no bytes and never desynchronises
-//! the framing.
+//! the framing. A frame that cannot be a query (shorter than a header, or
+//! a response) closes the connection: it must not count as activity.
 
 use std::io;
 use std::net::SocketAddr;
@@ -25,6 +26,7 @@ use tokio::sync::{Semaphore, mpsc, watch};
 use super::{Counters, Outcome, ServeError, Shared};
 use crate::config::ServerConfig;
 use crate::metrics::Limit;
+use crate::wire;
 
 pub(super) fn bind(addr: SocketAddr) -> Result<TcpListener, ServeError> {
     let err = |source| ServeError::Bind {
@@ -134,6 +136,12 @@ async fn connection(
         // Every complete query already received, in order.
         while let Some(len) = frames.next_len() {
             Counters::inc(&shared.counters.tcp_queries);
+            if !plausible_query(frames.message(len)) {
+                // No client sends these; answering nothing while counting
+                // them as activity would let junk hold the connection.
+                Counters::inc(&shared.counters.garbage);
+                break 'conn;
+            }
             let Ok(slot) = slots.clone().acquire_owned().await else {
                 break 'conn;
             };
@@ -182,6 +190,12 @@ async fn connection(
     drop(tx);
     let _ = writer.await;
     Ok(())
+}
+
+/// At least a header, and not a response (QR=0): anything else over TCP
+/// ends the connection (UDP drops such packets; see `wire::RequestError`).
+fn plausible_query(msg: &[u8]) -> bool {
+    msg.len() >= wire::HEADER_LEN && msg[2] & 0x80 == 0
 }
 
 /// Bytes read from a connection and not yet handled: at most one whole
