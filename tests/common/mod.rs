@@ -502,3 +502,476 @@ pub fn a_records(m: &Message) -> Vec<Ipv4Addr> {
         })
         .collect()
 }
+
+// ------------------------------------------------- faults and limits (tests/faults.rs, tests/limits.rs)
+
+/// What a [`FaultUpstream`] does with the queries it gets. Names starting
+/// with `noanswer.` are never answered, whatever the fault; names starting
+/// with `ttl1.` are answered with TTL 1 (to expire cache entries quickly).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// Answers like [`Upstream`] over UDP and TCP.
+    Healthy,
+    /// Nothing listens: its UDP and TCP sockets are closed (ICMP port
+    /// unreachable, connection refused) until the fault changes.
+    Down,
+    /// Reads every query, answers none.
+    Silent,
+    /// Answers correctly, but only after this long.
+    Slow(Duration),
+    /// Answers with bytes that are no valid answer: noise, a bare header,
+    /// the query echoed back, absurd counts, a reply cut mid-record.
+    Garbage,
+    /// A forged answer with the wrong ID, then (50 ms later) the real one.
+    WrongIdThenRight,
+    /// A forged answer with the right ID to another question (other name,
+    /// other type), then (50 ms later) the real one.
+    WrongQuestionThenRight,
+    /// Forged answers only (wrong ID, wrong question), never the real one.
+    SpoofOnly,
+    /// TC=1 and no records over UDP; TCP answers in full.
+    Truncated,
+    /// TC=1 over UDP, and TCP refused.
+    TruncatedNoTcp,
+    /// Silent over UDP, answers over TCP.
+    TcpOnly,
+}
+
+/// The address a forged answer carries.
+pub const SPOOFED_V4: Ipv4Addr = Ipv4Addr::new(6, 6, 6, 6);
+
+/// A scripted upstream whose failure mode can be switched while it runs.
+pub struct FaultUpstream {
+    pub addr: SocketAddr,
+    fault: Arc<Mutex<Fault>>,
+    pub seen: Arc<Mutex<HashMap<(String, &'static str), usize>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Drop for FaultUpstream {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+impl FaultUpstream {
+    pub fn start(fault: Fault) -> FaultUpstream {
+        let (udp, tcp, addr) = (0..100)
+            .find_map(|_| {
+                let udp = UdpSocket::bind("127.0.0.1:0").ok()?;
+                let addr = udp.local_addr().ok()?;
+                let tcp = TcpListener::bind(addr).ok()?;
+                Some((udp, tcp, addr))
+            })
+            .expect("bind fault upstream udp+tcp");
+        let up = FaultUpstream {
+            addr,
+            fault: Arc::new(Mutex::new(fault)),
+            seen: Arc::new(Mutex::new(HashMap::new())),
+            stop: Arc::new(AtomicBool::new(false)),
+        };
+        {
+            let (fault, seen, stop) = (up.fault.clone(), up.seen.clone(), up.stop.clone());
+            std::thread::spawn(move || fault_udp_loop(udp, addr, fault, seen, stop));
+        }
+        {
+            let (fault, seen, stop) = (up.fault.clone(), up.seen.clone(), up.stop.clone());
+            std::thread::spawn(move || fault_tcp_loop(tcp, addr, fault, seen, stop));
+        }
+        up
+    }
+
+    /// Switch the failure mode; takes effect for the next query (and
+    /// within ~50 ms for `Down`).
+    pub fn set(&self, fault: Fault) {
+        if let Ok(mut f) = self.fault.lock() {
+            *f = fault;
+        }
+        // Let the socket threads notice (they poll every 20 ms).
+        std::thread::sleep(Duration::from_millis(60));
+    }
+
+    pub fn count(&self, name: &str, transport: &'static str) -> usize {
+        self.seen
+            .lock()
+            .map(|m| m.get(&(name.to_string(), transport)).copied().unwrap_or(0))
+            .unwrap_or(0)
+    }
+}
+
+fn current(fault: &Mutex<Fault>) -> Fault {
+    fault.lock().map(|f| *f).unwrap_or(Fault::Healthy)
+}
+
+/// The scripted answer, with the `ttl1.` rule applied.
+fn fault_answer(q: &Message, tcp: bool) -> Message {
+    let mut m = answer(q, tcp);
+    let short = q
+        .queries
+        .first()
+        .is_some_and(|x| qname(x.name()).starts_with("ttl1."));
+    if short {
+        for r in m.answers.iter_mut().chain(m.authorities.iter_mut()) {
+            r.ttl = 1;
+        }
+    }
+    m
+}
+
+/// Forged answers to `q`: one with the wrong ID, two to other questions.
+fn forgeries(q: &Message, wrong_id: bool, wrong_question: bool) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    let Some(query) = q.queries.first() else {
+        return out;
+    };
+    let forged = |name: Name, t: RecordType, id: u16| {
+        let mut m = Message::new(id, MessageType::Response, OpCode::Query);
+        m.metadata.recursion_desired = true;
+        m.metadata.recursion_available = true;
+        m.add_query(Query::query(name.clone(), t));
+        m.add_answer(Record::from_rdata(name, 300, RData::A(A(SPOOFED_V4))));
+        m.to_vec().unwrap_or_default()
+    };
+    if wrong_id {
+        out.push(forged(
+            query.name().clone(),
+            query.query_type(),
+            q.metadata.id.wrapping_add(1),
+        ));
+    }
+    if wrong_question {
+        let other = Name::from_ascii("other.forged.test.").expect("name");
+        out.push(forged(other, query.query_type(), q.metadata.id));
+        let t = if query.query_type() == RecordType::A {
+            RecordType::AAAA
+        } else {
+            RecordType::A
+        };
+        out.push(forged(query.name().clone(), t, q.metadata.id));
+    }
+    out
+}
+
+/// Datagrams that are not an acceptable answer to `raw` (the query bytes).
+fn garbage(raw: &[u8], q: &Message) -> Vec<Vec<u8>> {
+    let real = fault_answer(q, false).to_vec().unwrap_or_default();
+    let mut x: u32 = 0x1234_5678 ^ u32::from(q.metadata.id);
+    let noise: Vec<u8> = (0..100)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect();
+    let mut absurd = real.clone();
+    if absurd.len() >= 12 {
+        absurd[6] = 0xff;
+        absurd[7] = 0xff;
+    }
+    let cut = real[..real.len().saturating_sub(3)].to_vec();
+    let header = real[..real.len().min(12)].to_vec();
+    let mut noise_with_id = noise.clone();
+    noise_with_id[..2].copy_from_slice(&raw[..2]);
+    vec![
+        noise,
+        noise_with_id,
+        header,
+        raw.to_vec(),
+        absurd,
+        cut,
+        Vec::new(),
+    ]
+}
+
+fn fault_udp_loop(
+    sock: UdpSocket,
+    addr: SocketAddr,
+    fault: Arc<Mutex<Fault>>,
+    seen: Arc<Mutex<HashMap<(String, &'static str), usize>>>,
+    stop: Arc<AtomicBool>,
+) {
+    let mut sock = Some(sock);
+    let mut buf = [0u8; 4096];
+    while !stop.load(Ordering::Relaxed) {
+        let f = current(&fault);
+        if matches!(f, Fault::Down) {
+            sock = None;
+            std::thread::sleep(Duration::from_millis(20));
+            continue;
+        }
+        let s = match &sock {
+            Some(s) => s,
+            None => match UdpSocket::bind(addr) {
+                Ok(s) => sock.insert(s),
+                Err(_) => {
+                    std::thread::sleep(Duration::from_millis(20));
+                    continue;
+                }
+            },
+        };
+        s.set_read_timeout(Some(Duration::from_millis(20))).ok();
+        let Ok((n, src)) = s.recv_from(&mut buf) else {
+            continue;
+        };
+        let raw = buf[..n].to_vec();
+        let Ok(q) = Message::from_vec(&raw) else {
+            continue;
+        };
+        let Some(name) = q.queries.first().map(|x| qname(x.name())) else {
+            continue;
+        };
+        record(&seen, &name, "udp");
+        if name.starts_with("noanswer.") {
+            continue;
+        }
+        let Ok(reply_sock) = s.try_clone() else {
+            continue;
+        };
+        let send = move |b: &[u8]| {
+            let _ = reply_sock.send_to(b, src);
+        };
+        let real = || fault_answer(&q, false).to_vec().unwrap_or_default();
+        match f {
+            Fault::Healthy => send(&real()),
+            Fault::Down | Fault::Silent | Fault::TcpOnly => {}
+            Fault::Slow(d) => {
+                let b = real();
+                std::thread::spawn(move || {
+                    std::thread::sleep(d);
+                    send(&b);
+                });
+            }
+            Fault::Garbage => {
+                for g in garbage(&raw, &q) {
+                    send(&g);
+                }
+            }
+            Fault::WrongIdThenRight | Fault::WrongQuestionThenRight | Fault::SpoofOnly => {
+                let forged = forgeries(
+                    &q,
+                    f != Fault::WrongQuestionThenRight,
+                    f != Fault::WrongIdThenRight,
+                );
+                let right = (f != Fault::SpoofOnly).then(real);
+                std::thread::spawn(move || {
+                    for b in &forged {
+                        send(b);
+                    }
+                    if let Some(b) = right {
+                        std::thread::sleep(Duration::from_millis(50));
+                        send(&b);
+                    }
+                });
+            }
+            Fault::Truncated | Fault::TruncatedNoTcp => {
+                let mut m = fault_answer(&q, false);
+                m.metadata.truncation = true;
+                m.answers.clear();
+                m.authorities.clear();
+                send(&m.to_vec().unwrap_or_default());
+            }
+        }
+    }
+}
+
+fn fault_tcp_loop(
+    l: TcpListener,
+    addr: SocketAddr,
+    fault: Arc<Mutex<Fault>>,
+    seen: Arc<Mutex<HashMap<(String, &'static str), usize>>>,
+    stop: Arc<AtomicBool>,
+) {
+    let mut listener = Some(l);
+    while !stop.load(Ordering::Relaxed) {
+        if matches!(current(&fault), Fault::Down | Fault::TruncatedNoTcp) {
+            listener = None;
+            std::thread::sleep(Duration::from_millis(20));
+            continue;
+        }
+        let l = match &listener {
+            Some(l) => l,
+            None => match TcpListener::bind(addr) {
+                Ok(l) => listener.insert(l),
+                Err(_) => {
+                    std::thread::sleep(Duration::from_millis(20));
+                    continue;
+                }
+            },
+        };
+        l.set_nonblocking(true).ok();
+        let Ok((mut s, _)) = l.accept() else {
+            std::thread::sleep(Duration::from_millis(5));
+            continue;
+        };
+        let seen = seen.clone();
+        std::thread::spawn(move || {
+            s.set_nonblocking(false).ok();
+            s.set_read_timeout(Some(Duration::from_secs(5))).ok();
+            loop {
+                let mut len = [0u8; 2];
+                if s.read_exact(&mut len).is_err() {
+                    return;
+                }
+                let mut msg = vec![0u8; u16::from_be_bytes(len) as usize];
+                if s.read_exact(&mut msg).is_err() {
+                    return;
+                }
+                let Ok(q) = Message::from_vec(&msg) else {
+                    return;
+                };
+                let Some(name) = q.queries.first().map(|x| qname(x.name())) else {
+                    return;
+                };
+                record(&seen, &name, "tcp");
+                if name.starts_with("noanswer.") {
+                    continue;
+                }
+                let b = fault_answer(&q, true).to_vec().unwrap_or_default();
+                let mut framed = (b.len() as u16).to_be_bytes().to_vec();
+                framed.extend_from_slice(&b);
+                if s.write_all(&framed).is_err() {
+                    return;
+                }
+            }
+        });
+    }
+}
+
+impl Server {
+    /// As [`Server::start_with`], letting `customize` adjust the command
+    /// (environment, `pre_exec` resource limits) before it is spawned.
+    pub fn start_customized(
+        upstream: &[SocketAddr],
+        lists: &[(&str, &str)],
+        extra: &str,
+        server_extra: &str,
+        customize: &dyn Fn(&mut Command),
+    ) -> Server {
+        let mut dir = tempfile::tempdir().expect("tempdir");
+        let list_dir = dir.path().join("lists");
+        std::fs::create_dir(&list_dir).expect("mkdir");
+        for (name, content) in lists {
+            std::fs::write(list_dir.join(name), content).expect("write list");
+        }
+        let extra = extra
+            .replace("{lists}", &list_dir.display().to_string())
+            .replace("{dir}", &dir.path().display().to_string());
+        for _ in 0..5 {
+            let port = free_port();
+            let addr: SocketAddr = (Ipv4Addr::LOCALHOST, port).into();
+            let ups: Vec<String> = upstream.iter().map(|a| format!("\"{a}\"")).collect();
+            let config = format!(
+                "[server]\nlisten = [\"{addr}\"]\nworkers = 2\n{server_extra}\n[upstream]\nservers = [{}]\ntimeout_ms = 800\n[lists]\npaths = [\"{}\"]\n{extra}\n",
+                ups.join(", "),
+                list_dir.display()
+            );
+            let cfg_path: PathBuf = dir.path().join("sinkhole.toml");
+            std::fs::write(&cfg_path, config).expect("write config");
+            let log = std::fs::File::create(dir.path().join("sinkhole.log")).expect("log");
+            let mut cmd = Command::new(env!("CARGO_BIN_EXE_sinkhole"));
+            cmd.arg("serve")
+                .arg("--config")
+                .arg(&cfg_path)
+                .env("RUST_LOG", "sinkhole=debug")
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().expect("log"))
+                .stderr(log);
+            customize(&mut cmd);
+            let child = cmd.spawn().expect("spawn sinkhole");
+            let mut s = Server { addr, dir, child };
+            if s.wait_ready() {
+                return s;
+            }
+            let log = s.log();
+            if !log.contains("cannot listen") {
+                panic!("sinkhole did not start; log:\n{log}");
+            }
+            let _ = s.child.kill();
+            let _ = s.child.wait();
+            dir = std::mem::replace(&mut s.dir, tempfile::tempdir().expect("tempdir"));
+        }
+        panic!("sinkhole could not bind a free port in 5 attempts");
+    }
+
+    /// The exit status if it has exited, without waiting.
+    pub fn try_exit_status(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+}
+
+/// Poll `f` every 20 ms until it returns `Some`, for at most `within`.
+pub fn wait_for<T>(within: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A free loopback port for `[metrics] listen`.
+pub fn metrics_addr() -> SocketAddr {
+    (Ipv4Addr::LOCALHOST, free_port()).into()
+}
+
+/// One value from `/metrics` at `addr` (None: unreachable or absent).
+pub fn metric(addr: SocketAddr, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .ok()?;
+    let mut buf = String::new();
+    let _ = s.read_to_string(&mut buf);
+    let body = buf.split_once("\r\n\r\n")?.1;
+    sinkhole::metrics::Exposition::parse(body)
+        .ok()?
+        .value(name, labels)
+}
+
+/// A TCP connection to `server` from the loopback address `from`.
+pub fn tcp_connect_from(from: Ipv4Addr, server: SocketAddr) -> std::io::Result<TcpStream> {
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+    s.bind(&SocketAddr::from((from, 0)).into())?;
+    s.connect_timeout(&server.into(), Duration::from_secs(3))?;
+    Ok(s.into())
+}
+
+/// One query over an open TCP connection; None on EOF, error or timeout.
+pub fn tcp_query_on(s: &mut TcpStream, q: &Message, wait: Duration) -> Option<Message> {
+    s.set_read_timeout(Some(wait)).ok()?;
+    let b = q.to_vec().ok()?;
+    let mut framed = (b.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(&b);
+    s.write_all(&framed).ok()?;
+    let mut len = [0u8; 2];
+    s.read_exact(&mut len).ok()?;
+    let mut msg = vec![0u8; u16::from_be_bytes(len) as usize];
+    s.read_exact(&mut msg).ok()?;
+    Message::from_vec(&msg).ok()
+}
+
+/// True once the server has closed `s` (EOF or reset), waiting at most `wait`.
+pub fn closed_by_server(s: &mut TcpStream, wait: Duration) -> bool {
+    s.set_read_timeout(Some(wait)).ok();
+    let mut b = [0u8; 512];
+    loop {
+        match s.read(&mut b) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return false;
+            }
+            Err(_) => return true,
+        }
+    }
+}
