@@ -820,6 +820,15 @@ impl ServerHandle {
         for t in self.tcp_tasks {
             let _ = t.await;
         }
+        // The UDP workers first: a batch received just before the stop may
+        // still start upstream exchanges, which the drain below must see.
+        let threads = self.udp_threads;
+        let _ = tokio::task::spawn_blocking(move || {
+            for t in threads {
+                let _ = t.join();
+            }
+        })
+        .await;
         let deadline = tokio::time::Instant::now() + self.drain;
         loop {
             let busy = self.shared.inflight();
@@ -839,18 +848,11 @@ impl ServerHandle {
             }
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
-        let threads = self.udp_threads;
-        let audit = self.shared.audit.clone();
-        let _ = tokio::task::spawn_blocking(move || {
-            for t in threads {
-                let _ = t.join();
-            }
-            // After the listeners: a final checkpoint, nothing lost in the queue.
-            if let Some(a) = audit {
-                a.flush_and_close();
-            }
-        })
-        .await;
+        // Last: every hit of the queries above is queued by now. A final
+        // checkpoint, everything written and fsynced.
+        if let Some(a) = self.shared.audit.clone() {
+            let _ = tokio::task::spawn_blocking(move || a.flush_and_close()).await;
+        }
     }
 }
 
