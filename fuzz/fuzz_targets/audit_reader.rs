@@ -1,4 +1,4 @@
-//! `cargo +nightly fuzz run audit_reader`: the audit log readers on arbitrary bytes: `verify` (record parsing and
+//! `make fuzz` / `RUSTC_BOOTSTRAP=1 cargo fuzz run audit_reader`: the audit log readers on arbitrary bytes: `verify` (record parsing and
 //! the chain walk with its lookahead) and the search/stats hit parser must
 //! never panic, whatever a damaged or hostile log contains.
 #![no_main]

@@ -1,4 +1,4 @@
-//! `cargo +nightly fuzz run parse_rpz`: the rpz parser on arbitrary bytes.
+//! `make fuzz` / `RUSTC_BOOTSTRAP=1 cargo fuzz run parse_rpz`: the rpz parser on arbitrary bytes.
 //! It must never panic, and every name rule it returns must be valid.
 #![no_main]
 
