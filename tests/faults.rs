@@ -298,7 +298,11 @@ fn audit_directory_gone_keeps_serving_and_recovers() {
         a_records(&udp(&s, "fine.test.", RecordType::A, false)),
         vec![UP_V4]
     );
-    assert!(s.log().contains("audit"), "logged; log:\n{}", s.log());
+    assert!(
+        s.log().contains("audit log write failed"),
+        "logged; log:\n{}",
+        s.log()
+    );
 
     // Fixed: the directory is back, and hits are written again.
     std::fs::remove_file(&audit).expect("remove the file");
@@ -382,6 +386,11 @@ fn audit_disk_full_keeps_serving_counts_and_recovers() {
     assert!(errors.is_some(), "write errors counted; log:\n{}", s.log());
     let mut s = s;
     assert!(s.try_exit_status().is_none(), "still running (no SIGXFSZ)");
+    let log = s.log();
+    assert!(
+        log.contains("audit log write failed") && log.contains("File too large"),
+        "logged; log:\n{log}"
+    );
     assert_eq!(rcode(&udp(&s, "blocked.test.", RecordType::A, false)), 3);
     assert_eq!(
         a_records(&udp(&s, "fine.test.", RecordType::A, false)),
