@@ -697,7 +697,8 @@ def run(a):
         for kind in [k for k in kinds if k in per_kind]:
             rows = per_kind[kind]
             print(f"\n{kind}: {len(rows)} — {EXPLAIN[kind]}")
-            print(f"  first {min(a.show, len(rows))} (all in {work}/differences.txt{'' if a.keep else ', with --keep'}):")
+            where = f"all in {work}/differences.txt" if a.keep or a.work else "--keep keeps differences.txt"
+            print(f"  first {min(a.show, len(rows))} ({where}):")
             for cat, name, t, s, u, cold in rows[:a.show]:
                 print(f"  [{cat}] {name} {t}\n    sinkhole: {fmt(s)}\n    unbound:  {fmt(u)}")
                 if cold is not None:
