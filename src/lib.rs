@@ -11,6 +11,7 @@ pub mod config;
 pub mod control;
 pub mod forward;
 pub mod list;
+pub mod memory;
 pub mod metrics;
 pub mod policy;
 pub mod report;

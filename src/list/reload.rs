@@ -283,6 +283,8 @@ impl Reloader {
         let _busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
         let started = Instant::now();
         let result = self.build(force, guard, base_version, started);
+        // The parsed text and the old snapshot are gone now; hand the pages back.
+        crate::memory::release_freed_memory();
         match &result {
             Ok(r) => {
                 self.stats.accepted.fetch_add(1, Ordering::Relaxed);

@@ -949,15 +949,6 @@ fn ignore_sigxfsz() {
     }
 }
 
-/// Parsing a big list frees far more than the snapshot keeps; glibc holds
-/// on to that memory unless asked, which would count against the RSS budget.
-pub fn release_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim has no preconditions; it only returns free pages.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-}
 
 /// The reload settings `[lists]` describes.
 pub fn reload_settings(cfg: &ListsConfig) -> ReloadSettings {
@@ -1010,7 +1001,7 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         ms = t0.elapsed().as_millis() as u64,
         "lists loaded"
     );
-    release_freed_memory();
+    crate::memory::release_freed_memory();
 
     let metrics = Arc::new(Metrics::new(&config.upstream.servers));
     let readiness = metrics::Readiness::new(metrics.clone(), std::time::Duration::from_secs(60));
