@@ -949,7 +949,6 @@ fn ignore_sigxfsz() {
     }
 }
 
-
 /// The reload settings `[lists]` describes.
 pub fn reload_settings(cfg: &ListsConfig) -> ReloadSettings {
     let options_cfg = cfg.clone();
