@@ -246,16 +246,15 @@ proptest! {
     }
 }
 
-/// Release builds must read a million lines well under a second; in a
-/// test build this only guards against accidental quadratic behaviour.
+/// A large list keeps every line and its line number. Parse speed is
+/// measured by the benchmarks (`cargo bench --bench matcher`), not timed here.
 #[test]
-fn a_large_list_parses_linearly() {
-    let n = 200_000;
+fn a_large_list_keeps_every_line() {
+    let n = 50_000;
     let text: String = (0..n)
         .map(|i| format!("host-{i}.example{}.com\n", i % 97))
         .collect();
-    let start = std::time::Instant::now();
     let p = parse_bytes(Path::new("big"), text.as_bytes(), &forced(Format::Plain));
     assert_eq!(p.rules.len(), n);
-    assert!(start.elapsed().as_secs() < 20, "{:?}", start.elapsed());
+    assert!(p.rules.iter().enumerate().all(|(i, r)| r.line == i as u32 + 1));
 }
