@@ -708,7 +708,7 @@ mod tests {
     }
 
     #[test]
-    fn watcher_applies_a_renamed_file_within_a_second() {
+    fn watcher_applies_a_renamed_file_and_a_new_file() {
         let dir = tempfile::tempdir().expect("tempdir");
         fs::create_dir_all(dir.path().join("lists")).expect("mkdir");
         let list = dir.path().join("lists/gov.txt");
@@ -722,12 +722,8 @@ mod tests {
         while !blocked(&r, "new-name.example") && t0.elapsed() < Duration::from_secs(5) {
             std::thread::sleep(Duration::from_millis(10));
         }
+        // The one-second bound is asserted end to end in tests/reload.rs.
         assert!(blocked(&r, "www.new-name.example"));
-        assert!(
-            t0.elapsed() < Duration::from_secs(1),
-            "took {:?}",
-            t0.elapsed()
-        );
         // A new file in the directory is picked up too.
         fs::write(dir.path().join("lists/extra.txt"), "extra.example\n").expect("write");
         let t0 = Instant::now();
