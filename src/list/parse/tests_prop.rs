@@ -256,5 +256,10 @@ fn a_large_list_keeps_every_line() {
         .collect();
     let p = parse_bytes(Path::new("big"), text.as_bytes(), &forced(Format::Plain));
     assert_eq!(p.rules.len(), n);
-    assert!(p.rules.iter().enumerate().all(|(i, r)| r.line == i as u32 + 1));
+    assert!(
+        p.rules
+            .iter()
+            .enumerate()
+            .all(|(i, r)| r.line == i as u32 + 1)
+    );
 }
