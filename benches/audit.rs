@@ -7,10 +7,18 @@
 //!    sustains and what the queue dropped (loss is expected here).
 //! 3. read: builds a log of N records, then times `verify`, `search` and
 //!    `stats` over it (records/s).
+//! 4. cpu: what the log costs per record at a fixed rate (default 40,000
+//!    hits/s from 2 producer threads, each offering hits one at a time as
+//!    the server's workers do): on the producer side the time spent inside
+//!    `AuditLog::record` (mean and percentiles; the hits are built outside
+//!    the measured span), on the writer thread its whole run time from the
+//!    kernel's per-thread accounting, and how often the writer was woken.
+//!    `cargo bench --bench audit -- cpu` runs only this part.
 //!
 //! Environment: AUDIT_BENCH_RATE (50000), AUDIT_BENCH_SECS (5),
 //! AUDIT_BENCH_RECORDS (2000000; use 10000000 for the issue's figure),
-//! AUDIT_BENCH_DIR (a directory to write in; default a temporary one).
+//! AUDIT_BENCH_DIR (a directory to write in; default a temporary one),
+//! AUDIT_BENCH_CPU_RATE (40000) and AUDIT_BENCH_PRODUCERS (2) for `cpu`.
 
 use std::io::Write;
 use std::path::Path;
@@ -87,6 +95,11 @@ fn paced(dir: &Path, rate: u64, secs: u64) {
 
 fn burst(dir: &Path, secs: u64) {
     let log = AuditLog::open(&AuditSettings::dir(dir)).expect("open audit log");
+    // The writer names its thread itself: once it has answered, it has.
+    log.flush();
+    let tid = writer_tid();
+    let usage = || tid.as_deref().map(thread_usage).unwrap_or_default();
+    let w0 = usage();
     let start = Instant::now();
     let end = start + Duration::from_secs(secs);
     std::thread::scope(|s| {
@@ -103,16 +116,20 @@ fn burst(dir: &Path, secs: u64) {
             });
         }
     });
+    log.flush();
+    let w = usage().run_ns.saturating_sub(w0.run_ns);
     log.flush_and_close();
     let el = start.elapsed().as_secs_f64();
     let st = log.stats();
     println!(
         "burst: 2 producers for {secs}s: offered {} hits, written {} lines = {:.0} lines/s \
-         sustained; lost {} (queue full)",
+         sustained; lost {} (queue full); writer {:.0} ns/line, {:.0}% of a core",
         st.enqueued + st.lost,
         st.written,
         st.written as f64 / el,
-        st.lost
+        st.lost,
+        w as f64 / st.written.max(1) as f64,
+        w as f64 / 1e7 / el
     );
 }
 
@@ -142,6 +159,150 @@ fn cpu_secs() -> f64 {
     }
     let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
     tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
+/// The audit writer thread of this process, found by name (only one log
+/// is open at a time here).
+fn writer_tid() -> Option<String> {
+    std::fs::read_dir("/proc/self/task")
+        .ok()?
+        .filter_map(Result::ok)
+        .find(|e| {
+            std::fs::read_to_string(e.path().join("comm"))
+                .is_ok_and(|c| c.trim_end() == "sinkhole-audit")
+        })
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+}
+
+/// One thread's run time (ns, from schedstat: nanoseconds, unlike the
+/// tick-based stat) and its voluntary and involuntary context switches. A
+/// voluntary switch is one sleep, so one wake-up; involuntary ones are
+/// preemption by other work on the machine.
+#[derive(Clone, Copy, Default)]
+struct ThreadUsage {
+    run_ns: u64,
+    voluntary: u64,
+    involuntary: u64,
+}
+
+fn thread_usage(tid: &str) -> ThreadUsage {
+    let base = Path::new("/proc/self/task").join(tid);
+    let run_ns = std::fs::read_to_string(base.join("schedstat"))
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0);
+    let status = std::fs::read_to_string(base.join("status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    ThreadUsage {
+        run_ns,
+        voluntary: field("voluntary_ctxt_switches:"),
+        involuntary: field("nonvoluntary_ctxt_switches:"),
+    }
+}
+
+fn cpu(dir: &Path, rate: u64, producers: u64, secs: u64) {
+    let log = AuditLog::open(&AuditSettings::dir(dir)).expect("open audit log");
+    // The writer names its thread itself: once it has answered, it has.
+    log.flush();
+    let tid = writer_tid();
+    let usage = || tid.as_deref().map(thread_usage).unwrap_or_default();
+    let w0 = usage();
+    let start = Instant::now();
+    let end = start + Duration::from_secs(secs);
+    let per = rate as f64 / producers as f64;
+    let mut times: Vec<u32> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..producers)
+            .map(|t| {
+                let log = log.clone();
+                s.spawn(move || {
+                    // Hits reach the server one by one, not in bursts: pace
+                    // at the per-producer interval, with the timer slack
+                    // cut so the sleeps are about as short as asked.
+                    // SAFETY: prctl(PR_SET_TIMERSLACK) only changes this
+                    // thread's timer slack.
+                    unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1u64, 0u64, 0u64, 0u64) };
+                    let gap = Duration::from_secs_f64(1.0 / per).max(Duration::from_micros(20));
+                    let mut sent = 0u64;
+                    let mut times = Vec::with_capacity((per * secs as f64) as usize + 1024);
+                    let mut batch = Vec::new();
+                    while Instant::now() < end {
+                        let due = (start.elapsed().as_secs_f64() * per) as u64;
+                        batch.extend((sent..due).map(|i| hit(i * producers + t)));
+                        sent = sent.max(due);
+                        // Per call, on the vDSO clock (about 20 ns a read,
+                        // taken out below): the query path pays exactly
+                        // this, and nothing in `record` sleeps, so it is
+                        // CPU time unless the thread was preempted (p50
+                        // is immune to that).
+                        for h in batch.drain(..) {
+                            let c = Instant::now();
+                            log.record(h);
+                            times.push(c.elapsed().as_nanos().min(u128::from(u32::MAX)) as u32);
+                        }
+                        std::thread::sleep(gap);
+                    }
+                    times
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().expect("producer"))
+            .collect()
+    });
+    let offered = start.elapsed().as_secs_f64();
+    // Everything offered is written before the writer is measured.
+    log.flush();
+    let w1 = usage();
+    let st = log.stats();
+    log.shutdown();
+    // The cost of the clock reads themselves.
+    let mut empty: Vec<u64> = (0..10_000)
+        .map(|_| {
+            let c = Instant::now();
+            c.elapsed().as_nanos() as u64
+        })
+        .collect();
+    empty.sort_unstable();
+    let clock = empty[empty.len() / 2];
+    let sent = times.len();
+    let n = sent.max(1) as f64;
+    times.sort_unstable();
+    let pct = |p: f64| {
+        let i = ((sent as f64 * p) as usize).min(sent.saturating_sub(1));
+        u64::from(times.get(i).copied().unwrap_or(0)).saturating_sub(clock)
+    };
+    let mean =
+        (times.iter().map(|&t| u64::from(t)).sum::<u64>() as f64 / n - clock as f64).max(0.0);
+    let w_ns = w1.run_ns.saturating_sub(w0.run_ns);
+    println!(
+        "cpu: {sent} hits from {producers} producers in {offered:.2}s = {:.0} hits/s; lost {}\n\
+         cpu:   producer: record() mean {mean:.0} ns, p50 {} ns, p90 {} ns, p96 {} ns, p99 {} ns, p99.9 {} ns, max {} us\n\
+         cpu:   writer:   {:.0} ns/record ({:.1}% of a core), {:.0} wake-ups/s \
+         (+{:.0}/s preempted)\n\
+         cpu:   total:    {:.0} ns/record",
+        n / offered,
+        st.lost,
+        pct(0.5),
+        pct(0.9),
+        pct(0.96),
+        pct(0.99),
+        pct(0.999),
+        times.last().map_or(0, |&t| t / 1000),
+        w_ns as f64 / n,
+        w_ns as f64 / 1e7 / offered,
+        w1.voluntary.saturating_sub(w0.voluntary) as f64 / offered,
+        w1.involuntary.saturating_sub(w0.involuntary) as f64 / offered,
+        mean + w_ns as f64 / n,
+    );
+    if tid.is_none() {
+        println!("cpu: writer thread not found; writer figures are 0");
+    }
 }
 
 struct Sink(u64);
@@ -263,6 +424,12 @@ fn main() {
     if want("read") {
         let d = tmp.path().join("read");
         read(&d, n);
+    }
+    if want("cpu") {
+        let d = tmp.path().join("cpu");
+        let rate = env_u64("AUDIT_BENCH_CPU_RATE", 40_000);
+        let producers = env_u64("AUDIT_BENCH_PRODUCERS", 2).max(1);
+        cpu(&d, rate, producers, secs);
     }
     // SAFETY: getrusage only writes into the struct we pass.
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };

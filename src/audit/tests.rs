@@ -575,6 +575,46 @@ fn many_producers_give_a_dense_chain() {
     assert_eq!(r.checkpoints, 21, "{r}");
 }
 
+/// Producers race each other (seqs reach the writer out of order) and
+/// overflow a small queue while the writer keeps stalling: every seq is
+/// still a line or inside a `lost` record, and the counts agree.
+#[test]
+fn racing_producers_overflowing_give_a_dense_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = settings(dir.path());
+    s.queue_capacity = 64;
+    s.checkpoint_every = 100;
+    let log = AuditLog::open(&s).unwrap();
+    let done = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|sc| {
+        for t in 0..4u64 {
+            let (log, done) = (log.clone(), &done);
+            sc.spawn(move || {
+                for i in 0..5000 {
+                    log.record(hit(t * 5000 + i));
+                    if i % 256 == 0 {
+                        std::thread::yield_now();
+                    }
+                }
+                done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            });
+        }
+        while done.load(std::sync::atomic::Ordering::Relaxed) < 4 {
+            log.set_stalled(true);
+            std::thread::sleep(Duration::from_millis(1));
+            log.set_stalled(false);
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    });
+    let st = log.stats();
+    log.shutdown();
+    assert!(st.lost > 0, "the queue never overflowed: {st:?}");
+    assert_eq!(st.enqueued + st.lost, 20_000);
+    let r = check_intact(dir.path());
+    assert_eq!((r.hits, r.lost), (st.enqueued, st.lost), "{r}");
+    assert!(r.checkpoints > 1, "{r}");
+}
+
 #[test]
 fn hmac_pseudonyms() {
     let keys = tempfile::tempdir().unwrap();

@@ -1,23 +1,56 @@
-//! The writer: a bounded queue from the query path to one thread that
-//! renders, chains, writes, rotates, fsyncs and prunes.
+//! The writer: a lock-free queue from the query path to one thread that
+//! orders, renders, chains, writes, rotates, fsyncs and prunes.
 //!
-//! Sequence numbers are handed out on the query path, under a mutex held
-//! only for the counter bump and a non-blocking `try_send`: that keeps the
-//! queue in seq order (so the file is too) and makes every overflow visible
-//! as a gap. The writer takes seqs for its own records (checkpoint,
-//! retention) from the same counter and first writes everything queued
-//! before them. A run of seqs that never reached the file is closed by a
-//! `lost` record that takes the run's last seq, so the sequence stays dense:
-//! each seq is either a line or inside exactly one `lost` range.
+//! # Producers
+//!
+//! A record's seq comes from one atomic counter (`fetch_add`), and the
+//! record goes into an unbounded lock-free MPSC queue; no lock is taken on
+//! the query path. Two producers can therefore hand their records over in
+//! the opposite order of their seqs, so the writer keeps a small reorder
+//! buffer and writes strictly in seq order. Every seq handed out is
+//! *resolved* promptly and without waiting: either its record is queued,
+//! or — when the queue is full — the seq goes into a shared set of lost
+//! seqs (the only lock, taken only on overflow). The writer closes each run
+//! of lost seqs with a `lost` record that takes the run's last seq, so the
+//! sequence stays dense: each seq is either a line or inside exactly one
+//! `lost` range, and a full queue is never silent.
+//!
+//! The queue bound (`queue_capacity`) is a window of seqs ahead of the
+//! writer: a record whose seq is `queue_capacity` or more past the first
+//! seq the writer has not finished is lost. That bounds memory (queue plus
+//! reorder buffer) exactly like a bounded channel, without a shared
+//! occupancy counter.
+//!
+//! Count checkpoints sit at fixed seqs (every `checkpoint_every + 1`-th
+//! seq after the `start` record) that producers skip; the writer writes the
+//! checkpoint when it reaches that seq, so it lands exactly in place without
+//! draining anything. The writer's own records (timed checkpoints,
+//! retention, shutdown) take seqs from the same counter and first write
+//! everything below them. Shutdown sets a bit in the counter, so no
+//! producer can take a seq after the final checkpoint's.
+//!
+//! # Waking the writer
+//!
+//! The writer wakes at most every [`BATCH_WINDOW`] under load: after a
+//! round that wrote something it naps for that long while records pile up,
+//! then drains everything queued, renders it into one buffer and writes it
+//! with one `write`. Producers wake it only when it is idle (parked with an
+//! empty queue: the first record after a quiet spell is written at once)
+//! or when the queue is more than half full during a nap. Flush and
+//! shutdown always wake it.
 
+use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::thread::JoinHandle;
+use std::sync::atomic::{
+    AtomicBool, AtomicU8, AtomicU64,
+    Ordering::{Acquire, Relaxed, Release, SeqCst},
+};
+use std::sync::mpsc::{Receiver, Sender, SyncSender, channel, sync_channel};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::thread::{JoinHandle, Thread};
 use std::time::{Duration, Instant};
 
 use hmac::{Hmac, Mac};
@@ -43,6 +76,33 @@ const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 const WARN_EVERY: Duration = Duration::from_secs(10);
 const AGE_CHECK_EVERY: Duration = Duration::from_secs(3600);
+/// How long records may accumulate after a busy round before the writer
+/// looks again: bounds wake-ups and `write` calls to about 500/s under any
+/// load, while a full default queue (65536) would take over a second to
+/// fill even at 50,000 hits/s.
+const BATCH_WINDOW: Duration = Duration::from_millis(2);
+/// Poll interval while the next seq is held by a producer between taking
+/// it and handing its record over (normally nanoseconds; a preempted
+/// producer can take longer).
+const IN_FLIGHT_POLL: Duration = Duration::from_micros(200);
+/// A seq still unresolved after this long is written off as lost, so a
+/// bug elsewhere can never stop the log (or hang shutdown).
+const STALE_AFTER: Duration = Duration::from_secs(5);
+/// How long a run of lost seqs may wait for the seq after it to resolve
+/// (it may be lost too, and one record per run reads better).
+const RUN_WAIT: Duration = Duration::from_millis(1);
+
+/// Set in the seq counter at shutdown: a producer whose `fetch_add`
+/// returns it counts its record as lost instead of queueing it.
+const CLOSED: u64 = 1 << 63;
+
+/// Writer states, for producers deciding whether to wake it.
+const RUNNING: u8 = 0;
+/// Parked with nothing queued: the next record wakes it.
+const IDLE: u8 = 1;
+/// Parked so records accumulate into one write: only a queue more than
+/// half full (or flush/shutdown) wakes it early.
+const NAPPING: u8 = 2;
 
 /// Handle to the audit log. Cloning is cheap; the writer thread stops when
 /// [`AuditLog::shutdown`] or [`AuditLog::flush_and_close`] is called, or when
@@ -53,45 +113,68 @@ pub struct AuditLog {
 }
 
 struct Inner {
-    tx: SyncSender<Msg>,
+    tx: Sender<Msg>,
     shared: Arc<Shared>,
     join: Mutex<Option<JoinHandle<()>>>,
 }
 
+#[allow(
+    clippy::large_enum_variant,
+    reason = "nearly every message is a hit; see the variant's comment"
+)]
 enum Msg {
+    /// The record travels inline: one allocation per queue block rather
+    /// than a `Box` per record, allocated on one thread and freed on
+    /// another.
     Hit {
         seq: u64,
-        /// Seqs lost to a full queue just before this one.
-        lost: Option<(u64, u64)>,
-        /// A seq reserved for a count checkpoint just before this one.
-        checkpoint: Option<u64>,
-        hit: Box<HitRecord>,
+        hit: HitRecord,
     },
     Flush(SyncSender<()>),
     Shutdown,
 }
 
-struct SeqState {
-    next: u64,
-    /// Seqs handed out whose records did not fit in the queue; always the
-    /// run just below `next`.
-    pending_lost: Option<(u64, u64)>,
-    closed: bool,
-    /// Count checkpoints: every `checkpoint_every` seqs, the next hit
-    /// carries a reserved seq for one. Reserving it here, rather than in
-    /// the writer, puts it exactly in place without draining the queue.
-    checkpoint_every: u64,
-    next_checkpoint: u64,
+/// Keeps what it holds on a cache line of its own, so producers bumping
+/// the seq counter do not keep stealing the line the writer publishes on.
+#[repr(align(64))]
+struct Line64<T>(T);
+
+/// Written on every record by producers.
+struct Hot {
+    /// Next seq to hand out, with [`CLOSED`] once the log is closing.
+    next: AtomicU64,
+    /// Hits accepted into the queue.
+    enqueued: AtomicU64,
+}
+
+/// Written by the writer once per round, read by producers.
+struct Published {
+    /// The first seq not yet written or accounted for as lost.
+    frontier: AtomicU64,
+    /// Hits taken off the queue (written, dropped or late).
+    dequeued: AtomicU64,
+    state: AtomicU8,
 }
 
 struct Shared {
-    seq: Mutex<SeqState>,
+    hot: Line64<Hot>,
+    published: Line64<Published>,
+    /// The writer thread, for `unpark`; set by the writer before it first
+    /// parks.
+    writer: OnceLock<Thread>,
+    capacity: u64,
+    /// The `start` record's seq; count checkpoint seqs are counted from it.
+    start_seq: u64,
+    /// `checkpoint_every + 1`, or 0 when count checkpoints are off.
+    checkpoint_period: u64,
+    /// Seqs whose records did not fit in the queue, not yet seen by the
+    /// writer. Locked only on overflow and by the writer when
+    /// `lost_pending` says there is something.
+    lost_seqs: Mutex<SeqRanges>,
     lost_pending: AtomicBool,
-    enqueued: AtomicU64,
     written: AtomicU64,
     lost: AtomicU64,
     write_errors: AtomicU64,
-    depth: AtomicI64,
     /// Test hooks: stop the writer; make writes fail, wholly or halfway.
     stall: AtomicBool,
     stalled: AtomicBool,
@@ -103,6 +186,64 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // Nothing panics while these locks are held; a poisoned lock still
     // holds consistent data.
     m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Shared {
+    /// Whether `seq` is reserved for a count checkpoint.
+    fn is_checkpoint_seq(&self, seq: u64) -> bool {
+        let p = self.checkpoint_period;
+        p != 0 && seq > self.start_seq && (seq - self.start_seq) % p == p - 1
+    }
+
+    /// Takes the next seq that is not a count checkpoint's, or `None` once
+    /// the log is closing. SeqCst: this is the producer's half of the
+    /// handshake in [`Writer::wait_for_work`].
+    fn take_seq(&self) -> Option<u64> {
+        let s = self.hot.0.next.fetch_add(1, SeqCst);
+        if s & CLOSED != 0 {
+            return None;
+        }
+        if !self.is_checkpoint_seq(s) {
+            return Some(s);
+        }
+        // Checkpoint seqs are never adjacent (the period is at least 2).
+        let s = self.hot.0.next.fetch_add(1, SeqCst);
+        (s & CLOSED == 0).then_some(s)
+    }
+
+    /// One past the highest seq handed out so far.
+    fn taken(&self) -> u64 {
+        self.hot.0.next.load(SeqCst) & !CLOSED
+    }
+
+    /// Wakes the writer if it is idle, or napping while the queue passes
+    /// half full (`window`: how far `seq` is ahead of the writer).
+    fn nudge(&self, window: u64) {
+        let st = self.published.0.state.load(SeqCst);
+        let wake = st == IDLE || (st == NAPPING && window >= self.capacity / 2);
+        if wake
+            && self
+                .published
+                .0
+                .state
+                .compare_exchange(st, RUNNING, SeqCst, Relaxed)
+                .is_ok()
+        {
+            self.unpark();
+        }
+    }
+
+    /// Wakes the writer whatever it is doing (flush, shutdown, tests).
+    fn wake(&self) {
+        self.published.0.state.store(RUNNING, SeqCst);
+        self.unpark();
+    }
+
+    fn unpark(&self) {
+        if let Some(t) = self.writer.get() {
+            t.unpark();
+        }
+    }
 }
 
 impl AuditLog {
@@ -136,26 +277,37 @@ impl AuditLog {
             }
         };
         let start_seq = resume.next_seq;
+        let checkpoint_period = match cfg.checkpoint_every {
+            0 => 0,
+            n => n.saturating_add(1),
+        };
         let shared = Arc::new(Shared {
-            seq: Mutex::new(SeqState {
-                next: start_seq + 1,
-                pending_lost: None,
-                closed: false,
-                checkpoint_every: cfg.checkpoint_every,
-                next_checkpoint: start_seq.saturating_add(cfg.checkpoint_every),
+            hot: Line64(Hot {
+                next: AtomicU64::new(start_seq + 1),
+                enqueued: AtomicU64::new(0),
             }),
+            published: Line64(Published {
+                // Until the writer has written `start`, producers measure
+                // the window from the first hit's seq.
+                frontier: AtomicU64::new(start_seq + 1),
+                dequeued: AtomicU64::new(0),
+                state: AtomicU8::new(RUNNING),
+            }),
+            writer: OnceLock::new(),
+            capacity: cfg.queue_capacity as u64,
+            start_seq,
+            checkpoint_period,
+            lost_seqs: Mutex::new(SeqRanges::default()),
             lost_pending: AtomicBool::new(false),
-            enqueued: AtomicU64::new(0),
             written: AtomicU64::new(0),
             lost: AtomicU64::new(0),
             write_errors: AtomicU64::new(0),
-            depth: AtomicI64::new(0),
             stall: AtomicBool::new(false),
             stalled: AtomicBool::new(false),
             fail_writes: AtomicBool::new(false),
             fail_halfway: AtomicBool::new(false),
         });
-        let (tx, rx) = sync_channel(cfg.queue_capacity);
+        let (tx, rx) = channel();
         let resumed_from = resume.resumed_from;
         let writer = Writer::new(cfg, key, sink, rx, shared.clone(), resume);
         let join = std::thread::Builder::new()
@@ -174,64 +326,51 @@ impl AuditLog {
         })
     }
 
-    /// Queues one blocked query. Never blocks on I/O: if the queue is full
-    /// the record is counted as lost and its seq becomes part of a gap that
-    /// a later `lost` record explains.
+    /// Queues one blocked query. Lock-free and never blocks: if the queue
+    /// is full the record is counted as lost and its seq becomes part of a
+    /// gap that a later `lost` record explains.
     pub fn record(&self, hit: HitRecord) {
         let sh = &*self.inner.shared;
-        let mut st = lock(&sh.seq);
-        if st.closed {
-            drop(st);
+        let Some(seq) = sh.take_seq() else {
+            // Closed: the final checkpoint's seq is already taken.
+            sh.lost.fetch_add(1, Relaxed);
+            return;
+        };
+        let window = seq.saturating_sub(sh.published.0.frontier.load(Acquire));
+        if window >= sh.capacity {
+            lock(&sh.lost_seqs).insert(seq, seq);
+            // SeqCst: the producer's half of the handshake in
+            // `Writer::wait_for_work`, like `take_seq`.
+            sh.lost_pending.store(true, SeqCst);
+            sh.lost.fetch_add(1, Relaxed);
+            sh.nudge(window);
+            // The record is freed here, outside any lock.
+            return;
+        }
+        // Counted before the send so `queue_depth` never goes negative.
+        sh.hot.0.enqueued.fetch_add(1, Relaxed);
+        if self.inner.tx.send(Msg::Hit { seq, hit }).is_err() {
+            // The writer thread is gone (it can only have panicked), so
+            // nothing will write this or any later record: count it.
+            sh.hot.0.enqueued.fetch_sub(1, Relaxed);
             sh.lost.fetch_add(1, Relaxed);
             return;
         }
-        let checkpoint = (st.checkpoint_every > 0 && st.next >= st.next_checkpoint).then(|| {
-            st.next += 1;
-            st.next - 1
-        });
-        let seq = st.next;
-        st.next += 1;
-        sh.depth.fetch_add(1, Relaxed);
-        let res = self.inner.tx.try_send(Msg::Hit {
-            seq,
-            lost: st.pending_lost,
-            checkpoint,
-            hit: Box::new(hit),
-        });
-        match res {
-            Ok(()) => {
-                st.pending_lost = None;
-                if checkpoint.is_some() {
-                    st.next_checkpoint = seq.saturating_add(st.checkpoint_every);
-                }
-                drop(st);
-                sh.enqueued.fetch_add(1, Relaxed);
-            }
-            Err(e) => {
-                // The reserved checkpoint seq is lost with the hit; the next
-                // hit reserves another.
-                let first = st.pending_lost.map_or(checkpoint.unwrap_or(seq), |p| p.0);
-                st.pending_lost = Some((first, seq));
-                drop(st);
-                sh.lost_pending.store(true, Relaxed);
-                sh.depth.fetch_sub(1, Relaxed);
-                sh.lost.fetch_add(1, Relaxed);
-                // Free the record outside the lock.
-                drop(match e {
-                    TrySendError::Full(m) | TrySendError::Disconnected(m) => m,
-                });
-            }
-        }
+        sh.nudge(window);
     }
 
     /// Counters for metrics.
     pub fn stats(&self) -> AuditStats {
         let sh = &*self.inner.shared;
+        // Dequeued first: read the other way round, a record taken off the
+        // queue in between would count as dequeued but not enqueued.
+        let dequeued = sh.published.0.dequeued.load(Relaxed);
+        let enqueued = sh.hot.0.enqueued.load(Relaxed);
         AuditStats {
-            enqueued: sh.enqueued.load(Relaxed),
+            enqueued,
             written: sh.written.load(Relaxed),
             lost: sh.lost.load(Relaxed),
-            queue_depth: sh.depth.load(Relaxed).max(0) as u64,
+            queue_depth: enqueued.saturating_sub(dequeued),
             write_errors: sh.write_errors.load(Relaxed),
         }
     }
@@ -241,6 +380,7 @@ impl AuditLog {
     pub fn flush(&self) {
         let (tx, rx) = sync_channel(1);
         if self.inner.tx.send(Msg::Flush(tx)).is_ok() {
+            self.inner.shared.wake();
             let _ = rx.recv();
         }
     }
@@ -262,6 +402,7 @@ impl AuditLog {
     pub(crate) fn set_stalled(&self, on: bool) {
         let sh = &self.inner.shared;
         sh.stall.store(on, Relaxed);
+        sh.wake();
         while on && !sh.stalled.load(Relaxed) {
             std::thread::sleep(Duration::from_millis(1));
         }
@@ -279,6 +420,7 @@ impl Inner {
         let handle = lock(&self.join).take();
         if let Some(h) = handle {
             let _ = self.tx.send(Msg::Shutdown);
+            self.shared.wake();
             let _ = h.join();
         }
     }
@@ -287,6 +429,43 @@ impl Inner {
 impl Drop for Inner {
     fn drop(&mut self) {
         self.close();
+    }
+}
+
+/// Sets of seqs as sorted, disjoint, non-adjacent inclusive ranges.
+/// Producers lose seqs nearly in order, so the set stays a handful of
+/// ranges however many records a stalled writer costs.
+#[derive(Default, Debug, PartialEq, Eq)]
+struct SeqRanges(Vec<(u64, u64)>);
+
+impl SeqRanges {
+    fn insert(&mut self, a: u64, b: u64) {
+        let v = &mut self.0;
+        // Seqs stay below 2^63, so `+ 1` cannot overflow.
+        // First range that touches or follows [a, b]…
+        let i = v.partition_point(|r| r.1 + 1 < a);
+        // …and first range wholly after it.
+        let j = v.partition_point(|r| r.0 <= b + 1);
+        if i == j {
+            v.insert(i, (a, b));
+        } else {
+            let merged = (a.min(v[i].0), b.max(v[j - 1].1));
+            v.splice(i..j, [merged]);
+        }
+    }
+
+    fn first(&self) -> Option<(u64, u64)> {
+        self.0.first().copied()
+    }
+
+    fn pop_first(&mut self) {
+        if !self.0.is_empty() {
+            self.0.remove(0);
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
 }
 
@@ -439,6 +618,7 @@ struct Writer {
     persisted: Persisted,
     batch: Vec<u8>,
     lines: Vec<LineMeta>,
+    /// A rendered line set aside while the batch before it is written.
     scratch: Vec<u8>,
     client_buf: String,
 
@@ -459,6 +639,23 @@ struct Writer {
     retention_due: bool,
     last_age_check: Instant,
 
+    /// The next seq to write: everything below it is written or
+    /// accounted for as lost.
+    frontier: u64,
+    /// Hits that arrived ahead of a seq a producer still holds.
+    reorder: BTreeMap<u64, HitRecord>,
+    /// Lost seqs taken over from `Shared::lost_seqs`, not yet written.
+    lost_seqs: SeqRanges,
+    /// A seq the writer took for a record of its own and is writing
+    /// everything below first.
+    reserved: Option<u64>,
+    /// Hits taken off the queue, published as `Published::dequeued`.
+    dequeued: u64,
+    /// The frontier seq the writer is waiting for, and since when.
+    blocked: Option<(u64, Instant)>,
+    /// The start of a lost run waiting to see whether it grows, and since
+    /// when.
+    run_wait: Option<(u64, Instant)>,
     peeked: Option<Msg>,
     deferred: Vec<Msg>,
     last_warn: Option<Instant>,
@@ -517,6 +714,13 @@ impl Writer {
             last_checkpoint: Instant::now(),
             retention_due: true,
             last_age_check: Instant::now(),
+            frontier: resume.next_seq,
+            reorder: BTreeMap::new(),
+            lost_seqs: SeqRanges::default(),
+            reserved: None,
+            dequeued: 0,
+            blocked: None,
+            run_wait: None,
             peeked: None,
             deferred: Vec::new(),
             last_warn: None,
@@ -525,15 +729,20 @@ impl Writer {
     }
 
     fn run(mut self, start_seq: u64, resumed_from: Option<u64>) {
+        // Producers unpark the writer through this; set before it can park.
+        let _ = self.shared.writer.set(std::thread::current());
         self.refresh();
         self.emit(start_seq, start_seq, Line::Start { resumed_from });
+        self.frontier = start_seq + 1;
         self.flush_batch();
         self.fsync();
+        self.publish();
         let tick = if self.fsync_every.is_zero() {
             MAX_TICK
         } else {
             self.fsync_every.min(MAX_TICK)
         };
+        let mut nap_until = None;
         let mut shutdown = false;
         while !shutdown {
             while self.shared.stall.load(Relaxed) {
@@ -541,37 +750,15 @@ impl Writer {
                 std::thread::sleep(Duration::from_millis(1));
             }
             self.shared.stalled.store(false, Relaxed);
-            let first = match self.peeked.take() {
-                Some(m) => Some(m),
-                None => match self.rx.recv_timeout(tick) {
-                    Ok(m) => Some(m),
-                    Err(RecvTimeoutError::Timeout) => None,
-                    Err(RecvTimeoutError::Disconnected) => {
-                        shutdown = true;
-                        None
-                    }
-                },
-            };
+            if let Some(until) = nap_until.take() {
+                self.nap(until);
+            }
+            self.wait_for_work(tick);
             self.refresh();
-            if let Some(m) = first {
-                shutdown |= self.handle(m);
-            }
-            let mut n = 0;
-            while !shutdown && self.peeked.is_none() && n < MAX_BATCH_MSGS {
-                match self.rx.try_recv() {
-                    Ok(m) => shutdown |= self.handle(m),
-                    Err(_) => break,
-                }
-                n += 1;
-                if self.batch.len() >= MAX_BATCH_BYTES {
-                    self.flush_batch();
-                }
-            }
-            if self.shared.lost_pending.load(Relaxed) {
-                self.inject(None);
-            }
+            let n = self.drain(MAX_BATCH_MSGS);
+            self.check_stale();
             if let Some(reason) = self.checkpoint_due() {
-                self.inject(Some(Meta::Checkpoint(reason)));
+                self.inject(Meta::Checkpoint(reason));
             }
             if self.max_age.is_some() && self.last_age_check.elapsed() >= AGE_CHECK_EVERY {
                 self.last_age_check = Instant::now();
@@ -585,6 +772,11 @@ impl Writer {
                 self.fsync();
             }
             shutdown |= self.run_deferred();
+            self.publish();
+            // A full round means more is waiting: no nap then.
+            if n > 0 && n < MAX_BATCH_MSGS {
+                nap_until = Some(Instant::now() + BATCH_WINDOW);
+            }
         }
         self.finish();
     }
@@ -595,42 +787,275 @@ impl Writer {
         self.failing = self.backoff_until.is_some_and(|t| Instant::now() < t);
     }
 
-    /// Returns true on shutdown.
-    fn handle(&mut self, m: Msg) -> bool {
-        match m {
-            Msg::Hit {
-                seq,
-                lost,
-                checkpoint,
-                hit,
-            } => {
-                self.shared.depth.fetch_sub(1, Relaxed);
-                if let Some((a, b)) = lost {
-                    self.emit_lost(a, b, REASON_QUEUE);
-                }
-                if let Some(c) = checkpoint {
-                    self.emit(c, c, Line::Checkpoint { reason: "count" });
-                }
-                self.emit(seq, seq, Line::Hit(&hit));
-                false
+    /// Tells producers how far the writer has got (the queue window) and
+    /// how many hits it has taken (`queue_depth`).
+    fn publish(&self) {
+        let p = &self.shared.published.0;
+        p.frontier.store(self.frontier, Release);
+        p.dequeued.store(self.dequeued, Relaxed);
+    }
+
+    fn set_state(&self, state: u8) {
+        self.shared.published.0.state.store(state, SeqCst);
+    }
+
+    /// Lets records accumulate until `until`, unless a producer finds the
+    /// queue half full or a flush/shutdown comes in.
+    fn nap(&self, until: Instant) {
+        self.set_state(NAPPING);
+        loop {
+            let now = Instant::now();
+            // Anyone who wants the writer sets RUNNING before unparking;
+            // other returns from `park_timeout` are spurious.
+            if now >= until || self.shared.published.0.state.load(SeqCst) != NAPPING {
+                break;
             }
-            Msg::Flush(ack) => {
-                self.flush_batch();
-                self.fsync();
-                let _ = ack.send(());
-                false
+            std::thread::park_timeout(until - now);
+        }
+        self.set_state(RUNNING);
+    }
+
+    /// Parks until a producer, a flush or shutdown wakes the writer, or for
+    /// at most `tick` (fsync and checkpoint timers).
+    fn wait_for_work(&mut self, tick: Duration) {
+        if self.has_input() {
+            return;
+        }
+        // Handshake with producers, all SeqCst: the writer announces IDLE
+        // and then looks at the queue and the seq counter; a producer takes
+        // its seq, hands the record over and then looks at the state. So
+        // either the producer sees IDLE and unparks us, or we see its seq.
+        self.set_state(IDLE);
+        let in_flight = self.frontier < self.shared.taken();
+        if !self.has_input() {
+            // With a seq out whose record has not arrived, it will in
+            // moments, but its producer may have looked at the state before
+            // we set IDLE: poll rather than sleep a whole tick.
+            std::thread::park_timeout(if in_flight { IN_FLIGHT_POLL } else { tick });
+        }
+        self.set_state(RUNNING);
+    }
+
+    fn has_input(&mut self) -> bool {
+        if self.peeked.is_some()
+            || !self.deferred.is_empty()
+            || self.shared.lost_pending.load(SeqCst)
+        {
+            return true;
+        }
+        match self.rx.try_recv() {
+            Ok(m) => {
+                self.peeked = Some(m);
+                true
             }
-            Msg::Shutdown => true,
+            Err(_) => false,
         }
     }
 
+    /// Takes up to `max` hits off the queue and writes (into the batch)
+    /// whatever is in seq order; flush and shutdown requests wait for the
+    /// end of the round. Returns the number of hits taken.
+    fn drain(&mut self, max: usize) -> usize {
+        let mut n = 0;
+        while n < max {
+            let msg = match self.peeked.take() {
+                Some(m) => m,
+                None => match self.rx.try_recv() {
+                    Ok(m) => m,
+                    Err(_) => break,
+                },
+            };
+            match msg {
+                Msg::Hit { seq, hit } => {
+                    n += 1;
+                    self.accept(seq, hit);
+                    if self.batch.len() >= MAX_BATCH_BYTES {
+                        self.flush_batch();
+                        self.publish();
+                    }
+                }
+                other => self.deferred.push(other),
+            }
+        }
+        self.advance();
+        n
+    }
+
+    fn accept(&mut self, seq: u64, hit: HitRecord) {
+        self.dequeued += 1;
+        if seq == self.frontier {
+            // The common case: in order.
+            self.emit(seq, seq, Line::Hit(&hit));
+            self.frontier += 1;
+            if !self.reorder.is_empty()
+                || !self.lost_seqs.is_empty()
+                || self.shared.is_checkpoint_seq(self.frontier)
+            {
+                self.advance();
+            }
+        } else if seq > self.frontier {
+            self.reorder.insert(seq, hit);
+        } else {
+            // Arrived after `check_stale` wrote its seq off: the `lost`
+            // record covering it is written, only the count is left.
+            self.shared.lost.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Moves the frontier over everything resolved: buffered hits, count
+    /// checkpoint seqs that producers have passed, and runs of lost seqs.
+    /// Stops at a seq a producer still holds, or one not handed out yet.
+    fn advance(&mut self) {
+        loop {
+            let f = self.frontier;
+            if let Some(e) = self.reorder.first_entry() {
+                if *e.key() == f {
+                    let hit = e.remove();
+                    self.emit(f, f, Line::Hit(&hit));
+                    self.frontier += 1;
+                    continue;
+                }
+            }
+            // After shutdown closed the counter, `taken` is meaningless and
+            // the reserved seq is the final checkpoint's.
+            if self.shared.is_checkpoint_seq(f)
+                && f < self.shared.taken()
+                && self.reserved != Some(f)
+            {
+                self.emit(f, f, Line::Checkpoint { reason: "count" });
+                self.frontier += 1;
+                continue;
+            }
+            if self.shared.lost_pending.load(Relaxed) {
+                self.take_lost();
+            }
+            let Some((a, b)) = self.lost_seqs.first() else {
+                return;
+            };
+            if b < f {
+                // Reported after `check_stale` wrote it off.
+                self.lost_seqs.pop_first();
+                continue;
+            }
+            if a > f {
+                // f itself is still out.
+                return;
+            }
+            if !self.run_ends(b + 1) {
+                // The run may grow: a producer holding b + 1 may be losing
+                // it right now, and one `lost` record for the whole run is
+                // easier to read. But not for long: while the frontier
+                // waits here the queue window stays full, so every new
+                // record would be lost and extend the run for ever.
+                let since = match self.run_wait {
+                    Some((s, t)) if s == f => t,
+                    _ => {
+                        let t = Instant::now();
+                        self.run_wait = Some((f, t));
+                        t
+                    }
+                };
+                if since.elapsed() < RUN_WAIT {
+                    return;
+                }
+            }
+            self.run_wait = None;
+            self.lost_seqs.pop_first();
+            self.emit_lost(f, b, REASON_QUEUE);
+            self.frontier = b + 1;
+        }
+    }
+
+    /// Whether a run of lost seqs ending just before `seq` is complete:
+    /// `seq` is known not to be lost, or not handed out yet.
+    fn run_ends(&self, seq: u64) -> bool {
+        self.reserved == Some(seq)
+            || self.shared.is_checkpoint_seq(seq)
+            || self.reorder.contains_key(&seq)
+            || seq >= self.shared.taken()
+    }
+
+    fn take_lost(&mut self) {
+        // Cleared before taking, so a report that lands after the take sets
+        // it again.
+        self.shared.lost_pending.store(false, SeqCst);
+        let ranges = std::mem::take(&mut *lock(&self.shared.lost_seqs));
+        for (a, b) in ranges.0 {
+            self.lost_seqs.insert(a, b);
+        }
+    }
+
+    /// Writes everything below `limit`, waiting for producers that hold a
+    /// seq below it but have not handed its record over yet.
+    fn settle(&mut self, limit: u64) {
+        loop {
+            self.drain(MAX_BATCH_MSGS);
+            // Producers measure the queue window from this.
+            self.publish();
+            if self.frontier >= limit {
+                return;
+            }
+            if !self.check_stale() {
+                std::thread::park_timeout(IN_FLIGHT_POLL);
+            }
+        }
+    }
+
+    /// Writes off the frontier seq as lost when it has been out for
+    /// [`STALE_AFTER`]. Producers resolve a seq right after taking it
+    /// without waiting on anything, so this is a safety net, not a path
+    /// taken in operation. Returns true if it moved the frontier.
+    fn check_stale(&mut self) -> bool {
+        let f = self.frontier;
+        if f >= self.shared.taken() || self.reserved == Some(f) {
+            self.blocked = None;
+            return false;
+        }
+        // Blocked on f itself, or on the seq after a run of lost ones.
+        let (run, held) = match self.lost_seqs.first() {
+            Some((a, b)) if a <= f && b >= f => (true, b + 1),
+            _ => (false, f),
+        };
+        match self.blocked {
+            Some((s, since)) if s == held => {
+                if since.elapsed() < STALE_AFTER {
+                    return false;
+                }
+            }
+            _ => {
+                self.blocked = Some((held, Instant::now()));
+                return false;
+            }
+        }
+        self.blocked = None;
+        if run {
+            self.lost_seqs.pop_first();
+        }
+        self.warn(&format!(
+            "audit seq {held} was never handed to the writer; recording it as lost"
+        ));
+        // Not counted in `lost` here: whichever way it turns up later (a
+        // late hit in `accept`, or its producer's own overflow report), it
+        // is counted then.
+        self.emit_lost(f, held, REASON_QUEUE);
+        self.frontier = held + 1;
+        self.advance();
+        true
+    }
+
+    /// Answers flush requests (and notes shutdown) once everything queued
+    /// before them is written and fsynced. Returns true on shutdown.
     fn run_deferred(&mut self) -> bool {
-        let mut shutdown = false;
         if self.deferred.is_empty() {
             return false;
         }
+        // Every record whose `record` call returned before the request has
+        // a seq below this.
+        let upto = self.shared.taken();
+        self.settle(upto);
         self.flush_batch();
         self.fsync();
+        let mut shutdown = false;
         for m in std::mem::take(&mut self.deferred) {
             match m {
                 Msg::Flush(ack) => {
@@ -643,7 +1068,7 @@ impl Writer {
         shutdown
     }
 
-    /// Timed checkpoints (count checkpoints are reserved by producers).
+    /// Timed checkpoints (count checkpoints have their own seqs).
     fn checkpoint_due(&self) -> Option<&'static str> {
         if self.failing || self.since_checkpoint == 0 {
             return None;
@@ -654,29 +1079,14 @@ impl Writer {
         }
     }
 
-    /// Writes a record of the writer's own (and any queue loss not yet
-    /// written) in seq order: takes a seq, then first writes every queued
-    /// record below it. Everything below the seq is already queued or in
-    /// `pending_lost`, because producers take a seq and enqueue under the
-    /// same lock. Returns the seq used.
-    fn inject(&mut self, meta: Option<Meta>) -> Option<u64> {
-        let (m, pending) = {
-            let mut st = lock(&self.shared.seq);
-            let m = st.next;
-            if meta.is_some() {
-                st.next += 1;
-            }
-            self.shared.lost_pending.store(false, Relaxed);
-            (m, st.pending_lost.take())
-        };
-        if meta.is_none() && pending.is_none() {
-            return None;
-        }
-        self.drain_below(m);
-        if let Some((a, b)) = pending {
-            self.emit_lost(a, b, REASON_QUEUE);
-        }
-        let meta = meta?;
+    /// Writes a record of the writer's own in seq order: takes a seq, then
+    /// first writes everything below it. Returns the seq used.
+    fn inject(&mut self, meta: Meta) -> Option<u64> {
+        // None only once closed, and only `finish` closes.
+        let m = self.shared.take_seq()?;
+        self.reserved = Some(m);
+        self.settle(m);
+        self.reserved = None;
         match meta {
             Meta::Checkpoint(reason) => self.emit(m, m, Line::Checkpoint { reason }),
             Meta::Retention(plan) => self.emit(
@@ -690,29 +1100,10 @@ impl Writer {
                 },
             ),
         }
+        self.frontier = m + 1;
+        // Hits above m that arrived meanwhile.
+        self.advance();
         Some(m)
-    }
-
-    fn drain_below(&mut self, m: u64) {
-        loop {
-            let msg = match self.peeked.take() {
-                Some(p) => p,
-                None => match self.rx.try_recv() {
-                    Ok(p) => p,
-                    Err(_) => return,
-                },
-            };
-            match msg {
-                Msg::Hit { seq, .. } if seq >= m => {
-                    self.peeked = Some(msg);
-                    return;
-                }
-                Msg::Hit { .. } => {
-                    self.handle(msg);
-                }
-                other => self.deferred.push(other),
-            }
-        }
     }
 
     fn emit_lost(&mut self, first: u64, last: u64, reason: u8) {
@@ -766,11 +1157,19 @@ impl Writer {
                 }
             }
         }
+        // Rendered straight into the batch: no copy per line.
+        let mut start = self.batch.len();
         if !self.render(seq, &line) {
+            self.batch.truncate(start);
             self.drop_range(covers_from, seq, u64::from(!is_lost), REASON_WRITE);
             return;
         }
-        if self.needs_rotation(self.scratch.len() as u64 + 1) {
+        if self.needs_rotation(start, (self.batch.len() - start) as u64 + 1) {
+            // The line goes first in the next file: set it aside while the
+            // batch before it goes to this one.
+            self.scratch.clear();
+            self.scratch.extend_from_slice(&self.batch[start..]);
+            self.batch.truncate(start);
             self.flush_batch();
             self.close_current();
             self.retention_due = true;
@@ -778,9 +1177,10 @@ impl Writer {
                 self.drop_range(covers_from, seq, u64::from(!is_lost), REASON_WRITE);
                 return;
             }
+            start = self.batch.len();
+            self.batch.extend_from_slice(&self.scratch);
         }
-        let h = hash_line(&self.scratch);
-        self.batch.extend_from_slice(&self.scratch);
+        let h = hash_line(&self.batch[start..]);
         self.batch.push(b'\n');
         self.head = h;
         self.session_records += 1;
@@ -813,7 +1213,6 @@ impl Writer {
         let prev = hex32(&self.head);
         let prev = prev.as_str();
         let now = format_ts(self.now);
-        self.scratch.clear();
         let res = match line {
             Line::Hit(hit) => {
                 let ts = format_ts(micros_of(hit.time));
@@ -821,7 +1220,7 @@ impl Writer {
                 render_client(&mut self.client_buf, self.mac.as_ref(), hit.client);
                 let qtype = qtype_name(hit.qtype);
                 serde_json::to_writer(
-                    &mut self.scratch,
+                    &mut self.batch,
                     &HitLine {
                         seq,
                         ts: ts.as_str(),
@@ -847,7 +1246,7 @@ impl Writer {
             // Start and lost records open a file after a crash or a failed
             // write, so they carry the acknowledgement of torn tails.
             Line::Start { resumed_from } => serde_json::to_writer(
-                &mut self.scratch,
+                &mut self.batch,
                 &StartLine {
                     seq,
                     ts: now.as_str(),
@@ -861,7 +1260,7 @@ impl Writer {
                 },
             ),
             Line::Checkpoint { reason } => serde_json::to_writer(
-                &mut self.scratch,
+                &mut self.batch,
                 &CheckpointLine {
                     seq,
                     ts: now.as_str(),
@@ -874,7 +1273,7 @@ impl Writer {
                 },
             ),
             Line::Lost { first, reason } => serde_json::to_writer(
-                &mut self.scratch,
+                &mut self.batch,
                 &LostLine {
                     seq,
                     ts: now.as_str(),
@@ -897,7 +1296,7 @@ impl Writer {
                 start_seq,
                 start_prev,
             } => serde_json::to_writer(
-                &mut self.scratch,
+                &mut self.batch,
                 &RetentionLine {
                     seq,
                     ts: now.as_str(),
@@ -915,11 +1314,13 @@ impl Writer {
         res.is_ok()
     }
 
-    fn needs_rotation(&self, add: u64) -> bool {
+    /// Whether a line of `add` bytes must start a new file, with `batched`
+    /// bytes of the batch going to the current one.
+    fn needs_rotation(&self, batched: usize, add: u64) -> bool {
         let Sink::Dir(d) = &self.sink else {
             return false;
         };
-        let in_file = d.cur.as_ref().map_or(0, |c| c.bytes) + self.batch.len() as u64;
+        let in_file = d.cur.as_ref().map_or(0, |c| c.bytes) + batched as u64;
         let new_day = d.cur.as_ref().is_some_and(|c| c.day != self.today);
         new_day || (in_file > 0 && in_file + add > self.max_file_bytes)
     }
@@ -1029,13 +1430,8 @@ impl Writer {
             }
             Sink::Dir(d) => {
                 if d.cur.is_none() {
-                    let name = file_name(self.now, first_seq);
-                    let path = d.dir.join(&name);
-                    let file = OpenOptions::new()
-                        .append(true)
-                        .create_new(true)
-                        .open(&path)
-                        .map_err(|e| (0, e))?;
+                    let (file, name) =
+                        create_file(&d.dir, self.now, first_seq).map_err(|e| (0, e))?;
                     // Make the new name itself durable.
                     if let Ok(dirf) = File::open(&d.dir) {
                         let _ = dirf.sync_all();
@@ -1124,13 +1520,13 @@ impl Writer {
                 return;
             }
         };
-        let Some(m) = self.inject(Some(Meta::Retention(Box::new(RetentionPlan {
+        let Some(m) = self.inject(Meta::Retention(Box::new(RetentionPlan {
             deleted: plan.deleted.clone(),
             paths: Vec::new(),
             start_file: plan.start_file.clone(),
             start_seq: plan.start_seq,
             start_prev: plan.start_prev,
-        })))) else {
+        }))) else {
             return;
         };
         self.flush_batch();
@@ -1205,43 +1601,32 @@ impl Writer {
         }))
     }
 
-    /// Writes everything still queued (the queue is closed to producers
-    /// first, so nothing can slip in behind), any unrecorded queue loss and
-    /// a final checkpoint.
+    /// Closes the log to producers (no seq can be taken after the final
+    /// checkpoint's), writes everything they queued before that, then the
+    /// final checkpoint, and fsyncs.
     fn finish(&mut self) {
-        let (m, pending) = {
-            let mut st = lock(&self.shared.seq);
-            st.closed = true;
-            let m = st.next;
-            st.next += 1;
-            (m, st.pending_lost.take())
-        };
+        let m = self.shared.hot.0.next.fetch_or(CLOSED, SeqCst) & !CLOSED;
         // One last attempt whatever the backoff says.
         self.backoff_until = None;
         self.refresh();
-        if let Some(p) = self.peeked.take() {
-            self.handle(p);
-        }
-        while let Ok(msg) = self.rx.try_recv() {
-            match msg {
-                Msg::Hit { .. } => {
-                    self.handle(msg);
-                }
-                other => self.deferred.push(other),
-            }
-        }
-        if let Some((a, b)) = pending {
-            self.emit_lost(a, b, REASON_QUEUE);
-        }
+        self.reserved = Some(m);
+        self.settle(m);
+        self.reserved = None;
         self.emit(m, m, Line::Checkpoint { reason: "shutdown" });
+        self.frontier = m + 1;
         self.flush_batch();
         self.fsync();
         self.close_current();
+        self.publish();
         if let Some(d) = self.dropped {
             self.warn(&format!(
                 "audit log closed with records seq {}..={} unwritten",
                 d.first, d.last
             ));
+        }
+        // Flush requests that came in while closing: everything is written.
+        while let Ok(m) = self.rx.try_recv() {
+            self.deferred.push(m);
         }
         for m in std::mem::take(&mut self.deferred) {
             if let Msg::Flush(ack) = m {
@@ -1279,21 +1664,69 @@ enum Meta {
 fn render_client(out: &mut String, mac: Option<&Hmac<Sha256>>, ip: IpAddr) {
     use std::fmt::Write as _;
     let ip = canonical(ip);
-    match mac {
-        None => {
+    match (mac, ip) {
+        // The common case by far, without the formatting machinery (the
+        // same dotted quad `Display` writes).
+        (None, IpAddr::V4(a)) => {
+            for (i, o) in a.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push('.');
+                }
+                if o >= 100 {
+                    out.push(char::from(b'0' + o / 100));
+                }
+                if o >= 10 {
+                    out.push(char::from(b'0' + o / 10 % 10));
+                }
+                out.push(char::from(b'0' + o % 10));
+            }
+        }
+        (None, IpAddr::V6(_)) => {
             let _ = write!(out, "{ip}");
         }
-        Some(mac) => {
+        (Some(mac), _) => {
             let mut mac = mac.clone();
             match ip {
                 IpAddr::V4(a) => mac.update(&a.octets()),
                 IpAddr::V6(a) => mac.update(&a.octets()),
             }
             let tag = mac.finalize().into_bytes();
+            let mut hex = [0u8; 32];
             out.push_str("hmac:");
-            out.push_str(&hex::encode(&tag[..16]));
+            // 16 bytes always fit 32 hex digits, which are ASCII.
+            if hex::encode_to_slice(&tag[..16], &mut hex).is_ok() {
+                out.push_str(std::str::from_utf8(&hex).unwrap_or_default());
+            }
         }
     }
+}
+
+/// Creates the file whose first record is `first_seq`. The name can be
+/// taken already when a crash came between creating a file and writing its
+/// first line, and the restart (which resumes from the line before, so
+/// with the same first seq) comes within the same second. An empty file of
+/// that name holds nothing and is taken over; one holding only a torn line
+/// is evidence and is left alone: the new file is named a second later,
+/// which still sorts after it (files order by first seq, then name).
+fn create_file(dir: &Path, now: i64, first_seq: u64) -> io::Result<(File, String)> {
+    const TRIES: i64 = 5;
+    let mut last = None;
+    for k in 0..TRIES {
+        let name = file_name(now + k * 1_000_000, first_seq);
+        let path = dir.join(&name);
+        match OpenOptions::new().append(true).create_new(true).open(&path) {
+            Ok(f) => return Ok((f, name)),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                if std::fs::metadata(&path).is_ok_and(|m| m.is_file() && m.len() == 0) {
+                    let f = OpenOptions::new().append(true).open(&path)?;
+                    return Ok((f, name));
+                }
+                last = Some(e);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| io::Error::other("no free audit file name")))
 }
 
 /// `write_all` that reports how much got through before an error.
@@ -1308,4 +1741,82 @@ fn write_all_counted(w: &mut dyn Write, buf: &[u8]) -> Result<(), (usize, io::Er
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod unit_tests {
+    use super::{SeqRanges, create_file, render_client};
+    use crate::audit::reader::list_files;
+    use std::io::Write;
+
+    fn of(seqs: &[u64]) -> SeqRanges {
+        let mut r = SeqRanges::default();
+        for &s in seqs {
+            r.insert(s, s);
+        }
+        r
+    }
+
+    #[test]
+    fn merges_in_any_order() {
+        assert_eq!(of(&[5, 6, 7]).0, vec![(5, 7)]);
+        assert_eq!(of(&[7, 5, 6]).0, vec![(5, 7)]);
+        assert_eq!(of(&[9, 5, 7]).0, vec![(5, 5), (7, 7), (9, 9)]);
+        assert_eq!(of(&[9, 5, 7, 6, 8]).0, vec![(5, 9)]);
+        assert_eq!(of(&[1, 3, 2, 3, 10]).0, vec![(1, 3), (10, 10)]);
+        let mut r = of(&[1, 5, 9]);
+        r.insert(2, 8);
+        assert_eq!(r.0, vec![(1, 9)]);
+        r.insert(11, 12);
+        r.insert(0, 0);
+        assert_eq!(r.0, vec![(0, 9), (11, 12)]);
+        r.pop_first();
+        assert_eq!(r.first(), Some((11, 12)));
+    }
+
+    /// A crash between creating a file and writing to it, then a restart
+    /// within the same second, asks for the same name again.
+    #[test]
+    fn file_name_collisions_after_a_crash() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = 1_740_830_400_000_000;
+        let (_, a) = create_file(dir.path(), now, 7).unwrap();
+        // Empty: taken over.
+        let (mut f, b) = create_file(dir.path(), now, 7).unwrap();
+        assert_eq!(a, b);
+        // Holding a torn line: kept, and the new file sorts after it.
+        f.write_all(b"{\"seq\":7").unwrap();
+        let (_, c) = create_file(dir.path(), now, 7).unwrap();
+        assert_ne!(b, c);
+        let names: Vec<_> = list_files(dir.path())
+            .unwrap()
+            .into_iter()
+            .map(|f| f.name)
+            .collect();
+        assert_eq!(names, vec![b, c]);
+    }
+
+    #[test]
+    fn client_addresses_render_like_display() {
+        let mut out = String::new();
+        for ip in [
+            "0.0.0.0",
+            "9.10.99.100",
+            "255.255.255.255",
+            "192.0.2.7",
+            "2001:db8::1",
+            "::ffff:10.1.2.3",
+        ] {
+            let ip: std::net::IpAddr = ip.parse().unwrap();
+            out.clear();
+            render_client(&mut out, None, ip);
+            assert_eq!(out, ip.to_canonical().to_string());
+        }
+        for n in 0..=255u8 {
+            let ip = std::net::IpAddr::from([n, n / 3, n / 10, 255 - n]);
+            out.clear();
+            render_client(&mut out, None, ip);
+            assert_eq!(out, ip.to_string());
+        }
+    }
 }
