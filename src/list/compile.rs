@@ -41,6 +41,8 @@ struct Pending {
     /// Position in input order, to keep "first listed wins" after sorting.
     seq: u32,
     extra: Option<u32>,
+    /// Other entries with this key lost to this one.
+    dup: bool,
 }
 
 /// Metadata interned per rule (string offsets).
@@ -151,6 +153,7 @@ pub fn compile_versioned(lists: &[ParsedList], version: u64) -> Result<Snapshot,
                         action,
                         seq: pending.len() as u32,
                         extra,
+                        dup: false,
                     });
                 }
                 Target::Keyword(k) => keywords.push((k.clone(), file, rule.line, action, extra)),
@@ -178,7 +181,11 @@ pub fn compile_versioned(lists: &[ParsedList], version: u64) -> Result<Snapshot,
             .then_with(|| (a.action != 0).cmp(&(b.action != 0)))
             .then_with(|| a.seq.cmp(&b.seq))
     });
-    pending.dedup_by(|later, first| key(later) == key(first));
+    pending.dedup_by(|later, first| {
+        let same = key(later) == key(first);
+        first.dup |= same;
+        same
+    });
 
     let mut builder = fst::MapBuilder::memory();
     let mut rules = Vec::with_capacity((pending.len() + keywords.len()) * RULE_LEN);
@@ -186,7 +193,7 @@ pub fn compile_versioned(lists: &[ParsedList], version: u64) -> Result<Snapshot,
     for (ord, p) in pending.iter().enumerate() {
         builder.insert(key(p), ord as u64)?;
         push_rule(
-            &mut rules, &mut meta, &extras, ord as u32, p.line, p.file, p.action, p.extra,
+            &mut rules, &mut meta, &extras, ord as u32, p.line, p.file, p.action, p.extra, p.dup,
         );
     }
     let fst_bytes = builder.into_inner()?;
@@ -210,7 +217,7 @@ pub fn compile_versioned(lists: &[ParsedList], version: u64) -> Result<Snapshot,
     for (i, (kw, file, line, action, extra)) in keywords.iter().enumerate() {
         let id = (pending.len() + i) as u32;
         push_rule(
-            &mut rules, &mut meta, &extras, id, *line, *file, *action, *extra,
+            &mut rules, &mut meta, &extras, id, *line, *file, *action, *extra, false,
         );
         extra_sec.extend_from_slice(&id.to_le_bytes());
         extra_sec.extend_from_slice(&strings.intern(kw)?.to_le_bytes());
@@ -229,6 +236,12 @@ pub fn compile_versioned(lists: &[ParsedList], version: u64) -> Result<Snapshot,
         &extra_sec,
         &filter,
     ];
+    let blob = assemble(&sections, version, counts);
+    Ok(Snapshot::from_blob(blob, "compiled snapshot")?)
+}
+
+/// Header + sections → one blob with its checksum (layout in `snapshot.rs`).
+pub(crate) fn assemble(sections: &[&[u8]; SECTIONS], version: u64, counts: Counts) -> Vec<u8> {
     let body_len: usize = sections.iter().map(|s| s.len()).sum();
     let mut blob = Vec::with_capacity(HEADER_LEN + body_len);
     blob.extend_from_slice(MAGIC);
@@ -253,18 +266,18 @@ pub fn compile_versioned(lists: &[ParsedList], version: u64) -> Result<Snapshot,
         blob.extend_from_slice(&(c as u64).to_le_bytes());
     }
     let mut off = HEADER_LEN;
-    for s in &sections {
+    for s in sections {
         blob.extend_from_slice(&(off as u64).to_le_bytes());
         blob.extend_from_slice(&(s.len() as u64).to_le_bytes());
         off += s.len();
     }
     debug_assert_eq!(blob.len(), HEADER_LEN);
-    for s in &sections {
+    for s in sections {
         blob.extend_from_slice(s);
     }
     let crc = crc32fast::hash(&blob[HEADER_LEN..]);
     blob[12..16].copy_from_slice(&crc.to_le_bytes());
-    Ok(Snapshot::from_blob(blob, "compiled snapshot")?)
+    blob
 }
 
 fn meta_row(
@@ -303,6 +316,7 @@ fn push_rule(
     file: u16,
     action: u8,
     extra: Option<u32>,
+    dup: bool,
 ) {
     if let Some(e) = extra {
         meta.extend_from_slice(&id.to_le_bytes());
@@ -311,7 +325,7 @@ fn push_rule(
         }
     }
     debug_assert_eq!(meta.len() % META_LEN, 0);
-    rules.extend_from_slice(&row_word(line, action, extra.is_some()).to_le_bytes());
+    rules.extend_from_slice(&row_word(line, action, extra.is_some(), dup).to_le_bytes());
     rules.extend_from_slice(&file.to_le_bytes());
     debug_assert_eq!(rules.len() % RULE_LEN, 0);
 }

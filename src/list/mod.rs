@@ -3,7 +3,9 @@
 
 mod bloom;
 pub mod compile;
+pub mod delta;
 pub mod load;
+pub mod merge;
 pub mod name;
 pub mod parse;
 pub mod reference;

@@ -17,9 +17,15 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
-use super::load::{LoadError, load_with};
-use super::parse;
-use super::{Counts, ListOptions, Snapshot, SnapshotError, diff};
+use super::delta::{self, Baseline, Delta, FileRecord};
+use super::load::LoadError;
+use super::{
+    Counts, Format, ListOptions, Snapshot, SnapshotError, compile_versioned, diff, merge, parse,
+};
+
+/// A push that changes more than this share of a file's lines is reloaded
+/// in full: past it, diffing costs about as much as parsing.
+const MAX_DELTA_RATIO: f64 = 0.25;
 
 /// How reloads behave; `[lists]` in the configuration.
 #[derive(Clone)]
@@ -124,6 +130,12 @@ pub struct ReloadReport {
     pub skipped: Vec<String>,
     pub took_ms: u64,
     pub forced: bool,
+    /// From the start of the reload until the new version answered queries.
+    #[serde(default)]
+    pub enforced_ms: u64,
+    /// Only the changed lines were parsed (see `delta.rs`).
+    #[serde(default)]
+    pub incremental: bool,
 }
 
 /// The manifest stored next to the last good snapshot.
@@ -143,12 +155,30 @@ pub struct ManifestFile {
     pub bytes: u64,
     /// The list options the file was read with (format, action, scope).
     pub options: String,
+    /// The format it was read as, and what it held (absent in manifests
+    /// written before incremental reloads; those reload in full once).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<Format>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counts: Option<Counts>,
+}
+
+impl ManifestFile {
+    /// Same file, same bytes, same options.
+    fn same_content(&self, other: &ManifestFile) -> bool {
+        self.path == other.path
+            && self.sha256 == other.sha256
+            && self.bytes == other.bytes
+            && self.options == other.options
+    }
 }
 
 /// Counters for metrics.
 #[derive(Debug, Default)]
 pub struct ReloadStats {
     pub accepted: AtomicU64,
+    /// Versions put in force that could not be saved as the last good one.
+    pub persist_failures: AtomicU64,
     pub rejected: AtomicU64,
     pub last_success_unix: AtomicU64,
     pub last_failure_reason: Mutex<Option<&'static str>>,
@@ -162,6 +192,20 @@ pub struct Reloader {
     /// Serialises reloads; the query path never takes it.
     busy: Mutex<()>,
     pub stats: ReloadStats,
+    /// The files of the version in force, for incremental reloads.
+    baseline: Mutex<Option<Baseline>>,
+    /// Where byte copies of the files in force are kept.
+    copies: PathBuf,
+    /// `copies` is a private temporary directory (no `state_dir`).
+    copies_are_temp: bool,
+}
+
+impl Drop for Reloader {
+    fn drop(&mut self) {
+        if self.copies_are_temp {
+            let _ = fs::remove_dir_all(&self.copies);
+        }
+    }
 }
 
 /// How the server started.
@@ -217,6 +261,10 @@ impl Reloader {
             let version = snap.version();
             let current = manifest_matches(&manifest, &settings);
             let reloader = Reloader::with_snapshot(settings, snap);
+            if current {
+                *reloader.baseline.lock().unwrap_or_else(|p| p.into_inner()) =
+                    reloader.baseline_from(&manifest);
+            }
             let source = if current {
                 StartSource::LastGoodCurrent { version }
             } else {
@@ -233,12 +281,55 @@ impl Reloader {
     }
 
     fn with_snapshot(settings: ReloadSettings, snap: Snapshot) -> Arc<Reloader> {
+        static TEMP_SEQ: AtomicU64 = AtomicU64::new(0);
+        let (copies, copies_are_temp) = match &settings.state_dir {
+            Some(dir) => (dir.join("lists"), false),
+            None => (
+                std::env::temp_dir().join(format!(
+                    "sinkhole-lists-{}-{}",
+                    std::process::id(),
+                    TEMP_SEQ.fetch_add(1, Ordering::Relaxed)
+                )),
+                true,
+            ),
+        };
         Arc::new(Reloader {
             settings,
             current: Arc::new(ArcSwap::from_pointee(snap)),
             busy: Mutex::new(()),
             stats: ReloadStats::default(),
+            baseline: Mutex::new(None),
+            copies,
+            copies_are_temp,
         })
+    }
+
+    /// The baseline a saved manifest describes, if it records formats and
+    /// counts and every copy is there (checked byte for byte when used).
+    fn baseline_from(&self, manifest: &Manifest) -> Option<Baseline> {
+        let mut files = Vec::with_capacity(manifest.files.len());
+        let base = Baseline {
+            files: Vec::new(),
+            copies: self.copies.clone(),
+        };
+        for (i, f) in manifest.files.iter().enumerate() {
+            let copy_len = fs::metadata(base.copy_path(i)).ok()?.len();
+            if copy_len != f.bytes {
+                return None;
+            }
+            files.push(FileRecord {
+                path: f.path.clone(),
+                format: f.format?,
+                options: f.options.clone(),
+                counts: f.counts?,
+                sha256: f.sha256.clone(),
+                bytes: f.bytes,
+                // Just hashed by `manifest_matches`, but when that was is
+                // not known precisely enough to trust the time: read it.
+                stat: None,
+            });
+        }
+        Some(Baseline { files, ..base })
     }
 
     /// After a [`StartSource::LastGoodStale`] start: apply the changed lists,
@@ -332,55 +423,244 @@ impl Reloader {
         let s = &self.settings;
         wait_until_settled(&s.paths, s.settle)?;
         let version = base_version + 1;
-        let loaded = load_with(&s.paths, &*s.options, version, false)?;
-        let new_counts = loaded.counts();
         let old = self.current.load_full();
-        if guard && !force {
-            let lines = total_rules(&new_counts)
-                + new_counts.urls
-                + new_counts.ips
-                + new_counts.rpz_other
-                + new_counts.skipped;
-            if lines > 0 {
-                let ratio = new_counts.skipped as f64 / lines as f64;
-                if ratio > s.max_skipped_ratio {
-                    return Err(ReloadError::TooManySkipped {
-                        skipped: new_counts.skipped,
-                        total: lines,
-                        pct: ratio * 100.0,
-                        limit: s.max_skipped_ratio * 100.0,
-                        first: loaded.skipped.first().cloned().unwrap_or_default(),
-                    });
+        let baseline = self
+            .baseline
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if let Some(base) = &baseline {
+            match delta::try_delta(base, &old, &s.paths, &*s.options, version, MAX_DELTA_RATIO) {
+                Delta::Apply(applied) => {
+                    return self.apply_delta(*applied, &old, force, guard, started);
+                }
+                Delta::Full(reason) => {
+                    tracing::info!(%reason, "reloading every list in full");
                 }
             }
-            let old_n = old.rule_count();
-            let new_n = loaded.snapshot.rule_count();
-            if old_n > 0 && (new_n as f64) < old_n as f64 * (1.0 - s.max_shrink_ratio) {
-                return Err(ReloadError::Shrunk {
-                    old: old_n,
-                    new: new_n,
-                    pct: (1.0 - new_n as f64 / old_n as f64) * 100.0,
-                    limit: s.max_shrink_ratio * 100.0,
+        }
+        self.build_full(&old, version, force, guard, started)
+    }
+
+    /// Enforce an incremental reload, then fold it into a flat snapshot and
+    /// persist that.
+    fn apply_delta(
+        &self,
+        applied: delta::Applied,
+        old: &Snapshot,
+        force: bool,
+        guard: bool,
+        started: Instant,
+    ) -> Result<ReloadReport, ReloadError> {
+        if guard
+            && !force
+            && let Err(e) = self.check_guards(
+                &applied.counts,
+                applied.snapshot.rule_count(),
+                old.rule_count(),
+                applied.skipped.first(),
+            )
+        {
+            applied.discard();
+            return Err(e);
+        }
+        let delta::Applied {
+            snapshot,
+            files,
+            pending_copies,
+            added,
+            removed,
+            skipped,
+            counts,
+        } = applied;
+        let version = snapshot.version();
+        let rules = snapshot.rule_count();
+        self.current.store(Arc::new(snapshot));
+        let enforced_ms = started.elapsed().as_millis() as u64;
+        tracing::debug!(version, enforced_ms, "incremental changes enforced");
+        let layered = self.current.load_full();
+        let flat = match merge::flatten(&layered) {
+            Ok(flat) => {
+                let flat = Arc::new(flat);
+                self.current.store(flat.clone());
+                flat
+            }
+            Err(e) => {
+                // Still correct, only slower to look up; the next reload is a full one.
+                tracing::error!(error = %e, "merging the incremental reload failed");
+                layered
+            }
+        };
+        self.persist(&flat, files, &pending_copies, counts);
+        Ok(ReloadReport {
+            version,
+            counts,
+            rules,
+            added,
+            removed,
+            skipped,
+            took_ms: started.elapsed().as_millis() as u64,
+            forced: force,
+            enforced_ms,
+            incremental: true,
+        })
+    }
+
+    fn check_guards(
+        &self,
+        counts: &Counts,
+        new_rules: usize,
+        old_rules: usize,
+        first_skip: Option<&String>,
+    ) -> Result<(), ReloadError> {
+        let s = &self.settings;
+        let lines =
+            total_rules(counts) + counts.urls + counts.ips + counts.rpz_other + counts.skipped;
+        if lines > 0 {
+            let ratio = counts.skipped as f64 / lines as f64;
+            if ratio > s.max_skipped_ratio {
+                return Err(ReloadError::TooManySkipped {
+                    skipped: counts.skipped,
+                    total: lines,
+                    pct: ratio * 100.0,
+                    limit: s.max_skipped_ratio * 100.0,
+                    first: first_skip.cloned().unwrap_or_default(),
                 });
             }
         }
-        let changes = diff(&old, &loaded.snapshot);
-        if let Some(dir) = &s.state_dir {
-            save_last_good(dir, &loaded.snapshot, &s.paths, &*s.options, new_counts)
-                .map_err(|e| ReloadError::Persist(e.to_string()))?;
+        if old_rules > 0 && (new_rules as f64) < old_rules as f64 * (1.0 - s.max_shrink_ratio) {
+            return Err(ReloadError::Shrunk {
+                old: old_rules,
+                new: new_rules,
+                pct: (1.0 - new_rules as f64 / old_rules as f64) * 100.0,
+                limit: s.max_shrink_ratio * 100.0,
+            });
         }
-        let rules = loaded.snapshot.rule_count();
-        self.current.store(Arc::new(loaded.snapshot));
+        Ok(())
+    }
+
+    /// Parse every file and compile from scratch, recording each file (and
+    /// a byte copy of it) as the baseline for the next incremental reload.
+    fn build_full(
+        &self,
+        old: &Snapshot,
+        version: u64,
+        force: bool,
+        guard: bool,
+        started: Instant,
+    ) -> Result<ReloadReport, ReloadError> {
+        let s = &self.settings;
+        let paths = parse::list_files(&s.paths).map_err(LoadError::from)?;
+        if paths.is_empty() {
+            let shown: Vec<String> = s.paths.iter().map(|p| p.display().to_string()).collect();
+            return Err(LoadError::NoFiles(shown.join(", ")).into());
+        }
+        let mut lists = Vec::with_capacity(paths.len());
+        let mut records = Vec::with_capacity(paths.len());
+        let mut pending_copies = Vec::with_capacity(paths.len());
+        let mut copies_ok = true;
+        for (i, path) in paths.iter().enumerate() {
+            let opts = (s.options)(path);
+            // Taken before reading: a write after it shows as a change next
+            // time, never as "unchanged".
+            let stat = delta::trusted_stat(path);
+            let bytes = fs::read(path).map_err(|source| {
+                LoadError::Parse(parse::ParseError::Io {
+                    path: path.clone(),
+                    source,
+                })
+            })?;
+            let parsed = parse::parse_bytes(path, &bytes, &opts);
+            if copies_ok {
+                match delta::record(&self.copies, i, path, &bytes, stat, &parsed, &opts) {
+                    Ok((rec, pending)) => {
+                        pending_copies.push((pending, Baseline::copy_at(&self.copies, i)));
+                        records.push(rec);
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, dir = %self.copies.display(), "cannot keep list copies; the next reload will be a full one");
+                        copies_ok = false;
+                    }
+                }
+            }
+            lists.push(parsed);
+        }
+        let skipped: Vec<String> = lists.iter().flat_map(|l| l.skip_messages()).collect();
+        let counts = lists.iter().fold(Counts::default(), |a, l| a + l.counts());
+        let snapshot = compile_versioned(&lists, version).map_err(LoadError::from)?;
+        drop(lists);
+        if guard && !force {
+            if let Err(e) = self.check_guards(
+                &counts,
+                snapshot.rule_count(),
+                old.rule_count(),
+                skipped.first(),
+            ) {
+                for (tmp, _) in &pending_copies {
+                    let _ = fs::remove_file(tmp);
+                }
+                return Err(e);
+            }
+        }
+        let rules = snapshot.rule_count();
+        let snapshot = Arc::new(snapshot);
+        self.current.store(snapshot.clone());
+        let enforced_ms = started.elapsed().as_millis() as u64;
+        let changes = diff(old, &snapshot);
+        if copies_ok {
+            self.persist(&snapshot, records, &pending_copies, counts);
+        } else {
+            *self.baseline.lock().unwrap_or_else(|p| p.into_inner()) = None;
+            if let Some(dir) = &s.state_dir
+                && let Err(e) = save_last_good(dir, &snapshot, &s.paths, &*s.options, counts)
+            {
+                tracing::error!(error = %e, "saving the last good snapshot failed");
+            }
+        }
         Ok(ReloadReport {
             version,
-            counts: new_counts,
+            counts,
             rules,
             added: changes.added.len(),
             removed: changes.removed.len(),
-            skipped: loaded.skipped,
+            skipped,
             took_ms: started.elapsed().as_millis() as u64,
             forced: force,
+            enforced_ms,
+            incremental: false,
         })
+    }
+
+    /// After a version is in force: move its file copies into place, save
+    /// it as the last good snapshot with its manifest (written last, so a
+    /// crash in between leaves a manifest that does not match and the lists
+    /// are re-read), and make it the baseline. A failure here does not undo
+    /// the version in force; it is logged, and the next reload is a full one.
+    fn persist(
+        &self,
+        snap: &Snapshot,
+        files: Vec<FileRecord>,
+        pending_copies: &[(PathBuf, PathBuf)],
+        counts: Counts,
+    ) {
+        let mut baseline = self.baseline.lock().unwrap_or_else(|p| p.into_inner());
+        *baseline = None;
+        for (tmp, dest) in pending_copies {
+            if let Err(e) = fs::rename(tmp, dest) {
+                tracing::error!(error = %e, copy = %dest.display(), "keeping a copy of the list failed; the next reload will be a full one");
+                return;
+            }
+        }
+        if let Some(dir) = &self.settings.state_dir
+            && let Err(e) = write_last_good(dir, snap, &files, counts)
+        {
+            tracing::error!(error = %e, dir = %dir.display(), "saving the last good snapshot failed; a restart will re-read the lists");
+            self.stats.persist_failures.fetch_add(1, Ordering::Relaxed);
+        }
+        *baseline = Some(Baseline {
+            files,
+            copies: self.copies.clone(),
+        });
     }
 
     /// Watch every configured path (the directory of a file, so
@@ -517,6 +797,8 @@ fn manifest_file(path: &Path, options: &ListOptions) -> std::io::Result<Manifest
         bytes: bytes.len() as u64,
         options: format!("{options:?}"),
         path: path.to_path_buf(),
+        format: None,
+        counts: None,
     })
 }
 
@@ -530,7 +812,8 @@ fn manifest_matches(manifest: &Manifest, settings: &ReloadSettings) -> bool {
         && files.iter().zip(&manifest.files).all(|(path, want)| {
             // Cheap size check first: most changes change the size.
             fs::metadata(path).is_ok_and(|m| m.len() == want.bytes)
-                && manifest_file(path, &(settings.options)(path)).is_ok_and(|got| got == *want)
+                && manifest_file(path, &(settings.options)(path))
+                    .is_ok_and(|got| got.same_content(want))
         })
 }
 
@@ -558,9 +841,44 @@ pub fn save_last_good(
         counts,
         rules: snap.rule_count(),
     };
+    write_manifest(dir, &manifest)
+}
+
+/// Save `snap` and a manifest of the files it was compiled from, as
+/// recorded when they were read.
+fn write_last_good(
+    dir: &Path,
+    snap: &Snapshot,
+    files: &[FileRecord],
+    counts: Counts,
+) -> std::io::Result<()> {
+    fs::create_dir_all(dir)?;
+    snap.save(&dir.join(SNAPSHOT_FILE))
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    let manifest = Manifest {
+        version: snap.version(),
+        created_unix: now_unix(),
+        files: files
+            .iter()
+            .map(|f| ManifestFile {
+                path: f.path.clone(),
+                sha256: f.sha256.clone(),
+                bytes: f.bytes,
+                options: f.options.clone(),
+                format: Some(f.format),
+                counts: Some(f.counts),
+            })
+            .collect(),
+        counts,
+        rules: snap.rule_count(),
+    };
+    write_manifest(dir, &manifest)
+}
+
+fn write_manifest(dir: &Path, manifest: &Manifest) -> std::io::Result<()> {
     let tmp = dir.join(format!("{MANIFEST_FILE}.tmp"));
     let mut f = fs::File::create(&tmp)?;
-    serde_json::to_writer_pretty(&mut f, &manifest).map_err(std::io::Error::other)?;
+    serde_json::to_writer_pretty(&mut f, manifest).map_err(std::io::Error::other)?;
     f.write_all(b"\n")?;
     f.sync_all()?;
     fs::rename(tmp, dir.join(MANIFEST_FILE))
@@ -583,6 +901,7 @@ pub fn open_last_good(dir: &Path) -> Result<(Snapshot, Manifest), SnapshotError>
 
 #[cfg(test)]
 mod tests {
+    use super::super::ParsedList;
     use super::*;
 
     fn write(path: &Path, text: &str) {
@@ -773,5 +1092,235 @@ mod tests {
         }
         assert!(blocked(&r, "new-name.example"));
         assert_eq!(r.current().version(), 2);
+    }
+
+    const PROBES: usize = 200;
+
+    /// A tiny deterministic generator (no test-order or seed surprises).
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+    }
+
+    /// A random list line over a small name universe, so that duplicates,
+    /// allow/block pairs, edits of the same key and rule kinds the
+    /// incremental path refuses all occur.
+    fn random_line(rng: &mut Rng) -> String {
+        // Mostly distinct names, some from a small set that collides.
+        let n = if rng.below(10) == 0 {
+            rng.below(40)
+        } else {
+            rng.below(PROBES)
+        };
+        let name = format!("n{n}.ex{}.test", n % 7);
+        match rng.below(20) {
+            0 => format!("*.{name}"),
+            1 => format!("||{name}^"),
+            2 => format!("@@||{name}^"),
+            3 => "# a comment".to_string(),
+            4 => String::new(),
+            5 => format!("www.{name}"),
+            6 => name.to_uppercase(),
+            7 if rng.below(8) == 0 => "keyword:casino".to_string(),
+            8 if rng.below(4) == 0 => "not a name at all".to_string(),
+            9 => format!("ex{}.test", n % 7),
+            _ => name,
+        }
+    }
+
+    fn numbered(text: &str) -> String {
+        text.lines()
+            .enumerate()
+            .map(|(i, l)| format!("{:3} {l}", i + 1))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// Every probe name's answer: (action, list, line, rule text), or None.
+    fn answers(snap: &Snapshot) -> Vec<Option<(String, String, u32, String)>> {
+        let mut out = Vec::new();
+        for n in 0..PROBES {
+            for probe in [
+                format!("n{n}.ex{}.test", n % 7),
+                format!("www.n{n}.ex{}.test", n % 7),
+                format!("a.b.n{n}.ex{}.test", n % 7),
+                format!("ex{}.test", n % 7),
+                format!("x.ex{}.test", n % 7),
+                format!("casino{n}.test"),
+            ] {
+                out.push(snap.lookup(probe.as_bytes()).map(|m| {
+                    let r = snap.rule(m.rule);
+                    (
+                        format!("{:?}", m.action),
+                        r.list().to_string(),
+                        r.line(),
+                        r.text(),
+                    )
+                }));
+            }
+        }
+        out
+    }
+
+    /// The incremental path must answer exactly as a full compile of the
+    /// same files does: with the layer (what is enforced first) and after
+    /// the merge (what is enforced and saved next), provenance included.
+    #[test]
+    fn incremental_reloads_equal_full_compiles() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        fs::create_dir_all(dir.path().join("lists")).expect("mkdir");
+        let paths = [
+            dir.path().join("lists/a.txt"),
+            dir.path().join("lists/b.txt"),
+        ];
+        let mut rng = Rng(0x5eed_1234_abcd_0001);
+        let mut files: Vec<Vec<String>> = (0..2)
+            .map(|_| (0..80).map(|_| random_line(&mut rng)).collect())
+            .collect();
+        for (p, lines) in paths.iter().zip(&files) {
+            write(p, &(lines.join("\n") + "\n"));
+        }
+        let (r, _) = Reloader::start(settings(dir.path())).expect("start");
+        let (mut incremental, mut full) = (0, 0);
+        for step in 0..200 {
+            let f = rng.below(2);
+            let lines = &mut files[f];
+            for _ in 0..1 + rng.below(4) {
+                let at = rng.below(lines.len() + 1);
+                match rng.below(6) {
+                    0 | 1 if !lines.is_empty() => {
+                        lines.remove(at.min(lines.len() - 1));
+                    }
+                    2 if !lines.is_empty() => {
+                        let i = at.min(lines.len() - 1);
+                        lines[i] = random_line(&mut rng);
+                    }
+                    3 if !lines.is_empty() => {
+                        let copy = lines[rng.below(lines.len())].clone();
+                        lines.insert(at, copy);
+                    }
+                    _ => lines.insert(at, random_line(&mut rng)),
+                }
+            }
+            let text = lines.join("\n") + if rng.below(5) == 0 { "" } else { "\n" };
+            write(&paths[f], &text);
+
+            let lists: Vec<ParsedList> = paths
+                .iter()
+                .map(|p| parse::parse_file(p, &ListOptions::default()).expect("parse"))
+                .collect();
+            let want = answers(&super::super::compile(&lists).expect("compile"));
+
+            let old = r.current();
+            let base = r.baseline.lock().expect("lock").clone().expect("baseline");
+            let attempt = delta::try_delta(
+                &base,
+                &old,
+                &r.settings.paths,
+                &*r.settings.options,
+                old.version() + 1,
+                MAX_DELTA_RATIO,
+            );
+            if let Delta::Apply(applied) = attempt {
+                let got = answers(&applied.snapshot);
+                if got != want {
+                    let diffs: Vec<_> = got.iter().zip(&want).filter(|(g, w)| g != w).collect();
+                    let old_a = fs::read_to_string(r.copies.join("0.list")).unwrap_or_default();
+                    let old_b = fs::read_to_string(r.copies.join("1.list")).unwrap_or_default();
+                    panic!(
+                        "step {step}: layered snapshot differs from a full compile: {diffs:?}\nold a:\n{}\nold b:\n{}\nnew a:\n{}\nnew b:\n{}",
+                        numbered(&old_a),
+                        numbered(&old_b),
+                        numbered(&fs::read_to_string(&paths[0]).unwrap_or_default()),
+                        numbered(&fs::read_to_string(&paths[1]).unwrap_or_default())
+                    );
+                }
+                let flat = merge::flatten(&applied.snapshot).expect("flatten");
+                assert_eq!(answers(&flat), want, "step {step}: merged snapshot differs");
+                applied.discard();
+            }
+            let report = r.reload(true).expect("reload");
+            if report.incremental {
+                incremental += 1;
+            } else {
+                full += 1;
+            }
+            assert_eq!(
+                answers(&r.current()),
+                want,
+                "step {step}: reloaded snapshot differs"
+            );
+            assert_eq!(
+                r.current().rule_count(),
+                super::super::compile(&lists).expect("compile").rule_count(),
+                "step {step}: rule count"
+            );
+        }
+        // This list is dense with duplicates on purpose, which sends the
+        // removal of a duplicated rule in force to a full reload.
+        assert!(
+            incremental >= 50,
+            "the fast path should carry many reloads: {incremental} incremental, {full} full"
+        );
+    }
+
+    /// A registry-like push (distinct names, 1 % out, 1 % in, some edits
+    /// in place) is always incremental, and lines are reported where they
+    /// now are.
+    #[test]
+    fn daily_pushes_are_incremental() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        fs::create_dir_all(dir.path().join("lists")).expect("mkdir");
+        let list = dir.path().join("lists/gov.txt");
+        let mut names: Vec<String> = (0..5000).map(|i| format!("site{i}.example")).collect();
+        write(&list, &(names.join("\n") + "\n"));
+        let (r, _) = Reloader::start(settings(dir.path())).expect("start");
+        let mut next = 5000;
+        for day in 0..10 {
+            for k in 0..50 {
+                names.remove((day * 97 + k * 89) % names.len());
+            }
+            for k in 0..50 {
+                let at = (day * 31 + k * 101) % names.len();
+                names.insert(at, format!("new{next}.example"));
+                next += 1;
+            }
+            write(&list, &(names.join("\n") + "\n"));
+            let report = r.reload(false).expect("reload");
+            assert!(report.incremental, "day {day}: {report:?}");
+            assert_eq!((report.added, report.removed), (50, 50), "day {day}");
+            let snap = r.current();
+            for probe in [0, 1, names.len() / 2, names.len() - 1] {
+                let m = snap.lookup(names[probe].as_bytes()).expect("listed");
+                assert_eq!(
+                    snap.rule(m.rule).line() as usize,
+                    probe + 1,
+                    "{}",
+                    names[probe]
+                );
+            }
+            assert_eq!(snap.rule_count(), 5000);
+        }
+        // After a restart the saved baseline keeps the next push incremental.
+        drop(r);
+        let (r, src) = Reloader::start(settings(dir.path())).expect("restart");
+        assert!(
+            matches!(src, StartSource::LastGoodCurrent { .. }),
+            "{src:?}"
+        );
+        names.remove(7);
+        names.push("after-restart.example".into());
+        write(&list, &(names.join("\n") + "\n"));
+        let report = r.reload(false).expect("reload");
+        assert!(report.incremental, "{report:?}");
+        assert!(blocked(&r, "www.after-restart.example"));
     }
 }

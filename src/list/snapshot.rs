@@ -11,7 +11,10 @@
 //!   list version u64 | created (unix s) u64 | 8 × u64 counts | 6 × (offset u64, len u64) sections
 //! sections
 //!   fst      reversed-label keys + scope byte → rule ordinal
-//!   rules    6 bytes per rule: u32 (line: 28 bits | action: 3 bits | has-meta: 1 bit) | file u16
+//!   rules    6 bytes per rule: u32 (line: 27 bits | duplicate: 1 bit | action: 3 bits |
+//!            has-meta: 1 bit) | file u16. "duplicate" marks a rule whose key
+//!            was listed more than once (the others lost to it), which an
+//!            incremental reload must not simply delete.
 //!   meta     24 bytes per rule with metadata, sorted by rule:
 //!            rule u32 | decision | authority | date | category | addresses (string offsets, u32::MAX = none)
 //!   strings  u16 length + bytes, addressed by offset
@@ -42,7 +45,7 @@ use super::bloom;
 use super::{Counts, RuleAction, RuleMeta, Scope};
 
 pub(crate) const MAGIC: &[u8; 8] = b"SNKHOLE\x01";
-pub(crate) const FORMAT: u32 = 3;
+pub(crate) const FORMAT: u32 = 4;
 pub(crate) const SECTIONS: usize = 7;
 pub(crate) const HEADER_LEN: usize = 8 + 4 + 4 + 8 + 8 + 8 * 8 + SECTIONS * 16;
 pub(crate) const RULE_LEN: usize = 6;
@@ -52,17 +55,20 @@ pub(crate) const NO_STRING: u32 = u32::MAX;
 pub(crate) const SCOPE_EXACT: u8 = 1;
 pub(crate) const SCOPE_SUBTREE: u8 = 2;
 pub(crate) const SCOPE_SUBDOMAINS: u8 = 3;
-/// Largest line number a rule row holds (28 bits).
-pub(crate) const MAX_LINE: u32 = (1 << 28) - 1;
+/// Largest line number a rule row holds (27 bits).
+pub(crate) const MAX_LINE: u32 = (1 << 27) - 1;
+/// Bit of the row word: other entries with the same key lost to this rule.
+pub(crate) const DUP_BIT: u32 = 1 << 27;
 const ACTION_SHIFT: u32 = 28;
 /// Bit of the row word: the rule has a row in the meta table.
 pub(crate) const META_BIT: u32 = 1 << 31;
 
 /// The row word of a rule.
-pub(crate) fn row_word(line: u32, action: u8, has_meta: bool) -> u32 {
+pub(crate) fn row_word(line: u32, action: u8, has_meta: bool, dup: bool) -> u32 {
     (line & MAX_LINE)
         | (u32::from(action & 7) << ACTION_SHIFT)
         | if has_meta { META_BIT } else { 0 }
+        | if dup { DUP_BIT } else { 0 }
 }
 
 pub(crate) const SEC_FST: usize = 0;
@@ -111,6 +117,21 @@ impl MatchAction {
             6 => MatchAction::LocalData,
             _ => MatchAction::Block,
         }
+    }
+}
+
+/// A name rule that matches, with what decides between matches: the
+/// deeper suffix wins, then the lower rank (allow, then narrower scope).
+#[derive(Clone, Copy, Debug)]
+struct Candidate {
+    ord: u32,
+    rank: u8,
+    depth: u16,
+}
+
+impl Candidate {
+    fn beats(&self, other: &Candidate) -> bool {
+        self.depth > other.depth || (self.depth == other.depth && self.rank < other.rank)
     }
 }
 
@@ -187,6 +208,43 @@ pub struct Snapshot {
     created: u64,
     counts: Counts,
     per_list: std::sync::OnceLock<Vec<(String, u64)>>,
+    /// Changes applied on top of this blob by an incremental reload, until
+    /// they are merged into a new blob (`merge.rs`).
+    layer: Option<Arc<Layer>>,
+}
+
+/// An incremental reload's changes over a base snapshot: rules added (a
+/// small snapshot of their own, numbered after the base's rows), base rules
+/// removed, and where the base's surviving lines moved in their files.
+pub(crate) struct Layer {
+    pub(crate) overlay: Snapshot,
+    /// Base rule numbers that no longer apply, sorted.
+    pub(crate) tombstones: Vec<u32>,
+    /// Per file id: the base's line numbers → current ones.
+    pub(crate) remap: Vec<LineMap>,
+    /// Rows in the base; overlay rule `i` is `RuleId(base_rows + i)`.
+    pub(crate) base_rows: u32,
+}
+
+/// Runs of lines that moved together: old `old..old+len` are now `new..`.
+/// Empty means unchanged.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct LineMap {
+    /// (old start, new start, len), sorted by old start.
+    pub(crate) runs: Vec<(u32, u32, u32)>,
+}
+
+impl LineMap {
+    pub(crate) fn map(&self, line: u32) -> u32 {
+        if self.runs.is_empty() {
+            return line;
+        }
+        let i = self.runs.partition_point(|r| r.0 <= line);
+        match i.checked_sub(1).map(|i| self.runs[i]) {
+            Some((old, new, len)) if line - old < len => new + (line - old),
+            _ => line,
+        }
+    }
 }
 
 impl fmt::Debug for Snapshot {
@@ -300,8 +358,9 @@ impl Snapshot {
             created,
             counts,
             per_list: std::sync::OnceLock::new(),
+            layer: None,
         };
-        if (snap.fst_rules as usize) > snap.rule_count() {
+        if (snap.fst_rules as usize) > snap.row_count() {
             return Err(corrupt("fst refers to more rules than the table holds"));
         }
         // Keywords: count u32, then per keyword rule id u32 + string offset u32.
@@ -318,7 +377,7 @@ impl Snapshot {
         for i in 0..n {
             let rule = le_u32(extra, 4 + i * 8);
             let s = le_u32(extra, 8 + i * 8);
-            if rule as usize >= snap.rule_count() {
+            if rule as usize >= snap.row_count() {
                 return Err(corrupt("keyword rule out of range"));
             }
             let text = snap.string(s).ok_or_else(|| corrupt("keyword string"))?;
@@ -395,9 +454,74 @@ impl Snapshot {
         self.counts
     }
 
-    /// Number of rules with a row in the table (name and keyword rules).
+    /// Number of rules in force (name and keyword rules).
     pub fn rule_count(&self) -> usize {
+        match &self.layer {
+            None => self.row_count(),
+            Some(l) => self.row_count() - l.tombstones.len() + l.overlay.row_count(),
+        }
+    }
+
+    /// Rows in this blob's rule table (without a layer's changes).
+    pub(crate) fn row_count(&self) -> usize {
         self.sections[SEC_RULES].1 / RULE_LEN
+    }
+
+    /// The same base with `layer` applied, as list `version` with `counts`.
+    /// Shares the blob: no copy of the base.
+    pub(crate) fn with_layer(&self, layer: Layer, version: u64, counts: Counts) -> Snapshot {
+        Snapshot {
+            blob: self.blob.clone(),
+            fst: self.fst.clone(),
+            sections: self.sections,
+            fst_rules: self.fst_rules,
+            keywords: self.keywords.clone(),
+            keyword_rules: self.keyword_rules.clone(),
+            version,
+            created: self.created,
+            counts,
+            per_list: std::sync::OnceLock::new(),
+            layer: Some(Arc::new(layer)),
+        }
+    }
+
+    pub(crate) fn layer(&self) -> Option<&Layer> {
+        self.layer.as_deref()
+    }
+
+    /// The base rule keyed exactly `key` (reversed labels + scope byte).
+    pub(crate) fn base_get(&self, key: &[u8]) -> Option<u32> {
+        self.fst.get(key).map(|o| o.value() as u32)
+    }
+
+    /// A base row as (file id, line, duplicate bit).
+    pub(crate) fn base_row(&self, rule: u32) -> (u16, u32, bool) {
+        let row = self.row(rule);
+        let w = le_u32(row, 0);
+        (le_u16(row, 4), w & MAX_LINE, w & DUP_BIT != 0)
+    }
+
+    pub(crate) fn fst(&self) -> &Fst<impl AsRef<[u8]>> {
+        &self.fst
+    }
+
+    pub(crate) fn fst_rule_count(&self) -> u32 {
+        self.fst_rules
+    }
+
+    pub(crate) fn section_bytes(&self, i: usize) -> &[u8] {
+        self.section(i)
+    }
+
+    /// The raw meta row of a base rule (24 bytes), if it has one.
+    pub(crate) fn meta_bytes(&self, rule: u32) -> Option<&[u8]> {
+        self.meta_row(rule)
+    }
+
+    /// The raw row word and file of a base rule.
+    pub(crate) fn row_parts(&self, rule: u32) -> (u32, u16) {
+        let row = self.row(rule);
+        (le_u32(row, 0), le_u16(row, 4))
     }
 
     /// Rules (name and keyword) per list name, computed once per snapshot.
@@ -411,6 +535,18 @@ impl Snapshot {
                         *n += 1;
                     }
                 }
+                if let Some(l) = &self.layer {
+                    for &t in &l.tombstones {
+                        if let Some(n) = per_file.get_mut(self.base_row(t).0 as usize) {
+                            *n = n.saturating_sub(1);
+                        }
+                    }
+                    for row in l.overlay.section(SEC_RULES).chunks_exact(RULE_LEN) {
+                        if let Some(n) = per_file.get_mut(le_u16(row, 4) as usize) {
+                            *n += 1;
+                        }
+                    }
+                }
                 let mut by_list: std::collections::BTreeMap<String, u64> = Default::default();
                 for (file, n) in per_file.into_iter().enumerate() {
                     let name = self.string(self.file_entry(file as u16).0).unwrap_or("");
@@ -421,9 +557,12 @@ impl Snapshot {
             .clone()
     }
 
-    /// Number of distinct name keys in the fst.
+    /// Number of distinct name keys in force.
     pub fn name_rule_count(&self) -> usize {
-        self.fst_rules as usize
+        match &self.layer {
+            None => self.fst_rules as usize,
+            Some(l) => self.fst_rules as usize - l.tombstones.len() + l.overlay.fst_rules as usize,
+        }
     }
 
     /// Bytes of the fst alone.
@@ -457,8 +596,39 @@ impl Snapshot {
         if name.is_empty() {
             return None;
         }
-        // Pass 1: probe the Bloom filter with every suffix; the deepest
-        // positive bounds the walk, and no positive means no name rule.
+        let Some(layer) = &self.layer else {
+            if let Some(best) = self.best_name_rule(name, &[]) {
+                return Some(self.make_match(best.ord));
+            }
+            return self.keyword_match(name);
+        };
+        let base = self.best_name_rule(name, &layer.tombstones);
+        let over = layer.overlay.best_name_rule(name, &[]);
+        match (base, over) {
+            (Some(b), Some(o)) if b.beats(&o) => Some(self.make_match(b.ord)),
+            (_, Some(o)) => {
+                let m = layer.overlay.make_match(o.ord);
+                Some(Match {
+                    rule: RuleId(layer.base_rows + o.ord),
+                    action: m.action,
+                })
+            }
+            (Some(b), None) => Some(self.make_match(b.ord)),
+            (None, None) => self.keyword_match(name),
+        }
+    }
+
+    fn keyword_match(&self, name: &[u8]) -> Option<Match> {
+        let ac = self.keywords.as_ref()?;
+        let m = ac.find(name)?;
+        let rule = *self.keyword_rules.get(m.pattern().as_usize())?;
+        Some(self.make_match(rule))
+    }
+
+    /// The best name rule of this blob for `name`, ignoring `skip` (sorted
+    /// rule numbers). Pass 1 probes the Bloom filter with every suffix; the
+    /// deepest positive bounds the fst walk, and no positive means no rule.
+    fn best_name_rule(&self, name: &[u8], skip: &[u32]) -> Option<Candidate> {
         let filter = self.section(SEC_BLOOM);
         let mut h = bloom::FNV_OFFSET;
         let mut end = name.len();
@@ -484,27 +654,19 @@ impl Snapshot {
             }
             end = start - 1;
         }
-        let best = if deepest > 0 {
-            self.walk(name, deepest)
-        } else {
-            None
-        };
-        if let Some((ord, _)) = best {
-            return Some(self.make_match(ord as u32));
+        if deepest == 0 {
+            return None;
         }
-        let ac = self.keywords.as_ref()?;
-        let m = ac.find(name)?;
-        let rule = *self.keyword_rules.get(m.pattern().as_usize())?;
-        Some(self.make_match(rule))
+        self.walk(name, deepest, skip)
     }
 
     /// Walk the fst over the reversed name for at most `max_labels` labels,
-    /// returning the best (ordinal, rank) candidate: deeper always replaces.
-    fn walk(&self, name: &[u8], max_labels: usize) -> Option<(u64, u8)> {
+    /// returning the best candidate: deeper always replaces.
+    fn walk(&self, name: &[u8], max_labels: usize, skip: &[u32]) -> Option<Candidate> {
         let fst = &self.fst;
         let mut node = fst.root();
         let mut out = Output::zero();
-        let mut best: Option<(u64, u8)> = None;
+        let mut best: Option<Candidate> = None;
         let mut end = name.len();
         let mut depth = 0usize;
         'labels: loop {
@@ -534,7 +696,7 @@ impl Snapshot {
             }
             depth += 1;
             let whole = start == 0;
-            let mut level: Option<(u64, u8)> = None;
+            let mut level: Option<Candidate> = None;
             let scopes: [u8; 2] = if whole {
                 [SCOPE_EXACT, SCOPE_SUBTREE]
             } else {
@@ -545,12 +707,19 @@ impl Snapshot {
                     let t = node.transition(i);
                     let n = fst.node(t.addr);
                     if n.is_final() {
-                        let ord = out.cat(t.out).cat(n.final_output()).value();
+                        let ord = out.cat(t.out).cat(n.final_output()).value() as u32;
+                        if !skip.is_empty() && skip.binary_search(&ord).is_ok() {
+                            continue;
+                        }
                         // rank: allow first, then the narrower scope.
-                        let allow = self.action_code(ord as u32) == 0;
+                        let allow = self.action_code(ord) == 0;
                         let rank = (u8::from(!allow) << 1) | narrow as u8;
-                        if level.is_none_or(|(_, r)| rank < r) {
-                            level = Some((ord, rank));
+                        if level.is_none_or(|c| rank < c.rank) {
+                            level = Some(Candidate {
+                                ord,
+                                rank,
+                                depth: depth as u16,
+                            });
                         }
                     }
                 }
@@ -587,7 +756,26 @@ impl Snapshot {
     /// # Panics
     /// If `id` did not come from this snapshot's `lookup` (out of range).
     pub fn rule(&self, id: RuleId) -> RuleView<'_> {
-        RuleView { snap: self, id }
+        match &self.layer {
+            Some(l) if id.0 >= l.base_rows => RuleView {
+                snap: &l.overlay,
+                local: RuleId(id.0 - l.base_rows),
+                id,
+                lines: None,
+            },
+            Some(l) => RuleView {
+                snap: self,
+                local: id,
+                id,
+                lines: Some(&l.remap),
+            },
+            None => RuleView {
+                snap: self,
+                local: id,
+                id,
+                lines: None,
+            },
+        }
     }
 
     /// The meta row of a rule, if it has one (binary search by rule id).
@@ -716,8 +904,14 @@ pub(crate) fn decode_key(key: &[u8]) -> Option<(String, Scope)> {
 /// Provenance and details of one rule.
 #[derive(Clone, Copy)]
 pub struct RuleView<'s> {
+    /// The blob holding the row (a layer's overlay for rules it added).
     snap: &'s Snapshot,
+    /// The row in `snap`.
+    local: RuleId,
+    /// The id the caller holds.
     id: RuleId,
+    /// Where the base's lines moved since it was compiled.
+    lines: Option<&'s [LineMap]>,
 }
 
 impl<'s> RuleView<'s> {
@@ -725,11 +919,16 @@ impl<'s> RuleView<'s> {
         self.id
     }
     fn row(&self) -> &'s [u8] {
-        self.snap.row(self.id.0)
+        self.snap.row(self.local.0)
     }
     /// 1-based line in the source file.
     pub fn line(&self) -> u32 {
-        le_u32(self.row(), 0) & MAX_LINE
+        let line = le_u32(self.row(), 0) & MAX_LINE;
+        let file = le_u16(self.row(), 4) as usize;
+        match self.lines.and_then(|m| m.get(file)) {
+            Some(map) => map.map(line),
+            None => line,
+        }
     }
     /// The list's name.
     pub fn list(&self) -> &'s str {
@@ -742,7 +941,7 @@ impl<'s> RuleView<'s> {
     }
     /// Keyword rules are numbered after every name rule.
     pub fn is_keyword(&self) -> bool {
-        self.id.0 >= self.snap.fst_rules
+        self.local.0 >= self.snap.fst_rules
     }
     /// The scope of a name rule (read back from its key; not for hot paths).
     pub fn scope(&self) -> Option<Scope> {
@@ -750,7 +949,7 @@ impl<'s> RuleView<'s> {
             return None;
         }
         self.snap
-            .key_of(u64::from(self.id.0))
+            .key_of(u64::from(self.local.0))
             .and_then(|k| decode_key(&k))
             .map(|(_, scope)| scope)
     }
@@ -762,7 +961,7 @@ impl<'s> RuleView<'s> {
                 .snap
                 .keyword_rules
                 .iter()
-                .position(|&r| r == self.id.0)
+                .position(|&r| r == self.local.0)
                 .and_then(|i| {
                     let extra = self.snap.section(SEC_EXTRA);
                     self.snap.string(le_u32(extra, 8 + i * 8))
@@ -772,7 +971,7 @@ impl<'s> RuleView<'s> {
         }
         match self
             .snap
-            .key_of(u64::from(self.id.0))
+            .key_of(u64::from(self.local.0))
             .and_then(|k| decode_key(&k))
         {
             Some((name, Scope::Subtree)) => name,
@@ -784,12 +983,12 @@ impl<'s> RuleView<'s> {
     /// The name a name rule is keyed on (without scope markers).
     pub fn name(&self) -> Option<String> {
         self.snap
-            .key_of(u64::from(self.id.0))
+            .key_of(u64::from(self.local.0))
             .and_then(|k| decode_key(&k))
             .map(|(n, _)| n)
     }
     fn meta_str(&self, field: usize) -> Option<&'s str> {
-        let row = self.snap.meta_row(self.id.0)?;
+        let row = self.snap.meta_row(self.local.0)?;
         self.snap.string(le_u32(row, 4 + field * 4))
     }
     pub fn decision(&self) -> Option<&'s str> {
@@ -819,7 +1018,7 @@ impl<'s> RuleView<'s> {
             .unwrap_or_default()
     }
     pub fn match_action(&self) -> MatchAction {
-        MatchAction::from_code(self.snap.action_code(self.id.0))
+        MatchAction::from_code(self.snap.action_code(self.local.0))
     }
     pub fn action(&self) -> RuleAction {
         match self.match_action() {

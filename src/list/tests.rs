@@ -285,7 +285,7 @@ fn line_numbers_beyond_the_row_format_are_an_error() {
             "x.example",
             Scope::Subtree,
             RuleAction::Block,
-            1 << 28,
+            1 << 27,
         )],
     );
     assert!(matches!(
@@ -298,11 +298,11 @@ fn line_numbers_beyond_the_row_format_are_an_error() {
             "x.example",
             Scope::Subtree,
             RuleAction::Block,
-            (1 << 28) - 1,
+            (1 << 27) - 1,
         )],
     );
     let snap = compile(&[ok]).expect("compile");
     let m = snap.lookup(b"x.example").expect("hit");
-    assert_eq!(snap.rule(m.rule).line(), (1 << 28) - 1);
+    assert_eq!(snap.rule(m.rule).line(), (1 << 27) - 1);
     assert_eq!(snap.rule(m.rule).scope(), Some(Scope::Subtree));
 }

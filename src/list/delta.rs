@@ -1,0 +1,640 @@
+//! Incremental reload: diff a pushed file against a byte copy of the
+//! version in force, parse only the lines that changed, and enforce them as
+//! a [`Layer`] over the current snapshot.
+//!
+//! A ministry push is usually yesterday's list with a few hundred lines
+//! added or removed; re-parsing and recompiling a million names for that
+//! costs seconds of CPU on the core that also answers queries and a full
+//! parse tree of memory. Here a reload hashes every line (one pass over
+//! each of the old copy and the new file), parses the changed lines only,
+//! and compiles them into a small overlay: enforcement follows within
+//! milliseconds of the diff. `merge::flatten` then folds the layer into a
+//! new flat snapshot in one streaming pass.
+//!
+//! The fast path is taken only when it is exact. Anything it cannot prove
+//! equal to a full compile falls back to one (`Delta::Full` with the
+//! reason): another format than the line formats, changed list options or
+//! file set, keyword/URL/IP lines among the changes, a removed rule whose
+//! key was also listed elsewhere (the duplicate bit), an added key that is
+//! already listed, a copy that does not match its recorded hash, or more
+//! changed lines than `max_changed_ratio` of the file.
+
+use std::fs;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use sha2::{Digest, Sha256};
+
+use super::compile::{compile_versioned, push_key};
+use super::parse;
+use super::snapshot::{Layer, LineMap};
+use super::{Counts, Format, ListOptions, ParsedList, Rule, Snapshot, Target};
+
+/// What the version in force was built from, per list file.
+#[derive(Clone, Debug)]
+pub struct FileRecord {
+    pub path: PathBuf,
+    pub format: Format,
+    /// `{:?}` of the list options it was read with.
+    pub options: String,
+    pub counts: Counts,
+    pub sha256: String,
+    pub bytes: u64,
+    /// What `stat` said before the file was read. A file with the same
+    /// size, inode and modification time is taken as unchanged without
+    /// reading it, but only if that time was already `STAT_TRUST` old when
+    /// it was read: file systems stamp times coarsely, so a file rewritten
+    /// within the same tick can look untouched ("racy git").
+    pub stat: Option<FileStat>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FileStat {
+    pub len: u64,
+    pub ino: u64,
+    pub mtime: SystemTime,
+}
+
+/// How old a modification time must be, when the file is read, before an
+/// unchanged `stat` is trusted later.
+const STAT_TRUST: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// `stat` a file for [`FileRecord::stat`]: `None` unless its time is old
+/// enough to be trusted.
+pub fn trusted_stat(path: &Path) -> Option<FileStat> {
+    use std::os::unix::fs::MetadataExt;
+    let m = fs::metadata(path).ok()?;
+    let mtime = m.modified().ok()?;
+    let age = SystemTime::now().duration_since(mtime).ok()?;
+    (age >= STAT_TRUST).then_some(FileStat {
+        len: m.len(),
+        ino: m.ino(),
+        mtime,
+    })
+}
+
+fn current_stat(path: &Path) -> Option<FileStat> {
+    use std::os::unix::fs::MetadataExt;
+    let m = fs::metadata(path).ok()?;
+    Some(FileStat {
+        len: m.len(),
+        ino: m.ino(),
+        mtime: m.modified().ok()?,
+    })
+}
+
+/// The files of the version in force and where their byte copies are.
+#[derive(Clone, Debug)]
+pub struct Baseline {
+    pub files: Vec<FileRecord>,
+    pub copies: PathBuf,
+}
+
+impl Baseline {
+    /// The byte copy of file `i` as it is in force.
+    pub fn copy_path(&self, i: usize) -> PathBuf {
+        Baseline::copy_at(&self.copies, i)
+    }
+
+    pub fn copy_at(dir: &Path, i: usize) -> PathBuf {
+        dir.join(format!("{i}.list"))
+    }
+
+    /// Where a new copy of file `i` is written until the version is accepted.
+    pub fn pending_copy_path(&self, i: usize) -> PathBuf {
+        self.copies.join(format!("{i}.list.new"))
+    }
+}
+
+/// An incremental reload ready to enforce.
+pub struct Applied {
+    /// The current snapshot with the changes as a layer.
+    pub snapshot: Snapshot,
+    /// The new records (every file, changed or not).
+    pub files: Vec<FileRecord>,
+    /// New copies to move into place once the version is accepted.
+    pub pending_copies: Vec<(PathBuf, PathBuf)>,
+    pub added: usize,
+    pub removed: usize,
+    /// `FILE:LINE: reason` for skipped lines among the changed lines.
+    pub skipped: Vec<String>,
+    pub counts: Counts,
+}
+
+impl Applied {
+    /// Forget the pending copies (the version was rejected).
+    pub fn discard(&self) {
+        for (tmp, _) in &self.pending_copies {
+            let _ = fs::remove_file(tmp);
+        }
+    }
+}
+
+/// The outcome of an attempt.
+pub enum Delta {
+    Apply(Box<Applied>),
+    /// The fast path does not apply; reload fully. The reason is for the log.
+    Full(String),
+}
+
+/// Lines of one file that changed, parsed.
+struct FileDiff {
+    added: ParsedList,
+    removed: ParsedList,
+    lines: LineMap,
+    sha256: String,
+    bytes: u64,
+}
+
+enum FileOutcome {
+    Unchanged { sha256: String, bytes: u64 },
+    Changed(Box<FileDiff>),
+}
+
+fn line_hash(line: &[u8]) -> u64 {
+    let mut h = DefaultHasher::new();
+    line.hash(&mut h);
+    h.finish()
+}
+
+/// A line without its `\n`, a `\r` before it, or (on line 1) a BOM; as the
+/// parser sees it.
+fn content(raw: &[u8], line_no: u32) -> &[u8] {
+    let l = raw.strip_suffix(b"\n").unwrap_or(raw);
+    let l = l.strip_suffix(b"\r").unwrap_or(l);
+    if line_no == 1 {
+        l.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(l)
+    } else {
+        l
+    }
+}
+
+fn counts_sub(a: Counts, b: Counts) -> Counts {
+    Counts {
+        names: a.names.saturating_sub(b.names),
+        wildcards: a.wildcards.saturating_sub(b.wildcards),
+        allows: a.allows.saturating_sub(b.allows),
+        keywords: a.keywords.saturating_sub(b.keywords),
+        urls: a.urls.saturating_sub(b.urls),
+        ips: a.ips.saturating_sub(b.ips),
+        rpz_other: a.rpz_other.saturating_sub(b.rpz_other),
+        skipped: a.skipped.saturating_sub(b.skipped),
+    }
+}
+
+const READ_BUF: usize = 1 << 20;
+
+/// Try the incremental path for the files under `paths` against `base`,
+/// which describes `current`. `max_changed_ratio`: the share of a file's
+/// lines that may change before a full reload is cheaper.
+pub fn try_delta(
+    base: &Baseline,
+    current: &Snapshot,
+    paths: &[PathBuf],
+    options: &(dyn Fn(&Path) -> ListOptions + Send + Sync),
+    version: u64,
+    max_changed_ratio: f64,
+) -> Delta {
+    if current.layer().is_some() {
+        return Delta::Full("a previous layer is not merged yet".into());
+    }
+    let files = match parse::list_files(paths) {
+        Ok(f) => f,
+        Err(e) => return Delta::Full(format!("listing files: {e}")),
+    };
+    if files.len() != base.files.len() || files.iter().zip(&base.files).any(|(f, r)| *f != r.path) {
+        return Delta::Full("the set of list files changed".into());
+    }
+    let mut records = Vec::with_capacity(files.len());
+    let mut diffs: Vec<Option<FileDiff>> = Vec::with_capacity(files.len());
+    for (i, (path, rec)) in files.iter().zip(&base.files).enumerate() {
+        let opts = options(path);
+        if format!("{opts:?}") != rec.options {
+            return Delta::Full(format!("{}: list options changed", path.display()));
+        }
+        if rec.stat.is_some() && current_stat(path) == rec.stat {
+            records.push(rec.clone());
+            diffs.push(None);
+            continue;
+        }
+        // Taken before reading, as in a full reload.
+        let stat = trusted_stat(path);
+        if !matches!(rec.format, Format::Plain | Format::Hosts | Format::Adblock) {
+            return Delta::Full(format!(
+                "{}: {} is not a line format",
+                path.display(),
+                rec.format
+            ));
+        }
+        match diff_file(base, i, path, rec, &opts, max_changed_ratio) {
+            Err(reason) => {
+                let _ = fs::remove_file(base.pending_copy_path(i));
+                return Delta::Full(reason);
+            }
+            Ok(FileOutcome::Unchanged { sha256, bytes }) => {
+                let _ = fs::remove_file(base.pending_copy_path(i));
+                records.push(FileRecord {
+                    sha256,
+                    bytes,
+                    stat,
+                    ..rec.clone()
+                });
+                diffs.push(None);
+            }
+            Ok(FileOutcome::Changed(d)) => {
+                let counts = rec.counts + d.added.counts();
+                let counts = counts_sub(counts, d.removed.counts());
+                records.push(FileRecord {
+                    counts,
+                    sha256: d.sha256.clone(),
+                    bytes: d.bytes,
+                    stat,
+                    ..rec.clone()
+                });
+                diffs.push(Some(*d));
+            }
+        }
+    }
+    let discard = |diffs: &[Option<FileDiff>]| {
+        for (i, d) in diffs.iter().enumerate() {
+            if d.is_some() {
+                let _ = fs::remove_file(base.pending_copy_path(i));
+            }
+        }
+    };
+    match layer_for(current, &files, &diffs, options, version) {
+        Ok((layer, added, removed)) => {
+            let counts = records.iter().fold(Counts::default(), |a, r| a + r.counts);
+            let skipped = diffs
+                .iter()
+                .flatten()
+                .flat_map(|d| d.added.skip_messages())
+                .collect();
+            let pending_copies = diffs
+                .iter()
+                .enumerate()
+                .filter(|(_, d)| d.is_some())
+                .map(|(i, _)| (base.pending_copy_path(i), base.copy_path(i)))
+                .collect();
+            Delta::Apply(Box::new(Applied {
+                snapshot: current.with_layer(layer, version, counts),
+                files: records,
+                pending_copies,
+                added,
+                removed,
+                skipped,
+                counts,
+            }))
+        }
+        Err(reason) => {
+            discard(&diffs);
+            Delta::Full(reason)
+        }
+    }
+}
+
+/// Tombstones for removed rules, an overlay for added ones, and the line
+/// maps; or why that would not equal a full compile.
+fn layer_for(
+    current: &Snapshot,
+    files: &[PathBuf],
+    diffs: &[Option<FileDiff>],
+    options: &(dyn Fn(&Path) -> ListOptions + Send + Sync),
+    version: u64,
+) -> Result<(Layer, usize, usize), String> {
+    let mut key = Vec::with_capacity(256);
+    let mut tombstones = Vec::new();
+    for (fi, d) in diffs.iter().enumerate() {
+        let Some(d) = d else { continue };
+        for rule in &d.removed.rules {
+            let Target::Name { name, scope } = &rule.target else {
+                return Err(format!(
+                    "{}:{}: a removed line is not a name rule",
+                    d.removed.path.display(),
+                    rule.line
+                ));
+            };
+            key.clear();
+            push_key(&mut key, name, *scope);
+            let Some(ord) = current.base_get(&key) else {
+                return Err(format!("{name}: removed but not in force"));
+            };
+            let (file, line, dup) = current.base_row(ord);
+            if usize::from(file) != fi || line != rule.line {
+                if dup {
+                    // An entry that lost to the rule in force went; the
+                    // rule in force, unchanged, still beats the rest.
+                    continue;
+                }
+                return Err(format!("{name}: removed but in force from another line"));
+            }
+            if dup {
+                // The entry in force went: which of the others wins now is
+                // for a full compile to say (the losers are not stored).
+                return Err(format!(
+                    "{name}: listed more than once, entry in force removed"
+                ));
+            }
+            tombstones.push(ord);
+        }
+    }
+    tombstones.sort_unstable();
+    tombstones.dedup();
+    let removals = tombstones.len();
+    let mut lists: Vec<ParsedList> = files
+        .iter()
+        .enumerate()
+        .map(|(fi, path)| match &diffs[fi] {
+            Some(d) => d.added.clone(),
+            None => parse::parse_bytes(path, b"", &options(path)),
+        })
+        .collect();
+    // An added key that is already in force: which entry wins is decided
+    // the way a full compile decides it, by compiling the rule in force
+    // (rebuilt from the base, at its current line) together with the new
+    // one into the overlay. The rule in force beat every other entry of
+    // its key, so whichever of the two wins beats them all.
+    let mut replaced = std::collections::BTreeSet::new();
+    let mut pulled = std::collections::BTreeSet::new();
+    for d in diffs.iter().flatten() {
+        for rule in &d.added.rules {
+            let Target::Name { name, scope } = &rule.target else {
+                return Err(format!(
+                    "{}:{}: an added line is not a name rule",
+                    d.added.path.display(),
+                    rule.line
+                ));
+            };
+            key.clear();
+            push_key(&mut key, name, *scope);
+            let Some(ord) = current.base_get(&key) else {
+                continue;
+            };
+            if tombstones.binary_search(&ord).is_ok() {
+                replaced.insert(ord);
+            } else {
+                pulled.insert(ord);
+            }
+        }
+    }
+    for &ord in &pulled {
+        let view = current.rule(super::RuleId(ord));
+        let (file, line, _) = current.base_row(ord);
+        let line = diffs
+            .get(file as usize)
+            .and_then(|d| d.as_ref())
+            .map_or(line, |d| d.lines.map(line));
+        let (Some(name), Some(scope)) = (view.name(), view.scope()) else {
+            return Err(format!("rule {ord} has no name"));
+        };
+        let Some(list) = lists.get_mut(file as usize) else {
+            return Err(format!("rule {ord} names an unknown file"));
+        };
+        list.rules.push(Rule {
+            target: Target::Name { name, scope },
+            action: view.action(),
+            line,
+            meta: view.meta(),
+        });
+    }
+    if !pulled.is_empty() {
+        for list in &mut lists {
+            list.rules.sort_by_key(|r| r.line);
+        }
+        tombstones.extend(pulled.iter().copied());
+        tombstones.sort_unstable();
+    }
+    let overlay = compile_versioned(&lists, version).map_err(|e| e.to_string())?;
+    let added = overlay
+        .name_rule_count()
+        .saturating_sub(pulled.len() + replaced.len());
+    let removed = removals.saturating_sub(replaced.len());
+    let remap = diffs
+        .iter()
+        .map(|d| d.as_ref().map(|d| d.lines.clone()).unwrap_or_default())
+        .collect();
+    let layer = Layer {
+        overlay,
+        tombstones,
+        remap,
+        base_rows: current.row_count() as u32,
+    };
+    Ok((layer, added, removed))
+}
+
+/// Diff one file against its copy: hash the copy's lines, stream the new
+/// file (copying it byte for byte as the next baseline), and parse the
+/// lines present on one side only.
+fn diff_file(
+    base: &Baseline,
+    i: usize,
+    path: &Path,
+    rec: &FileRecord,
+    opts: &ListOptions,
+    max_changed_ratio: f64,
+) -> Result<FileOutcome, String> {
+    let copy = base.copy_path(i);
+    let io = |p: &Path, e: std::io::Error| format!("{}: {e}", p.display());
+
+    // The copy: (hash << 32 | line) per line, sorted, and its checksum.
+    let mut old: Vec<u128> = Vec::new();
+    let mut sha = Sha256::new();
+    let mut reader =
+        BufReader::with_capacity(READ_BUF, fs::File::open(&copy).map_err(|e| io(&copy, e))?);
+    let mut raw = Vec::with_capacity(256);
+    let mut n: u32 = 0;
+    loop {
+        raw.clear();
+        if reader
+            .read_until(b'\n', &mut raw)
+            .map_err(|e| io(&copy, e))?
+            == 0
+        {
+            break;
+        }
+        n = n.checked_add(1).ok_or("too many lines")?;
+        sha.update(&raw);
+        old.push((u128::from(line_hash(content(&raw, n))) << 32) | u128::from(n));
+    }
+    if hex::encode(sha.finalize()) != rec.sha256 {
+        return Err(format!(
+            "{}: the copy of the version in force is damaged",
+            copy.display()
+        ));
+    }
+    old.sort_unstable();
+    let old_lines = n;
+    let limit = ((f64::from(old_lines) * max_changed_ratio) as usize).max(1000);
+    let hash_of = |e: u128| (e >> 32) as u64;
+
+    // The new file, streamed once: hash, look up, copy.
+    let file = fs::File::open(path).map_err(|e| io(path, e))?;
+    let mut reader = BufReader::with_capacity(READ_BUF, file);
+    if opts.format.is_none() {
+        let head = reader.fill_buf().map_err(|e| io(path, e))?;
+        let format = parse::detect(path, head);
+        if format != rec.format {
+            return Err(format!("{}: format changed to {format}", path.display()));
+        }
+    }
+    let pending = base.pending_copy_path(i);
+    let mut out = BufWriter::with_capacity(
+        READ_BUF,
+        fs::File::create(&pending).map_err(|e| io(&pending, e))?,
+    );
+    let mut taken = vec![0u64; old.len().div_ceil(64)];
+    let is_taken = |t: &[u64], i: usize| t[i / 64] & (1 << (i % 64)) != 0;
+    // Matches keep the old order: a line matches the first old line with
+    // the same text after the previous match. Unchanged lines then keep
+    // their relative order, which is what "first listed wins" depends on;
+    // a moved line shows as removed and added, never as a silent reorder.
+    let mut last_old: u32 = 0;
+    let mut runs: Vec<(u32, u32, u32)> = Vec::new();
+    let mut added_bytes = Vec::new();
+    let mut added_lines: Vec<u32> = Vec::new();
+    let mut sha = Sha256::new();
+    let mut bytes = 0u64;
+    let mut n: u32 = 0;
+    loop {
+        raw.clear();
+        if reader
+            .read_until(b'\n', &mut raw)
+            .map_err(|e| io(path, e))?
+            == 0
+        {
+            break;
+        }
+        n = n.checked_add(1).ok_or("too many lines")?;
+        bytes += raw.len() as u64;
+        sha.update(&raw);
+        out.write_all(&raw).map_err(|e| io(&pending, e))?;
+        let line = content(&raw, n);
+        let h = line_hash(line);
+        let after = (u128::from(h) << 32) | u128::from(last_old);
+        let at = old.partition_point(|&e| e <= after);
+        if at < old.len() && hash_of(old[at]) == h {
+            taken[at / 64] |= 1 << (at % 64);
+            let was = old[at] as u32;
+            last_old = was;
+            match runs.last_mut() {
+                Some((o, nw, len)) if *o + *len == was && *nw + *len == n => *len += 1,
+                _ => runs.push((was, n, 1)),
+            }
+        } else {
+            added_bytes.extend_from_slice(line);
+            added_bytes.push(b'\n');
+            added_lines.push(n);
+            if added_lines.len() > limit {
+                return Err(format!(
+                    "{}: more than {limit} lines changed",
+                    path.display()
+                ));
+            }
+        }
+    }
+    out.flush().map_err(|e| io(&pending, e))?;
+    drop(out);
+    let sha256 = hex::encode(sha.finalize());
+    if sha256 == rec.sha256 {
+        return Ok(FileOutcome::Unchanged { sha256, bytes });
+    }
+
+    // Lines of the copy nobody took are the removed ones.
+    let mut gone: Vec<u32> = (0..old.len())
+        .filter(|&i| !is_taken(&taken, i))
+        .map(|i| old[i] as u32)
+        .collect();
+    drop(old);
+    if gone.len() > limit {
+        return Err(format!(
+            "{}: more than {limit} lines changed",
+            path.display()
+        ));
+    }
+    gone.sort_unstable();
+    let mut removed_bytes = Vec::new();
+    if !gone.is_empty() {
+        let mut reader =
+            BufReader::with_capacity(READ_BUF, fs::File::open(&copy).map_err(|e| io(&copy, e))?);
+        let mut n: u32 = 0;
+        let mut want = gone.iter().peekable();
+        while want.peek().is_some() {
+            raw.clear();
+            if reader
+                .read_until(b'\n', &mut raw)
+                .map_err(|e| io(&copy, e))?
+                == 0
+            {
+                break;
+            }
+            n += 1;
+            if want.peek() == Some(&&n) {
+                want.next();
+                removed_bytes.extend_from_slice(content(&raw, n));
+                removed_bytes.push(b'\n');
+            }
+        }
+    }
+    let forced = ListOptions {
+        format: Some(rec.format),
+        ..opts.clone()
+    };
+    let added = renumber(
+        parse::parse_bytes(path, &added_bytes, &forced),
+        &added_lines,
+    );
+    let removed = renumber(parse::parse_bytes(path, &removed_bytes, &forced), &gone);
+    Ok(FileOutcome::Changed(Box::new(FileDiff {
+        added,
+        removed,
+        lines: LineMap { runs },
+        sha256,
+        bytes,
+    })))
+}
+
+/// Lines of a parsed excerpt back to their numbers in the file.
+fn renumber(mut list: ParsedList, lines: &[u32]) -> ParsedList {
+    let real = |l: u32| {
+        l.checked_sub(1)
+            .and_then(|i| lines.get(i as usize))
+            .copied()
+            .unwrap_or(l)
+    };
+    for r in &mut list.rules {
+        r.line = real(r.line);
+    }
+    for s in &mut list.skipped {
+        s.line = real(s.line);
+    }
+    list
+}
+
+/// Record a file read by a full reload, and write its copy.
+pub fn record(
+    base_copies: &Path,
+    i: usize,
+    path: &Path,
+    bytes: &[u8],
+    stat: Option<FileStat>,
+    parsed: &ParsedList,
+    options: &ListOptions,
+) -> std::io::Result<(FileRecord, PathBuf)> {
+    fs::create_dir_all(base_copies)?;
+    let pending = base_copies.join(format!("{i}.list.new"));
+    fs::write(&pending, bytes)?;
+    Ok((
+        FileRecord {
+            path: path.to_path_buf(),
+            format: parsed.format,
+            options: format!("{options:?}"),
+            counts: parsed.counts(),
+            sha256: hex::encode(Sha256::digest(bytes)),
+            bytes: bytes.len() as u64,
+            stat,
+        },
+        pending,
+    ))
+}

@@ -1,0 +1,201 @@
+//! Folding an incremental reload's layer into a new flat snapshot.
+//!
+//! A layered snapshot (`Snapshot::with_layer`) is enforced the moment an
+//! incremental reload has diffed the pushed file; this merge then rebuilds
+//! one blob from the base's fst and the overlay's fst, both already sorted,
+//! in one streaming pass: no list text is parsed and no rule is held in
+//! memory as a `Rule`, so a reload of a million names needs about one more
+//! blob's worth of memory, not the full compile's parse tree.
+
+use fst::Streamer;
+
+use super::bloom;
+use super::compile::{CompileError, assemble};
+use super::snapshot::{
+    DUP_BIT, Layer, MAX_LINE, META_BIT, META_LEN, NO_STRING, RULE_LEN, SEC_EXTRA, SEC_FILES,
+    SEC_STRINGS, SECTIONS, Snapshot,
+};
+
+/// Which input a merged rule comes from.
+#[derive(Clone, Copy)]
+enum Side {
+    Base,
+    Overlay,
+}
+
+/// Merge `snap`'s layer into a new flat snapshot with the same version,
+/// counts and answers. A snapshot without a layer is returned as a copy.
+pub fn flatten(snap: &Snapshot) -> Result<Snapshot, CompileError> {
+    let empty;
+    let layer: &Layer = match snap.layer() {
+        Some(l) => l,
+        None => {
+            empty = Layer {
+                overlay: super::compile(&[])?,
+                tombstones: Vec::new(),
+                remap: Vec::new(),
+                base_rows: snap.row_count() as u32,
+            };
+            &empty
+        }
+    };
+    let over = &layer.overlay;
+    let base_strings = snap.section_bytes(SEC_STRINGS);
+    let shift = u32::try_from(base_strings.len())
+        .map_err(|_| CompileError::TooManyRules(base_strings.len()))?;
+    let mut strings =
+        Vec::with_capacity(base_strings.len() + over.section_bytes(SEC_STRINGS).len());
+    strings.extend_from_slice(base_strings);
+    strings.extend_from_slice(over.section_bytes(SEC_STRINGS));
+
+    let names = snap.name_rule_count();
+    let mut builder = fst::MapBuilder::memory();
+    let mut rules = Vec::with_capacity(snap.rule_count() * RULE_LEN);
+    let mut meta = Vec::new();
+    let mut filter = vec![0u8; bloom::size_for(names)];
+    let mut last_name: Vec<u8> = Vec::new();
+    let mut next: u32 = 0;
+
+    let line_of = |file: u16, line: u32| -> u32 {
+        layer
+            .remap
+            .get(file as usize)
+            .map_or(line, |m| m.map(line))
+            .min(MAX_LINE)
+    };
+    let mut emit = |key: &[u8],
+                    side: Side,
+                    ord: u32,
+                    builder: &mut fst::MapBuilder<Vec<u8>>|
+     -> Result<(), CompileError> {
+        builder.insert(key, u64::from(next))?;
+        let (src, row_ord) = match side {
+            Side::Base => (snap, ord),
+            Side::Overlay => (over, ord),
+        };
+        push_row(
+            &mut rules, &mut meta, src, row_ord, next, side, shift, &line_of,
+        );
+        // One filter key per distinct name (a name may carry several scopes).
+        let name = &key[..key.len().saturating_sub(1)];
+        if next == 0 || name != last_name.as_slice() {
+            bloom::insert(&mut filter, bloom::key_hash(name));
+            last_name.clear();
+            last_name.extend_from_slice(name);
+        }
+        next += 1;
+        Ok(())
+    };
+
+    let mut a = snap.fst().stream();
+    let mut b = over.fst().stream();
+    let mut ka: Option<(Vec<u8>, u32)> = a.next().map(|(k, v)| (k.to_vec(), v.value() as u32));
+    let mut kb: Option<(Vec<u8>, u32)> = b.next().map(|(k, v)| (k.to_vec(), v.value() as u32));
+    loop {
+        let take_base = match (&ka, &kb) {
+            (None, None) => break,
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+            // Equal keys cannot meet (the reload tombstones a replaced base
+            // rule); if they did, the overlay's newer rule is the one to keep.
+            (Some((x, _)), Some((y, _))) => x < y,
+        };
+        if take_base {
+            if let Some((k, ord)) = ka.take() {
+                if layer.tombstones.binary_search(&ord).is_err() {
+                    emit(&k, Side::Base, ord, &mut builder)?;
+                }
+            }
+            ka = a.next().map(|(k, v)| (k.to_vec(), v.value() as u32));
+        } else {
+            if let Some((k, ord)) = kb.take() {
+                if ka.as_ref().is_some_and(|(x, _)| *x == k) {
+                    // Drop the base rule with the same key.
+                    ka = a.next().map(|(k, v)| (k.to_vec(), v.value() as u32));
+                }
+                emit(&k, Side::Overlay, ord, &mut builder)?;
+            }
+            kb = b.next().map(|(k, v)| (k.to_vec(), v.value() as u32));
+        }
+    }
+    let fst_bytes = builder.into_inner()?;
+    let fst_rules = next;
+
+    // Keyword rules follow the name rules; only the base has them (an
+    // incremental reload never adds or removes one).
+    let base_extra = snap.section_bytes(SEC_EXTRA);
+    let mut extra = base_extra.to_vec();
+    let keywords = base_extra
+        .get(..4)
+        .map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+    for i in 0..keywords as usize {
+        let at = 4 + i * 8;
+        let Some(old) = base_extra
+            .get(at..at + 4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        else {
+            break;
+        };
+        let new_id = fst_rules + (old - snap.fst_rule_count());
+        push_row(
+            &mut rules,
+            &mut meta,
+            snap,
+            old,
+            new_id,
+            Side::Base,
+            shift,
+            &line_of,
+        );
+        extra[at..at + 4].copy_from_slice(&new_id.to_le_bytes());
+    }
+    debug_assert_eq!(rules.len() / RULE_LEN, snap.rule_count());
+
+    let sections: [&[u8]; SECTIONS] = [
+        &fst_bytes,
+        &rules,
+        &meta,
+        &strings,
+        snap.section_bytes(SEC_FILES),
+        &extra,
+        &filter,
+    ];
+    let blob = assemble(&sections, snap.version(), snap.counts());
+    Ok(Snapshot::from_blob(blob, "merged snapshot")?)
+}
+
+/// Copy rule `ord` of `src` as rule `id`, its line moved by `line_of`, its
+/// meta row renumbered and (for the overlay) its strings relocated.
+#[allow(clippy::too_many_arguments)]
+fn push_row(
+    rules: &mut Vec<u8>,
+    meta: &mut Vec<u8>,
+    src: &Snapshot,
+    ord: u32,
+    id: u32,
+    side: Side,
+    shift: u32,
+    line_of: &dyn Fn(u16, u32) -> u32,
+) {
+    let (word, file) = src.row_parts(ord);
+    let word = match side {
+        Side::Base => (word & !MAX_LINE) | line_of(file, word & MAX_LINE),
+        Side::Overlay => word,
+    };
+    debug_assert_eq!(word & DUP_BIT & MAX_LINE, 0);
+    if word & META_BIT != 0
+        && let Some(row) = src.meta_bytes(ord)
+    {
+        meta.extend_from_slice(&id.to_le_bytes());
+        for f in 0..(META_LEN - 4) / 4 {
+            let at = 4 + f * 4;
+            let mut off = u32::from_le_bytes([row[at], row[at + 1], row[at + 2], row[at + 3]]);
+            if matches!(side, Side::Overlay) && off != NO_STRING {
+                off += shift;
+            }
+            meta.extend_from_slice(&off.to_le_bytes());
+        }
+    }
+    rules.extend_from_slice(&word.to_le_bytes());
+    rules.extend_from_slice(&file.to_le_bytes());
+}
