@@ -106,9 +106,9 @@ run_one() {
   work="" pids=() spid="" dpid=""
   work=$(mktemp -d "/tmp/sinkhole-reload-$N.XXXXXX")
   stop_pid() {  # TERM, up to 5 s, then KILL; only PIDs started here
-    local p=$1 i
+    local p=$1
     kill -TERM "$p" 2>/dev/null || return 0
-    for i in $(seq 1 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+    for _ in $(seq 1 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
     kill -KILL "$p" 2>/dev/null || true
     wait "$p" 2>/dev/null || true
   }
@@ -539,7 +539,8 @@ PY
   echo "rss_mb: at ready=$(mb "$rss_start") (VmHWM at ready $(mb "$hwm_start"), after warm-up $(mb "$hwm_before_reset")) steady(after ${WARMUP}s warm-up)=$(mb "$rss_steady") peak during reloads=$(mb "$peak") [$peak_note] sampled max (10 ms)=$(mb "$rss_sampled") end=$(mb "$rss_end") ratio=$ratio"
   echo "dnsperf: sent=$sent completed=$completed lost=$lost${interrupted:+ interrupted=$interrupted} qps=$qps min_1s_qps_during_reloads=$minq rcodes: $rcodes"
   echo "server cpu: ${cpu_s}s over the ${phase_s}s reload phase (the same load without reloads, measured over the ${TAIL}s after them: ${base_pct}% of a core = ~${base_cpu_s}s; so ~$(awk -v a="$cpu_s" -v b="$base_cpu_s" -v k="$done_k" 'BEGIN {printf "%.2f", (k ? (a - b) / k : 0)}') s per reload)"
-  local line="N=$N reloads=$done_k enforce_ms_median=$emed max=$emax unblock_ms_median=$umed max=$umax lost=${lost:-NA} sent=${sent:-NA} steady_rss_mb=$(mb "$rss_steady") peak_rss_mb=$(mb "$peak") ratio=$ratio server_cpu_s=$cpu_s mode=$MODE"
+  local line
+  line="N=$N reloads=$done_k enforce_ms_median=$emed max=$emax unblock_ms_median=$umed max=$umax lost=${lost:-NA} sent=${sent:-NA} steady_rss_mb=$(mb "$rss_steady") peak_rss_mb=$(mb "$peak") ratio=$ratio server_cpu_s=$cpu_s mode=$MODE"
   echo "$line"
   [ -z "${RELOAD_SUMMARY:-}" ] || echo "$line" >>"$RELOAD_SUMMARY"
 
