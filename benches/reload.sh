@@ -47,6 +47,8 @@
 #    N=... reloads=... enforce_ms_median=... max=... lost=... sent=...
 #    steady_rss_mb=... peak_rss_mb=... ratio=... server_cpu_s=...
 #
+# Exit 0 when every target is met, 1 when one is missed (every N still
+# runs), 2 on a set-up failure, 130 on Ctrl-C.
 # Needs dnsperf (installed from Debian when missing, as root), python3,
 # taskset, ss. Loopback only; everything started here is stopped on exit and
 # on Ctrl-C (trap); every wait is bounded. Environment (defaults):
@@ -54,7 +56,7 @@
 #   REL_MODE=watch (watch | sighup | cmd) RELOAD_START=compile (| restart)
 #   RELOAD_WARMUP=15 (s of load before the first reload; at least one pass
 #   over the 200,000-query file, so the cache is full) RELOAD_GAP=2 (s)
-#   RELOAD_TIMEOUT=60 (s per reload) RELOAD_POLL_MS=5 RELOAD_TAIL=7 (s)
+#   RELOAD_TIMEOUT=60 (s per reload) RELOAD_POLL_MS=5 RELOAD_TAIL=10 (s)
 #   RELOAD_PORT=5386 RELOAD_UPSTREAM_PORT=5387 SERVER_CPU=1 CLIENT_CPU=0
 #   (the server on one core, dnsperf, upstream and probe on the other, as in
 #   soak.sh; SERVER_CPU= CLIENT_CPU= empty: no pinning) KEEP=0 (1: keep the
@@ -64,7 +66,7 @@ set -euo pipefail
 if [ $# -gt 0 ]; then NS="$*"; else NS=${RELOAD_N:-3500 1000000}; fi
 RELOADS=${RELOADS:-20} QPS=${RELOAD_QPS:-20000} MODE=${REL_MODE:-watch}
 START=${RELOAD_START:-compile} WARMUP=${RELOAD_WARMUP:-15} GAP=${RELOAD_GAP:-2}
-RTIMEOUT=${RELOAD_TIMEOUT:-60} POLL_MS=${RELOAD_POLL_MS:-5} TAIL=${RELOAD_TAIL:-7}
+RTIMEOUT=${RELOAD_TIMEOUT:-60} POLL_MS=${RELOAD_POLL_MS:-5} TAIL=${RELOAD_TAIL:-10}
 PORT=${RELOAD_PORT:-5386} UPORT=${RELOAD_UPSTREAM_PORT:-5387}
 SERVER_CPU=${SERVER_CPU-1} CLIENT_CPU=${CLIENT_CPU-0}
 root=$(cd "$(dirname "$0")/.." && pwd)
