@@ -12,7 +12,7 @@ TEST_COMMANDS := dig systemd-analyze systemd-sysusers strace
 
 .PHONY: all build release run test test-deps fmt-check clippy unit bench fuzz clean
 .PHONY: install deb deb-tools deb-check
-.PHONY: conformance soak overload
+.PHONY: conformance soak overload bench-reload
 
 all: build
 
@@ -89,6 +89,13 @@ soak: release
 # resperf ramp past saturation: max throughput, shed count, RSS, recovery.
 overload: release
 	benches/overload.sh
+
+# Issue 4's reload figures for N = 3,500 and 1,000,000 (RELOAD_N="..."):
+# rename() to enforcement, peak/steady RSS, lost queries under dnsperf
+# during RELOADS (20) pushes; REL_MODE=sighup|cmd for the other triggers.
+# Not part of `make test` (about 5-10 minutes, needs dnsperf).
+bench-reload: release
+	benches/reload.sh
 
 # ---------------------------------------------------------------- packaging
 # `make install` builds a release binary and installs it with the systemd
