@@ -275,6 +275,7 @@ fn run(cli: Cli) -> Result<u8> {
                     &lists,
                     &|_| ListOptions::default(),
                     loaded.counts(),
+                    &loaded.files,
                 )
                 .with_context(|| format!("saving the last good snapshot in {}", dir.display()))?;
             }

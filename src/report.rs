@@ -133,7 +133,7 @@ pub fn reload_text(reply: &crate::control::Reply) -> String {
             let c = &r.counts;
             let _ = writeln!(
                 s,
-                "reloaded: version {} rules {} (+{} -{}) names={} wildcards={} allows={} keywords={} skipped={} took {} ms{}",
+                "reloaded: version {} rules {} (+{} -{}) names={} wildcards={} allows={} keywords={} skipped={} enforced after {} ms, took {} ms ({}){}",
                 r.version,
                 r.rules,
                 r.added,
@@ -143,7 +143,13 @@ pub fn reload_text(reply: &crate::control::Reply) -> String {
                 c.allows,
                 c.keywords,
                 c.skipped,
+                r.enforced_ms,
                 r.took_ms,
+                if r.incremental {
+                    "incremental: changed lines only"
+                } else {
+                    "full"
+                },
                 if r.forced { " (forced)" } else { "" }
             );
             for msg in &r.skipped {

@@ -244,9 +244,23 @@ pub fn compile_versioned(lists: &[ParsedList], version: u64) -> Result<Snapshot,
 pub(crate) fn assemble(sections: &[&[u8]; SECTIONS], version: u64, counts: Counts) -> Vec<u8> {
     let body_len: usize = sections.iter().map(|s| s.len()).sum();
     let mut blob = Vec::with_capacity(HEADER_LEN + body_len);
+    blob.extend_from_slice(&header(sections, version, counts));
+    for s in sections {
+        blob.extend_from_slice(s);
+    }
+    blob
+}
+
+/// The header for these sections, checksum included.
+pub(crate) fn header(sections: &[&[u8]; SECTIONS], version: u64, counts: Counts) -> Vec<u8> {
+    let mut crc = crc32fast::Hasher::new();
+    for s in sections {
+        crc.update(s);
+    }
+    let mut blob = Vec::with_capacity(HEADER_LEN);
     blob.extend_from_slice(MAGIC);
     blob.extend_from_slice(&FORMAT.to_le_bytes());
-    blob.extend_from_slice(&0u32.to_le_bytes()); // crc, patched below
+    blob.extend_from_slice(&crc.finalize().to_le_bytes());
     blob.extend_from_slice(&version.to_le_bytes());
     let created = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -272,11 +286,6 @@ pub(crate) fn assemble(sections: &[&[u8]; SECTIONS], version: u64, counts: Count
         off += s.len();
     }
     debug_assert_eq!(blob.len(), HEADER_LEN);
-    for s in sections {
-        blob.extend_from_slice(s);
-    }
-    let crc = crc32fast::hash(&blob[HEADER_LEN..]);
-    blob[12..16].copy_from_slice(&crc.to_le_bytes());
     blob
 }
 

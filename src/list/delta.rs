@@ -440,6 +440,9 @@ fn diff_file(
 
     // The copy: (hash << 32 | line) per line, sorted, and its checksum.
     let mut old: Vec<u128> = Vec::new();
+    // The same hashes by line: most lines of a push follow the previous
+    // match, and checking the next old line costs one load, not a search.
+    let mut by_line: Vec<u64> = Vec::new();
     let mut sha = Sha256::new();
     let mut reader =
         BufReader::with_capacity(READ_BUF, fs::File::open(&copy).map_err(|e| io(&copy, e))?);
@@ -456,7 +459,9 @@ fn diff_file(
         }
         n = n.checked_add(1).ok_or("too many lines")?;
         sha.update(&raw);
-        old.push((u128::from(line_hash(content(&raw, n))) << 32) | u128::from(n));
+        let h = line_hash(content(&raw, n));
+        by_line.push(h);
+        old.push((u128::from(h) << 32) | u128::from(n));
     }
     if hex::encode(sha.finalize()) != rec.sha256 {
         return Err(format!(
@@ -512,11 +517,17 @@ fn diff_file(
         out.write_all(&raw).map_err(|e| io(&pending, e))?;
         let line = content(&raw, n);
         let h = line_hash(line);
-        let after = (u128::from(h) << 32) | u128::from(last_old);
-        let at = old.partition_point(|&e| e <= after);
-        if at < old.len() && hash_of(old[at]) == h {
-            taken[at / 64] |= 1 << (at % 64);
-            let was = old[at] as u32;
+        // `by_line[last_old]` is old line `last_old + 1`.
+        let found = if by_line.get(last_old as usize) == Some(&h) {
+            Some(last_old + 1)
+        } else {
+            let after = (u128::from(h) << 32) | u128::from(last_old);
+            let at = old.partition_point(|&e| e <= after);
+            (at < old.len() && hash_of(old[at]) == h).then(|| old[at] as u32)
+        };
+        if let Some(was) = found {
+            let idx = was as usize - 1;
+            taken[idx / 64] |= 1 << (idx % 64);
             last_old = was;
             match runs.last_mut() {
                 Some((o, nw, len)) if *o + *len == was && *nw + *len == n => *len += 1,
@@ -542,18 +553,18 @@ fn diff_file(
     }
 
     // Lines of the copy nobody took are the removed ones.
-    let mut gone: Vec<u32> = (0..old.len())
-        .filter(|&i| !is_taken(&taken, i))
-        .map(|i| old[i] as u32)
-        .collect();
     drop(old);
+    drop(by_line);
+    let gone: Vec<u32> = (0..old_lines as usize)
+        .filter(|&i| !is_taken(&taken, i))
+        .map(|i| i as u32 + 1)
+        .collect();
     if gone.len() > limit {
         return Err(format!(
             "{}: more than {limit} lines changed",
             path.display()
         ));
     }
-    gone.sort_unstable();
     let mut removed_bytes = Vec::new();
     if !gone.is_empty() {
         let mut reader =

@@ -7,10 +7,15 @@
 //! memory as a `Rule`, so a reload of a million names needs about one more
 //! blob's worth of memory, not the full compile's parse tree.
 
+use std::fs;
+use std::io::Write;
+use std::path::Path;
+
 use fst::Streamer;
 
+use super::SnapshotError;
 use super::bloom;
-use super::compile::{CompileError, assemble};
+use super::compile::{CompileError, assemble, header};
 use super::snapshot::{
     DUP_BIT, Layer, MAX_LINE, META_BIT, META_LEN, NO_STRING, RULE_LEN, SEC_EXTRA, SEC_FILES,
     SEC_STRINGS, SECTIONS, Snapshot,
@@ -24,8 +29,66 @@ enum Side {
 }
 
 /// Merge `snap`'s layer into a new flat snapshot with the same version,
-/// counts and answers. A snapshot without a layer is returned as a copy.
+/// counts and answers, in memory. A snapshot without a layer is copied.
 pub fn flatten(snap: &Snapshot) -> Result<Snapshot, CompileError> {
+    let merged = merge(snap)?;
+    let sections = merged.sections(snap);
+    let blob = assemble(&sections, snap.version(), snap.counts());
+    Ok(Snapshot::from_blob(blob, "merged snapshot")?)
+}
+
+/// As [`flatten`], written to `path` (temp file, fsync, rename) and
+/// memory-mapped from there: the blob is never held twice in memory, and
+/// the file is the snapshot a restart finds.
+pub fn flatten_to(snap: &Snapshot, path: &Path) -> Result<Snapshot, CompileError> {
+    let merged = merge(snap)?;
+    let sections = merged.sections(snap);
+    let io = |source| {
+        CompileError::Snapshot(SnapshotError::Io {
+            path: path.display().to_string(),
+            source,
+        })
+    };
+    let tmp = path.with_extension("tmp");
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, fs::File::create(&tmp).map_err(io)?);
+    out.write_all(&header(&sections, snap.version(), snap.counts()))
+        .map_err(io)?;
+    for s in &sections {
+        out.write_all(s).map_err(io)?;
+    }
+    let file = out.into_inner().map_err(|e| io(e.into_error()))?;
+    file.sync_all().map_err(io)?;
+    drop(file);
+    drop(merged);
+    fs::rename(&tmp, path).map_err(io)?;
+    Ok(Snapshot::open(path)?)
+}
+
+/// The sections of a merged snapshot that differ from the base's.
+struct Merged {
+    fst: Vec<u8>,
+    rules: Vec<u8>,
+    meta: Vec<u8>,
+    strings: Vec<u8>,
+    extra: Vec<u8>,
+    filter: Vec<u8>,
+}
+
+impl Merged {
+    fn sections<'a>(&'a self, base: &'a Snapshot) -> [&'a [u8]; SECTIONS] {
+        [
+            &self.fst,
+            &self.rules,
+            &self.meta,
+            &self.strings,
+            base.section_bytes(SEC_FILES),
+            &self.extra,
+            &self.filter,
+        ]
+    }
+}
+
+fn merge(snap: &Snapshot) -> Result<Merged, CompileError> {
     let empty;
     let layer: &Layer = match snap.layer() {
         Some(l) => l,
@@ -49,18 +112,26 @@ pub fn flatten(snap: &Snapshot) -> Result<Snapshot, CompileError> {
     strings.extend_from_slice(over.section_bytes(SEC_STRINGS));
 
     let names = snap.name_rule_count();
-    let mut builder = fst::MapBuilder::memory();
+    // The merged fst is about the size of the two it merges: reserve that
+    // once instead of doubling (and briefly holding) a growing buffer.
+    let capacity = snap.fst_len() + over.fst_len() + 4096;
+    let mut builder = fst::MapBuilder::new(Vec::with_capacity(capacity))?;
     let mut rules = Vec::with_capacity(snap.rule_count() * RULE_LEN);
     let mut meta = Vec::new();
     let mut filter = vec![0u8; bloom::size_for(names)];
     let mut last_name: Vec<u8> = Vec::new();
     let mut next: u32 = 0;
 
+    // Old line → new line as a table per changed file: rows come in key
+    // order, so a search per row would cost more than the table.
+    let dense: Vec<Vec<u32>> = layer.remap.iter().map(|m| m.dense()).collect();
     let line_of = |file: u16, line: u32| -> u32 {
-        layer
-            .remap
+        dense
             .get(file as usize)
-            .map_or(line, |m| m.map(line))
+            .and_then(|d| d.get(line as usize))
+            .copied()
+            .filter(|&l| l != 0)
+            .unwrap_or(line)
             .min(MAX_LINE)
     };
     let mut emit = |key: &[u8],
@@ -151,17 +222,14 @@ pub fn flatten(snap: &Snapshot) -> Result<Snapshot, CompileError> {
     }
     debug_assert_eq!(rules.len() / RULE_LEN, snap.rule_count());
 
-    let sections: [&[u8]; SECTIONS] = [
-        &fst_bytes,
-        &rules,
-        &meta,
-        &strings,
-        snap.section_bytes(SEC_FILES),
-        &extra,
-        &filter,
-    ];
-    let blob = assemble(&sections, snap.version(), snap.counts());
-    Ok(Snapshot::from_blob(blob, "merged snapshot")?)
+    Ok(Merged {
+        fst: fst_bytes,
+        rules,
+        meta,
+        strings,
+        extra,
+        filter,
+    })
 }
 
 /// Copy rule `ord` of `src` as rule `id`, its line moved by `line_of`, its

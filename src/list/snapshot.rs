@@ -235,6 +235,20 @@ pub(crate) struct LineMap {
 }
 
 impl LineMap {
+    /// As a table: `t[old]` is the new line, 0 where the line went.
+    pub(crate) fn dense(&self) -> Vec<u32> {
+        let Some(&(old, _, len)) = self.runs.iter().max_by_key(|r| r.0) else {
+            return Vec::new();
+        };
+        let mut t = vec![0u32; (old + len) as usize + 1];
+        for &(old, new, len) in &self.runs {
+            for i in 0..len {
+                t[(old + i) as usize] = new + i;
+            }
+        }
+        t
+    }
+
     pub(crate) fn map(&self, line: u32) -> u32 {
         if self.runs.is_empty() {
             return line;

@@ -385,7 +385,9 @@ pub fn list_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, ParseError> {
     Ok(out)
 }
 
-fn ignored_file_name(name: &str) -> bool {
+/// Files in a list directory that are never lists (temp files of a push in
+/// progress, editor files, documentation).
+pub(crate) fn ignored_file_name(name: &str) -> bool {
     let lower = name.to_ascii_lowercase();
     name.starts_with('.')
         || name.ends_with('~')
