@@ -15,6 +15,7 @@ use std::collections::BTreeSet;
 use std::fs;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -198,7 +199,7 @@ fn read_dump(file: &str) -> Dump {
     d
 }
 
-fn step_report(r: &Reloader, step: &str) -> ReloadReport {
+fn step_report(r: &Arc<Reloader>, step: &str) -> ReloadReport {
     r.reload(false)
         .unwrap_or_else(|e| panic!("{step}: reload refused: {e}"))
 }

@@ -19,6 +19,7 @@
 //! already listed, a copy that does not match its recorded hash, or more
 //! changed lines than `max_changed_ratio` of the file.
 
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::io::{BufRead, BufReader, BufWriter, Write};
@@ -29,7 +30,7 @@ use sha2::{Digest, Sha256};
 
 use super::compile::{compile_versioned, push_key};
 use super::parse;
-use super::snapshot::{Layer, LineMap};
+use super::snapshot::{Layer, LineMap, OverlayRule};
 use super::{Counts, Format, ListOptions, ParsedList, Rule, Snapshot, Target};
 
 /// What the version in force was built from, per list file.
@@ -197,9 +198,6 @@ pub fn try_delta(
     version: u64,
     max_changed_ratio: f64,
 ) -> Delta {
-    if current.layer().is_some() {
-        return Delta::Full("a previous layer is not merged yet".into());
-    }
     let files = match parse::list_files(paths) {
         Ok(f) => f,
         Err(e) => return Delta::Full(format!("listing files: {e}")),
@@ -295,8 +293,15 @@ pub fn try_delta(
     }
 }
 
-/// Tombstones for removed rules, an overlay for added ones, and the line
-/// maps; or why that would not equal a full compile.
+/// The next layer: the current one (if any) with these files' changes.
+///
+/// Removed lines tombstone their base rule or leave the overlay; added
+/// lines join the overlay. An added key already in force in the base is
+/// moved into the overlay with it, so every key lives in exactly one of
+/// base and overlay and the overlay compile decides between its entries as
+/// a full compile would (allow first, then first listed). Overlay rules and
+/// the base's line map follow the lines to their new numbers. Anything
+/// this cannot decide exactly is an `Err` (reload in full).
 fn layer_for(
     current: &Snapshot,
     files: &[PathBuf],
@@ -304,124 +309,200 @@ fn layer_for(
     options: &(dyn Fn(&Path) -> ListOptions + Send + Sync),
     version: u64,
 ) -> Result<(Layer, usize, usize), String> {
-    let mut key = Vec::with_capacity(256);
-    let mut tombstones = Vec::new();
+    let prev = current.layer();
+    let mut rules: Vec<Vec<OverlayRule>> = match prev {
+        Some(l) if l.rules.len() == files.len() => l.rules.clone(),
+        Some(_) => return Err("the file set changed under a layer".into()),
+        None => vec![Vec::new(); files.len()],
+    };
+    let mut tombstones: Vec<u32> = prev.map(|l| l.tombstones.clone()).unwrap_or_default();
+    let no_map = LineMap::default();
+    let prev_map = |file: usize| prev.and_then(|l| l.remap.get(file)).unwrap_or(&no_map);
+    let key_of = |target: &Target| -> Result<Vec<u8>, String> {
+        let Target::Name { name, scope } = target else {
+            return Err("a changed line is not a name rule".into());
+        };
+        let mut key = Vec::with_capacity(name.len() + 1);
+        push_key(&mut key, name, *scope);
+        Ok(key)
+    };
+    // Overlay entries by key.
+    let mut in_overlay: HashMap<Vec<u8>, Vec<(usize, u32)>> = HashMap::new();
+    for (fi, list) in rules.iter().enumerate() {
+        for r in list {
+            in_overlay
+                .entry(key_of(&r.rule.target)?)
+                .or_default()
+                .push((fi, r.rule.line));
+        }
+    }
+    let base_in_force = |key: &[u8], tombstones: &[u32]| {
+        current
+            .base_get(key)
+            .filter(|ord| tombstones.binary_search(ord).is_err())
+    };
+    let before_tombstones = tombstones.clone();
+    let in_force_before = |key: &[u8]| {
+        in_overlay.contains_key(key) || base_in_force(key, &before_tombstones).is_some()
+    };
+
+    // 1. Removed lines, at current line numbers.
+    let mut removed_keys = Vec::new();
+    let mut drop_from_overlay: Vec<(usize, u32)> = Vec::new();
     for (fi, d) in diffs.iter().enumerate() {
         let Some(d) = d else { continue };
         for rule in &d.removed.rules {
-            let Target::Name { name, scope } = &rule.target else {
-                return Err(format!(
-                    "{}:{}: a removed line is not a name rule",
-                    d.removed.path.display(),
-                    rule.line
-                ));
-            };
-            key.clear();
-            push_key(&mut key, name, *scope);
-            let Some(ord) = current.base_get(&key) else {
-                return Err(format!("{name}: removed but not in force"));
+            let key = key_of(&rule.target)?;
+            if let Some(entries) = in_overlay.get(&key) {
+                if !entries.contains(&(fi, rule.line)) {
+                    return Err("a removed entry is not where it was listed".into());
+                }
+                let hidden = rules[fi]
+                    .iter()
+                    .any(|r| r.rule.line == rule.line && r.hidden_losers);
+                if hidden {
+                    return Err("listed more than once, entry in force removed".into());
+                }
+                drop_from_overlay.push((fi, rule.line));
+                removed_keys.push(key);
+                continue;
+            }
+            let Some(ord) = base_in_force(&key, &tombstones) else {
+                return Err("removed but not in force".into());
             };
             let (file, line, dup) = current.base_row(ord);
+            let line = prev_map(file as usize).map(line);
             if usize::from(file) != fi || line != rule.line {
                 if dup {
                     // An entry that lost to the rule in force went; the
                     // rule in force, unchanged, still beats the rest.
                     continue;
                 }
-                return Err(format!("{name}: removed but in force from another line"));
+                return Err("removed but in force from another line".into());
             }
             if dup {
                 // The entry in force went: which of the others wins now is
                 // for a full compile to say (the losers are not stored).
-                return Err(format!(
-                    "{name}: listed more than once, entry in force removed"
-                ));
+                return Err("listed more than once, entry in force removed".into());
             }
             tombstones.push(ord);
+            removed_keys.push(key);
         }
     }
     tombstones.sort_unstable();
     tombstones.dedup();
-    let removals = tombstones.len();
-    let mut lists: Vec<ParsedList> = files
+    drop_from_overlay.sort_unstable();
+    for (fi, list) in rules.iter_mut().enumerate() {
+        list.retain(|r| drop_from_overlay.binary_search(&(fi, r.rule.line)).is_err());
+    }
+
+    // 2. Lines that stayed move to their new numbers.
+    let moved = |fi: usize, line: u32| -> Result<u32, String> {
+        match diffs.get(fi).and_then(|d| d.as_ref()) {
+            Some(d) => d
+                .lines
+                .get(line)
+                .ok_or_else(|| format!("line {line} is neither kept nor removed")),
+            None => Ok(line),
+        }
+    };
+    for (fi, list) in rules.iter_mut().enumerate() {
+        for r in list.iter_mut() {
+            r.rule.line = moved(fi, r.rule.line)?;
+        }
+    }
+    let mut in_overlay: HashSet<Vec<u8>> = HashSet::new();
+    for list in &rules {
+        for r in list {
+            in_overlay.insert(key_of(&r.rule.target)?);
+        }
+    }
+
+    // 3. Added lines, at new line numbers; a key in force in the base
+    //    comes into the overlay with them.
+    let mut added_keys = Vec::new();
+    let mut pulled = Vec::new();
+    for (fi, d) in diffs.iter().enumerate() {
+        let Some(d) = d else { continue };
+        for rule in &d.added.rules {
+            let key = key_of(&rule.target)?;
+            if !in_overlay.contains(&key)
+                && let Some(ord) = base_in_force(&key, &tombstones)
+            {
+                let view = current.rule(super::RuleId(ord));
+                let (file, line, dup) = current.base_row(ord);
+                let line = moved(file as usize, prev_map(file as usize).map(line))?;
+                let (Some(name), Some(scope)) = (view.name(), view.scope()) else {
+                    return Err(format!("rule {ord} has no name"));
+                };
+                let Some(list) = rules.get_mut(file as usize) else {
+                    return Err(format!("rule {ord} names an unknown file"));
+                };
+                list.push(OverlayRule {
+                    rule: Rule {
+                        target: Target::Name { name, scope },
+                        action: view.action(),
+                        line,
+                        meta: view.meta(),
+                    },
+                    hidden_losers: dup,
+                });
+                pulled.push(ord);
+                let pos = tombstones.partition_point(|&t| t < ord);
+                tombstones.insert(pos, ord);
+            }
+            in_overlay.insert(key.clone());
+            rules[fi].push(OverlayRule {
+                rule: rule.clone(),
+                hidden_losers: false,
+            });
+            added_keys.push(key);
+        }
+    }
+    let in_force_after =
+        |key: &[u8]| in_overlay.contains(key) || base_in_force(key, &tombstones).is_some();
+    let mut added_keys: Vec<&Vec<u8>> = added_keys
+        .iter()
+        .filter(|k| !in_force_before(k) && in_force_after(k))
+        .collect();
+    added_keys.sort();
+    added_keys.dedup();
+    let mut removed_keys: Vec<&Vec<u8>> =
+        removed_keys.iter().filter(|k| !in_force_after(k)).collect();
+    removed_keys.sort();
+    removed_keys.dedup();
+
+    // 4. Compile the overlay; compose the base's line maps.
+    let lists: Vec<ParsedList> = files
         .iter()
         .enumerate()
-        .map(|(fi, path)| match &diffs[fi] {
-            Some(d) => d.added.clone(),
-            None => parse::parse_bytes(path, b"", &options(path)),
+        .map(|(fi, path)| {
+            let mut list = parse::parse_bytes(path, b"", &options(path));
+            rules[fi].sort_by_key(|r| r.rule.line);
+            list.rules = rules[fi].iter().map(|r| r.rule.clone()).collect();
+            list
         })
         .collect();
-    // An added key that is already in force: which entry wins is decided
-    // the way a full compile decides it, by compiling the rule in force
-    // (rebuilt from the base, at its current line) together with the new
-    // one into the overlay. The rule in force beat every other entry of
-    // its key, so whichever of the two wins beats them all.
-    let mut replaced = std::collections::BTreeSet::new();
-    let mut pulled = std::collections::BTreeSet::new();
-    for d in diffs.iter().flatten() {
-        for rule in &d.added.rules {
-            let Target::Name { name, scope } = &rule.target else {
-                return Err(format!(
-                    "{}:{}: an added line is not a name rule",
-                    d.added.path.display(),
-                    rule.line
-                ));
-            };
-            key.clear();
-            push_key(&mut key, name, *scope);
-            let Some(ord) = current.base_get(&key) else {
-                continue;
-            };
-            if tombstones.binary_search(&ord).is_ok() {
-                replaced.insert(ord);
-            } else {
-                pulled.insert(ord);
-            }
-        }
-    }
-    for &ord in &pulled {
-        let view = current.rule(super::RuleId(ord));
-        let (file, line, _) = current.base_row(ord);
-        let line = diffs
-            .get(file as usize)
-            .and_then(|d| d.as_ref())
-            .map_or(line, |d| d.lines.map(line));
-        let (Some(name), Some(scope)) = (view.name(), view.scope()) else {
-            return Err(format!("rule {ord} has no name"));
-        };
-        let Some(list) = lists.get_mut(file as usize) else {
-            return Err(format!("rule {ord} names an unknown file"));
-        };
-        list.rules.push(Rule {
-            target: Target::Name { name, scope },
-            action: view.action(),
-            line,
-            meta: view.meta(),
-        });
-    }
-    if !pulled.is_empty() {
-        for list in &mut lists {
-            list.rules.sort_by_key(|r| r.line);
-        }
-        tombstones.extend(pulled.iter().copied());
-        tombstones.sort_unstable();
-    }
     let overlay = compile_versioned(&lists, version).map_err(|e| e.to_string())?;
-    let added = overlay
-        .name_rule_count()
-        .saturating_sub(pulled.len() + replaced.len());
-    let removed = removals.saturating_sub(replaced.len());
-    let remap = diffs
-        .iter()
-        .map(|d| d.as_ref().map(|d| d.lines.clone()).unwrap_or_default())
+    let remap = (0..files.len())
+        .map(|fi| {
+            let before = prev_map(fi);
+            match diffs.get(fi).and_then(|d| d.as_ref()) {
+                None => before.clone(),
+                // No runs before: the file had not changed since the base.
+                Some(d) if before.runs.is_empty() => d.lines.clone(),
+                Some(d) => before.then(&d.lines),
+            }
+        })
         .collect();
     let layer = Layer {
         overlay,
         tombstones,
         remap,
         base_rows: current.row_count() as u32,
+        rules,
     };
-    Ok((layer, added, removed))
+    Ok((layer, added_keys.len(), removed_keys.len()))
 }
 
 /// Diff one file against its copy: hash the copy's lines, stream the new

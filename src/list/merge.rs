@@ -98,6 +98,7 @@ fn merge(snap: &Snapshot) -> Result<Merged, CompileError> {
                 tombstones: Vec::new(),
                 remap: Vec::new(),
                 base_rows: snap.row_count() as u32,
+                rules: Vec::new(),
             };
             &empty
         }

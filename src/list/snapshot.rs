@@ -224,6 +224,19 @@ pub(crate) struct Layer {
     pub(crate) remap: Vec<LineMap>,
     /// Rows in the base; overlay rule `i` is `RuleId(base_rows + i)`.
     pub(crate) base_rows: u32,
+    /// What the overlay was compiled from, per file, at current line
+    /// numbers: the next incremental reload edits this and recompiles it.
+    pub(crate) rules: Vec<Vec<OverlayRule>>,
+}
+
+/// A rule of a layer's overlay.
+#[derive(Clone, Debug)]
+pub(crate) struct OverlayRule {
+    pub(crate) rule: super::Rule,
+    /// A base rule moved into the overlay that had beaten other entries of
+    /// its key; those entries are not stored, so removing this rule needs a
+    /// full compile.
+    pub(crate) hidden_losers: bool,
 }
 
 /// Runs of lines that moved together: old `old..old+len` are now `new..`.
@@ -253,11 +266,52 @@ impl LineMap {
         if self.runs.is_empty() {
             return line;
         }
+        self.get(line).unwrap_or(line)
+    }
+
+    /// Where `line` went; `None` if it is not in any run (it was removed).
+    pub(crate) fn get(&self, line: u32) -> Option<u32> {
         let i = self.runs.partition_point(|r| r.0 <= line);
         match i.checked_sub(1).map(|i| self.runs[i]) {
-            Some((old, new, len)) if line - old < len => new + (line - old),
-            _ => line,
+            Some((old, new, len)) if line - old < len => Some(new + (line - old)),
+            _ => None,
         }
+    }
+
+    /// `then` after `self`: old lines of `self` → new lines of `then`.
+    /// Both maps keep order (runs increase in both coordinates), so this is
+    /// one pass over each.
+    pub(crate) fn then(&self, then: &LineMap) -> LineMap {
+        let mut runs = Vec::new();
+        let mut j = 0usize;
+        for &(old, mid, len) in &self.runs {
+            let (mut o, mut m, mut left) = (old, mid, len);
+            // Skip `then` runs that end before `m`.
+            while j < then.runs.len() && then.runs[j].0 + then.runs[j].2 <= m {
+                j += 1;
+            }
+            let mut k = j;
+            while left > 0 && k < then.runs.len() {
+                let (t_old, t_new, t_len) = then.runs[k];
+                if t_old >= m + left {
+                    break;
+                }
+                if t_old > m {
+                    // Lines m..t_old went in the second step.
+                    let gap = t_old - m;
+                    o += gap;
+                    m += gap;
+                    left -= gap;
+                }
+                let take = (t_old + t_len - m).min(left);
+                runs.push((o, t_new + (m - t_old), take));
+                o += take;
+                m += take;
+                left -= take;
+                k += 1;
+            }
+        }
+        LineMap { runs }
     }
 }
 
@@ -844,17 +898,28 @@ impl Snapshot {
         }
     }
 
-    /// Iterate over every name rule as (name, scope, id), in key order.
+    /// Iterate over every name rule in force as (name, scope, id), in key
+    /// order (a layer's changes included).
     pub fn name_rules(&self) -> impl Iterator<Item = (String, Scope, RuleId)> + '_ {
         use fst::Streamer;
+        let mut all: Vec<(Vec<u8>, RuleId)> = Vec::new();
+        let skip: &[u32] = self.layer.as_ref().map_or(&[], |l| &l.tombstones);
         let mut stream = self.fst.stream();
-        let mut all = Vec::new();
         while let Some((k, v)) = stream.next() {
-            if let Some((name, scope)) = decode_key(k) {
-                all.push((name, scope, RuleId(v.value() as u32)));
+            let ord = v.value() as u32;
+            if skip.binary_search(&ord).is_err() {
+                all.push((k.to_vec(), RuleId(ord)));
             }
         }
+        if let Some(l) = &self.layer {
+            let mut stream = l.overlay.fst.stream();
+            while let Some((k, v)) = stream.next() {
+                all.push((k.to_vec(), RuleId(l.base_rows + v.value() as u32)));
+            }
+            all.sort();
+        }
         all.into_iter()
+            .filter_map(|(k, id)| decode_key(&k).map(|(name, scope)| (name, scope, id)))
     }
 
     /// Rules kept for later enforcement (URLs, IPs, other RPZ triggers),

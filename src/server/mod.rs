@@ -1064,8 +1064,23 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     if let Some(path) = &config.server.control_socket {
         let _ = std::fs::remove_file(path);
     }
+    // An incremental reload is enforced before it is saved; let its merge
+    // finish so a restart starts from it rather than re-reading the lists.
+    let r = reloader.clone();
+    let merged = tokio::task::spawn_blocking(move || r.wait_merged(MERGE_ON_EXIT))
+        .await
+        .unwrap_or(false);
+    if !merged {
+        tracing::warn!(
+            "stopping before the last reload was saved; the next start re-reads the lists"
+        );
+    }
     Ok(())
 }
+
+/// How long stopping waits for a pending merge (systemd's stop timeout is
+/// far longer).
+const MERGE_ON_EXIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The systemd STATUS= line.
 fn status_line(snap: &Snapshot) -> String {
