@@ -21,7 +21,6 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fs;
-use std::hash::{DefaultHasher, Hash, Hasher};
 use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
@@ -155,10 +154,15 @@ enum FileOutcome {
 }
 
 fn line_hash(line: &[u8]) -> u64 {
-    let mut h = DefaultHasher::new();
-    line.hash(&mut h);
-    h.finish()
+    xxhash_rust::xxh3::xxh3_64(line)
 }
+
+/// How far past the previous match a line is looked for before it counts
+/// as a miss.
+const WINDOW: usize = 64;
+/// Misses in a row (lines that are new, or a long removed block) before
+/// the whole old file is searched for a resync.
+const MISSES_BEFORE_SEARCH: usize = 4;
 
 /// A line without its `\n`, a `\r` before it, or (on line 1) a BOM; as the
 /// parser sees it.
@@ -519,10 +523,7 @@ fn diff_file(
     let copy = base.copy_path(i);
     let io = |p: &Path, e: std::io::Error| format!("{}: {e}", p.display());
 
-    // The copy: (hash << 32 | line) per line, sorted, and its checksum.
-    let mut old: Vec<u128> = Vec::new();
-    // The same hashes by line: most lines of a push follow the previous
-    // match, and checking the next old line costs one load, not a search.
+    // The copy: each line's hash, by line, and the file's checksum.
     let mut by_line: Vec<u64> = Vec::new();
     let mut sha = Sha256::new();
     let mut reader =
@@ -540,9 +541,7 @@ fn diff_file(
         }
         n = n.checked_add(1).ok_or("too many lines")?;
         sha.update(&raw);
-        let h = line_hash(content(&raw, n));
-        by_line.push(h);
-        old.push((u128::from(h) << 32) | u128::from(n));
+        by_line.push(line_hash(content(&raw, n)));
     }
     if hex::encode(sha.finalize()) != rec.sha256 {
         return Err(format!(
@@ -550,10 +549,13 @@ fn diff_file(
             copy.display()
         ));
     }
-    old.sort_unstable();
     let old_lines = n;
     let limit = ((f64::from(old_lines) * max_changed_ratio) as usize).max(1000);
+    // Every old line by (hash << 32 | line), sorted: built only when the
+    // window below keeps missing (a long block of lines went).
+    let mut sorted: Option<Vec<u128>> = None;
     let hash_of = |e: u128| (e >> 32) as u64;
+    let mut misses_in_a_row = 0usize;
 
     // The new file, streamed once: hash, look up, copy.
     let file = fs::File::open(path).map_err(|e| io(path, e))?;
@@ -570,7 +572,7 @@ fn diff_file(
         READ_BUF,
         fs::File::create(&pending).map_err(|e| io(&pending, e))?,
     );
-    let mut taken = vec![0u64; old.len().div_ceil(64)];
+    let mut taken = vec![0u64; by_line.len().div_ceil(64)];
     let is_taken = |t: &[u64], i: usize| t[i / 64] & (1 << (i % 64)) != 0;
     // Matches keep the old order: a line matches the first old line with
     // the same text after the previous match. Unchanged lines then keep
@@ -598,13 +600,32 @@ fn diff_file(
         out.write_all(&raw).map_err(|e| io(&pending, e))?;
         let line = content(&raw, n);
         let h = line_hash(line);
-        // `by_line[last_old]` is old line `last_old + 1`.
-        let found = if by_line.get(last_old as usize) == Some(&h) {
-            Some(last_old + 1)
-        } else {
+        // Most lines of a push follow the previous match within a few
+        // lines (`by_line[i]` is old line i + 1); look there first.
+        let start = last_old as usize;
+        let window = &by_line[start.min(by_line.len())..(start + WINDOW).min(by_line.len())];
+        let mut found = window
+            .iter()
+            .position(|&x| x == h)
+            .map(|p| (start + p + 1) as u32);
+        if found.is_none() && misses_in_a_row >= MISSES_BEFORE_SEARCH {
+            let index = sorted.get_or_insert_with(|| {
+                let mut v: Vec<u128> = by_line
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &h)| (u128::from(h) << 32) | (i as u128 + 1))
+                    .collect();
+                v.sort_unstable();
+                v
+            });
             let after = (u128::from(h) << 32) | u128::from(last_old);
-            let at = old.partition_point(|&e| e <= after);
-            (at < old.len() && hash_of(old[at]) == h).then(|| old[at] as u32)
+            let at = index.partition_point(|&e| e <= after);
+            found = (at < index.len() && hash_of(index[at]) == h).then(|| index[at] as u32);
+        }
+        misses_in_a_row = if found.is_some() {
+            0
+        } else {
+            misses_in_a_row + 1
         };
         if let Some(was) = found {
             let idx = was as usize - 1;
@@ -634,7 +655,7 @@ fn diff_file(
     }
 
     // Lines of the copy nobody took are the removed ones.
-    drop(old);
+    drop(sorted);
     drop(by_line);
     let gone: Vec<u32> = (0..old_lines as usize)
         .filter(|&i| !is_taken(&taken, i))

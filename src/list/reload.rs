@@ -23,6 +23,15 @@ use super::{
     Counts, Format, ListOptions, Snapshot, SnapshotError, compile_versioned, diff, merge, parse,
 };
 
+/// The background merge's nice value: behind the query workers, but not so
+/// far that a busy core never lets it finish.
+const MERGE_NICE: libc::c_int = 10;
+
+/// The largest overlay a reload stacks on before merging first.
+fn max_layer_rules(rules: usize) -> usize {
+    (rules / 20).max(50_000)
+}
+
 /// A push that changes more than this share of a file's lines is reloaded
 /// in full: past it, diffing costs about as much as parsing.
 const MAX_DELTA_RATIO: f64 = 0.25;
@@ -281,7 +290,7 @@ impl Reloader {
         }
         let empty = super::compile(&[]).map_err(|e| ReloadError::NothingToServe(e.to_string()))?;
         let reloader = Reloader::with_snapshot(settings, empty);
-        match reloader.reload_inner(false, false, 0) {
+        match reloader.reload_inner(false, false, 0, true) {
             Ok(report) => Ok((reloader, StartSource::Lists(report))),
             Err(e) => Err(ReloadError::NothingToServe(e.to_string())),
         }
@@ -388,7 +397,7 @@ impl Reloader {
     /// Re-read the lists now. `force` skips the guards.
     pub fn reload(self: &Arc<Self>, force: bool) -> Result<ReloadReport, ReloadError> {
         let base = self.current.load().version();
-        self.reload_inner(force, true, base)
+        self.reload_inner(force, true, base, true)
     }
 
     fn reload_inner(
@@ -396,10 +405,11 @@ impl Reloader {
         force: bool,
         guard: bool,
         base_version: u64,
+        settle: bool,
     ) -> Result<ReloadReport, ReloadError> {
         let _busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
         let started = Instant::now();
-        let result = self.build(force, guard, base_version, started);
+        let result = self.build(force, guard, base_version, started, settle);
         // The parsed text and the old snapshot are gone now; hand the pages back.
         crate::memory::release_freed_memory();
         match &result {
@@ -447,11 +457,28 @@ impl Reloader {
         guard: bool,
         base_version: u64,
         started: Instant,
+        settle: bool,
     ) -> Result<ReloadReport, ReloadError> {
         let s = &self.settings;
-        wait_until_settled(&s.paths, s.settle)?;
+        if settle {
+            wait_until_settled(&s.paths, s.settle)?;
+        }
         let version = base_version + 1;
-        let old = self.current.load_full();
+        let mut old = self.current.load_full();
+        // Pushes faster than merges stack layers; past a bound, merge first
+        // so a layer's overlay stays small to recompile and to keep.
+        if let Some(layer) = old.layer()
+            && layer.overlay.rule_count() > max_layer_rules(old.rule_count())
+        {
+            let started = Instant::now();
+            match self.flatten(&old) {
+                Ok((flat, target)) => {
+                    self.commit_merged(flat, &target, started);
+                    old = self.current.load_full();
+                }
+                Err(e) => tracing::error!(error = %e, "merging before the next reload failed"),
+            }
+        }
         let baseline = self
             .baseline
             .lock()
@@ -560,14 +587,14 @@ impl Reloader {
     }
 
     /// Fold the current layer into a flat snapshot, off every lock and at
-    /// the lowest CPU priority so queries come first; swap it in only if no
+    /// a low CPU priority so queries come first; swap it in only if no
     /// reload replaced the layer meanwhile, then save it as the last good
     /// snapshot with its manifest.
     fn merge_loop(&self) {
         // SAFETY: setpriority on this thread (tid) only; no memory involved.
         unsafe {
             let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
-            libc::setpriority(libc::PRIO_PROCESS, tid, 19);
+            libc::setpriority(libc::PRIO_PROCESS, tid, MERGE_NICE);
         }
         loop {
             let layered = self.current.load_full();
@@ -585,15 +612,8 @@ impl Reloader {
 
     fn merge_once(&self, layered: &Arc<Snapshot>) {
         let started = Instant::now();
-        let (dir, target) = match &self.settings.state_dir {
-            Some(dir) => (dir.clone(), dir.join("merged.snapshot")),
-            None => (self.copies.clone(), self.copies.join("current.snapshot")),
-        };
-        let merged = fs::create_dir_all(&dir)
-            .map_err(|e| e.to_string())
-            .and_then(|()| merge::flatten_to(layered, &target).map_err(|e| e.to_string()));
-        let flat = match merged {
-            Ok(flat) => flat,
+        let (flat, target) = match self.flatten(layered) {
+            Ok(done) => done,
             Err(e) => {
                 tracing::error!(error = %e, "merging an incremental reload failed; the layer keeps serving");
                 return;
@@ -605,6 +625,23 @@ impl Reloader {
             let _ = fs::remove_file(&target);
             return;
         }
+        self.commit_merged(flat, &target, started);
+    }
+
+    /// Merge `layered` into a flat snapshot file; no lock is needed.
+    fn flatten(&self, layered: &Snapshot) -> Result<(Snapshot, PathBuf), String> {
+        let (dir, target) = match &self.settings.state_dir {
+            Some(dir) => (dir.clone(), dir.join("merged.snapshot")),
+            None => (self.copies.clone(), self.copies.join("current.snapshot")),
+        };
+        fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        let flat = merge::flatten_to(layered, &target).map_err(|e| e.to_string())?;
+        Ok((flat, target))
+    }
+
+    /// Put a merged snapshot in force and save it; the caller holds `busy`
+    /// and has checked that it merges the snapshot in force.
+    fn commit_merged(&self, flat: Snapshot, target: &Path, started: Instant) {
         let flat = Arc::new(flat);
         self.current.store(flat.clone());
         let unsaved = self
@@ -613,7 +650,7 @@ impl Reloader {
             .unwrap_or_else(|p| p.into_inner())
             .take();
         if let (Some(state), Some((files, counts))) = (&self.settings.state_dir, unsaved) {
-            let saved = fs::rename(&target, state.join(SNAPSHOT_FILE))
+            let saved = fs::rename(target, state.join(SNAPSHOT_FILE))
                 .and_then(|()| write_last_good(state, &flat, &files, counts, false));
             if let Err(e) = saved {
                 tracing::error!(error = %e, dir = %state.display(), "saving the last good snapshot failed; a restart will re-read the lists");
@@ -625,7 +662,6 @@ impl Reloader {
             merge_ms = started.elapsed().as_millis() as u64,
             "incremental reload merged and saved"
         );
-        drop(_busy);
         crate::memory::release_freed_memory();
     }
 
@@ -833,14 +869,20 @@ impl Reloader {
                         || list_dirs.contains(&q)
                 })
         };
-        let (tx, rx) = std::sync::mpsc::channel::<Instant>();
+        // (when, whether the event was a rename: a file renamed into place
+        // is complete, so a burst of renames need not wait to settle).
+        let (tx, rx) = std::sync::mpsc::channel::<(Instant, bool)>();
         let mut watcher =
             notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
                 if let Ok(ev) = res
                     && !matches!(ev.kind, notify::EventKind::Access(_))
                     && relevant(&ev.paths)
                 {
-                    let _ = tx.send(Instant::now());
+                    let renamed = matches!(
+                        ev.kind,
+                        notify::EventKind::Modify(notify::event::ModifyKind::Name(_))
+                    );
+                    let _ = tx.send((Instant::now(), renamed));
                 }
             })?;
         for dir in &dirs {
@@ -854,15 +896,21 @@ impl Reloader {
         Ok(watcher)
     }
 
-    fn watch_loop(self: &Arc<Self>, rx: std::sync::mpsc::Receiver<Instant>) {
+    fn watch_loop(self: &Arc<Self>, rx: std::sync::mpsc::Receiver<(Instant, bool)>) {
         let debounce = self.settings.debounce;
-        while let Ok(first) = rx.recv() {
+        while let Ok((first, renamed)) = rx.recv() {
             // Collect the burst: wait until no event for `debounce`.
-            while rx.recv_timeout(debounce).is_ok() {}
+            let mut renames_only = renamed;
+            while let Ok((_, renamed)) = rx.recv_timeout(debounce) {
+                renames_only &= renamed;
+            }
             let mut attempts = 0;
             loop {
                 let started = Instant::now();
-                match self.reload(false) {
+                let base = self.current.load().version();
+                // After an Unsettled retry, settle as usual.
+                let settle = !renames_only || attempts > 0;
+                match self.reload_inner(false, true, base, settle) {
                     Err(ReloadError::Unsettled(_)) if attempts < 50 => {
                         attempts += 1;
                         std::thread::sleep(self.settings.settle);
