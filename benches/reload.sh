@@ -32,7 +32,11 @@
 #    until a name only in the new version answers NXDOMAIN; unblock_ms =
 #    until a name the version removed answers NOERROR. Both were resolved
 #    before the push (the removed one NXDOMAIN, the new one NOERROR, so the
-#    latter sits in the cache). The next push follows RELOAD_GAP s after both;
+#    latter sits in the cache). Then (RELOAD_WAIT_MERGE=1, the default) it
+#    waits until the server logs that it merged and saved that version, as
+#    a push hours later would find it; RELOAD_WAIT_MERGE=0 pushes back to
+#    back so pushes stack on an unmerged layer. The next push follows
+#    RELOAD_GAP s after that;
 #  * samples VmRSS every 10 ms during the reloads and reads VmHWM at the end;
 #    stops dnsperf RELOAD_TAIL s after the last reload (> the 5 s timeout,
 #    so a query dropped by the last reload counts as lost);
@@ -394,6 +398,18 @@ def rss():
             return next(int(l.split()[1]) for l in f if l.startswith("VmRSS:"))
     except (OSError, StopIteration):
         return 0
+wait_merge = os.environ.get("RELOAD_WAIT_MERGE", "1") == "1"
+def log_lines():
+    import re
+    try:
+        with open(f"{work}/sinkhole.log", errors="replace") as f:
+            return [re.sub(r"\x1b\[[0-9;]*m", "", l) for l in f.read().splitlines()]
+    except OSError:
+        return []
+def merged_count():
+    return sum("merged and saved" in l for l in log_lines())
+def full_reloads():
+    return sum("lists reloaded" in l and "incremental=false" in l for l in log_lines())
 window_max = [0]
 stop = threading.Event()
 def sampler():
@@ -418,6 +434,7 @@ for k in range(1, reloads + 1):
         time.sleep(0.2)
     with open(tmp, "w") as f:
         f.write("\n".join(names[k * churn:n + k * churn]) + "\n")
+    merged_before, full_before = merged_count(), full_reloads()
     if rows:
         rows[-1][-1] = window_max[0]
     window_max[0] = 0
@@ -454,6 +471,15 @@ for k in range(1, reloads + 1):
           file=sys.stderr, flush=True)
     if enforce is None or unblock is None or not alive(spid):
         break
+    if wait_merge:
+        # As pushes arrive in service (hours apart), let the server finish
+        # merging and saving this version before the next push; pushes that
+        # come faster stack on the unmerged layer (RELOAD_WAIT_MERGE=0).
+        t_m = time.monotonic()
+        while time.monotonic() - t_m < 120 and merged_count() <= merged_before and alive(spid):
+            if full_reloads() > full_before:
+                break
+            time.sleep(0.05)
     time.sleep(gap)
 if rows:
     rows[-1][-1] = window_max[0]

@@ -257,10 +257,20 @@ pub(crate) fn header(sections: &[&[u8]; SECTIONS], version: u64, counts: Counts)
     for s in sections {
         crc.update(s);
     }
+    header_for(sections.map(<[u8]>::len), crc.finalize(), version, counts)
+}
+
+/// The header for sections of these lengths whose bytes have this CRC-32.
+pub(crate) fn header_for(
+    lens: [usize; SECTIONS],
+    crc: u32,
+    version: u64,
+    counts: Counts,
+) -> Vec<u8> {
     let mut blob = Vec::with_capacity(HEADER_LEN);
     blob.extend_from_slice(MAGIC);
     blob.extend_from_slice(&FORMAT.to_le_bytes());
-    blob.extend_from_slice(&crc.finalize().to_le_bytes());
+    blob.extend_from_slice(&crc.to_le_bytes());
     blob.extend_from_slice(&version.to_le_bytes());
     let created = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -280,10 +290,10 @@ pub(crate) fn header(sections: &[&[u8]; SECTIONS], version: u64, counts: Counts)
         blob.extend_from_slice(&(c as u64).to_le_bytes());
     }
     let mut off = HEADER_LEN;
-    for s in sections {
+    for len in lens {
         blob.extend_from_slice(&(off as u64).to_le_bytes());
-        blob.extend_from_slice(&(s.len() as u64).to_le_bytes());
-        off += s.len();
+        blob.extend_from_slice(&(len as u64).to_le_bytes());
+        off += len;
     }
     debug_assert_eq!(blob.len(), HEADER_LEN);
     blob

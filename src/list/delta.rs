@@ -189,7 +189,7 @@ fn counts_sub(a: Counts, b: Counts) -> Counts {
     }
 }
 
-const READ_BUF: usize = 1 << 20;
+const READ_BUF: usize = 256 << 10;
 
 /// Try the incremental path for the files under `paths` against `base`,
 /// which describes `current`. `max_changed_ratio`: the share of a file's

@@ -8,17 +8,17 @@
 //! blob's worth of memory, not the full compile's parse tree.
 
 use std::fs;
-use std::io::Write;
+use std::io::{BufWriter, Seek, SeekFrom, Write};
 use std::path::Path;
 
 use fst::Streamer;
 
 use super::SnapshotError;
 use super::bloom;
-use super::compile::{CompileError, assemble, header};
+use super::compile::{CompileError, assemble, header_for};
 use super::snapshot::{
-    DUP_BIT, Layer, MAX_LINE, META_BIT, META_LEN, NO_STRING, RULE_LEN, SEC_EXTRA, SEC_FILES,
-    SEC_STRINGS, SECTIONS, Snapshot,
+    DUP_BIT, HEADER_LEN, Layer, MAX_LINE, META_BIT, META_LEN, NO_STRING, RULE_LEN, SEC_EXTRA,
+    SEC_FILES, SEC_STRINGS, SECTIONS, Snapshot,
 };
 
 /// Which input a merged rule comes from.
@@ -31,18 +31,27 @@ enum Side {
 /// Merge `snap`'s layer into a new flat snapshot with the same version,
 /// counts and answers, in memory. A snapshot without a layer is copied.
 pub fn flatten(snap: &Snapshot) -> Result<Snapshot, CompileError> {
-    let merged = merge(snap)?;
-    let sections = merged.sections(snap);
+    let merged = merge(snap, Vec::with_capacity(snap.fst_len() + 4096))?;
+    let rest = merged.rest(snap);
+    let sections = [
+        merged.fst.as_slice(),
+        rest[0],
+        rest[1],
+        rest[2],
+        rest[3],
+        rest[4],
+        rest[5],
+    ];
     let blob = assemble(&sections, snap.version(), snap.counts());
     Ok(Snapshot::from_blob(blob, "merged snapshot")?)
 }
 
 /// As [`flatten`], written to `path` (temp file, fsync, rename) and
-/// memory-mapped from there: the blob is never held twice in memory, and
-/// the file is the snapshot a restart finds.
+/// memory-mapped from there. The fst streams straight into the file, so the
+/// merge holds only the rule table and filter in memory, and the mapping is
+/// not read through for a checksum (it was computed while writing): pages
+/// come in as lookups need them.
 pub fn flatten_to(snap: &Snapshot, path: &Path) -> Result<Snapshot, CompileError> {
-    let merged = merge(snap)?;
-    let sections = merged.sections(snap);
     let io = |source| {
         CompileError::Snapshot(SnapshotError::Io {
             path: path.display().to_string(),
@@ -50,23 +59,76 @@ pub fn flatten_to(snap: &Snapshot, path: &Path) -> Result<Snapshot, CompileError
         })
     };
     let tmp = path.with_extension("tmp");
-    let mut out = std::io::BufWriter::with_capacity(1 << 20, fs::File::create(&tmp).map_err(io)?);
-    out.write_all(&header(&sections, snap.version(), snap.counts()))
-        .map_err(io)?;
-    for s in &sections {
+    let file = fs::File::create(&tmp).map_err(io)?;
+    let mut out = CrcWriter {
+        inner: BufWriter::with_capacity(256 << 10, file),
+        crc: crc32fast::Hasher::new(),
+        len: 0,
+    };
+    // Room for the header, written last.
+    out.inner.write_all(&[0u8; HEADER_LEN]).map_err(io)?;
+    let Merged {
+        fst: mut out,
+        rules,
+        meta,
+        strings,
+        extra,
+        filter,
+    } = merge(snap, out)?;
+    let fst_len = out.len;
+    let rest = [
+        rules.as_slice(),
+        &meta,
+        &strings,
+        snap.section_bytes(SEC_FILES),
+        &extra,
+        &filter,
+    ];
+    for s in rest {
         out.write_all(s).map_err(io)?;
     }
-    let file = out.into_inner().map_err(|e| io(e.into_error()))?;
+    let mut lens = [fst_len, 0, 0, 0, 0, 0, 0];
+    for (l, s) in lens[1..].iter_mut().zip(rest) {
+        *l = s.len();
+    }
+    let head = header_for(
+        lens,
+        out.crc.clone().finalize(),
+        snap.version(),
+        snap.counts(),
+    );
+    let mut file = out.inner.into_inner().map_err(|e| io(e.into_error()))?;
+    file.seek(SeekFrom::Start(0)).map_err(io)?;
+    file.write_all(&head).map_err(io)?;
     file.sync_all().map_err(io)?;
     drop(file);
-    drop(merged);
     fs::rename(&tmp, path).map_err(io)?;
-    Ok(Snapshot::open(path)?)
+    Ok(Snapshot::open_unverified(path)?)
 }
 
-/// The sections of a merged snapshot that differ from the base's.
-struct Merged {
-    fst: Vec<u8>,
+/// Counts and checksums what passes through.
+struct CrcWriter<W> {
+    inner: W,
+    crc: crc32fast::Hasher,
+    len: usize,
+}
+
+impl<W: Write> Write for CrcWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.crc.update(&buf[..n]);
+        self.len += n;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// A merge's fst (in whatever it was written to) and the other sections
+/// that differ from the base's.
+struct Merged<W> {
+    fst: W,
     rules: Vec<u8>,
     meta: Vec<u8>,
     strings: Vec<u8>,
@@ -74,10 +136,10 @@ struct Merged {
     filter: Vec<u8>,
 }
 
-impl Merged {
-    fn sections<'a>(&'a self, base: &'a Snapshot) -> [&'a [u8]; SECTIONS] {
+impl<W> Merged<W> {
+    /// Every section after the fst, in layout order.
+    fn rest<'a>(&'a self, base: &'a Snapshot) -> [&'a [u8]; SECTIONS - 1] {
         [
-            &self.fst,
             &self.rules,
             &self.meta,
             &self.strings,
@@ -88,7 +150,7 @@ impl Merged {
     }
 }
 
-fn merge(snap: &Snapshot) -> Result<Merged, CompileError> {
+fn merge<W: Write>(snap: &Snapshot, fst_out: W) -> Result<Merged<W>, CompileError> {
     let empty;
     let layer: &Layer = match snap.layer() {
         Some(l) => l,
@@ -113,32 +175,26 @@ fn merge(snap: &Snapshot) -> Result<Merged, CompileError> {
     strings.extend_from_slice(over.section_bytes(SEC_STRINGS));
 
     let names = snap.name_rule_count();
-    // The merged fst is about the size of the two it merges: reserve that
-    // once instead of doubling (and briefly holding) a growing buffer.
-    let capacity = snap.fst_len() + over.fst_len() + 4096;
-    let mut builder = fst::MapBuilder::new(Vec::with_capacity(capacity))?;
+    let mut builder = fst::MapBuilder::new(fst_out)?;
     let mut rules = Vec::with_capacity(snap.rule_count() * RULE_LEN);
     let mut meta = Vec::new();
     let mut filter = vec![0u8; bloom::size_for(names)];
     let mut last_name: Vec<u8> = Vec::new();
     let mut next: u32 = 0;
 
-    // Old line → new line as a table per changed file: rows come in key
-    // order, so a search per row would cost more than the table.
-    let dense: Vec<Vec<u32>> = layer.remap.iter().map(|m| m.dense()).collect();
+    // A search in the runs per row: a table per file would be faster but
+    // costs 4 bytes per line while the merge already holds the rule table.
     let line_of = |file: u16, line: u32| -> u32 {
-        dense
+        layer
+            .remap
             .get(file as usize)
-            .and_then(|d| d.get(line as usize))
-            .copied()
-            .filter(|&l| l != 0)
-            .unwrap_or(line)
+            .map_or(line, |m| m.map(line))
             .min(MAX_LINE)
     };
     let mut emit = |key: &[u8],
                     side: Side,
                     ord: u32,
-                    builder: &mut fst::MapBuilder<Vec<u8>>|
+                    builder: &mut fst::MapBuilder<W>|
      -> Result<(), CompileError> {
         builder.insert(key, u64::from(next))?;
         let (src, row_ord) = match side {

@@ -248,20 +248,6 @@ pub(crate) struct LineMap {
 }
 
 impl LineMap {
-    /// As a table: `t[old]` is the new line, 0 where the line went.
-    pub(crate) fn dense(&self) -> Vec<u32> {
-        let Some(&(old, _, len)) = self.runs.iter().max_by_key(|r| r.0) else {
-            return Vec::new();
-        };
-        let mut t = vec![0u32; (old + len) as usize + 1];
-        for &(old, new, len) in &self.runs {
-            for i in 0..len {
-                t[(old + i) as usize] = new + i;
-            }
-        }
-        t
-    }
-
     pub(crate) fn map(&self, line: u32) -> u32 {
         if self.runs.is_empty() {
             return line;
@@ -483,6 +469,20 @@ impl Snapshot {
         // into place, never modified in place, so the mapping stays valid.
         let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
         Snapshot::from_backing(Backing::Mapped(map), &path.display().to_string(), true)
+    }
+
+    /// Open a snapshot this process has just written (and checksummed while
+    /// writing): structure is checked, but the blob is not read through, so
+    /// its pages stay out of memory until lookups touch them.
+    pub(crate) fn open_unverified(path: &Path) -> Result<Snapshot, SnapshotError> {
+        let io = |source| SnapshotError::Io {
+            path: path.display().to_string(),
+            source,
+        };
+        let file = fs::File::open(path).map_err(io)?;
+        // SAFETY: as in `open`: written to a temp name, renamed, never modified.
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
+        Snapshot::from_backing(Backing::Mapped(map), &path.display().to_string(), false)
     }
 
     /// Write the snapshot atomically (temp file, fsync, rename).
