@@ -969,11 +969,14 @@ pub fn reload_settings(cfg: &ListsConfig) -> ReloadSettings {
 pub async fn serve(config: Config) -> Result<(), ServeError> {
     let t0 = Instant::now();
     ignore_sigxfsz();
+    crate::memory::keep_large_allocations_mapped();
     let settings = reload_settings(&config.lists);
     let (reloader, source) = tokio::task::spawn_blocking(move || Reloader::start(settings))
         .await
         .map_err(|e| ServeError::Lists(e.to_string()))?
         .map_err(|e| ServeError::Lists(e.to_string()))?;
+    // Only for the log line below: a snapshot held here would stay mapped
+    // for the life of the process, across every reload.
     let snap = reloader.current();
     match &source {
         StartSource::Lists(report) => {
@@ -1000,6 +1003,7 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         ms = t0.elapsed().as_millis() as u64,
         "lists loaded"
     );
+    drop(snap);
     crate::memory::release_freed_memory();
 
     let metrics = Arc::new(Metrics::new(&config.upstream.servers));
