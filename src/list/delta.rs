@@ -526,23 +526,12 @@ fn diff_file(
     // The copy: each line's hash, by line, and the file's checksum.
     let mut by_line: Vec<u64> = Vec::new();
     let mut sha = Sha256::new();
-    let mut reader =
-        BufReader::with_capacity(READ_BUF, fs::File::open(&copy).map_err(|e| io(&copy, e))?);
-    let mut raw = Vec::with_capacity(256);
-    let mut n: u32 = 0;
-    loop {
-        raw.clear();
-        if reader
-            .read_until(b'\n', &mut raw)
-            .map_err(|e| io(&copy, e))?
-            == 0
-        {
-            break;
-        }
-        n = n.checked_add(1).ok_or("too many lines")?;
-        sha.update(&raw);
-        by_line.push(line_hash(content(&raw, n)));
+    let mut lines = LineReader::open(&copy)?;
+    while let Some((n, raw)) = lines.next_line()? {
+        sha.update(raw);
+        by_line.push(line_hash(content(raw, n)));
     }
+    let n = lines.n;
     if hex::encode(sha.finalize()) != rec.sha256 {
         return Err(format!(
             "{}: the copy of the version in force is damaged",
@@ -558,10 +547,9 @@ fn diff_file(
     let mut misses_in_a_row = 0usize;
 
     // The new file, streamed once: hash, look up, copy.
-    let file = fs::File::open(path).map_err(|e| io(path, e))?;
-    let mut reader = BufReader::with_capacity(READ_BUF, file);
+    let mut lines = LineReader::open(path)?;
     if opts.format.is_none() {
-        let head = reader.fill_buf().map_err(|e| io(path, e))?;
+        let head = lines.head()?;
         let format = parse::detect(path, head);
         if format != rec.format {
             return Err(format!("{}: format changed to {format}", path.display()));
@@ -584,21 +572,11 @@ fn diff_file(
     let mut added_lines: Vec<u32> = Vec::new();
     let mut sha = Sha256::new();
     let mut bytes = 0u64;
-    let mut n: u32 = 0;
-    loop {
-        raw.clear();
-        if reader
-            .read_until(b'\n', &mut raw)
-            .map_err(|e| io(path, e))?
-            == 0
-        {
-            break;
-        }
-        n = n.checked_add(1).ok_or("too many lines")?;
+    while let Some((n, raw)) = lines.next_line()? {
         bytes += raw.len() as u64;
-        sha.update(&raw);
-        out.write_all(&raw).map_err(|e| io(&pending, e))?;
-        let line = content(&raw, n);
+        sha.update(raw);
+        out.write_all(raw).map_err(|e| io(&pending, e))?;
+        let line = content(raw, n);
         let h = line_hash(line);
         // Most lines of a push follow the previous match within a few
         // lines (`by_line[i]` is old line i + 1); look there first.
@@ -669,23 +647,15 @@ fn diff_file(
     }
     let mut removed_bytes = Vec::new();
     if !gone.is_empty() {
-        let mut reader =
-            BufReader::with_capacity(READ_BUF, fs::File::open(&copy).map_err(|e| io(&copy, e))?);
-        let mut n: u32 = 0;
+        let mut lines = LineReader::open(&copy)?;
         let mut want = gone.iter().peekable();
         while want.peek().is_some() {
-            raw.clear();
-            if reader
-                .read_until(b'\n', &mut raw)
-                .map_err(|e| io(&copy, e))?
-                == 0
-            {
+            let Some((n, raw)) = lines.next_line()? else {
                 break;
-            }
-            n += 1;
+            };
             if want.peek() == Some(&&n) {
                 want.next();
-                removed_bytes.extend_from_slice(content(&raw, n));
+                removed_bytes.extend_from_slice(content(raw, n));
                 removed_bytes.push(b'\n');
             }
         }
@@ -706,6 +676,47 @@ fn diff_file(
         sha256,
         bytes,
     })))
+}
+
+/// A file's lines with their 1-based numbers, `\n` included, as the
+/// parser numbers them.
+struct LineReader {
+    path: PathBuf,
+    reader: BufReader<fs::File>,
+    raw: Vec<u8>,
+    n: u32,
+}
+
+impl LineReader {
+    fn open(path: &Path) -> Result<LineReader, String> {
+        let file = fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(LineReader {
+            path: path.to_path_buf(),
+            reader: BufReader::with_capacity(READ_BUF, file),
+            raw: Vec::with_capacity(256),
+            n: 0,
+        })
+    }
+
+    /// The start of the file, without consuming it.
+    fn head(&mut self) -> Result<&[u8], String> {
+        self.reader
+            .fill_buf()
+            .map_err(|e| format!("{}: {e}", self.path.display()))
+    }
+
+    fn next_line(&mut self) -> Result<Option<(u32, &[u8])>, String> {
+        self.raw.clear();
+        let read = self
+            .reader
+            .read_until(b'\n', &mut self.raw)
+            .map_err(|e| format!("{}: {e}", self.path.display()))?;
+        if read == 0 {
+            return Ok(None);
+        }
+        self.n = self.n.checked_add(1).ok_or("too many lines")?;
+        Ok(Some((self.n, &self.raw)))
+    }
 }
 
 /// Lines of a parsed excerpt back to their numbers in the file.

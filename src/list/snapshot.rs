@@ -460,6 +460,17 @@ impl Snapshot {
     /// Open a saved snapshot by memory-mapping it; the checksum is verified
     /// before use.
     pub fn open(path: &Path) -> Result<Snapshot, SnapshotError> {
+        Snapshot::map(path, true)
+    }
+
+    /// Open a snapshot this process has just written (and checksummed while
+    /// writing): structure is checked, but the blob is not read through, so
+    /// its pages stay out of memory until lookups touch them.
+    pub(crate) fn open_unverified(path: &Path) -> Result<Snapshot, SnapshotError> {
+        Snapshot::map(path, false)
+    }
+
+    fn map(path: &Path, verify: bool) -> Result<Snapshot, SnapshotError> {
         let io = |source| SnapshotError::Io {
             path: path.display().to_string(),
             source,
@@ -468,21 +479,7 @@ impl Snapshot {
         // SAFETY: the snapshot file is written once to a temp name and renamed
         // into place, never modified in place, so the mapping stays valid.
         let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
-        Snapshot::from_backing(Backing::Mapped(map), &path.display().to_string(), true)
-    }
-
-    /// Open a snapshot this process has just written (and checksummed while
-    /// writing): structure is checked, but the blob is not read through, so
-    /// its pages stay out of memory until lookups touch them.
-    pub(crate) fn open_unverified(path: &Path) -> Result<Snapshot, SnapshotError> {
-        let io = |source| SnapshotError::Io {
-            path: path.display().to_string(),
-            source,
-        };
-        let file = fs::File::open(path).map_err(io)?;
-        // SAFETY: as in `open`: written to a temp name, renamed, never modified.
-        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
-        Snapshot::from_backing(Backing::Mapped(map), &path.display().to_string(), false)
+        Snapshot::from_backing(Backing::Mapped(map), &path.display().to_string(), verify)
     }
 
     /// Write the snapshot atomically (temp file, fsync, rename).
