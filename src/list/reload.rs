@@ -831,7 +831,7 @@ impl Reloader {
     /// not trigger reloads, or a log written next to the list would make
     /// every reload trigger the next one.
     /// The returned watcher must be kept alive.
-    pub fn watch(self: &Arc<Self>) -> Result<notify::RecommendedWatcher, notify::Error> {
+    pub fn watch(self: &Arc<Self>) -> Result<ListWatch, notify::Error> {
         use notify::{RecursiveMode, Watcher};
         let abs = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
         let mut dirs: Vec<PathBuf> = Vec::new();
@@ -888,17 +888,66 @@ impl Reloader {
         for dir in &dirs {
             watcher.watch(dir, RecursiveMode::NonRecursive)?;
         }
-        let me = Arc::clone(self);
+        let watch = ListWatch {
+            watcher: Arc::new(Mutex::new(watcher)),
+            stop: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        };
+        let watched: Vec<(PathBuf, Option<u64>)> =
+            dirs.into_iter().map(|d| (d.clone(), dir_id(&d))).collect();
+        let (me, w, stop) = (Arc::clone(self), watch.watcher.clone(), watch.stop.clone());
         std::thread::Builder::new()
             .name("list-watch".into())
-            .spawn(move || me.watch_loop(rx))
+            .spawn(move || me.watch_loop(rx, w, watched, stop))
             .map_err(|e| notify::Error::generic(&e.to_string()))?;
-        Ok(watcher)
+        Ok(watch)
     }
 
-    fn watch_loop(self: &Arc<Self>, rx: std::sync::mpsc::Receiver<(Instant, bool)>) {
+    fn watch_loop(
+        self: &Arc<Self>,
+        rx: std::sync::mpsc::Receiver<(Instant, bool)>,
+        watcher: Arc<Mutex<notify::RecommendedWatcher>>,
+        mut watched: Vec<(PathBuf, Option<u64>)>,
+        stop: Arc<std::sync::atomic::AtomicBool>,
+    ) {
+        use notify::Watcher;
+        use std::sync::mpsc::RecvTimeoutError;
         let debounce = self.settings.debounce;
-        while let Ok((first, renamed)) = rx.recv() {
+        loop {
+            let (first, renamed) = match rx.recv_timeout(DIR_CHECK) {
+                Ok(ev) => ev,
+                Err(RecvTimeoutError::Disconnected) => return,
+                Err(RecvTimeoutError::Timeout) => {
+                    if stop.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    // A watched directory that was removed takes its watch
+                    // with it; when one comes back (or is replaced), watch it
+                    // again and read what it holds.
+                    let mut changed = false;
+                    for (dir, id) in &mut watched {
+                        let now = dir_id(dir);
+                        if now != *id {
+                            if now.is_some() {
+                                let mut w = watcher.lock().unwrap_or_else(|p| p.into_inner());
+                                if let Err(e) = w.watch(dir, notify::RecursiveMode::NonRecursive) {
+                                    tracing::warn!(error = %e, dir = %dir.display(), "cannot watch the list directory again");
+                                    continue;
+                                }
+                                tracing::info!(dir = %dir.display(), "list directory is back: watching it again");
+                            }
+                            *id = now;
+                            changed = true;
+                        }
+                    }
+                    if !changed {
+                        continue;
+                    }
+                    (Instant::now(), false)
+                }
+            };
+            if stop.load(Ordering::Relaxed) {
+                return;
+            }
             // Collect the burst: wait until no event for `debounce`.
             let mut renames_only = renamed;
             while let Ok((_, renamed)) = rx.recv_timeout(debounce) {
@@ -929,6 +978,32 @@ impl Reloader {
                 }
             }
         }
+    }
+}
+
+/// How often the watcher checks that its directories are still the ones it
+/// watches.
+const DIR_CHECK: Duration = Duration::from_secs(1);
+
+/// A directory's inode, to notice it was removed or replaced.
+fn dir_id(dir: &Path) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    fs::metadata(dir)
+        .ok()
+        .filter(|m| m.is_dir())
+        .map(|m| m.ino())
+}
+
+/// Keeps list watching alive; dropping it stops the watcher (within a
+/// second for the thread).
+pub struct ListWatch {
+    watcher: Arc<Mutex<notify::RecommendedWatcher>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Drop for ListWatch {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
     }
 }
 
@@ -1572,5 +1647,44 @@ mod tests {
                 t.elapsed()
             );
         }
+    }
+
+    #[test]
+    fn watcher_follows_a_list_directory_that_is_removed_and_recreated() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let lists = dir.path().join("lists");
+        fs::create_dir_all(&lists).expect("mkdir");
+        write(&lists.join("gov.txt"), &names(20, "a"));
+        let (r, _) = Reloader::start(settings(dir.path())).expect("start");
+        let _w = r.watch().expect("watch");
+        // The directory goes (a deploy replacing it, an operator's mistake):
+        // the old version keeps serving.
+        fs::remove_dir_all(&lists).expect("rm");
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(blocked(&r, "a5.example"));
+        // It comes back with new content: picked up without a SIGHUP.
+        fs::create_dir_all(&lists).expect("mkdir");
+        let mut text = names(20, "a");
+        text.push_str("back-again.example\n");
+        write(&lists.join("gov.txt"), &text);
+        let t0 = Instant::now();
+        while !blocked(&r, "back-again.example") && t0.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(
+            blocked(&r, "back-again.example"),
+            "not reloaded after the directory came back"
+        );
+        // And it is watched again: a later push is seen too.
+        text.push_str("later.example\n");
+        write(&lists.join("gov.txt"), &text);
+        let t0 = Instant::now();
+        while !blocked(&r, "later.example") && t0.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(
+            blocked(&r, "later.example"),
+            "the new directory is not watched"
+        );
     }
 }
