@@ -948,10 +948,21 @@ impl Reloader {
             if stop.load(Ordering::Relaxed) {
                 return;
             }
-            // Collect the burst: wait until no event for `debounce`.
+            // Collect the burst: wait until no event for `debounce`, or for
+            // RENAME_QUIET while it holds only renames: a file renamed into
+            // place is complete, and the renames of a multi-file push come
+            // back to back.
             let mut renames_only = renamed;
-            while let Ok((_, renamed)) = rx.recv_timeout(debounce) {
-                renames_only &= renamed;
+            loop {
+                let quiet = if renames_only {
+                    debounce.min(RENAME_QUIET)
+                } else {
+                    debounce
+                };
+                match rx.recv_timeout(quiet) {
+                    Ok((_, renamed)) => renames_only &= renamed,
+                    Err(_) => break,
+                }
             }
             let mut attempts = 0;
             loop {
@@ -980,6 +991,9 @@ impl Reloader {
         }
     }
 }
+
+/// Quiet time that ends a burst of renames (see `watch_loop`).
+const RENAME_QUIET: Duration = Duration::from_millis(25);
 
 /// How often the watcher checks that its directories are still the ones it
 /// watches.
