@@ -126,9 +126,15 @@ pub struct Applied {
 impl Applied {
     /// Forget the pending copies (the version was rejected).
     pub fn discard(&self) {
-        for (tmp, _) in &self.pending_copies {
-            let _ = fs::remove_file(tmp);
-        }
+        discard_copies(&self.pending_copies);
+    }
+}
+
+/// Remove new copies (temp name, final name) of a version that was not
+/// accepted.
+pub fn discard_copies(pending_copies: &[(PathBuf, PathBuf)]) {
+    for (tmp, _) in pending_copies {
+        let _ = fs::remove_file(tmp);
     }
 }
 

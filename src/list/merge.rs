@@ -15,10 +15,10 @@ use fst::Streamer;
 
 use super::SnapshotError;
 use super::bloom;
-use super::compile::{CompileError, assemble, header_for};
+use super::compile::{CompileError, header_for};
 use super::snapshot::{
     DUP_BIT, HEADER_LEN, Layer, MAX_LINE, META_BIT, META_LEN, NO_STRING, RULE_LEN, SEC_EXTRA,
-    SEC_FILES, SEC_STRINGS, SECTIONS, Snapshot,
+    SEC_FILES, SEC_STRINGS, Snapshot,
 };
 
 /// Which input a merged rule comes from.
@@ -29,8 +29,11 @@ enum Side {
 }
 
 /// Merge `snap`'s layer into a new flat snapshot with the same version,
-/// counts and answers, in memory. A snapshot without a layer is copied.
-pub fn flatten(snap: &Snapshot) -> Result<Snapshot, CompileError> {
+/// counts and answers, in memory (tests compare it with a full compile;
+/// the server merges to a file with [`flatten_to`]). A snapshot without a
+/// layer is copied.
+#[cfg(test)]
+pub(crate) fn flatten(snap: &Snapshot) -> Result<Snapshot, CompileError> {
     let merged = merge(snap, Vec::with_capacity(snap.fst_len() + 4096))?;
     let rest = merged.rest(snap);
     let sections = [
@@ -42,7 +45,7 @@ pub fn flatten(snap: &Snapshot) -> Result<Snapshot, CompileError> {
         rest[4],
         rest[5],
     ];
-    let blob = assemble(&sections, snap.version(), snap.counts());
+    let blob = super::compile::assemble(&sections, snap.version(), snap.counts());
     Ok(Snapshot::from_blob(blob, "merged snapshot")?)
 }
 
@@ -136,9 +139,10 @@ struct Merged<W> {
     filter: Vec<u8>,
 }
 
+#[cfg(test)]
 impl<W> Merged<W> {
     /// Every section after the fst, in layout order.
-    fn rest<'a>(&'a self, base: &'a Snapshot) -> [&'a [u8]; SECTIONS - 1] {
+    fn rest<'a>(&'a self, base: &'a Snapshot) -> [&'a [u8]; super::snapshot::SECTIONS - 1] {
         [
             &self.rules,
             &self.meta,

@@ -755,9 +755,7 @@ impl Reloader {
                 old.rule_count(),
                 skipped.first(),
             ) {
-                for (tmp, _) in &pending_copies {
-                    let _ = fs::remove_file(tmp);
-                }
+                delta::discard_copies(&pending_copies);
                 return Err(e);
             }
         }
@@ -767,7 +765,7 @@ impl Reloader {
         let enforced_ms = started.elapsed().as_millis() as u64;
         let changes = diff(old, &snapshot);
         if copies_ok {
-            self.persist(&snapshot, records, &pending_copies, counts, false);
+            self.persist(&snapshot, records, &pending_copies, counts);
         } else {
             *self.baseline.lock().unwrap_or_else(|p| p.into_inner()) = None;
             if let Some(dir) = &s.state_dir
@@ -801,27 +799,17 @@ impl Reloader {
         files: Vec<FileRecord>,
         pending_copies: &[(PathBuf, PathBuf)],
         counts: Counts,
-        snapshot_saved: bool,
     ) {
         *self.unsaved.lock().unwrap_or_else(|p| p.into_inner()) = None;
-        let mut baseline = self.baseline.lock().unwrap_or_else(|p| p.into_inner());
-        *baseline = None;
-        for (tmp, dest) in pending_copies {
-            if let Err(e) = fs::rename(tmp, dest) {
-                tracing::error!(error = %e, copy = %dest.display(), "keeping a copy of the list failed; the next reload will be a full one");
-                return;
-            }
+        if !self.keep_copies(&files, pending_copies) {
+            return;
         }
         if let Some(dir) = &self.settings.state_dir
-            && let Err(e) = write_last_good(dir, snap, &files, counts, !snapshot_saved)
+            && let Err(e) = write_last_good(dir, snap, &files, counts, true)
         {
             tracing::error!(error = %e, dir = %dir.display(), "saving the last good snapshot failed; a restart will re-read the lists");
             self.stats.persist_failures.fetch_add(1, Ordering::Relaxed);
         }
-        *baseline = Some(Baseline {
-            files,
-            copies: self.copies.clone(),
-        });
     }
 
     /// Watch every configured path (the directory of a file, so
@@ -1223,6 +1211,15 @@ mod tests {
         r.current().lookup(name.as_bytes()).is_some()
     }
 
+    /// Poll until `name` is blocked or `limit` passes; whether it is.
+    fn wait_blocked(r: &Reloader, name: &str, limit: Duration) -> bool {
+        let t0 = Instant::now();
+        while !blocked(r, name) && t0.elapsed() < limit {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        blocked(r, name)
+    }
+
     #[test]
     fn guards_reject_and_keep_the_old_version() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -1331,19 +1328,13 @@ mod tests {
         let _w = r.watch().expect("watch");
         let mut text = names(20, "a");
         text.push_str("new-name.example\n");
-        let t0 = Instant::now();
         write(&list, &text);
-        while !blocked(&r, "new-name.example") && t0.elapsed() < Duration::from_secs(5) {
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        wait_blocked(&r, "new-name.example", Duration::from_secs(5));
         // The one-second bound is asserted end to end in tests/reload.rs.
         assert!(blocked(&r, "www.new-name.example"));
         // A new file in the directory is picked up too.
         fs::write(dir.path().join("lists/extra.txt"), "extra.example\n").expect("write");
-        let t0 = Instant::now();
-        while !blocked(&r, "extra.example") && t0.elapsed() < Duration::from_secs(5) {
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        wait_blocked(&r, "extra.example", Duration::from_secs(5));
         assert!(blocked(&r, "extra.example"));
     }
 
@@ -1381,10 +1372,7 @@ mod tests {
         let mut text = names(20, "a");
         text.push_str("new-name.example\n");
         write(&list, &text);
-        let t0 = Instant::now();
-        while !blocked(&r, "new-name.example") && t0.elapsed() < Duration::from_secs(5) {
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        wait_blocked(&r, "new-name.example", Duration::from_secs(5));
         assert!(blocked(&r, "new-name.example"));
         assert_eq!(r.current().version(), 2);
     }
@@ -1681,10 +1669,7 @@ mod tests {
         let mut text = names(20, "a");
         text.push_str("back-again.example\n");
         write(&lists.join("gov.txt"), &text);
-        let t0 = Instant::now();
-        while !blocked(&r, "back-again.example") && t0.elapsed() < Duration::from_secs(10) {
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_blocked(&r, "back-again.example", Duration::from_secs(10));
         assert!(
             blocked(&r, "back-again.example"),
             "not reloaded after the directory came back"
@@ -1692,10 +1677,7 @@ mod tests {
         // And it is watched again: a later push is seen too.
         text.push_str("later.example\n");
         write(&lists.join("gov.txt"), &text);
-        let t0 = Instant::now();
-        while !blocked(&r, "later.example") && t0.elapsed() < Duration::from_secs(10) {
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_blocked(&r, "later.example", Duration::from_secs(10));
         assert!(
             blocked(&r, "later.example"),
             "the new directory is not watched"
