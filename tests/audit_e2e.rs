@@ -20,21 +20,6 @@ const LISTS: &[(&str, &str)] = &[
     ),
 ];
 
-const PER_LIST: &str = r#"
-[[lists.file]]
-path = "{lists}/nodata.txt"
-action = "nodata"
-[[lists.file]]
-path = "{lists}/refused.txt"
-action = "refused"
-[[lists.file]]
-path = "{lists}/drop.txt"
-action = "drop"
-[[lists.file]]
-path = "{lists}/address.txt"
-action = "address"
-"#;
-
 fn read_log(dir: &std::path::Path) -> String {
     std::fs::read_dir(dir)
         .into_iter()

@@ -21,21 +21,6 @@ const LISTS: &[(&str, &str)] = &[
     ("address.txt", "address.test\n"),
 ];
 
-const PER_LIST: &str = r#"
-[[lists.file]]
-path = "{lists}/nodata.txt"
-action = "nodata"
-[[lists.file]]
-path = "{lists}/refused.txt"
-action = "refused"
-[[lists.file]]
-path = "{lists}/drop.txt"
-action = "drop"
-[[lists.file]]
-path = "{lists}/address.txt"
-action = "address"
-"#;
-
 fn server(up: &Upstream, extra: &str) -> Server {
     Server::start(&[up.addr], LISTS, &format!("{PER_LIST}\n{extra}"))
 }

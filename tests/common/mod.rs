@@ -19,6 +19,23 @@ use hickory_proto::rr::{Name, RData, Record, RecordType};
 
 pub const UP_V4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
 
+/// `[[lists.file]]` entries giving `nodata.txt`, `refused.txt`, `drop.txt`
+/// and `address.txt` in the list directory their action, one each.
+pub const PER_LIST: &str = r#"
+[[lists.file]]
+path = "{lists}/nodata.txt"
+action = "nodata"
+[[lists.file]]
+path = "{lists}/refused.txt"
+action = "refused"
+[[lists.file]]
+path = "{lists}/drop.txt"
+action = "drop"
+[[lists.file]]
+path = "{lists}/address.txt"
+action = "address"
+"#;
+
 /// A UDP and TCP port on 127.0.0.1 that were both free a moment ago.
 pub fn free_port() -> u16 {
     for _ in 0..50 {
