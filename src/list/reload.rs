@@ -860,8 +860,28 @@ impl Reloader {
         // (when, whether the event was a rename: a file renamed into place
         // is complete, so a burst of renames need not wait to settle).
         let (tx, rx) = std::sync::mpsc::channel::<(Instant, bool)>();
+        // Watched directories whose removal was seen: their watch is gone
+        // even if a new directory soon stands there with the same inode.
+        let lost: Arc<Mutex<Vec<PathBuf>>> = Arc::default();
+        let (lost_in_callback, watched_abs) = (
+            lost.clone(),
+            dirs.iter().map(|d| abs(d)).collect::<Vec<_>>(),
+        );
         let mut watcher =
             notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+                if let Ok(ev) = &res
+                    && matches!(ev.kind, notify::EventKind::Remove(_))
+                {
+                    for p in &ev.paths {
+                        let p = abs(p);
+                        if watched_abs.contains(&p) {
+                            lost_in_callback
+                                .lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .push(p);
+                        }
+                    }
+                }
                 if let Ok(ev) = res
                     && !matches!(ev.kind, notify::EventKind::Access(_))
                     && relevant(&ev.paths)
@@ -885,7 +905,7 @@ impl Reloader {
         let (me, w, stop) = (Arc::clone(self), watch.watcher.clone(), watch.stop.clone());
         std::thread::Builder::new()
             .name("list-watch".into())
-            .spawn(move || me.watch_loop(rx, w, watched, stop))
+            .spawn(move || me.watch_loop(rx, w, watched, lost, stop))
             .map_err(|e| notify::Error::generic(&e.to_string()))?;
         Ok(watch)
     }
@@ -895,6 +915,7 @@ impl Reloader {
         rx: std::sync::mpsc::Receiver<(Instant, bool)>,
         watcher: Arc<Mutex<notify::RecommendedWatcher>>,
         mut watched: Vec<(PathBuf, Option<u64>)>,
+        lost: Arc<Mutex<Vec<PathBuf>>>,
         stop: Arc<std::sync::atomic::AtomicBool>,
     ) {
         use notify::Watcher;
@@ -912,7 +933,14 @@ impl Reloader {
                     // with it; when one comes back (or is replaced), watch it
                     // again and read what it holds.
                     let mut changed = false;
+                    let gone: Vec<PathBuf> =
+                        std::mem::take(&mut *lost.lock().unwrap_or_else(|e| e.into_inner()));
                     for (dir, id) in &mut watched {
+                        let abs_dir = std::path::absolute(&*dir).unwrap_or_else(|_| dir.clone());
+                        if gone.contains(&abs_dir) {
+                            // Watch lost, whatever the inode says now.
+                            *id = None;
+                        }
                         let now = dir_id(dir);
                         if now != *id {
                             if now.is_some() {
