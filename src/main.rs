@@ -73,6 +73,11 @@ enum Command {
         /// Validate the configuration, print the effective one and exit (0 valid, 1 invalid).
         #[arg(long)]
         check_config: bool,
+        /// Once every listener is bound, write `ROLE ADDRESS` lines here
+        /// (roles: dns, metrics), so port 0 in the configuration can be
+        /// used and the chosen ports read back.
+        #[arg(long)]
+        ready_file: Option<PathBuf>,
     },
     /// Ask the running server to re-read its lists now and print the
     /// outcome (new version, counts, skipped lines, time taken). Exit 0
@@ -83,7 +88,7 @@ enum Command {
         #[arg(long)]
         force: bool,
         /// The server's control socket.
-        #[arg(long, default_value = sinkhole::control::DEFAULT_SOCKET)]
+        #[arg(long, default_value = sinkhole::daemon::control::DEFAULT_SOCKET)]
         socket: PathBuf,
         /// Print the server's JSON reply as is.
         #[arg(long)]
@@ -129,7 +134,11 @@ fn main() -> ExitCode {
     }
 }
 
-fn serve(config: Option<PathBuf>, check_config: bool) -> Result<u8> {
+fn serve(
+    config: Option<PathBuf>,
+    check_config: bool,
+    options: sinkhole::daemon::DaemonOptions,
+) -> Result<u8> {
     let cfg = match sinkhole::config::Config::load(config.as_deref()) {
         Ok(c) => c,
         Err(e) if check_config => {
@@ -147,7 +156,7 @@ fn serve(config: Option<PathBuf>, check_config: bool) -> Result<u8> {
         .enable_all()
         .build()
         .context("cannot start the runtime")?;
-    rt.block_on(sinkhole::server::serve(cfg))?;
+    rt.block_on(sinkhole::daemon::serve(cfg, options))?;
     Ok(0)
 }
 
@@ -225,17 +234,18 @@ fn run(cli: Cli) -> Result<u8> {
         Command::Serve {
             config,
             check_config,
+            ready_file,
         } => {
             // Unlock stdout: the server writes its hit log there.
             drop(out);
-            serve(config, check_config)
+            serve(config, check_config, sinkhole::daemon::DaemonOptions { ready_file })
         }
         Command::Reload {
             force,
             socket,
             json,
         } => {
-            use sinkhole::control::{Reply, Request, request};
+            use sinkhole::daemon::control::{Reply, Request, request};
             let reply = request(
                 &socket,
                 &Request::Reload { force },

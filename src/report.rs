@@ -125,8 +125,8 @@ pub fn diff_json(d: &SnapshotDiff) -> Value {
 }
 
 /// `sinkhole reload` output.
-pub fn reload_text(reply: &crate::control::Reply) -> String {
-    use crate::control::Reply;
+pub fn reload_text(reply: &crate::daemon::control::Reply) -> String {
+    use crate::daemon::control::Reply;
     let mut s = String::new();
     match reply {
         Reply::Reloaded(r) => {

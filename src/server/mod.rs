@@ -16,7 +16,6 @@ mod udp;
 use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -30,9 +29,8 @@ use tokio::task::AbortHandle;
 use crate::acl::Acl;
 use crate::audit::{AuditLog, HitRecord, Transport};
 use crate::cache::{self, Cache};
-use crate::config::{Config, ListsConfig, PolicyConfig};
+use crate::config::{Config, PolicyConfig};
 use crate::forward::{Forwarder, UpstreamQuery};
-use crate::list::reload::{ReloadSettings, Reloader, StartSource};
 use crate::list::{RuleId, Snapshot};
 use crate::metrics::{self, BlockAction, Limit, Metrics};
 use crate::policy::{self, BlockKind, Decision, Query};
@@ -47,12 +45,6 @@ pub enum ServeError {
         proto: &'static str,
         source: io::Error,
     },
-    #[error("cannot load lists: {0}")]
-    Lists(String),
-    #[error("cannot open the audit log: {0}")]
-    Audit(String),
-    #[error("{0}")]
-    Metrics(String),
     #[error("{0}")]
     Io(#[from] io::Error),
 }
@@ -758,32 +750,6 @@ fn cname_block(snap: &Snapshot, msg: &[u8], qtype: u16) -> Option<(RuleId, Block
     })
 }
 
-/// Load the configured lists into a snapshot (version 1). Per-file
-/// `[[lists.file]]` options apply to the files they name. Returns the
-/// skipped lines as `FILE:LINE: reason`.
-pub fn load_lists(cfg: &ListsConfig) -> Result<(Snapshot, Vec<String>), ServeError> {
-    use crate::list::parse;
-    let mut paths: Vec<PathBuf> = cfg.paths.clone();
-    for f in &cfg.files {
-        if !paths.contains(&f.path) {
-            paths.push(f.path.clone());
-        }
-    }
-    let mut files = parse::list_files(&paths).map_err(|e| ServeError::Lists(e.to_string()))?;
-    // A `[[lists.file]]` may also sit in a listed directory: load it once.
-    let mut seen = std::collections::HashSet::new();
-    files.retain(|f| seen.insert(std::fs::canonicalize(f).unwrap_or_else(|_| f.clone())));
-    let mut lists = Vec::with_capacity(files.len());
-    for f in &files {
-        let opts = cfg.options_for(f);
-        lists.push(parse::parse_file(f, &opts).map_err(|e| ServeError::Lists(e.to_string()))?);
-    }
-    let skipped = lists.iter().flat_map(|l| l.skip_messages()).collect();
-    let snap = crate::list::compile::compile_versioned(&lists, 1)
-        .map_err(|e| ServeError::Lists(e.to_string()))?;
-    Ok((snap, skipped))
-}
-
 /// A running server. Dropping it does not stop it; call [`ServerHandle::shutdown`].
 pub struct ServerHandle {
     /// Store a new snapshot here to change the policy for every listener.
@@ -914,248 +880,3 @@ pub fn start(
     })
 }
 
-/// Wait for SIGTERM or ctrl-c.
-pub async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
-}
-
-/// A file size limit (RLIMIT_FSIZE, systemd's LimitFSIZE=) reached by the
-/// audit log must fail that write with EFBIG, which the writer counts and
-/// retries, not kill the resolver with SIGXFSZ (whose default action is to
-/// terminate).
-fn ignore_sigxfsz() {
-    #[cfg(unix)]
-    // SAFETY: installing SIG_IGN for one signal touches no Rust state.
-    unsafe {
-        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
-    }
-}
-
-/// The reload settings `[lists]` describes.
-pub fn reload_settings(cfg: &ListsConfig) -> ReloadSettings {
-    let options_cfg = cfg.clone();
-    ReloadSettings {
-        paths: cfg.all_paths(),
-        options: Arc::new(move |p: &std::path::Path| options_cfg.options_for(p)),
-        max_skipped_ratio: cfg.max_skipped_ratio,
-        max_shrink_ratio: cfg.max_shrink_ratio,
-        state_dir: cfg.state_dir.clone(),
-        debounce: cfg.debounce,
-        ..ReloadSettings::default()
-    }
-}
-
-/// Load the lists (or the last good snapshot), serve until SIGTERM/ctrl-c,
-/// then stop gracefully. Lists are reloaded when a file changes, on SIGHUP
-/// and on `sinkhole reload`.
-pub async fn serve(config: Config) -> Result<(), ServeError> {
-    let t0 = Instant::now();
-    ignore_sigxfsz();
-    crate::memory::keep_large_allocations_mapped();
-    let settings = reload_settings(&config.lists);
-    let (reloader, source) = tokio::task::spawn_blocking(move || Reloader::start(settings))
-        .await
-        .map_err(|e| ServeError::Lists(e.to_string()))?
-        .map_err(|e| ServeError::Lists(e.to_string()))?;
-    // Only for the log line below: a snapshot held here would stay mapped
-    // for the life of the process, across every reload.
-    let snap = reloader.current();
-    match &source {
-        StartSource::Lists(report) => {
-            for s in report.skipped.iter().take(20) {
-                tracing::warn!("skipped {s}");
-            }
-            if report.skipped.len() > 20 {
-                tracing::warn!("... and {} more skipped lines", report.skipped.len() - 20);
-            }
-        }
-        StartSource::LastGoodCurrent { version } => {
-            tracing::info!(version, "list files unchanged: using the saved snapshot");
-        }
-        StartSource::LastGoodStale { version } => {
-            tracing::warn!(
-                version,
-                "list files changed since the saved snapshot: serving it while the new lists load"
-            );
-        }
-    }
-    tracing::info!(
-        version = snap.version(),
-        rules = snap.rule_count(),
-        ms = t0.elapsed().as_millis() as u64,
-        "lists loaded"
-    );
-    drop(snap);
-    crate::memory::release_freed_memory();
-
-    let metrics = Arc::new(Metrics::new(&config.upstream.servers));
-    let readiness = metrics::Readiness::new(metrics.clone(), std::time::Duration::from_secs(60));
-    let metrics_server = match config.metrics_listen {
-        Some(addr) => Some(
-            metrics::MetricsServer::bind(addr)
-                .await
-                .map_err(|e| ServeError::Metrics(e.to_string()))?,
-        ),
-        None => None,
-    };
-    let audit = AuditLog::open(&config.audit).map_err(|e| ServeError::Audit(e.to_string()))?;
-    let handle = start(&config, reloader.handle(), Some(audit), metrics.clone())?;
-    register_scrape_hooks(&metrics, &handle.shared, &reloader);
-    readiness.set_snapshot_loaded(true);
-    readiness.set_listeners_bound(true);
-    let mut background = Vec::new();
-    if let Some(server) = metrics_server {
-        let (m, ready) = (metrics.clone(), readiness.check());
-        background.push(tokio::spawn(async move {
-            if let Err(e) = server.run(m, ready).await {
-                tracing::error!(error = %e, "metrics listener stopped");
-            }
-        }));
-    }
-    if let StartSource::LastGoodStale { .. } = source {
-        let r = reloader.clone();
-        background.push(tokio::spawn(async move {
-            let _ = tokio::task::spawn_blocking(move || r.catch_up()).await;
-        }));
-    }
-    let _watcher = if config.lists.watch {
-        match reloader.watch() {
-            Ok(w) => Some(w),
-            Err(e) => {
-                tracing::error!(error = %e, "cannot watch the list paths; reload with SIGHUP or `sinkhole reload`");
-                None
-            }
-        }
-    } else {
-        None
-    };
-    background.push(tokio::spawn(reload_on_sighup(reloader.clone())));
-    if let Some(path) = config.server.control_socket.clone() {
-        let r = reloader.clone();
-        background.push(tokio::spawn(async move {
-            if let Err(e) = crate::control::serve(path, r).await {
-                tracing::error!(error = %e, "control socket unavailable; `sinkhole reload` will not work");
-            }
-        }));
-    }
-    crate::sdnotify::ready(&status_line(&reloader.current()));
-    let _watchdog = crate::sdnotify::spawn_watchdog();
-    wait_for_signal().await;
-    tracing::info!("stopping");
-    crate::sdnotify::stopping();
-    for task in background {
-        task.abort();
-    }
-    handle.shutdown().await;
-    if let Some(path) = &config.server.control_socket {
-        let _ = std::fs::remove_file(path);
-    }
-    // An incremental reload is enforced before it is saved; let its merge
-    // finish so a restart starts from it rather than re-reading the lists.
-    let r = reloader.clone();
-    let merged = tokio::task::spawn_blocking(move || r.wait_merged(MERGE_ON_EXIT))
-        .await
-        .unwrap_or(false);
-    if !merged {
-        tracing::warn!(
-            "stopping before the last reload was saved; the next start re-reads the lists"
-        );
-    }
-    Ok(())
-}
-
-/// How long stopping waits for a pending merge (systemd's stop timeout is
-/// far longer).
-const MERGE_ON_EXIT: std::time::Duration = std::time::Duration::from_secs(10);
-
-/// The systemd STATUS= line.
-fn status_line(snap: &Snapshot) -> String {
-    let c = snap.counts();
-    format!(
-        "serving lists version {}: {} rules ({} names, {} wildcards, {} allows, {} keywords)",
-        snap.version(),
-        snap.rule_count(),
-        c.names,
-        c.wildcards,
-        c.allows,
-        c.keywords
-    )
-}
-
-/// SIGHUP re-reads the lists (the unit's `ExecReload`).
-async fn reload_on_sighup(reloader: Arc<Reloader>) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut hup = match signal(SignalKind::hangup()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot handle SIGHUP");
-            return;
-        }
-    };
-    while hup.recv().await.is_some() {
-        tracing::info!("SIGHUP: reloading lists");
-        crate::sdnotify::reloading();
-        let r = reloader.clone();
-        let _ = tokio::task::spawn_blocking(move || r.reload(false)).await;
-        crate::sdnotify::ready(&status_line(&reloader.current()));
-    }
-}
-
-/// Figures read when Prometheus scrapes.
-fn register_scrape_hooks(metrics: &Arc<Metrics>, shared: &Arc<Shared>, reloader: &Arc<Reloader>) {
-    let (sh, r) = (shared.clone(), reloader.clone());
-    let registered = std::sync::Mutex::new(0u64);
-    let m = Arc::downgrade(metrics);
-    metrics.on_scrape(move |s| {
-        let snap = r.current();
-        s.snapshot(&snap);
-        s.reload_stats(&r.stats);
-        s.cache_entries = Some(sh.cache.len() as u64);
-        if let Some(a) = &sh.audit {
-            s.audit_stats(&a.stats());
-        }
-        s.list_entries = snap.rules_per_list();
-        // New lists get their zero `blocked` series once per version.
-        let mut seen = registered
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if *seen != snap.version()
-            && let Some(m) = m.upgrade()
-        {
-            m.register_lists(s.list_entries.iter().map(|(l, _)| l.as_str()));
-            *seen = snap.version();
-        }
-    });
-}
-
-/// Serve `snapshot` (whoever owns it may `store()` a new one at any time)
-/// with the hit log from `config`, until SIGTERM/ctrl-c. No list watching,
-/// metrics or control socket: for embedding and tests.
-pub async fn run(config: Config, snapshot: Arc<ArcSwap<Snapshot>>) -> Result<(), ServeError> {
-    ignore_sigxfsz();
-    let audit = AuditLog::open(&config.audit).map_err(|e| ServeError::Audit(e.to_string()))?;
-    let metrics = Arc::new(Metrics::new(&config.upstream.servers));
-    let handle = start(&config, snapshot, Some(audit), metrics)?;
-    wait_for_signal().await;
-    tracing::info!("stopping");
-    handle.shutdown().await;
-    Ok(())
-}

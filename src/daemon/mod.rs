@@ -1,0 +1,365 @@
+//! The daemon: start-up order, signals, the control socket, systemd
+//! notifications, scrape hooks and shutdown. `server` owns the listeners and
+//! the query path; this room decides when they start and stop.
+//!
+//! Start-up order: lists (or the last good snapshot) → metrics listener
+//! bound → audit log opened → DNS listeners bound → scrape hooks →
+//! ready file and `READY=1`. A port that cannot be bound stops the start
+//! before anything says "ready".
+
+pub mod control;
+pub mod sdnotify;
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use thiserror::Error;
+
+use crate::audit::AuditLog;
+use crate::config::{Config, ListsConfig};
+use crate::list::Snapshot;
+use crate::list::reload::{ReloadSettings, Reloader, StartSource};
+use crate::metrics::{self, Metrics};
+use crate::server::{self, ServeError, Shared};
+
+#[derive(Debug, Error)]
+pub enum DaemonError {
+    #[error("cannot load lists: {0}")]
+    Lists(String),
+    #[error("cannot open the audit log: {0}")]
+    Audit(String),
+    #[error("{0}")]
+    Metrics(String),
+    #[error(transparent)]
+    Serve(#[from] ServeError),
+    #[error("cannot write the ready file {path}: {source}")]
+    ReadyFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Options of `sinkhole serve` that are not configuration.
+#[derive(Clone, Debug, Default)]
+pub struct DaemonOptions {
+    /// Written once every listener is bound: one `ROLE ADDRESS` line per
+    /// listener (see [`ListenerRole`]), so a harness or a supervisor can
+    /// configure port 0 and learn the ports the kernel chose.
+    pub ready_file: Option<PathBuf>,
+}
+
+/// What a bound listener is for, as named in the ready file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ListenerRole {
+    /// DNS over UDP and TCP on the same address (every worker shares it).
+    Dns,
+    /// `/metrics`, `/healthz`, `/readyz`.
+    Metrics,
+}
+
+impl ListenerRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ListenerRole::Dns => "dns",
+            ListenerRole::Metrics => "metrics",
+        }
+    }
+}
+
+/// Write the ready file atomically (a temporary file in the same directory,
+/// then rename), so a reader never sees half of it.
+pub fn write_ready_file(
+    path: &Path,
+    listeners: &[(ListenerRole, SocketAddr)],
+) -> Result<(), DaemonError> {
+    let err = |source| DaemonError::ReadyFile {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut text = String::new();
+    for (role, addr) in listeners {
+        text.push_str(role.as_str());
+        text.push(' ');
+        text.push_str(&addr.to_string());
+        text.push('\n');
+    }
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "ready".into());
+    let tmp = path.with_file_name(format!(".{name}.tmp"));
+    let mut f = std::fs::File::create(&tmp).map_err(err)?;
+    f.write_all(text.as_bytes()).map_err(err)?;
+    f.sync_all().map_err(err)?;
+    std::fs::rename(&tmp, path).map_err(err)
+}
+
+/// Wait for SIGTERM or ctrl-c.
+pub async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// A file size limit (RLIMIT_FSIZE, systemd's LimitFSIZE=) reached by the
+/// audit log must fail that write with EFBIG, which the writer counts and
+/// retries, not kill the resolver with SIGXFSZ (whose default action is to
+/// terminate).
+fn ignore_sigxfsz() {
+    // SAFETY: installing SIG_IGN for one signal touches no Rust state.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
+}
+
+/// The reload settings `[lists]` describes.
+pub fn reload_settings(cfg: &ListsConfig) -> ReloadSettings {
+    let options_cfg = cfg.clone();
+    ReloadSettings {
+        paths: cfg.all_paths(),
+        options: Arc::new(move |p: &std::path::Path| options_cfg.options_for(p)),
+        max_skipped_ratio: cfg.max_skipped_ratio,
+        max_shrink_ratio: cfg.max_shrink_ratio,
+        state_dir: cfg.state_dir.clone(),
+        debounce: cfg.debounce,
+        ..ReloadSettings::default()
+    }
+}
+
+/// Load the lists (or the last good snapshot), serve until SIGTERM/ctrl-c,
+/// then stop gracefully. Lists are reloaded when a file changes, on SIGHUP
+/// and on `sinkhole reload`.
+pub async fn serve(config: Config, options: DaemonOptions) -> Result<(), DaemonError> {
+    let t0 = Instant::now();
+    ignore_sigxfsz();
+    crate::memory::keep_large_allocations_mapped();
+    let settings = reload_settings(&config.lists);
+    let (reloader, source) = tokio::task::spawn_blocking(move || Reloader::start(settings))
+        .await
+        .map_err(|e| DaemonError::Lists(e.to_string()))?
+        .map_err(|e| DaemonError::Lists(e.to_string()))?;
+    log_start_source(&reloader, &source, t0);
+    crate::memory::release_freed_memory();
+
+    let metrics = Arc::new(Metrics::new(&config.upstream.servers));
+    let readiness = metrics::Readiness::new(metrics.clone(), Duration::from_secs(60));
+    let metrics_server = match config.metrics_listen {
+        Some(addr) => Some(
+            metrics::MetricsServer::bind(addr)
+                .await
+                .map_err(|e| DaemonError::Metrics(e.to_string()))?,
+        ),
+        None => None,
+    };
+    let audit = AuditLog::open(&config.audit).map_err(|e| DaemonError::Audit(e.to_string()))?;
+    let handle = server::start(&config, reloader.handle(), Some(audit), metrics.clone())?;
+    register_scrape_hooks(&metrics, &handle.shared, &reloader);
+    readiness.set_snapshot_loaded(true);
+    readiness.set_listeners_bound(true);
+
+    let mut listeners: Vec<(ListenerRole, SocketAddr)> = handle
+        .local_addrs
+        .iter()
+        .map(|&a| (ListenerRole::Dns, a))
+        .collect();
+    let mut background = Vec::new();
+    if let Some(server) = metrics_server {
+        if let Ok(a) = server.local_addr() {
+            listeners.push((ListenerRole::Metrics, a));
+        }
+        let (m, ready) = (metrics.clone(), readiness.check());
+        background.push(tokio::spawn(async move {
+            if let Err(e) = server.run(m, ready).await {
+                tracing::error!(error = %e, "metrics listener stopped");
+            }
+        }));
+    }
+    if let StartSource::LastGoodStale { .. } = source {
+        let r = reloader.clone();
+        background.push(tokio::spawn(async move {
+            let _ = tokio::task::spawn_blocking(move || r.catch_up()).await;
+        }));
+    }
+    let _watcher = if config.lists.watch {
+        match reloader.watch() {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot watch the list paths; reload with SIGHUP or `sinkhole reload`");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    background.push(tokio::spawn(reload_on_sighup(reloader.clone())));
+    if let Some(path) = config.server.control_socket.clone() {
+        let r = reloader.clone();
+        background.push(tokio::spawn(async move {
+            if let Err(e) = control::serve(path, r).await {
+                tracing::error!(error = %e, "control socket unavailable; `sinkhole reload` will not work");
+            }
+        }));
+    }
+    if let Some(path) = &options.ready_file {
+        write_ready_file(path, &listeners)?;
+    }
+    sdnotify::ready(&status_line(&reloader.current()));
+    let _watchdog = sdnotify::spawn_watchdog();
+
+    wait_for_signal().await;
+    tracing::info!("stopping");
+    sdnotify::stopping();
+    for task in background {
+        task.abort();
+    }
+    handle.shutdown().await;
+    if let Some(path) = &config.server.control_socket {
+        let _ = std::fs::remove_file(path);
+    }
+    if let Some(path) = &options.ready_file {
+        let _ = std::fs::remove_file(path);
+    }
+    // An incremental reload is enforced before it is saved; let its merge
+    // finish so a restart starts from it rather than re-reading the lists.
+    let r = reloader.clone();
+    let merged = tokio::task::spawn_blocking(move || r.wait_merged(MERGE_ON_EXIT))
+        .await
+        .unwrap_or(false);
+    if !merged {
+        tracing::warn!(
+            "stopping before the last reload was saved; the next start re-reads the lists"
+        );
+    }
+    Ok(())
+}
+
+/// Log where the first snapshot came from. The snapshot is only borrowed
+/// for the log line: one held here would stay mapped for the life of the
+/// process, across every reload.
+fn log_start_source(reloader: &Reloader, source: &StartSource, t0: Instant) {
+    let snap = reloader.current();
+    match source {
+        StartSource::Lists(report) => {
+            for s in report.skipped.iter().take(20) {
+                tracing::warn!("skipped {s}");
+            }
+            if report.skipped.len() > 20 {
+                tracing::warn!("... and {} more skipped lines", report.skipped.len() - 20);
+            }
+        }
+        StartSource::LastGoodCurrent { version } => {
+            tracing::info!(version, "list files unchanged: using the saved snapshot");
+        }
+        StartSource::LastGoodStale { version } => {
+            tracing::warn!(
+                version,
+                "list files changed since the saved snapshot: serving it while the new lists load"
+            );
+        }
+    }
+    tracing::info!(
+        version = snap.version(),
+        rules = snap.rule_count(),
+        ms = t0.elapsed().as_millis() as u64,
+        "lists loaded"
+    );
+}
+
+/// How long stopping waits for a pending merge (systemd's stop timeout is
+/// far longer).
+const MERGE_ON_EXIT: Duration = Duration::from_secs(10);
+
+/// The systemd STATUS= line.
+fn status_line(snap: &Snapshot) -> String {
+    let c = snap.counts();
+    format!(
+        "serving lists version {}: {} rules ({} names, {} wildcards, {} allows, {} keywords)",
+        snap.version(),
+        snap.rule_count(),
+        c.names,
+        c.wildcards,
+        c.allows,
+        c.keywords
+    )
+}
+
+/// SIGHUP re-reads the lists (the unit's `ExecReload`).
+async fn reload_on_sighup(reloader: Arc<Reloader>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hup = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot handle SIGHUP");
+            return;
+        }
+    };
+    while hup.recv().await.is_some() {
+        tracing::info!("SIGHUP: reloading lists");
+        sdnotify::reloading();
+        let r = reloader.clone();
+        let _ = tokio::task::spawn_blocking(move || r.reload(false)).await;
+        sdnotify::ready(&status_line(&reloader.current()));
+    }
+}
+
+/// Figures read when Prometheus scrapes.
+fn register_scrape_hooks(metrics: &Arc<Metrics>, shared: &Arc<Shared>, reloader: &Arc<Reloader>) {
+    let (sh, r) = (shared.clone(), reloader.clone());
+    let registered = std::sync::Mutex::new(0u64);
+    let m = Arc::downgrade(metrics);
+    metrics.on_scrape(move |s| {
+        let snap = r.current();
+        s.snapshot(&snap);
+        s.reload_stats(&r.stats);
+        s.cache_entries = Some(sh.cache.len() as u64);
+        if let Some(a) = &sh.audit {
+            s.audit_stats(&a.stats());
+        }
+        s.list_entries = snap.rules_per_list();
+        // New lists get their zero `blocked` series once per version.
+        let mut seen = registered
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if *seen != snap.version()
+            && let Some(m) = m.upgrade()
+        {
+            m.register_lists(s.list_entries.iter().map(|(l, _)| l.as_str()));
+            *seen = snap.version();
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ready_file_lists_every_listener_by_role() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ready");
+        let dns: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+        let m: SocketAddr = "[::1]:9153".parse().unwrap();
+        write_ready_file(
+            &path,
+            &[(ListenerRole::Dns, dns), (ListenerRole::Metrics, m)],
+        )
+        .unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text, "dns 127.0.0.1:40000\nmetrics [::1]:9153\n");
+        // No temporary file is left beside it.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+}
