@@ -822,6 +822,29 @@ impl ServerHandle {
     }
 }
 
+/// Bind UDP (one socket per worker) and TCP on one address. With port 0
+/// the kernel picks the UDP port and TCP must get the same one; if another
+/// program holds that TCP port, try another (a few times).
+fn bind_udp_and_tcp(
+    addr: SocketAddr,
+    workers: usize,
+) -> Result<(Vec<std::net::UdpSocket>, tokio::net::TcpListener, SocketAddr), ServeError> {
+    let attempts = if addr.port() == 0 { 20 } else { 1 };
+    let mut last = None;
+    for _ in 0..attempts {
+        let sockets = udp::bind_all(addr, workers)?;
+        let bound = sockets
+            .first()
+            .and_then(|s| s.local_addr().ok())
+            .unwrap_or(addr);
+        match tcp::bind(bound) {
+            Ok(listener) => return Ok((sockets, listener, bound)),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or(ServeError::Io(io::Error::other("no address to bind"))))
+}
+
 /// Bind every listener and start serving. Must run inside a multi-thread
 /// tokio runtime (forwarding and TCP run on it).
 pub fn start(
@@ -839,12 +862,7 @@ pub fn start(
     let mut tcp_tasks = Vec::new();
     let mut local_addrs = Vec::new();
     for &addr in &config.server.listen {
-        let sockets = udp::bind_all(addr, config.server.workers)?;
-        let bound = sockets
-            .first()
-            .and_then(|s| s.local_addr().ok())
-            .unwrap_or(addr);
-        let listener = tcp::bind(bound)?;
+        let (sockets, listener, bound) = bind_udp_and_tcp(addr, config.server.workers)?;
         local_addrs.push(bound);
         for (i, sock) in sockets.into_iter().enumerate() {
             let shared = shared.clone();
