@@ -14,9 +14,8 @@ use std::path::PathBuf;
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use sinkhole::list::{
-    Format, ParsedList, Rule, RuleAction, RuleMeta, Scope, Snapshot, Target, compile,
-};
+use sinkhole::list::{Format, ParsedList, Rule, RuleMeta, Scope, Snapshot, Target, compile};
+use sinkhole::policy::Action;
 
 const WORDS: &[&str] = &[
     "bit", "coin", "crypto", "chain", "block", "token", "satoshi", "ether", "doge", "moon",
@@ -81,7 +80,8 @@ fn as_list(names: &[String]) -> ParsedList {
                     name: n.clone(),
                     scope: Scope::Subtree,
                 },
-                action: RuleAction::Block,
+                action: Action::Block,
+                local_data: Vec::new(),
                 line: i as u32 + 1,
                 meta: RuleMeta::default(),
             })

@@ -12,8 +12,17 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::config::CacheConfig;
 use crate::wire::{self, ResponseScan};
+
+/// `[cache]`, validated.
+#[derive(Clone, Debug)]
+pub struct CacheConfig {
+    pub max_entries: usize,
+    pub max_ttl: u32,
+    pub max_negative_ttl: u32,
+    /// RFC 8767 stale window past expiry; zero = serve-stale off.
+    pub serve_stale: Duration,
+}
 
 const SHARDS: usize = 64;
 /// Flag byte + qtype + qclass + the longest wire name.
@@ -27,6 +36,44 @@ pub const KEY_EDNS: u8 = 8;
 
 /// The TTL of a stale answer (RFC 8767 §4 recommends 30 seconds).
 pub const STALE_TTL: u32 = 30;
+
+/// A question's cache key (also what coalesces identical questions on
+/// their way upstream): key bits, qtype, qclass, lowercased wire name.
+#[derive(Clone, Eq)]
+pub struct CacheKey {
+    bytes: [u8; MAX_KEY],
+    len: u16,
+}
+
+impl CacheKey {
+    pub fn new(lower_wire: &[u8], qtype: u16, qclass: u16, bits: u8) -> CacheKey {
+        let mut bytes = [0u8; MAX_KEY];
+        let len = make_key(&mut bytes, lower_wire, qtype, qclass, bits) as u16;
+        CacheKey { bytes, len }
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len as usize]
+    }
+}
+
+impl PartialEq for CacheKey {
+    fn eq(&self, other: &CacheKey) -> bool {
+        self.as_bytes() == other.as_bytes()
+    }
+}
+
+impl std::hash::Hash for CacheKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_bytes().hash(state)
+    }
+}
+
+impl std::fmt::Debug for CacheKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CacheKey({})", hex::encode(self.as_bytes()))
+    }
+}
 
 /// Build the cache key for a question into `buf`; returns its length.
 pub fn make_key(

@@ -12,13 +12,17 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::audit::{AuditSettings, RawAuditConfig};
-use crate::list::{Format, ListOptions, RuleAction};
+use crate::cache::CacheConfig;
+use crate::forward::UpstreamConfig;
+use crate::list::config::{ListFileConfig, ListsConfig};
+use crate::list::{Format, ListOptions};
+use crate::policy::{Action, PolicyConfig};
+use crate::server::ServerConfig;
+use crate::server::limits::LimitsConfig;
+use crate::sinkhole::Template;
 
 /// Where upstream servers come from when `[upstream] servers` is empty.
 pub const RESOLV_CONF: &str = "/etc/resolv.conf";
-
-/// Largest UDP payload we send or advertise (the DNS flag day 2020 value).
-pub const MAX_UDP_PAYLOAD: u16 = 1232;
 
 #[derive(Debug, Error)]
 pub enum ConfigError {
@@ -267,188 +271,6 @@ impl Default for RawConfig {
 
 // ---------------------------------------------------------------- validated
 
-/// The configured action for blocked names.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Action {
-    Nxdomain,
-    Nodata,
-    Address,
-    Refused,
-    Drop,
-}
-
-impl Action {
-    pub fn parse(s: &str) -> Option<Action> {
-        Some(match s.to_ascii_lowercase().as_str() {
-            "nxdomain" => Action::Nxdomain,
-            "nodata" => Action::Nodata,
-            "address" => Action::Address,
-            "refused" => Action::Refused,
-            "drop" => Action::Drop,
-            _ => return None,
-        })
-    }
-}
-
-/// One piece of a parsed `ede_text` template.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum TemplatePart {
-    Lit(String),
-    Decision,
-    Authority,
-    List,
-    Rule,
-}
-
-/// `ede_text` split once at load so filling it per block is a few copies.
-#[derive(Clone, Debug, PartialEq, Eq, Default)]
-pub struct Template {
-    pub parts: Vec<TemplatePart>,
-}
-
-impl Template {
-    pub fn parse(s: &str) -> Result<Template, String> {
-        let mut parts = Vec::new();
-        let mut lit = String::new();
-        let mut rest = s;
-        while let Some(c) = rest.chars().next() {
-            if rest.starts_with("{{") {
-                lit.push('{');
-                rest = &rest[2..];
-            } else if rest.starts_with("}}") {
-                lit.push('}');
-                rest = &rest[2..];
-            } else if c == '{' {
-                let end = rest
-                    .find('}')
-                    .ok_or_else(|| format!("unclosed `{{` in {s:?}"))?;
-                let part = match &rest[1..end] {
-                    "decision" => TemplatePart::Decision,
-                    "authority" => TemplatePart::Authority,
-                    "list" => TemplatePart::List,
-                    "rule" => TemplatePart::Rule,
-                    other => {
-                        return Err(format!(
-                            "unknown placeholder {{{other}}} (known: {{decision}} {{authority}} {{list}} {{rule}})"
-                        ));
-                    }
-                };
-                if !lit.is_empty() {
-                    parts.push(TemplatePart::Lit(std::mem::take(&mut lit)));
-                }
-                parts.push(part);
-                rest = &rest[end + 1..];
-            } else if c == '}' {
-                return Err(format!("unmatched `}}` in {s:?} (write `}}}}`)"));
-            } else {
-                lit.push(c);
-                rest = &rest[c.len_utf8()..];
-            }
-        }
-        if !lit.is_empty() {
-            parts.push(TemplatePart::Lit(lit));
-        }
-        Ok(Template { parts })
-    }
-
-    pub fn uses_rule(&self) -> bool {
-        self.parts.contains(&TemplatePart::Rule)
-    }
-}
-
-#[derive(Clone, Debug)]
-pub struct PolicyConfig {
-    pub action: Action,
-    pub address_v4: Ipv4Addr,
-    pub address_v6: Ipv6Addr,
-    pub ttl: u32,
-    pub ede_code: u16,
-    pub ede_text: Template,
-}
-
-#[derive(Clone, Debug)]
-pub struct ServerConfig {
-    pub listen: Vec<SocketAddr>,
-    /// Resolved: never 0.
-    pub workers: usize,
-    pub tcp_idle_timeout: Duration,
-    pub tcp_max_connections: usize,
-    pub tcp_max_pipeline: usize,
-    pub max_inflight: usize,
-    pub control_socket: Option<PathBuf>,
-}
-
-#[derive(Clone, Debug)]
-pub struct UpstreamConfig {
-    pub servers: Vec<SocketAddr>,
-    pub timeout: Duration,
-    pub tcp_timeout: Duration,
-}
-
-#[derive(Clone, Debug)]
-pub struct ListFileConfig {
-    pub path: PathBuf,
-    pub options: ListOptions,
-}
-
-#[derive(Clone, Debug)]
-pub struct ListsConfig {
-    pub paths: Vec<PathBuf>,
-    pub exact_only: bool,
-    pub files: Vec<ListFileConfig>,
-    pub max_skipped_ratio: f64,
-    pub max_shrink_ratio: f64,
-    pub state_dir: Option<PathBuf>,
-    pub watch: bool,
-    pub debounce: Duration,
-}
-
-impl ListsConfig {
-    /// Every path to read: `paths` plus `[[lists.file]]` paths not already named.
-    pub fn all_paths(&self) -> Vec<PathBuf> {
-        let mut paths = self.paths.clone();
-        for f in &self.files {
-            if !paths.contains(&f.path) {
-                paths.push(f.path.clone());
-            }
-        }
-        paths
-    }
-
-    /// The options for one list file: a `[[lists.file]]` entry naming the
-    /// same path wins, else the global `exact_only`.
-    pub fn options_for(&self, path: &Path) -> ListOptions {
-        let canon = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
-        let want = canon(path);
-        self.files
-            .iter()
-            .find(|f| f.path == path || canon(&f.path) == want)
-            .map(|f| f.options.clone())
-            .unwrap_or_else(|| ListOptions {
-                exact_only: self.exact_only,
-                ..ListOptions::default()
-            })
-    }
-}
-
-#[derive(Clone, Debug)]
-pub struct CacheConfig {
-    pub max_entries: usize,
-    pub max_ttl: u32,
-    pub max_negative_ttl: u32,
-    /// RFC 8767 stale window past expiry; zero = serve-stale off.
-    pub serve_stale: Duration,
-}
-
-/// Per-client limits (see [`RawLimits`]); 0 = off.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct LimitsConfig {
-    pub qps_per_client: u32,
-    /// Resolved: `qps_per_client` when not set.
-    pub qps_burst: u32,
-    pub tcp_connections_per_client: usize,
-}
-
 /// The validated configuration.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -468,6 +290,18 @@ pub struct Config {
 }
 
 impl Config {
+    /// What the listeners and the query path need.
+    pub fn server_settings(&self) -> crate::server::ServerSettings {
+        crate::server::ServerSettings {
+            server: self.server.clone(),
+            policy: self.policy.clone(),
+            acl: self.acl.clone(),
+            cache: self.cache.clone(),
+            limits: self.limits.clone(),
+            upstream: self.upstream.clone(),
+        }
+    }
+
     /// Load `path`, or the embedded default when `None`.
     pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
         match path {
@@ -543,7 +377,7 @@ impl Config {
         let upstream = validate_upstream(&raw.upstream)?;
         // Show what will actually be used (`192.0.2.53` → `192.0.2.53:53`).
         raw.upstream.servers = upstream.servers.iter().map(|a| a.to_string()).collect();
-        let lists = validate_lists(&raw.lists, &raw.policy)?;
+        let lists = validate_lists(&raw.lists)?;
         let policy = validate_policy(&raw.policy)?;
         let acl = raw
             .acl
@@ -725,34 +559,16 @@ fn parse_net(s: &str) -> Result<IpNet, String> {
     Err(format!("{s:?} is not an address or ADDRESS/PREFIX"))
 }
 
-/// A per-list `action` as the list module understands it.
-fn list_action(s: &str, policy: &RawPolicy) -> Result<RuleAction, String> {
-    Ok(match s.to_ascii_lowercase().as_str() {
-        "allow" => RuleAction::Allow,
-        "block" => RuleAction::Block,
-        "nxdomain" => RuleAction::Nxdomain,
-        "nodata" => RuleAction::Nodata,
-        "refused" => RuleAction::Refused,
-        "drop" => RuleAction::Drop,
-        "address" => {
-            let mut v = Vec::new();
-            if let Ok(a) = policy.address_v4.parse::<Ipv4Addr>() {
-                v.push(IpAddr::V4(a));
-            }
-            if let Ok(a) = policy.address_v6.parse::<Ipv6Addr>() {
-                v.push(IpAddr::V6(a));
-            }
-            RuleAction::LocalData(v)
-        }
-        other => {
-            return Err(format!(
-                "unknown action {other:?} (allow | block | nxdomain | nodata | address | refused | drop)"
-            ));
-        }
+/// A per-list `action`: any action name; `block` keeps the default.
+fn list_action(s: &str) -> Result<Action, String> {
+    Action::parse(s).ok_or_else(|| {
+        format!(
+            "unknown action {s:?} (allow | block | nxdomain | nodata | address | refused | drop)"
+        )
     })
 }
 
-fn validate_lists(raw: &RawLists, policy: &RawPolicy) -> Result<ListsConfig, ConfigError> {
+fn validate_lists(raw: &RawLists) -> Result<ListsConfig, ConfigError> {
     let mut files = Vec::new();
     for f in &raw.file {
         if f.path.as_os_str().is_empty() {
@@ -767,7 +583,7 @@ fn validate_lists(raw: &RawLists, policy: &RawPolicy) -> Result<ListsConfig, Con
         };
         let action = match &f.action {
             None => None,
-            Some(s) => Some(list_action(s, policy).map_err(|m| invalid("lists.file.action", m))?),
+            Some(s) => Some(list_action(s).map_err(|m| invalid("lists.file.action", m))?),
         };
         files.push(ListFileConfig {
             path: f.path.clone(),
@@ -806,15 +622,17 @@ fn validate_lists(raw: &RawLists, policy: &RawPolicy) -> Result<ListsConfig, Con
 }
 
 fn validate_policy(raw: &RawPolicy) -> Result<PolicyConfig, ConfigError> {
-    let action = Action::parse(&raw.action).ok_or_else(|| {
-        invalid(
-            "policy.action",
-            format!(
-                "{:?} is not one of nxdomain | nodata | address | refused | drop",
-                raw.action
-            ),
-        )
-    })?;
+    let action = Action::parse(&raw.action)
+        .filter(|a| a.is_answer())
+        .ok_or_else(|| {
+            invalid(
+                "policy.action",
+                format!(
+                    "{:?} is not one of nxdomain | nodata | address | refused | drop",
+                    raw.action
+                ),
+            )
+        })?;
     let address_v4 = raw.address_v4.parse::<Ipv4Addr>().map_err(|_| {
         invalid(
             "policy.address_v4",
@@ -888,6 +706,7 @@ pub fn upstreams_from_resolv_conf(text: &str, own: &[SocketAddr]) -> Vec<SocketA
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sinkhole::TemplatePart;
 
     fn load(text: &str) -> Result<Config, ConfigError> {
         let mut raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Toml {
@@ -1000,7 +819,7 @@ mod tests {
     fn list_file_overrides() {
         let c = load("[lists]\nexact_only = true\n[[lists.file]]\npath = \"/a/x.txt\"\naction = \"drop\"\nexact_only = false\n").unwrap();
         let o = c.lists.options_for(Path::new("/a/x.txt"));
-        assert_eq!(o.action, Some(RuleAction::Drop));
+        assert_eq!(o.action, Some(Action::Drop));
         assert!(!o.exact_only);
         assert!(c.lists.options_for(Path::new("/a/y.txt")).exact_only);
     }

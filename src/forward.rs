@@ -16,9 +16,17 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 use tokio::time::{Instant, timeout_at};
 
-use crate::config::{MAX_UDP_PAYLOAD, UpstreamConfig};
 use crate::metrics::Metrics;
+use crate::wire::MAX_UDP_PAYLOAD;
 use crate::wire::{self, ResponseScan};
+
+/// `[upstream]`, validated.
+#[derive(Clone, Debug)]
+pub struct UpstreamConfig {
+    pub servers: Vec<SocketAddr>,
+    pub timeout: Duration,
+    pub tcp_timeout: Duration,
+}
 
 /// Largest UDP reply we read; we advertise 1232, this leaves room for
 /// upstreams that ignore it.

@@ -100,6 +100,8 @@ use tokio::sync::Semaphore;
 use crate::audit::AuditStats;
 use crate::list::Snapshot;
 use crate::list::reload::ReloadStats;
+use crate::policy::Action;
+use crate::wire::Transport;
 
 #[derive(Debug, Error)]
 pub enum MetricsError {
@@ -145,24 +147,6 @@ impl RawMetricsConfig {
 }
 
 // ------------------------------------------------------------ label enums
-
-/// How a query arrived.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Transport {
-    Udp,
-    Tcp,
-}
-
-impl Transport {
-    const ALL: [Transport; 2] = [Transport::Udp, Transport::Tcp];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Transport::Udp => "udp",
-            Transport::Tcp => "tcp",
-        }
-    }
-}
 
 /// Which per-client limit turned something away (`limit` label).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -248,58 +232,11 @@ fn rcode_label(i: usize) -> &'static str {
     }
 }
 
-/// What a blocked query was answered with (the `action` label).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum BlockAction {
-    Nxdomain,
-    Nodata,
-    /// Addresses (`[policy] action = "address"` or a rule's local data).
-    Address,
-    Refused,
-    Drop,
-}
-
-impl BlockAction {
-    const ALL: [BlockAction; 5] = [
-        BlockAction::Nxdomain,
-        BlockAction::Nodata,
-        BlockAction::Address,
-        BlockAction::Refused,
-        BlockAction::Drop,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            BlockAction::Nxdomain => "nxdomain",
-            BlockAction::Nodata => "nodata",
-            BlockAction::Address => "address",
-            BlockAction::Refused => "refused",
-            BlockAction::Drop => "drop",
-        }
-    }
-
-    /// The action actually taken for a rule's kind under the configured default.
-    pub fn from_kind(
-        kind: crate::policy::BlockKind,
-        default: crate::config::Action,
-    ) -> BlockAction {
-        use crate::config::Action;
-        use crate::policy::BlockKind;
-        match kind {
-            BlockKind::Nxdomain => BlockAction::Nxdomain,
-            BlockKind::Nodata => BlockAction::Nodata,
-            BlockKind::Refused => BlockAction::Refused,
-            BlockKind::Drop => BlockAction::Drop,
-            BlockKind::LocalData => BlockAction::Address,
-            BlockKind::Default => match default {
-                Action::Nxdomain => BlockAction::Nxdomain,
-                Action::Nodata => BlockAction::Nodata,
-                Action::Address => BlockAction::Address,
-                Action::Refused => BlockAction::Refused,
-                Action::Drop => BlockAction::Drop,
-            },
-        }
-    }
+/// The slot of a resolved action in a list's `blocked` counters (the
+/// order of [`Action::ANSWERS`]). `None` for `allow` and the unresolved
+/// `block`, which are never an answer.
+fn answer_slot(action: Action) -> Option<usize> {
+    Action::ANSWERS.iter().position(|&a| a == action)
 }
 
 // ------------------------------------------------------------ scrape-time
@@ -527,7 +464,7 @@ pub struct Metrics {
     queries: [[Counter; QTYPE_LABELS]; 2],
     responses: [Counter; RCODE_LABELS],
     blocked_family: Family<BlockedLabels, Counter>,
-    /// Per list, one counter per [`BlockAction`]; replaced (copy on write)
+    /// Per list, one counter per answering [`Action`]; replaced (copy on write)
     /// when a new list name shows up, which happens once per list.
     blocked: ArcSwap<HashMap<Box<str>, [Counter; 5]>>,
     blocked_grow: Mutex<()>,
@@ -721,8 +658,11 @@ impl Metrics {
 
     /// A query was blocked by a rule from `list`.
     #[inline]
-    pub fn blocked(&self, list: &str, action: BlockAction) {
-        let i = action as usize;
+    pub fn blocked(&self, list: &str, action: Action) {
+        let Some(i) = answer_slot(action) else {
+            debug_assert!(false, "blocked with an unresolved action {action}");
+            return;
+        };
         if let Some(c) = self.blocked.load().get(list) {
             c[i].inc();
             return;
@@ -742,7 +682,7 @@ impl Metrics {
         if let Some(c) = cur.get(key) {
             return c.clone();
         }
-        let counters = BlockAction::ALL.map(|a| {
+        let counters = Action::ANSWERS.map(|a| {
             self.blocked_family.get_or_create_owned(&[
                 ("list", key.to_string()),
                 ("action", a.as_str().to_string()),
@@ -1330,9 +1270,9 @@ mod tests {
         m.response(3);
         m.response(16);
         m.response(4000);
-        m.blocked("court-orders", BlockAction::Nxdomain);
-        m.blocked("court-orders", BlockAction::Nxdomain);
-        m.blocked("ads", BlockAction::Address);
+        m.blocked("court-orders", Action::Nxdomain);
+        m.blocked("court-orders", Action::Nxdomain);
+        m.blocked("ads", Action::Address);
         m.cache_hit();
         m.cache_miss();
         m.cache_miss();
@@ -1590,7 +1530,7 @@ mod tests {
     fn list_cardinality_is_capped() {
         let m = Metrics::new(&[]);
         for i in 0..MAX_LISTS + 20 {
-            m.blocked(&format!("l{i}"), BlockAction::Drop);
+            m.blocked(&format!("l{i}"), Action::Drop);
         }
         let e = parse(&m);
         let lists: std::collections::BTreeSet<_> = e
@@ -1611,24 +1551,14 @@ mod tests {
 
     #[test]
     fn labels_and_actions() {
-        use crate::config::Action;
-        use crate::policy::BlockKind;
         assert_eq!(qtype_label(qtype_index(64)), "SVCB");
         assert_eq!(qtype_label(qtype_index(99)), "other");
         assert_eq!(rcode_label(rcode_index(5)), "REFUSED");
         assert_eq!(rcode_label(rcode_index(11)), "DSOTYPENI");
-        assert_eq!(
-            BlockAction::from_kind(BlockKind::Default, Action::Address),
-            BlockAction::Address
-        );
-        assert_eq!(
-            BlockAction::from_kind(BlockKind::LocalData, Action::Drop),
-            BlockAction::Address
-        );
-        assert_eq!(
-            BlockAction::from_kind(BlockKind::Nodata, Action::Nxdomain),
-            BlockAction::Nodata
-        );
+        assert_eq!(answer_slot(Action::Nxdomain), Some(0));
+        assert_eq!(answer_slot(Action::Drop), Some(4));
+        assert_eq!(answer_slot(Action::Block), None);
+        assert_eq!(answer_slot(Action::Allow), None);
     }
 
     #[test]

@@ -6,9 +6,74 @@
 
 use std::net::IpAddr;
 
-use crate::config::{Action, PolicyConfig, TemplatePart};
-use crate::policy::BlockKind;
+use crate::policy::{Action, PolicyConfig};
 use crate::wire::{self, Request};
+
+/// One piece of a parsed `ede_text` template.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TemplatePart {
+    Lit(String),
+    Decision,
+    Authority,
+    List,
+    Rule,
+}
+
+/// `ede_text` split once at load so filling it per block is a few copies.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Template {
+    pub parts: Vec<TemplatePart>,
+}
+
+impl Template {
+    pub fn parse(s: &str) -> Result<Template, String> {
+        let mut parts = Vec::new();
+        let mut lit = String::new();
+        let mut rest = s;
+        while let Some(c) = rest.chars().next() {
+            if rest.starts_with("{{") {
+                lit.push('{');
+                rest = &rest[2..];
+            } else if rest.starts_with("}}") {
+                lit.push('}');
+                rest = &rest[2..];
+            } else if c == '{' {
+                let end = rest
+                    .find('}')
+                    .ok_or_else(|| format!("unclosed `{{` in {s:?}"))?;
+                let part = match &rest[1..end] {
+                    "decision" => TemplatePart::Decision,
+                    "authority" => TemplatePart::Authority,
+                    "list" => TemplatePart::List,
+                    "rule" => TemplatePart::Rule,
+                    other => {
+                        return Err(format!(
+                            "unknown placeholder {{{other}}} (known: {{decision}} {{authority}} {{list}} {{rule}})"
+                        ));
+                    }
+                };
+                if !lit.is_empty() {
+                    parts.push(TemplatePart::Lit(std::mem::take(&mut lit)));
+                }
+                parts.push(part);
+                rest = &rest[end + 1..];
+            } else if c == '}' {
+                return Err(format!("unmatched `}}` in {s:?} (write `}}}}`)"));
+            } else {
+                lit.push(c);
+                rest = &rest[c.len_utf8()..];
+            }
+        }
+        if !lit.is_empty() {
+            parts.push(TemplatePart::Lit(lit));
+        }
+        Ok(Template { parts })
+    }
+
+    pub fn uses_rule(&self) -> bool {
+        self.parts.contains(&TemplatePart::Rule)
+    }
+}
 
 /// RFC 8914 "Prohibited", for clients outside the ACL.
 pub const EDE_PROHIBITED: u16 = 18;
@@ -65,29 +130,6 @@ fn push_soa(out: &mut Vec<u8>, ttl: u32, serial: u32) {
     wire::push_rr_at_qname(out, wire::TYPE_SOA, ttl, &rdata[..n]);
 }
 
-fn effective(kind: BlockKind, default: Action) -> Option<Action> {
-    Some(match kind {
-        BlockKind::Default => default,
-        BlockKind::Nxdomain => Action::Nxdomain,
-        BlockKind::Nodata => Action::Nodata,
-        BlockKind::Refused => Action::Refused,
-        BlockKind::Drop => Action::Drop,
-        BlockKind::LocalData => return None,
-    })
-}
-
-/// The action name the hit log records.
-pub fn action_name(kind: BlockKind, default: Action) -> &'static str {
-    match effective(kind, default) {
-        Some(Action::Nxdomain) => "nxdomain",
-        Some(Action::Nodata) => "nodata",
-        Some(Action::Address) => "address",
-        Some(Action::Refused) => "refused",
-        Some(Action::Drop) => "drop",
-        None => "local-data",
-    }
-}
-
 /// Fill the EDE text from the template, cut to `max` bytes on a character
 /// boundary.
 fn fill_template(out: &mut Vec<u8>, policy: &PolicyConfig, rule: &dyn RuleInfo, max: usize) {
@@ -134,53 +176,56 @@ fn fill_template(out: &mut Vec<u8>, policy: &PolicyConfig, rule: &dyn RuleInfo, 
 /// take (UDP payload or 65535 on TCP); only the EDE text is shortened to fit.
 pub fn block_answer(
     out: &mut Vec<u8>,
-    req: &Request<'_>,
+    req: &Request,
     policy: &PolicyConfig,
     rule: &dyn RuleInfo,
-    kind: BlockKind,
+    action: Action,
     serial: u32,
     limit: usize,
 ) -> bool {
     let ttl = policy.ttl;
     let (rcode, mut an, mut ns) = (wire::RCODE_NOERROR, 0u16, 0u16);
     let mut rcode = rcode;
-    match effective(kind, policy.action) {
-        Some(Action::Drop) => return false,
-        Some(Action::Refused) => {
+    match action.resolve(policy.action) {
+        Action::Drop => return false,
+        Action::Refused => {
             rcode = wire::RCODE_REFUSED;
             wire::begin_reply(out, req, rcode);
         }
-        Some(Action::Nxdomain) => {
+        // `decide` never hands over an unresolved or allowing action; if
+        // one ever came, blocking with NXDOMAIN is the answer that does
+        // not fail open.
+        Action::Nxdomain | Action::Allow | Action::Block => {
             rcode = wire::RCODE_NXDOMAIN;
             wire::begin_reply(out, req, rcode);
             push_soa(out, ttl, serial);
             ns = 1;
         }
-        Some(Action::Nodata) => {
+        Action::Nodata => {
             wire::begin_reply(out, req, rcode);
             push_soa(out, ttl, serial);
             ns = 1;
         }
-        Some(Action::Address) => {
+        Action::Address => {
             wire::begin_reply(out, req, rcode);
-            match req.qtype {
-                wire::TYPE_A => {
-                    wire::push_rr_at_qname(out, wire::TYPE_A, ttl, &policy.address_v4.octets());
-                    an = 1;
-                }
-                wire::TYPE_AAAA => {
-                    wire::push_rr_at_qname(out, wire::TYPE_AAAA, ttl, &policy.address_v6.octets());
-                    an = 1;
-                }
-                _ => {
-                    push_soa(out, ttl, serial);
-                    ns = 1;
+            // The rule's own addresses (RPZ local data) if it has any,
+            // else the block page's.
+            let own = rule.addresses();
+            if own.is_empty() {
+                match req.qtype {
+                    wire::TYPE_A => {
+                        wire::push_rr_at_qname(out, wire::TYPE_A, ttl, &policy.address_v4.octets());
+                        an = 1;
+                    }
+                    wire::TYPE_AAAA => {
+                        let v6 = policy.address_v6.octets();
+                        wire::push_rr_at_qname(out, wire::TYPE_AAAA, ttl, &v6);
+                        an = 1;
+                    }
+                    _ => {}
                 }
             }
-        }
-        None => {
-            wire::begin_reply(out, req, rcode);
-            for a in rule.addresses() {
+            for a in own {
                 match (req.qtype, a) {
                     (wire::TYPE_A, IpAddr::V4(v4)) => {
                         wire::push_rr_at_qname(out, wire::TYPE_A, ttl, &v4.octets());
@@ -214,7 +259,7 @@ pub fn block_answer(
 
 /// REFUSED (+ EDE 18 Prohibited when the client sent EDNS) for clients
 /// outside the ACL.
-pub fn refused_prohibited(out: &mut Vec<u8>, req: &Request<'_>) {
+pub fn refused_prohibited(out: &mut Vec<u8>, req: &Request) {
     wire::begin_reply(out, req, wire::RCODE_REFUSED);
     if let Some(e) = req.edns {
         let rdlen = wire::push_opt(out, e.dnssec_ok, 0);
@@ -225,7 +270,7 @@ pub fn refused_prohibited(out: &mut Vec<u8>, req: &Request<'_>) {
 
 /// A bodiless error answer (SERVFAIL, NOTIMP, ...) to a parsed request,
 /// with OPT when the client used EDNS.
-pub fn error_answer(out: &mut Vec<u8>, req: &Request<'_>, rcode: u16) {
+pub fn error_answer(out: &mut Vec<u8>, req: &Request, rcode: u16) {
     wire::begin_reply(out, req, rcode);
     if let Some(e) = req.edns {
         wire::push_opt(out, e.dnssec_ok, 0);
@@ -234,7 +279,7 @@ pub fn error_answer(out: &mut Vec<u8>, req: &Request<'_>, rcode: u16) {
 }
 
 /// BADVERS (RFC 6891 §6.1.3) for EDNS versions other than 0.
-pub fn badvers_answer(out: &mut Vec<u8>, req: &Request<'_>) {
+pub fn badvers_answer(out: &mut Vec<u8>, req: &Request) {
     wire::begin_reply(out, req, 0);
     let dnssec_ok = req.dnssec_ok();
     // BADVERS is 16: the high 8 bits (1) live in the OPT TTL.
@@ -245,7 +290,6 @@ pub fn badvers_answer(out: &mut Vec<u8>, req: &Request<'_>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Template;
     use hickory_proto::op::{Edns, Message, Query};
     use hickory_proto::rr::{Name, RData, RecordType};
     use std::net::{Ipv4Addr, Ipv6Addr};
@@ -300,7 +344,7 @@ mod tests {
 
     fn answer(
         action: Action,
-        kind: BlockKind,
+        kind: Action,
         t: RecordType,
         edns: bool,
         addrs: Vec<IpAddr>,
@@ -346,7 +390,7 @@ mod tests {
                 RecordType::HTTPS,
                 RecordType::TXT,
             ] {
-                let m = answer(action, BlockKind::Default, t, true, vec![]).unwrap();
+                let m = answer(action, Action::Block, t, true, vec![]).unwrap();
                 common(&m);
                 assert_eq!(u16::from(m.metadata.response_code), rcode);
                 assert!(m.answers.is_empty());
@@ -366,14 +410,7 @@ mod tests {
 
     #[test]
     fn address_answers_only_a_and_aaaa() {
-        let m = answer(
-            Action::Address,
-            BlockKind::Default,
-            RecordType::A,
-            false,
-            vec![],
-        )
-        .unwrap();
+        let m = answer(Action::Address, Action::Block, RecordType::A, false, vec![]).unwrap();
         common(&m);
         assert_eq!(m.answers.len(), 1);
         assert_eq!(
@@ -384,7 +421,7 @@ mod tests {
         assert!(m.edns.is_none());
         let m = answer(
             Action::Address,
-            BlockKind::Default,
+            Action::Block,
             RecordType::AAAA,
             false,
             vec![],
@@ -401,7 +438,7 @@ mod tests {
             RecordType::ANY,
             RecordType::CNAME,
         ] {
-            let m = answer(Action::Address, BlockKind::Default, t, true, vec![]).unwrap();
+            let m = answer(Action::Address, Action::Block, t, true, vec![]).unwrap();
             assert_eq!(u16::from(m.metadata.response_code), 0);
             assert!(m.answers.is_empty(), "{t}");
             assert_eq!(m.authorities.len(), 1);
@@ -411,46 +448,14 @@ mod tests {
 
     #[test]
     fn refused_and_drop() {
-        let m = answer(
-            Action::Refused,
-            BlockKind::Default,
-            RecordType::A,
-            true,
-            vec![],
-        )
-        .unwrap();
+        let m = answer(Action::Refused, Action::Block, RecordType::A, true, vec![]).unwrap();
         assert_eq!(u16::from(m.metadata.response_code), 5);
         assert!(m.authorities.is_empty());
         assert_eq!(ede(&m).map(|e| e.0), Some(16));
-        assert!(
-            answer(
-                Action::Drop,
-                BlockKind::Default,
-                RecordType::A,
-                true,
-                vec![]
-            )
-            .is_none()
-        );
+        assert!(answer(Action::Drop, Action::Block, RecordType::A, true, vec![]).is_none());
         // An explicit rule kind beats the configured default.
-        assert!(
-            answer(
-                Action::Nxdomain,
-                BlockKind::Drop,
-                RecordType::A,
-                true,
-                vec![]
-            )
-            .is_none()
-        );
-        let m = answer(
-            Action::Drop,
-            BlockKind::Nxdomain,
-            RecordType::A,
-            false,
-            vec![],
-        )
-        .unwrap();
+        assert!(answer(Action::Nxdomain, Action::Drop, RecordType::A, true, vec![]).is_none());
+        let m = answer(Action::Drop, Action::Nxdomain, RecordType::A, false, vec![]).unwrap();
         assert_eq!(u16::from(m.metadata.response_code), 3);
     }
 
@@ -459,7 +464,7 @@ mod tests {
         let addrs: Vec<IpAddr> = vec!["10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap()];
         let m = answer(
             Action::Nxdomain,
-            BlockKind::LocalData,
+            Action::Address,
             RecordType::A,
             false,
             addrs.clone(),
@@ -468,7 +473,7 @@ mod tests {
         assert_eq!(m.answers.len(), 2);
         let m = answer(
             Action::Nxdomain,
-            BlockKind::LocalData,
+            Action::Address,
             RecordType::AAAA,
             false,
             addrs,
@@ -491,7 +496,7 @@ mod tests {
             &r,
             &p,
             &FakeRule { addrs: vec![] },
-            BlockKind::Default,
+            Action::Block,
             1,
             512
         ));
@@ -517,7 +522,6 @@ mod tests {
 #[cfg(test)]
 mod template_tests {
     use super::*;
-    use crate::config::{Action, Template};
     use std::net::{Ipv4Addr, Ipv6Addr};
 
     struct PlainRule;

@@ -6,6 +6,8 @@
 use thiserror::Error;
 
 pub const HEADER_LEN: usize = 12;
+/// Largest UDP payload we send or advertise (the DNS flag day 2020 value).
+pub const MAX_UDP_PAYLOAD: u16 = 1232;
 /// Largest encoded name (RFC 1035 §2.3.4).
 pub const MAX_NAME: usize = 255;
 
@@ -67,25 +69,46 @@ pub struct Edns {
     pub version: u8,
 }
 
-/// A parsed query borrowing the packet. The name is kept three ways: as the
-/// client wrote it (for 0x20 echo), lowercased wire form (cache key, upstream
-/// query) and lowercased dotted text (the policy).
-pub struct Request<'a> {
-    pub packet: &'a [u8],
+/// How a query arrived (one vocabulary for the query path, metrics and
+/// the hit log).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Transport {
+    Udp,
+    Tcp,
+}
+
+impl Transport {
+    pub const ALL: [Transport; 2] = [Transport::Udp, Transport::Tcp];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Udp => "udp",
+            Transport::Tcp => "tcp",
+        }
+    }
+}
+
+/// A parsed query, owning what it needs (so a query waiting for an
+/// upstream keeps it without re-parsing the packet). The name is kept three
+/// ways: as the client wrote it (for 0x20 echo), lowercased wire form
+/// (cache key, upstream query) and lowercased dotted text (the policy).
+#[derive(Clone)]
+pub struct Request {
     pub id: u16,
     pub flags: u16,
-    /// Offset just past the question name.
-    pub qname_end: usize,
     pub qtype: u16,
     pub qclass: u16,
     pub edns: Option<Edns>,
+    /// The question section as sent: name (case kept), type, class.
+    asked: [u8; MAX_NAME + 4],
+    asked_len: u16,
     lower: [u8; MAX_NAME],
     lower_len: u8,
     dotted: [u8; MAX_NAME],
     dotted_len: u8,
 }
 
-impl<'a> Request<'a> {
+impl Request {
     pub fn rd(&self) -> bool {
         self.flags & FLAG_RD != 0
     }
@@ -99,12 +122,12 @@ impl<'a> Request<'a> {
         self.edns.is_some_and(|e| e.dnssec_ok)
     }
     /// The question (name, type, class) exactly as the client sent it.
-    pub fn question(&self) -> &'a [u8] {
-        &self.packet[HEADER_LEN..self.qname_end + 4]
+    pub fn question(&self) -> &[u8] {
+        &self.asked[..self.asked_len as usize]
     }
     /// The question name as the client wrote it (wire form).
-    pub fn qname_wire(&self) -> &'a [u8] {
-        &self.packet[HEADER_LEN..self.qname_end]
+    pub fn qname_wire(&self) -> &[u8] {
+        &self.asked[..self.asked_len as usize - 4]
     }
     /// The question name, lowercased wire form.
     pub fn lower_wire(&self) -> &[u8] {
@@ -152,7 +175,7 @@ fn write_u32(b: &mut [u8], off: usize, v: u32) {
 }
 
 /// Parse a query. Never panics; see [`RequestError`] for what to do on error.
-pub fn parse_request(packet: &[u8]) -> Result<Request<'_>, RequestError> {
+pub fn parse_request(packet: &[u8]) -> Result<Request, RequestError> {
     if packet.len() < HEADER_LEN {
         return Err(RequestError::Short);
     }
@@ -173,13 +196,13 @@ pub fn parse_request(packet: &[u8]) -> Result<Request<'_>, RequestError> {
         return Err(RequestError::FormErr("question count is not 1"));
     }
     let mut req = Request {
-        packet,
         id,
         flags,
-        qname_end: 0,
         qtype: 0,
         qclass: 0,
         edns: None,
+        asked: [0; MAX_NAME + 4],
+        asked_len: 0,
         lower: [0; MAX_NAME],
         lower_len: 0,
         dotted: [0; MAX_NAME],
@@ -226,10 +249,13 @@ pub fn parse_request(packet: &[u8]) -> Result<Request<'_>, RequestError> {
     }
     req.lower_len = (off - HEADER_LEN) as u8;
     req.dotted_len = dl as u8;
-    req.qname_end = off;
     let (Some(qtype), Some(qclass)) = (read_u16(packet, off), read_u16(packet, off + 2)) else {
         return Err(RequestError::FormErr("question truncated"));
     };
+    // The name is at most 255 octets (checked above), so this fits.
+    let asked = &packet[HEADER_LEN..off + 4];
+    req.asked[..asked.len()].copy_from_slice(asked);
+    req.asked_len = asked.len() as u16;
     req.qtype = qtype;
     req.qclass = qclass;
     off += 4;
@@ -595,7 +621,7 @@ pub fn clamp_opt_payload(buf: &mut [u8], class_off: usize, max: u16) {
 
 /// Start a reply to `req` in `out`: header (ID, opcode, RD, CD copied;
 /// QR and RA set) and the client's question verbatim. Counts are 1/0/0/0.
-pub fn begin_reply(out: &mut Vec<u8>, req: &Request<'_>, rcode: u16) {
+pub fn begin_reply(out: &mut Vec<u8>, req: &Request, rcode: u16) {
     out.clear();
     let flags =
         FLAG_QR | FLAG_RA | (req.flags & (OPCODE_MASK | FLAG_RD | FLAG_CD)) | (rcode & RCODE_MASK);
@@ -603,6 +629,22 @@ pub fn begin_reply(out: &mut Vec<u8>, req: &Request<'_>, rcode: u16) {
     out.extend_from_slice(&flags.to_be_bytes());
     out.extend_from_slice(&[0, 1, 0, 0, 0, 0, 0, 0]);
     out.extend_from_slice(req.question());
+}
+
+/// Make a reply made for another query (a cached answer, or one upstream
+/// answer shared by coalesced clients) fit this query's header: RD is
+/// copied from the query (RFC 1035 §4.1.1), and AD is kept only when the
+/// query set AD or DO (RFC 6840 §5.8). CD is part of the cache key, so it
+/// already matches.
+pub fn adopt_reply_flags(out: &mut [u8], req: &Request) {
+    let Some(mut flags) = read_u16(out, 2) else {
+        return;
+    };
+    flags = (flags & !FLAG_RD) | (req.flags & FLAG_RD);
+    if !req.ad() && !req.dnssec_ok() {
+        flags &= !FLAG_AD;
+    }
+    write_u16(out, 2, flags);
 }
 
 /// A reply with only a header (no question), for requests whose body could
@@ -637,7 +679,7 @@ pub fn set_flag(out: &mut [u8], flag: u16) {
 pub fn push_opt(out: &mut Vec<u8>, dnssec_ok: bool, ext_rcode: u8) -> usize {
     out.push(0);
     out.extend_from_slice(&TYPE_OPT.to_be_bytes());
-    out.extend_from_slice(&crate::config::MAX_UDP_PAYLOAD.to_be_bytes());
+    out.extend_from_slice(&MAX_UDP_PAYLOAD.to_be_bytes());
     let ttl: u32 = ((ext_rcode as u32) << 24) | if dnssec_ok { 0x8000 } else { 0 };
     out.extend_from_slice(&ttl.to_be_bytes());
     let rdlen_off = out.len();
@@ -672,7 +714,7 @@ pub fn push_rr_at_qname(out: &mut Vec<u8>, rtype: u16, ttl: u32, rdata: &[u8]) {
 /// A TC=1 reply with just the question (and OPT when the client used EDNS),
 /// for answers larger than the client can take over UDP. Keeps the
 /// upstream's rcode and flags.
-pub fn truncated_reply(out: &mut Vec<u8>, req: &Request<'_>, upstream_flags: u16) {
+pub fn truncated_reply(out: &mut Vec<u8>, req: &Request, upstream_flags: u16) {
     begin_reply(out, req, upstream_flags & RCODE_MASK);
     let keep = upstream_flags & (FLAG_AA | FLAG_AD | FLAG_RA);
     if let Some(f) = read_u16(out, 2) {

@@ -47,7 +47,7 @@ fn every_action_and_transport_is_logged_with_every_field() {
         ("refused.test.", "refused"),
         ("drop.test.", "drop"),
         // A per-list address action is stored as local data (like RPZ A records).
-        ("address.test.", "local-data"),
+        ("address.test.", "address"),
         ("www.order.test.", "nxdomain"),
     ];
     for (name, _) in names {

@@ -19,8 +19,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use sinkhole::list::Scope;
 use sinkhole::list::reload::{ReloadReport, ReloadSettings, Reloader, StartSource};
-use sinkhole::list::{MatchAction, Scope};
+use sinkhole::policy::Action;
 
 fn real(rel: &str) -> PathBuf {
     Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/real")).join(rel)
@@ -110,7 +111,7 @@ fn assert_enforces(r: &Reloader, want: &BTreeSet<String>, probe: &BTreeSet<Strin
             let expect = covered(want, &q);
             assert_eq!(m.is_some(), expect, "{step}: lookup({q}) = {m:?}");
             if let Some(m) = m {
-                assert_eq!(m.action, MatchAction::Block, "{step}: {q}");
+                assert_eq!(m.action, Action::Block, "{step}: {q}");
             }
         }
     }

@@ -195,21 +195,7 @@ pub use record::{TornRef, pseudonym};
 pub use verify::{ChainStart, Problem, ProblemKind, VerifyReport, verify, verify_bytes};
 pub use writer::AuditLog;
 
-/// How the query arrived.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Transport {
-    Udp,
-    Tcp,
-}
-
-impl Transport {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Transport::Udp => "udp",
-            Transport::Tcp => "tcp",
-        }
-    }
-}
+pub use crate::wire::Transport;
 
 /// One blocked query, as the server hands it to [`AuditLog::record`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -220,7 +206,7 @@ pub struct HitRecord {
     /// The query name as asked (case kept), in presentation form.
     pub qname: String,
     pub qtype: u16,
-    /// What was done: `nxdomain`, `nodata`, `refused`, `drop`, `local-data`…
+    /// What was done: `nxdomain`, `nodata`, `address`, `refused`, `drop` ([`crate::policy::Action::as_str`])
     pub action: &'static str,
     /// The winning rule in list syntax.
     pub rule: String,

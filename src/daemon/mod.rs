@@ -19,8 +19,9 @@ use std::time::{Duration, Instant};
 use thiserror::Error;
 
 use crate::audit::AuditLog;
-use crate::config::{Config, ListsConfig};
+use crate::config::Config;
 use crate::list::Snapshot;
+use crate::list::config::ListsConfig;
 use crate::list::reload::{ReloadSettings, Reloader, StartSource};
 use crate::metrics::{self, Metrics};
 use crate::server::{self, ServeError, Shared};
@@ -165,7 +166,12 @@ pub async fn serve(config: Config, options: DaemonOptions) -> Result<(), DaemonE
         None => None,
     };
     let audit = AuditLog::open(&config.audit).map_err(|e| DaemonError::Audit(e.to_string()))?;
-    let handle = server::start(&config, reloader.handle(), Some(audit), metrics.clone())?;
+    let handle = server::start(
+        &config.server_settings(),
+        reloader.handle(),
+        Some(audit),
+        metrics.clone(),
+    )?;
     register_scrape_hooks(&metrics, &handle.shared, &reloader);
     readiness.set_snapshot_loaded(true);
     readiness.set_listeners_bound(true);
@@ -324,7 +330,7 @@ fn register_scrape_hooks(metrics: &Arc<Metrics>, shared: &Arc<Shared>, reloader:
         let snap = r.current();
         s.snapshot(&snap);
         s.reload_stats(&r.stats);
-        s.cache_entries = Some(sh.cache.len() as u64);
+        s.cache_entries = Some(sh.core.cache().len() as u64);
         if let Some(a) = &sh.audit {
             s.audit_stats(&a.stats());
         }

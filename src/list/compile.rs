@@ -7,10 +7,10 @@ use thiserror::Error;
 
 use super::bloom;
 use super::snapshot::{
-    FORMAT, HEADER_LEN, MAGIC, MAX_LINE, META_LEN, MatchAction, NO_STRING, RULE_LEN, SCOPE_EXACT,
+    FORMAT, HEADER_LEN, MAGIC, MAX_LINE, META_LEN, NO_STRING, RULE_LEN, SCOPE_EXACT,
     SCOPE_SUBDOMAINS, SCOPE_SUBTREE, SECTIONS, Snapshot, row_word,
 };
-use super::{Counts, ParsedList, RuleAction, RuleMeta, Scope, Target};
+use super::{Counts, ParsedList, RuleMeta, Scope, Target};
 
 /// Why a set of lists could not be compiled. Bad lines never get here (the
 /// parser skips them); these are limits of the snapshot format.
@@ -132,11 +132,11 @@ pub fn compile_versioned(lists: &[ParsedList], version: u64) -> Result<Snapshot,
             });
         }
         for rule in &list.rules {
-            let extra = meta_row(&mut strings, &rule.meta, &rule.action)?.map(|row| {
+            let extra = meta_row(&mut strings, &rule.meta, &rule.local_data)?.map(|row| {
                 extras.push(row);
                 extras.len() as u32 - 1
             });
-            let action = MatchAction::code(&rule.action);
+            let action = super::snapshot::action_code(rule.action);
             match &rule.target {
                 Target::Name { name, scope } => {
                     let start = arena.len();
@@ -302,17 +302,15 @@ pub(crate) fn header_for(
 fn meta_row(
     strings: &mut Strings,
     meta: &RuleMeta,
-    action: &RuleAction,
+    local_data: &[std::net::IpAddr],
 ) -> Result<Option<MetaRow>, CompileError> {
-    let addrs = match action {
-        RuleAction::LocalData(a) if !a.is_empty() => Some(
-            a.iter()
-                .map(|ip| ip.to_string())
-                .collect::<Vec<_>>()
-                .join(","),
-        ),
-        _ => None,
-    };
+    let addrs = (!local_data.is_empty()).then(|| {
+        local_data
+            .iter()
+            .map(|ip| ip.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    });
     if meta.is_empty() && addrs.is_none() {
         return Ok(None);
     }

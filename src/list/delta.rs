@@ -452,6 +452,7 @@ fn layer_for(
                     rule: Rule {
                         target: Target::Name { name, scope },
                         action: view.action(),
+                        local_data: view.addresses(),
                         line,
                         meta: view.meta(),
                     },

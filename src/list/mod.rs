@@ -3,6 +3,7 @@
 
 mod bloom;
 pub mod compile;
+pub mod config;
 pub mod delta;
 pub mod load;
 pub mod merge;
@@ -18,13 +19,13 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use crate::policy::Action;
+
 pub use compile::{CompileError, compile, compile_versioned};
 pub use load::{
     FileReport, LoadError, Loaded, OptionsFor, load, load_with, parse_all, parse_all_with,
 };
-pub use snapshot::{
-    Match, MatchAction, RuleId, RuleView, Snapshot, SnapshotDiff, SnapshotError, diff,
-};
+pub use snapshot::{Match, RuleId, RuleView, Snapshot, SnapshotDiff, SnapshotError, diff};
 
 /// The text formats sinkhole reads. `Plain` also accepts `*.name`,
 /// `||name^`, `@@||name^` and `keyword:` lines, so mixed hand-written
@@ -86,37 +87,6 @@ pub enum Scope {
     Subdomains,
 }
 
-/// What a rule asks for. `Block` means "the configured default action";
-/// the others are explicit (RPZ actions or a per-list override).
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub enum RuleAction {
-    Allow,
-    Block,
-    Nxdomain,
-    Nodata,
-    Drop,
-    Refused,
-    /// Answer with these addresses (RPZ local data, or a per-list block page).
-    LocalData(Vec<IpAddr>),
-}
-
-impl RuleAction {
-    pub fn is_allow(&self) -> bool {
-        matches!(self, RuleAction::Allow)
-    }
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            RuleAction::Allow => "allow",
-            RuleAction::Block => "block",
-            RuleAction::Nxdomain => "nxdomain",
-            RuleAction::Nodata => "nodata",
-            RuleAction::Drop => "drop",
-            RuleAction::Refused => "refused",
-            RuleAction::LocalData(_) => "address",
-        }
-    }
-}
-
 /// RPZ triggers other than QNAME. Parsed and kept, not yet enforced.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -164,7 +134,11 @@ impl RuleMeta {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Rule {
     pub target: Target,
-    pub action: RuleAction,
+    pub action: Action,
+    /// The addresses an [`Action::Address`] rule answers with when it
+    /// carries its own (RPZ local data); empty: the configured
+    /// `policy.address_v4`/`address_v6`.
+    pub local_data: Vec<IpAddr>,
     /// 1-based line in the source file.
     pub line: u32,
     pub meta: RuleMeta,
@@ -184,8 +158,8 @@ pub struct ListOptions {
     pub format: Option<Format>,
     /// Plain/hosts/CSV/JSON entries block the name only, not its subdomains.
     pub exact_only: bool,
-    /// Replace `RuleAction::Block` with this action for every rule of the list.
-    pub action: Option<RuleAction>,
+    /// Replace [`Action::Block`] with this action for every rule of the list.
+    pub action: Option<Action>,
     /// List name used in provenance; defaults to the file stem.
     pub name: Option<String>,
 }

@@ -3,14 +3,14 @@
 
 use std::collections::HashMap;
 
-use super::{ParsedList, RuleAction, Scope, Target};
+use super::{Action, ParsedList, Scope, Target};
 
 /// Where a rule came from, comparable across matchers.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RefHit {
     pub file_index: usize,
     pub line: u32,
-    pub action: RuleAction,
+    pub action: Action,
 }
 
 /// The reference matcher.
@@ -28,7 +28,7 @@ impl ReferenceMatcher {
                 let hit = RefHit {
                     file_index: fi,
                     line: r.line,
-                    action: r.action.clone(),
+                    action: r.action,
                 };
                 match &r.target {
                     Target::Name { name, scope } => {

@@ -42,7 +42,7 @@ use fst::raw::{Fst, Output};
 use thiserror::Error;
 
 use super::bloom;
-use super::{Counts, RuleAction, RuleMeta, Scope};
+use super::{Action, Counts, RuleMeta, Scope};
 
 pub(crate) const MAGIC: &[u8; 8] = b"SNKHOLE\x01";
 pub(crate) const FORMAT: u32 = 4;
@@ -83,40 +83,29 @@ pub(crate) const SEC_BLOOM: usize = 6;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RuleId(pub u32);
 
-/// The action a matching rule carries, as stored.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum MatchAction {
-    Allow,
-    Block,
-    Nxdomain,
-    Nodata,
-    Refused,
-    Drop,
-    LocalData,
+/// An action's code in a rule row (part of the snapshot format: the
+/// numbers never change meaning).
+pub(crate) fn action_code(a: Action) -> u8 {
+    match a {
+        Action::Allow => 0,
+        Action::Block => 1,
+        Action::Nxdomain => 2,
+        Action::Nodata => 3,
+        Action::Refused => 4,
+        Action::Drop => 5,
+        Action::Address => 6,
+    }
 }
 
-impl MatchAction {
-    pub(crate) fn code(a: &RuleAction) -> u8 {
-        match a {
-            RuleAction::Allow => 0,
-            RuleAction::Block => 1,
-            RuleAction::Nxdomain => 2,
-            RuleAction::Nodata => 3,
-            RuleAction::Refused => 4,
-            RuleAction::Drop => 5,
-            RuleAction::LocalData(_) => 6,
-        }
-    }
-    fn from_code(c: u8) -> MatchAction {
-        match c {
-            0 => MatchAction::Allow,
-            2 => MatchAction::Nxdomain,
-            3 => MatchAction::Nodata,
-            4 => MatchAction::Refused,
-            5 => MatchAction::Drop,
-            6 => MatchAction::LocalData,
-            _ => MatchAction::Block,
-        }
+fn action_from_code(c: u8) -> Action {
+    match c {
+        0 => Action::Allow,
+        2 => Action::Nxdomain,
+        3 => Action::Nodata,
+        4 => Action::Refused,
+        5 => Action::Drop,
+        6 => Action::Address,
+        _ => Action::Block,
     }
 }
 
@@ -139,7 +128,7 @@ impl Candidate {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Match {
     pub rule: RuleId,
-    pub action: MatchAction,
+    pub action: Action,
 }
 
 /// Why a snapshot could not be opened.
@@ -803,7 +792,7 @@ impl Snapshot {
     fn make_match(&self, rule: u32) -> Match {
         Match {
             rule: RuleId(rule),
-            action: MatchAction::from_code(self.action_code(rule)),
+            action: action_from_code(self.action_code(rule)),
         }
     }
 
@@ -1087,25 +1076,15 @@ impl<'s> RuleView<'s> {
             category: self.category().map(str::to_string),
         }
     }
-    /// Addresses of a local-data rule (empty for other actions).
+    /// The rule's own addresses (RPZ local data); empty for rules without.
     pub fn addresses(&self) -> Vec<IpAddr> {
         self.meta_str(4)
             .map(|s| s.split(',').filter_map(|a| a.parse().ok()).collect())
             .unwrap_or_default()
     }
-    pub fn match_action(&self) -> MatchAction {
-        MatchAction::from_code(self.snap.action_code(self.local.0))
-    }
-    pub fn action(&self) -> RuleAction {
-        match self.match_action() {
-            MatchAction::Allow => RuleAction::Allow,
-            MatchAction::Block => RuleAction::Block,
-            MatchAction::Nxdomain => RuleAction::Nxdomain,
-            MatchAction::Nodata => RuleAction::Nodata,
-            MatchAction::Refused => RuleAction::Refused,
-            MatchAction::Drop => RuleAction::Drop,
-            MatchAction::LocalData => RuleAction::LocalData(self.addresses()),
-        }
+    /// The action the rule carries (`block` still means "the default").
+    pub fn action(&self) -> Action {
+        action_from_code(self.snap.action_code(self.local.0))
     }
 }
 

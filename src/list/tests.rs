@@ -7,18 +7,26 @@ use std::path::PathBuf;
 use proptest::prelude::*;
 
 use super::reference::{RefHit, ReferenceMatcher};
-use super::snapshot::MatchAction;
 use super::*;
 
-fn name_rule(name: &str, scope: Scope, action: RuleAction, line: u32) -> Rule {
+fn name_rule(name: &str, scope: Scope, action: Action, line: u32) -> Rule {
     Rule {
         target: Target::Name {
             name: name.to_string(),
             scope,
         },
         action,
+        local_data: Vec::new(),
         line,
         meta: RuleMeta::default(),
+    }
+}
+
+/// An `address` rule with its own addresses (RPZ local data).
+fn local_rule(name: &str, scope: Scope, addrs: Vec<IpAddr>, line: u32) -> Rule {
+    Rule {
+        local_data: addrs,
+        ..name_rule(name, scope, Action::Address, line)
     }
 }
 
@@ -55,7 +63,7 @@ fn both(lists: &[ParsedList], snap: &Snapshot, name: &str) -> Option<RefHit> {
 }
 
 fn sample() -> Vec<ParsedList> {
-    use RuleAction::*;
+    use Action::*;
     use Scope::*;
     let block = list(
         "gov",
@@ -65,15 +73,16 @@ fn sample() -> Vec<ParsedList> {
             name_rule("wild.net", Subdomains, Nodata, 3),
             name_rule("scam.pages.dev", Subtree, Block, 4),
             name_rule("bad.allowed.example.com", Subtree, Drop, 5),
-            name_rule(
+            local_rule(
                 "local.test",
                 Exact,
-                LocalData(vec!["192.0.2.7".parse::<IpAddr>().unwrap()]),
+                vec!["192.0.2.7".parse::<IpAddr>().unwrap()],
                 6,
             ),
             Rule {
                 target: Target::Keyword("binance".into()),
                 action: Block,
+                local_data: Vec::new(),
                 line: 7,
                 meta: RuleMeta::default(),
             },
@@ -146,7 +155,8 @@ fn provenance_and_metadata() {
             name: "ordered.kz".into(),
             scope: Scope::Subtree,
         },
-        action: RuleAction::Block,
+        action: Action::Block,
+        local_data: Vec::new(),
         line: 42,
         meta: RuleMeta {
             decision: Some("2025/17".into()),
@@ -172,7 +182,7 @@ fn provenance_and_metadata() {
     let e = snap.rule(snap.lookup(b"exact.org").expect("exact").rule);
     assert_eq!(e.text(), "=exact.org");
     let l = snap.lookup(b"local.test").expect("local");
-    assert_eq!(l.action, MatchAction::LocalData);
+    assert_eq!(l.action, Action::Address);
     assert_eq!(
         snap.rule(l.rule).addresses(),
         vec!["192.0.2.7".parse::<IpAddr>().unwrap()]
@@ -243,10 +253,10 @@ fn arb_rule() -> impl Strategy<Value = Rule> {
             Just(Scope::Subdomains)
         ],
         prop_oneof![
-            Just(RuleAction::Block),
-            Just(RuleAction::Allow),
-            Just(RuleAction::Nxdomain),
-            Just(RuleAction::Drop)
+            Just(Action::Block),
+            Just(Action::Allow),
+            Just(Action::Nxdomain),
+            Just(Action::Drop)
         ],
         1u32..10_000,
     )
@@ -284,7 +294,7 @@ fn line_numbers_beyond_the_row_format_are_an_error() {
         vec![name_rule(
             "x.example",
             Scope::Subtree,
-            RuleAction::Block,
+            Action::Block,
             1 << 27,
         )],
     );
@@ -297,7 +307,7 @@ fn line_numbers_beyond_the_row_format_are_an_error() {
         vec![name_rule(
             "x.example",
             Scope::Subtree,
-            RuleAction::Block,
+            Action::Block,
             (1 << 27) - 1,
         )],
     );

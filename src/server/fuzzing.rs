@@ -19,20 +19,21 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
-use arc_swap::ArcSwap;
 use hickory_proto::op::{Edns, Message, OpCode, Query, ResponseCode};
 use hickory_proto::rr::rdata::{A, CNAME, SOA, TXT};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 
-use super::{Outcome, Pending, Shared};
+use super::query::{Inbound, Outcome, Pending, QueryCore};
+use crate::acl::Acl;
 use crate::cache;
 use crate::config::Config;
 use crate::forward::{self, UpstreamQuery};
-use crate::list::{Format, ListOptions, RuleAction, Snapshot};
+use crate::list::{Format, ListOptions, Snapshot};
 use crate::metrics::Metrics;
-use crate::wire::{self, RequestError};
+use crate::policy::Action;
+use crate::wire::{self, RequestError, Transport};
 
 const CONFIG: &str = r#"
 [server]
@@ -50,7 +51,7 @@ serve_stale_secs = 86400
 "#;
 
 /// The lists every run sees: (name, format, action, content).
-const LISTS: &[(&str, Format, Option<RuleAction>, &str)] = &[
+const LISTS: &[(&str, Format, Option<Action>, &str)] = &[
     (
         "block",
         Format::Plain,
@@ -60,16 +61,16 @@ const LISTS: &[(&str, Format, Option<RuleAction>, &str)] = &[
     (
         "nodata",
         Format::Plain,
-        Some(RuleAction::Nodata),
+        Some(Action::Nodata),
         "nodata.test\n",
     ),
     (
         "refused",
         Format::Plain,
-        Some(RuleAction::Refused),
+        Some(Action::Refused),
         "refused.test\n",
     ),
-    ("drop", Format::Plain, Some(RuleAction::Drop), "drop.test\n"),
+    ("drop", Format::Plain, Some(Action::Drop), "drop.test\n"),
     (
         "registry",
         Format::Csv,
@@ -96,9 +97,9 @@ const QUESTIONS: &[(&str, RecordType, Option<bool>)] = &[
 
 pub struct Harness {
     /// For [`Harness::request`]: its cache is filled once and only read.
-    shared: Shared,
+    core: QueryCore,
     config: Config,
-    snapshot: Arc<ArcSwap<Snapshot>>,
+    snapshot: Snapshot,
 }
 
 fn name(s: &str) -> Name {
@@ -189,7 +190,7 @@ impl Harness {
             .map(|(n, format, action, text)| {
                 let opts = ListOptions {
                     format: Some(*format),
-                    action: action.clone(),
+                    action: *action,
                     name: Some((*n).to_string()),
                     ..ListOptions::default()
                 };
@@ -198,8 +199,8 @@ impl Harness {
             .collect();
         let snap =
             crate::list::compile::compile(&lists).unwrap_or_else(|e| panic!("harness lists: {e}"));
-        let snapshot = Arc::new(ArcSwap::from_pointee(snap));
-        let shared = Harness::shared(&config, &snapshot);
+        let snapshot = snap;
+        let core = Harness::core(&config);
         let now = Instant::now();
         let edns_bits = [
             (0, None),
@@ -216,8 +217,7 @@ impl Harness {
             for (bits, edns) in edns_bits {
                 let r = reply(qname, t, edns, 300);
                 if let Some(scan) = wire::scan_response(&r) {
-                    shared
-                        .cache
+                    core.cache()
                         .insert(&cache_key(qname, t, bits), &r, &scan, now);
                 }
             }
@@ -231,23 +231,29 @@ impl Harness {
                 ] {
                     let r = reply(qname, t, edns, 300);
                     if let Some(scan) = wire::scan_response(&r) {
-                        shared
-                            .cache
+                        core.cache()
                             .insert(&cache_key(qname, t, bits), &r, &scan, past);
                     }
                 }
             }
         }
         Harness {
-            shared,
+            core,
             config,
             snapshot,
         }
     }
 
-    fn shared(config: &Config, snapshot: &Arc<ArcSwap<Snapshot>>) -> Shared {
+    fn core(config: &Config) -> QueryCore {
         let metrics = Arc::new(Metrics::new(&config.upstream.servers));
-        Shared::new(config, snapshot.clone(), None, metrics)
+        QueryCore::new(
+            config.policy.clone(),
+            Acl::new(&config.acl),
+            &config.cache,
+            &config.limits,
+            metrics,
+            None,
+        )
     }
 
     /// Raw client bytes through the query path, every way a client can
@@ -255,14 +261,27 @@ impl Harness {
     pub fn request(&self, packet: &[u8]) {
         let mut out = Vec::with_capacity(512);
         for (client, udp) in [(CLIENT, true), (CLIENT, false), (STRANGER, true)] {
-            let snap = self.snapshot.load();
-            match self.shared.handle(&snap, packet, client, udp, &mut out) {
+            let inbound = inbound(packet, client, udp, Instant::now());
+            match self.core.handle(&self.snapshot, &inbound, &mut out) {
                 Outcome::Reply => check_reply(packet, &out, udp, true),
                 Outcome::Silent => check_silent(packet),
                 Outcome::Forward(p) => {
-                    assert_eq!(p.packet, packet, "forwarded bytes changed");
+                    let asked = wire::parse_request(packet).map(|r| r.question().to_vec());
+                    assert_eq!(
+                        asked.ok().as_deref(),
+                        Some(p.request.question()),
+                        "forwarded question changed"
+                    );
                     // No upstream here: as if every one had failed.
-                    if let Some(r) = self.shared.reply_for(&p, &Err(())) {
+                    let mut r = Vec::new();
+                    if self.core.complete(
+                        &self.snapshot,
+                        &p,
+                        None,
+                        Instant::now(),
+                        SystemTime::now(),
+                        &mut r,
+                    ) {
                         check_reply(packet, &r, udp, true);
                     }
                 }
@@ -313,38 +332,44 @@ impl Harness {
         assert_eq!(scan.id, UPSTREAM_ID);
         assert!(scan.flags & wire::FLAG_QR != 0);
         // A fresh server per input, so no run depends on an earlier one.
-        let shared = Harness::shared(&self.config, &self.snapshot);
-        let mut key = [0u8; cache::MAX_KEY];
-        let klen = cache::make_key(
-            &mut key,
-            req.lower_wire(),
-            req.qtype,
-            req.qclass,
-            super::key_bits(&req),
-        );
+        let core = Harness::core(&self.config);
+        let key = super::query::cache_key(&req);
         let now = Instant::now();
-        shared.cache.insert(&key[..klen], reply, &scan, now);
+        core.store(&key, reply, &scan, now);
         // Only a reply hickory can read is held to hickory reading ours.
         let decodable = Message::from_vec(reply).is_ok();
         let client = CLIENT;
         let p = Pending {
-            packet: packet.clone(),
+            request: req.clone(),
+            key: key.clone(),
             client,
-            udp,
+            transport: if udp { Transport::Udp } else { Transport::Tcp },
         };
-        if let Some(r) = shared.reply_for(&p, &Ok((reply.to_vec(), scan))) {
+        let mut r = Vec::new();
+        if core.complete(
+            &self.snapshot,
+            &p,
+            Some((reply, &scan)),
+            now,
+            SystemTime::now(),
+            &mut r,
+        ) {
             check_reply(&packet, &r, udp, decodable);
         }
         // The same question again: a cache hit (or a miss if not cacheable).
         let mut out = Vec::new();
-        let snap = self.snapshot.load();
-        match shared.handle(&snap, &packet, client, udp, &mut out) {
+        match core.handle(
+            &self.snapshot,
+            &inbound(&packet, client, udp, now),
+            &mut out,
+        ) {
             Outcome::Reply => check_reply(&packet, &out, udp, decodable),
             Outcome::Silent => {}
             Outcome::Forward(p) => {
                 // Not cached: then a stale answer may not come from it either
                 // unless it was cached; either way the reply is checked.
-                if let Some(r) = shared.reply_for(&p, &Err(())) {
+                let mut r = Vec::new();
+                if core.complete(&self.snapshot, &p, None, now, SystemTime::now(), &mut r) {
                     check_reply(&packet, &r, udp, decodable);
                 }
             }
@@ -352,10 +377,10 @@ impl Harness {
         // Much later: expired, so served stale (TTL 30) or SERVFAIL.
         if let Some(later) = now.checked_add(Duration::from_secs(7 * 86400)) {
             let mut out = Vec::new();
-            if shared
-                .cache
+            if core
+                .cache()
                 .get_stale_into(
-                    &key[..klen],
+                    key.as_bytes(),
                     &mut out,
                     req.id,
                     req.qname_wire(),
@@ -372,6 +397,17 @@ impl Harness {
                 }
             }
         }
+    }
+}
+
+/// A query as the harness feeds it to the core.
+fn inbound(packet: &[u8], client: SocketAddr, udp: bool, now: Instant) -> Inbound<'_> {
+    Inbound {
+        packet,
+        client,
+        transport: if udp { Transport::Udp } else { Transport::Tcp },
+        now,
+        wall: SystemTime::now(),
     }
 }
 

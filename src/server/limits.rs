@@ -19,7 +19,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
-use crate::config::LimitsConfig;
+/// Per-client limits (`[limits]`); 0 = off.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LimitsConfig {
+    pub qps_per_client: u32,
+    /// Resolved: `qps_per_client` when not set.
+    pub qps_burst: u32,
+    pub tcp_connections_per_client: usize,
+}
 
 /// Buckets in the query limiter (32 bytes each: 2 MiB in all).
 pub const TABLE_SIZE: usize = 65_536;

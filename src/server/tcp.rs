@@ -23,8 +23,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc, watch};
 
-use super::{Counters, Outcome, ServeError, Shared};
-use crate::config::ServerConfig;
+use super::ServerConfig;
+use super::query::{Inbound, Outcome};
+use super::{ServeError, Shared};
 use crate::metrics::Limit;
 use crate::wire;
 
@@ -61,7 +62,6 @@ pub(super) async fn accept_loop(
         match accepted {
             Ok((stream, peer)) => {
                 let Ok(permit) = conn_limit.clone().try_acquire_owned() else {
-                    Counters::inc(&shared.counters.tcp_rejected);
                     drop(stream);
                     continue;
                 };
@@ -71,15 +71,13 @@ pub(super) async fn accept_loop(
                     Some(limiter) => match limiter.try_acquire(peer.ip()) {
                         Some(slot) => Some(slot),
                         None => {
-                            Counters::inc(&shared.counters.tcp_rejected);
-                            shared.metrics.ratelimited(Limit::TcpConnections);
+                            shared.metrics().ratelimited(Limit::TcpConnections);
                             drop(stream);
                             continue;
                         }
                     },
                     None => None,
                 };
-                Counters::inc(&shared.counters.tcp_connections);
                 let shared = shared.clone();
                 let idle = cfg.tcp_idle_timeout;
                 let pipeline = cfg.tcp_max_pipeline;
@@ -94,7 +92,6 @@ pub(super) async fn accept_loop(
             Err(e) => {
                 // Never let the loop die: ECONNABORTED is the client's
                 // problem, EMFILE/ENFILE/ENOMEM pass once connections close.
-                Counters::inc(&shared.counters.accept_errors);
                 tracing::warn!(error = %e, "tcp accept failed");
                 if !matches!(
                     e.kind(),
@@ -135,11 +132,9 @@ async fn connection(
     'conn: loop {
         // Every complete query already received, in order.
         while let Some(len) = frames.next_len() {
-            Counters::inc(&shared.counters.tcp_queries);
             if !plausible_query(frames.message(len)) {
                 // No client sends these; answering nothing while counting
                 // them as activity would let junk hold the connection.
-                Counters::inc(&shared.counters.garbage);
                 break 'conn;
             }
             let Ok(slot) = slots.clone().acquire_owned().await else {
@@ -147,7 +142,14 @@ async fn connection(
             };
             let outcome = {
                 let snap = shared.snapshot.load();
-                shared.handle(&snap, frames.message(len), peer, false, &mut out)
+                let inbound = Inbound {
+                    packet: frames.message(len),
+                    client: peer,
+                    transport: wire::Transport::Tcp,
+                    now: std::time::Instant::now(),
+                    wall: std::time::SystemTime::now(),
+                };
+                shared.core.handle(&snap, &inbound, &mut out)
             };
             frames.consume(len);
             match outcome {
@@ -162,7 +164,7 @@ async fn connection(
                     shared.forward(
                         &rt,
                         super::Waiter {
-                            pending: p,
+                            pending: *p,
                             to: super::ReplyTo::Tcp(tx.clone(), slot),
                         },
                     );

@@ -6,11 +6,14 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::wire::Transport;
 
 use socket2::{Domain, Protocol, SockAddr, SockRef, Socket, Type};
 
-use super::{Counters, Outcome, ServeError, Shared};
+use super::query::{Inbound, Outcome};
+use super::{ServeError, Shared};
 
 /// Datagrams per recvmmsg/sendmmsg call.
 const BATCH: usize = 32;
@@ -70,7 +73,7 @@ fn spawn_forward(
     shared: &Arc<Shared>,
     sock: &Arc<std::net::UdpSocket>,
     rt: &tokio::runtime::Handle,
-    p: super::Pending,
+    p: super::query::Pending,
 ) {
     shared.forward(
         rt,
@@ -122,14 +125,20 @@ fn simple(
                 continue;
             }
         };
-        Counters::inc(&shared.counters.udp_queries);
         let snap = shared.snapshot.load();
-        match shared.handle(&snap, &buf[..n], src, true, &mut out) {
+        let inbound = Inbound {
+            packet: &buf[..n],
+            client: src,
+            transport: Transport::Udp,
+            now: Instant::now(),
+            wall: SystemTime::now(),
+        };
+        match shared.core.handle(&snap, &inbound, &mut out) {
             Outcome::Reply => {
                 let _ = sock.send_to(&out, src);
             }
             Outcome::Silent => {}
-            Outcome::Forward(p) => spawn_forward(shared, sock, rt, p),
+            Outcome::Forward(p) => spawn_forward(shared, sock, rt, *p),
         }
     }
 }
@@ -236,26 +245,33 @@ mod mmsg {
             }
             let n = n as usize;
             let snap = shared.snapshot.load();
+            // One clock reading per batch: the packets arrived together.
+            let (now, wall) = (Instant::now(), SystemTime::now());
             let mut nsend = 0;
             for i in 0..n {
-                Counters::inc(&shared.counters.udp_queries);
                 let h = &b.hdrs[i];
                 let len = (h.msg_len as usize).min(RECV_BUF);
                 if h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
-                    Counters::inc(&shared.counters.garbage);
                     continue;
                 }
                 let Some(src) = sockaddr_to_std(&b.addrs[i], h.msg_hdr.msg_namelen) else {
                     continue;
                 };
                 let packet = &b.bufs[i * RECV_BUF..i * RECV_BUF + len];
-                match shared.handle(&snap, packet, src, true, &mut b.outs[nsend]) {
+                let inbound = Inbound {
+                    packet,
+                    client: src,
+                    transport: Transport::Udp,
+                    now,
+                    wall,
+                };
+                match shared.core.handle(&snap, &inbound, &mut b.outs[nsend]) {
                     Outcome::Reply => {
                         b.out_src[nsend] = i;
                         nsend += 1;
                     }
                     Outcome::Silent => {}
-                    Outcome::Forward(p) => spawn_forward(shared, sock, rt, p),
+                    Outcome::Forward(p) => spawn_forward(shared, sock, rt, *p),
                 }
             }
             drop(snap);

@@ -8,7 +8,8 @@ use std::borrow::Cow;
 
 use super::entry::{entry, ip, is_root_url};
 use super::{Sink, line_no};
-use crate::list::{RuleAction, RuleMeta, Scope, Target};
+use crate::list::{RuleMeta, Scope, Target};
+use crate::policy::Action;
 
 pub(super) fn parse(bytes: &[u8], sink: &mut Sink) {
     let text = decode(bytes);
@@ -279,7 +280,7 @@ fn row(layout: &Layout, fields: &[Cow<'_, str>], line: u32, sink: &mut Sink) {
         } else {
             std::mem::take(&mut meta)
         };
-        sink.rule_with_meta(line, target, RuleAction::Block, meta);
+        sink.rule_with_meta(line, target, Action::Block, meta);
     }
 }
 

@@ -5,7 +5,7 @@
 
 use super::entry::entry;
 use super::{Sink, line_no};
-use crate::list::RuleAction;
+use crate::policy::Action;
 
 pub(super) fn parse(bytes: &[u8], sink: &mut Sink) {
     // Invalid UTF-8 becomes U+FFFD, which name normalisation rejects, so
@@ -22,7 +22,7 @@ pub(super) fn parse(bytes: &[u8], sink: &mut Sink) {
     let result = match p.peek() {
         None => Err(p.err("empty document")),
         Some(b'{') => p.top_object(),
-        Some(b'[') => p.array(Role::List(RuleAction::Block), "top-level array", 0),
+        Some(b'[') => p.array(Role::List(Action::Block), "top-level array", 0),
         Some(_) => Err(p.err("the top level must be an object or an array")),
     };
     match result {
@@ -54,7 +54,7 @@ impl std::fmt::Display for Error {
 
 /// What the strings of an array under a key mean.
 enum Role {
-    List(RuleAction),
+    List(Action),
     /// Known to hold names that sinkhole cannot use (`fuzzylist`).
     Unsupported(&'static str),
     Unknown,
@@ -62,8 +62,8 @@ enum Role {
 
 fn role(key: &str) -> Role {
     match key.to_ascii_lowercase().as_str() {
-        "deny" | "denysub" | "domains" | "blacklist" | "blocklist" => Role::List(RuleAction::Block),
-        "allow" | "whitelist" | "allowlist" => Role::List(RuleAction::Allow),
+        "deny" | "denysub" | "domains" | "blacklist" | "blocklist" => Role::List(Action::Block),
+        "allow" | "whitelist" | "allowlist" => Role::List(Action::Allow),
         "fuzzylist" => Role::Unsupported("fuzzy-match lists are not supported"),
         _ => Role::Unknown,
     }
@@ -177,7 +177,7 @@ impl Parser<'_, '_> {
                 (Role::List(action), Some(b'"')) => {
                     let s = self.string()?;
                     match entry(&s) {
-                        Ok(target) => self.sink.rule(line, target, action.clone()),
+                        Ok(target) => self.sink.rule(line, target, *action),
                         Err(reason) => self.sink.skip(line, reason),
                     }
                 }
@@ -409,9 +409,9 @@ mod tests {
 
     #[test]
     fn rules_table() {
-        use RuleAction::{Allow, Block};
+        use Action::{Allow, Block};
         use Scope::{Subdomains, Subtree};
-        type Case = (&'static str, Vec<(u32, Target, RuleAction)>);
+        type Case = (&'static str, Vec<(u32, Target, Action)>);
         let cases: Vec<Case> = vec![
             (
                 "{\"deny\": [\"a.com\"]}",

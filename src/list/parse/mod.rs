@@ -166,7 +166,7 @@ use std::path::{Path, PathBuf};
 
 use thiserror::Error;
 
-use super::{Format, ListOptions, ParsedList, Rule, RuleAction, RuleMeta, Scope, Skip, Target};
+use super::{Action, Format, ListOptions, ParsedList, Rule, RuleMeta, Scope, Skip, Target};
 
 /// The only way parsing fails: the file (or directory) could not be read.
 #[derive(Debug, Error)]
@@ -206,8 +206,8 @@ pub fn parse_bytes(path: &Path, bytes: &[u8], opts: &ListOptions) -> ParsedList 
         {
             *scope = Scope::Exact;
         }
-        if let (Some(action), RuleAction::Block) = (&opts.action, &rule.action) {
-            rule.action = action.clone();
+        if let (Some(action), Action::Block) = (opts.action, rule.action) {
+            rule.action = action;
         }
     }
     // Parsers emit in file order, except that a skip for a multi-line RPZ
@@ -411,14 +411,15 @@ struct Sink {
 }
 
 impl Sink {
-    fn rule(&mut self, line: u32, target: Target, action: RuleAction) {
+    fn rule(&mut self, line: u32, target: Target, action: Action) {
         self.rule_with_meta(line, target, action, RuleMeta::default());
     }
 
-    fn rule_with_meta(&mut self, line: u32, target: Target, action: RuleAction, meta: RuleMeta) {
+    fn rule_with_meta(&mut self, line: u32, target: Target, action: Action, meta: RuleMeta) {
         self.rules.push(Rule {
             target,
             action,
+            local_data: Vec::new(),
             line,
             meta,
         });
@@ -513,7 +514,7 @@ mod tests {
             b"a.com\n||b.com^\n@@||c.com^\n*.d.com\n",
             &ListOptions {
                 exact_only: true,
-                action: Some(RuleAction::Nxdomain),
+                action: Some(Action::Nxdomain),
                 ..opts(Format::Plain)
             },
         );
@@ -522,7 +523,7 @@ mod tests {
         let got: Vec<_> = p
             .rules
             .iter()
-            .map(|r| (r.target.clone(), r.action.clone()))
+            .map(|r| (r.target.clone(), r.action))
             .collect();
         let name = |n: &str, scope| Target::Name {
             name: n.into(),
@@ -531,11 +532,11 @@ mod tests {
         assert_eq!(
             got,
             vec![
-                (name("a.com", Scope::Exact), RuleAction::Nxdomain),
-                (name("b.com", Scope::Exact), RuleAction::Nxdomain),
+                (name("a.com", Scope::Exact), Action::Nxdomain),
+                (name("b.com", Scope::Exact), Action::Nxdomain),
                 // An allow stays an allow whatever the list's action.
-                (name("c.com", Scope::Exact), RuleAction::Allow),
-                (name("d.com", Scope::Subdomains), RuleAction::Nxdomain),
+                (name("c.com", Scope::Exact), Action::Allow),
+                (name("d.com", Scope::Subdomains), Action::Nxdomain),
             ]
         );
         let named = parse_bytes(

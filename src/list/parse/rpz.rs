@@ -7,7 +7,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use super::{NOT_UTF8, Sink, lines};
 use crate::list::name::normalize;
-use crate::list::{RpzTrigger, Rule, RuleAction, Scope, Target};
+use crate::list::{RpzTrigger, Rule, Scope, Target};
+use crate::policy::Action;
 
 pub(super) fn parse(bytes: &[u8], sink: &mut Sink) {
     let mut zone = Zone::default();
@@ -198,17 +199,21 @@ impl<'a> Zone<'a> {
             .get(&target)
             .and_then(|&i| sink.rules.get_mut(i));
         if let Some(Rule {
-            action: RuleAction::LocalData(addrs),
+            action: Action::Address,
+            local_data,
             ..
         }) = earlier
         {
-            if !addrs.contains(&addr) {
-                addrs.push(addr);
+            if !local_data.contains(&addr) {
+                local_data.push(addr);
             }
             return;
         }
         self.local_data.insert(target.clone(), sink.rules.len());
-        sink.rule(line, target, RuleAction::LocalData(vec![addr]));
+        sink.rule(line, target, Action::Address);
+        if let Some(rule) = sink.rules.last_mut() {
+            rule.local_data.push(addr);
+        }
     }
 
     fn directive(&mut self, line: u32, tokens: &[&str], sink: &mut Sink) {
@@ -357,16 +362,16 @@ fn trigger(owner: &str) -> Result<Target, String> {
     Ok(Target::Name { name, scope })
 }
 
-fn cname_action(cname: &str, owner: &str) -> Result<RuleAction, String> {
+fn cname_action(cname: &str, owner: &str) -> Result<Action, String> {
     let is = |t: &str| cname.eq_ignore_ascii_case(t);
     Ok(if is(".") {
-        RuleAction::Nxdomain
+        Action::Nxdomain
     } else if is("*.") {
-        RuleAction::Nodata
+        Action::Nodata
     } else if is("rpz-passthru.") {
-        RuleAction::Allow
+        Action::Allow
     } else if is("rpz-drop.") {
-        RuleAction::Drop
+        Action::Drop
     } else if is("rpz-tcp-only.") {
         return Err("rpz-tcp-only action not supported".into());
     } else if cname
@@ -374,7 +379,7 @@ fn cname_action(cname: &str, owner: &str) -> Result<RuleAction, String> {
         .is_some_and(|c| c.eq_ignore_ascii_case(owner))
     {
         // The pre-`rpz-passthru` way to say "pass": a CNAME to the owner.
-        RuleAction::Allow
+        Action::Allow
     } else {
         return Err(format!("CNAME rewrite not supported (target {cname})"));
     })
@@ -413,7 +418,26 @@ mod tests {
 
     #[test]
     fn rules_table() {
-        use RuleAction::*;
+        use Want::*;
+        /// What a rule should be: its action, and for local data its
+        /// addresses (rows stay one word per action).
+        #[derive(Debug, PartialEq)]
+        enum Want {
+            Allow,
+            Nxdomain,
+            Nodata,
+            Drop,
+            LocalData(Vec<IpAddr>),
+        }
+        fn wanted(r: &Rule) -> Want {
+            match r.action {
+                Action::Allow => Allow,
+                Action::Nodata => Nodata,
+                Action::Drop => Drop,
+                Action::Address => LocalData(r.local_data.clone()),
+                _ => Nxdomain,
+            }
+        }
         let v4 = |s: &str| IpAddr::V4(s.parse().expect("v4"));
         let v6 = |s: &str| IpAddr::V6(s.parse().expect("v6"));
         let other = |trigger, owner: &str| Target::RpzOther {
@@ -421,7 +445,7 @@ mod tests {
             owner: owner.into(),
         };
         let soa = "$TTL 300\n@ SOA localhost. root.localhost. 1 43200 3600 259200 300\n  NS  localhost.\n";
-        type Case = (String, Vec<(u32, Target, RuleAction)>);
+        type Case = (String, Vec<(u32, Target, Want)>);
         let cases: Vec<Case> = vec![
             ("bad.com CNAME .".into(), vec![(1, exact("bad.com"), Nxdomain)]),
             ("*.bad.com CNAME .".into(), vec![(1, sub("bad.com"), Nxdomain)]),
@@ -476,7 +500,10 @@ mod tests {
             let (rules, skipped) = run(&input);
             let got: Vec<_> = rules
                 .into_iter()
-                .map(|r| (r.line, r.target, r.action))
+                .map(|r| {
+                    let w = wanted(&r);
+                    (r.line, r.target, w)
+                })
                 .collect();
             assert_eq!(got, want, "input {input:?}");
             assert!(skipped.is_empty(), "input {input:?}: {skipped:?}");

@@ -7,7 +7,8 @@ use proptest::prelude::*;
 
 use super::parse_bytes;
 use crate::list::name::validate;
-use crate::list::{Format, ListOptions, ParsedList, RuleAction, Scope, Target};
+use crate::list::{Format, ListOptions, ParsedList, Scope, Target};
+use crate::policy::Action;
 
 const FORMATS: [Format; 6] = [
     Format::Plain,
@@ -179,7 +180,7 @@ fn names(p: &ParsedList) -> Vec<(u32, String, Scope)> {
     p.rules
         .iter()
         .map(|r| {
-            assert_eq!(r.action, RuleAction::Block);
+            assert_eq!(r.action, Action::Block);
             match &r.target {
                 Target::Name { name, scope } => (r.line, name.clone(), *scope),
                 other => panic!("not a name rule: {other:?}"),
@@ -237,10 +238,10 @@ proptest! {
         let rpz: String = written.iter().map(|n| format!("{n} CNAME .\n")).collect();
         let p = parse_bytes(Path::new("l"), rpz.as_bytes(), &forced(Format::Rpz));
         prop_assert!(p.skipped.is_empty(), "{:?}", p.skipped);
-        let got: Vec<_> = p.rules.iter().map(|r| (r.line, r.target.clone(), r.action.clone())).collect();
+        let got: Vec<_> = p.rules.iter().map(|r| (r.line, r.target.clone(), r.action)).collect();
         let want: Vec<_> = expect(1, Scope::Exact)
             .into_iter()
-            .map(|(l, name, scope)| (l, Target::Name { name, scope }, RuleAction::Nxdomain))
+            .map(|(l, name, scope)| (l, Target::Name { name, scope }, Action::Nxdomain))
             .collect();
         prop_assert_eq!(got, want);
     }

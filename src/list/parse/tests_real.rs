@@ -7,9 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use super::{list_files, parse_bytes, parse_file};
-use crate::list::{
-    Counts, Format, ListOptions, ParsedList, Rule, RuleAction, RuleMeta, Scope, Target,
-};
+use crate::list::{Action, Counts, Format, ListOptions, ParsedList, Rule, RuleMeta, Scope, Target};
 
 fn real(rel: &str) -> PathBuf {
     let dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/real"));
@@ -59,7 +57,7 @@ fn hagezi_rpz() {
         }
     );
     assert!(p.skipped.is_empty(), "{:?}", p.skipped.first());
-    assert!(p.rules.iter().all(|r| r.action == RuleAction::Nxdomain));
+    assert!(p.rules.iter().all(|r| r.action == Action::Nxdomain));
     let exact = p
         .rules
         .iter()
@@ -107,36 +105,30 @@ fn polkadot_json() {
     let one = |line| {
         let rules = at(&p, line);
         assert_eq!(rules.len(), 1, "line {line}: {rules:?}");
-        (rules[0].target.clone(), rules[0].action.clone())
+        (rules[0].target.clone(), rules[0].action)
     };
     // Unicode U-labels, trailing dot, mixed case: normalised name rules.
     assert_eq!(
         one(399),
-        (name("xn--aav-8la.com", Scope::Subtree), RuleAction::Block)
+        (name("xn--aav-8la.com", Scope::Subtree), Action::Block)
     );
     assert_eq!(
         one(315),
-        (name("xn--5re-jua.com", Scope::Subtree), RuleAction::Block)
+        (name("xn--5re-jua.com", Scope::Subtree), Action::Block)
     );
-    assert_eq!(
-        one(88),
-        (name("0xarb.xyz", Scope::Subtree), RuleAction::Block)
-    );
+    assert_eq!(one(88), (name("0xarb.xyz", Scope::Subtree), Action::Block));
     assert_eq!(
         one(24_406),
-        (name("imxtoken.net", Scope::Subtree), RuleAction::Block)
+        (name("imxtoken.net", Scope::Subtree), Action::Block)
     );
     assert_eq!(
         one(114),
         (
             Target::Ip("104.168.169.107/32".parse().expect("net")),
-            RuleAction::Block
+            Action::Block
         )
     );
-    assert_eq!(
-        one(3),
-        (name("fleek.co", Scope::Subdomains), RuleAction::Allow)
-    );
+    assert_eq!(one(3), (name("fleek.co", Scope::Subdomains), Action::Allow));
     assert!(
         p.rules
             .iter()
@@ -147,12 +139,12 @@ fn polkadot_json() {
         one(54_899),
         (
             Target::Url("twitter.com/AcalaNetworks".into()),
-            RuleAction::Block
+            Action::Block
         )
     );
     assert_eq!(
         one(54_900),
-        (Target::Url("x.com/AcalaNetworks".into()), RuleAction::Block)
+        (Target::Url("x.com/AcalaNetworks".into()), Action::Block)
     );
     assert!(!has_name(&p, "twitter.com"));
     assert!(!has_name(&p, "x.com"));
@@ -323,7 +315,7 @@ fn exact_only_and_action_on_a_real_list() {
         &path,
         &ListOptions {
             exact_only: true,
-            action: Some(RuleAction::Refused),
+            action: Some(Action::Refused),
             name: Some("polkadot".into()),
             format: None,
         },
@@ -337,11 +329,11 @@ fn exact_only_and_action_on_a_real_list() {
             ..
         }
     )));
-    assert!(!p.rules.iter().any(|r| r.action == RuleAction::Block));
+    assert!(!p.rules.iter().any(|r| r.action == Action::Block));
     assert_eq!(
         p.rules
             .iter()
-            .filter(|r| r.action == RuleAction::Refused)
+            .filter(|r| r.action == Action::Refused)
             .count(),
         54_865
     );

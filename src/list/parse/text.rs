@@ -6,7 +6,8 @@ use std::net::IpAddr;
 
 use super::entry::{entry, keyword, name};
 use super::{NOT_UTF8, Sink, lines};
-use crate::list::{Format, RuleAction, Target};
+use crate::list::{Format, Target};
+use crate::policy::Action;
 
 pub(super) fn parse(bytes: &[u8], format: Format, sink: &mut Sink) {
     for (line_no, line) in lines(bytes) {
@@ -52,7 +53,7 @@ fn parse_line(line: &str, line_no: u32, format: Format, sink: &mut Sink) {
     }
     if let Some(rest) = s.strip_prefix("@@") {
         return match rest.strip_prefix("||") {
-            Some(rule) => adblock(rule, RuleAction::Allow, line_no, sink),
+            Some(rule) => adblock(rule, Action::Allow, line_no, sink),
             None => sink.skip(
                 line_no,
                 "unsupported AdBlock exception (only `@@||name^` is supported)",
@@ -60,7 +61,7 @@ fn parse_line(line: &str, line_no: u32, format: Format, sink: &mut Sink) {
         };
     }
     if let Some(rule) = s.strip_prefix("||") {
-        return adblock(rule, RuleAction::Block, line_no, sink);
+        return adblock(rule, Action::Block, line_no, sink);
     }
     if s.contains('#') && ["##", "#@#", "#?#", "#$#"].iter().any(|m| s.contains(m)) {
         return sink.skip(line_no, "AdBlock cosmetic rule not supported");
@@ -76,7 +77,7 @@ fn parse_line(line: &str, line_no: u32, format: Format, sink: &mut Sink) {
     }
     if let Some(word) = strip_prefix_ci(s, "keyword:") {
         return match keyword(word) {
-            Ok(target) => sink.rule(line_no, target, RuleAction::Block),
+            Ok(target) => sink.rule(line_no, target, Action::Block),
             Err(reason) => sink.skip(line_no, reason),
         };
     }
@@ -89,7 +90,7 @@ fn parse_line(line: &str, line_no: u32, format: Format, sink: &mut Sink) {
             return sink.skip(line_no, "hosts line has an address but no name");
         }
         return match entry(first) {
-            Ok(target) => sink.rule(line_no, target, RuleAction::Block),
+            Ok(target) => sink.rule(line_no, target, Action::Block),
             Err(reason) => sink.skip(line_no, reason),
         };
     }
@@ -126,14 +127,14 @@ fn parse_line(line: &str, line_no: u32, format: Format, sink: &mut Sink) {
             name(host)
         };
         match target {
-            Ok(target) => sink.rule(line_no, target, RuleAction::Block),
+            Ok(target) => sink.rule(line_no, target, Action::Block),
             Err(reason) => sink.skip(line_no, reason),
         }
     }
 }
 
 /// `||name^` with an optional `$important`, `name` possibly `*.name`.
-fn adblock(rule: &str, action: RuleAction, line_no: u32, sink: &mut Sink) {
+fn adblock(rule: &str, action: Action, line_no: u32, sink: &mut Sink) {
     let Some((host, after)) = rule.split_once('^') else {
         return sink.skip(
             line_no,
@@ -221,10 +222,10 @@ mod tests {
     /// (format, input, expected (line, target, action)).
     #[test]
     fn rules_table() {
-        use RuleAction::{Allow, Block};
+        use Action::{Allow, Block};
         use Scope::{Subdomains, Subtree};
         let ip = |s: &str| Target::Ip(s.parse().expect("net"));
-        type Case = (Format, &'static str, Vec<(u32, Target, RuleAction)>);
+        type Case = (Format, &'static str, Vec<(u32, Target, Action)>);
         let cases: Vec<Case> = vec![
             (
                 Format::Plain,

@@ -1,0 +1,466 @@
+//! The query core, sans I/O: a packet, the client, the transport and the
+//! time go in; a reply written into the caller's buffer, silence, or "ask
+//! the upstreams this parsed question" comes out. No sockets, no clock
+//! reads, no tasks: the UDP workers, the TCP connections, the tests and the
+//! fuzzer drive it the same way (quinn-proto's shape).
+//!
+//! Effects that leave the core: hits go to a [`HitSink`] (the audit log in
+//! the daemon, a vector in tests); metrics are in-memory counters
+//! ([`Metrics`]) the shell exposes; cache reads and inserts are the core's
+//! own state ([`QueryCore::store`] after an upstream answered).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::acl::Acl;
+use crate::audit::{AuditLog, HitRecord};
+use crate::cache::{self, Cache, CacheConfig, CacheKey};
+use crate::list::{RuleId, RuleView, Snapshot};
+use crate::metrics::{Limit, Metrics};
+use crate::policy::{self, Action, Decision, PolicyConfig, Query};
+use crate::sinkhole;
+use crate::wire::{self, Request, RequestError, ResponseScan, Transport};
+
+use super::limits::{LimitsConfig, QpsLimiter};
+
+/// Where the core hands every block for the hit log.
+pub trait HitSink: Send + Sync {
+    fn record(&self, hit: HitRecord);
+}
+
+impl HitSink for AuditLog {
+    fn record(&self, hit: HitRecord) {
+        AuditLog::record(self, hit)
+    }
+}
+
+/// One query as it arrived.
+#[derive(Clone, Copy, Debug)]
+pub struct Inbound<'a> {
+    pub packet: &'a [u8],
+    pub client: SocketAddr,
+    pub transport: Transport,
+    /// Monotonic time (cache expiry, rate limits).
+    pub now: Instant,
+    /// Wall-clock time (the hit log's timestamp).
+    pub wall: SystemTime,
+}
+
+/// What the transport does after [`QueryCore::handle`].
+#[derive(Debug)]
+pub enum Outcome {
+    /// Send the reply written into `out`.
+    Reply,
+    /// Send nothing.
+    Silent,
+    /// A cache miss: ask the upstreams, then [`QueryCore::complete`].
+    Forward(Box<Pending>),
+}
+
+/// A query waiting for an upstream: the parsed question and its cache key,
+/// so nothing is parsed or keyed twice.
+#[derive(Clone)]
+pub struct Pending {
+    pub request: Request,
+    pub key: CacheKey,
+    pub client: SocketAddr,
+    pub transport: Transport,
+}
+
+impl std::fmt::Debug for Pending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pending")
+            .field("qname", &wire::presentation(self.request.qname_wire()))
+            .field("qtype", &self.request.qtype)
+            .field("client", &self.client)
+            .field("transport", &self.transport)
+            .finish()
+    }
+}
+
+/// The cache-key bits of a request.
+fn key_bits(req: &Request) -> u8 {
+    let mut b = 0;
+    if req.dnssec_ok() {
+        b |= cache::KEY_DO;
+    }
+    if req.cd() {
+        b |= cache::KEY_CD;
+    }
+    if req.ad() {
+        b |= cache::KEY_AD;
+    }
+    if req.edns.is_some() {
+        b |= cache::KEY_EDNS;
+    }
+    b
+}
+
+/// The cache key of a parsed request.
+pub fn cache_key(req: &Request) -> CacheKey {
+    CacheKey::new(req.lower_wire(), req.qtype, req.qclass, key_bits(req))
+}
+
+/// The most a client takes in one reply on this transport.
+fn reply_limit(req: &Request, transport: Transport) -> usize {
+    match transport {
+        Transport::Udp => req.udp_limit(),
+        Transport::Tcp => u16::MAX as usize,
+    }
+}
+
+/// Everything the per-query decision needs, shared by every worker.
+pub struct QueryCore {
+    policy: PolicyConfig,
+    acl: Acl,
+    cache: Cache,
+    /// `limits.qps_per_client`, when set.
+    qps: Option<QpsLimiter>,
+    /// `cache.serve_stale_secs` (zero: off).
+    serve_stale: Duration,
+    metrics: Arc<Metrics>,
+    hits: Option<Arc<dyn HitSink>>,
+}
+
+impl QueryCore {
+    pub fn new(
+        policy: PolicyConfig,
+        acl: Acl,
+        cache: &CacheConfig,
+        limits: &LimitsConfig,
+        metrics: Arc<Metrics>,
+        hits: Option<Arc<dyn HitSink>>,
+    ) -> QueryCore {
+        QueryCore {
+            policy,
+            acl,
+            cache: Cache::new(cache),
+            qps: QpsLimiter::new(limits),
+            serve_stale: cache.serve_stale,
+            metrics,
+            hits,
+        }
+    }
+
+    pub fn cache(&self) -> &Cache {
+        &self.cache
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    fn count_reply(&self, out: &[u8]) {
+        if out.len() >= 4 {
+            self.metrics.response(u16::from(out[3] & 0x0f));
+        }
+    }
+
+    /// The inline part of a query: parse, ACL, policy, packet cache. Writes
+    /// any immediate reply into `out`.
+    pub fn handle(&self, snap: &Snapshot, q: &Inbound<'_>, out: &mut Vec<u8>) -> Outcome {
+        if let Some(limiter) = &self.qps
+            && !limiter.allow(q.client.ip(), q.now)
+        {
+            return self.over_qps_limit(q, out);
+        }
+        let req = match wire::parse_request(q.packet) {
+            Ok(r) => r,
+            Err(e) if e.is_drop() => return Outcome::Silent,
+            Err(RequestError::NotImp(_)) => {
+                wire::header_only_reply(out, q.packet, wire::RCODE_NOTIMP);
+                self.count_reply(out);
+                return Outcome::Reply;
+            }
+            Err(_) => {
+                wire::header_only_reply(out, q.packet, wire::RCODE_FORMERR);
+                self.count_reply(out);
+                return Outcome::Reply;
+            }
+        };
+        self.metrics.query(q.transport, req.qtype);
+        if !self.acl.allows(q.client.ip()) {
+            sinkhole::refused_prohibited(out, &req);
+            self.count_reply(out);
+            return Outcome::Reply;
+        }
+        if req.edns.is_some_and(|e| e.version != 0) {
+            sinkhole::badvers_answer(out, &req);
+            self.metrics.response(16);
+            return Outcome::Reply;
+        }
+        let limit = reply_limit(&req, q.transport);
+        let asked = Query {
+            name: req.dotted(),
+            qtype: req.qtype,
+        };
+        if let Decision::Block { rule, action } = policy::decide(snap, &asked, &self.policy) {
+            let hit = Hit {
+                snap,
+                req: &req,
+                client: q.client,
+                transport: q.transport,
+                rule,
+                action,
+                via_cname: None,
+                wall: q.wall,
+            };
+            return self.block(hit, limit, out);
+        }
+        let key = cache_key(&req);
+        if let Some(hit) = self
+            .cache
+            .get_into(key.as_bytes(), out, req.id, req.qname_wire(), q.now)
+        {
+            self.metrics.cache_hit();
+            // The snapshot may have changed since the answer was cached.
+            if hit.has_cname
+                && let Some((rule, action, via)) = cname_block(snap, out, req.qtype, &self.policy)
+            {
+                let hit = Hit {
+                    snap,
+                    req: &req,
+                    client: q.client,
+                    transport: q.transport,
+                    rule,
+                    action,
+                    via_cname: Some(&via),
+                    wall: q.wall,
+                };
+                return self.block(hit, limit, out);
+            }
+            self.finish_forwarded(
+                out,
+                &req,
+                hit.flags,
+                hit.opt_class_offset.map(usize::from),
+                limit,
+            );
+            return Outcome::Reply;
+        }
+        self.metrics.cache_miss();
+        Outcome::Forward(Box::new(Pending {
+            request: req,
+            key,
+            client: q.client,
+            transport: q.transport,
+        }))
+    }
+
+    /// A query over `limits.qps_per_client`. Over UDP it is dropped: the
+    /// source may be spoofed, and even a small REFUSED would let a flood be
+    /// reflected at whoever it names (a real client's stub retries). Over
+    /// TCP the source is proven by the handshake, so the client gets
+    /// REFUSED rather than a pipeline slot held until it gives up.
+    #[cold]
+    fn over_qps_limit(&self, q: &Inbound<'_>, out: &mut Vec<u8>) -> Outcome {
+        self.metrics.ratelimited(Limit::Qps);
+        if q.transport == Transport::Udp {
+            return Outcome::Silent;
+        }
+        match wire::parse_request(q.packet) {
+            Ok(req) => sinkhole::error_answer(out, &req, wire::RCODE_REFUSED),
+            Err(e) if e.is_drop() => return Outcome::Silent,
+            Err(_) => wire::header_only_reply(out, q.packet, wire::RCODE_REFUSED),
+        }
+        self.count_reply(out);
+        Outcome::Reply
+    }
+
+    /// Answer a blocked query and hand the hit to the sink.
+    fn block(&self, hit: Hit<'_>, limit: usize, out: &mut Vec<u8>) -> Outcome {
+        let view = hit.snap.rule(hit.rule);
+        self.metrics.blocked(view.list(), hit.action);
+        self.record_hit(&hit, &view);
+        if sinkhole::block_answer(
+            out,
+            hit.req,
+            &self.policy,
+            &view,
+            hit.action,
+            hit.snap.version() as u32,
+            limit,
+        ) {
+            self.count_reply(out);
+            Outcome::Reply
+        } else {
+            Outcome::Silent
+        }
+    }
+
+    fn record_hit(&self, hit: &Hit<'_>, rule: &RuleView<'_>) {
+        if let Some(via) = hit.via_cname {
+            tracing::debug!(client = %hit.client.ip(), via, list = rule.list(), line = rule.line(), "blocked through CNAME");
+        }
+        let Some(sink) = &self.hits else { return };
+        sink.record(HitRecord {
+            client: hit.client.ip(),
+            port: hit.client.port(),
+            transport: hit.transport,
+            qname: wire::presentation(hit.req.qname_wire()),
+            qtype: hit.req.qtype,
+            action: hit.action.as_str(),
+            rule: rule.text(),
+            list: rule.list().to_string(),
+            file: rule.file().to_string(),
+            line: rule.line(),
+            decision: rule.decision().map(str::to_string),
+            authority: rule.authority().map(str::to_string),
+            category: rule.category().map(str::to_string),
+            list_version: hit.snap.version(),
+            time: hit.wall,
+        });
+    }
+
+    /// Make an upstream (or cached) reply in `out` fit this client: its RD,
+    /// AD only if it asked for AD or DO, OPT payload at most 1232, and TC=1
+    /// when it is larger than the client takes.
+    fn finish_forwarded(
+        &self,
+        out: &mut Vec<u8>,
+        req: &Request,
+        flags: u16,
+        opt_class: Option<usize>,
+        limit: usize,
+    ) {
+        wire::adopt_reply_flags(out, req);
+        if let Some(off) = opt_class {
+            wire::clamp_opt_payload(out, off, wire::MAX_UDP_PAYLOAD);
+        }
+        if out.len() > limit {
+            wire::truncated_reply(out, req, flags);
+        }
+        self.count_reply(out);
+    }
+
+    /// Cache an upstream's answer (once per exchange, before the waiting
+    /// clients get their replies).
+    pub fn store(&self, key: &CacheKey, reply: &[u8], scan: &ResponseScan, now: Instant) {
+        self.cache.insert(key.as_bytes(), reply, scan, now);
+    }
+
+    /// The reply for one waiting client once the upstreams answered
+    /// (`Some`) or failed (`None`). Returns false when nothing is to be sent.
+    pub fn complete(
+        &self,
+        snap: &Snapshot,
+        p: &Pending,
+        answer: Option<(&[u8], &ResponseScan)>,
+        now: Instant,
+        wall: SystemTime,
+        out: &mut Vec<u8>,
+    ) -> bool {
+        let req = &p.request;
+        let limit = reply_limit(req, p.transport);
+        let Some((bytes, scan)) = answer else {
+            if let Some(outcome) = self.stale_answer(snap, p, limit, now, wall, out) {
+                return matches!(outcome, Outcome::Reply);
+            }
+            sinkhole::error_answer(out, req, wire::RCODE_SERVFAIL);
+            self.count_reply(out);
+            return true;
+        };
+        if scan.has_cname
+            && let Some((rule, action, via)) = cname_block(snap, bytes, req.qtype, &self.policy)
+        {
+            let hit = Hit {
+                snap,
+                req,
+                client: p.client,
+                transport: p.transport,
+                rule,
+                action,
+                via_cname: Some(&via),
+                wall,
+            };
+            return matches!(self.block(hit, limit, out), Outcome::Reply);
+        }
+        out.clear();
+        out.extend_from_slice(bytes);
+        wire::set_id(out, req.id);
+        wire::copy_qname(out, req.qname_wire());
+        self.finish_forwarded(out, req, scan.flags, scan.opt_class_offset, limit);
+        true
+    }
+
+    /// RFC 8767: no upstream answered, so serve the expired cached answer
+    /// (TTL 30) if it expired less than `serve_stale_secs` ago. `None`:
+    /// nothing stale to serve (SERVFAIL follows).
+    fn stale_answer(
+        &self,
+        snap: &Snapshot,
+        p: &Pending,
+        limit: usize,
+        now: Instant,
+        wall: SystemTime,
+        out: &mut Vec<u8>,
+    ) -> Option<Outcome> {
+        if self.serve_stale.is_zero() {
+            return None;
+        }
+        let req = &p.request;
+        let hit = self.cache.get_stale_into(
+            p.key.as_bytes(),
+            out,
+            req.id,
+            req.qname_wire(),
+            now,
+            self.serve_stale,
+        )?;
+        self.metrics.stale_answer();
+        // The lists may have changed since the answer was cached.
+        if hit.has_cname
+            && let Some((rule, action, via)) = cname_block(snap, out, req.qtype, &self.policy)
+        {
+            let hit = Hit {
+                snap,
+                req,
+                client: p.client,
+                transport: p.transport,
+                rule,
+                action,
+                via_cname: Some(&via),
+                wall,
+            };
+            return Some(self.block(hit, limit, out));
+        }
+        self.finish_forwarded(
+            out,
+            req,
+            hit.flags,
+            hit.opt_class_offset.map(usize::from),
+            limit,
+        );
+        Some(Outcome::Reply)
+    }
+}
+
+/// A block about to be answered and recorded.
+struct Hit<'a> {
+    snap: &'a Snapshot,
+    req: &'a Request,
+    client: SocketAddr,
+    transport: Transport,
+    rule: RuleId,
+    action: Action,
+    via_cname: Option<&'a str>,
+    wall: SystemTime,
+}
+
+/// The first CNAME owner or target in `msg` that the snapshot blocks.
+fn cname_block(
+    snap: &Snapshot,
+    msg: &[u8],
+    qtype: u16,
+    policy: &PolicyConfig,
+) -> Option<(RuleId, Action, String)> {
+    wire::for_each_cname_name(msg, |name| {
+        match policy::decide(snap, &Query { name, qtype }, policy) {
+            Decision::Block { rule, action } => {
+                Some((rule, action, String::from_utf8_lossy(name).into_owned()))
+            }
+            _ => None,
+        }
+    })
+}
