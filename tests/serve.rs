@@ -374,15 +374,42 @@ fn cache_counts_ttl_down() {
 fn ad_flag_and_upstream_edns_pass_through() {
     let up = Upstream::start();
     let s = server(&up, "");
-    let m = udp(&s, "ad.test.", RecordType::A, true);
+    // RFC 6840 §5.8: AD only for a query that set AD or DO.
+    let ad_query = |name: &str| {
+        let mut q = query_msg(name, RecordType::A, true);
+        q.metadata.authentic_data = true;
+        try_query_udp(s.addr, &q, Duration::from_secs(3)).expect("answer")
+    };
+    let m = ad_query("ad.test.");
     assert!(m.metadata.authentic_data);
     assert_eq!(
         m.edns.as_ref().map(|e| e.max_payload()),
         Some(1232),
         "payload clamped"
     );
-    let m = udp(&s, "ad.test.", RecordType::A, true);
+    let m = ad_query("ad.test.");
     assert!(m.metadata.authentic_data, "also from the cache");
+    let m = udp(&s, "ad.test.", RecordType::A, true);
+    assert!(
+        !m.metadata.authentic_data,
+        "no AD for a query without AD or DO, though the upstream set it"
+    );
+}
+
+/// RFC 1035 §4.1.1: RD in a reply is the query's, also when the answer
+/// comes from a cache entry filled by a query with another RD.
+#[test]
+fn cached_reply_copies_rd_from_the_query_it_answers() {
+    let up = Upstream::start();
+    let s = server(&up, "");
+    let first = udp(&s, "rd.cache.test.", RecordType::A, false);
+    assert!(first.metadata.recursion_desired);
+    let mut q = query_msg("rd.cache.test.", RecordType::A, false);
+    q.metadata.recursion_desired = false;
+    let m = try_query_udp(s.addr, &q, Duration::from_secs(3)).expect("answer");
+    assert_eq!(up.count("rd.cache.test", "udp"), 1, "served from the cache");
+    assert!(!m.metadata.recursion_desired, "RD follows the answering query");
+    assert!(!m.metadata.authentic_data);
 }
 
 #[test]
