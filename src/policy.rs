@@ -155,3 +155,256 @@ pub fn decide(snapshot: &Snapshot, query: &Query<'_>, policy: &PolicyConfig) -> 
         },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::list::reference::ReferenceMatcher;
+    use crate::list::{Format, ListOptions, ParsedList};
+    use crate::sinkhole::{self, Template};
+    use crate::wire;
+
+    /// (list name, format, per-list action override, content).
+    const LISTS: &[(&str, Format, Option<Action>, &str)] = &[
+        ("gov", Format::Plain, None, "blocked.kz\nshared.kz\n"),
+        ("allow", Format::Adblock, None, "@@||ok.blocked.kz^\n"),
+        ("nx", Format::Plain, Some(Action::Nxdomain), "nx.kz\n"),
+        (
+            "nodata",
+            Format::Plain,
+            Some(Action::Nodata),
+            "nodata.kz\nbad.ok.blocked.kz\n",
+        ),
+        ("addr", Format::Plain, Some(Action::Address), "addr.kz\n"),
+        (
+            "refused",
+            Format::Plain,
+            Some(Action::Refused),
+            "refused.kz\n",
+        ),
+        ("drop", Format::Plain, Some(Action::Drop), "drop.kz\n"),
+        // An override never turns an allow into a block.
+        (
+            "exempt",
+            Format::Adblock,
+            Some(Action::Drop),
+            "@@||fine.drop.kz^\n",
+        ),
+        (
+            "rpz",
+            Format::Rpz,
+            None,
+            "local.kz A 192.0.2.7\nrpznx.kz CNAME .\npass.blocked.kz CNAME rpz-passthru.\n",
+        ),
+    ];
+
+    fn lists() -> Vec<ParsedList> {
+        LISTS
+            .iter()
+            .map(|(name, format, action, text)| {
+                let opts = ListOptions {
+                    format: Some(*format),
+                    action: *action,
+                    name: Some((*name).to_string()),
+                    ..ListOptions::default()
+                };
+                crate::list::parse::parse_bytes(Path::new(name), text.as_bytes(), &opts)
+            })
+            .collect()
+    }
+
+    fn policy(action: Action) -> PolicyConfig {
+        PolicyConfig {
+            action,
+            ttl: 60,
+            address_v4: Ipv4Addr::new(198, 51, 100, 1),
+            address_v6: "2001:db8::1".parse().unwrap(),
+            ede_code: 16,
+            ede_text: Template::parse("{list}").unwrap(),
+        }
+    }
+
+    /// The decision in words: `pass`, `allow LIST`, `block LIST ACTION`.
+    fn describe(snap: &Snapshot, d: Decision) -> String {
+        match d {
+            Decision::Pass => "pass".into(),
+            Decision::Allow(rule) => format!("allow {}", snap.rule(rule).list()),
+            Decision::Block { rule, action } => {
+                format!("block {} {}", snap.rule(rule).list(), action)
+            }
+        }
+    }
+
+    use Action::{Address, Drop, Nodata, Nxdomain, Refused};
+
+    /// (configured default, query name, decision). Written out, not derived:
+    /// `block` rules take the default, overrides and RPZ actions do not,
+    /// the deepest rule wins, an allow beats a block at the same depth.
+    const DECISIONS: &[(Action, &str, &str)] = &[
+        (Nxdomain, "example.org", "pass"),
+        (Nxdomain, "blocked.kz", "block gov nxdomain"),
+        (Nxdomain, "WWW.Blocked.KZ.", "block gov nxdomain"),
+        (Nodata, "blocked.kz", "block gov nodata"),
+        (Address, "a.b.blocked.kz", "block gov address"),
+        (Refused, "blocked.kz", "block gov refused"),
+        (Drop, "blocked.kz", "block gov drop"),
+        (Nxdomain, "ok.blocked.kz", "allow allow"),
+        (Drop, "www.ok.blocked.kz", "allow allow"),
+        (Address, "bad.ok.blocked.kz", "block nodata nodata"),
+        (Nxdomain, "x.bad.ok.blocked.kz", "block nodata nodata"),
+        (Address, "nx.kz", "block nx nxdomain"),
+        (Nxdomain, "nodata.kz", "block nodata nodata"),
+        (Nxdomain, "addr.kz", "block addr address"),
+        (Drop, "sub.addr.kz", "block addr address"),
+        (Nxdomain, "refused.kz", "block refused refused"),
+        (Nxdomain, "drop.kz", "block drop drop"),
+        (Address, "drop.kz", "block drop drop"),
+        (Nxdomain, "fine.drop.kz", "allow exempt"),
+        (Nxdomain, "local.kz", "block rpz address"),
+        (Nodata, "www.local.kz", "pass"),
+        (Drop, "rpznx.kz", "block rpz nxdomain"),
+        (Nxdomain, "pass.blocked.kz", "allow rpz"),
+        (Refused, "shared.kz", "block gov refused"),
+        (Nxdomain, "kz", "pass"),
+        (Nxdomain, "", "pass"),
+    ];
+
+    #[test]
+    fn decide_table_against_the_reference_matcher() {
+        let lists = lists();
+        let snap = crate::list::compile::compile(&lists).unwrap();
+        let reference = ReferenceMatcher::new(&lists);
+        for &(default, name, want) in DECISIONS {
+            let p = policy(default);
+            for qtype in [wire::TYPE_A, wire::TYPE_AAAA, 15, 65] {
+                let d = decide(
+                    &snap,
+                    &Query {
+                        name: name.as_bytes(),
+                        qtype,
+                    },
+                    &p,
+                );
+                assert_eq!(
+                    describe(&snap, d),
+                    want,
+                    "{name} type {qtype} default {default}"
+                );
+            }
+            // The naive matcher agrees on the rule and what it carries.
+            let lower = name.trim_end_matches('.').to_ascii_lowercase();
+            let by_ref = match reference.lookup(&lower) {
+                None => "pass".to_string(),
+                Some(hit) if hit.action.is_allow() => {
+                    format!("allow {}", lists[hit.file_index].name)
+                }
+                Some(hit) => format!(
+                    "block {} {}",
+                    lists[hit.file_index].name,
+                    hit.action.resolve(default)
+                ),
+            };
+            assert_eq!(by_ref, want, "reference for {name} default {default}");
+        }
+    }
+
+    /// (default, name, qtype, rcode, answer records, authority records,
+    /// first answer's rdata): what the sinkhole answer carries for each
+    /// resolved action and query type.
+    #[allow(clippy::type_complexity)]
+    const ANSWERS: &[(Action, &str, u16, Option<u16>, u16, u16, &[u8])] = &[
+        (Nxdomain, "blocked.kz", 1, Some(3), 0, 1, b""),
+        (Nxdomain, "blocked.kz", 15, Some(3), 0, 1, b""),
+        (Nodata, "blocked.kz", 1, Some(0), 0, 1, b""),
+        (Nodata, "blocked.kz", 28, Some(0), 0, 1, b""),
+        (Refused, "blocked.kz", 1, Some(5), 0, 0, b""),
+        (Drop, "blocked.kz", 1, None, 0, 0, b""),
+        (Address, "blocked.kz", 1, Some(0), 1, 0, &[198, 51, 100, 1]),
+        (
+            Address,
+            "blocked.kz",
+            28,
+            Some(0),
+            1,
+            0,
+            &[0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
+        ),
+        (Address, "blocked.kz", 15, Some(0), 0, 1, b""),
+        (Address, "blocked.kz", 65, Some(0), 0, 1, b""),
+        (Nxdomain, "addr.kz", 1, Some(0), 1, 0, &[198, 51, 100, 1]),
+        (Nxdomain, "local.kz", 1, Some(0), 1, 0, &[192, 0, 2, 7]),
+        (Nxdomain, "local.kz", 28, Some(0), 0, 1, b""),
+        (Address, "drop.kz", 1, None, 0, 0, b""),
+        (Address, "nx.kz", 1, Some(3), 0, 1, b""),
+    ];
+
+    #[test]
+    fn answer_table_per_action_and_qtype() {
+        use hickory_proto::op::{Message, Query as HQuery};
+        use hickory_proto::rr::{Name, RecordType};
+        let snap = crate::list::compile::compile(&lists()).unwrap();
+        for &(default, name, qtype, rcode, an, ns, rdata) in ANSWERS {
+            let p = policy(default);
+            let Decision::Block { rule, action } = decide(
+                &snap,
+                &Query {
+                    name: name.as_bytes(),
+                    qtype,
+                },
+                &p,
+            ) else {
+                panic!("{name} is not blocked");
+            };
+            let mut m = Message::query();
+            m.add_query(HQuery::query(
+                Name::from_ascii(name).unwrap(),
+                RecordType::from(qtype),
+            ));
+            let packet = m.to_vec().unwrap();
+            let req = wire::parse_request(&packet).unwrap();
+            let mut out = Vec::new();
+            let sent = sinkhole::block_answer(&mut out, &req, &p, &snap.rule(rule), action, 1, 512);
+            let what = format!("{name} type {qtype} default {default}");
+            if rcode.is_none() {
+                assert!(!sent, "{what}: dropped");
+                continue;
+            }
+            assert!(sent, "{what}");
+            assert_eq!(Some(u16::from(out[3] & 0x0f)), rcode, "{what}: rcode");
+            assert_eq!(wire::read_u16(&out, 6), Some(an), "{what}: answers");
+            assert_eq!(wire::read_u16(&out, 8), Some(ns), "{what}: authority");
+            if an > 0 {
+                let reply = Message::from_vec(&out).unwrap();
+                let got = match &reply.answers[0].data {
+                    hickory_proto::rr::RData::A(a) => a.0.octets().to_vec(),
+                    hickory_proto::rr::RData::AAAA(a) => a.0.octets().to_vec(),
+                    other => panic!("{what}: {other:?}"),
+                };
+                assert_eq!(got, rdata, "{what}: address");
+            }
+        }
+    }
+
+    #[test]
+    fn action_names_round_trip() {
+        let all = [
+            (Action::Allow, "allow"),
+            (Action::Block, "block"),
+            (Action::Nxdomain, "nxdomain"),
+            (Action::Nodata, "nodata"),
+            (Action::Address, "address"),
+            (Action::Refused, "refused"),
+            (Action::Drop, "drop"),
+        ];
+        for (a, s) in all {
+            assert_eq!(a.as_str(), s);
+            assert_eq!(Action::parse(s), Some(a));
+            assert_eq!(Action::parse(&s.to_uppercase()), Some(a));
+        }
+        assert_eq!(Action::parse("local-data"), None);
+        assert!(!Action::Allow.is_answer() && !Action::Block.is_answer());
+        assert!(Action::ANSWERS.iter().all(|a| a.is_answer()));
+    }
+}

@@ -408,7 +408,10 @@ fn cached_reply_copies_rd_from_the_query_it_answers() {
     q.metadata.recursion_desired = false;
     let m = try_query_udp(s.addr, &q, Duration::from_secs(3)).expect("answer");
     assert_eq!(up.count("rd.cache.test", "udp"), 1, "served from the cache");
-    assert!(!m.metadata.recursion_desired, "RD follows the answering query");
+    assert!(
+        !m.metadata.recursion_desired,
+        "RD follows the answering query"
+    );
     assert!(!m.metadata.authentic_data);
 }
 

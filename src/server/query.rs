@@ -464,3 +464,259 @@ fn cname_block(
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, Ipv4Addr};
+    use std::path::Path;
+    use std::sync::Mutex;
+
+    use hickory_proto::op::{Edns, Message, Query as HQuery};
+    use hickory_proto::rr::rdata::A;
+    use hickory_proto::rr::{Name, RData, Record, RecordType};
+
+    use super::*;
+    use crate::list::{Format, ListOptions};
+    use crate::sinkhole::Template;
+
+    /// Hits the core hands out, kept for the assertions.
+    #[derive(Default)]
+    struct Hits(Mutex<Vec<HitRecord>>);
+
+    impl HitSink for Hits {
+        fn record(&self, hit: HitRecord) {
+            self.0.lock().unwrap().push(hit);
+        }
+    }
+
+    const CLIENT: &str = "192.0.2.1:5300";
+    const STRANGER: &str = "203.0.113.9:5300";
+
+    fn core() -> (QueryCore, Snapshot, Arc<Hits>) {
+        let opts = ListOptions {
+            format: Some(Format::Plain),
+            name: Some("court".into()),
+            ..ListOptions::default()
+        };
+        let list = crate::list::parse::parse_bytes(Path::new("court"), b"blocked.kz\n", &opts);
+        let snap = crate::list::compile::compile(&[list]).unwrap();
+        let policy = PolicyConfig {
+            action: Action::Nxdomain,
+            ttl: 60,
+            address_v4: Ipv4Addr::new(198, 51, 100, 1),
+            address_v6: "2001:db8::1".parse().unwrap(),
+            ede_code: 16,
+            ede_text: Template::parse("{list}").unwrap(),
+        };
+        let cache = CacheConfig {
+            max_entries: 100,
+            max_ttl: 86_400,
+            max_negative_ttl: 3600,
+            serve_stale: Duration::ZERO,
+        };
+        let hits = Arc::new(Hits::default());
+        let core = QueryCore::new(
+            policy,
+            Acl::new(&["192.0.2.0/24".parse().unwrap()]),
+            &cache,
+            &LimitsConfig::default(),
+            Arc::new(Metrics::new(&[])),
+            Some(hits.clone() as Arc<dyn HitSink>),
+        );
+        (core, snap, hits)
+    }
+
+    fn query(name: &str, rd: bool, ad: bool, edns: bool) -> Vec<u8> {
+        let mut m = Message::query();
+        m.metadata.id = 0xbeef;
+        m.metadata.recursion_desired = rd;
+        m.metadata.authentic_data = ad;
+        m.add_query(HQuery::query(
+            Name::from_ascii(name).unwrap(),
+            RecordType::A,
+        ));
+        if edns {
+            let mut e = Edns::new();
+            e.set_max_payload(1232);
+            m.set_edns(e);
+        }
+        m.to_vec().unwrap()
+    }
+
+    fn inbound<'a>(packet: &'a [u8], client: &str, now: Instant) -> Inbound<'a> {
+        Inbound {
+            packet,
+            client: client.parse().unwrap(),
+            transport: Transport::Udp,
+            now,
+            wall: SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000),
+        }
+    }
+
+    /// An upstream's answer to `packet` (upstream ID 7), with RD and AD set.
+    fn upstream_answer(packet: &[u8]) -> (Vec<u8>, ResponseScan) {
+        let q = Message::from_vec(packet).unwrap();
+        let mut m = Message::response(7, hickory_proto::op::OpCode::Query);
+        m.metadata.recursion_desired = true;
+        m.metadata.recursion_available = true;
+        m.metadata.authentic_data = true;
+        m.add_query(q.queries[0].clone());
+        m.add_answer(Record::from_rdata(
+            q.queries[0].name().clone(),
+            300,
+            RData::A(A(Ipv4Addr::new(192, 0, 2, 80))),
+        ));
+        let bytes = m.to_vec().unwrap();
+        let scan = wire::scan_response(&bytes).unwrap();
+        (bytes, scan)
+    }
+
+    #[test]
+    fn blocked_query_gets_the_sinkhole_answer_and_a_hit() {
+        let (core, snap, hits) = core();
+        let packet = query("www.blocked.kz.", true, false, false);
+        let mut out = Vec::new();
+        let outcome = core.handle(&snap, &inbound(&packet, CLIENT, Instant::now()), &mut out);
+        assert!(matches!(outcome, Outcome::Reply));
+        // ID, then QR RD RA + NXDOMAIN, one question, one SOA.
+        assert_eq!(out[..12], [0xbe, 0xef, 0x81, 0x83, 0, 1, 0, 0, 0, 1, 0, 0]);
+        assert_eq!(out[12..12 + packet.len() - 12], packet[12..]);
+        let hits = hits.0.lock().unwrap();
+        assert_eq!(hits.len(), 1);
+        assert_eq!(hits[0].qname, "www.blocked.kz");
+        assert_eq!(hits[0].action, "nxdomain");
+        assert_eq!(hits[0].list, "court");
+        assert_eq!(hits[0].client, "192.0.2.1".parse::<IpAddr>().unwrap());
+    }
+
+    #[test]
+    fn allowed_query_is_forwarded_with_its_parsed_question_and_key() {
+        let (core, snap, hits) = core();
+        let packet = query("Example.ORG.", true, false, true);
+        let mut out = Vec::new();
+        let Outcome::Forward(p) =
+            core.handle(&snap, &inbound(&packet, CLIENT, Instant::now()), &mut out)
+        else {
+            panic!("not forwarded");
+        };
+        assert_eq!(p.request.question(), &packet[12..12 + 13 + 4]);
+        assert_eq!(p.request.lower_wire(), b"\x07example\x03org\x00");
+        assert_eq!(p.request.id, 0xbeef);
+        let want_key = CacheKey::new(b"\x07example\x03org\x00", 1, 1, cache::KEY_EDNS);
+        assert_eq!(p.key, want_key);
+        assert_eq!(p.client, CLIENT.parse::<SocketAddr>().unwrap());
+        assert!(out.is_empty(), "nothing to send yet");
+        assert!(hits.0.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn upstream_answer_is_cached_and_a_hit_takes_rd_and_ad_from_its_own_query() {
+        let (core, snap, _) = core();
+        let now = Instant::now();
+        // Filled by a query with RD=1 AD=1.
+        let first = query("cached.org.", true, true, false);
+        let mut out = Vec::new();
+        let Outcome::Forward(p) = core.handle(&snap, &inbound(&first, CLIENT, now), &mut out)
+        else {
+            panic!("first query not forwarded");
+        };
+        let (answer, scan) = upstream_answer(&first);
+        core.store(&p.key, &answer, &scan, now);
+        assert!(core.complete(
+            &snap,
+            &p,
+            Some((&answer, &scan)),
+            now,
+            SystemTime::now(),
+            &mut out
+        ));
+        assert_eq!(out[..2], [0xbe, 0xef], "client's ID");
+        assert_eq!(
+            wire::read_u16(&out, 2).unwrap() & wire::FLAG_AD,
+            wire::FLAG_AD
+        );
+        // Answered from the cache for a query with RD=0 and AD=1 (same key):
+        // RD is the answering query's.
+        let second = query("cached.org.", false, true, false);
+        let outcome = core.handle(&snap, &inbound(&second, CLIENT, now), &mut out);
+        assert!(matches!(outcome, Outcome::Reply), "a cache hit");
+        let flags = wire::read_u16(&out, 2).unwrap();
+        assert_eq!(flags & wire::FLAG_RD, 0, "RD from the answering query");
+        assert_eq!(flags & wire::FLAG_AD, wire::FLAG_AD, "AD asked for");
+        assert_eq!(out[out.len() - 4..], [192, 0, 2, 80]);
+    }
+
+    #[test]
+    fn shared_upstream_answer_clears_ad_for_a_query_without_ad_or_do() {
+        let (core, snap, _) = core();
+        let now = Instant::now();
+        let packet = query("plain.org.", true, false, false);
+        let mut out = Vec::new();
+        let Outcome::Forward(p) = core.handle(&snap, &inbound(&packet, CLIENT, now), &mut out)
+        else {
+            panic!("not forwarded");
+        };
+        let (answer, scan) = upstream_answer(&packet);
+        assert!(core.complete(
+            &snap,
+            &p,
+            Some((&answer, &scan)),
+            now,
+            SystemTime::now(),
+            &mut out
+        ));
+        let flags = wire::read_u16(&out, 2).unwrap();
+        assert_eq!(flags & wire::FLAG_AD, 0, "AD only for AD or DO queries");
+        assert_eq!(flags & wire::FLAG_RD, wire::FLAG_RD);
+    }
+
+    #[test]
+    fn upstream_failure_is_servfail() {
+        let (core, snap, _) = core();
+        let now = Instant::now();
+        let packet = query("down.org.", true, false, false);
+        let mut out = Vec::new();
+        let Outcome::Forward(p) = core.handle(&snap, &inbound(&packet, CLIENT, now), &mut out)
+        else {
+            panic!("not forwarded");
+        };
+        assert!(core.complete(&snap, &p, None, now, SystemTime::now(), &mut out));
+        assert_eq!(out[..4], [0xbe, 0xef, 0x81, 0x82]);
+    }
+
+    #[test]
+    fn client_outside_the_acl_is_refused_with_ede_18() {
+        let (core, snap, hits) = core();
+        let packet = query("blocked.kz.", true, false, true);
+        let mut out = Vec::new();
+        let outcome = core.handle(&snap, &inbound(&packet, STRANGER, Instant::now()), &mut out);
+        assert!(matches!(outcome, Outcome::Reply));
+        // REFUSED, one question, one OPT carrying EDE 18 (Prohibited).
+        assert_eq!(out[..12], [0xbe, 0xef, 0x81, 0x85, 0, 1, 0, 0, 0, 0, 0, 1]);
+        assert_eq!(out[out.len() - 6..], [0, 15, 0, 2, 0, 18]);
+        assert!(
+            hits.0.lock().unwrap().is_empty(),
+            "a refusal is not a block"
+        );
+    }
+
+    #[test]
+    fn malformed_packets_get_formerr_or_silence() {
+        let (core, snap, _) = core();
+        let now = Instant::now();
+        let mut out = Vec::new();
+        // A header claiming one question and no question: FORMERR, header only.
+        let packet = [0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+        let outcome = core.handle(&snap, &inbound(&packet, CLIENT, now), &mut out);
+        assert!(matches!(outcome, Outcome::Reply));
+        assert_eq!(out, [0x12, 0x34, 0x81, 0x81, 0, 0, 0, 0, 0, 0, 0, 0]);
+        // Shorter than a header, or a response: nothing at all.
+        for packet in [
+            &[0x12, 0x34, 0x01][..],
+            &[0x12, 0x34, 0x81, 0, 0, 1, 0, 0, 0, 0, 0, 0],
+        ] {
+            let outcome = core.handle(&snap, &inbound(packet, CLIENT, now), &mut out);
+            assert!(matches!(outcome, Outcome::Silent), "{packet:02x?}");
+        }
+    }
+}
