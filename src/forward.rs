@@ -55,18 +55,6 @@ pub struct UpstreamQuery<'a> {
     pub edns: Option<bool>,
 }
 
-/// Counters the forwarder keeps (exported by the server's metrics later).
-#[derive(Debug, Default)]
-pub struct ForwardStats {
-    pub sent_udp: AtomicU64,
-    pub sent_tcp: AtomicU64,
-    pub timeouts: AtomicU64,
-    pub errors: AtomicU64,
-    /// Datagrams on our socket whose ID or question did not match.
-    pub mismatched: AtomicU64,
-    pub truncated: AtomicU64,
-}
-
 pub struct Forwarder {
     metrics: Arc<Metrics>,
     servers: Vec<SocketAddr>,
@@ -74,7 +62,6 @@ pub struct Forwarder {
     tcp_timeout: Duration,
     health: Vec<Health>,
     epoch: std::time::Instant,
-    pub stats: ForwardStats,
 }
 
 /// Consecutive failures after which an upstream is asked last...
@@ -138,7 +125,6 @@ impl Forwarder {
             tcp_timeout: cfg.tcp_timeout,
             health: cfg.servers.iter().map(|_| Health::default()).collect(),
             epoch: std::time::Instant::now(),
-            stats: ForwardStats::default(),
         }
     }
 
@@ -169,7 +155,6 @@ impl Forwarder {
             let sent = Instant::now();
             let result = match self.udp(server, q, now + share).await {
                 Ok(Attempt::Truncated) => {
-                    self.stats.truncated.fetch_add(1, Ordering::Relaxed);
                     let tcp_deadline = deadline.min(Instant::now() + self.tcp_timeout);
                     self.tcp(server, q, tcp_deadline).await
                 }
@@ -198,11 +183,6 @@ impl Forwarder {
                 }
                 Ok(ok) => return Ok(ok),
                 Err(e) => {
-                    if e.kind() == io::ErrorKind::TimedOut {
-                        self.stats.timeouts.fetch_add(1, Ordering::Relaxed);
-                    } else {
-                        self.stats.errors.fetch_add(1, Ordering::Relaxed);
-                    }
                     tracing::debug!(%server, error = %e, "upstream attempt failed");
                     last_err = format!("{server}: {e}");
                 }
@@ -253,7 +233,6 @@ impl Forwarder {
         sock.connect(server).await?;
         let id: u16 = rand::random();
         let msg = build_query(id, q);
-        self.stats.sent_udp.fetch_add(1, Ordering::Relaxed);
         sock.send(&msg).await?;
         let mut buf = vec![0u8; UDP_RECV];
         loop {
@@ -285,7 +264,6 @@ impl Forwarder {
             let mut framed = Vec::with_capacity(msg.len() + 2);
             framed.extend_from_slice(&(msg.len() as u16).to_be_bytes());
             framed.extend_from_slice(&msg);
-            self.stats.sent_tcp.fetch_add(1, Ordering::Relaxed);
             stream.write_all(&framed).await?;
             loop {
                 let len = stream.read_u16().await? as usize;
@@ -303,7 +281,6 @@ impl Forwarder {
     fn check(&self, reply: &[u8], id: u16, q: &UpstreamQuery<'_>) -> Option<ResponseScan> {
         let scan = accept_reply(reply, id, q);
         if scan.is_none() {
-            self.stats.mismatched.fetch_add(1, Ordering::Relaxed);
         }
         scan
     }
