@@ -241,7 +241,7 @@ impl Forwarder {
                 Err(_) => return Err(io::Error::new(io::ErrorKind::TimedOut, "upstream timeout")),
             };
             let reply = &buf[..n];
-            match self.check(reply, id, q) {
+            match accept_reply(reply, id, q) {
                 Some(scan) if scan.truncated() => return Ok(Attempt::Truncated),
                 Some(scan) => return Ok(Attempt::Answer(reply.to_vec(), scan)),
                 None => continue,
@@ -269,7 +269,7 @@ impl Forwarder {
                 let len = stream.read_u16().await? as usize;
                 let mut reply = vec![0u8; len];
                 stream.read_exact(&mut reply).await?;
-                if let Some(scan) = self.check(&reply, id, q) {
+                if let Some(scan) = accept_reply(&reply, id, q) {
                     return Ok((reply, scan));
                 }
             }
@@ -277,13 +277,6 @@ impl Forwarder {
         timeout_at(deadline, work).await.map_err(|_| timed_out())?
     }
 
-    /// [`accept_reply`], counting what it turns away.
-    fn check(&self, reply: &[u8], id: u16, q: &UpstreamQuery<'_>) -> Option<ResponseScan> {
-        let scan = accept_reply(reply, id, q);
-        if scan.is_none() {
-        }
-        scan
-    }
 }
 
 /// The anti-spoofing check: a well-formed response with our ID and our
