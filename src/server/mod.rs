@@ -8,7 +8,7 @@
 //! was not used: it re-encodes every reply, runs one task per UDP socket and
 //! has no bound on in-flight work (see the README's design section).
 
-#[doc(hidden)]
+#[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
 pub mod limits;
 pub mod query;
