@@ -1,11 +1,9 @@
 //! Every action, over UDP and TCP, reaches the audit log with every field,
 //! including the legal references of a registry rule; the log verifies.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use hickory_proto::rr::RecordType;
 
 const LISTS: &[(&str, &str)] = &[

@@ -1,14 +1,12 @@
 //! `sinkhole serve --check-config`, IPv6 listeners and TCP connection
 //! handling, through the real binary.
 
-mod common;
-
 use std::io::Read;
 use std::net::{Ipv6Addr, SocketAddr, TcpStream, UdpSocket};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use hickory_proto::rr::RecordType;
 
 fn check_config(text: &str) -> (i32, String, String) {

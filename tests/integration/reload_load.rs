@@ -12,8 +12,6 @@
 //! later one. How long each push took to be enforced is printed; the
 //! one-second bound is asserted in tests/reload.rs.
 
-mod common;
-
 use std::fmt::Write as _;
 use std::net::{SocketAddr, UdpSocket};
 use std::path::Path;
@@ -21,7 +19,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use hickory_proto::op::Message;
 use hickory_proto::rr::RecordType;
 

@@ -8,7 +8,7 @@
 //! are installed by `make test`'s test-deps; without them these tests fail
 //! and say so rather than pass without checking anything.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;

@@ -1,13 +1,11 @@
 //! `/metrics`, `/healthz` and `/readyz` of the running server, after known
 //! queries.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use hickory_proto::rr::RecordType;
 use sinkhole::metrics::Exposition;
 

@@ -1,12 +1,10 @@
 //! `sinkhole serve` end to end: the real binary, a scripted upstream, real
 //! DNS messages over UDP and TCP on loopback.
 
-mod common;
-
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use hickory_proto::op::Message;
 use hickory_proto::rr::{RData, RecordType};
 

@@ -4,7 +4,7 @@
 //! retry, gets an answer. STATUS= names the list version, WATCHDOG=1 keeps
 //! coming at about half the interval, and SIGTERM brings STOPPING=1.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::os::unix::net::UnixDatagram;

@@ -2,13 +2,11 @@
 //! the real binary: one client over its limits is limited while another
 //! (a different loopback source address) is still served.
 
-mod common;
-
 use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use hickory_proto::op::Message;
 use hickory_proto::rr::RecordType;
 

@@ -3,13 +3,11 @@
 //! `sinkhole reload`), a broken push is refused and the last good list
 //! keeps serving, also across a restart.
 
-mod common;
-
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use hickory_proto::rr::RecordType;
 
 const NXDOMAIN: u16 = 3;

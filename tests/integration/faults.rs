@@ -14,12 +14,10 @@
 //! past a dead first upstream, a forged wrong-ID answer ignored, TC → TCP
 //! retry, a silent upstream moved to the back of the order.
 
-mod common;
-
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use hickory_proto::op::Message;
 use hickory_proto::rr::RecordType;
 
