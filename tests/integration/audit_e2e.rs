@@ -31,14 +31,14 @@ fn read_log(dir: &std::path::Path) -> String {
 fn every_action_and_transport_is_logged_with_every_field() {
     let up = Upstream::start();
     let audit = tempfile::tempdir().expect("tempdir");
-    let s = Server::start(
-        &[up.addr],
-        LISTS,
-        &format!(
-            "{PER_LIST}\n[audit]\npath = \"{}\"\nfsync_every_ms = 0\n",
+    let s = Server::builder(&[up.addr])
+        .lists(LISTS)
+        .config(PER_LIST)
+        .config(&format!(
+            "[audit]\npath = \"{}\"\nfsync_every_ms = 0",
             audit.path().display()
-        ),
-    );
+        ))
+        .start();
     let names = [
         ("Blocked.test.", "nxdomain"),
         ("nodata.test.", "nodata"),

@@ -56,16 +56,14 @@ fn ask_from(from: Ipv4Addr, server: SocketAddr, name: &str) -> Option<Message> {
 #[test]
 fn one_client_over_its_qps_limit_does_not_starve_another() {
     let up = Upstream::start();
-    let maddr = metrics_addr();
-    let s = Server::start(
-        &[up.addr],
-        LISTS,
-        &format!(
-            "[limits]\nqps_per_client = 20\nqps_burst = 20\n[metrics]\nlisten = \"{maddr}\"\n"
-        ),
-    );
-    // Let the readiness probes' tokens refill.
-    std::thread::sleep(Duration::from_millis(1100));
+    let s = Server::builder(&[up.addr])
+        .lists(LISTS)
+        .config("[limits]\nqps_per_client = 20\nqps_burst = 20")
+        .metrics()
+        .start();
+    let maddr = s.metrics();
+    // The harness sends no probe queries (it waits for the ready file), so
+    // 127.0.0.1 starts with a full bucket.
     // 127.0.0.1 sends 500 qps for 1.5 s, 25 times its limit...
     let addr = s.addr;
     let flooder = std::thread::spawn(move || flood(Ipv4Addr::LOCALHOST, addr, 500, 1.5));
@@ -106,12 +104,12 @@ fn one_client_over_its_qps_limit_does_not_starve_another() {
 #[test]
 fn tcp_connections_per_client() {
     let up = Upstream::start();
-    let maddr = metrics_addr();
-    let s = Server::start(
-        &[up.addr],
-        LISTS,
-        &format!("[limits]\ntcp_connections_per_client = 2\n[metrics]\nlisten = \"{maddr}\"\n"),
-    );
+    let s = Server::builder(&[up.addr])
+        .lists(LISTS)
+        .config("[limits]\ntcp_connections_per_client = 2")
+        .metrics()
+        .start();
+    let maddr = s.metrics();
     let q = || query_msg("blocked.test.", RecordType::A, false);
     let wait = Duration::from_secs(2);
     let mut a = tcp_connect_from(Ipv4Addr::LOCALHOST, s.addr).expect("a");
@@ -199,12 +197,11 @@ impl Trickle {
 #[test]
 fn slowloris_cannot_keep_others_out() {
     let up = Upstream::start();
-    let s = Server::start_with(
-        &[up.addr],
-        LISTS,
-        "[limits]\ntcp_connections_per_client = 2\n",
-        "tcp_idle_timeout_ms = 500\ntcp_max_connections = 4\n",
-    );
+    let s = Server::builder(&[up.addr])
+        .lists(LISTS)
+        .config("[limits]\ntcp_connections_per_client = 2")
+        .server_keys("tcp_idle_timeout_ms = 500\ntcp_max_connections = 4")
+        .start();
     let q = || query_msg("blocked.test.", RecordType::A, false);
     let wait = Duration::from_secs(2);
 

@@ -41,13 +41,11 @@ fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
 #[test]
 fn scrape_after_known_queries() {
     let up = Upstream::start();
-    let port = free_port();
-    let maddr: SocketAddr = ([127, 0, 0, 1], port).into();
-    let s = Server::start(
-        &[up.addr],
-        &[("gov.txt", "blocked.example\n")],
-        &format!("[metrics]\nlisten = \"{maddr}\""),
-    );
+    let s = Server::builder(&[up.addr])
+        .lists(&[("gov.txt", "blocked.example\n")])
+        .metrics()
+        .start();
+    let maddr = s.metrics();
     for _ in 0..3 {
         assert_eq!(
             rcode(&udp(&s, "www.blocked.example", RecordType::A, false)),

@@ -10,7 +10,7 @@
 //! either way while a push is being applied, but once a version's sentinel
 //! has been seen blocked every later query must match that version or a
 //! later one. How long each push took to be enforced is printed; the
-//! one-second bound is asserted in tests/reload.rs.
+//! one-second bound is asserted in the `reload` module.
 
 use std::fmt::Write as _;
 use std::net::{SocketAddr, UdpSocket};
@@ -293,11 +293,10 @@ fn reload_under_load_loses_nothing_and_answers_from_old_or_new() {
     let v0 = list_text(&bodies, 0);
     // The audit log goes beside the lists (not in the watched directory),
     // so the server log stays readable.
-    let s = Server::start(
-        &[up.addr],
-        &[("gov.txt", &v0)],
-        "[audit]\npath = \"{lists}/../audit\"",
-    );
+    let s = Server::builder(&[up.addr])
+        .lists(&[("gov.txt", &v0)])
+        .config("[audit]\npath = \"{lists}/../audit\"")
+        .start();
     let list = s.list_dir().join("gov.txt");
     let poll = UdpSocket::bind("127.0.0.1:0").expect("bind poller");
     poll.connect(s.addr).expect("connect poller");
