@@ -2,9 +2,11 @@
 //! switch ([`upstream`]), the real `sinkhole serve` on port 0 with its
 //! addresses read from its ready file ([`server`]), and a small DNS client
 //! ([`client`]). Everything is loopback-only, every wait has a timeout,
-//! and what a test starts stops when it is dropped.
+//! and what a test starts stops when it is dropped. A test that loads the
+//! machine on purpose runs apart from the servers of the others ([`gate`]).
 
 pub mod client;
+pub mod gate;
 pub mod server;
 pub mod upstream;
 

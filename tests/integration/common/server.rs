@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use super::wait_for;
+use super::{gate, wait_for};
 
 /// How long a start may take before the harness gives up (a debug build
 /// compiling a 100,000-name list on a loaded two-core machine).
@@ -192,6 +192,7 @@ impl ServerBuilder {
     /// the binary and wait for its ready file (at most [`READY_WITHIN`]).
     /// Panics with the server's log if it exits or times out first.
     pub fn start(self) -> Server {
+        let gate = gate::shared();
         let dir = tempfile::tempdir().expect("tempdir");
         let list_dir = dir.path().join("lists");
         std::fs::create_dir(&list_dir).expect("mkdir lists");
@@ -259,18 +260,23 @@ impl ServerBuilder {
             listeners,
             dir,
             child,
+            _gate: gate,
         }
     }
 }
 
-/// A running `sinkhole serve` (killed on drop).
+/// A running `sinkhole serve` (killed on drop). It holds a shared place in
+/// the [`gate`], so it never runs beside the heavy test.
 pub struct Server {
     /// The first `dns` listener (UDP and TCP).
     pub addr: SocketAddr,
     /// Everything its ready file lists.
     pub listeners: Listeners,
-    dir: tempfile::TempDir,
+    // Fields drop in order: the process is killed before its directory
+    // goes, and gives back its place in the gate last.
     child: KillOnDrop,
+    dir: tempfile::TempDir,
+    _gate: gate::Guard,
 }
 
 impl Server {
