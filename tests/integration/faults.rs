@@ -507,7 +507,10 @@ fn sigterm_answers_in_flight_flushes_audit_and_exits_0() {
             Duration::from_secs(4),
         )
     });
-    std::thread::sleep(Duration::from_millis(150));
+    // All three in flight at the upstream before the signal.
+    for name in ["slowanswer.test", "noanswer.test", "tcpslow.test"] {
+        up.await_query(name, "udp");
+    }
     let t0 = Instant::now();
     let log_before = s.log();
     let status = s.stop().expect("exited within 10 s");

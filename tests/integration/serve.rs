@@ -264,7 +264,7 @@ fn upstream_timeout_gives_servfail_in_time_while_others_answer() {
         );
         (m, t0.elapsed())
     });
-    std::thread::sleep(Duration::from_millis(100));
+    up.await_query("slow.test", "udp");
     for i in 0..5 {
         let m = udp(&s, &format!("fast{i}.test."), RecordType::A, false);
         assert_eq!(a_records(&m), vec![UP_V4]);
@@ -522,9 +522,9 @@ fn overload_sheds_the_oldest_upstream_query() {
     let sock1 = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let sock2 = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     sock1.send_to(&first.to_vec().unwrap(), addr).unwrap();
-    std::thread::sleep(Duration::from_millis(50));
+    up.await_query("slow.test", "udp");
     sock2.send_to(&second.to_vec().unwrap(), addr).unwrap();
-    std::thread::sleep(Duration::from_millis(50));
+    up.await_query("slow2.test", "udp");
     // A third query still gets through, at the cost of the oldest.
     let t0 = Instant::now();
     let m = udp(&s, "fresh.test.", RecordType::A, false);

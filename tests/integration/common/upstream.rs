@@ -163,6 +163,19 @@ impl Upstream {
         );
     }
 
+    /// Wait (at most 3 s) until a query for `name` has reached the
+    /// upstream over `transport`: it is then in flight at the server.
+    /// Panics if none arrives.
+    pub fn await_query(&self, name: &str, transport: &'static str) {
+        let seen = wait_for(Duration::from_secs(3), || {
+            (self.count(name, transport) > 0).then_some(())
+        });
+        assert!(
+            seen.is_some(),
+            "no {transport} query for {name} reached the upstream within 3 s"
+        );
+    }
+
     /// Queries received for `name` (lowercased, no trailing dot) over
     /// `transport` ("udp" or "tcp").
     pub fn count(&self, name: &str, transport: &'static str) -> usize {
