@@ -18,6 +18,7 @@ const LISTS: &[(&str, &str)] = &[
     ),
 ];
 
+/// Every audit file in `dir`, concatenated (empty while there is none).
 fn read_log(dir: &std::path::Path) -> String {
     std::fs::read_dir(dir)
         .into_iter()

@@ -45,6 +45,7 @@ fn ask_async(addr: SocketAddr, name: &str) -> std::thread::JoinHandle<(Option<Me
     })
 }
 
+/// Assert the victim got what `expect` says, within the timeout plus slack.
 fn check_expected(m: &Option<Message>, took: Duration, expect: Expect, what: &str) {
     let m = m
         .as_ref()
@@ -234,6 +235,7 @@ fn without_serve_stale_expired_entries_are_not_served() {
 
 // ------------------------------------------------------------ resources
 
+/// `n` distinct blocked names (`q0.blocked.test`, …), each answered NXDOMAIN.
 fn blocked_burst(s: &Server, n: usize) {
     for i in 0..n {
         let m = udp(s, &format!("q{i}.blocked.test."), RecordType::A, false);
@@ -241,6 +243,7 @@ fn blocked_burst(s: &Server, n: usize) {
     }
 }
 
+/// `sinkhole audit verify DIR`: exit code and output.
 fn audit_verify(dir: &std::path::Path) -> (i32, String) {
     let o = std::process::Command::new(env!("CARGO_BIN_EXE_sinkhole"))
         .args(["audit", "verify"])

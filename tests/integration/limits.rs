@@ -48,6 +48,7 @@ fn flood(from: Ipv4Addr, server: SocketAddr, qps: u32, secs: f64) -> (usize, usi
     (total, got)
 }
 
+/// One A query from `from`, answered within 2 s or None.
 fn ask_from(from: Ipv4Addr, server: SocketAddr, name: &str) -> Option<Message> {
     let q = query_msg(name, RecordType::A, false);
     try_query_udp_from(IpAddr::V4(from), server, &q, Duration::from_secs(2))
@@ -158,6 +159,7 @@ struct Trickle {
 }
 
 impl Trickle {
+    /// One connection from each address in `from`, the length prefix sent.
     fn open(from: &[Ipv4Addr], server: SocketAddr) -> Trickle {
         let conns = from
             .iter()

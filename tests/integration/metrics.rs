@@ -9,6 +9,8 @@ use crate::common::*;
 use hickory_proto::rr::RecordType;
 use sinkhole::metrics::Exposition;
 
+/// GET `path` from `addr` (retried for up to 10 s while it does not
+/// connect): status code and body.
 fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {

@@ -13,6 +13,7 @@ use hickory_proto::rr::RecordType;
 const NXDOMAIN: u16 = 3;
 const NOERROR: u16 = 0;
 
+/// `n` names `{prefix}0.example` … one per line.
 fn names(prefix: &str, n: usize) -> String {
     (0..n).map(|i| format!("{prefix}{i}.example\n")).collect()
 }
@@ -24,6 +25,7 @@ fn push(path: &Path, text: &str) {
     std::fs::rename(&tmp, path).expect("rename");
 }
 
+/// The rcode of an A query for `name` over UDP.
 fn rcode_of(server: &Server, name: &str) -> u16 {
     rcode(&udp(server, name, RecordType::A, false))
 }
@@ -48,6 +50,7 @@ fn wait_for(server: &Server, want: &[(&str, u16)], limit: Duration) -> Duration 
     }
 }
 
+/// The list every test starts from: `old.example` and 20 `keepN.example`.
 fn base_list() -> String {
     format!("old.example\n{}", names("keep", 20))
 }
@@ -140,6 +143,7 @@ fn sighup_reloads_when_watching_is_off() {
     assert!(s.log().contains("SIGHUP"), "{}", s.log());
 }
 
+/// `sinkhole reload --socket SOCKET EXTRA…`: exit code, stdout then stderr.
 fn reload_cmd(socket: &Path, extra: &[&str]) -> (i32, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_sinkhole"))
         .arg("reload")

@@ -61,10 +61,12 @@ fn list_bodies() -> [String; 2] {
     })
 }
 
+/// The full text of `version`.
 fn list_text(bodies: &[String; 2], version: usize) -> String {
     format!("{}{}\n", bodies[version % 2], sentinel(version))
 }
 
+/// The name only `version` lists, polled to see that it is in force.
 fn sentinel(version: usize) -> String {
     format!("s{version}.sentinel.example")
 }
@@ -173,6 +175,8 @@ fn ask(sock: &UdpSocket, id: u16, name: &str) -> Option<(Message, Instant)> {
     }
 }
 
+/// Client `c`: query until `stop`, one at a time, checking each answer
+/// against its class.
 fn client(c: usize, server: SocketAddr, stop: Arc<AtomicBool>) -> ClientLog {
     let sock = UdpSocket::bind("127.0.0.1:0").expect("bind client");
     sock.connect(server).expect("connect client");

@@ -29,6 +29,7 @@ fn server(up: &Upstream, extra: &str) -> Server {
         .start()
 }
 
+/// The TTL of the SOA in the authority section, if any.
 fn soa_ttl(m: &Message) -> Option<u32> {
     m.authorities
         .iter()
@@ -438,6 +439,7 @@ fn dig_sees_the_sinkhole_answer() {
     );
 }
 
+/// The server log once it contains `needle`, or after 5 s whatever it holds.
 fn wait_for_log(s: &Server, needle: &str) -> String {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use crate::common::*;
 use hickory_proto::rr::RecordType;
 
+/// `sinkhole serve --check-config` on `text`: exit code, stdout, stderr.
 fn check_config(text: &str) -> (i32, String, String) {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("c.toml");

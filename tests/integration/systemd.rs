@@ -21,14 +21,17 @@ const UNIT: &str = "systemd/sinkhole.service";
 const SYSUSERS: &str = "systemd/sinkhole.sysusers";
 const EXAMPLE: &str = "systemd/sinkhole.toml.example";
 
+/// The repository root.
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// The binary under test.
 fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_sinkhole")
 }
 
+/// A file of the repository, by relative path.
 fn read(rel: &str) -> String {
     std::fs::read_to_string(repo().join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
 }
@@ -46,6 +49,7 @@ fn tool(cmd: &str, args: &[&str]) -> Output {
     }
 }
 
+/// stdout then stderr of a finished command.
 fn text(o: &Output) -> String {
     format!(
         "{}{}",
@@ -64,6 +68,7 @@ fn unit_settings(unit: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Every value of `key`, in order.
 fn values<'a>(s: &'a [(String, String)], key: &str) -> Vec<&'a str> {
     s.iter()
         .filter(|(k, _)| k == key)
@@ -524,6 +529,7 @@ fn syscall_filter_admits_every_syscall_sinkhole_makes() {
 
 // ------------------------------------------------------------ make install
 
+/// Every file below `root`, as absolute paths inside it (`/usr/bin/…`).
 fn files_under(root: &Path) -> BTreeSet<String> {
     fn walk(root: &Path, dir: &Path, out: &mut BTreeSet<String>) {
         let Ok(rd) = std::fs::read_dir(dir) else {
@@ -543,6 +549,7 @@ fn files_under(root: &Path) -> BTreeSet<String> {
     out
 }
 
+/// `make install DESTDIR=… BIN=<binary under test> EXTRA…`, which must succeed.
 fn make_install(destdir: &Path, extra: &[&str]) -> Output {
     let o = Command::new("make")
         .current_dir(repo())
@@ -558,6 +565,7 @@ fn make_install(destdir: &Path, extra: &[&str]) -> Output {
     o
 }
 
+/// The permission bits of `p`.
 fn mode(p: &Path) -> u32 {
     use std::os::unix::fs::PermissionsExt;
     std::fs::metadata(p).unwrap().permissions().mode() & 0o7777

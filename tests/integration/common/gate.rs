@@ -60,10 +60,12 @@ pub fn exclusive() -> Guard {
     acquire(true)
 }
 
+/// The gate state (a panicking test does not poison it for the others).
 fn lock() -> MutexGuard<'static, State> {
     STATE.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// Take a place (or nest in this thread's), waiting at most [`GATE_WITHIN`].
 fn acquire(exclusive: bool) -> Guard {
     let guard = Guard {
         _not_send: PhantomData,

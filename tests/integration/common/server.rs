@@ -301,6 +301,7 @@ impl Server {
         self.listeners.first("metrics")
     }
 
+    /// Its process ID.
     pub fn pid(&self) -> u32 {
         self.child.0.id()
     }

@@ -85,10 +85,12 @@ struct State {
 }
 
 impl State {
+    /// The current mode and its generation.
     fn mode(&self) -> (u64, Fault) {
         self.mode.lock().map(|m| *m).unwrap_or((0, Fault::Healthy))
     }
 
+    /// Count one query for `name` over `transport`.
     fn record(&self, name: &str, transport: &'static str) {
         if let Ok(mut m) = self.seen.lock() {
             *m.entry((name.to_string(), transport)).or_default() += 1;
@@ -187,6 +189,7 @@ impl Upstream {
     }
 }
 
+/// A name as the script and the counts see it: lowercased, no trailing dot.
 fn qname(n: &Name) -> String {
     n.to_ascii().trim_end_matches('.').to_ascii_lowercase()
 }
@@ -200,6 +203,7 @@ fn never_answered(name: &str) -> bool {
             .is_some_and(|rest| rest.chars().all(|c| c.is_ascii_digit()))
 }
 
+/// The SOA of negative answers (`test.`, minimum 60).
 fn soa() -> Record {
     let soa = SOA::new(
         Name::from_ascii("ns.test.").unwrap(),
