@@ -135,6 +135,6 @@ deb: deb-tools
 deb-tools:
 	@command -v cargo-deb >/dev/null 2>&1 || $(CARGO) install cargo-deb --locked
 
-# Build the package and check what it holds (tests/systemd.rs, ignored by default).
+# Build the package and check what it holds (tests/integration/systemd.rs, ignored by default).
 deb-check: deb
-	$(CARGO) test --test systemd -- --ignored deb_
+	$(CARGO) test --test integration -- --ignored deb_

@@ -1,16 +1,15 @@
 //! `sinkhole serve --check-config`, IPv6 listeners and TCP connection
 //! handling, through the real binary.
 
-mod common;
-
 use std::io::Read;
 use std::net::{Ipv6Addr, SocketAddr, TcpStream, UdpSocket};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use hickory_proto::rr::RecordType;
 
+/// `sinkhole serve --check-config` on `text`: exit code, stdout, stderr.
 fn check_config(text: &str) -> (i32, String, String) {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("c.toml");
@@ -72,59 +71,43 @@ fn check_config_names_unknown_and_bad_keys() {
 #[test]
 fn serves_on_ipv6_loopback() {
     // Containers without IPv6 cannot test this; say so instead of failing.
-    let Ok(probe) = UdpSocket::bind((Ipv6Addr::LOCALHOST, 0)) else {
+    if UdpSocket::bind((Ipv6Addr::LOCALHOST, 0)).is_err() {
         eprintln!("skipped: no IPv6 loopback");
         return;
-    };
-    let port = probe.local_addr().map(|a| a.port()).unwrap_or(0);
-    drop(probe);
-    let up = Upstream::start();
-    let v6: SocketAddr = (Ipv6Addr::LOCALHOST, port).into();
-    let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(dir.path().join("l.txt"), "blocked.test\n").expect("list");
-    let v4port = free_port();
-    let cfg = format!(
-        "[server]\nlisten = [\"127.0.0.1:{v4port}\", \"{v6}\"]\n[upstream]\nservers = [\"{}\"]\n[lists]\npaths = [\"{}\"]\n",
-        up.addr,
-        dir.path().join("l.txt").display()
-    );
-    std::fs::write(dir.path().join("c.toml"), cfg).expect("cfg");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sinkhole"))
-        .args(["serve", "--config"])
-        .arg(dir.path().join("c.toml"))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("spawn");
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let mut got = None;
-    while Instant::now() < deadline && got.is_none() {
-        let q = query_msg("blocked.test.", RecordType::A, false);
-        got = (|| {
-            let sock = UdpSocket::bind((Ipv6Addr::LOCALHOST, 0)).ok()?;
-            sock.set_read_timeout(Some(Duration::from_millis(200)))
-                .ok()?;
-            sock.send_to(&q.to_vec().ok()?, v6).ok()?;
-            let mut buf = [0u8; 1500];
-            let (n, _) = sock.recv_from(&mut buf).ok()?;
-            hickory_proto::op::Message::from_vec(&buf[..n]).ok()
-        })();
     }
-    let _ = child.kill();
-    let _ = child.wait();
-    let m = got.expect("answer over IPv6");
+    let up = Upstream::start();
+    let s = Server::builder(&[up.addr])
+        .lists(&[("l.txt", "blocked.test\n")])
+        .listen(&["127.0.0.1:0", "[::1]:0"])
+        .start();
+    let dns = s.listeners.all("dns");
+    assert_eq!(dns.len(), 2, "one dns line per listen address: {dns:?}");
+    let v6 = dns
+        .iter()
+        .copied()
+        .find(SocketAddr::is_ipv6)
+        .expect("an IPv6 dns listener");
+    // Bound (the ready file says so): one query, no retry.
+    let q = query_msg("blocked.test.", RecordType::A, false);
+    let got = (|| {
+        let sock = UdpSocket::bind((Ipv6Addr::LOCALHOST, 0)).ok()?;
+        sock.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
+        sock.send_to(&q.to_vec().ok()?, v6).ok()?;
+        let mut buf = [0u8; 1500];
+        let (n, _) = sock.recv_from(&mut buf).ok()?;
+        hickory_proto::op::Message::from_vec(&buf[..n]).ok()
+    })();
+    let m = got.unwrap_or_else(|| panic!("no answer over IPv6 at {v6}; log:\n{}", s.log()));
     assert_eq!(rcode(&m), 3);
 }
 
 #[test]
 fn tcp_idle_connections_are_closed() {
     let up = Upstream::start();
-    let s = Server::start_with(
-        &[up.addr],
-        &[("l.txt", "blocked.test\n")],
-        "",
-        "tcp_idle_timeout_ms = 300\n",
-    );
+    let s = Server::builder(&[up.addr])
+        .lists(&[("l.txt", "blocked.test\n")])
+        .server_keys("tcp_idle_timeout_ms = 300")
+        .start();
     let mut c = TcpStream::connect(s.addr).expect("connect");
     c.set_read_timeout(Some(Duration::from_secs(3))).ok();
     let t0 = Instant::now();
@@ -141,12 +124,10 @@ fn tcp_idle_connections_are_closed() {
 #[test]
 fn tcp_connection_limit_keeps_serving_udp() {
     let up = Upstream::start();
-    let s = Server::start_with(
-        &[up.addr],
-        &[("l.txt", "blocked.test\n")],
-        "",
-        "tcp_max_connections = 2\n",
-    );
+    let s = Server::builder(&[up.addr])
+        .lists(&[("l.txt", "blocked.test\n")])
+        .server_keys("tcp_max_connections = 2")
+        .start();
     let _a = TcpStream::connect(s.addr).expect("a");
     let _b = TcpStream::connect(s.addr).expect("b");
     std::thread::sleep(Duration::from_millis(200));

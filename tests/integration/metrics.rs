@@ -1,16 +1,16 @@
 //! `/metrics`, `/healthz` and `/readyz` of the running server, after known
 //! queries.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use hickory_proto::rr::RecordType;
 use sinkhole::metrics::Exposition;
 
+/// GET `path` from `addr` (retried for up to 10 s while it does not
+/// connect): status code and body.
 fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -43,13 +43,11 @@ fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
 #[test]
 fn scrape_after_known_queries() {
     let up = Upstream::start();
-    let port = free_port();
-    let maddr: SocketAddr = ([127, 0, 0, 1], port).into();
-    let s = Server::start(
-        &[up.addr],
-        &[("gov.txt", "blocked.example\n")],
-        &format!("[metrics]\nlisten = \"{maddr}\""),
-    );
+    let s = Server::builder(&[up.addr])
+        .lists(&[("gov.txt", "blocked.example\n")])
+        .metrics()
+        .start();
+    let maddr = s.metrics();
     for _ in 0..3 {
         assert_eq!(
             rcode(&udp(&s, "www.blocked.example", RecordType::A, false)),

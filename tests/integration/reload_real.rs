@@ -23,10 +23,12 @@ use sinkhole::list::Scope;
 use sinkhole::list::reload::{ReloadReport, ReloadSettings, Reloader, StartSource};
 use sinkhole::policy::Action;
 
+/// A real third-party fixture in tests/data/real.
 fn real(rel: &str) -> PathBuf {
     Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/real")).join(rel)
 }
 
+/// Reloader settings for `paths`, with short debounce and settle times.
 fn settings(paths: Vec<PathBuf>, state: &Path) -> ReloadSettings {
     ReloadSettings {
         paths,
@@ -57,6 +59,7 @@ fn norm(raw: &str) -> String {
     }
 }
 
+/// A bare IP address (an IP rule, not a name).
 fn is_ip(s: &str) -> bool {
     s.trim().parse::<IpAddr>().is_ok()
 }
@@ -159,6 +162,7 @@ fn is_root_url(url: &str) -> bool {
     }
 }
 
+/// Read a registry dump as the reference (see [`Dump`]).
 fn read_dump(file: &str) -> Dump {
     let bytes = fs::read(real(file)).expect("read registry fixture");
     // The dump is cp1251, not UTF-8.
@@ -200,6 +204,7 @@ fn read_dump(file: &str) -> Dump {
     d
 }
 
+/// Reload now; the report, or a panic naming the step.
 fn step_report(r: &Arc<Reloader>, step: &str) -> ReloadReport {
     r.reload(false)
         .unwrap_or_else(|e| panic!("{step}: reload refused: {e}"))

@@ -2,13 +2,11 @@
 //! the real binary: one client over its limits is limited while another
 //! (a different loopback source address) is still served.
 
-mod common;
-
 use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use hickory_proto::op::Message;
 use hickory_proto::rr::RecordType;
 
@@ -50,6 +48,7 @@ fn flood(from: Ipv4Addr, server: SocketAddr, qps: u32, secs: f64) -> (usize, usi
     (total, got)
 }
 
+/// One A query from `from`, answered within 2 s or None.
 fn ask_from(from: Ipv4Addr, server: SocketAddr, name: &str) -> Option<Message> {
     let q = query_msg(name, RecordType::A, false);
     try_query_udp_from(IpAddr::V4(from), server, &q, Duration::from_secs(2))
@@ -58,16 +57,14 @@ fn ask_from(from: Ipv4Addr, server: SocketAddr, name: &str) -> Option<Message> {
 #[test]
 fn one_client_over_its_qps_limit_does_not_starve_another() {
     let up = Upstream::start();
-    let maddr = metrics_addr();
-    let s = Server::start(
-        &[up.addr],
-        LISTS,
-        &format!(
-            "[limits]\nqps_per_client = 20\nqps_burst = 20\n[metrics]\nlisten = \"{maddr}\"\n"
-        ),
-    );
-    // Let the readiness probes' tokens refill.
-    std::thread::sleep(Duration::from_millis(1100));
+    let s = Server::builder(&[up.addr])
+        .lists(LISTS)
+        .config("[limits]\nqps_per_client = 20\nqps_burst = 20")
+        .metrics()
+        .start();
+    let maddr = s.metrics();
+    // The harness sends no probe queries (it waits for the ready file), so
+    // 127.0.0.1 starts with a full bucket.
     // 127.0.0.1 sends 500 qps for 1.5 s, 25 times its limit...
     let addr = s.addr;
     let flooder = std::thread::spawn(move || flood(Ipv4Addr::LOCALHOST, addr, 500, 1.5));
@@ -108,12 +105,12 @@ fn one_client_over_its_qps_limit_does_not_starve_another() {
 #[test]
 fn tcp_connections_per_client() {
     let up = Upstream::start();
-    let maddr = metrics_addr();
-    let s = Server::start(
-        &[up.addr],
-        LISTS,
-        &format!("[limits]\ntcp_connections_per_client = 2\n[metrics]\nlisten = \"{maddr}\"\n"),
-    );
+    let s = Server::builder(&[up.addr])
+        .lists(LISTS)
+        .config("[limits]\ntcp_connections_per_client = 2")
+        .metrics()
+        .start();
+    let maddr = s.metrics();
     let q = || query_msg("blocked.test.", RecordType::A, false);
     let wait = Duration::from_secs(2);
     let mut a = tcp_connect_from(Ipv4Addr::LOCALHOST, s.addr).expect("a");
@@ -162,6 +159,7 @@ struct Trickle {
 }
 
 impl Trickle {
+    /// One connection from each address in `from`, the length prefix sent.
     fn open(from: &[Ipv4Addr], server: SocketAddr) -> Trickle {
         let conns = from
             .iter()
@@ -201,12 +199,11 @@ impl Trickle {
 #[test]
 fn slowloris_cannot_keep_others_out() {
     let up = Upstream::start();
-    let s = Server::start_with(
-        &[up.addr],
-        LISTS,
-        "[limits]\ntcp_connections_per_client = 2\n",
-        "tcp_idle_timeout_ms = 500\ntcp_max_connections = 4\n",
-    );
+    let s = Server::builder(&[up.addr])
+        .lists(LISTS)
+        .config("[limits]\ntcp_connections_per_client = 2")
+        .server_keys("tcp_idle_timeout_ms = 500\ntcp_max_connections = 4")
+        .start();
     let q = || query_msg("blocked.test.", RecordType::A, false);
     let wait = Duration::from_secs(2);
 

@@ -1,11 +1,9 @@
 //! Every action, over UDP and TCP, reaches the audit log with every field,
 //! including the legal references of a registry rule; the log verifies.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use hickory_proto::rr::RecordType;
 
 const LISTS: &[(&str, &str)] = &[
@@ -20,6 +18,7 @@ const LISTS: &[(&str, &str)] = &[
     ),
 ];
 
+/// Every audit file in `dir`, concatenated (empty while there is none).
 fn read_log(dir: &std::path::Path) -> String {
     std::fs::read_dir(dir)
         .into_iter()
@@ -33,14 +32,14 @@ fn read_log(dir: &std::path::Path) -> String {
 fn every_action_and_transport_is_logged_with_every_field() {
     let up = Upstream::start();
     let audit = tempfile::tempdir().expect("tempdir");
-    let s = Server::start(
-        &[up.addr],
-        LISTS,
-        &format!(
-            "{PER_LIST}\n[audit]\npath = \"{}\"\nfsync_every_ms = 0\n",
+    let s = Server::builder(&[up.addr])
+        .lists(LISTS)
+        .config(PER_LIST)
+        .config(&format!(
+            "[audit]\npath = \"{}\"\nfsync_every_ms = 0",
             audit.path().display()
-        ),
-    );
+        ))
+        .start();
     let names = [
         ("Blocked.test.", "nxdomain"),
         ("nodata.test.", "nodata"),

@@ -4,16 +4,19 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+/// The binary under test, as a command to add arguments to.
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_sinkhole"))
 }
 
+/// A real third-party list in tests/data/real.
 fn real(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/data/real")
         .join(name)
 }
 
+/// Run it to the end: exit code, stdout, stderr.
 fn run(cmd: &mut Command) -> (i32, String, String) {
     let Output {
         status,
@@ -27,6 +30,7 @@ fn run(cmd: &mut Command) -> (i32, String, String) {
     )
 }
 
+/// `sinkhole lookup --json --list LIST NAMES…`, one JSON value per name.
 fn lookup_json(list: &Path, names: &[&str]) -> Vec<serde_json::Value> {
     let (code, out, err) = run(bin()
         .arg("lookup")

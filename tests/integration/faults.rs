@@ -9,17 +9,15 @@
 //! `upstream.timeout_ms` plus slack, and meanwhile blocked names, cached
 //! names and a second, healthy upstream keep answering at once.
 //!
-//! Already covered in tests/serve.rs and not repeated here: a slow upstream
+//! Already covered in the `serve` module and not repeated here: a slow upstream
 //! (never answering) giving SERVFAIL in time while others answer, failover
 //! past a dead first upstream, a forged wrong-ID answer ignored, TC → TCP
 //! retry, a silent upstream moved to the back of the order.
 
-mod common;
-
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use hickory_proto::op::Message;
 use hickory_proto::rr::RecordType;
 
@@ -47,6 +45,7 @@ fn ask_async(addr: SocketAddr, name: &str) -> std::thread::JoinHandle<(Option<Me
     })
 }
 
+/// Assert the victim got what `expect` says, within the timeout plus slack.
 fn check_expected(m: &Option<Message>, took: Duration, expect: Expect, what: &str) {
     let m = m
         .as_ref()
@@ -65,9 +64,9 @@ fn check_expected(m: &Option<Message>, took: Duration, expect: Expect, what: &st
 }
 
 /// The shared check for one upstream fault; see the module comment.
-fn upstream_fault(fault: Fault, expect: Expect) -> (FaultUpstream, Server) {
-    let up = FaultUpstream::start(Fault::Healthy);
-    let s = Server::start(&[up.addr], LISTS, "");
+fn upstream_fault(fault: Fault, expect: Expect) -> (Upstream, Server) {
+    let up = Upstream::start();
+    let s = Server::builder(&[up.addr]).lists(LISTS).start();
     // Cached while the upstream is healthy.
     assert_eq!(
         a_records(&udp(&s, "cached.test.", RecordType::A, false)),
@@ -103,7 +102,9 @@ fn upstream_fault(fault: Fault, expect: Expect) -> (FaultUpstream, Server) {
     // A healthy second upstream behind the faulty one answers within the
     // timeout (each upstream gets a share of it).
     let healthy = Upstream::start();
-    let s2 = Server::start(&[up.addr, healthy.addr], LISTS, "");
+    let s2 = Server::builder(&[up.addr, healthy.addr])
+        .lists(LISTS)
+        .start();
     let t0 = Instant::now();
     let m = udp(&s2, "second.test.", RecordType::A, false);
     assert_eq!(a_records(&m), vec![UP_V4], "{fault:?} then healthy");
@@ -185,13 +186,13 @@ fn upstream_answering_only_over_tcp_gives_servfail() {
 
 #[test]
 fn serve_stale_answers_expired_entries_with_ttl_30_when_upstreams_fail() {
-    let up = FaultUpstream::start(Fault::Healthy);
-    let maddr = metrics_addr();
-    let s = Server::start(
-        &[up.addr],
-        LISTS,
-        &format!("[cache]\nserve_stale_secs = 3600\n[metrics]\nlisten = \"{maddr}\"\n"),
-    );
+    let up = Upstream::start();
+    let s = Server::builder(&[up.addr])
+        .lists(LISTS)
+        .config("[cache]\nserve_stale_secs = 3600")
+        .metrics()
+        .start();
+    let maddr = s.metrics();
     let m = udp(&s, "ttl1.stale.test.", RecordType::A, false);
     assert_eq!(m.answers[0].ttl, 1);
     let _ = udp(&s, "ttl1.fresh.test.", RecordType::A, false);
@@ -221,8 +222,8 @@ fn serve_stale_answers_expired_entries_with_ttl_30_when_upstreams_fail() {
 
 #[test]
 fn without_serve_stale_expired_entries_are_not_served() {
-    let up = FaultUpstream::start(Fault::Healthy);
-    let s = Server::start(&[up.addr], LISTS, "");
+    let up = Upstream::start();
+    let s = Server::builder(&[up.addr]).lists(LISTS).start();
     let _ = udp(&s, "ttl1.nostale.test.", RecordType::A, false);
     std::thread::sleep(Duration::from_millis(1300));
     up.set(Fault::Down);
@@ -234,6 +235,7 @@ fn without_serve_stale_expired_entries_are_not_served() {
 
 // ------------------------------------------------------------ resources
 
+/// `n` distinct blocked names (`q0.blocked.test`, …), each answered NXDOMAIN.
 fn blocked_burst(s: &Server, n: usize) {
     for i in 0..n {
         let m = udp(s, &format!("q{i}.blocked.test."), RecordType::A, false);
@@ -241,6 +243,7 @@ fn blocked_burst(s: &Server, n: usize) {
     }
 }
 
+/// `sinkhole audit verify DIR`: exit code and output.
 fn audit_verify(dir: &std::path::Path) -> (i32, String) {
     let o = std::process::Command::new(env!("CARGO_BIN_EXE_sinkhole"))
         .args(["audit", "verify"])
@@ -264,18 +267,18 @@ fn audit_verify(dir: &std::path::Path) -> (i32, String) {
 #[test]
 fn audit_directory_gone_keeps_serving_and_recovers() {
     let up = Upstream::start();
-    let maddr = metrics_addr();
     let keep = tempfile::tempdir().expect("tempdir");
     let audit = keep.path().join("audit");
     let moved = keep.path().join("audit.moved");
-    let s = Server::start(
-        &[up.addr],
-        LISTS,
-        &format!(
-            "[audit]\npath = \"{}\"\nmax_file_bytes = 4096\nfsync_every_ms = 0\n[metrics]\nlisten = \"{maddr}\"\n",
+    let s = Server::builder(&[up.addr])
+        .lists(LISTS)
+        .config(&format!(
+            "[audit]\npath = \"{}\"\nmax_file_bytes = 4096\nfsync_every_ms = 0",
             audit.display()
-        ),
-    );
+        ))
+        .metrics()
+        .start();
+    let maddr = s.metrics();
     blocked_burst(&s, 5);
     let written = |min: f64| {
         wait_for(Duration::from_secs(5), || {
@@ -348,18 +351,16 @@ fn audit_disk_full_keeps_serving_counts_and_recovers() {
     use std::os::unix::process::CommandExt;
     const LIMIT: u64 = 64 * 1024;
     let up = Upstream::start();
-    let maddr = metrics_addr();
     let keep = tempfile::tempdir().expect("tempdir");
     let audit = keep.path().join("audit");
-    let s = Server::start_customized(
-        &[up.addr],
-        LISTS,
-        &format!(
-            "[audit]\npath = \"{}\"\nmax_file_bytes = 16777216\nfsync_every_ms = 0\n[metrics]\nlisten = \"{maddr}\"\n",
+    let s = Server::builder(&[up.addr])
+        .lists(LISTS)
+        .config(&format!(
+            "[audit]\npath = \"{}\"\nmax_file_bytes = 16777216\nfsync_every_ms = 0",
             audit.display()
-        ),
-        "",
-        &|cmd| {
+        ))
+        .metrics()
+        .customize(|cmd| {
             // The limit covers every file sinkhole writes; its stderr log
             // (sinkhole.log) stays far below it.
             // SAFETY: setrlimit is async-signal-safe and touches no memory
@@ -376,8 +377,9 @@ fn audit_disk_full_keeps_serving_counts_and_recovers() {
                     Ok(())
                 });
             }
-        },
-    );
+        })
+        .start();
+    let maddr = s.metrics();
     // Each hit is a few hundred bytes: 64 KiB fills after a few hundred.
     let errors = wait_for(Duration::from_secs(60), || {
         blocked_burst(&s, 50);
@@ -440,12 +442,8 @@ fn audit_disk_full_keeps_serving_counts_and_recovers() {
 #[test]
 fn list_directory_deleted_keeps_serving_and_recovers() {
     let up = Upstream::start();
-    let maddr = metrics_addr();
-    let s = Server::start(
-        &[up.addr],
-        LISTS,
-        &format!("[metrics]\nlisten = \"{maddr}\"\n"),
-    );
+    let s = Server::builder(&[up.addr]).lists(LISTS).metrics().start();
+    let maddr = s.metrics();
     let lists = s.list_dir();
     std::fs::remove_dir_all(&lists).expect("delete the list directory");
     let failures = wait_for(Duration::from_secs(5), || {
@@ -472,10 +470,7 @@ fn list_directory_deleted_keeps_serving_and_recovers() {
     // Fixed (with one more rule), and reloaded.
     std::fs::create_dir(&lists).expect("recreate");
     std::fs::write(lists.join("block.txt"), "blocked.test\nnew-blocked.test\n").expect("list");
-    // SAFETY: kill(2) on our own child's pid.
-    unsafe {
-        libc::kill(s.pid() as libc::pid_t, libc::SIGHUP);
-    }
+    s.signal(libc::SIGHUP);
     let applied = wait_for(Duration::from_secs(5), || {
         let m = udp(&s, "new-blocked.test.", RecordType::A, false);
         (rcode(&m) == 3).then_some(())
@@ -492,17 +487,17 @@ fn list_directory_deleted_keeps_serving_and_recovers() {
 /// log verifies with every hit in it.
 #[test]
 fn sigterm_answers_in_flight_flushes_audit_and_exits_0() {
-    let up = FaultUpstream::start(Fault::Slow(Duration::from_millis(400)));
+    let up = Upstream::start();
+    up.set(Fault::Slow(Duration::from_millis(400)));
     let keep = tempfile::tempdir().expect("tempdir");
     let audit = keep.path().join("audit");
-    let s = Server::start(
-        &[up.addr],
-        LISTS,
-        &format!(
-            "[audit]\npath = \"{}\"\nfsync_every_ms = 60000\n",
+    let s = Server::builder(&[up.addr])
+        .lists(LISTS)
+        .config(&format!(
+            "[audit]\npath = \"{}\"\nfsync_every_ms = 60000",
             audit.display()
-        ),
-    );
+        ))
+        .start();
     blocked_burst(&s, 20);
     let answered = ask_async(s.addr, "slowanswer.test.");
     let unanswered = ask_async(s.addr, "noanswer.test.");
@@ -515,7 +510,10 @@ fn sigterm_answers_in_flight_flushes_audit_and_exits_0() {
             Duration::from_secs(4),
         )
     });
-    std::thread::sleep(Duration::from_millis(150));
+    // All three in flight at the upstream before the signal.
+    for name in ["slowanswer.test", "noanswer.test", "tcpslow.test"] {
+        up.await_query(name, "udp");
+    }
     let t0 = Instant::now();
     let log_before = s.log();
     let status = s.stop().expect("exited within 10 s");

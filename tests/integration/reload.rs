@@ -3,18 +3,17 @@
 //! `sinkhole reload`), a broken push is refused and the last good list
 //! keeps serving, also across a restart.
 
-mod common;
-
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use hickory_proto::rr::RecordType;
 
 const NXDOMAIN: u16 = 3;
 const NOERROR: u16 = 0;
 
+/// `n` names `{prefix}0.example` … one per line.
 fn names(prefix: &str, n: usize) -> String {
     (0..n).map(|i| format!("{prefix}{i}.example\n")).collect()
 }
@@ -26,6 +25,7 @@ fn push(path: &Path, text: &str) {
     std::fs::rename(&tmp, path).expect("rename");
 }
 
+/// The rcode of an A query for `name` over UDP.
 fn rcode_of(server: &Server, name: &str) -> u16 {
     rcode(&udp(server, name, RecordType::A, false))
 }
@@ -50,6 +50,7 @@ fn wait_for(server: &Server, want: &[(&str, u16)], limit: Duration) -> Duration 
     }
 }
 
+/// The list every test starts from: `old.example` and 20 `keepN.example`.
 fn base_list() -> String {
     format!("old.example\n{}", names("keep", 20))
 }
@@ -57,7 +58,9 @@ fn base_list() -> String {
 #[test]
 fn renamed_list_is_enforced_within_a_second() {
     let up = Upstream::start();
-    let s = Server::start(&[up.addr], &[("gov.txt", &base_list())], "");
+    let s = Server::builder(&[up.addr])
+        .lists(&[("gov.txt", &base_list())])
+        .start();
     assert_eq!(rcode_of(&s, "new.example"), NOERROR);
     assert_eq!(rcode_of(&s, "www.old.example"), NXDOMAIN);
     let list = s.list_dir().join("gov.txt");
@@ -78,14 +81,12 @@ fn renamed_list_is_enforced_within_a_second() {
 #[test]
 fn in_place_edit_new_file_and_deleted_file() {
     let up = Upstream::start();
-    let s = Server::start(
-        &[up.addr],
-        &[
+    let s = Server::builder(&[up.addr])
+        .lists(&[
             ("gov.txt", &base_list()),
             ("extra.txt", "extra-old.example\n"),
-        ],
-        "",
-    );
+        ])
+        .start();
     // In-place append (an editor saving over the same inode).
     {
         use std::io::Write;
@@ -122,7 +123,10 @@ fn in_place_edit_new_file_and_deleted_file() {
 #[test]
 fn sighup_reloads_when_watching_is_off() {
     let up = Upstream::start();
-    let s = Server::start(&[up.addr], &[("gov.txt", &base_list())], "watch = false");
+    let s = Server::builder(&[up.addr])
+        .lists(&[("gov.txt", &base_list())])
+        .config("watch = false")
+        .start();
     push(
         &s.list_dir().join("gov.txt"),
         &format!("{}hup.example\n", base_list()),
@@ -133,15 +137,13 @@ fn sighup_reloads_when_watching_is_off() {
         NOERROR,
         "not watching: nothing changes yet"
     );
-    // SAFETY: kill(2) on our own child's pid.
-    unsafe {
-        libc::kill(s.pid() as i32, libc::SIGHUP);
-    }
+    s.signal(libc::SIGHUP);
     let took = wait_for(&s, &[("hup.example", NXDOMAIN)], Duration::from_secs(5));
     assert!(took < Duration::from_secs(1), "SIGHUP took {took:?}");
     assert!(s.log().contains("SIGHUP"), "{}", s.log());
 }
 
+/// `sinkhole reload --socket SOCKET EXTRA…`: exit code, stdout then stderr.
 fn reload_cmd(socket: &Path, extra: &[&str]) -> (i32, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_sinkhole"))
         .arg("reload")
@@ -161,12 +163,11 @@ fn reload_command_applies_and_guards_reject() {
     let up = Upstream::start();
     let dir = tempfile::tempdir().expect("tempdir");
     let socket = dir.path().join("control.sock");
-    let s = Server::start_with(
-        &[up.addr],
-        &[("gov.txt", &base_list())],
-        "watch = false",
-        &format!("control_socket = \"{}\"", socket.display()),
-    );
+    let s = Server::builder(&[up.addr])
+        .lists(&[("gov.txt", &base_list())])
+        .config("watch = false")
+        .server_keys(&format!("control_socket = \"{}\"", socket.display()))
+        .start();
     let list = s.list_dir().join("gov.txt");
     push(
         &list,
@@ -207,7 +208,10 @@ fn restart_serves_the_last_good_snapshot_when_lists_are_broken() {
     let up = Upstream::start();
     let state = tempfile::tempdir().expect("tempdir");
     let extra = format!("state_dir = \"{}\"", state.path().display());
-    let s = Server::start(&[up.addr], &[("gov.txt", &base_list())], &extra);
+    let s = Server::builder(&[up.addr])
+        .lists(&[("gov.txt", &base_list())])
+        .config(&extra)
+        .start();
     assert_eq!(rcode_of(&s, "old.example"), NXDOMAIN);
     assert!(
         s.stop().is_some_and(|st| st.success()),
@@ -218,7 +222,10 @@ fn restart_serves_the_last_good_snapshot_when_lists_are_broken() {
     // Restart with the list cut to one name (a truncated push while the
     // server was down): the saved version serves at once, the guard
     // refuses the new files, and the log says so loudly.
-    let s = Server::start(&[up.addr], &[("gov.txt", "keep1.example\n")], &extra);
+    let s = Server::builder(&[up.addr])
+        .lists(&[("gov.txt", "keep1.example\n")])
+        .config(&extra)
+        .start();
     let took = wait_for(
         &s,
         &[("keep15.example", NXDOMAIN), ("old.example", NXDOMAIN)],

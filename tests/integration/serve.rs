@@ -1,12 +1,10 @@
 //! `sinkhole serve` end to end: the real binary, a scripted upstream, real
 //! DNS messages over UDP and TCP on loopback.
 
-mod common;
-
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use hickory_proto::op::Message;
 use hickory_proto::rr::{RData, RecordType};
 
@@ -21,10 +19,17 @@ const LISTS: &[(&str, &str)] = &[
     ("address.txt", "address.test\n"),
 ];
 
+/// A server with [`LISTS`], each per-list action file its action, and
+/// `extra` configuration.
 fn server(up: &Upstream, extra: &str) -> Server {
-    Server::start(&[up.addr], LISTS, &format!("{PER_LIST}\n{extra}"))
+    Server::builder(&[up.addr])
+        .lists(LISTS)
+        .config(PER_LIST)
+        .config(extra)
+        .start()
 }
 
+/// The TTL of the SOA in the authority section, if any.
 fn soa_ttl(m: &Message) -> Option<u32> {
     m.authorities
         .iter()
@@ -104,11 +109,10 @@ fn per_list_actions_and_qtypes() {
 #[test]
 fn address_as_default_action() {
     let up = Upstream::start();
-    let s = Server::start(
-        &[up.addr],
-        LISTS,
-        "[policy]\naction = \"address\"\naddress_v4 = \"10.9.9.9\"\naddress_v6 = \"fd00::9\"\nttl = 120\n",
-    );
+    let s = Server::builder(&[up.addr])
+        .lists(LISTS)
+        .config("[policy]\naction = \"address\"\naddress_v4 = \"10.9.9.9\"\naddress_v6 = \"fd00::9\"\nttl = 120\n")
+        .start();
     let m = udp(&s, "blocked.test.", RecordType::A, false);
     assert_eq!(a_records(&m), vec![Ipv4Addr::new(10, 9, 9, 9)]);
     assert_eq!(m.answers[0].ttl, 120);
@@ -128,11 +132,10 @@ fn address_as_default_action() {
 fn ede_code_and_text_from_the_rule() {
     let up = Upstream::start();
     let csv = "domain;url;authority;decision;date;category\nregistry-blocked.test;;AFM;2025-17/KZ;2025-03-01;crypto\n";
-    let s = Server::start(
-        &[up.addr],
-        &[("registry.csv", csv)],
-        "[policy]\nede_code = 15\nede_text = \"order {decision} by {authority} ({list}: {rule})\"\n",
-    );
+    let s = Server::builder(&[up.addr])
+        .lists(&[("registry.csv", csv)])
+        .config("[policy]\nede_code = 15\nede_text = \"order {decision} by {authority} ({list}: {rule})\"\n")
+        .start();
     let m = udp(&s, "www.registry-blocked.test.", RecordType::A, true);
     assert_eq!(rcode(&m), 3);
     assert_eq!(
@@ -262,7 +265,7 @@ fn upstream_timeout_gives_servfail_in_time_while_others_answer() {
         );
         (m, t0.elapsed())
     });
-    std::thread::sleep(Duration::from_millis(100));
+    up.await_query("slow.test", "udp");
     for i in 0..5 {
         let m = udp(&s, &format!("fast{i}.test."), RecordType::A, false);
         assert_eq!(a_records(&m), vec![UP_V4]);
@@ -280,9 +283,10 @@ fn upstream_timeout_gives_servfail_in_time_while_others_answer() {
 #[test]
 fn failover_to_the_next_upstream() {
     let up = Upstream::start();
-    // Nothing listens on this port: the first upstream fails at once (ICMP).
-    let dead: SocketAddr = (Ipv4Addr::LOCALHOST, free_port()).into();
-    let s = Server::start(&[dead, up.addr], LISTS, "");
+    // Nothing listens on the first upstream's port: it fails at once (ICMP).
+    let dead = Upstream::start();
+    dead.set(Fault::Down);
+    let s = Server::builder(&[dead.addr, up.addr]).lists(LISTS).start();
     let m = udp(&s, "failover.test.", RecordType::A, false);
     assert_eq!(a_records(&m), vec![UP_V4]);
 }
@@ -290,7 +294,10 @@ fn failover_to_the_next_upstream() {
 #[test]
 fn acl_refuses_other_clients() {
     let up = Upstream::start();
-    let s = Server::start(&[up.addr], LISTS, "[acl]\nallow = [\"127.0.0.1/32\"]\n");
+    let s = Server::builder(&[up.addr])
+        .lists(LISTS)
+        .config("[acl]\nallow = [\"127.0.0.1/32\"]\n")
+        .start();
     let q = query_msg("a.test.", RecordType::A, true);
     let m = try_query_udp_from(
         IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)),
@@ -462,6 +469,7 @@ fn dig_sees_the_sinkhole_answer() {
     );
 }
 
+/// The server log once it contains `needle`, or after 5 s whatever it holds.
 fn wait_for_log(s: &Server, needle: &str) -> String {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
@@ -534,7 +542,10 @@ fn every_block_reaches_the_hit_log() {
 #[test]
 fn overload_sheds_the_oldest_upstream_query() {
     let up = Upstream::start();
-    let s = Server::start_with(&[up.addr], LISTS, "", "max_inflight = 2\n");
+    let s = Server::builder(&[up.addr])
+        .lists(LISTS)
+        .server_keys("max_inflight = 2")
+        .start();
     let addr = s.addr;
     // Two queries the upstream never answers fill the in-flight limit.
     let first = query_msg("slow.test.", RecordType::A, false);
@@ -543,9 +554,9 @@ fn overload_sheds_the_oldest_upstream_query() {
     let sock1 = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let sock2 = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     sock1.send_to(&first.to_vec().unwrap(), addr).unwrap();
-    std::thread::sleep(Duration::from_millis(50));
+    up.await_query("slow.test", "udp");
     sock2.send_to(&second.to_vec().unwrap(), addr).unwrap();
-    std::thread::sleep(Duration::from_millis(50));
+    up.await_query("slow2.test", "udp");
     // A third query still gets through, at the cost of the oldest.
     let t0 = Instant::now();
     let m = udp(&s, "fresh.test.", RecordType::A, false);
@@ -572,8 +583,11 @@ fn overload_sheds_the_oldest_upstream_query() {
 fn a_silent_upstream_stops_costing_every_query() {
     let up = Upstream::start();
     // Bound but never answering: every query to it times out.
-    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    let s = Server::start(&[silent.local_addr().unwrap(), up.addr], LISTS, "");
+    let silent = Upstream::start();
+    silent.set(Fault::Silent);
+    let s = Server::builder(&[silent.addr, up.addr])
+        .lists(LISTS)
+        .start();
     for i in 0..3 {
         let m = udp(&s, &format!("warm{i}.test."), RecordType::A, false);
         assert_eq!(a_records(&m), vec![UP_V4], "failover works");

@@ -8,13 +8,12 @@
 //! are installed by `make test`'s test-deps; without them these tests fail
 //! and say so rather than pass without checking anything.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hickory_proto::rr::RecordType;
 
@@ -22,14 +21,17 @@ const UNIT: &str = "systemd/sinkhole.service";
 const SYSUSERS: &str = "systemd/sinkhole.sysusers";
 const EXAMPLE: &str = "systemd/sinkhole.toml.example";
 
+/// The repository root.
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// The binary under test.
 fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_sinkhole")
 }
 
+/// A file of the repository, by relative path.
 fn read(rel: &str) -> String {
     std::fs::read_to_string(repo().join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
 }
@@ -47,6 +49,7 @@ fn tool(cmd: &str, args: &[&str]) -> Output {
     }
 }
 
+/// stdout then stderr of a finished command.
 fn text(o: &Output) -> String {
     format!(
         "{}{}",
@@ -65,6 +68,7 @@ fn unit_settings(unit: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Every value of `key`, in order.
 fn values<'a>(s: &'a [(String, String)], key: &str) -> Vec<&'a str> {
     s.iter()
         .filter(|(k, _)| k == key)
@@ -333,13 +337,16 @@ fn traced_syscalls(trace: &str) -> BTreeMap<String, usize> {
     out
 }
 
-fn strace(args: &[&str], trace: &Path) -> std::process::Child {
+/// `strace -f -o trace` running `args`, its output (and the traced
+/// program's) in `log`.
+fn strace(args: &[&str], trace: &Path, log: &Path) -> std::process::Child {
+    let log = std::fs::File::create(log).expect("strace log");
     let mut cmd = Command::new("strace");
     cmd.args(["-f", "-qq", "-o"]).arg(trace).args(args);
     match cmd
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stdout(log.try_clone().expect("strace log"))
+        .stderr(log)
         .spawn()
     {
         Ok(c) => c,
@@ -349,6 +356,48 @@ fn strace(args: &[&str], trace: &Path) -> std::process::Child {
             )
         }
         Err(e) => panic!("strace: {e}"),
+    }
+}
+
+/// `sinkhole serve` under `strace -f`. Dropping it (a failed assertion)
+/// kills sinkhole, which strace does not do when it is killed itself, and
+/// then strace.
+struct Traced {
+    strace: std::process::Child,
+    trace: PathBuf,
+}
+
+impl Traced {
+    /// sinkhole's pid: the first field of the trace's first line (strace's child).
+    fn sinkhole_pid(&self) -> Option<u32> {
+        std::fs::read_to_string(&self.trace)
+            .ok()
+            .and_then(|t| t.split_whitespace().next().and_then(|p| p.parse().ok()))
+    }
+
+    /// SIGTERM to sinkhole, so the graceful shutdown path is traced too;
+    /// true once strace has exited with it (within 10 s).
+    fn stop(&mut self) -> bool {
+        if let Some(pid) = self.sinkhole_pid() {
+            common::signal(pid, libc::SIGTERM);
+        }
+        let strace = &mut self.strace;
+        common::wait_for(Duration::from_secs(10), || strace.try_wait().ok().flatten()).is_some()
+    }
+}
+
+impl Drop for Traced {
+    fn drop(&mut self) {
+        if self.strace.try_wait().ok().flatten().is_none() {
+            if let Some(pid) = self.sinkhole_pid() {
+                // SAFETY: kill(2) has no memory effects on this process.
+                unsafe {
+                    libc::kill(pid as libc::pid_t, libc::SIGKILL);
+                }
+            }
+            let _ = self.strace.kill();
+        }
+        let _ = self.strace.wait();
     }
 }
 
@@ -368,13 +417,11 @@ fn syscall_filter_admits_every_syscall_sinkhole_makes() {
     // rotation are traced too (as under the unit's LogsDirectory=).
     let audit = dir.path().join("audit");
     std::fs::create_dir(&audit).unwrap();
-    let port = common::free_port();
-    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
     let cfg = dir.path().join("sinkhole.toml");
     std::fs::write(
         &cfg,
         format!(
-            "[server]\nlisten = [\"{addr}\"]\nworkers = 2\n[upstream]\nservers = [\"{}\"]\ntimeout_ms = 800\n[lists]\npaths = [\"{}\"]\n[audit]\npath = \"{}\"\nfsync_every_ms = 0\n",
+            "[server]\nlisten = [\"127.0.0.1:0\"]\nworkers = 2\n[upstream]\nservers = [\"{}\"]\ntimeout_ms = 800\n[lists]\npaths = [\"{}\"]\n[audit]\npath = \"{}\"\nfsync_every_ms = 0\n",
             up.addr,
             lists.display(),
             audit.display()
@@ -387,66 +434,71 @@ fn syscall_filter_admits_every_syscall_sinkhole_makes() {
     let status = strace(
         &[bin(), "serve", "--check-config", "--config", cfg_s],
         &check_trace,
+        &dir.path().join("check.log"),
     )
     .wait()
     .unwrap();
     assert!(status.success(), "--check-config under strace failed");
 
     let serve_trace = dir.path().join("serve.trace");
-    let mut child = strace(&[bin(), "serve", "--config", cfg_s], &serve_trace);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let ready = loop {
-        let q = common::query_msg(".", RecordType::NS, false);
-        if common::try_query_udp(addr, &q, Duration::from_millis(300)).is_some() {
-            break true;
-        }
-        if Instant::now() > deadline {
-            break false;
-        }
-        std::thread::sleep(Duration::from_millis(50));
+    let serve_log = dir.path().join("serve.log");
+    let ready = dir.path().join("ready");
+    let mut traced = Traced {
+        strace: strace(
+            &[
+                bin(),
+                "serve",
+                "--config",
+                cfg_s,
+                "--ready-file",
+                ready.to_str().unwrap(),
+            ],
+            &serve_trace,
+            &serve_log,
+        ),
+        trace: serve_trace.clone(),
     };
-    if ready {
-        for name in ["blocked.test.", "www.forwarded.test.", "nx.gone.test."] {
-            let q = common::query_msg(name, RecordType::A, true);
-            assert!(
-                common::try_query_udp(addr, &q, Duration::from_secs(3)).is_some(),
-                "{name}"
-            );
-        }
-        let qs = [
-            common::query_msg("blocked.test.", RecordType::AAAA, false),
-            common::query_msg("tcp.forwarded.test.", RecordType::A, false),
-        ];
-        assert_eq!(common::tcp_pipelined(addr, &qs).len(), 2);
-        // A push, so the reload path (diff, layer, background merge at a
-        // lower priority) is traced too; stopping waits for the merge.
-        std::fs::write(lists.join(".block.tmp"), "blocked.test\npushed.test\n").unwrap();
-        std::fs::rename(lists.join(".block.tmp"), lists.join("block.txt")).unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let q = common::query_msg("pushed.test.", RecordType::A, false);
-        while Instant::now() < deadline {
-            let r = common::try_query_udp(addr, &q, Duration::from_millis(500));
-            if r.as_ref().map(common::rcode) == Some(3) {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        std::thread::sleep(Duration::from_millis(500));
+    let log = || std::fs::read_to_string(&serve_log).unwrap_or_default();
+    let addr = common::await_ready_file(&ready, &mut traced.strace, common::server::READY_WITHIN)
+        .unwrap_or_else(|why| {
+            panic!(
+                "sinkhole under strace did not start: {why}; log:\n{}",
+                log()
+            )
+        })
+        .first("dns");
+    for name in ["blocked.test.", "www.forwarded.test.", "nx.gone.test."] {
+        let q = common::query_msg(name, RecordType::A, true);
+        assert!(
+            common::try_query_udp(addr, &q, Duration::from_secs(3)).is_some(),
+            "{name}"
+        );
     }
-    // SIGTERM to sinkhole (strace's child), so the graceful shutdown path is traced too.
-    let pid = std::fs::read_to_string(&serve_trace)
-        .ok()
-        .and_then(|t| t.split_whitespace().next().map(str::to_string));
-    if let Some(pid) = pid {
-        let _ = Command::new("kill").args(["-TERM", &pid]).status();
-    }
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    assert!(ready, "sinkhole under strace did not answer");
+    let qs = [
+        common::query_msg("blocked.test.", RecordType::AAAA, false),
+        common::query_msg("tcp.forwarded.test.", RecordType::A, false),
+    ];
+    assert_eq!(common::tcp_pipelined(addr, &qs).len(), 2);
+    // A push, so the reload path (diff, layer, background merge at a
+    // lower priority) is traced too.
+    std::fs::write(lists.join(".block.tmp"), "blocked.test\npushed.test\n").unwrap();
+    std::fs::rename(lists.join(".block.tmp"), lists.join("block.txt")).unwrap();
+    let q = common::query_msg("pushed.test.", RecordType::A, false);
+    common::wait_for(Duration::from_secs(10), || {
+        let r = common::try_query_udp(addr, &q, Duration::from_millis(500));
+        (r.as_ref().map(common::rcode) == Some(3)).then_some(())
+    });
+    // Let the merge finish under the trace (stopping would wait for it too).
+    common::wait_for(Duration::from_secs(10), || {
+        log()
+            .contains("incremental reload merged and saved")
+            .then_some(())
+    });
+    assert!(
+        traced.stop(),
+        "sinkhole under strace did not exit on SIGTERM; log:\n{}",
+        log()
+    );
 
     let mut used = traced_syscalls(&std::fs::read_to_string(&check_trace).unwrap());
     for (k, n) in traced_syscalls(&std::fs::read_to_string(&serve_trace).unwrap()) {
@@ -477,6 +529,7 @@ fn syscall_filter_admits_every_syscall_sinkhole_makes() {
 
 // ------------------------------------------------------------ make install
 
+/// Every file below `root`, as absolute paths inside it (`/usr/bin/…`).
 fn files_under(root: &Path) -> BTreeSet<String> {
     fn walk(root: &Path, dir: &Path, out: &mut BTreeSet<String>) {
         let Ok(rd) = std::fs::read_dir(dir) else {
@@ -496,6 +549,7 @@ fn files_under(root: &Path) -> BTreeSet<String> {
     out
 }
 
+/// `make install DESTDIR=… BIN=<binary under test> EXTRA…`, which must succeed.
 fn make_install(destdir: &Path, extra: &[&str]) -> Output {
     let o = Command::new("make")
         .current_dir(repo())
@@ -511,6 +565,7 @@ fn make_install(destdir: &Path, extra: &[&str]) -> Output {
     o
 }
 
+/// The permission bits of `p`.
 fn mode(p: &Path) -> u32 {
     use std::os::unix::fs::PermissionsExt;
     std::fs::metadata(p).unwrap().permissions().mode() & 0o7777

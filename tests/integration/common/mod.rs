@@ -1,0 +1,48 @@
+//! The harness the integration tests share: a fake upstream with a fault
+//! switch ([`upstream`]), the real `sinkhole serve` on port 0 with its
+//! addresses read from its ready file ([`server`]), and a small DNS client
+//! ([`client`]). Everything is loopback-only, every wait has a timeout,
+//! and what a test starts stops when it is dropped. A test that loads the
+//! machine on purpose runs apart from the servers of the others ([`gate`]).
+
+pub mod client;
+pub mod gate;
+pub mod server;
+pub mod upstream;
+
+use std::time::{Duration, Instant};
+
+pub use client::*;
+pub use server::{Server, await_ready_file, signal};
+pub use upstream::{Fault, UP_V4, Upstream};
+
+/// `[[lists.file]]` entries giving `nodata.txt`, `refused.txt`, `drop.txt`
+/// and `address.txt` in the list directory their action, one each.
+pub const PER_LIST: &str = r#"
+[[lists.file]]
+path = "{lists}/nodata.txt"
+action = "nodata"
+[[lists.file]]
+path = "{lists}/refused.txt"
+action = "refused"
+[[lists.file]]
+path = "{lists}/drop.txt"
+action = "drop"
+[[lists.file]]
+path = "{lists}/address.txt"
+action = "address"
+"#;
+
+/// Poll `f` every 20 ms until it returns `Some`, for at most `within`.
+pub fn wait_for<T>(within: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
