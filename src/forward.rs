@@ -276,7 +276,6 @@ impl Forwarder {
         };
         timeout_at(deadline, work).await.map_err(|_| timed_out())?
     }
-
 }
 
 /// The anti-spoofing check: a well-formed response with our ID and our
