@@ -238,7 +238,11 @@ fn run(cli: Cli) -> Result<u8> {
         } => {
             // Unlock stdout: the server writes its hit log there.
             drop(out);
-            serve(config, check_config, sinkhole::daemon::DaemonOptions { ready_file })
+            serve(
+                config,
+                check_config,
+                sinkhole::daemon::DaemonOptions { ready_file },
+            )
         }
         Command::Reload {
             force,

@@ -4,6 +4,7 @@
 mod bloom;
 pub mod compile;
 pub mod delta;
+pub mod guards;
 pub mod load;
 pub mod merge;
 pub mod name;

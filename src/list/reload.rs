@@ -18,6 +18,7 @@ use sha2::{Digest, Sha256};
 use thiserror::Error;
 
 use super::delta::{self, Baseline, Delta, FileRecord};
+use super::guards::{self, Candidate, GuardError, Limits};
 use super::load::LoadError;
 use super::{
     Counts, Format, ListOptions, Snapshot, SnapshotError, compile_versioned, diff, merge, parse,
@@ -84,25 +85,8 @@ impl Default for ReloadSettings {
 pub enum ReloadError {
     #[error(transparent)]
     Load(#[from] LoadError),
-    #[error(
-        "rejected: {skipped} of {total} lines skipped ({pct:.1}% > {limit:.1}% allowed); first: {first}"
-    )]
-    TooManySkipped {
-        skipped: usize,
-        total: usize,
-        pct: f64,
-        limit: f64,
-        first: String,
-    },
-    #[error(
-        "rejected: the lists shrink from {old} to {new} rules ({pct:.1}% fewer > {limit:.1}% allowed); use `sinkhole reload --force` if intended"
-    )]
-    Shrunk {
-        old: usize,
-        new: usize,
-        pct: f64,
-        limit: f64,
-    },
+    #[error(transparent)]
+    Guard(#[from] GuardError),
     #[error("files are still being written: {0}")]
     Unsettled(String),
     #[error("saving the last good snapshot: {0}")]
@@ -119,8 +103,8 @@ impl ReloadError {
                 "io"
             }
             ReloadError::Load(_) => "compile",
-            ReloadError::TooManySkipped { .. } => "skipped_ratio",
-            ReloadError::Shrunk { .. } => "shrink",
+            ReloadError::Guard(GuardError::TooManySkipped { .. }) => "skipped_ratio",
+            ReloadError::Guard(GuardError::Shrunk { .. }) => "shrink",
             ReloadError::Unsettled(_) => "unsettled",
             ReloadError::Persist(_) => "persist",
             ReloadError::NothingToServe(_) => "nothing_to_serve",
@@ -239,10 +223,6 @@ fn now_unix() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
-}
-
-fn total_rules(c: &Counts) -> usize {
-    c.names + c.wildcards + c.allows + c.keywords
 }
 
 impl Reloader {
@@ -508,16 +488,16 @@ impl Reloader {
         started: Instant,
     ) -> Result<ReloadReport, ReloadError> {
         if guard
-            && !force
             && let Err(e) = self.check_guards(
                 &applied.counts,
                 applied.snapshot.rule_count(),
                 old.rule_count(),
                 applied.skipped.first(),
+                force,
             )
         {
             applied.discard();
-            return Err(e);
+            return Err(e.into());
         }
         let delta::Applied {
             snapshot,
@@ -665,37 +645,21 @@ impl Reloader {
         crate::memory::release_freed_memory();
     }
 
+    /// The guards over a candidate version (see `guards.rs`).
     fn check_guards(
         &self,
         counts: &Counts,
         new_rules: usize,
         old_rules: usize,
         first_skip: Option<&String>,
-    ) -> Result<(), ReloadError> {
-        let s = &self.settings;
-        let lines =
-            total_rules(counts) + counts.urls + counts.ips + counts.rpz_other + counts.skipped;
-        if lines > 0 {
-            let ratio = counts.skipped as f64 / lines as f64;
-            if ratio > s.max_skipped_ratio {
-                return Err(ReloadError::TooManySkipped {
-                    skipped: counts.skipped,
-                    total: lines,
-                    pct: ratio * 100.0,
-                    limit: s.max_skipped_ratio * 100.0,
-                    first: first_skip.cloned().unwrap_or_default(),
-                });
-            }
-        }
-        if old_rules > 0 && (new_rules as f64) < old_rules as f64 * (1.0 - s.max_shrink_ratio) {
-            return Err(ReloadError::Shrunk {
-                old: old_rules,
-                new: new_rules,
-                pct: (1.0 - new_rules as f64 / old_rules as f64) * 100.0,
-                limit: s.max_shrink_ratio * 100.0,
-            });
-        }
-        Ok(())
+        force: bool,
+    ) -> Result<(), GuardError> {
+        let limits = Limits {
+            max_skipped_ratio: self.settings.max_skipped_ratio,
+            max_shrink_ratio: self.settings.max_shrink_ratio,
+        };
+        let candidate = Candidate::new(counts, new_rules, first_skip.map(String::as_str));
+        guards::check(limits, old_rules, &candidate, force)
     }
 
     /// Parse every file and compile from scratch, recording each file (and
@@ -748,16 +712,17 @@ impl Reloader {
         let counts = lists.iter().fold(Counts::default(), |a, l| a + l.counts());
         let snapshot = compile_versioned(&lists, version).map_err(LoadError::from)?;
         drop(lists);
-        if guard && !force {
-            if let Err(e) = self.check_guards(
+        if guard
+            && let Err(e) = self.check_guards(
                 &counts,
                 snapshot.rule_count(),
                 old.rule_count(),
                 skipped.first(),
-            ) {
-                delta::discard_copies(&pending_copies);
-                return Err(e);
-            }
+                force,
+            )
+        {
+            delta::discard_copies(&pending_copies);
+            return Err(e.into());
         }
         let rules = snapshot.rule_count();
         let snapshot = Arc::new(snapshot);

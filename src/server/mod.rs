@@ -828,7 +828,14 @@ impl ServerHandle {
 fn bind_udp_and_tcp(
     addr: SocketAddr,
     workers: usize,
-) -> Result<(Vec<std::net::UdpSocket>, tokio::net::TcpListener, SocketAddr), ServeError> {
+) -> Result<
+    (
+        Vec<std::net::UdpSocket>,
+        tokio::net::TcpListener,
+        SocketAddr,
+    ),
+    ServeError,
+> {
     let attempts = if addr.port() == 0 { 20 } else { 1 };
     let mut last = None;
     for _ in 0..attempts {
@@ -897,4 +904,3 @@ pub fn start(
         drain: (config.upstream.timeout + std::time::Duration::from_millis(250)).min(MAX_DRAIN),
     })
 }
-
