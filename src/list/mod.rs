@@ -21,9 +21,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 pub use compile::{CompileError, compile, compile_versioned};
-pub use load::{
-    FileReport, LoadError, Loaded, OptionsFor, load, load_with, parse_all, parse_all_with,
-};
+pub use load::{FileRead, FileReport, LoadError, Loaded, OnRead, OptionsFor, load};
 pub use snapshot::{
     Match, MatchAction, RuleId, RuleView, Snapshot, SnapshotDiff, SnapshotError, diff,
 };

@@ -19,11 +19,9 @@ use thiserror::Error;
 
 use super::delta::{self, Baseline, Delta, FileRecord};
 use super::guards::{self, Candidate, GuardError, Limits};
-use super::load::LoadError;
+use super::load::{FileRead, LoadError, Loaded, load};
 use super::watch::wait_until_settled;
-use super::{
-    Counts, Format, ListOptions, Snapshot, SnapshotError, compile_versioned, diff, merge, parse,
-};
+use super::{Counts, Format, ListOptions, Snapshot, SnapshotError, diff, merge, parse};
 
 /// The background merge's nice value: behind the query workers, but not so
 /// far that a busy core never lets it finish.
@@ -674,45 +672,37 @@ impl Reloader {
         started: Instant,
     ) -> Result<ReloadReport, ReloadError> {
         let s = &self.settings;
-        let paths = parse::list_files(&s.paths).map_err(LoadError::from)?;
-        if paths.is_empty() {
-            let shown: Vec<String> = s.paths.iter().map(|p| p.display().to_string()).collect();
-            return Err(LoadError::NoFiles(shown.join(", ")).into());
-        }
-        let mut lists = Vec::with_capacity(paths.len());
-        let mut records = Vec::with_capacity(paths.len());
-        let mut pending_copies = Vec::with_capacity(paths.len());
+        let mut records = Vec::new();
+        let mut pending_copies = Vec::new();
         let mut copies_ok = true;
-        for (i, path) in paths.iter().enumerate() {
-            let opts = (s.options)(path);
-            // Taken before reading: a write after it shows as a change next
-            // time, never as "unchanged".
-            let stat = delta::trusted_stat(path);
-            let bytes = fs::read(path).map_err(|source| {
-                LoadError::Parse(parse::ParseError::Io {
-                    path: path.clone(),
-                    source,
-                })
-            })?;
-            let parsed = parse::parse_bytes(path, &bytes, &opts);
-            if copies_ok {
-                match delta::record(&self.copies, i, path, &bytes, stat, &parsed, &opts) {
-                    Ok((rec, pending)) => {
-                        pending_copies.push((pending, Baseline::copy_at(&self.copies, i)));
-                        records.push(rec);
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, dir = %self.copies.display(), "cannot keep list copies; the next reload will be a full one");
-                        copies_ok = false;
-                    }
+        let mut record = |f: &FileRead<'_>| {
+            if !copies_ok {
+                return;
+            }
+            match delta::record(
+                &self.copies,
+                f.index,
+                f.path,
+                f.bytes,
+                f.stat,
+                f.parsed,
+                f.options,
+            ) {
+                Ok((rec, pending)) => {
+                    pending_copies.push((pending, Baseline::copy_at(&self.copies, f.index)));
+                    records.push(rec);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, dir = %self.copies.display(), "cannot keep list copies; the next reload will be a full one");
+                    copies_ok = false;
                 }
             }
-            lists.push(parsed);
-        }
-        let skipped: Vec<String> = lists.iter().flat_map(|l| l.skip_messages()).collect();
-        let counts = lists.iter().fold(Counts::default(), |a, l| a + l.counts());
-        let snapshot = compile_versioned(&lists, version).map_err(LoadError::from)?;
-        drop(lists);
+        };
+        let loaded = load(&s.paths, &*s.options, version, Some(&mut record))?;
+        let counts = loaded.counts();
+        let Loaded {
+            snapshot, skipped, ..
+        } = loaded;
         if guard
             && let Err(e) = self.check_guards(
                 &counts,
