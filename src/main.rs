@@ -283,22 +283,18 @@ fn run(cli: Cli) -> Result<u8> {
             version,
             state_dir,
         } => {
-            let loaded = list::load(&lists, &default_options, version, None)?;
+            // With a state directory, the byte copies and manifest a server
+            // needs to start from this snapshot are kept as it is compiled.
+            let loaded = match &state_dir {
+                Some(dir) => {
+                    list::state::compile_last_good(dir, &lists, &default_options, version)?
+                }
+                None => list::load(&lists, &default_options, version, None)?,
+            };
             for msg in &loaded.skipped {
                 eprintln!("{msg}");
             }
             loaded.snapshot.save(&output)?;
-            if let Some(dir) = &state_dir {
-                list::reload::save_last_good(
-                    dir,
-                    &loaded.snapshot,
-                    &lists,
-                    &|_| ListOptions::default(),
-                    loaded.counts(),
-                    &loaded.files,
-                )
-                .with_context(|| format!("saving the last good snapshot in {}", dir.display()))?;
-            }
             let c = loaded.counts();
             writeln!(
                 out,

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use thiserror::Error;
 
-use super::delta::{self, FileStat};
 use super::parse::{self, ParseError};
+use super::state::FileStat;
 use super::{
     CompileError, Counts, Format, ListOptions, ParsedList, Snapshot, compile::compile_versioned,
 };
@@ -95,7 +95,7 @@ pub fn load(
     let mut lists = Vec::with_capacity(files.len());
     for (index, path) in files.iter().enumerate() {
         let options = options_for(path);
-        let stat = delta::trusted_stat(path);
+        let stat = FileStat::trusted(path);
         let bytes = std::fs::read(path).map_err(|source| ParseError::Io {
             path: path.clone(),
             source,

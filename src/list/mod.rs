@@ -12,6 +12,7 @@ pub mod parse;
 pub mod reference;
 pub mod reload;
 pub mod snapshot;
+pub mod state;
 pub mod watch;
 
 use std::fmt;

@@ -5,23 +5,24 @@
 //! Queries hold an `Arc<Snapshot>` for as long as they need it, so a swap
 //! never waits for them and they finish on the version they started with.
 
-use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use thiserror::Error;
 
-use super::delta::{self, Baseline, Delta, FileRecord};
+use super::delta::{self, Delta};
 use super::guards::{self, Candidate, GuardError, Limits};
-use super::load::{FileRead, LoadError, Loaded, load};
+use super::load::{LoadError, Loaded, load};
+use super::state::{ListState, SaveError};
 use super::watch::wait_until_settled;
-use super::{Counts, Format, ListOptions, Snapshot, SnapshotError, diff, merge, parse};
+use super::{Counts, ListOptions, Snapshot, diff, merge};
+
+/// The saved state is `state.rs`'s; re-exported for callers of this path.
+pub use super::state::{Manifest, ManifestFile, open_last_good};
 
 /// The background merge's nice value: behind the query workers, but not so
 /// far that a busy core never lets it finish.
@@ -130,41 +131,6 @@ pub struct ReloadReport {
     pub incremental: bool,
 }
 
-/// The manifest stored next to the last good snapshot.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Manifest {
-    pub version: u64,
-    pub created_unix: u64,
-    pub files: Vec<ManifestFile>,
-    pub counts: Counts,
-    pub rules: usize,
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct ManifestFile {
-    pub path: PathBuf,
-    pub sha256: String,
-    pub bytes: u64,
-    /// The list options the file was read with (format, action, scope).
-    pub options: String,
-    /// The format it was read as, and what it held (absent in manifests
-    /// written before incremental reloads; those reload in full once).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub format: Option<Format>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub counts: Option<Counts>,
-}
-
-impl ManifestFile {
-    /// Same file, same bytes, same options.
-    fn same_content(&self, other: &ManifestFile) -> bool {
-        self.path == other.path
-            && self.sha256 == other.sha256
-            && self.bytes == other.bytes
-            && self.options == other.options
-    }
-}
-
 /// Counters for metrics.
 #[derive(Debug, Default)]
 pub struct ReloadStats {
@@ -184,25 +150,10 @@ pub struct Reloader {
     /// Serialises reloads; the query path never takes it.
     busy: Mutex<()>,
     pub stats: ReloadStats,
-    /// The files of the version in force, for incremental reloads.
-    baseline: Mutex<Option<Baseline>>,
-    /// Where byte copies of the files in force are kept.
-    copies: PathBuf,
-    /// `copies` is a private temporary directory (no `state_dir`).
-    copies_are_temp: bool,
+    /// The last good snapshot and the copies incremental reloads diff against.
+    state: ListState,
     /// A background merge is running.
-    merging: std::sync::atomic::AtomicBool,
-    /// Files and counts of an enforced version not yet saved (its merge is
-    /// pending).
-    unsaved: Mutex<Option<(Vec<FileRecord>, Counts)>>,
-}
-
-impl Drop for Reloader {
-    fn drop(&mut self) {
-        if self.copies_are_temp {
-            let _ = fs::remove_dir_all(&self.copies);
-        }
-    }
+    merging: AtomicBool,
 }
 
 /// How the server started.
@@ -235,98 +186,37 @@ impl Reloader {
     /// version keeps serving. Without a last good snapshot the lists are
     /// loaded now and must load.
     pub fn start(settings: ReloadSettings) -> Result<(Arc<Reloader>, StartSource), ReloadError> {
-        let last_good = settings
-            .state_dir
-            .as_deref()
-            .and_then(|d| match open_last_good(d) {
-                Ok(found) => Some(found),
-                Err(SnapshotError::Io { source, .. })
-                    if source.kind() == std::io::ErrorKind::NotFound =>
-                {
-                    None
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "last good snapshot unusable; loading the lists");
-                    None
-                }
-            });
+        let state = ListState::new(settings.state_dir.clone());
+        let last_good = state.last_good().unwrap_or_else(|e| {
+            tracing::error!(error = %e, "last good snapshot unusable; loading the lists");
+            None
+        });
         if let Some((snap, manifest)) = last_good {
             let version = snap.version();
-            // A crash between saving a snapshot and its manifest leaves them
-            // at different versions: then the files decide (catch_up).
-            let current = manifest.version == version && manifest_matches(&manifest, &settings);
-            let reloader = Reloader::with_snapshot(settings, snap);
-            if current {
-                *reloader.baseline.lock().unwrap_or_else(|p| p.into_inner()) =
-                    reloader.baseline_from(&manifest);
-            }
-            let source = if current {
+            let source = if state.resume(version, &manifest, &settings.paths, &*settings.options) {
                 StartSource::LastGoodCurrent { version }
             } else {
                 StartSource::LastGoodStale { version }
             };
-            return Ok((reloader, source));
+            return Ok((Reloader::new(settings, state, snap), source));
         }
         let empty = super::compile(&[]).map_err(|e| ReloadError::NothingToServe(e.to_string()))?;
-        let reloader = Reloader::with_snapshot(settings, empty);
+        let reloader = Reloader::new(settings, state, empty);
         match reloader.reload_inner(false, false, 0, true) {
             Ok(report) => Ok((reloader, StartSource::Lists(report))),
             Err(e) => Err(ReloadError::NothingToServe(e.to_string())),
         }
     }
 
-    fn with_snapshot(settings: ReloadSettings, snap: Snapshot) -> Arc<Reloader> {
-        static TEMP_SEQ: AtomicU64 = AtomicU64::new(0);
-        let (copies, copies_are_temp) = match &settings.state_dir {
-            Some(dir) => (dir.join("lists"), false),
-            None => (
-                std::env::temp_dir().join(format!(
-                    "sinkhole-lists-{}-{}",
-                    std::process::id(),
-                    TEMP_SEQ.fetch_add(1, Ordering::Relaxed)
-                )),
-                true,
-            ),
-        };
+    fn new(settings: ReloadSettings, state: ListState, snap: Snapshot) -> Arc<Reloader> {
         Arc::new(Reloader {
             settings,
             current: Arc::new(ArcSwap::from_pointee(snap)),
             busy: Mutex::new(()),
             stats: ReloadStats::default(),
-            baseline: Mutex::new(None),
-            copies,
-            copies_are_temp,
-            merging: std::sync::atomic::AtomicBool::new(false),
-            unsaved: Mutex::new(None),
+            state,
+            merging: AtomicBool::new(false),
         })
-    }
-
-    /// The baseline a saved manifest describes, if it records formats and
-    /// counts and every copy is there (checked byte for byte when used).
-    fn baseline_from(&self, manifest: &Manifest) -> Option<Baseline> {
-        let mut files = Vec::with_capacity(manifest.files.len());
-        let base = Baseline {
-            files: Vec::new(),
-            copies: self.copies.clone(),
-        };
-        for (i, f) in manifest.files.iter().enumerate() {
-            let copy_len = fs::metadata(base.copy_path(i)).ok()?.len();
-            if copy_len != f.bytes {
-                return None;
-            }
-            files.push(FileRecord {
-                path: f.path.clone(),
-                format: f.format?,
-                options: f.options.clone(),
-                counts: f.counts?,
-                sha256: f.sha256.clone(),
-                bytes: f.bytes,
-                // Just hashed by `manifest_matches`, but when that was is
-                // not known precisely enough to trust the time: read it.
-                stat: None,
-            });
-        }
-        Some(Baseline { files, ..base })
     }
 
     /// After a [`StartSource::LastGoodStale`] start: apply the changed lists,
@@ -458,12 +348,7 @@ impl Reloader {
                 Err(e) => tracing::error!(error = %e, "merging before the next reload failed"),
             }
         }
-        let baseline = self
-            .baseline
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        if let Some(base) = &baseline {
+        if let Some(base) = &self.state.baseline() {
             match delta::try_delta(base, &old, &s.paths, &*s.options, version, MAX_DELTA_RATIO) {
                 Delta::Apply(applied) => {
                     return self.apply_delta(*applied, &old, force, guard, started);
@@ -513,8 +398,7 @@ impl Reloader {
         let enforced_ms = started.elapsed().as_millis() as u64;
         // The copies are the next diff's baseline now; the snapshot and
         // manifest follow when the merge is done.
-        if self.keep_copies(&files, &pending_copies) {
-            *self.unsaved.lock().unwrap_or_else(|p| p.into_inner()) = Some((files, counts));
+        if self.state.keep_layer(files, &pending_copies, counts) {
             self.merge_soon();
         }
         Ok(ReloadReport {
@@ -529,24 +413,6 @@ impl Reloader {
             enforced_ms,
             incremental: true,
         })
-    }
-
-    /// Move the new copies into place and make `files` the baseline; on
-    /// failure there is no baseline (the next reload is a full one).
-    fn keep_copies(&self, files: &[FileRecord], pending_copies: &[(PathBuf, PathBuf)]) -> bool {
-        let mut baseline = self.baseline.lock().unwrap_or_else(|p| p.into_inner());
-        *baseline = None;
-        for (tmp, dest) in pending_copies {
-            if let Err(e) = fs::rename(tmp, dest) {
-                tracing::error!(error = %e, copy = %dest.display(), "keeping a copy of the list failed; the next reload will be a full one");
-                return false;
-            }
-        }
-        *baseline = Some(Baseline {
-            files: files.to_vec(),
-            copies: self.copies.clone(),
-        });
-        true
     }
 
     /// Start the background merge unless one is running (it picks up the
@@ -601,7 +467,7 @@ impl Reloader {
         let _busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
         if !Arc::ptr_eq(&self.current.load_full(), layered) {
             tracing::debug!("merge superseded by a newer reload");
-            let _ = fs::remove_file(&target);
+            self.state.discard_merged(&target);
             return;
         }
         self.commit_merged(flat, &target, started);
@@ -609,11 +475,7 @@ impl Reloader {
 
     /// Merge `layered` into a flat snapshot file; no lock is needed.
     fn flatten(&self, layered: &Snapshot) -> Result<(Snapshot, PathBuf), String> {
-        let (dir, target) = match &self.settings.state_dir {
-            Some(dir) => (dir.clone(), dir.join("merged.snapshot")),
-            None => (self.copies.clone(), self.copies.join("current.snapshot")),
-        };
-        fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        let target = self.state.merge_target().map_err(|e| e.to_string())?;
         let flat = merge::flatten_to(layered, &target).map_err(|e| e.to_string())?;
         Ok((flat, target))
     }
@@ -623,18 +485,8 @@ impl Reloader {
     fn commit_merged(&self, flat: Snapshot, target: &Path, started: Instant) {
         let flat = Arc::new(flat);
         self.current.store(flat.clone());
-        let unsaved = self
-            .unsaved
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        if let (Some(state), Some((files, counts))) = (&self.settings.state_dir, unsaved) {
-            let saved = fs::rename(target, state.join(SNAPSHOT_FILE))
-                .and_then(|()| write_last_good(state, &flat, &files, counts, false));
-            if let Err(e) = saved {
-                tracing::error!(error = %e, dir = %state.display(), "saving the last good snapshot failed; a restart will re-read the lists");
-                self.stats.persist_failures.fetch_add(1, Ordering::Relaxed);
-            }
+        if let Err(e) = self.state.save_merged(&flat, target) {
+            self.persist_failed(&e);
         }
         tracing::info!(
             version = flat.version(),
@@ -672,33 +524,19 @@ impl Reloader {
         started: Instant,
     ) -> Result<ReloadReport, ReloadError> {
         let s = &self.settings;
-        let mut records = Vec::new();
-        let mut pending_copies = Vec::new();
-        let mut copies_ok = true;
-        let mut record = |f: &FileRead<'_>| {
-            if !copies_ok {
-                return;
-            }
-            match delta::record(
-                &self.copies,
-                f.index,
-                f.path,
-                f.bytes,
-                f.stat,
-                f.parsed,
-                f.options,
-            ) {
-                Ok((rec, pending)) => {
-                    pending_copies.push((pending, Baseline::copy_at(&self.copies, f.index)));
-                    records.push(rec);
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, dir = %self.copies.display(), "cannot keep list copies; the next reload will be a full one");
-                    copies_ok = false;
-                }
+        let mut recorder = self.state.recorder();
+        let loaded = match load(
+            &s.paths,
+            &*s.options,
+            version,
+            Some(&mut |f| recorder.record(f)),
+        ) {
+            Ok(loaded) => loaded,
+            Err(e) => {
+                recorder.discard();
+                return Err(e.into());
             }
         };
-        let loaded = load(&s.paths, &*s.options, version, Some(&mut record))?;
         let counts = loaded.counts();
         let Loaded {
             snapshot, skipped, ..
@@ -712,7 +550,7 @@ impl Reloader {
                 force,
             )
         {
-            delta::discard_copies(&pending_copies);
+            recorder.discard();
             return Err(e.into());
         }
         let rules = snapshot.rule_count();
@@ -720,15 +558,8 @@ impl Reloader {
         self.current.store(snapshot.clone());
         let enforced_ms = started.elapsed().as_millis() as u64;
         let changes = diff(old, &snapshot);
-        if copies_ok {
-            self.persist(&snapshot, records, &pending_copies, counts);
-        } else {
-            *self.baseline.lock().unwrap_or_else(|p| p.into_inner()) = None;
-            if let Some(dir) = &s.state_dir
-                && let Err(e) = save_last_good(dir, &snapshot, &s.paths, &*s.options, counts, &[])
-            {
-                tracing::error!(error = %e, "saving the last good snapshot failed");
-            }
+        if let Err(e) = self.state.save_full(&snapshot, recorder, counts) {
+            self.persist_failed(&e);
         }
         Ok(ReloadReport {
             version,
@@ -744,169 +575,18 @@ impl Reloader {
         })
     }
 
-    /// After a version is in force: move its file copies into place, save
-    /// it as the last good snapshot with its manifest (written last, so a
-    /// crash in between leaves a manifest that does not match and the lists
-    /// are re-read), and make it the baseline. A failure here does not undo
-    /// the version in force; it is logged, and the next reload is a full one.
-    fn persist(
-        &self,
-        snap: &Snapshot,
-        files: Vec<FileRecord>,
-        pending_copies: &[(PathBuf, PathBuf)],
-        counts: Counts,
-    ) {
-        *self.unsaved.lock().unwrap_or_else(|p| p.into_inner()) = None;
-        if !self.keep_copies(&files, pending_copies) {
-            return;
-        }
-        if let Some(dir) = &self.settings.state_dir
-            && let Err(e) = write_last_good(dir, snap, &files, counts, true)
-        {
-            tracing::error!(error = %e, dir = %dir.display(), "saving the last good snapshot failed; a restart will re-read the lists");
-            self.stats.persist_failures.fetch_add(1, Ordering::Relaxed);
-        }
+    /// A version in force could not be saved as the last good one: it keeps
+    /// serving, but a restart re-reads the lists.
+    fn persist_failed(&self, e: &SaveError) {
+        tracing::error!(error = %e, "a restart will re-read the lists");
+        self.stats.persist_failures.fetch_add(1, Ordering::Relaxed);
     }
 }
-
-const SNAPSHOT_FILE: &str = "last-good.snapshot";
-const MANIFEST_FILE: &str = "last-good.json";
-
-/// Fingerprint of one list file as the manifest records it.
-fn manifest_file(path: &Path, options: &ListOptions) -> std::io::Result<ManifestFile> {
-    let bytes = fs::read(path)?;
-    Ok(ManifestFile {
-        sha256: hex::encode(Sha256::digest(&bytes)),
-        bytes: bytes.len() as u64,
-        options: format!("{options:?}"),
-        path: path.to_path_buf(),
-        format: None,
-        counts: None,
-    })
-}
-
-/// Are the list files (names, contents and options) the ones `manifest`
-/// describes?
-fn manifest_matches(manifest: &Manifest, settings: &ReloadSettings) -> bool {
-    let Ok(files) = parse::list_files(&settings.paths) else {
-        return false;
-    };
-    files.len() == manifest.files.len()
-        && files.iter().zip(&manifest.files).all(|(path, want)| {
-            // Cheap size check first: most changes change the size.
-            fs::metadata(path).is_ok_and(|m| m.len() == want.bytes)
-                && manifest_file(path, &(settings.options)(path))
-                    .is_ok_and(|got| got.same_content(want))
-        })
-}
-
-/// Save `snap` as the last good snapshot in `dir`, with a manifest of the
-/// list files it was compiled from (written last, so a crash in between
-/// leaves a manifest that does not match and the lists are re-read).
-pub fn save_last_good(
-    dir: &Path,
-    snap: &Snapshot,
-    paths: &[PathBuf],
-    options: &(dyn Fn(&Path) -> ListOptions + Send + Sync),
-    counts: Counts,
-    reports: &[super::FileReport],
-) -> std::io::Result<()> {
-    fs::create_dir_all(dir)?;
-    snap.save(&dir.join(SNAPSHOT_FILE))
-        .map_err(|e| std::io::Error::other(e.to_string()))?;
-    let copies = dir.join("lists");
-    let mut files = Vec::new();
-    let listed = parse::list_files(paths).map_err(|e| std::io::Error::other(e.to_string()))?;
-    for (i, p) in listed.iter().enumerate() {
-        let mut entry = manifest_file(p, &options(p))?;
-        // With what each file held, the copies let the server's first
-        // reload be an incremental one.
-        if let Some(report) = reports.iter().find(|r| r.path == *p) {
-            fs::create_dir_all(&copies)?;
-            let tmp = copies.join(format!("{i}.list.new"));
-            fs::copy(p, &tmp)?;
-            let copied = fs::read(&tmp)?;
-            if hex::encode(Sha256::digest(&copied)) == entry.sha256 {
-                fs::rename(&tmp, Baseline::copy_at(&copies, i))?;
-                entry.format = Some(report.format);
-                entry.counts = Some(report.counts);
-            } else {
-                let _ = fs::remove_file(&tmp);
-            }
-        }
-        files.push(entry);
-    }
-    let manifest = Manifest {
-        version: snap.version(),
-        created_unix: now_unix(),
-        files,
-        counts,
-        rules: snap.rule_count(),
-    };
-    write_manifest(dir, &manifest)
-}
-
-/// Save `snap` and a manifest of the files it was compiled from, as
-/// recorded when they were read.
-fn write_last_good(
-    dir: &Path,
-    snap: &Snapshot,
-    files: &[FileRecord],
-    counts: Counts,
-    save_snapshot: bool,
-) -> std::io::Result<()> {
-    fs::create_dir_all(dir)?;
-    if save_snapshot {
-        snap.save(&dir.join(SNAPSHOT_FILE))
-            .map_err(|e| std::io::Error::other(e.to_string()))?;
-    }
-    let manifest = Manifest {
-        version: snap.version(),
-        created_unix: now_unix(),
-        files: files
-            .iter()
-            .map(|f| ManifestFile {
-                path: f.path.clone(),
-                sha256: f.sha256.clone(),
-                bytes: f.bytes,
-                options: f.options.clone(),
-                format: Some(f.format),
-                counts: Some(f.counts),
-            })
-            .collect(),
-        counts,
-        rules: snap.rule_count(),
-    };
-    write_manifest(dir, &manifest)
-}
-
-fn write_manifest(dir: &Path, manifest: &Manifest) -> std::io::Result<()> {
-    let tmp = dir.join(format!("{MANIFEST_FILE}.tmp"));
-    let mut f = fs::File::create(&tmp)?;
-    serde_json::to_writer_pretty(&mut f, manifest).map_err(std::io::Error::other)?;
-    f.write_all(b"\n")?;
-    f.sync_all()?;
-    fs::rename(tmp, dir.join(MANIFEST_FILE))
-}
-
-/// Open the persisted last good snapshot and its manifest.
-pub fn open_last_good(dir: &Path) -> Result<(Snapshot, Manifest), SnapshotError> {
-    let snap = Snapshot::open(&dir.join(SNAPSHOT_FILE))?;
-    let mpath = dir.join(MANIFEST_FILE);
-    let text = fs::read_to_string(&mpath).map_err(|source| SnapshotError::Io {
-        path: mpath.display().to_string(),
-        source,
-    })?;
-    let manifest: Manifest = serde_json::from_str(&text).map_err(|e| SnapshotError::Corrupt {
-        path: mpath.display().to_string(),
-        what: e.to_string(),
-    })?;
-    Ok((snap, manifest))
-}
-
 #[cfg(test)]
 pub(crate) mod tests {
-    use super::super::ParsedList;
+    use std::fs;
+
+    use super::super::{ParsedList, parse};
     use super::*;
 
     pub(crate) fn write(path: &Path, text: &str) {
@@ -1167,7 +847,7 @@ pub(crate) mod tests {
             let want = answers(&super::super::compile(&lists).expect("compile"));
 
             let old = r.current();
-            let base = r.baseline.lock().expect("lock").clone().expect("baseline");
+            let base = r.state.baseline().expect("baseline");
             let attempt = delta::try_delta(
                 &base,
                 &old,
@@ -1180,8 +860,8 @@ pub(crate) mod tests {
                 let got = answers(&applied.snapshot);
                 if got != want {
                     let diffs: Vec<_> = got.iter().zip(&want).filter(|(g, w)| g != w).collect();
-                    let old_a = fs::read_to_string(r.copies.join("0.list")).unwrap_or_default();
-                    let old_b = fs::read_to_string(r.copies.join("1.list")).unwrap_or_default();
+                    let old_a = fs::read_to_string(base.copy_path(0)).unwrap_or_default();
+                    let old_b = fs::read_to_string(base.copy_path(1)).unwrap_or_default();
                     panic!(
                         "step {step}: layered snapshot differs from a full compile: {diffs:?}\nold a:\n{}\nold b:\n{}\nnew a:\n{}\nnew b:\n{}",
                         numbered(&old_a),
