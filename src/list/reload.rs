@@ -1,6 +1,10 @@
-//! Keeping the enforced snapshot current: watch the list files, re-parse
-//! and compile off the query path, check the guards, persist the accepted
-//! version as the "last good" snapshot, and swap it in atomically.
+//! Keeping the enforced snapshot current: re-read the lists off the query
+//! path (every file through `load.rs`, or only the changed lines through
+//! `delta.rs` with a background merge after), check the guards
+//! (`guards.rs`), put the new version in force with one atomic swap
+//! (`Reloader::swap`), and save it as the last good snapshot
+//! (`state.rs`). When to reload is decided by the file watcher
+//! (`watch.rs`), SIGHUP and the control socket.
 //!
 //! Queries hold an `Arc<Snapshot>` for as long as they need it, so a swap
 //! never waits for them and they finish on the version they started with.
@@ -156,6 +160,27 @@ pub struct Reloader {
     merging: AtomicBool,
 }
 
+/// How a snapshot came to be put in force (see `Reloader::swap`).
+#[derive(Clone, Copy, Debug)]
+enum Swap {
+    /// A full reload: every file parsed and compiled.
+    Full,
+    /// An incremental reload: the changes as a layer over the snapshot in force.
+    Layer,
+    /// A background merge folded the layer into a flat snapshot.
+    Merged,
+}
+
+impl Swap {
+    fn as_str(self) -> &'static str {
+        match self {
+            Swap::Full => "full",
+            Swap::Layer => "incremental",
+            Swap::Merged => "merged",
+        }
+    }
+}
+
 /// How the server started.
 #[derive(Debug)]
 pub enum StartSource {
@@ -283,10 +308,6 @@ impl Reloader {
         crate::memory::release_freed_memory();
         match &result {
             Ok(r) => {
-                self.stats.accepted.fetch_add(1, Ordering::Relaxed);
-                self.stats
-                    .last_success_unix
-                    .store(now_unix(), Ordering::Relaxed);
                 tracing::info!(
                     version = r.version,
                     rules = r.rules,
@@ -394,7 +415,7 @@ impl Reloader {
         } = applied;
         let version = snapshot.version();
         let rules = snapshot.rule_count();
-        self.current.store(Arc::new(snapshot));
+        self.swap(Arc::new(snapshot), Swap::Layer);
         let enforced_ms = started.elapsed().as_millis() as u64;
         // The copies are the next diff's baseline now; the snapshot and
         // manifest follow when the merge is done.
@@ -413,6 +434,22 @@ impl Reloader {
             enforced_ms,
             incremental: true,
         })
+    }
+
+    /// Put `next` in force: every new snapshot goes through here (a full
+    /// reload, an incremental reload's layer, a finished merge). Queries
+    /// holding the old one finish on it. The caller holds `busy`.
+    fn swap(&self, next: Arc<Snapshot>, how: Swap) {
+        let (version, rules) = (next.version(), next.rule_count());
+        self.current.store(next);
+        // A merge changes no answer, so it is not an accepted reload.
+        if !matches!(how, Swap::Merged) {
+            self.stats.accepted.fetch_add(1, Ordering::Relaxed);
+            self.stats
+                .last_success_unix
+                .store(now_unix(), Ordering::Relaxed);
+        }
+        tracing::info!(version, rules, how = how.as_str(), "list version in force");
     }
 
     /// Start the background merge unless one is running (it picks up the
@@ -484,7 +521,7 @@ impl Reloader {
     /// and has checked that it merges the snapshot in force.
     fn commit_merged(&self, flat: Snapshot, target: &Path, started: Instant) {
         let flat = Arc::new(flat);
-        self.current.store(flat.clone());
+        self.swap(flat.clone(), Swap::Merged);
         if let Err(e) = self.state.save_merged(&flat, target) {
             self.persist_failed(&e);
         }
@@ -555,7 +592,7 @@ impl Reloader {
         }
         let rules = snapshot.rule_count();
         let snapshot = Arc::new(snapshot);
-        self.current.store(snapshot.clone());
+        self.swap(snapshot.clone(), Swap::Full);
         let enforced_ms = started.elapsed().as_millis() as u64;
         let changes = diff(old, &snapshot);
         if let Err(e) = self.state.save_full(&snapshot, recorder, counts) {
