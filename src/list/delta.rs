@@ -18,6 +18,10 @@
 //! key was also listed elsewhere (the duplicate bit), an added key that is
 //! already listed, a copy that does not match its recorded hash, or more
 //! changed lines than `max_changed_ratio` of the file.
+//!
+//! The byte copies diffed against, and the new copies written while
+//! diffing, are kept by `state.rs`: a new copy replaces the old one only
+//! once its version is in force.
 
 use std::collections::{HashMap, HashSet};
 use std::fs;
