@@ -828,14 +828,7 @@ impl ServerHandle {
 fn bind_udp_and_tcp(
     addr: SocketAddr,
     workers: usize,
-) -> Result<
-    (
-        Vec<std::net::UdpSocket>,
-        tokio::net::TcpListener,
-        SocketAddr,
-    ),
-    ServeError,
-> {
+) -> Result<(Vec<std::net::UdpSocket>, tokio::net::TcpListener, SocketAddr), ServeError> {
     let attempts = if addr.port() == 0 { 20 } else { 1 };
     let mut last = None;
     for _ in 0..attempts {
@@ -904,3 +897,4 @@ pub fn start(
         drain: (config.upstream.timeout + std::time::Duration::from_millis(250)).min(MAX_DRAIN),
     })
 }
+
