@@ -2,7 +2,7 @@
 //! exit codes. Everything else lives in the library.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
@@ -116,6 +116,13 @@ enum Command {
     },
 }
 
+/// The CLI reads every list with the default options (format detected,
+/// the default block action); the server's per-file options come from its
+/// configuration.
+fn default_options(_: &Path) -> ListOptions {
+    ListOptions::default()
+}
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -199,7 +206,7 @@ fn run(cli: Cli) -> Result<u8> {
         } => {
             let snap = match snapshot {
                 Some(p) => list::Snapshot::open(&p)?,
-                None => list::load(&lists, &ListOptions::default(), 1, false)?.snapshot,
+                None => list::load(&lists, &default_options, 1, None)?.snapshot,
             };
             for raw in &names {
                 let name = match list::name::normalize(raw) {
@@ -218,10 +225,9 @@ fn run(cli: Cli) -> Result<u8> {
             Ok(0)
         }
         Command::Diff { old, new, json } => {
-            let opts = ListOptions::default();
-            let old = list::load(std::slice::from_ref(&old), &opts, 1, false)
+            let old = list::load(std::slice::from_ref(&old), &default_options, 1, None)
                 .with_context(|| format!("loading {}", old.display()))?;
-            let new = list::load(std::slice::from_ref(&new), &opts, 2, false)
+            let new = list::load(std::slice::from_ref(&new), &default_options, 2, None)
                 .with_context(|| format!("loading {}", new.display()))?;
             let d = list::diff(&old.snapshot, &new.snapshot);
             if json {
@@ -277,22 +283,18 @@ fn run(cli: Cli) -> Result<u8> {
             version,
             state_dir,
         } => {
-            let loaded = list::load(&lists, &ListOptions::default(), version, false)?;
+            // With a state directory, the byte copies and manifest a server
+            // needs to start from this snapshot are kept as it is compiled.
+            let loaded = match &state_dir {
+                Some(dir) => {
+                    list::state::compile_last_good(dir, &lists, &default_options, version)?
+                }
+                None => list::load(&lists, &default_options, version, None)?,
+            };
             for msg in &loaded.skipped {
                 eprintln!("{msg}");
             }
             loaded.snapshot.save(&output)?;
-            if let Some(dir) = &state_dir {
-                list::reload::save_last_good(
-                    dir,
-                    &loaded.snapshot,
-                    &lists,
-                    &|_| ListOptions::default(),
-                    loaded.counts(),
-                    &loaded.files,
-                )
-                .with_context(|| format!("saving the last good snapshot in {}", dir.display()))?;
-            }
             let c = loaded.counts();
             writeln!(
                 out,

@@ -18,104 +18,32 @@
 //! key was also listed elsewhere (the duplicate bit), an added key that is
 //! already listed, a copy that does not match its recorded hash, or more
 //! changed lines than `max_changed_ratio` of the file.
+//!
+//! The byte copies diffed against, and the new copies written while
+//! diffing, are kept by `state.rs`: a new copy replaces the old one only
+//! once its version is in force.
 
 use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
 
 use sha2::{Digest, Sha256};
 
 use super::compile::{compile_versioned, push_key};
 use super::parse;
 use super::snapshot::{Layer, LineMap, OverlayRule};
+use super::state::{Baseline, FileRecord, FileStat, PendingCopies};
 use super::{Counts, Format, ListOptions, ParsedList, Rule, Snapshot, Target};
 
-/// What the version in force was built from, per list file.
-#[derive(Clone, Debug)]
-pub struct FileRecord {
-    pub path: PathBuf,
-    pub format: Format,
-    /// `{:?}` of the list options it was read with.
-    pub options: String,
-    pub counts: Counts,
-    pub sha256: String,
-    pub bytes: u64,
-    /// What `stat` said before the file was read. A file with the same
-    /// size, inode and modification time is taken as unchanged without
-    /// reading it, but only if that time was already `STAT_TRUST` old when
-    /// it was read: file systems stamp times coarsely, so a file rewritten
-    /// within the same tick can look untouched ("racy git").
-    pub stat: Option<FileStat>,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct FileStat {
-    pub len: u64,
-    pub ino: u64,
-    pub mtime: SystemTime,
-}
-
-/// How old a modification time must be, when the file is read, before an
-/// unchanged `stat` is trusted later.
-const STAT_TRUST: std::time::Duration = std::time::Duration::from_secs(2);
-
-/// `stat` a file for [`FileRecord::stat`]: `None` unless its time is old
-/// enough to be trusted.
-pub fn trusted_stat(path: &Path) -> Option<FileStat> {
-    use std::os::unix::fs::MetadataExt;
-    let m = fs::metadata(path).ok()?;
-    let mtime = m.modified().ok()?;
-    let age = SystemTime::now().duration_since(mtime).ok()?;
-    (age >= STAT_TRUST).then_some(FileStat {
-        len: m.len(),
-        ino: m.ino(),
-        mtime,
-    })
-}
-
-fn current_stat(path: &Path) -> Option<FileStat> {
-    use std::os::unix::fs::MetadataExt;
-    let m = fs::metadata(path).ok()?;
-    Some(FileStat {
-        len: m.len(),
-        ino: m.ino(),
-        mtime: m.modified().ok()?,
-    })
-}
-
-/// The files of the version in force and where their byte copies are.
-#[derive(Clone, Debug)]
-pub struct Baseline {
-    pub files: Vec<FileRecord>,
-    pub copies: PathBuf,
-}
-
-impl Baseline {
-    /// The byte copy of file `i` as it is in force.
-    pub fn copy_path(&self, i: usize) -> PathBuf {
-        Baseline::copy_at(&self.copies, i)
-    }
-
-    pub fn copy_at(dir: &Path, i: usize) -> PathBuf {
-        dir.join(format!("{i}.list"))
-    }
-
-    /// Where a new copy of file `i` is written until the version is accepted.
-    pub fn pending_copy_path(&self, i: usize) -> PathBuf {
-        self.copies.join(format!("{i}.list.new"))
-    }
-}
-
 /// An incremental reload ready to enforce.
-pub struct Applied {
+pub(crate) struct Applied {
     /// The current snapshot with the changes as a layer.
     pub snapshot: Snapshot,
     /// The new records (every file, changed or not).
     pub files: Vec<FileRecord>,
     /// New copies to move into place once the version is accepted.
-    pub pending_copies: Vec<(PathBuf, PathBuf)>,
+    pub pending_copies: PendingCopies,
     pub added: usize,
     pub removed: usize,
     /// `FILE:LINE: reason` for skipped lines among the changed lines.
@@ -126,20 +54,12 @@ pub struct Applied {
 impl Applied {
     /// Forget the pending copies (the version was rejected).
     pub fn discard(&self) {
-        discard_copies(&self.pending_copies);
-    }
-}
-
-/// Remove new copies (temp name, final name) of a version that was not
-/// accepted.
-pub fn discard_copies(pending_copies: &[(PathBuf, PathBuf)]) {
-    for (tmp, _) in pending_copies {
-        let _ = fs::remove_file(tmp);
+        self.pending_copies.discard();
     }
 }
 
 /// The outcome of an attempt.
-pub enum Delta {
+pub(crate) enum Delta {
     Apply(Box<Applied>),
     /// The fast path does not apply; reload fully. The reason is for the log.
     Full(String),
@@ -200,7 +120,7 @@ const READ_BUF: usize = 256 << 10;
 /// Try the incremental path for the files under `paths` against `base`,
 /// which describes `current`. `max_changed_ratio`: the share of a file's
 /// lines that may change before a full reload is cheaper.
-pub fn try_delta(
+pub(crate) fn try_delta(
     base: &Baseline,
     current: &Snapshot,
     paths: &[PathBuf],
@@ -222,13 +142,13 @@ pub fn try_delta(
         if format!("{opts:?}") != rec.options {
             return Delta::Full(format!("{}: list options changed", path.display()));
         }
-        if rec.stat.is_some() && current_stat(path) == rec.stat {
+        if rec.stat.is_some() && FileStat::now(path) == rec.stat {
             records.push(rec.clone());
             diffs.push(None);
             continue;
         }
         // Taken before reading, as in a full reload.
-        let stat = trusted_stat(path);
+        let stat = FileStat::trusted(path);
         if !matches!(rec.format, Format::Plain | Format::Hosts | Format::Adblock) {
             return Delta::Full(format!(
                 "{}: {} is not a line format",
@@ -238,11 +158,11 @@ pub fn try_delta(
         }
         match diff_file(base, i, path, rec, &opts, max_changed_ratio) {
             Err(reason) => {
-                let _ = fs::remove_file(base.pending_copy_path(i));
+                base.remove_pending_copy(i);
                 return Delta::Full(reason);
             }
             Ok(FileOutcome::Unchanged { sha256, bytes }) => {
-                let _ = fs::remove_file(base.pending_copy_path(i));
+                base.remove_pending_copy(i);
                 records.push(FileRecord {
                     sha256,
                     bytes,
@@ -265,13 +185,13 @@ pub fn try_delta(
             }
         }
     }
-    let discard = |diffs: &[Option<FileDiff>]| {
-        for (i, d) in diffs.iter().enumerate() {
-            if d.is_some() {
-                let _ = fs::remove_file(base.pending_copy_path(i));
-            }
-        }
-    };
+    let pending_copies = base.pending_copies(
+        diffs
+            .iter()
+            .enumerate()
+            .filter(|(_, d)| d.is_some())
+            .map(|(i, _)| i),
+    );
     match layer_for(current, &files, &diffs, options, version) {
         Ok((layer, added, removed)) => {
             let counts = records.iter().fold(Counts::default(), |a, r| a + r.counts);
@@ -279,12 +199,6 @@ pub fn try_delta(
                 .iter()
                 .flatten()
                 .flat_map(|d| d.added.skip_messages())
-                .collect();
-            let pending_copies = diffs
-                .iter()
-                .enumerate()
-                .filter(|(_, d)| d.is_some())
-                .map(|(i, _)| (base.pending_copy_path(i), base.copy_path(i)))
                 .collect();
             Delta::Apply(Box::new(Applied {
                 snapshot: current.with_layer(layer, version, counts),
@@ -297,7 +211,7 @@ pub fn try_delta(
             }))
         }
         Err(reason) => {
-            discard(&diffs);
+            pending_copies.discard();
             Delta::Full(reason)
         }
     }
@@ -562,11 +476,10 @@ fn diff_file(
             return Err(format!("{}: format changed to {format}", path.display()));
         }
     }
-    let pending = base.pending_copy_path(i);
-    let mut out = BufWriter::with_capacity(
-        READ_BUF,
-        fs::File::create(&pending).map_err(|e| io(&pending, e))?,
-    );
+    let (file, pending) = base
+        .create_pending_copy(i)
+        .map_err(|e| format!("a copy of {}: {e}", path.display()))?;
+    let mut out = BufWriter::with_capacity(READ_BUF, file);
     let mut taken = vec![0u64; by_line.len().div_ceil(64)];
     let is_taken = |t: &[u64], i: usize| t[i / 64] & (1 << (i % 64)) != 0;
     // Matches keep the old order: a line matches the first old line with
@@ -741,31 +654,4 @@ fn renumber(mut list: ParsedList, lines: &[u32]) -> ParsedList {
         s.line = real(s.line);
     }
     list
-}
-
-/// Record a file read by a full reload, and write its copy.
-pub fn record(
-    base_copies: &Path,
-    i: usize,
-    path: &Path,
-    bytes: &[u8],
-    stat: Option<FileStat>,
-    parsed: &ParsedList,
-    options: &ListOptions,
-) -> std::io::Result<(FileRecord, PathBuf)> {
-    fs::create_dir_all(base_copies)?;
-    let pending = base_copies.join(format!("{i}.list.new"));
-    fs::write(&pending, bytes)?;
-    Ok((
-        FileRecord {
-            path: path.to_path_buf(),
-            format: parsed.format,
-            options: format!("{options:?}"),
-            counts: parsed.counts(),
-            sha256: hex::encode(Sha256::digest(bytes)),
-            bytes: bytes.len() as u64,
-            stat,
-        },
-        pending,
-    ))
 }

@@ -1,12 +1,17 @@
 //! Paths → parsed lists → one compiled snapshot, with a report of what was
-//! read. Shared by the CLI, the server's start-up and reloads.
+//! read. [`load`] is the only way list files become a snapshot: the CLI
+//! (`compile`, `lookup`, `diff`), the server's start-up and every full
+//! reload go through it, so they cannot drift apart in what they accept.
+//! (An incremental reload starts from a snapshot this built and re-parses
+//! only changed lines; see `delta.rs`.)
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use thiserror::Error;
 
 use super::parse::{self, ParseError};
+use super::state::FileStat;
 use super::{
     CompileError, Counts, Format, ListOptions, ParsedList, Snapshot, compile::compile_versioned,
 };
@@ -19,8 +24,6 @@ pub enum LoadError {
     Compile(#[from] CompileError),
     #[error("no list files found in {0}")]
     NoFiles(String),
-    #[error("{count} line(s) skipped in strict mode; first: {first}")]
-    Strict { count: usize, first: String },
 }
 
 /// What one file contributed.
@@ -52,57 +55,66 @@ impl Loaded {
 
 /// Per-file list options (a configuration can set format, action and
 /// exact-only per file).
-pub type OptionsFor<'a> = &'a (dyn Fn(&std::path::Path) -> ListOptions + Send + Sync);
+pub type OptionsFor<'a> = &'a (dyn Fn(&Path) -> ListOptions + Send + Sync);
 
-/// Parse every file under `paths` (directories are expanded) with `opts`.
-pub fn parse_all(paths: &[PathBuf], opts: &ListOptions) -> Result<Vec<ParsedList>, LoadError> {
-    parse_all_with(paths, &|_| opts.clone())
+/// One list file as [`load`] read it, shown to the caller before the next
+/// file is read. The reloader keeps a byte copy of it (the baseline of the
+/// next incremental reload) from exactly the bytes that were parsed, so
+/// the copy can never disagree with the snapshot.
+pub struct FileRead<'a> {
+    /// Position among the files `paths` expanded to.
+    pub index: usize,
+    pub path: &'a Path,
+    pub options: &'a ListOptions,
+    /// `stat` taken before reading, when its time is old enough to trust
+    /// (a write after it shows as a change next time, never as "unchanged").
+    pub stat: Option<FileStat>,
+    pub bytes: &'a [u8],
+    pub parsed: &'a ParsedList,
 }
 
-/// Parse every file under `paths` with options chosen per file.
-pub fn parse_all_with(
+/// Called with each file as it is read.
+pub type OnRead<'a> = &'a mut dyn FnMut(&FileRead<'_>);
+
+/// Parse every file under `paths` (directories are expanded, in name
+/// order) with the options `options_for` gives it, and compile them into a
+/// snapshot carrying `version`. `on_read`, if given, sees each file's
+/// bytes and parse before they are dropped.
+pub fn load(
     paths: &[PathBuf],
-    opts_for: OptionsFor<'_>,
-) -> Result<Vec<ParsedList>, LoadError> {
+    options_for: OptionsFor<'_>,
+    version: u64,
+    mut on_read: Option<OnRead<'_>>,
+) -> Result<Loaded, LoadError> {
+    let t0 = Instant::now();
     let files = parse::list_files(paths)?;
     if files.is_empty() {
         let shown: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
         return Err(LoadError::NoFiles(shown.join(", ")));
     }
-    files
-        .iter()
-        .map(|f| parse::parse_file(f, &opts_for(f)).map_err(LoadError::from))
-        .collect()
-}
-
-/// Load, and compile into a snapshot carrying `version`. With `strict`, any
-/// skipped line fails the load.
-pub fn load(
-    paths: &[PathBuf],
-    opts: &ListOptions,
-    version: u64,
-    strict: bool,
-) -> Result<Loaded, LoadError> {
-    load_with(paths, &|_| opts.clone(), version, strict)
-}
-
-/// [`load`] with options chosen per file.
-pub fn load_with(
-    paths: &[PathBuf],
-    opts_for: OptionsFor<'_>,
-    version: u64,
-    strict: bool,
-) -> Result<Loaded, LoadError> {
-    let t0 = Instant::now();
-    let lists = parse_all_with(paths, opts_for)?;
+    let mut lists = Vec::with_capacity(files.len());
+    for (index, path) in files.iter().enumerate() {
+        let options = options_for(path);
+        let stat = FileStat::trusted(path);
+        let bytes = std::fs::read(path).map_err(|source| ParseError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        let parsed = parse::parse_bytes(path, &bytes, &options);
+        if let Some(observe) = on_read.as_mut() {
+            observe(&FileRead {
+                index,
+                path,
+                options: &options,
+                stat,
+                bytes: &bytes,
+                parsed: &parsed,
+            });
+        }
+        lists.push(parsed);
+    }
     let parse_time = t0.elapsed();
     let skipped: Vec<String> = lists.iter().flat_map(|l| l.skip_messages()).collect();
-    if strict && let Some(first) = skipped.first() {
-        return Err(LoadError::Strict {
-            count: skipped.len(),
-            first: first.clone(),
-        });
-    }
     let t1 = Instant::now();
     let snapshot = compile_versioned(&lists, version)?;
     let compile_time = t1.elapsed();

@@ -5,6 +5,7 @@ mod bloom;
 pub mod compile;
 pub mod config;
 pub mod delta;
+pub mod guards;
 pub mod load;
 pub mod merge;
 pub mod name;
@@ -12,6 +13,8 @@ pub mod parse;
 pub mod reference;
 pub mod reload;
 pub mod snapshot;
+pub mod state;
+pub mod watch;
 
 use std::fmt;
 use std::net::IpAddr;
@@ -22,9 +25,7 @@ use serde::{Deserialize, Serialize};
 use crate::policy::Action;
 
 pub use compile::{CompileError, compile, compile_versioned};
-pub use load::{
-    FileReport, LoadError, Loaded, OptionsFor, load, load_with, parse_all, parse_all_with,
-};
+pub use load::{FileRead, FileReport, LoadError, Loaded, OnRead, OptionsFor, load};
 pub use snapshot::{Match, RuleId, RuleView, Snapshot, SnapshotDiff, SnapshotError, diff};
 
 /// The text formats sinkhole reads. `Plain` also accepts `*.name`,

@@ -1,27 +1,32 @@
-//! Keeping the enforced snapshot current: watch the list files, re-parse
-//! and compile off the query path, check the guards, persist the accepted
-//! version as the "last good" snapshot, and swap it in atomically.
+//! Keeping the enforced snapshot current: re-read the lists off the query
+//! path (every file through `load.rs`, or only the changed lines through
+//! `delta.rs` with a background merge after), check the guards
+//! (`guards.rs`), put the new version in force with one atomic swap
+//! (`Reloader::swap`), and save it as the last good snapshot
+//! (`state.rs`). When to reload is decided by the file watcher
+//! (`watch.rs`), SIGHUP and the control socket.
 //!
 //! Queries hold an `Arc<Snapshot>` for as long as they need it, so a swap
 //! never waits for them and they finish on the version they started with.
 
-use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use thiserror::Error;
 
-use super::delta::{self, Baseline, Delta, FileRecord};
-use super::load::LoadError;
-use super::{
-    Counts, Format, ListOptions, Snapshot, SnapshotError, compile_versioned, diff, merge, parse,
-};
+use super::delta::{self, Delta};
+use super::guards::{self, Candidate, GuardError, Limits};
+use super::load::{LoadError, Loaded, load};
+use super::state::{ListState, SaveError};
+use super::watch::wait_until_settled;
+use super::{Counts, ListOptions, Snapshot, diff, merge};
+
+/// The saved state is `state.rs`'s; re-exported for callers of this path.
+pub use super::state::{Manifest, ManifestFile, open_last_good};
 
 /// The background merge's nice value: behind the query workers, but not so
 /// far that a busy core never lets it finish.
@@ -84,25 +89,8 @@ impl Default for ReloadSettings {
 pub enum ReloadError {
     #[error(transparent)]
     Load(#[from] LoadError),
-    #[error(
-        "rejected: {skipped} of {total} lines skipped ({pct:.1}% > {limit:.1}% allowed); first: {first}"
-    )]
-    TooManySkipped {
-        skipped: usize,
-        total: usize,
-        pct: f64,
-        limit: f64,
-        first: String,
-    },
-    #[error(
-        "rejected: the lists shrink from {old} to {new} rules ({pct:.1}% fewer > {limit:.1}% allowed); use `sinkhole reload --force` if intended"
-    )]
-    Shrunk {
-        old: usize,
-        new: usize,
-        pct: f64,
-        limit: f64,
-    },
+    #[error(transparent)]
+    Guard(#[from] GuardError),
     #[error("files are still being written: {0}")]
     Unsettled(String),
     #[error("saving the last good snapshot: {0}")]
@@ -119,8 +107,8 @@ impl ReloadError {
                 "io"
             }
             ReloadError::Load(_) => "compile",
-            ReloadError::TooManySkipped { .. } => "skipped_ratio",
-            ReloadError::Shrunk { .. } => "shrink",
+            ReloadError::Guard(GuardError::TooManySkipped { .. }) => "skipped_ratio",
+            ReloadError::Guard(GuardError::Shrunk { .. }) => "shrink",
             ReloadError::Unsettled(_) => "unsettled",
             ReloadError::Persist(_) => "persist",
             ReloadError::NothingToServe(_) => "nothing_to_serve",
@@ -147,41 +135,6 @@ pub struct ReloadReport {
     pub incremental: bool,
 }
 
-/// The manifest stored next to the last good snapshot.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Manifest {
-    pub version: u64,
-    pub created_unix: u64,
-    pub files: Vec<ManifestFile>,
-    pub counts: Counts,
-    pub rules: usize,
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct ManifestFile {
-    pub path: PathBuf,
-    pub sha256: String,
-    pub bytes: u64,
-    /// The list options the file was read with (format, action, scope).
-    pub options: String,
-    /// The format it was read as, and what it held (absent in manifests
-    /// written before incremental reloads; those reload in full once).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub format: Option<Format>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub counts: Option<Counts>,
-}
-
-impl ManifestFile {
-    /// Same file, same bytes, same options.
-    fn same_content(&self, other: &ManifestFile) -> bool {
-        self.path == other.path
-            && self.sha256 == other.sha256
-            && self.bytes == other.bytes
-            && self.options == other.options
-    }
-}
-
 /// Counters for metrics.
 #[derive(Debug, Default)]
 pub struct ReloadStats {
@@ -201,23 +154,29 @@ pub struct Reloader {
     /// Serialises reloads; the query path never takes it.
     busy: Mutex<()>,
     pub stats: ReloadStats,
-    /// The files of the version in force, for incremental reloads.
-    baseline: Mutex<Option<Baseline>>,
-    /// Where byte copies of the files in force are kept.
-    copies: PathBuf,
-    /// `copies` is a private temporary directory (no `state_dir`).
-    copies_are_temp: bool,
+    /// The last good snapshot and the copies incremental reloads diff against.
+    state: ListState,
     /// A background merge is running.
-    merging: std::sync::atomic::AtomicBool,
-    /// Files and counts of an enforced version not yet saved (its merge is
-    /// pending).
-    unsaved: Mutex<Option<(Vec<FileRecord>, Counts)>>,
+    merging: AtomicBool,
 }
 
-impl Drop for Reloader {
-    fn drop(&mut self) {
-        if self.copies_are_temp {
-            let _ = fs::remove_dir_all(&self.copies);
+/// How a snapshot came to be put in force (see `Reloader::swap`).
+#[derive(Clone, Copy, Debug)]
+enum Swap {
+    /// A full reload: every file parsed and compiled.
+    Full,
+    /// An incremental reload: the changes as a layer over the snapshot in force.
+    Layer,
+    /// A background merge folded the layer into a flat snapshot.
+    Merged,
+}
+
+impl Swap {
+    fn as_str(self) -> &'static str {
+        match self {
+            Swap::Full => "full",
+            Swap::Layer => "incremental",
+            Swap::Merged => "merged",
         }
     }
 }
@@ -241,10 +200,6 @@ fn now_unix() -> u64 {
         .unwrap_or(0)
 }
 
-fn total_rules(c: &Counts) -> usize {
-    c.names + c.wildcards + c.allows + c.keywords
-}
-
 impl Reloader {
     /// Load at start. With a last good snapshot in `state_dir` it is put
     /// in force at once (memory-mapped, nothing parsed): if the list files
@@ -256,98 +211,37 @@ impl Reloader {
     /// version keeps serving. Without a last good snapshot the lists are
     /// loaded now and must load.
     pub fn start(settings: ReloadSettings) -> Result<(Arc<Reloader>, StartSource), ReloadError> {
-        let last_good = settings
-            .state_dir
-            .as_deref()
-            .and_then(|d| match open_last_good(d) {
-                Ok(found) => Some(found),
-                Err(SnapshotError::Io { source, .. })
-                    if source.kind() == std::io::ErrorKind::NotFound =>
-                {
-                    None
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "last good snapshot unusable; loading the lists");
-                    None
-                }
-            });
+        let state = ListState::new(settings.state_dir.clone());
+        let last_good = state.last_good().unwrap_or_else(|e| {
+            tracing::error!(error = %e, "last good snapshot unusable; loading the lists");
+            None
+        });
         if let Some((snap, manifest)) = last_good {
             let version = snap.version();
-            // A crash between saving a snapshot and its manifest leaves them
-            // at different versions: then the files decide (catch_up).
-            let current = manifest.version == version && manifest_matches(&manifest, &settings);
-            let reloader = Reloader::with_snapshot(settings, snap);
-            if current {
-                *reloader.baseline.lock().unwrap_or_else(|p| p.into_inner()) =
-                    reloader.baseline_from(&manifest);
-            }
-            let source = if current {
+            let source = if state.resume(version, &manifest, &settings.paths, &*settings.options) {
                 StartSource::LastGoodCurrent { version }
             } else {
                 StartSource::LastGoodStale { version }
             };
-            return Ok((reloader, source));
+            return Ok((Reloader::new(settings, state, snap), source));
         }
         let empty = super::compile(&[]).map_err(|e| ReloadError::NothingToServe(e.to_string()))?;
-        let reloader = Reloader::with_snapshot(settings, empty);
+        let reloader = Reloader::new(settings, state, empty);
         match reloader.reload_inner(false, false, 0, true) {
             Ok(report) => Ok((reloader, StartSource::Lists(report))),
             Err(e) => Err(ReloadError::NothingToServe(e.to_string())),
         }
     }
 
-    fn with_snapshot(settings: ReloadSettings, snap: Snapshot) -> Arc<Reloader> {
-        static TEMP_SEQ: AtomicU64 = AtomicU64::new(0);
-        let (copies, copies_are_temp) = match &settings.state_dir {
-            Some(dir) => (dir.join("lists"), false),
-            None => (
-                std::env::temp_dir().join(format!(
-                    "sinkhole-lists-{}-{}",
-                    std::process::id(),
-                    TEMP_SEQ.fetch_add(1, Ordering::Relaxed)
-                )),
-                true,
-            ),
-        };
+    fn new(settings: ReloadSettings, state: ListState, snap: Snapshot) -> Arc<Reloader> {
         Arc::new(Reloader {
             settings,
             current: Arc::new(ArcSwap::from_pointee(snap)),
             busy: Mutex::new(()),
             stats: ReloadStats::default(),
-            baseline: Mutex::new(None),
-            copies,
-            copies_are_temp,
-            merging: std::sync::atomic::AtomicBool::new(false),
-            unsaved: Mutex::new(None),
+            state,
+            merging: AtomicBool::new(false),
         })
-    }
-
-    /// The baseline a saved manifest describes, if it records formats and
-    /// counts and every copy is there (checked byte for byte when used).
-    fn baseline_from(&self, manifest: &Manifest) -> Option<Baseline> {
-        let mut files = Vec::with_capacity(manifest.files.len());
-        let base = Baseline {
-            files: Vec::new(),
-            copies: self.copies.clone(),
-        };
-        for (i, f) in manifest.files.iter().enumerate() {
-            let copy_len = fs::metadata(base.copy_path(i)).ok()?.len();
-            if copy_len != f.bytes {
-                return None;
-            }
-            files.push(FileRecord {
-                path: f.path.clone(),
-                format: f.format?,
-                options: f.options.clone(),
-                counts: f.counts?,
-                sha256: f.sha256.clone(),
-                bytes: f.bytes,
-                // Just hashed by `manifest_matches`, but when that was is
-                // not known precisely enough to trust the time: read it.
-                stat: None,
-            });
-        }
-        Some(Baseline { files, ..base })
     }
 
     /// After a [`StartSource::LastGoodStale`] start: apply the changed lists,
@@ -400,7 +294,7 @@ impl Reloader {
         self.reload_inner(force, true, base, true)
     }
 
-    fn reload_inner(
+    pub(super) fn reload_inner(
         self: &Arc<Self>,
         force: bool,
         guard: bool,
@@ -414,10 +308,6 @@ impl Reloader {
         crate::memory::release_freed_memory();
         match &result {
             Ok(r) => {
-                self.stats.accepted.fetch_add(1, Ordering::Relaxed);
-                self.stats
-                    .last_success_unix
-                    .store(now_unix(), Ordering::Relaxed);
                 tracing::info!(
                     version = r.version,
                     rules = r.rules,
@@ -479,12 +369,7 @@ impl Reloader {
                 Err(e) => tracing::error!(error = %e, "merging before the next reload failed"),
             }
         }
-        let baseline = self
-            .baseline
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        if let Some(base) = &baseline {
+        if let Some(base) = &self.state.baseline() {
             match delta::try_delta(base, &old, &s.paths, &*s.options, version, MAX_DELTA_RATIO) {
                 Delta::Apply(applied) => {
                     return self.apply_delta(*applied, &old, force, guard, started);
@@ -508,16 +393,16 @@ impl Reloader {
         started: Instant,
     ) -> Result<ReloadReport, ReloadError> {
         if guard
-            && !force
             && let Err(e) = self.check_guards(
                 &applied.counts,
                 applied.snapshot.rule_count(),
                 old.rule_count(),
                 applied.skipped.first(),
+                force,
             )
         {
             applied.discard();
-            return Err(e);
+            return Err(e.into());
         }
         let delta::Applied {
             snapshot,
@@ -530,12 +415,11 @@ impl Reloader {
         } = applied;
         let version = snapshot.version();
         let rules = snapshot.rule_count();
-        self.current.store(Arc::new(snapshot));
+        self.swap(Arc::new(snapshot), Swap::Layer);
         let enforced_ms = started.elapsed().as_millis() as u64;
         // The copies are the next diff's baseline now; the snapshot and
         // manifest follow when the merge is done.
-        if self.keep_copies(&files, &pending_copies) {
-            *self.unsaved.lock().unwrap_or_else(|p| p.into_inner()) = Some((files, counts));
+        if self.state.keep_layer(files, &pending_copies, counts) {
             self.merge_soon();
         }
         Ok(ReloadReport {
@@ -552,22 +436,20 @@ impl Reloader {
         })
     }
 
-    /// Move the new copies into place and make `files` the baseline; on
-    /// failure there is no baseline (the next reload is a full one).
-    fn keep_copies(&self, files: &[FileRecord], pending_copies: &[(PathBuf, PathBuf)]) -> bool {
-        let mut baseline = self.baseline.lock().unwrap_or_else(|p| p.into_inner());
-        *baseline = None;
-        for (tmp, dest) in pending_copies {
-            if let Err(e) = fs::rename(tmp, dest) {
-                tracing::error!(error = %e, copy = %dest.display(), "keeping a copy of the list failed; the next reload will be a full one");
-                return false;
-            }
+    /// Put `next` in force: every new snapshot goes through here (a full
+    /// reload, an incremental reload's layer, a finished merge). Queries
+    /// holding the old one finish on it. The caller holds `busy`.
+    fn swap(&self, next: Arc<Snapshot>, how: Swap) {
+        let (version, rules) = (next.version(), next.rule_count());
+        self.current.store(next);
+        // A merge changes no answer, so it is not an accepted reload.
+        if !matches!(how, Swap::Merged) {
+            self.stats.accepted.fetch_add(1, Ordering::Relaxed);
+            self.stats
+                .last_success_unix
+                .store(now_unix(), Ordering::Relaxed);
         }
-        *baseline = Some(Baseline {
-            files: files.to_vec(),
-            copies: self.copies.clone(),
-        });
-        true
+        tracing::info!(version, rules, how = how.as_str(), "list version in force");
     }
 
     /// Start the background merge unless one is running (it picks up the
@@ -622,7 +504,7 @@ impl Reloader {
         let _busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
         if !Arc::ptr_eq(&self.current.load_full(), layered) {
             tracing::debug!("merge superseded by a newer reload");
-            let _ = fs::remove_file(&target);
+            self.state.discard_merged(&target);
             return;
         }
         self.commit_merged(flat, &target, started);
@@ -630,11 +512,7 @@ impl Reloader {
 
     /// Merge `layered` into a flat snapshot file; no lock is needed.
     fn flatten(&self, layered: &Snapshot) -> Result<(Snapshot, PathBuf), String> {
-        let (dir, target) = match &self.settings.state_dir {
-            Some(dir) => (dir.clone(), dir.join("merged.snapshot")),
-            None => (self.copies.clone(), self.copies.join("current.snapshot")),
-        };
-        fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        let target = self.state.merge_target().map_err(|e| e.to_string())?;
         let flat = merge::flatten_to(layered, &target).map_err(|e| e.to_string())?;
         Ok((flat, target))
     }
@@ -643,19 +521,9 @@ impl Reloader {
     /// and has checked that it merges the snapshot in force.
     fn commit_merged(&self, flat: Snapshot, target: &Path, started: Instant) {
         let flat = Arc::new(flat);
-        self.current.store(flat.clone());
-        let unsaved = self
-            .unsaved
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        if let (Some(state), Some((files, counts))) = (&self.settings.state_dir, unsaved) {
-            let saved = fs::rename(target, state.join(SNAPSHOT_FILE))
-                .and_then(|()| write_last_good(state, &flat, &files, counts, false));
-            if let Err(e) = saved {
-                tracing::error!(error = %e, dir = %state.display(), "saving the last good snapshot failed; a restart will re-read the lists");
-                self.stats.persist_failures.fetch_add(1, Ordering::Relaxed);
-            }
+        self.swap(flat.clone(), Swap::Merged);
+        if let Err(e) = self.state.save_merged(&flat, target) {
+            self.persist_failed(&e);
         }
         tracing::info!(
             version = flat.version(),
@@ -665,37 +533,21 @@ impl Reloader {
         crate::memory::release_freed_memory();
     }
 
+    /// The guards over a candidate version (see `guards.rs`).
     fn check_guards(
         &self,
         counts: &Counts,
         new_rules: usize,
         old_rules: usize,
         first_skip: Option<&String>,
-    ) -> Result<(), ReloadError> {
-        let s = &self.settings;
-        let lines =
-            total_rules(counts) + counts.urls + counts.ips + counts.rpz_other + counts.skipped;
-        if lines > 0 {
-            let ratio = counts.skipped as f64 / lines as f64;
-            if ratio > s.max_skipped_ratio {
-                return Err(ReloadError::TooManySkipped {
-                    skipped: counts.skipped,
-                    total: lines,
-                    pct: ratio * 100.0,
-                    limit: s.max_skipped_ratio * 100.0,
-                    first: first_skip.cloned().unwrap_or_default(),
-                });
-            }
-        }
-        if old_rules > 0 && (new_rules as f64) < old_rules as f64 * (1.0 - s.max_shrink_ratio) {
-            return Err(ReloadError::Shrunk {
-                old: old_rules,
-                new: new_rules,
-                pct: (1.0 - new_rules as f64 / old_rules as f64) * 100.0,
-                limit: s.max_shrink_ratio * 100.0,
-            });
-        }
-        Ok(())
+        force: bool,
+    ) -> Result<(), GuardError> {
+        let limits = Limits {
+            max_skipped_ratio: self.settings.max_skipped_ratio,
+            max_shrink_ratio: self.settings.max_shrink_ratio,
+        };
+        let candidate = Candidate::new(counts, new_rules, first_skip.map(String::as_str));
+        guards::check(limits, old_rules, &candidate, force)
     }
 
     /// Parse every file and compile from scratch, recording each file (and
@@ -709,70 +561,42 @@ impl Reloader {
         started: Instant,
     ) -> Result<ReloadReport, ReloadError> {
         let s = &self.settings;
-        let paths = parse::list_files(&s.paths).map_err(LoadError::from)?;
-        if paths.is_empty() {
-            let shown: Vec<String> = s.paths.iter().map(|p| p.display().to_string()).collect();
-            return Err(LoadError::NoFiles(shown.join(", ")).into());
-        }
-        let mut lists = Vec::with_capacity(paths.len());
-        let mut records = Vec::with_capacity(paths.len());
-        let mut pending_copies = Vec::with_capacity(paths.len());
-        let mut copies_ok = true;
-        for (i, path) in paths.iter().enumerate() {
-            let opts = (s.options)(path);
-            // Taken before reading: a write after it shows as a change next
-            // time, never as "unchanged".
-            let stat = delta::trusted_stat(path);
-            let bytes = fs::read(path).map_err(|source| {
-                LoadError::Parse(parse::ParseError::Io {
-                    path: path.clone(),
-                    source,
-                })
-            })?;
-            let parsed = parse::parse_bytes(path, &bytes, &opts);
-            if copies_ok {
-                match delta::record(&self.copies, i, path, &bytes, stat, &parsed, &opts) {
-                    Ok((rec, pending)) => {
-                        pending_copies.push((pending, Baseline::copy_at(&self.copies, i)));
-                        records.push(rec);
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, dir = %self.copies.display(), "cannot keep list copies; the next reload will be a full one");
-                        copies_ok = false;
-                    }
-                }
+        let mut recorder = self.state.recorder();
+        let loaded = match load(
+            &s.paths,
+            &*s.options,
+            version,
+            Some(&mut |f| recorder.record(f)),
+        ) {
+            Ok(loaded) => loaded,
+            Err(e) => {
+                recorder.discard();
+                return Err(e.into());
             }
-            lists.push(parsed);
-        }
-        let skipped: Vec<String> = lists.iter().flat_map(|l| l.skip_messages()).collect();
-        let counts = lists.iter().fold(Counts::default(), |a, l| a + l.counts());
-        let snapshot = compile_versioned(&lists, version).map_err(LoadError::from)?;
-        drop(lists);
-        if guard && !force {
-            if let Err(e) = self.check_guards(
+        };
+        let counts = loaded.counts();
+        let Loaded {
+            snapshot, skipped, ..
+        } = loaded;
+        if guard
+            && let Err(e) = self.check_guards(
                 &counts,
                 snapshot.rule_count(),
                 old.rule_count(),
                 skipped.first(),
-            ) {
-                delta::discard_copies(&pending_copies);
-                return Err(e);
-            }
+                force,
+            )
+        {
+            recorder.discard();
+            return Err(e.into());
         }
         let rules = snapshot.rule_count();
         let snapshot = Arc::new(snapshot);
-        self.current.store(snapshot.clone());
+        self.swap(snapshot.clone(), Swap::Full);
         let enforced_ms = started.elapsed().as_millis() as u64;
         let changes = diff(old, &snapshot);
-        if copies_ok {
-            self.persist(&snapshot, records, &pending_copies, counts);
-        } else {
-            *self.baseline.lock().unwrap_or_else(|p| p.into_inner()) = None;
-            if let Some(dir) = &s.state_dir
-                && let Err(e) = save_last_good(dir, &snapshot, &s.paths, &*s.options, counts, &[])
-            {
-                tracing::error!(error = %e, "saving the last good snapshot failed");
-            }
+        if let Err(e) = self.state.save_full(&snapshot, recorder, counts) {
+            self.persist_failed(&e);
         }
         Ok(ReloadReport {
             version,
@@ -788,444 +612,32 @@ impl Reloader {
         })
     }
 
-    /// After a version is in force: move its file copies into place, save
-    /// it as the last good snapshot with its manifest (written last, so a
-    /// crash in between leaves a manifest that does not match and the lists
-    /// are re-read), and make it the baseline. A failure here does not undo
-    /// the version in force; it is logged, and the next reload is a full one.
-    fn persist(
-        &self,
-        snap: &Snapshot,
-        files: Vec<FileRecord>,
-        pending_copies: &[(PathBuf, PathBuf)],
-        counts: Counts,
-    ) {
-        *self.unsaved.lock().unwrap_or_else(|p| p.into_inner()) = None;
-        if !self.keep_copies(&files, pending_copies) {
-            return;
-        }
-        if let Some(dir) = &self.settings.state_dir
-            && let Err(e) = write_last_good(dir, snap, &files, counts, true)
-        {
-            tracing::error!(error = %e, dir = %dir.display(), "saving the last good snapshot failed; a restart will re-read the lists");
-            self.stats.persist_failures.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
-    /// Watch every configured path (the directory of a file, so
-    /// rename-over-old is seen) and reload after each burst of changes.
-    /// For a configured file only events on that file count: other files
-    /// in its directory (the server's own log, an editor's swap file) must
-    /// not trigger reloads, or a log written next to the list would make
-    /// every reload trigger the next one.
-    /// The returned watcher must be kept alive.
-    pub fn watch(self: &Arc<Self>) -> Result<ListWatch, notify::Error> {
-        use notify::{RecursiveMode, Watcher};
-        let abs = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
-        let mut dirs: Vec<PathBuf> = Vec::new();
-        // Directories whose every file is a list, and single list files.
-        let mut list_dirs: Vec<PathBuf> = Vec::new();
-        let mut list_files: Vec<PathBuf> = Vec::new();
-        for p in &self.settings.paths {
-            let dir = if p.is_dir() {
-                list_dirs.push(abs(p));
-                p.clone()
-            } else {
-                list_files.push(abs(p));
-                p.parent()
-                    .filter(|d| !d.as_os_str().is_empty())
-                    .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
-            };
-            if !dirs.contains(&dir) {
-                dirs.push(dir);
-            }
-        }
-        let relevant = move |paths: &[PathBuf]| {
-            // No path (e.g. an overflow/rescan notice): reload to be safe.
-            paths.is_empty()
-                || paths.iter().any(|q| {
-                    let q = abs(q);
-                    // A push's temp file in a list directory is not a change;
-                    // its rename onto the list is.
-                    let ignored = q
-                        .file_name()
-                        .and_then(|n| n.to_str())
-                        .is_some_and(parse::ignored_file_name);
-                    list_files.contains(&q)
-                        || (!ignored
-                            && q.parent().is_some_and(|d| list_dirs.iter().any(|l| l == d)))
-                        || list_dirs.contains(&q)
-                })
-        };
-        // (when, whether the event was a rename: a file renamed into place
-        // is complete, so a burst of renames need not wait to settle).
-        let (tx, rx) = std::sync::mpsc::channel::<(Instant, bool)>();
-        // Watched directories whose removal was seen: their watch is gone
-        // even if a new directory soon stands there with the same inode.
-        let lost: Arc<Mutex<Vec<PathBuf>>> = Arc::default();
-        let (lost_in_callback, watched_abs) = (
-            lost.clone(),
-            dirs.iter().map(|d| abs(d)).collect::<Vec<_>>(),
-        );
-        let mut watcher =
-            notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-                if let Ok(ev) = &res
-                    && matches!(ev.kind, notify::EventKind::Remove(_))
-                {
-                    for p in &ev.paths {
-                        let p = abs(p);
-                        if watched_abs.contains(&p) {
-                            lost_in_callback
-                                .lock()
-                                .unwrap_or_else(|e| e.into_inner())
-                                .push(p);
-                        }
-                    }
-                }
-                if let Ok(ev) = res
-                    && !matches!(ev.kind, notify::EventKind::Access(_))
-                    && relevant(&ev.paths)
-                {
-                    let renamed = matches!(
-                        ev.kind,
-                        notify::EventKind::Modify(notify::event::ModifyKind::Name(_))
-                    );
-                    let _ = tx.send((Instant::now(), renamed));
-                }
-            })?;
-        for dir in &dirs {
-            watcher.watch(dir, RecursiveMode::NonRecursive)?;
-        }
-        let watch = ListWatch {
-            watcher: Arc::new(Mutex::new(watcher)),
-            stop: Arc::new(std::sync::atomic::AtomicBool::new(false)),
-        };
-        let watched: Vec<(PathBuf, Option<u64>)> =
-            dirs.into_iter().map(|d| (d.clone(), dir_id(&d))).collect();
-        let (me, w, stop) = (Arc::clone(self), watch.watcher.clone(), watch.stop.clone());
-        std::thread::Builder::new()
-            .name("list-watch".into())
-            .spawn(move || me.watch_loop(rx, w, watched, lost, stop))
-            .map_err(|e| notify::Error::generic(&e.to_string()))?;
-        Ok(watch)
-    }
-
-    fn watch_loop(
-        self: &Arc<Self>,
-        rx: std::sync::mpsc::Receiver<(Instant, bool)>,
-        watcher: Arc<Mutex<notify::RecommendedWatcher>>,
-        mut watched: Vec<(PathBuf, Option<u64>)>,
-        lost: Arc<Mutex<Vec<PathBuf>>>,
-        stop: Arc<std::sync::atomic::AtomicBool>,
-    ) {
-        use notify::Watcher;
-        use std::sync::mpsc::RecvTimeoutError;
-        let debounce = self.settings.debounce;
-        loop {
-            let (first, renamed) = match rx.recv_timeout(DIR_CHECK) {
-                Ok(ev) => ev,
-                Err(RecvTimeoutError::Disconnected) => return,
-                Err(RecvTimeoutError::Timeout) => {
-                    if stop.load(Ordering::Relaxed) {
-                        return;
-                    }
-                    // A watched directory that was removed takes its watch
-                    // with it; when one comes back (or is replaced), watch it
-                    // again and read what it holds.
-                    let mut changed = false;
-                    let gone: Vec<PathBuf> =
-                        std::mem::take(&mut *lost.lock().unwrap_or_else(|e| e.into_inner()));
-                    for (dir, id) in &mut watched {
-                        let abs_dir = std::path::absolute(&*dir).unwrap_or_else(|_| dir.clone());
-                        if gone.contains(&abs_dir) {
-                            // Watch lost, whatever the inode says now.
-                            *id = None;
-                        }
-                        let now = dir_id(dir);
-                        if now != *id {
-                            if now.is_some() {
-                                let mut w = watcher.lock().unwrap_or_else(|p| p.into_inner());
-                                if let Err(e) = w.watch(dir, notify::RecursiveMode::NonRecursive) {
-                                    tracing::warn!(error = %e, dir = %dir.display(), "cannot watch the list directory again");
-                                    continue;
-                                }
-                                tracing::info!(dir = %dir.display(), "list directory is back: watching it again");
-                            }
-                            *id = now;
-                            changed = true;
-                        }
-                    }
-                    if !changed {
-                        continue;
-                    }
-                    (Instant::now(), false)
-                }
-            };
-            if stop.load(Ordering::Relaxed) {
-                return;
-            }
-            // Collect the burst: wait until no event for `debounce`, or for
-            // RENAME_QUIET while it holds only renames: a file renamed into
-            // place is complete, and the renames of a multi-file push come
-            // back to back.
-            let mut renames_only = renamed;
-            loop {
-                let quiet = if renames_only {
-                    debounce.min(RENAME_QUIET)
-                } else {
-                    debounce
-                };
-                match rx.recv_timeout(quiet) {
-                    Ok((_, renamed)) => renames_only &= renamed,
-                    Err(_) => break,
-                }
-            }
-            let mut attempts = 0;
-            loop {
-                let started = Instant::now();
-                let base = self.current.load().version();
-                // After an Unsettled retry, settle as usual.
-                let settle = !renames_only || attempts > 0;
-                match self.reload_inner(false, true, base, settle) {
-                    Err(ReloadError::Unsettled(_)) if attempts < 50 => {
-                        attempts += 1;
-                        std::thread::sleep(self.settings.settle);
-                    }
-                    Ok(r) => {
-                        tracing::info!(
-                            version = r.version,
-                            change_to_enforced_ms =
-                                started.duration_since(first).as_millis() as u64 + r.enforced_ms,
-                            incremental = r.incremental,
-                            "file change enforced"
-                        );
-                        break;
-                    }
-                    Err(_) => break,
-                }
-            }
-        }
+    /// A version in force could not be saved as the last good one: it keeps
+    /// serving, but a restart re-reads the lists.
+    fn persist_failed(&self, e: &SaveError) {
+        tracing::error!(error = %e, "a restart will re-read the lists");
+        self.stats.persist_failures.fetch_add(1, Ordering::Relaxed);
     }
 }
-
-/// Quiet time that ends a burst of renames (see `watch_loop`).
-const RENAME_QUIET: Duration = Duration::from_millis(25);
-
-/// How often the watcher checks that its directories are still the ones it
-/// watches.
-const DIR_CHECK: Duration = Duration::from_secs(1);
-
-/// A directory's inode, to notice it was removed or replaced.
-fn dir_id(dir: &Path) -> Option<u64> {
-    use std::os::unix::fs::MetadataExt;
-    fs::metadata(dir)
-        .ok()
-        .filter(|m| m.is_dir())
-        .map(|m| m.ino())
-}
-
-/// Keeps list watching alive; dropping it stops the watcher (within a
-/// second for the thread).
-pub struct ListWatch {
-    watcher: Arc<Mutex<notify::RecommendedWatcher>>,
-    stop: Arc<std::sync::atomic::AtomicBool>,
-}
-
-impl Drop for ListWatch {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-    }
-}
-
-/// Stat every list file twice, `settle` apart; a file whose size or mtime
-/// moves is still being written.
-fn wait_until_settled(paths: &[PathBuf], settle: Duration) -> Result<(), ReloadError> {
-    let stat = || -> Vec<(PathBuf, u64, Option<SystemTime>)> {
-        parse::list_files(paths)
-            .unwrap_or_default()
-            .into_iter()
-            .map(|p| {
-                let m = fs::metadata(&p).ok();
-                let len = m.as_ref().map_or(0, |m| m.len());
-                let mtime = m.and_then(|m| m.modified().ok());
-                (p, len, mtime)
-            })
-            .collect()
-    };
-    let before = stat();
-    // A file modified within `settle` may still be growing: look again.
-    let fresh = before.iter().any(|(_, _, t)| {
-        t.and_then(|t| t.elapsed().ok())
-            .is_none_or(|age| age < settle)
-    });
-    if !fresh {
-        return Ok(());
-    }
-    std::thread::sleep(settle);
-    let after = stat();
-    if before != after {
-        let moving: Vec<String> = after
-            .iter()
-            .filter(|a| !before.contains(a))
-            .map(|a| a.0.display().to_string())
-            .collect();
-        return Err(ReloadError::Unsettled(moving.join(", ")));
-    }
-    Ok(())
-}
-
-const SNAPSHOT_FILE: &str = "last-good.snapshot";
-const MANIFEST_FILE: &str = "last-good.json";
-
-/// Fingerprint of one list file as the manifest records it.
-fn manifest_file(path: &Path, options: &ListOptions) -> std::io::Result<ManifestFile> {
-    let bytes = fs::read(path)?;
-    Ok(ManifestFile {
-        sha256: hex::encode(Sha256::digest(&bytes)),
-        bytes: bytes.len() as u64,
-        options: format!("{options:?}"),
-        path: path.to_path_buf(),
-        format: None,
-        counts: None,
-    })
-}
-
-/// Are the list files (names, contents and options) the ones `manifest`
-/// describes?
-fn manifest_matches(manifest: &Manifest, settings: &ReloadSettings) -> bool {
-    let Ok(files) = parse::list_files(&settings.paths) else {
-        return false;
-    };
-    files.len() == manifest.files.len()
-        && files.iter().zip(&manifest.files).all(|(path, want)| {
-            // Cheap size check first: most changes change the size.
-            fs::metadata(path).is_ok_and(|m| m.len() == want.bytes)
-                && manifest_file(path, &(settings.options)(path))
-                    .is_ok_and(|got| got.same_content(want))
-        })
-}
-
-/// Save `snap` as the last good snapshot in `dir`, with a manifest of the
-/// list files it was compiled from (written last, so a crash in between
-/// leaves a manifest that does not match and the lists are re-read).
-pub fn save_last_good(
-    dir: &Path,
-    snap: &Snapshot,
-    paths: &[PathBuf],
-    options: &(dyn Fn(&Path) -> ListOptions + Send + Sync),
-    counts: Counts,
-    reports: &[super::FileReport],
-) -> std::io::Result<()> {
-    fs::create_dir_all(dir)?;
-    snap.save(&dir.join(SNAPSHOT_FILE))
-        .map_err(|e| std::io::Error::other(e.to_string()))?;
-    let copies = dir.join("lists");
-    let mut files = Vec::new();
-    let listed = parse::list_files(paths).map_err(|e| std::io::Error::other(e.to_string()))?;
-    for (i, p) in listed.iter().enumerate() {
-        let mut entry = manifest_file(p, &options(p))?;
-        // With what each file held, the copies let the server's first
-        // reload be an incremental one.
-        if let Some(report) = reports.iter().find(|r| r.path == *p) {
-            fs::create_dir_all(&copies)?;
-            let tmp = copies.join(format!("{i}.list.new"));
-            fs::copy(p, &tmp)?;
-            let copied = fs::read(&tmp)?;
-            if hex::encode(Sha256::digest(&copied)) == entry.sha256 {
-                fs::rename(&tmp, Baseline::copy_at(&copies, i))?;
-                entry.format = Some(report.format);
-                entry.counts = Some(report.counts);
-            } else {
-                let _ = fs::remove_file(&tmp);
-            }
-        }
-        files.push(entry);
-    }
-    let manifest = Manifest {
-        version: snap.version(),
-        created_unix: now_unix(),
-        files,
-        counts,
-        rules: snap.rule_count(),
-    };
-    write_manifest(dir, &manifest)
-}
-
-/// Save `snap` and a manifest of the files it was compiled from, as
-/// recorded when they were read.
-fn write_last_good(
-    dir: &Path,
-    snap: &Snapshot,
-    files: &[FileRecord],
-    counts: Counts,
-    save_snapshot: bool,
-) -> std::io::Result<()> {
-    fs::create_dir_all(dir)?;
-    if save_snapshot {
-        snap.save(&dir.join(SNAPSHOT_FILE))
-            .map_err(|e| std::io::Error::other(e.to_string()))?;
-    }
-    let manifest = Manifest {
-        version: snap.version(),
-        created_unix: now_unix(),
-        files: files
-            .iter()
-            .map(|f| ManifestFile {
-                path: f.path.clone(),
-                sha256: f.sha256.clone(),
-                bytes: f.bytes,
-                options: f.options.clone(),
-                format: Some(f.format),
-                counts: Some(f.counts),
-            })
-            .collect(),
-        counts,
-        rules: snap.rule_count(),
-    };
-    write_manifest(dir, &manifest)
-}
-
-fn write_manifest(dir: &Path, manifest: &Manifest) -> std::io::Result<()> {
-    let tmp = dir.join(format!("{MANIFEST_FILE}.tmp"));
-    let mut f = fs::File::create(&tmp)?;
-    serde_json::to_writer_pretty(&mut f, manifest).map_err(std::io::Error::other)?;
-    f.write_all(b"\n")?;
-    f.sync_all()?;
-    fs::rename(tmp, dir.join(MANIFEST_FILE))
-}
-
-/// Open the persisted last good snapshot and its manifest.
-pub fn open_last_good(dir: &Path) -> Result<(Snapshot, Manifest), SnapshotError> {
-    let snap = Snapshot::open(&dir.join(SNAPSHOT_FILE))?;
-    let mpath = dir.join(MANIFEST_FILE);
-    let text = fs::read_to_string(&mpath).map_err(|source| SnapshotError::Io {
-        path: mpath.display().to_string(),
-        source,
-    })?;
-    let manifest: Manifest = serde_json::from_str(&text).map_err(|e| SnapshotError::Corrupt {
-        path: mpath.display().to_string(),
-        what: e.to_string(),
-    })?;
-    Ok((snap, manifest))
-}
-
 #[cfg(test)]
-mod tests {
-    use super::super::ParsedList;
+pub(crate) mod tests {
+    use std::fs;
+
+    use super::super::{ParsedList, parse};
     use super::*;
 
-    fn write(path: &Path, text: &str) {
+    pub(crate) fn write(path: &Path, text: &str) {
         // Write beside and rename over, as a ministry push does.
         let tmp = path.with_extension("tmp");
         fs::write(&tmp, text).expect("write");
         fs::rename(&tmp, path).expect("rename");
     }
 
-    fn names(n: usize, prefix: &str) -> String {
+    pub(crate) fn names(n: usize, prefix: &str) -> String {
         (0..n).map(|i| format!("{prefix}{i}.example\n")).collect()
     }
 
-    fn settings(dir: &Path) -> ReloadSettings {
+    pub(crate) fn settings(dir: &Path) -> ReloadSettings {
         ReloadSettings {
             paths: vec![dir.join("lists")],
             state_dir: Some(dir.join("state")),
@@ -1235,12 +647,12 @@ mod tests {
         }
     }
 
-    fn blocked(r: &Reloader, name: &str) -> bool {
+    pub(crate) fn blocked(r: &Reloader, name: &str) -> bool {
         r.current().lookup(name.as_bytes()).is_some()
     }
 
     /// Poll until `name` is blocked or `limit` passes; whether it is.
-    fn wait_blocked(r: &Reloader, name: &str, limit: Duration) -> bool {
+    pub(crate) fn wait_blocked(r: &Reloader, name: &str, limit: Duration) -> bool {
         let t0 = Instant::now();
         while !blocked(r, name) && t0.elapsed() < limit {
             std::thread::sleep(Duration::from_millis(10));
@@ -1344,65 +756,6 @@ mod tests {
         // No last good snapshot and no lists: an error, not an empty resolver.
         let empty = tempfile::tempdir().expect("tempdir");
         assert!(Reloader::start(settings(empty.path())).is_err());
-    }
-
-    #[test]
-    fn watcher_applies_a_renamed_file_and_a_new_file() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        fs::create_dir_all(dir.path().join("lists")).expect("mkdir");
-        let list = dir.path().join("lists/gov.txt");
-        write(&list, &names(20, "a"));
-        let (r, _) = Reloader::start(settings(dir.path())).expect("start");
-        let _w = r.watch().expect("watch");
-        let mut text = names(20, "a");
-        text.push_str("new-name.example\n");
-        write(&list, &text);
-        wait_blocked(&r, "new-name.example", Duration::from_secs(5));
-        // The one-second bound is asserted end to end in tests/reload.rs.
-        assert!(blocked(&r, "www.new-name.example"));
-        // A new file in the directory is picked up too.
-        fs::write(dir.path().join("lists/extra.txt"), "extra.example\n").expect("write");
-        wait_blocked(&r, "extra.example", Duration::from_secs(5));
-        assert!(blocked(&r, "extra.example"));
-    }
-
-    #[test]
-    fn watcher_ignores_other_files_beside_a_listed_file() {
-        // A list given as a file shares its directory with other files (here
-        // a log written on every reload): only the list file may trigger.
-        let dir = tempfile::tempdir().expect("tempdir");
-        let list = dir.path().join("gov.txt");
-        write(&list, &names(20, "a"));
-        let s = ReloadSettings {
-            paths: vec![list.clone()],
-            ..settings(dir.path())
-        };
-        let (r, _) = Reloader::start(s).expect("start");
-        let _w = r.watch().expect("watch");
-        let log = dir.path().join("server.log");
-        for i in 0..10 {
-            let mut f = fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&log)
-                .expect("open log");
-            writeln!(f, "line {i}").expect("append");
-            std::thread::sleep(Duration::from_millis(30));
-        }
-        fs::write(dir.path().join("other.txt"), "other.example\n").expect("write");
-        std::thread::sleep(Duration::from_millis(400));
-        assert_eq!(
-            r.current().version(),
-            1,
-            "reloaded for a file that is not a list"
-        );
-        // The list itself, renamed over, still is.
-        let mut text = names(20, "a");
-        text.push_str("new-name.example\n");
-        write(&list, &text);
-        wait_blocked(&r, "new-name.example", Duration::from_secs(5));
-        assert!(blocked(&r, "new-name.example"));
-        assert_eq!(r.current().version(), 2);
     }
 
     const PROBES: usize = 200;
@@ -1531,7 +884,7 @@ mod tests {
             let want = answers(&super::super::compile(&lists).expect("compile"));
 
             let old = r.current();
-            let base = r.baseline.lock().expect("lock").clone().expect("baseline");
+            let base = r.state.baseline().expect("baseline");
             let attempt = delta::try_delta(
                 &base,
                 &old,
@@ -1544,8 +897,8 @@ mod tests {
                 let got = answers(&applied.snapshot);
                 if got != want {
                     let diffs: Vec<_> = got.iter().zip(&want).filter(|(g, w)| g != w).collect();
-                    let old_a = fs::read_to_string(r.copies.join("0.list")).unwrap_or_default();
-                    let old_b = fs::read_to_string(r.copies.join("1.list")).unwrap_or_default();
+                    let old_a = fs::read_to_string(base.copy_path(0)).unwrap_or_default();
+                    let old_b = fs::read_to_string(base.copy_path(1)).unwrap_or_default();
                     panic!(
                         "step {step}: layered snapshot differs from a full compile: {diffs:?}\nold a:\n{}\nold b:\n{}\nnew a:\n{}\nnew b:\n{}",
                         numbered(&old_a),
@@ -1677,38 +1030,5 @@ mod tests {
                 t.elapsed()
             );
         }
-    }
-
-    #[test]
-    fn watcher_follows_a_list_directory_that_is_removed_and_recreated() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let lists = dir.path().join("lists");
-        fs::create_dir_all(&lists).expect("mkdir");
-        write(&lists.join("gov.txt"), &names(20, "a"));
-        let (r, _) = Reloader::start(settings(dir.path())).expect("start");
-        let _w = r.watch().expect("watch");
-        // The directory goes (a deploy replacing it, an operator's mistake):
-        // the old version keeps serving.
-        fs::remove_dir_all(&lists).expect("rm");
-        std::thread::sleep(Duration::from_millis(300));
-        assert!(blocked(&r, "a5.example"));
-        // It comes back with new content: picked up without a SIGHUP.
-        fs::create_dir_all(&lists).expect("mkdir");
-        let mut text = names(20, "a");
-        text.push_str("back-again.example\n");
-        write(&lists.join("gov.txt"), &text);
-        wait_blocked(&r, "back-again.example", Duration::from_secs(10));
-        assert!(
-            blocked(&r, "back-again.example"),
-            "not reloaded after the directory came back"
-        );
-        // And it is watched again: a later push is seen too.
-        text.push_str("later.example\n");
-        write(&lists.join("gov.txt"), &text);
-        wait_blocked(&r, "later.example", Duration::from_secs(10));
-        assert!(
-            blocked(&r, "later.example"),
-            "the new directory is not watched"
-        );
     }
 }
