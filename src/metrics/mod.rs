@@ -73,7 +73,7 @@
 //! provides one: listeners bound, a snapshot loaded, upstreams not failing),
 //! 503 otherwise.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::io;
 use std::net::SocketAddr;
@@ -82,12 +82,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
-use prometheus_client::metrics::MetricType;
-use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
@@ -97,9 +94,13 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
-use crate::audit::AuditStats;
-use crate::list::Snapshot;
-use crate::list::reload::ReloadStats;
+pub mod exposition;
+pub mod scrape;
+
+pub use exposition::{Exposition, ParsedSample};
+pub use scrape::Sample;
+
+use scrape::ScrapeCollector;
 
 #[derive(Debug, Error)]
 pub enum MetricsError {
@@ -302,206 +303,12 @@ impl BlockAction {
     }
 }
 
-// ------------------------------------------------------------ scrape-time
-
-/// Figures read at scrape time from the parts that keep them. Hooks fill in
-/// what they know; `None`/empty fields are left out of the exposition.
-#[derive(Clone, Debug, Default)]
-pub struct Sample {
-    pub cache_entries: Option<u64>,
-    pub list_version: Option<u64>,
-    /// Rules per list name in the snapshot in force.
-    pub list_entries: Vec<(String, u64)>,
-    pub last_reload_success_unix: Option<u64>,
-    pub reloads_accepted: Option<u64>,
-    /// Rejected reloads by reason (a running total per reason).
-    pub reload_failures: Vec<(String, u64)>,
-    /// The audit writer's figures (`AuditLog::stats()`).
-    pub audit_written: Option<u64>,
-    pub audit_lost: Option<u64>,
-    pub audit_write_errors: Option<u64>,
-    pub audit_queue_depth: Option<u64>,
-}
-
-/// `ReloadError::reason()` values, exported as zero until they happen so
-/// that `increase()` sees the first failure.
-const RELOAD_REASONS: [&str; 7] = [
-    "io",
-    "compile",
-    "skipped_ratio",
-    "shrink",
-    "unsettled",
-    "persist",
-    "nothing_to_serve",
-];
-
 /// A poisoned lock only means another thread panicked mid-update of a
 /// counter map; the numbers are still worth exporting.
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     match m.lock() {
         Ok(g) => g,
         Err(p) => p.into_inner(),
-    }
-}
-
-impl Sample {
-    /// Reload figures from the reloader's counters.
-    pub fn reload_stats(&mut self, s: &ReloadStats) {
-        let last = s.last_success_unix.load(Ordering::Relaxed);
-        self.last_reload_success_unix = (last > 0).then_some(last);
-        self.reloads_accepted = Some(s.accepted.load(Ordering::Relaxed));
-        let mut by: BTreeMap<String, u64> =
-            RELOAD_REASONS.iter().map(|r| (r.to_string(), 0)).collect();
-        for (reason, n) in lock(&s.failures_by_reason).iter() {
-            by.insert(reason.to_string(), *n);
-        }
-        self.reload_failures = by.into_iter().collect();
-    }
-
-    /// The version of the snapshot in force.
-    pub fn snapshot(&mut self, s: &Snapshot) {
-        self.list_version = Some(s.version());
-    }
-
-    /// The audit writer's figures (`AuditLog::stats()`).
-    pub fn audit_stats(&mut self, s: &AuditStats) {
-        self.audit_written = Some(s.written);
-        self.audit_lost = Some(s.lost);
-        self.audit_write_errors = Some(s.write_errors);
-        self.audit_queue_depth = Some(s.queue_depth);
-    }
-}
-
-type Hook = Box<dyn Fn(&mut Sample) + Send + Sync>;
-
-/// Runs the hooks and encodes what they found, on every scrape.
-struct ScrapeCollector {
-    hooks: Mutex<Vec<Hook>>,
-}
-
-impl std::fmt::Debug for ScrapeCollector {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ScrapeCollector")
-            .field("hooks", &lock(&self.hooks).len())
-            .finish()
-    }
-}
-
-fn const_gauge(
-    enc: &mut DescriptorEncoder<'_>,
-    name: &str,
-    help: &str,
-    unit: Option<&Unit>,
-    v: u64,
-) -> Result<(), std::fmt::Error> {
-    let g = ConstGauge::new(v);
-    g.encode(enc.encode_descriptor(name, help, unit, g.metric_type())?)
-}
-
-fn const_counter(
-    enc: &mut DescriptorEncoder<'_>,
-    name: &str,
-    help: &str,
-    v: u64,
-) -> Result<(), std::fmt::Error> {
-    let c = ConstCounter::new(v);
-    c.encode(enc.encode_descriptor(name, help, None, c.metric_type())?)
-}
-
-impl Collector for ScrapeCollector {
-    fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let mut s = Sample::default();
-        for hook in lock(&self.hooks).iter() {
-            hook(&mut s);
-        }
-        if let Some(v) = s.cache_entries {
-            const_gauge(
-                &mut enc,
-                "cache_entries",
-                "Answers in the packet cache.",
-                None,
-                v,
-            )?;
-        }
-        if let Some(v) = s.list_version {
-            const_gauge(
-                &mut enc,
-                "list_version",
-                "Version of the list snapshot in force.",
-                None,
-                v,
-            )?;
-        }
-        if !s.list_entries.is_empty() {
-            let mut m = enc.encode_descriptor(
-                "list_entries",
-                "Rules loaded from each list in the snapshot in force.",
-                None,
-                MetricType::Gauge,
-            )?;
-            for (list, n) in &s.list_entries {
-                let labels = [("list", list.as_str())];
-                ConstGauge::new(*n).encode(m.encode_family(&labels)?)?;
-            }
-        }
-        if let Some(v) = s.last_reload_success_unix {
-            const_gauge(
-                &mut enc,
-                "list_last_reload_success_timestamp",
-                "Unix time of the last accepted list reload.",
-                Some(&Unit::Seconds),
-                v,
-            )?;
-        }
-        if let Some(v) = s.reloads_accepted {
-            const_counter(&mut enc, "list_reloads", "Accepted list reloads.", v)?;
-        }
-        if !s.reload_failures.is_empty() {
-            let mut m = enc.encode_descriptor(
-                "list_reload_failures",
-                "Rejected list reloads by reason (the previous snapshot stayed in force).",
-                None,
-                MetricType::Counter,
-            )?;
-            for (reason, n) in &s.reload_failures {
-                let labels = [("reason", reason.as_str())];
-                ConstCounter::new(*n).encode(m.encode_family(&labels)?)?;
-            }
-        }
-        if let Some(v) = s.audit_written {
-            const_counter(
-                &mut enc,
-                "audit_records_written",
-                "Audit log lines written.",
-                v,
-            )?;
-        }
-        if let Some(v) = s.audit_lost {
-            const_counter(
-                &mut enc,
-                "audit_records_lost",
-                "Audit records lost (queue full or write errors).",
-                v,
-            )?;
-        }
-        if let Some(v) = s.audit_write_errors {
-            const_counter(
-                &mut enc,
-                "audit_write_errors",
-                "Failed audit log writes and fsyncs.",
-                v,
-            )?;
-        }
-        if let Some(v) = s.audit_queue_depth {
-            const_gauge(
-                &mut enc,
-                "audit_queue_depth",
-                "Audit records waiting for the writer.",
-                None,
-                v,
-            )?;
-        }
-        Ok(())
     }
 }
 
@@ -1165,148 +972,11 @@ async fn handle(
     .await;
 }
 
-// ------------------------------------------------------------ parsing
-
-/// One sample line of a text exposition.
-#[derive(Clone, Debug, PartialEq)]
-pub struct ParsedSample {
-    pub name: String,
-    pub labels: BTreeMap<String, String>,
-    pub value: f64,
-}
-
-/// A parsed exposition, for tests and tools that read `/metrics`.
-#[derive(Clone, Debug, Default)]
-pub struct Exposition {
-    pub samples: Vec<ParsedSample>,
-    /// `# TYPE` lines: family name → type.
-    pub types: BTreeMap<String, String>,
-}
-
-impl Exposition {
-    /// Parse Prometheus/OpenMetrics text (comments other than `# TYPE`,
-    /// timestamps and exemplars are ignored).
-    pub fn parse(text: &str) -> Result<Exposition, String> {
-        let mut e = Exposition::default();
-        for (no, line) in text.lines().enumerate() {
-            let line = line.trim_end();
-            if line.is_empty() {
-                continue;
-            }
-            if let Some(rest) = line.strip_prefix("# TYPE ") {
-                let mut w = rest.split_whitespace();
-                if let (Some(n), Some(t)) = (w.next(), w.next()) {
-                    e.types.insert(n.to_string(), t.to_string());
-                }
-                continue;
-            }
-            if line.starts_with('#') {
-                continue;
-            }
-            let s = parse_sample(line).map_err(|m| format!("line {}: {m}: {line}", no + 1))?;
-            e.samples.push(s);
-        }
-        Ok(e)
-    }
-
-    /// The value of the sample `name` whose labels include all of `labels`
-    /// (summed when several match); `None` when none does.
-    pub fn value(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-        let mut found = None;
-        for s in self.samples.iter().filter(|s| s.name == name) {
-            if labels
-                .iter()
-                .all(|(k, v)| s.labels.get(*k).is_some_and(|x| x == v))
-            {
-                *found.get_or_insert(0.0) += s.value;
-            }
-        }
-        found
-    }
-}
-
-fn parse_sample(line: &str) -> Result<ParsedSample, String> {
-    let name_end = line.find(['{', ' ']).ok_or("no value")?;
-    let name = &line[..name_end];
-    if name.is_empty()
-        || !name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
-    {
-        return Err("bad metric name".into());
-    }
-    let mut labels = BTreeMap::new();
-    let mut rest = &line[name_end..];
-    if let Some(r) = rest.strip_prefix('{') {
-        let mut chars = r.char_indices().peekable();
-        let mut consumed = None;
-        loop {
-            // Skip separators.
-            while let Some(&(_, c)) = chars.peek() {
-                if c == ',' || c == ' ' {
-                    chars.next();
-                } else {
-                    break;
-                }
-            }
-            match chars.peek() {
-                Some(&(i, '}')) => {
-                    consumed = Some(i + 1);
-                    break;
-                }
-                None => break,
-                _ => {}
-            }
-            let mut key = String::new();
-            for (_, c) in chars.by_ref() {
-                if c == '=' {
-                    break;
-                }
-                key.push(c);
-            }
-            if chars.next().map(|(_, c)| c) != Some('"') {
-                return Err("label value not quoted".into());
-            }
-            let mut val = String::new();
-            let mut closed = false;
-            while let Some((_, c)) = chars.next() {
-                match c {
-                    '\\' => match chars.next() {
-                        Some((_, 'n')) => val.push('\n'),
-                        Some((_, c)) => val.push(c),
-                        None => return Err("dangling escape".into()),
-                    },
-                    '"' => {
-                        closed = true;
-                        break;
-                    }
-                    c => val.push(c),
-                }
-            }
-            if !closed {
-                return Err("unterminated label value".into());
-            }
-            labels.insert(key.trim().to_string(), val);
-        }
-        let end = consumed.ok_or("unterminated label set")?;
-        rest = &r[end..];
-    }
-    let value = rest.split_whitespace().next().ok_or("no value")?;
-    let value = match value {
-        "+Inf" => f64::INFINITY,
-        "-Inf" => f64::NEG_INFINITY,
-        v => v.parse::<f64>().map_err(|_| "bad value".to_string())?,
-    };
-    Ok(ParsedSample {
-        name: name.to_string(),
-        labels,
-        value,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::audit::AuditStats;
+    use crate::list::reload::ReloadStats;
 
     fn up(i: u8) -> SocketAddr {
         SocketAddr::from(([192, 0, 2, i], 53))
@@ -1670,23 +1340,6 @@ mod tests {
         r.set_snapshot_loaded(true);
         assert!(r.is_ready());
         assert!((r.check())());
-    }
-
-    #[test]
-    fn exposition_parser() {
-        let e = Exposition::parse(
-            "# TYPE a counter\na_total{x=\"1\\\"2\",y=\"\\\\n\"} 3 # {trace=\"t\"} 1\nb 4.5\nc{} +Inf\n# EOF\n",
-        )
-        .unwrap();
-        assert_eq!(
-            e.value("a_total", &[("x", "1\"2"), ("y", "\\n")]),
-            Some(3.0)
-        );
-        assert_eq!(e.value("b", &[]), Some(4.5));
-        assert_eq!(e.value("c", &[]), Some(f64::INFINITY));
-        for bad in ["a{x=1} 2", "a{x=\"1} 2", "a", "a 1x", "{x=\"1\"} 2"] {
-            assert!(Exposition::parse(bad).is_err(), "{bad}");
-        }
     }
 
     // ---------------------------------------------------------- HTTP
