@@ -282,8 +282,9 @@ pub struct Config {
     pub cache: CacheConfig,
     pub limits: LimitsConfig,
     pub audit: AuditSettings,
-    /// `[metrics] listen`, when metrics are on.
-    pub metrics_listen: Option<SocketAddr>,
+    /// `[metrics]`: where metrics are served (none: off) and with what
+    /// limits.
+    pub metrics: crate::metrics::MetricsConfig,
     /// The effective raw configuration (defaults and resolv.conf upstreams
     /// filled in), for `--check-config`.
     pub raw: RawConfig,
@@ -409,10 +410,10 @@ impl Config {
             .map_err(|e| invalid("audit", e.to_string()))?
             .validate()
             .map_err(|e| invalid("audit", e.to_string()))?;
-        let metrics_listen = raw
+        let metrics = raw
             .metrics
             .validate()
-            .map_err(|e| invalid("metrics.listen", e.to_string()))?;
+            .map_err(|e| invalid(&e.key, e.message))?;
         Ok(Config {
             server,
             upstream,
@@ -422,7 +423,7 @@ impl Config {
             cache,
             limits,
             audit,
-            metrics_listen,
+            metrics,
             raw,
         })
     }
@@ -813,6 +814,45 @@ mod tests {
         let again = Config::from_toml_str(&c.to_toml(), "x").unwrap();
         assert_eq!(again.policy.action, Action::Address);
         assert_eq!(again.upstream.servers, c.upstream.servers);
+    }
+
+    #[test]
+    fn metrics_listen_and_limits() {
+        let c = load("").unwrap();
+        assert!(c.metrics.listen.is_empty(), "off by default");
+        assert_eq!(c.metrics.limits, crate::http::HttpLimits::default());
+        let one: SocketAddr = "127.0.0.1:9153".parse().unwrap();
+        let c = load("[metrics]\nlisten = \"127.0.0.1:9153\"\n").unwrap();
+        assert_eq!(c.metrics.listen, vec![one]);
+        let c = load("[metrics]\nlisten = \"\"\n").unwrap();
+        assert!(c.metrics.listen.is_empty());
+        let c = load(
+            "[metrics]\nlisten = [\"127.0.0.1:9153\", \"[::1]:0\"]\nmax_connections = 8\nheader_timeout_ms = 2000\n",
+        )
+        .unwrap();
+        assert_eq!(c.metrics.listen, vec![one, "[::1]:0".parse().unwrap()]);
+        assert_eq!(c.metrics.limits.max_connections, 8);
+        assert_eq!(c.metrics.limits.header_timeout, Duration::from_secs(2));
+        // The effective configuration keeps the list and the limits.
+        let again = Config::from_toml_str(&c.to_toml(), "x").unwrap();
+        assert_eq!(again.metrics, c.metrics);
+        for (text, key) in [
+            ("[metrics]\nlisten = \"localhost:9153\"\n", "metrics.listen"),
+            ("[metrics]\nlisten = [\"127.0.0.1\"]\n", "metrics.listen"),
+            (
+                "[metrics]\nmax_connections = 0\n",
+                "metrics.max_connections",
+            ),
+            (
+                "[metrics]\nheader_timeout_ms = 0\n",
+                "metrics.header_timeout_ms",
+            ),
+        ] {
+            let e = load(text).unwrap_err().to_string();
+            assert!(e.contains(&format!("`{key}`")), "{text}: {e}");
+        }
+        let e = load("[metrics]\nmax_conns = 1\n").unwrap_err().to_string();
+        assert!(e.contains("max_conns"), "{e}");
     }
 
     #[test]

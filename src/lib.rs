@@ -10,6 +10,7 @@ pub mod cache;
 pub mod config;
 pub mod daemon;
 pub mod forward;
+pub mod http;
 pub mod list;
 pub mod memory;
 pub mod metrics;

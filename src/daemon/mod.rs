@@ -157,13 +157,14 @@ pub async fn serve(config: Config, options: DaemonOptions) -> Result<(), DaemonE
 
     let metrics = Arc::new(Metrics::new(&config.upstream.servers));
     let readiness = metrics::Readiness::new(metrics.clone(), Duration::from_secs(60));
-    let metrics_server = match config.metrics_listen {
-        Some(addr) => Some(
-            metrics::MetricsServer::bind(addr)
+    let metrics_server = if config.metrics.listen.is_empty() {
+        None
+    } else {
+        Some(
+            metrics::MetricsServer::bind(&config.metrics)
                 .await
                 .map_err(|e| DaemonError::Metrics(e.to_string()))?,
-        ),
-        None => None,
+        )
     };
     let audit = AuditLog::open(&config.audit).map_err(|e| DaemonError::Audit(e.to_string()))?;
     let handle = server::start(
@@ -182,16 +183,20 @@ pub async fn serve(config: Config, options: DaemonOptions) -> Result<(), DaemonE
         .map(|&a| (ListenerRole::Dns, a))
         .collect();
     let mut background = Vec::new();
+    // Dropping `metrics_stop` (on any return) stops the metrics listener too.
+    let (metrics_stop, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
+    let mut metrics_task = None;
     if let Some(server) = metrics_server {
-        if let Ok(a) = server.local_addr() {
-            listeners.push((ListenerRole::Metrics, a));
-        }
+        listeners.extend(
+            server
+                .local_addrs()
+                .iter()
+                .map(|&a| (ListenerRole::Metrics, a)),
+        );
         let (m, ready) = (metrics.clone(), readiness.check());
-        background.push(tokio::spawn(async move {
-            if let Err(e) = server.run(m, ready).await {
-                tracing::error!(error = %e, "metrics listener stopped");
-            }
-        }));
+        metrics_task = Some(tokio::spawn(server.run(m, ready, async {
+            let _ = metrics_stopped.await;
+        })));
     }
     if let StartSource::LastGoodStale { .. } = source {
         let r = reloader.clone();
@@ -231,7 +236,12 @@ pub async fn serve(config: Config, options: DaemonOptions) -> Result<(), DaemonE
     for task in background {
         task.abort();
     }
+    // Scrapes in progress finish (within the request timeout) while DNS stops.
+    let _ = metrics_stop.send(());
     handle.shutdown().await;
+    if let Some(task) = metrics_task {
+        let _ = task.await;
+    }
     if let Some(path) = &config.server.control_socket {
         let _ = std::fs::remove_file(path);
     }

@@ -1,5 +1,6 @@
-//! Prometheus metrics, `/healthz` and `/readyz` over a minimal HTTP/1.1
-//! listener (`[metrics] listen`, e.g. `127.0.0.1:9153`, CoreDNS's port).
+//! Prometheus metrics, `/healthz` and `/readyz` (`[metrics] listen`, e.g.
+//! `127.0.0.1:9153`, CoreDNS's port), served by the shared HTTP stack
+//! ([`crate::http`]) through the router in [`http`].
 //!
 //! # Metrics
 //!
@@ -69,81 +70,53 @@
 //! # Health
 //!
 //! `/healthz` answers 200 while the process runs. `/readyz` answers 200 when
-//! the `ready` closure passed to [`serve_http`] says so ([`Readiness`]
+//! the `ready` closure passed to [`http::router`] says so ([`Readiness`]
 //! provides one: listeners bound, a snapshot loaded, upstreams not failing),
 //! 503 otherwise.
+//!
+//! # Layout
+//!
+//! This file holds the registry and the hot path; [`config`] the
+//! `[metrics]` table, [`scrape`] the figures read at scrape time,
+//! [`http`] the endpoints, [`exposition`] a reader of the text format.
 
-use std::collections::{BTreeMap, HashMap};
-use std::fmt::Write as _;
-use std::io;
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
-use prometheus_client::metrics::MetricType;
-use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
-use serde::{Deserialize, Serialize};
 use thiserror::Error;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
 
-use crate::audit::AuditStats;
-use crate::list::Snapshot;
-use crate::list::reload::ReloadStats;
+pub mod config;
+pub mod exposition;
+pub mod http;
+pub mod scrape;
+
+pub use config::{MetricsConfig, RawMetricsConfig};
+pub use exposition::{Exposition, ParsedSample};
+pub use http::MetricsServer;
+pub use scrape::Sample;
+
+use scrape::ScrapeCollector;
+
 use crate::policy::Action;
 use crate::wire::Transport;
 
 #[derive(Debug, Error)]
 pub enum MetricsError {
-    #[error("cannot listen for metrics on {addr}: {source}")]
-    Bind {
-        addr: SocketAddr,
-        #[source]
-        source: io::Error,
-    },
-    #[error("metrics listener: {0}")]
-    Io(#[from] io::Error),
-    #[error(
-        "invalid value for `metrics.listen`: {0:?} is not ADDRESS:PORT (IPv6 as \"[::1]:9153\")"
-    )]
-    Listen(String),
+    /// Binding a `metrics.listen` address failed (names it).
+    #[error(transparent)]
+    Http(#[from] crate::http::HttpError),
     #[error("cannot encode metrics")]
     Encode,
-}
-
-// ------------------------------------------------------------ configuration
-
-/// `[metrics]` in the configuration file.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RawMetricsConfig {
-    /// `ADDRESS:PORT` serving `/metrics`, `/healthz`, `/readyz`; empty: off.
-    /// Off by default so two servers on one host never fight over a port;
-    /// the packaged configuration sets `127.0.0.1:9153`.
-    pub listen: String,
-}
-
-impl RawMetricsConfig {
-    /// The address to listen on, or `None` when metrics are off.
-    pub fn validate(&self) -> Result<Option<SocketAddr>, MetricsError> {
-        let s = self.listen.trim();
-        if s.is_empty() {
-            return Ok(None);
-        }
-        s.parse()
-            .map(Some)
-            .map_err(|_| MetricsError::Listen(self.listen.clone()))
-    }
 }
 
 // ------------------------------------------------------------ label enums
@@ -239,206 +212,12 @@ fn answer_slot(action: Action) -> Option<usize> {
     Action::ANSWERS.iter().position(|&a| a == action)
 }
 
-// ------------------------------------------------------------ scrape-time
-
-/// Figures read at scrape time from the parts that keep them. Hooks fill in
-/// what they know; `None`/empty fields are left out of the exposition.
-#[derive(Clone, Debug, Default)]
-pub struct Sample {
-    pub cache_entries: Option<u64>,
-    pub list_version: Option<u64>,
-    /// Rules per list name in the snapshot in force.
-    pub list_entries: Vec<(String, u64)>,
-    pub last_reload_success_unix: Option<u64>,
-    pub reloads_accepted: Option<u64>,
-    /// Rejected reloads by reason (a running total per reason).
-    pub reload_failures: Vec<(String, u64)>,
-    /// The audit writer's figures (`AuditLog::stats()`).
-    pub audit_written: Option<u64>,
-    pub audit_lost: Option<u64>,
-    pub audit_write_errors: Option<u64>,
-    pub audit_queue_depth: Option<u64>,
-}
-
-/// `ReloadError::reason()` values, exported as zero until they happen so
-/// that `increase()` sees the first failure.
-const RELOAD_REASONS: [&str; 7] = [
-    "io",
-    "compile",
-    "skipped_ratio",
-    "shrink",
-    "unsettled",
-    "persist",
-    "nothing_to_serve",
-];
-
 /// A poisoned lock only means another thread panicked mid-update of a
 /// counter map; the numbers are still worth exporting.
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     match m.lock() {
         Ok(g) => g,
         Err(p) => p.into_inner(),
-    }
-}
-
-impl Sample {
-    /// Reload figures from the reloader's counters.
-    pub fn reload_stats(&mut self, s: &ReloadStats) {
-        let last = s.last_success_unix.load(Ordering::Relaxed);
-        self.last_reload_success_unix = (last > 0).then_some(last);
-        self.reloads_accepted = Some(s.accepted.load(Ordering::Relaxed));
-        let mut by: BTreeMap<String, u64> =
-            RELOAD_REASONS.iter().map(|r| (r.to_string(), 0)).collect();
-        for (reason, n) in lock(&s.failures_by_reason).iter() {
-            by.insert(reason.to_string(), *n);
-        }
-        self.reload_failures = by.into_iter().collect();
-    }
-
-    /// The version of the snapshot in force.
-    pub fn snapshot(&mut self, s: &Snapshot) {
-        self.list_version = Some(s.version());
-    }
-
-    /// The audit writer's figures (`AuditLog::stats()`).
-    pub fn audit_stats(&mut self, s: &AuditStats) {
-        self.audit_written = Some(s.written);
-        self.audit_lost = Some(s.lost);
-        self.audit_write_errors = Some(s.write_errors);
-        self.audit_queue_depth = Some(s.queue_depth);
-    }
-}
-
-type Hook = Box<dyn Fn(&mut Sample) + Send + Sync>;
-
-/// Runs the hooks and encodes what they found, on every scrape.
-struct ScrapeCollector {
-    hooks: Mutex<Vec<Hook>>,
-}
-
-impl std::fmt::Debug for ScrapeCollector {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ScrapeCollector")
-            .field("hooks", &lock(&self.hooks).len())
-            .finish()
-    }
-}
-
-fn const_gauge(
-    enc: &mut DescriptorEncoder<'_>,
-    name: &str,
-    help: &str,
-    unit: Option<&Unit>,
-    v: u64,
-) -> Result<(), std::fmt::Error> {
-    let g = ConstGauge::new(v);
-    g.encode(enc.encode_descriptor(name, help, unit, g.metric_type())?)
-}
-
-fn const_counter(
-    enc: &mut DescriptorEncoder<'_>,
-    name: &str,
-    help: &str,
-    v: u64,
-) -> Result<(), std::fmt::Error> {
-    let c = ConstCounter::new(v);
-    c.encode(enc.encode_descriptor(name, help, None, c.metric_type())?)
-}
-
-impl Collector for ScrapeCollector {
-    fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let mut s = Sample::default();
-        for hook in lock(&self.hooks).iter() {
-            hook(&mut s);
-        }
-        if let Some(v) = s.cache_entries {
-            const_gauge(
-                &mut enc,
-                "cache_entries",
-                "Answers in the packet cache.",
-                None,
-                v,
-            )?;
-        }
-        if let Some(v) = s.list_version {
-            const_gauge(
-                &mut enc,
-                "list_version",
-                "Version of the list snapshot in force.",
-                None,
-                v,
-            )?;
-        }
-        if !s.list_entries.is_empty() {
-            let mut m = enc.encode_descriptor(
-                "list_entries",
-                "Rules loaded from each list in the snapshot in force.",
-                None,
-                MetricType::Gauge,
-            )?;
-            for (list, n) in &s.list_entries {
-                let labels = [("list", list.as_str())];
-                ConstGauge::new(*n).encode(m.encode_family(&labels)?)?;
-            }
-        }
-        if let Some(v) = s.last_reload_success_unix {
-            const_gauge(
-                &mut enc,
-                "list_last_reload_success_timestamp",
-                "Unix time of the last accepted list reload.",
-                Some(&Unit::Seconds),
-                v,
-            )?;
-        }
-        if let Some(v) = s.reloads_accepted {
-            const_counter(&mut enc, "list_reloads", "Accepted list reloads.", v)?;
-        }
-        if !s.reload_failures.is_empty() {
-            let mut m = enc.encode_descriptor(
-                "list_reload_failures",
-                "Rejected list reloads by reason (the previous snapshot stayed in force).",
-                None,
-                MetricType::Counter,
-            )?;
-            for (reason, n) in &s.reload_failures {
-                let labels = [("reason", reason.as_str())];
-                ConstCounter::new(*n).encode(m.encode_family(&labels)?)?;
-            }
-        }
-        if let Some(v) = s.audit_written {
-            const_counter(
-                &mut enc,
-                "audit_records_written",
-                "Audit log lines written.",
-                v,
-            )?;
-        }
-        if let Some(v) = s.audit_lost {
-            const_counter(
-                &mut enc,
-                "audit_records_lost",
-                "Audit records lost (queue full or write errors).",
-                v,
-            )?;
-        }
-        if let Some(v) = s.audit_write_errors {
-            const_counter(
-                &mut enc,
-                "audit_write_errors",
-                "Failed audit log writes and fsyncs.",
-                v,
-            )?;
-        }
-        if let Some(v) = s.audit_queue_depth {
-            const_gauge(
-                &mut enc,
-                "audit_queue_depth",
-                "Audit records waiting for the writer.",
-                None,
-                v,
-            )?;
-        }
-        Ok(())
     }
 }
 
@@ -860,393 +639,17 @@ impl Readiness {
             && self.metrics.upstream_healthy(self.upstream_window)
     }
 
-    /// The closure [`serve_http`] takes.
+    /// The closure [`http::router`] takes.
     pub fn check(self: &Arc<Self>) -> Arc<dyn Fn() -> bool + Send + Sync> {
         let me = self.clone();
         Arc::new(move || me.is_ready())
     }
 }
-
-// ------------------------------------------------------------ HTTP
-
-/// Longest request head we read; a scrape request is a few hundred bytes.
-const MAX_REQUEST: usize = 8192;
-/// Concurrent HTTP connections; more are closed at once. Scrapers are few.
-const MAX_CONNECTIONS: usize = 64;
-const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
-
-/// A bound metrics listener; [`MetricsServer::run`] serves it.
-pub struct MetricsServer {
-    listener: TcpListener,
-    read_timeout: Duration,
-    write_timeout: Duration,
-}
-
-/// Bind `addr` and serve `/metrics`, `/healthz` and `/readyz` until the task
-/// is dropped. Run it with `tokio::spawn`.
-pub async fn serve_http(
-    addr: SocketAddr,
-    metrics: Arc<Metrics>,
-    ready: Arc<dyn Fn() -> bool + Send + Sync>,
-) -> Result<(), MetricsError> {
-    MetricsServer::bind(addr).await?.run(metrics, ready).await
-}
-
-impl MetricsServer {
-    /// Bind now, so a taken port is reported before the server says it is ready.
-    pub async fn bind(addr: SocketAddr) -> Result<MetricsServer, MetricsError> {
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|source| MetricsError::Bind { addr, source })?;
-        Ok(MetricsServer {
-            listener,
-            read_timeout: Duration::from_secs(5),
-            write_timeout: Duration::from_secs(10),
-        })
-    }
-
-    /// How long a client may take to send its request (default 5 s).
-    pub fn read_timeout(mut self, d: Duration) -> MetricsServer {
-        self.read_timeout = d;
-        self
-    }
-
-    pub fn local_addr(&self) -> Result<SocketAddr, MetricsError> {
-        Ok(self.listener.local_addr()?)
-    }
-
-    /// Serve until dropped. Accept errors (e.g. out of file descriptors)
-    /// are logged and retried, never fatal.
-    pub async fn run(
-        self,
-        metrics: Arc<Metrics>,
-        ready: Arc<dyn Fn() -> bool + Send + Sync>,
-    ) -> Result<(), MetricsError> {
-        let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-        if let Ok(a) = self.listener.local_addr() {
-            tracing::info!(addr = %a, "serving /metrics, /healthz, /readyz");
-        }
-        let mut last_warn: Option<Instant> = None;
-        loop {
-            let (stream, _) = match self.listener.accept().await {
-                Ok(c) => c,
-                Err(e) => {
-                    if last_warn.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
-                        tracing::warn!(error = %e, "metrics listener cannot accept");
-                        last_warn = Some(Instant::now());
-                    }
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            };
-            let Ok(permit) = slots.clone().try_acquire_owned() else {
-                continue; // dropping `stream` closes it
-            };
-            let metrics = metrics.clone();
-            let ready = ready.clone();
-            let (rt, wt) = (self.read_timeout, self.write_timeout);
-            tokio::spawn(async move {
-                handle(stream, &metrics, ready.as_ref(), rt, wt).await;
-                drop(permit);
-            });
-        }
-    }
-}
-
-struct Reply {
-    status: u16,
-    content_type: &'static str,
-    body: String,
-    allow: bool,
-}
-
-impl Reply {
-    fn text(status: u16, body: &str) -> Reply {
-        Reply {
-            status,
-            content_type: "text/plain; charset=utf-8",
-            body: body.to_string(),
-            allow: false,
-        }
-    }
-}
-
-fn reason(status: u16) -> &'static str {
-    match status {
-        200 => "OK",
-        400 => "Bad Request",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        408 => "Request Timeout",
-        431 => "Request Header Fields Too Large",
-        503 => "Service Unavailable",
-        _ => "Internal Server Error",
-    }
-}
-
-enum Head {
-    Complete(usize),
-    TooLarge,
-    Closed,
-}
-
-/// Read until the blank line ending the request head.
-async fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<Head> {
-    let mut chunk = [0u8; 1024];
-    loop {
-        if let Some(end) = head_end(buf) {
-            return Ok(Head::Complete(end));
-        }
-        if buf.len() >= MAX_REQUEST {
-            return Ok(Head::TooLarge);
-        }
-        let n = stream.read(&mut chunk).await?;
-        if n == 0 {
-            return Ok(Head::Closed);
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    }
-}
-
-fn head_end(buf: &[u8]) -> Option<usize> {
-    // The buffer is at most MAX_REQUEST bytes: a plain scan is enough.
-    let find = |pat: &[u8]| buf.windows(pat.len()).position(|w| w == pat);
-    find(b"\r\n\r\n").or_else(|| find(b"\n\n"))
-}
-
-/// Route one request head. `None`: not HTTP at all.
-fn route(
-    head: &[u8],
-    metrics: &Metrics,
-    ready: &(dyn Fn() -> bool + Send + Sync),
-) -> (Reply, bool) {
-    let bad = (Reply::text(400, "bad request\n"), false);
-    let Ok(head) = std::str::from_utf8(head) else {
-        return bad;
-    };
-    let line = head.lines().next().unwrap_or("");
-    let mut parts = line.split(' ');
-    let (Some(method), Some(target), Some(version), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return bad;
-    };
-    if !version.starts_with("HTTP/1.") || !target.starts_with('/') {
-        return bad;
-    }
-    let head_only = match method {
-        "GET" => false,
-        "HEAD" => true,
-        _ => {
-            let mut r = Reply::text(405, "only GET and HEAD\n");
-            r.allow = true;
-            return (r, false);
-        }
-    };
-    let path = target.split(['?', '#']).next().unwrap_or(target);
-    let reply = match path {
-        "/metrics" => match metrics.render() {
-            Ok(body) => Reply {
-                status: 200,
-                content_type: OPENMETRICS,
-                body,
-                allow: false,
-            },
-            Err(e) => Reply::text(500, &format!("{e}\n")),
-        },
-        "/healthz" => Reply::text(200, "ok\n"),
-        "/readyz" => {
-            if ready() {
-                Reply::text(200, "ready\n")
-            } else {
-                Reply::text(503, "not ready\n")
-            }
-        }
-        _ => Reply::text(404, "not found (try /metrics, /healthz, /readyz)\n"),
-    };
-    (reply, head_only)
-}
-
-async fn handle(
-    mut stream: TcpStream,
-    metrics: &Metrics,
-    ready: &(dyn Fn() -> bool + Send + Sync),
-    read_timeout: Duration,
-    write_timeout: Duration,
-) {
-    let mut buf = Vec::with_capacity(512);
-    let (reply, head_only) =
-        match tokio::time::timeout(read_timeout, read_head(&mut stream, &mut buf)).await {
-            Err(_) => (Reply::text(408, "request timeout\n"), false),
-            Ok(Err(_)) | Ok(Ok(Head::Closed)) => return,
-            Ok(Ok(Head::TooLarge)) => (Reply::text(431, "request too large\n"), false),
-            Ok(Ok(Head::Complete(end))) => route(&buf[..end], metrics, ready),
-        };
-    let mut out = String::with_capacity(reply.body.len() + 192);
-    let _ = write!(
-        out,
-        "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n",
-        reply.status,
-        reason(reply.status),
-        reply.content_type,
-        reply.body.len()
-    );
-    if reply.allow {
-        out.push_str("Allow: GET, HEAD\r\n");
-    }
-    out.push_str("\r\n");
-    if !head_only {
-        out.push_str(&reply.body);
-    }
-    let _ = tokio::time::timeout(write_timeout, async {
-        stream.write_all(out.as_bytes()).await?;
-        stream.shutdown().await
-    })
-    .await;
-}
-
-// ------------------------------------------------------------ parsing
-
-/// One sample line of a text exposition.
-#[derive(Clone, Debug, PartialEq)]
-pub struct ParsedSample {
-    pub name: String,
-    pub labels: BTreeMap<String, String>,
-    pub value: f64,
-}
-
-/// A parsed exposition, for tests and tools that read `/metrics`.
-#[derive(Clone, Debug, Default)]
-pub struct Exposition {
-    pub samples: Vec<ParsedSample>,
-    /// `# TYPE` lines: family name → type.
-    pub types: BTreeMap<String, String>,
-}
-
-impl Exposition {
-    /// Parse Prometheus/OpenMetrics text (comments other than `# TYPE`,
-    /// timestamps and exemplars are ignored).
-    pub fn parse(text: &str) -> Result<Exposition, String> {
-        let mut e = Exposition::default();
-        for (no, line) in text.lines().enumerate() {
-            let line = line.trim_end();
-            if line.is_empty() {
-                continue;
-            }
-            if let Some(rest) = line.strip_prefix("# TYPE ") {
-                let mut w = rest.split_whitespace();
-                if let (Some(n), Some(t)) = (w.next(), w.next()) {
-                    e.types.insert(n.to_string(), t.to_string());
-                }
-                continue;
-            }
-            if line.starts_with('#') {
-                continue;
-            }
-            let s = parse_sample(line).map_err(|m| format!("line {}: {m}: {line}", no + 1))?;
-            e.samples.push(s);
-        }
-        Ok(e)
-    }
-
-    /// The value of the sample `name` whose labels include all of `labels`
-    /// (summed when several match); `None` when none does.
-    pub fn value(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-        let mut found = None;
-        for s in self.samples.iter().filter(|s| s.name == name) {
-            if labels
-                .iter()
-                .all(|(k, v)| s.labels.get(*k).is_some_and(|x| x == v))
-            {
-                *found.get_or_insert(0.0) += s.value;
-            }
-        }
-        found
-    }
-}
-
-fn parse_sample(line: &str) -> Result<ParsedSample, String> {
-    let name_end = line.find(['{', ' ']).ok_or("no value")?;
-    let name = &line[..name_end];
-    if name.is_empty()
-        || !name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
-    {
-        return Err("bad metric name".into());
-    }
-    let mut labels = BTreeMap::new();
-    let mut rest = &line[name_end..];
-    if let Some(r) = rest.strip_prefix('{') {
-        let mut chars = r.char_indices().peekable();
-        let mut consumed = None;
-        loop {
-            // Skip separators.
-            while let Some(&(_, c)) = chars.peek() {
-                if c == ',' || c == ' ' {
-                    chars.next();
-                } else {
-                    break;
-                }
-            }
-            match chars.peek() {
-                Some(&(i, '}')) => {
-                    consumed = Some(i + 1);
-                    break;
-                }
-                None => break,
-                _ => {}
-            }
-            let mut key = String::new();
-            for (_, c) in chars.by_ref() {
-                if c == '=' {
-                    break;
-                }
-                key.push(c);
-            }
-            if chars.next().map(|(_, c)| c) != Some('"') {
-                return Err("label value not quoted".into());
-            }
-            let mut val = String::new();
-            let mut closed = false;
-            while let Some((_, c)) = chars.next() {
-                match c {
-                    '\\' => match chars.next() {
-                        Some((_, 'n')) => val.push('\n'),
-                        Some((_, c)) => val.push(c),
-                        None => return Err("dangling escape".into()),
-                    },
-                    '"' => {
-                        closed = true;
-                        break;
-                    }
-                    c => val.push(c),
-                }
-            }
-            if !closed {
-                return Err("unterminated label value".into());
-            }
-            labels.insert(key.trim().to_string(), val);
-        }
-        let end = consumed.ok_or("unterminated label set")?;
-        rest = &r[end..];
-    }
-    let value = rest.split_whitespace().next().ok_or("no value")?;
-    let value = match value {
-        "+Inf" => f64::INFINITY,
-        "-Inf" => f64::NEG_INFINITY,
-        v => v.parse::<f64>().map_err(|_| "bad value".to_string())?,
-    };
-    Ok(ParsedSample {
-        name: name.to_string(),
-        labels,
-        value,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::audit::AuditStats;
+    use crate::list::reload::ReloadStats;
 
     fn up(i: u8) -> SocketAddr {
         SocketAddr::from(([192, 0, 2, i], 53))
@@ -1562,25 +965,6 @@ mod tests {
     }
 
     #[test]
-    fn config_listen() {
-        let c: RawMetricsConfig = toml::from_str("").unwrap();
-        assert_eq!(c.validate().unwrap(), None);
-        let c: RawMetricsConfig = toml::from_str("listen = \"127.0.0.1:9153\"").unwrap();
-        assert_eq!(
-            c.validate().unwrap(),
-            Some("127.0.0.1:9153".parse().unwrap())
-        );
-        let c: RawMetricsConfig = toml::from_str("listen = \"localhost\"").unwrap();
-        assert!(
-            c.validate()
-                .unwrap_err()
-                .to_string()
-                .contains("metrics.listen")
-        );
-        assert!(toml::from_str::<RawMetricsConfig>("port = 1").is_err());
-    }
-
-    #[test]
     fn upstream_health() {
         let m = Metrics::new(&[up(1)]);
         let w = Duration::from_secs(30);
@@ -1600,149 +984,5 @@ mod tests {
         r.set_snapshot_loaded(true);
         assert!(r.is_ready());
         assert!((r.check())());
-    }
-
-    #[test]
-    fn exposition_parser() {
-        let e = Exposition::parse(
-            "# TYPE a counter\na_total{x=\"1\\\"2\",y=\"\\\\n\"} 3 # {trace=\"t\"} 1\nb 4.5\nc{} +Inf\n# EOF\n",
-        )
-        .unwrap();
-        assert_eq!(
-            e.value("a_total", &[("x", "1\"2"), ("y", "\\n")]),
-            Some(3.0)
-        );
-        assert_eq!(e.value("b", &[]), Some(4.5));
-        assert_eq!(e.value("c", &[]), Some(f64::INFINITY));
-        for bad in ["a{x=1} 2", "a{x=\"1} 2", "a", "a 1x", "{x=\"1\"} 2"] {
-            assert!(Exposition::parse(bad).is_err(), "{bad}");
-        }
-    }
-
-    // ---------------------------------------------------------- HTTP
-
-    async fn exchange(addr: SocketAddr, req: &[u8]) -> (u16, String, String) {
-        let mut s = TcpStream::connect(addr).await.unwrap();
-        // The server may close before reading everything we send (e.g. 431).
-        let _ = s.write_all(req).await;
-        let mut out = Vec::new();
-        let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out))
-            .await
-            .expect("reply in time");
-        let text = String::from_utf8_lossy(&out).into_owned();
-        let status = text
-            .split(' ')
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0);
-        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-        (status, head.to_string(), body.to_string())
-    }
-
-    async fn start(ready: bool) -> (SocketAddr, Arc<Metrics>, tokio::task::JoinHandle<()>) {
-        let m = Arc::new(Metrics::new(&[up(1)]));
-        let srv = MetricsServer::bind("127.0.0.1:0".parse().unwrap())
-            .await
-            .unwrap()
-            .read_timeout(Duration::from_millis(300));
-        let addr = srv.local_addr().unwrap();
-        let mm = m.clone();
-        let task = tokio::spawn(async move {
-            let _ = srv.run(mm, Arc::new(move || ready)).await;
-        });
-        (addr, m, task)
-    }
-
-    #[tokio::test]
-    async fn http_endpoints() {
-        let (addr, m, task) = start(true).await;
-        m.query(Transport::Udp, 1);
-        let (st, head, body) = exchange(addr, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").await;
-        assert_eq!(st, 200);
-        assert!(head.contains("application/openmetrics-text"), "{head}");
-        assert!(
-            head.contains(&format!("Content-Length: {}", body.len())),
-            "{head}"
-        );
-        let e = Exposition::parse(&body).unwrap();
-        assert_eq!(
-            e.value(
-                "sinkhole_queries_total",
-                &[("transport", "udp"), ("type", "A")]
-            ),
-            Some(1.0)
-        );
-        let (st, _, body) = exchange(addr, b"GET /healthz HTTP/1.0\r\n\r\n").await;
-        assert_eq!((st, body.as_str()), (200, "ok\n"));
-        let (st, _, _) = exchange(addr, b"GET /readyz?verbose=1 HTTP/1.1\n\n").await;
-        assert_eq!(st, 200);
-        let (st, head, body) = exchange(addr, b"HEAD /metrics HTTP/1.1\r\n\r\n").await;
-        assert_eq!(st, 200);
-        assert!(
-            body.is_empty() && !head.contains("Content-Length: 0"),
-            "{head}"
-        );
-        let (st, _, _) = exchange(addr, b"GET / HTTP/1.1\r\n\r\n").await;
-        assert_eq!(st, 404);
-        let (st, _, _) = exchange(addr, b"GET /metricsx HTTP/1.1\r\n\r\n").await;
-        assert_eq!(st, 404);
-        let (st, head, _) =
-            exchange(addr, b"POST /metrics HTTP/1.1\r\nContent-Length: 0\r\n\r\n").await;
-        assert_eq!(st, 405);
-        assert!(head.contains("Allow: GET, HEAD"), "{head}");
-        task.abort();
-
-        let (addr, _, task) = start(false).await;
-        let (st, _, body) = exchange(addr, b"GET /readyz HTTP/1.1\r\n\r\n").await;
-        assert_eq!((st, body.as_str()), (503, "not ready\n"));
-        let (st, _, _) = exchange(addr, b"GET /healthz HTTP/1.1\r\n\r\n").await;
-        assert_eq!(st, 200);
-        task.abort();
-    }
-
-    #[tokio::test]
-    async fn http_survives_garbage() {
-        let (addr, _, task) = start(true).await;
-        let huge = vec![b'A'; MAX_REQUEST * 4];
-        let cases: Vec<(&[u8], u16)> = vec![
-            (b"\x00\xff\xfe garbage\r\n\r\n", 400),
-            (b"GET\r\n\r\n", 400),
-            (b"GET /metrics\r\n\r\n", 400),
-            (b"GET /metrics HTTP/1.1 extra\r\n\r\n", 400),
-            (b"GET http://x/metrics HTTP/1.1\r\n\r\n", 400),
-            (b"GET /metrics SPDY/3\r\n\r\n", 400),
-            (b"\r\n\r\n", 400),
-            (&huge, 431),
-            // No blank line ever: the read timeout answers.
-            (b"GET /metrics HTTP/1.1\r\nHost: x\r\n", 408),
-        ];
-        for (req, want) in cases {
-            let (st, _, _) = exchange(addr, req).await;
-            assert_eq!(
-                st,
-                want,
-                "{:?}",
-                String::from_utf8_lossy(&req[..req.len().min(40)])
-            );
-        }
-        // A client that connects and closes, and one that half-closes at once.
-        drop(TcpStream::connect(addr).await.unwrap());
-        let mut s = TcpStream::connect(addr).await.unwrap();
-        s.shutdown().await.unwrap();
-        let mut out = Vec::new();
-        let _ = s.read_to_end(&mut out).await;
-        assert!(out.is_empty());
-        // Still serving.
-        let (st, _, _) = exchange(addr, b"GET /healthz HTTP/1.1\r\n\r\n").await;
-        assert_eq!(st, 200);
-        task.abort();
-    }
-
-    #[tokio::test]
-    async fn bind_error_is_typed() {
-        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = l.local_addr().unwrap();
-        let r = serve_http(addr, Arc::new(Metrics::new(&[])), Arc::new(|| true)).await;
-        assert!(matches!(r, Err(MetricsError::Bind { .. })), "{r:?}");
     }
 }
