@@ -172,6 +172,7 @@
 
 mod cli;
 mod config;
+pub mod index;
 mod query;
 mod reader;
 mod record;

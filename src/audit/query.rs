@@ -16,7 +16,7 @@ use ipnet::IpNet;
 use serde::Serialize;
 
 use super::AuditError;
-use super::reader::{Event, lines, list_files, scan};
+use super::reader::{Event, LogFile, lines, list_files, scan};
 use super::record::{HitView, Raw, parse_hit, raw_str};
 use super::time::{format_ts, parse_rfc3339};
 
@@ -50,6 +50,10 @@ pub struct SearchFilter {
     /// Lowercase, no leading or trailing dot; empty matches every name.
     name: Option<String>,
     decision: Option<String>,
+    /// Exact list name (the console's filter; the CLI has none).
+    list: Option<String>,
+    /// Exact action (`nxdomain`, …).
+    action: Option<String>,
 }
 
 impl SearchFilter {
@@ -72,7 +76,46 @@ impl SearchFilter {
             client,
             name: name.map(|n| n.trim_matches('.').to_ascii_lowercase()),
             decision: decision.map(str::to_string),
+            list: None,
+            action: None,
         })
+    }
+
+    /// Also require this list name (exact).
+    pub fn with_list(mut self, list: Option<&str>) -> SearchFilter {
+        self.list = list.map(str::to_string);
+        self
+    }
+
+    /// Also require this action (exact).
+    pub fn with_action(mut self, action: Option<&str>) -> SearchFilter {
+        self.action = action.map(str::to_string);
+        self
+    }
+
+    /// The bounds as record timestamps, for index pruning.
+    pub fn since(&self) -> Option<&str> {
+        self.since.as_deref()
+    }
+
+    pub fn until(&self) -> Option<&str> {
+        self.until.as_deref()
+    }
+
+    pub fn decision(&self) -> Option<&str> {
+        self.decision.as_deref()
+    }
+
+    pub fn list(&self) -> Option<&str> {
+        self.list.as_deref()
+    }
+
+    pub fn action(&self) -> Option<&str> {
+        self.action.as_deref()
+    }
+
+    pub fn client(&self) -> Option<&ClientMatch> {
+        self.client.as_ref()
     }
 
     fn time_ok(&self, ts: &str) -> bool {
@@ -99,6 +142,8 @@ impl SearchFilter {
                 .as_ref()
                 .is_none_or(|d| h.decision.as_deref() == Some(d.as_str()))
             && self.name.as_ref().is_none_or(|n| name_under(&h.qname, n))
+            && self.list.as_ref().is_none_or(|l| h.list == l.as_str())
+            && self.action.as_ref().is_none_or(|a| h.action == a.as_str())
             && self.client_ok(&h.client)
     }
 
@@ -124,6 +169,16 @@ impl SearchFilter {
         }
         if let Some(n) = &self.name {
             if !name_under(field(line, b"\"qname\":")?, n) {
+                return Some(false);
+            }
+        }
+        if let Some(l) = &self.list {
+            if field(line, b"\"list\":")? != l {
+                return Some(false);
+            }
+        }
+        if let Some(a) = &self.action {
+            if field(line, b"\"action\":")? != a {
                 return Some(false);
             }
         }
@@ -183,7 +238,7 @@ pub(crate) fn name_under(qname: &str, suffix: &str) -> bool {
     q.len() == s.len() || q[q.len() - s.len() - 1] == b'.'
 }
 
-const CSV_HEADER: &str = "seq,ts,client,port,transport,qname,qtype,action,rule,list,file,line,\
+pub(crate) const CSV_HEADER: &str = "seq,ts,client,port,transport,qname,qtype,action,rule,list,file,line,\
                           decision,authority,category,list_version\n";
 const TABLE_HEADER: [&str; 10] = [
     "SEQ",
@@ -214,7 +269,7 @@ fn csv_field(out: &mut Vec<u8>, s: &str) {
     }
 }
 
-fn csv_row(out: &mut Vec<u8>, h: &HitView<'_>) {
+pub(crate) fn csv_row(out: &mut Vec<u8>, h: &HitView<'_>) {
     let num = |n: u64| n.to_string();
     let fields: [Cow<'_, str>; 16] = [
         num(h.seq).into(),
@@ -347,7 +402,17 @@ pub fn search(
     format: OutputFormat,
     out: &mut dyn Write,
 ) -> Result<u64, AuditError> {
-    let files = list_files(path)?;
+    search_files(&list_files(path)?, filter, format, out)
+}
+
+/// [`search`] over the given files (the console passes only those its
+/// index says can match).
+pub(crate) fn search_files(
+    files: &[LogFile],
+    filter: &SearchFilter,
+    format: OutputFormat,
+    out: &mut dyn Write,
+) -> Result<u64, AuditError> {
     let work = |chunk: &[u8]| -> SearchOut {
         match format {
             OutputFormat::Table => SearchOut::Rows(
@@ -392,7 +457,7 @@ pub fn search(
         sample: Vec::new(),
     };
     let mut failed: Option<std::io::Error> = None;
-    scan(&files, work, |ev| {
+    scan(files, work, |ev| {
         let res = match ev {
             Event::Chunk {
                 result: SearchOut::Bytes(b, n),
@@ -706,6 +771,8 @@ pub fn fuzz_search(data: &[u8]) -> u64 {
         client: "::/0".parse().ok().map(ClientMatch::Net),
         name: Some("example.com".into()),
         decision: None,
+        list: Some("court".into()),
+        action: None,
     };
     let mut n = 0;
     let mut buf = Vec::new();
