@@ -37,6 +37,7 @@
 //! | `checkpoint` | every `checkpoint_every` records (at fixed seqs that hits skip, so exactly in place), every `checkpoint_every_secs` when there are new records, and at shutdown | `reason` (`count`/`interval`/`shutdown`), `records` and `lost` since the last `start`, `hash` (the chain head: SHA-256 of the previous line) |
 //! | `lost` | when writing resumes after records were lost | `first`, `last` (= its own seq), `count`, `reason` (`queue_full`, `write_error`), `torn` |
 //! | `retention` | before old files are deleted | `deleted` (file names), `start_file`, `start_seq`, `start_prev`: the record the chain now starts from |
+//! | `console` | a console query that filtered on or showed client addresses | `user`, `role`, `query` (path and query string), `results` (records returned) |
 //!
 //! `torn` (on `start` and `lost`) lists `{"file", "bytes"}` for unterminated
 //! last lines left by a crash or a failed write in earlier files.
@@ -220,6 +221,19 @@ pub struct HitRecord {
     pub list_version: u64,
     /// When the query was answered.
     pub time: SystemTime,
+}
+
+/// A console query that filtered on or showed client addresses, written to
+/// the chain as a `console` record (`user`, `role`, `query`, `results`): who
+/// looked at whom is on the record too.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConsoleRecord {
+    pub user: String,
+    pub role: String,
+    /// The request's path and query string, as asked.
+    pub query: String,
+    /// Records the answer held.
+    pub results: u64,
 }
 
 /// Writer counters, for metrics.

@@ -225,6 +225,19 @@ pub(crate) struct RetentionLine<'a> {
     pub prev: &'a str,
 }
 
+/// Who queried the console for what (see [`crate::audit::ConsoleRecord`]).
+#[derive(Serialize)]
+pub(crate) struct ConsoleLine<'a> {
+    pub seq: u64,
+    pub ts: &'a str,
+    pub kind: &'static str,
+    pub user: &'a str,
+    pub role: &'a str,
+    pub query: &'a str,
+    pub results: u64,
+    pub prev: &'a str,
+}
+
 /// What verification needs from any record.
 #[derive(Debug)]
 pub(crate) struct Parsed {
@@ -236,6 +249,9 @@ pub(crate) struct Parsed {
 #[derive(Debug)]
 pub(crate) enum Body {
     Hit,
+    /// A console query on the record; nothing for verify to check beyond
+    /// the chain.
+    Console,
     Start {
         torn: Vec<TornRef>,
     },
@@ -297,6 +313,7 @@ pub(crate) fn parse_record(line: &[u8]) -> Result<Parsed, String> {
     let need = |v: Option<u64>, f: &str| v.ok_or_else(|| format!("{} record without {f}", r.kind));
     let body = match &*r.kind {
         "hit" => Body::Hit,
+        "console" => Body::Console,
         "start" => Body::Start { torn: r.torn },
         "checkpoint" => Body::Checkpoint {
             records: need(r.records, "records")?,

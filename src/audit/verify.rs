@@ -548,6 +548,7 @@ impl Checker {
         }
         match &p.body {
             Body::Hit => self.report.hits += 1,
+            Body::Console => {}
             Body::Start { .. } => self.session = Some((1, 0)),
             Body::Lost {
                 first, last, count, ..

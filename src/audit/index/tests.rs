@@ -244,3 +244,55 @@ fn a_deleted_or_damaged_index_is_rebuilt_and_a_growing_file_extended() {
     assert_eq!(extended, summarize_file(&lf).unwrap());
     assert_eq!(extended.hits.total, want.last().unwrap().hits.total + 1);
 }
+
+#[test]
+fn console_records_join_the_chain_verify_and_reach_the_index() {
+    use crate::audit::{AuditLog, AuditSettings, ConsoleRecord, HitRecord, Transport, verify};
+    use std::time::{Duration, UNIX_EPOCH};
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = AuditSettings::dir(dir.path());
+    s.checkpoint_every = 3;
+    s.checkpoint_interval = None;
+    let log = AuditLog::open(&s).unwrap();
+    let hit = |i: u64| HitRecord {
+        client: "192.0.2.9".parse().unwrap(),
+        port: 53,
+        transport: Transport::Udp,
+        qname: "a.example".into(),
+        qtype: 1,
+        action: "nxdomain",
+        rule: "a.example".into(),
+        list: "court".into(),
+        file: "f".into(),
+        line: 1,
+        decision: Some("D-1".into()),
+        authority: None,
+        category: None,
+        list_version: 1,
+        time: UNIX_EPOCH + Duration::from_secs(1_740_787_200 + i),
+    };
+    for i in 0..5 {
+        log.record(hit(i));
+    }
+    log.record_console(ConsoleRecord {
+        user: "alice".into(),
+        role: "auditor".into(),
+        query: "/api/search?client=192.0.2.9".into(),
+        results: 5,
+    });
+    log.flush();
+    log.record(hit(9));
+    log.shutdown();
+    let report = verify(dir.path()).unwrap();
+    assert!(report.is_intact(), "{report}");
+    let files = AuditIndex::new(dir.path()).refresh().unwrap();
+    let events: Vec<&String> = files.iter().flat_map(|f| f.summary.events.iter()).collect();
+    assert_eq!(events.len(), 1);
+    let v: serde_json::Value = serde_json::from_str(events[0]).unwrap();
+    assert_eq!(v["kind"], "console");
+    assert_eq!(v["user"], "alice");
+    assert_eq!(v["role"], "auditor");
+    assert_eq!(v["query"], "/api/search?client=192.0.2.9");
+    assert_eq!(v["results"], 5);
+    assert_eq!(totals(&files).hits.total, 6);
+}

@@ -76,7 +76,7 @@ use sha2::Sha256;
 use super::config::{AuditPath, AuditSettings, ClientMode, load_key};
 use super::record::{Hash, TornRef, key_id};
 use super::time::{day_of, now_micros};
-use super::{AuditError, AuditStats, HitRecord};
+use super::{AuditError, AuditStats, ConsoleRecord, HitRecord};
 use batch::{Dropped, LineMeta, Persisted};
 use render::{Line, Meta};
 use resume::{Resume, resume_dir};
@@ -150,6 +150,9 @@ enum Msg {
         hit: HitRecord,
     },
     Flush(SyncSender<()>),
+    /// A console query to put on the record; written with a seq of its own
+    /// at the end of the round, like a checkpoint.
+    Console(Box<ConsoleRecord>),
     Shutdown,
 }
 
@@ -391,6 +394,15 @@ impl AuditLog {
             lost: sh.lost.load(Relaxed),
             queue_depth: enqueued.saturating_sub(dequeued),
             write_errors: sh.write_errors.load(Relaxed),
+        }
+    }
+
+    /// Puts a console query on the record (who looked at what, and how
+    /// many records it returned). Not for the query path: it costs the
+    /// writer a round. After the log is closed it is dropped.
+    pub fn record_console(&self, rec: ConsoleRecord) {
+        if self.inner.tx.send(Msg::Console(Box::new(rec))).is_ok() {
+            self.inner.shared.wake();
         }
     }
 
@@ -739,6 +751,16 @@ impl Writer {
         if self.deferred.is_empty() {
             return false;
         }
+        // Console records first, so a flush requested after one covers it.
+        let (console, rest): (Vec<Msg>, Vec<Msg>) = std::mem::take(&mut self.deferred)
+            .into_iter()
+            .partition(|m| matches!(m, Msg::Console(_)));
+        self.deferred = rest;
+        for m in console {
+            if let Msg::Console(rec) = m {
+                self.inject(Meta::Console(rec));
+            }
+        }
         // Every record whose `record` call returned before the request has
         // a seq below this.
         let upto = self.shared.taken();
@@ -752,7 +774,7 @@ impl Writer {
                     let _ = ack.send(());
                 }
                 Msg::Shutdown => shutdown = true,
-                Msg::Hit { .. } => {}
+                Msg::Hit { .. } | Msg::Console(_) => {}
             }
         }
         shutdown
@@ -779,6 +801,7 @@ impl Writer {
         self.reserved = None;
         match meta {
             Meta::Checkpoint(reason) => self.emit(m, m, Line::Checkpoint { reason }),
+            Meta::Console(rec) => self.emit(m, m, Line::Console(&rec)),
             Meta::Retention(plan) => self.emit(
                 m,
                 m,

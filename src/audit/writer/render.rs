@@ -6,11 +6,12 @@ use std::net::IpAddr;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use crate::audit::HitRecord;
 use crate::audit::record::{
-    CheckpointLine, Hash, HitLine, LostLine, RetentionLine, StartLine, canonical, hex32, qtype_name,
+    CheckpointLine, ConsoleLine, Hash, HitLine, LostLine, RetentionLine, StartLine, canonical,
+    hex32, qtype_name,
 };
 use crate::audit::time::{format_ts, micros_of};
+use crate::audit::{ConsoleRecord, HitRecord};
 
 use super::retention::RetentionPlan;
 use super::{REASON_QUEUE, REASON_WRITE, Writer};
@@ -34,6 +35,7 @@ pub(super) enum Line<'a> {
         start_seq: u64,
         start_prev: &'a Hash,
     },
+    Console(&'a ConsoleRecord),
 }
 
 /// A record of the writer's own that takes a seq of its own (see
@@ -41,6 +43,7 @@ pub(super) enum Line<'a> {
 pub(super) enum Meta {
     Checkpoint(&'static str),
     Retention(Box<RetentionPlan>),
+    Console(Box<ConsoleRecord>),
 }
 
 impl Writer {
@@ -140,6 +143,19 @@ impl Writer {
                     start_file,
                     start_seq: *start_seq,
                     start_prev: hex32(start_prev).as_str(),
+                    prev,
+                },
+            ),
+            Line::Console(rec) => serde_json::to_writer(
+                &mut self.batch,
+                &ConsoleLine {
+                    seq,
+                    ts: now.as_str(),
+                    kind: "console",
+                    user: &rec.user,
+                    role: &rec.role,
+                    query: &rec.query,
+                    results: rec.results,
                     prev,
                 },
             ),
