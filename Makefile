@@ -7,8 +7,8 @@ FUZZ_SECONDS ?= 60
 # Debian packages the tests use (dig as a real DNS client; systemd for
 # systemd-analyze/systemd-sysusers checks of the unit; strace to compare the
 # syscalls sinkhole makes with the unit's SystemCallFilter).
-TEST_PACKAGES := bind9-dnsutils systemd strace
-TEST_COMMANDS := dig systemd-analyze systemd-sysusers strace
+TEST_PACKAGES := bind9-dnsutils systemd strace chromium
+TEST_COMMANDS := dig systemd-analyze systemd-sysusers strace chromium
 
 .PHONY: all build release run test test-deps fmt-check clippy unit bench fuzz clean
 .PHONY: install deb deb-tools deb-check

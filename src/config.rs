@@ -65,6 +65,7 @@ pub struct RawConfig {
     #[serde(default = "default_audit_table")]
     pub audit: RawAudit,
     pub metrics: crate::metrics::RawMetricsConfig,
+    pub console: crate::console::RawConsoleConfig,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -265,6 +266,7 @@ impl Default for RawConfig {
             limits: RawLimits::default(),
             audit: default_audit_table(),
             metrics: Default::default(),
+            console: Default::default(),
         }
     }
 }
@@ -285,6 +287,8 @@ pub struct Config {
     /// `[metrics]`: where metrics are served (none: off) and with what
     /// limits.
     pub metrics: crate::metrics::MetricsConfig,
+    /// `[console]`: the auditors' console (None: off).
+    pub console: Option<crate::console::ConsoleConfig>,
     /// The effective raw configuration (defaults and resolv.conf upstreams
     /// filled in), for `--check-config`.
     pub raw: RawConfig,
@@ -414,6 +418,14 @@ impl Config {
             .metrics
             .validate()
             .map_err(|e| invalid(&e.key, e.message))?;
+        let audit_dir = match &audit.path {
+            crate::audit::AuditPath::Dir(d) => Some(d.as_path()),
+            crate::audit::AuditPath::Stdout => None,
+        };
+        let console = raw
+            .console
+            .validate(audit_dir)
+            .map_err(|e| invalid(&e.key, e.message))?;
         Ok(Config {
             server,
             upstream,
@@ -424,6 +436,7 @@ impl Config {
             limits,
             audit,
             metrics,
+            console,
             raw,
         })
     }

@@ -8,6 +8,7 @@ pub mod acl;
 pub mod audit;
 pub mod cache;
 pub mod config;
+pub mod console;
 pub mod daemon;
 pub mod forward;
 pub mod http;

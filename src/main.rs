@@ -74,7 +74,7 @@ enum Command {
         #[arg(long)]
         check_config: bool,
         /// Once every listener is bound, write `ROLE ADDRESS` lines here
-        /// (roles: dns, metrics), so port 0 in the configuration can be
+        /// (roles: dns, metrics, console), so port 0 in the configuration can be
         /// used and the chosen ports read back.
         #[arg(long)]
         ready_file: Option<PathBuf>,
@@ -97,7 +97,12 @@ enum Command {
     /// Read the audit hit log: verify its hash chain, search it, summarise it.
     Audit {
         #[command(subcommand)]
-        command: sinkhole::audit::AuditCommand,
+        command: AuditCli,
+    },
+    /// The auditors' console: `hash-password` for `[console.basic_auth_users]`.
+    Console {
+        #[command(subcommand)]
+        command: sinkhole::console::ConsoleCommand,
     },
     /// Compile lists into a snapshot file that `serve` can memory-map at start.
     Compile {
@@ -114,6 +119,17 @@ enum Command {
         #[arg(long)]
         state_dir: Option<PathBuf>,
     },
+}
+
+/// `sinkhole audit …`: the log's own commands, and `reindex` for the
+/// derived index the console reads.
+#[derive(Subcommand)]
+enum AuditCli {
+    #[command(flatten)]
+    Log(sinkhole::audit::AuditCommand),
+    /// Rebuild the audit index (`DIR/.index`) from the log. The index is
+    /// derived: deleting it loses nothing, and `verify` never reads it.
+    Reindex(sinkhole::audit::index::ReindexArgs),
 }
 
 /// The CLI reads every list with the default options (format detected,
@@ -273,9 +289,21 @@ fn run(cli: Cli) -> Result<u8> {
                 Reply::Error { .. } => EXIT_ERROR,
             })
         }
-        Command::Audit { command } => {
+        Command::Audit {
+            command: AuditCli::Log(command),
+        } => {
             let code = sinkhole::audit::run(command, &mut out)?;
             Ok(u8::try_from(code).unwrap_or(EXIT_ERROR))
+        }
+        Command::Audit {
+            command: AuditCli::Reindex(args),
+        } => {
+            sinkhole::audit::index::run_reindex(&args, &mut out)?;
+            Ok(0)
+        }
+        Command::Console { command } => {
+            sinkhole::console::run_cli(command, &mut std::io::stdin().lock(), &mut out)?;
+            Ok(0)
         }
         Command::Compile {
             lists,

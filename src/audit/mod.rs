@@ -174,9 +174,9 @@
 mod cli;
 mod config;
 pub mod index;
-mod query;
-mod reader;
-mod record;
+pub(crate) mod query;
+pub(crate) mod reader;
+pub(crate) mod record;
 mod time;
 mod verify;
 mod writer;
@@ -221,6 +221,11 @@ pub struct HitRecord {
     pub list_version: u64,
     /// When the query was answered.
     pub time: SystemTime,
+}
+
+/// Now as a record timestamp (RFC 3339, microseconds, `Z`).
+pub fn format_now() -> String {
+    time::format_ts(time::now_micros()).as_str().to_string()
 }
 
 /// A console query that filtered on or showed client addresses, written to

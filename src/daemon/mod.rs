@@ -3,7 +3,7 @@
 //! the query path; this room decides when they start and stop.
 //!
 //! Start-up order: lists (or the last good snapshot) → metrics listener
-//! bound → audit log opened → DNS listeners bound → scrape hooks →
+//! bound → console listener bound → audit log opened → DNS listeners bound → scrape hooks →
 //! ready file and `READY=1`. A port that cannot be bound stops the start
 //! before anything says "ready".
 
@@ -34,6 +34,8 @@ pub enum DaemonError {
     Audit(String),
     #[error("{0}")]
     Metrics(String),
+    #[error("cannot start the console: {0}")]
+    Console(String),
     #[error(transparent)]
     Serve(#[from] ServeError),
     #[error("cannot write the ready file {path}: {source}")]
@@ -60,6 +62,8 @@ pub enum ListenerRole {
     Dns,
     /// `/metrics`, `/healthz`, `/readyz`.
     Metrics,
+    /// The auditors' console (`[console]`).
+    Console,
 }
 
 impl ListenerRole {
@@ -67,6 +71,7 @@ impl ListenerRole {
         match self {
             ListenerRole::Dns => "dns",
             ListenerRole::Metrics => "metrics",
+            ListenerRole::Console => "console",
         }
     }
 }
@@ -166,7 +171,17 @@ pub async fn serve(config: Config, options: DaemonOptions) -> Result<(), DaemonE
                 .map_err(|e| DaemonError::Metrics(e.to_string()))?,
         )
     };
+    let console_server = match &config.console {
+        Some(c) => Some(
+            crate::console::ConsoleServer::bind(c)
+                .await
+                .map_err(|e| DaemonError::Console(e.to_string()))?,
+        ),
+        None => None,
+    };
     let audit = AuditLog::open(&config.audit).map_err(|e| DaemonError::Audit(e.to_string()))?;
+    // The console writes `console` records into the same chain.
+    let console_audit = console_server.as_ref().map(|_| audit.clone());
     let handle = server::start(
         &config.server_settings(),
         reloader.handle(),
@@ -196,6 +211,19 @@ pub async fn serve(config: Config, options: DaemonOptions) -> Result<(), DaemonE
         let (m, ready) = (metrics.clone(), readiness.check());
         metrics_task = Some(tokio::spawn(server.run(m, ready, async {
             let _ = metrics_stopped.await;
+        })));
+    }
+    let (console_stop, console_stopped) = tokio::sync::oneshot::channel::<()>();
+    let mut console_task = None;
+    if let Some(server) = console_server {
+        listeners.extend(
+            server
+                .local_addrs()
+                .iter()
+                .map(|&a| (ListenerRole::Console, a)),
+        );
+        console_task = Some(tokio::spawn(server.run(console_audit, async {
+            let _ = console_stopped.await;
         })));
     }
     if let StartSource::LastGoodStale { .. } = source {
@@ -238,8 +266,12 @@ pub async fn serve(config: Config, options: DaemonOptions) -> Result<(), DaemonE
     }
     // Scrapes in progress finish (within the request timeout) while DNS stops.
     let _ = metrics_stop.send(());
+    let _ = console_stop.send(());
     handle.shutdown().await;
     if let Some(task) = metrics_task {
+        let _ = task.await;
+    }
+    if let Some(task) = console_task {
         let _ = task.await;
     }
     if let Some(path) = &config.server.control_socket {

@@ -389,7 +389,7 @@ impl Prune<'_> {
         if self.list.is_some_and(|l| !s.hits.lists.contains_key(l)) {
             return false;
         }
-        !self.action.is_some_and(|a| !s.hits.actions.contains_key(a))
+        self.action.is_none_or(|a| s.hits.actions.contains_key(a))
     }
 
     /// The files a search with these conditions has to read.
