@@ -10,6 +10,7 @@
 mod common;
 
 mod audit_e2e;
+mod console;
 mod faults;
 mod limits;
 mod lists;
