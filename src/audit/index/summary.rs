@@ -34,12 +34,12 @@ pub struct HitCounts {
 }
 
 impl HitCounts {
-    fn add(&mut self, h: &HitFields<'_>) {
+    fn add(&mut self, h: &HitFields<'_>, hour: &str, name: &str) {
         self.total += 1;
-        bump(&mut self.hours, &hour_key(h.ts));
+        bump(&mut self.hours, hour);
         bump(&mut self.actions, h.action);
         bump(&mut self.lists, h.list);
-        bump(&mut self.names, &name_key(h.qname));
+        bump(&mut self.names, name);
     }
 
     pub fn merge(&mut self, o: &HitCounts) {
@@ -51,13 +51,14 @@ impl HitCounts {
             (&mut self.names, &o.names),
         ] {
             for (k, c) in theirs {
-                *mine.entry(k.clone()).or_default() += c;
+                add_count(mine, k, *c);
             }
         }
     }
 }
 
-/// The hits of one decision reference.
+/// The hits of one decision reference. For [`NO_DECISION`] only `total`
+/// and `hours` are kept.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DecisionSummary {
     pub counts: HitCounts,
@@ -170,27 +171,38 @@ impl FileSummary {
     }
 
     fn add_hit(&mut self, h: &HitFields<'_>) {
+        // Keys built once per hit, without allocating in the common case.
+        let mut hour_buf = [0u8; 17];
+        let hour = hour_key_into(h.ts, &mut hour_buf);
+        let name = name_key_cow(h.qname);
         self.note(h.seq, h.ts, "hit");
-        self.hits.add(h);
-        let d = self
-            .decisions
-            .entry(h.decision.unwrap_or(NO_DECISION).to_string())
-            .or_default();
-        d.counts.add(h);
-        let c = xxhash_rust::xxh3::xxh3_64(h.client.as_bytes());
-        if let Err(i) = d.clients.binary_search(&c) {
-            d.clients.insert(i, c);
+        self.hits.add(h, hour, &name);
+        let key = h.decision.unwrap_or(NO_DECISION);
+        let d = match self.decisions.get_mut(key) {
+            Some(d) => d,
+            None => self.decisions.entry(key.to_string()).or_default(),
+        };
+        if key == NO_DECISION {
+            // No report is made for hits without a decision: their names
+            // are in the file's counts already, and their clients (most of
+            // the subscriber base) would dominate the index.
+            d.counts.total += 1;
+            bump(&mut d.counts.hours, hour);
+        } else {
+            d.counts.add(h, hour, &name);
+            let c = xxhash_rust::xxh3::xxh3_64(h.client.as_bytes());
+            if let Err(i) = d.clients.binary_search(&c) {
+                d.clients.insert(i, c);
+            }
         }
-        let ts = Some(h.ts.to_string());
-        widen(&mut d.first_ts, &mut d.last_ts, &ts, &ts);
-        let span = self
-            .versions
-            .entry(h.list.to_string())
-            .or_default()
-            .entry(h.list_version)
-            .or_default();
+        widen_str(&mut d.first_ts, &mut d.last_ts, h.ts);
+        let versions = match self.versions.get_mut(h.list) {
+            Some(v) => v,
+            None => self.versions.entry(h.list.to_string()).or_default(),
+        };
+        let span = versions.entry(h.list_version).or_default();
         span.hits += 1;
-        widen(&mut span.first_ts, &mut span.last_ts, &ts, &ts);
+        widen_str(&mut span.first_ts, &mut span.last_ts, h.ts);
     }
 
     fn add_other(&mut self, line: &[u8]) {
@@ -228,8 +240,7 @@ impl FileSummary {
             self.last_seq = Some(s);
         }
         if !ts.is_empty() {
-            let t = Some(ts.to_string());
-            widen(&mut self.ts_min, &mut self.ts_max, &t, &t);
+            widen_str(&mut self.ts_min, &mut self.ts_max, ts);
         }
         bump(&mut self.kinds, kind);
     }
@@ -251,15 +262,23 @@ impl FileSummary {
             &later.ts_max,
         );
         for (k, c) in &later.kinds {
-            *self.kinds.entry(k.clone()).or_default() += c;
+            add_count(&mut self.kinds, k, *c);
         }
         self.lost += later.lost;
         self.hits.merge(&later.hits);
         for (k, d) in &later.decisions {
-            self.decisions.entry(k.clone()).or_default().merge(d);
+            match self.decisions.get_mut(k) {
+                Some(mine) => mine.merge(d),
+                None => {
+                    self.decisions.insert(k.clone(), d.clone());
+                }
+            }
         }
         for (list, versions) in &later.versions {
-            let mine = self.versions.entry(list.clone()).or_default();
+            let mine = match self.versions.get_mut(list) {
+                Some(m) => m,
+                None => self.versions.entry(list.clone()).or_default(),
+            };
             for (v, s) in versions {
                 let m = mine.entry(*v).or_default();
                 m.hits += s.hits;
@@ -336,6 +355,16 @@ fn number(line: &[u8], needle: &[u8]) -> Option<u64> {
     std::str::from_utf8(&rest[..end]).ok()?.parse().ok()
 }
 
+/// Adds `c` to `m[k]`, allocating the key only when it is new.
+fn add_count(m: &mut BTreeMap<String, u64>, k: &str, c: u64) {
+    match m.get_mut(k) {
+        Some(n) => *n += c,
+        None => {
+            m.insert(k.to_string(), c);
+        }
+    }
+}
+
 fn bump(m: &mut BTreeMap<String, u64>, k: &str) {
     match m.get_mut(k) {
         Some(c) => *c += 1,
@@ -346,15 +375,45 @@ fn bump(m: &mut BTreeMap<String, u64>, k: &str) {
 }
 
 /// As `audit stats --by name` keys names.
-pub fn name_key(q: &str) -> String {
-    q.strip_suffix('.').unwrap_or(q).to_ascii_lowercase()
+fn name_key_cow(q: &str) -> std::borrow::Cow<'_, str> {
+    let q = q.strip_suffix('.').unwrap_or(q);
+    if q.bytes().any(|b| b.is_ascii_uppercase()) {
+        std::borrow::Cow::Owned(q.to_ascii_lowercase())
+    } else {
+        std::borrow::Cow::Borrowed(q)
+    }
 }
 
-/// As `audit stats --by hour` keys hours.
-pub fn hour_key(ts: &str) -> String {
-    match ts.get(..13) {
-        Some(hour) => format!("{hour}:00Z"),
-        None => ts.to_string(),
+/// As `audit stats --by hour` keys hours (`YYYY-MM-DDTHH:00Z`), built in
+/// `buf`.
+fn hour_key_into<'a>(ts: &'a str, buf: &'a mut [u8; 17]) -> &'a str {
+    match ts.as_bytes().get(..13) {
+        Some(hour) if ts.is_char_boundary(13) => {
+            buf[..13].copy_from_slice(hour);
+            buf[13..].copy_from_slice(b":00Z");
+            std::str::from_utf8(&buf[..]).unwrap_or(ts)
+        }
+        _ => ts,
+    }
+}
+
+/// [`widen`] by one timestamp, reusing the strings' buffers.
+fn widen_str(lo: &mut Option<String>, hi: &mut Option<String>, ts: &str) {
+    match lo {
+        Some(l) if ts < l.as_str() => {
+            l.clear();
+            l.push_str(ts);
+        }
+        Some(_) => {}
+        None => *lo = Some(ts.to_string()),
+    }
+    match hi {
+        Some(h) if ts > h.as_str() => {
+            h.clear();
+            h.push_str(ts);
+        }
+        Some(_) => {}
+        None => *hi = Some(ts.to_string()),
     }
 }
 
