@@ -6,7 +6,8 @@ DESTDIR ?=
 FUZZ_SECONDS ?= 60
 # Debian packages the tests use (dig as a real DNS client; systemd for
 # systemd-analyze/systemd-sysusers checks of the unit; strace to compare the
-# syscalls sinkhole makes with the unit's SystemCallFilter).
+# syscalls sinkhole makes with the unit's SystemCallFilter; chromium, run
+# headless, for the console's browser test).
 TEST_PACKAGES := bind9-dnsutils systemd strace chromium
 TEST_COMMANDS := dig systemd-analyze systemd-sysusers strace chromium
 
