@@ -24,6 +24,10 @@ use super::record::file_seq;
 pub(crate) struct LogFile {
     pub path: PathBuf,
     pub name: String,
+    /// Only the bytes `[from, to)` (cut at line starts; `to` past the end
+    /// means to the end): the console's index narrows a search to the
+    /// lines of the hours it asks for. `None`: the whole file.
+    pub range: Option<(u64, u64)>,
 }
 
 /// The audit files of `dir` in chain order (by first seq, then name); a
@@ -38,6 +42,7 @@ pub(crate) fn list_files(path: &Path) -> Result<Vec<LogFile>, AuditError> {
         return Ok(vec![LogFile {
             path: path.to_path_buf(),
             name,
+            range: None,
         }]);
     }
     let mut files = Vec::new();
@@ -52,7 +57,11 @@ pub(crate) fn list_files(path: &Path) -> Result<Vec<LogFile>, AuditError> {
     files.sort();
     Ok(files
         .into_iter()
-        .map(|(_, name, path)| LogFile { path, name })
+        .map(|(_, name, path)| LogFile {
+            path,
+            name,
+            range: None,
+        })
         .collect())
 }
 
@@ -200,6 +209,15 @@ where
         };
         for (idx, lf) in files.iter().enumerate() {
             let mut f = File::open(&lf.path).map_err(|e| AuditError::io(&lf.path, e))?;
+            let span = match lf.range {
+                Some((from, to)) => {
+                    f.seek(SeekFrom::Start(from))
+                        .map_err(|e| AuditError::io(&lf.path, e))?;
+                    to.saturating_sub(from)
+                }
+                None => u64::MAX,
+            };
+            let mut f = f.take(span);
             let mut carry: Vec<u8> = Vec::new();
             loop {
                 let mut buf = pool
@@ -243,7 +261,7 @@ where
 
 /// Reads until `buf` holds at least `want` more bytes or the file ends;
 /// returns whether it ended. A line longer than a chunk just grows `buf`.
-fn fill(f: &mut File, buf: &mut Vec<u8>, want: usize) -> io::Result<bool> {
+fn fill(f: &mut impl Read, buf: &mut Vec<u8>, want: usize) -> io::Result<bool> {
     let target = buf.len() + want;
     while buf.len() < target {
         let n = f

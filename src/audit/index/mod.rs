@@ -226,10 +226,7 @@ pub(crate) fn summarize_file(lf: &LogFile) -> Result<FileSummary, AuditError> {
     let mut total = FileSummary::empty(&lf.name);
     let work = |chunk: &[u8]| -> FileSummary {
         let mut s = FileSummary::empty(&lf.name);
-        for l in lines(chunk) {
-            s.add_line(l);
-        }
-        s.bytes = chunk.len() as u64;
+        s.add_chunk(chunk);
         s
     };
     scan(std::slice::from_ref(lf), work, |ev| {
@@ -259,10 +256,7 @@ fn summarize_tail(path: &Path, name: &str, from: u64, len: u64) -> Result<FileSu
         return Ok(s);
     };
     let done = &buf[..=end];
-    for l in lines(done) {
-        s.add_line(l);
-    }
-    s.bytes = done.len() as u64;
+    s.add_chunk(done);
     if from == 0 {
         let first = lines(done).next().unwrap_or_default();
         s.head = hex::encode(Sha256::digest(first));
@@ -392,14 +386,43 @@ impl Prune<'_> {
         self.action.is_none_or(|a| s.hits.actions.contains_key(a))
     }
 
-    /// The files a search with these conditions has to read.
+    /// The byte range of a file holding every hit in `[since, until)`,
+    /// from its hour spans; `None` when no hour of the file is in range.
+    pub fn range(&self, s: &FileSummary) -> Option<(u64, u64)> {
+        if self.since.is_none() && self.until.is_none() {
+            return Some((0, u64::MAX));
+        }
+        let mut lo_buf = [0u8; 17];
+        let mut hi_buf = [0u8; 17];
+        let lo = self.since.map(|t| summary::hour_key_into(t, &mut lo_buf));
+        let hi = self.until.map(|t| summary::hour_key_into(t, &mut hi_buf));
+        let mut range: Option<(u64, u64)> = None;
+        for (h, &(a, b)) in &s.hour_spans {
+            if lo.is_some_and(|lo| h.as_str() < lo) || hi.is_some_and(|hi| h.as_str() > hi) {
+                continue;
+            }
+            range = Some(match range {
+                Some((x, y)) => (x.min(a), y.max(b)),
+                None => (a, b),
+            });
+        }
+        // Without an upper bound, read on to the end (the file may grow).
+        range.map(|(a, b)| (a, if hi.is_some() { b } else { u64::MAX }))
+    }
+
+    /// The files (and the part of each) a search with these conditions has
+    /// to read.
     pub(crate) fn files(&self, files: &[IndexedFile]) -> Vec<LogFile> {
         files
             .iter()
             .filter(|f| self.may_match(&f.summary))
-            .map(|f| LogFile {
-                path: f.path.clone(),
-                name: f.summary.file.clone(),
+            .filter_map(|f| {
+                let range = self.range(&f.summary)?;
+                Some(LogFile {
+                    path: f.path.clone(),
+                    name: f.summary.file.clone(),
+                    range: Some(range),
+                })
             })
             .collect()
     }

@@ -122,6 +122,13 @@ pub struct FileSummary {
     pub events: Vec<String>,
     /// The last checkpoint: `(seq, hash)`.
     pub last_checkpoint: Option<(u64, String)>,
+    /// Per hour of hits: the byte offset where its first hit line starts
+    /// and where its last one ends, so a search for a time range reads
+    /// only that part of the file.
+    pub hour_spans: BTreeMap<String, (u64, u64)>,
+    /// Where the line being added starts (while summarising only).
+    #[serde(skip)]
+    at: u64,
 }
 
 impl FileSummary {
@@ -143,18 +150,33 @@ impl FileSummary {
             versions: BTreeMap::new(),
             events: Vec::new(),
             last_checkpoint: None,
+            hour_spans: BTreeMap::new(),
+            at: 0,
         }
+    }
+
+    /// Adds the complete lines of `chunk` (each ending in `\n`), the bytes
+    /// that follow the ones summarised so far.
+    pub fn add_chunk(&mut self, chunk: &[u8]) {
+        let mut pos = self.bytes;
+        for l in crate::audit::reader::lines(chunk) {
+            self.at = pos;
+            self.add_line(l);
+            pos += l.len() as u64 + 1;
+        }
+        self.bytes = pos;
+        self.at = 0;
     }
 
     /// Adds one complete line (without its `\n`). Lines that are not
     /// records are counted and otherwise ignored: the index describes, it
     /// does not judge (that is `verify`'s job).
-    pub fn add_line(&mut self, line: &[u8]) {
+    fn add_line(&mut self, line: &[u8]) {
         self.records += 1;
         match raw_str(line, b"\"kind\":") {
             Raw::Plain("hit") => {
                 if let Some(f) = HitFields::fast(line) {
-                    self.add_hit(&f);
+                    self.add_hit(&f, line.len() as u64);
                     return;
                 }
             }
@@ -165,15 +187,25 @@ impl FileSummary {
             Raw::Complex => {}
         }
         match parse_hit(line) {
-            Some(v) => self.add_hit(&HitFields::of(&v)),
+            Some(v) => self.add_hit(&HitFields::of(&v), line.len() as u64),
             None => self.add_other(line),
         }
     }
 
-    fn add_hit(&mut self, h: &HitFields<'_>) {
+    fn add_hit(&mut self, h: &HitFields<'_>, len: u64) {
         // Keys built once per hit, without allocating in the common case.
         let mut hour_buf = [0u8; 17];
         let hour = hour_key_into(h.ts, &mut hour_buf);
+        let (start, end) = (self.at, self.at + len + 1);
+        match self.hour_spans.get_mut(hour) {
+            Some(span) => {
+                span.0 = span.0.min(start);
+                span.1 = span.1.max(end);
+            }
+            None => {
+                self.hour_spans.insert(hour.to_string(), (start, end));
+            }
+        }
         let name = name_key_cow(h.qname);
         self.note(h.seq, h.ts, "hit");
         self.hits.add(h, hour, &name);
@@ -247,6 +279,18 @@ impl FileSummary {
 
     /// Appends `later`, the summary of the lines that follow this one's.
     pub fn append(&mut self, later: &FileSummary) {
+        let shift = self.bytes;
+        for (h, &(a, b)) in &later.hour_spans {
+            match self.hour_spans.get_mut(h) {
+                Some(span) => {
+                    span.0 = span.0.min(a + shift);
+                    span.1 = span.1.max(b + shift);
+                }
+                None => {
+                    self.hour_spans.insert(h.clone(), (a + shift, b + shift));
+                }
+            }
+        }
         self.bytes += later.bytes;
         self.records += later.records;
         if self.first_seq.is_none() {
@@ -386,7 +430,7 @@ fn name_key_cow(q: &str) -> std::borrow::Cow<'_, str> {
 
 /// As `audit stats --by hour` keys hours (`YYYY-MM-DDTHH:00Z`), built in
 /// `buf`.
-fn hour_key_into<'a>(ts: &'a str, buf: &'a mut [u8; 17]) -> &'a str {
+pub(crate) fn hour_key_into<'a>(ts: &'a str, buf: &'a mut [u8; 17]) -> &'a str {
     match ts.as_bytes().get(..13) {
         Some(hour) if ts.is_char_boundary(13) => {
             buf[..13].copy_from_slice(hour);

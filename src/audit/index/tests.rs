@@ -34,7 +34,9 @@ type Gen = (usize, usize, usize, usize, usize, i64);
 
 fn hit_line(seq: u64, g: &Gen) -> String {
     let (d, l, a, n, c, h) = *g;
-    let ts = format_ts(T0 + h * HOUR + seq as i64);
+    // Anywhere in the hour, not in seq order: files are ordered by hour
+    // only, as a log written across clock steps can be.
+    let ts = format_ts(T0 + h * HOUR + (seq as i64 * 7_919_000_003) % HOUR);
     let prev = "0".repeat(64);
     serde_json::to_string(&HitLine {
         seq,
@@ -102,10 +104,6 @@ fn hit_gen() -> impl Strategy<Value = Gen> {
     )
 }
 
-fn hour_ts(h: i64) -> String {
-    format_ts(T0 + h * HOUR).as_str().to_string()
-}
-
 fn run_search(files: &[LogFile], f: &SearchFilter) -> Vec<u8> {
     let mut out = Vec::new();
     search_files(files, f, OutputFormat::Json, &mut out).unwrap();
@@ -134,8 +132,9 @@ proptest! {
         let idx = AuditIndex::new(dir.path());
         let files = idx.refresh().unwrap();
 
-        let since_ts = since.map(hour_ts);
-        let until_ts = since.map(|s| hour_ts(s + span));
+        // Bounds inside an hour, so the hour spans must cover partial hours.
+        let since_ts = since.map(|s| format_ts(T0 + s * HOUR + HOUR / 3).as_str().to_string());
+        let until_ts = since.map(|s| format_ts(T0 + (s + span) * HOUR + HOUR / 2).as_str().to_string());
         let decision = d.and_then(|i| DECISIONS[i]);
         let filter = SearchFilter::new(
             since_ts.as_deref(),
@@ -240,6 +239,7 @@ fn a_deleted_or_damaged_index_is_rebuilt_and_a_growing_file_extended() {
     let lf = LogFile {
         name: extended.file.clone(),
         path: newest,
+        range: None,
     };
     assert_eq!(extended, summarize_file(&lf).unwrap());
     assert_eq!(extended.hits.total, want.last().unwrap().hits.total + 1);
