@@ -539,26 +539,29 @@ pub fn export(
     let mut sink = Lines {
         partial: Vec::new(),
         each: |line: &[u8]| {
-            n += 1;
             buf.clear();
             match (format, role) {
                 (Export::Jsonl, Role::Auditor) => buf.extend_from_slice(line),
                 (Export::Jsonl, Role::Viewer) => {
-                    if let Some(r) = Row::parse(line, role) {
-                        serde_json::to_writer(&mut buf, &r).map_err(io::Error::other)?;
-                    }
+                    // Only hits reach here; parse_hit accepts what search matched.
+                    let Some(r) = Row::parse(line, role) else {
+                        return Ok(true);
+                    };
+                    serde_json::to_writer(&mut buf, &r).map_err(io::Error::other)?;
                 }
                 (Export::Csv, _) => {
-                    if let Some(mut h) = crate::audit::record::parse_hit(line) {
-                        if role == Role::Viewer {
-                            h.client = mask_client(&h.client).into();
-                        }
-                        crate::audit::query::csv_row(&mut buf, &h);
-                        buf.pop();
+                    let Some(mut h) = crate::audit::record::parse_hit(line) else {
+                        return Ok(true);
+                    };
+                    if role == Role::Viewer {
+                        h.client = mask_client(&h.client).into();
                     }
+                    crate::audit::query::csv_row(&mut buf, &h);
+                    buf.pop();
                 }
             }
             buf.push(b'\n');
+            n += 1;
             out.write_all(&buf)?;
             Ok(true)
         },

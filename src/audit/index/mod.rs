@@ -52,6 +52,9 @@ const SUFFIX: &str = ".summary.json";
 pub struct AuditIndex {
     dir: PathBuf,
     cache: Mutex<HashMap<String, Arc<FileSummary>>>,
+    /// One refresh at a time: requests arriving during the first (cold)
+    /// build wait for it instead of summarising the same files again.
+    refreshing: Mutex<()>,
 }
 
 /// A file of the log and its summary, in chain order.
@@ -80,6 +83,7 @@ impl AuditIndex {
         AuditIndex {
             dir: dir.to_path_buf(),
             cache: Mutex::new(HashMap::new()),
+            refreshing: Mutex::new(()),
         }
     }
 
@@ -99,6 +103,7 @@ impl AuditIndex {
     /// lines, building or extending what is missing. Blocking (file I/O and
     /// scans): call it from a blocking thread.
     pub fn refresh(&self) -> Result<Vec<IndexedFile>, AuditError> {
+        let _one = lock(&self.refreshing);
         let files = list_files(&self.dir)?;
         let newest = files.last().map(|f| f.name.clone());
         let mut out = Vec::with_capacity(files.len());
@@ -196,6 +201,7 @@ impl AuditIndex {
 
     /// Drops every summary and builds them all again from the log.
     pub fn reindex(&self) -> Result<ReindexReport, AuditError> {
+        let _one = lock(&self.refreshing);
         let dir = self.index_dir();
         match std::fs::remove_dir_all(&dir) {
             Ok(()) => {}
