@@ -606,7 +606,103 @@ pub fn run_cli(
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
+    use base64::Engine;
+    use tokio::io::AsyncWriteExt;
+
     use super::*;
+    use crate::http::tests::{read_response, self_signed, tls_connect};
+
+    /// Over HTTPS (the pair from `tls_cert`/`tls_key`): nothing without
+    /// credentials, the overview with them.
+    #[tokio::test]
+    async fn serves_https_with_basic_auth() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = crate::audit::AuditSettings::dir(dir.path());
+        s.checkpoint_interval = None;
+        let log = AuditLog::open(&s).unwrap();
+        for i in 0..3u8 {
+            log.record(crate::audit::HitRecord {
+                client: std::net::IpAddr::from([192, 0, 2, i]),
+                port: 53,
+                transport: crate::audit::Transport::Udp,
+                qname: "a.example".into(),
+                qtype: 1,
+                action: "nxdomain",
+                rule: "a.example".into(),
+                list: "court".into(),
+                file: "f".into(),
+                line: 1,
+                decision: Some("D-1".into()),
+                authority: None,
+                category: None,
+                list_version: 1,
+                time: std::time::SystemTime::now(),
+            });
+        }
+        log.shutdown();
+        let tls = self_signed();
+        let config = ConsoleConfig {
+            listen: vec!["127.0.0.1:0".parse().unwrap()],
+            tls: Some(tls.settings.clone()),
+            users: vec![ConsoleUser {
+                name: "ann".into(),
+                hash: auth::hash_password("pw", 4).unwrap(),
+                role: Role::Auditor,
+            }],
+            auth_cache: Duration::from_secs(60),
+            max_auth_failures: 5,
+            verify_every: Duration::from_secs(3600),
+            limits: crate::http::HttpLimits::default(),
+            audit_dir: dir.path().to_path_buf(),
+        };
+        let server = ConsoleServer::bind(&config).await.unwrap();
+        let addr = server.local_addrs()[0];
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(server.run(None, async {
+            let _ = stopped.await;
+        }));
+        let get = |auth: Option<&'static str>| {
+            let cert = tls.cert_der.clone();
+            async move {
+                let mut s = tls_connect(addr, &cert).await;
+                let creds = auth
+                    .map(|a| {
+                        format!(
+                            "Authorization: Basic {}\r\n",
+                            base64::engine::general_purpose::STANDARD.encode(a)
+                        )
+                    })
+                    .unwrap_or_default();
+                let req = format!("GET /api/overview HTTP/1.1\r\nHost: localhost\r\n{creds}\r\n");
+                s.write_all(req.as_bytes()).await.unwrap();
+                let (st, head, body) = read_response(&mut s, req.as_bytes()).await;
+                (st, head, body)
+            }
+        };
+        let (st, head, _) = get(None).await;
+        assert_eq!(st, 401);
+        assert!(
+            head.to_ascii_lowercase()
+                .contains("www-authenticate: basic")
+        );
+        assert_eq!(get(Some("ann:wrong")).await.0, 401);
+        let (st, head, body) = get(Some("ann:pw")).await;
+        assert_eq!(st, 200, "{head}");
+        assert!(
+            head.to_ascii_lowercase()
+                .contains("cache-control: no-store")
+        );
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["hits"], 3);
+        assert_eq!(v["top_decisions"][0]["key"], "D-1");
+        let _ = stop.send(());
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .unwrap()
+            .unwrap();
+    }
 
     #[test]
     fn hash_password_reads_one_line() {

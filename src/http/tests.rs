@@ -464,13 +464,13 @@ async fn graceful_shutdown_finishes_the_request_in_flight() {
 
 // ------------------------------------------------------------ TLS
 
-struct TlsFiles {
+pub(crate) struct TlsFiles {
     _dir: tempfile::TempDir,
-    settings: TlsSettings,
-    cert_der: rustls_pki_types::CertificateDer<'static>,
+    pub(crate) settings: TlsSettings,
+    pub(crate) cert_der: rustls_pki_types::CertificateDer<'static>,
 }
 
-fn self_signed() -> TlsFiles {
+pub(crate) fn self_signed() -> TlsFiles {
     let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let cert = dir.path().join("cert.pem");
@@ -484,7 +484,7 @@ fn self_signed() -> TlsFiles {
     }
 }
 
-async fn tls_connect(
+pub(crate) async fn tls_connect(
     addr: SocketAddr,
     trust: &rustls_pki_types::CertificateDer<'static>,
 ) -> tokio_rustls::client::TlsStream<TcpStream> {
