@@ -126,7 +126,11 @@
 //!                           [--format json|csv|table]
 //! sinkhole audit stats  DIR [same filters] [--by name|client|decision|list|hour]
 //!                           [--top N] [--format json|csv|table]
+//! sinkhole audit reindex DIR
 //! ```
+//!
+//! `reindex` rebuilds the console's derived index (`DIR/.index`, see
+//! [`index`]); nothing above reads it.
 //!
 //! `verify` exits 0 when the chain is intact, 1 when it is broken, naming the
 //! first bad file, line and one of:
