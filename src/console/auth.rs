@@ -165,7 +165,7 @@ impl Authenticator {
     /// How long `peer` must wait, if it has used up its failures.
     fn blocked(&self, peer: IpAddr, now: Instant) -> Option<Duration> {
         let f = lock(&self.failures);
-        let (count, since) = f.get(&peer)?;
+        let (count, since) = f.get(&bucket(peer))?;
         let ends = *since + FAILURE_WINDOW;
         (*count >= self.max_failures && ends > now).then(|| ends - now)
     }
@@ -178,11 +178,23 @@ impl Authenticator {
                 f.clear();
             }
         }
-        let e = f.entry(peer).or_insert((0, now));
+        let e = f.entry(bucket(peer)).or_insert((0, now));
         if e.1 + FAILURE_WINDOW <= now {
             *e = (0, now);
         }
         e.0 += 1;
+    }
+}
+
+/// Failures are counted per IPv4 address and per IPv6 /64: one host
+/// usually holds a whole /64, and could otherwise rotate through it.
+fn bucket(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(a) => {
+            let s = a.segments();
+            IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+        }
+        v4 => v4,
     }
 }
 
@@ -270,6 +282,24 @@ mod tests {
         assert_eq!(a.check(me, Some(&basic("ann", "right"))).await, Ok(ann));
         assert_eq!(
             a.check(other, Some(&basic("ann", "wrong"))).await,
+            Err(Denied::Unauthorized)
+        );
+        // IPv6: one /64 shares one allowance.
+        for i in 1..=3u16 {
+            let ip = IpAddr::V6(std::net::Ipv6Addr::new(0x2001, 0xdb8, 0, 1, 0, 0, 0, i));
+            assert_eq!(
+                a.check(ip, Some(&basic("ann", "wrong"))).await,
+                Err(Denied::Unauthorized)
+            );
+        }
+        let same64: IpAddr = "2001:db8:0:1::99".parse().unwrap();
+        let next64: IpAddr = "2001:db8:0:2::1".parse().unwrap();
+        assert!(matches!(
+            a.check(same64, Some(&basic("ann", "wrong"))).await,
+            Err(Denied::TooMany(_))
+        ));
+        assert_eq!(
+            a.check(next64, Some(&basic("ann", "wrong"))).await,
             Err(Denied::Unauthorized)
         );
     }
