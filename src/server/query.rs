@@ -191,6 +191,12 @@ impl QueryCore {
             return Outcome::Reply;
         }
         let limit = reply_limit(&req, q.transport);
+        let asker = Asker {
+            req: &req,
+            client: q.client,
+            transport: q.transport,
+            wall: q.wall,
+        };
         let asked = Query {
             name: req.dotted(),
             qtype: req.qtype,
@@ -198,13 +204,10 @@ impl QueryCore {
         if let Decision::Block { rule, action } = policy::decide(snap, &asked, &self.policy) {
             let hit = Hit {
                 snap,
-                req: &req,
-                client: q.client,
-                transport: q.transport,
+                asker,
                 rule,
                 action,
                 via_cname: None,
-                wall: q.wall,
             };
             return self.block(hit, limit, out);
         }
@@ -220,13 +223,10 @@ impl QueryCore {
             {
                 let hit = Hit {
                     snap,
-                    req: &req,
-                    client: q.client,
-                    transport: q.transport,
+                    asker,
                     rule,
                     action,
                     via_cname: Some(&via),
-                    wall: q.wall,
                 };
                 return self.block(hit, limit, out);
             }
@@ -275,7 +275,7 @@ impl QueryCore {
         self.record_hit(&hit, &view);
         if sinkhole::block_answer(
             out,
-            hit.req,
+            hit.asker.req,
             &self.policy,
             &view,
             hit.action,
@@ -291,15 +291,15 @@ impl QueryCore {
 
     fn record_hit(&self, hit: &Hit<'_>, rule: &RuleView<'_>) {
         if let Some(via) = hit.via_cname {
-            tracing::debug!(client = %hit.client.ip(), via, list = rule.list(), line = rule.line(), "blocked through CNAME");
+            tracing::debug!(client = %hit.asker.client.ip(), via, list = rule.list(), line = rule.line(), "blocked through CNAME");
         }
         let Some(sink) = &self.hits else { return };
         sink.record(HitRecord {
-            client: hit.client.ip(),
-            port: hit.client.port(),
-            transport: hit.transport,
-            qname: wire::presentation(hit.req.qname_wire()),
-            qtype: hit.req.qtype,
+            client: hit.asker.client.ip(),
+            port: hit.asker.client.port(),
+            transport: hit.asker.transport,
+            qname: wire::presentation(hit.asker.req.qname_wire()),
+            qtype: hit.asker.req.qtype,
             action: hit.action.as_str(),
             rule: rule.text(),
             list: rule.list().to_string(),
@@ -309,7 +309,7 @@ impl QueryCore {
             authority: rule.authority().map(str::to_string),
             category: rule.category().map(str::to_string),
             list_version: hit.snap.version(),
-            time: hit.wall,
+            time: hit.asker.wall,
         });
     }
 
@@ -353,6 +353,12 @@ impl QueryCore {
     ) -> bool {
         let req = &p.request;
         let limit = reply_limit(req, p.transport);
+        let asker = Asker {
+            req,
+            client: p.client,
+            transport: p.transport,
+            wall,
+        };
         let Some((bytes, scan)) = answer else {
             if let Some(outcome) = self.stale_answer(snap, p, limit, now, wall, out) {
                 return matches!(outcome, Outcome::Reply);
@@ -366,13 +372,10 @@ impl QueryCore {
         {
             let hit = Hit {
                 snap,
-                req,
-                client: p.client,
-                transport: p.transport,
+                asker,
                 rule,
                 action,
                 via_cname: Some(&via),
-                wall,
             };
             return matches!(self.block(hit, limit, out), Outcome::Reply);
         }
@@ -409,19 +412,22 @@ impl QueryCore {
             self.serve_stale,
         )?;
         self.metrics.stale_answer();
+        let asker = Asker {
+            req,
+            client: p.client,
+            transport: p.transport,
+            wall,
+        };
         // The lists may have changed since the answer was cached.
         if hit.has_cname
             && let Some((rule, action, via)) = cname_block(snap, out, req.qtype, &self.policy)
         {
             let hit = Hit {
                 snap,
-                req,
-                client: p.client,
-                transport: p.transport,
+                asker,
                 rule,
                 action,
                 via_cname: Some(&via),
-                wall,
             };
             return Some(self.block(hit, limit, out));
         }
@@ -436,16 +442,23 @@ impl QueryCore {
     }
 }
 
-/// A block about to be answered and recorded.
-struct Hit<'a> {
-    snap: &'a Snapshot,
+/// Who asked what: what a block answer and its hit record need besides
+/// the rule.
+#[derive(Clone, Copy)]
+struct Asker<'a> {
     req: &'a Request,
     client: SocketAddr,
     transport: Transport,
+    wall: SystemTime,
+}
+
+/// A block about to be answered and recorded.
+struct Hit<'a> {
+    snap: &'a Snapshot,
+    asker: Asker<'a>,
     rule: RuleId,
     action: Action,
     via_cname: Option<&'a str>,
-    wall: SystemTime,
 }
 
 /// The first CNAME owner or target in `msg` that the snapshot blocks.
