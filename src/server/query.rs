@@ -584,6 +584,39 @@ mod tests {
         (bytes, scan)
     }
 
+    /// The `Pending` of a query that must be forwarded.
+    fn forwarded(core: &QueryCore, snap: &Snapshot, packet: &[u8], now: Instant) -> Box<Pending> {
+        let mut out = Vec::new();
+        match core.handle(snap, &inbound(packet, CLIENT, now), &mut out) {
+            Outcome::Forward(p) => p,
+            other => panic!("not forwarded: {other:?}"),
+        }
+    }
+
+    /// The reply `core` writes for `p` once the upstream answered `packet`
+    /// (the answer cached first, as the shell does).
+    fn answered(
+        core: &QueryCore,
+        snap: &Snapshot,
+        p: &Pending,
+        packet: &[u8],
+        now: Instant,
+    ) -> Vec<u8> {
+        let (answer, scan) = upstream_answer(packet);
+        core.store(&p.key, &answer, &scan, now);
+        let mut out = Vec::new();
+        let sent = core.complete(
+            snap,
+            p,
+            Some((&answer, &scan)),
+            now,
+            SystemTime::now(),
+            &mut out,
+        );
+        assert!(sent);
+        out
+    }
+
     #[test]
     fn blocked_query_gets_the_sinkhole_answer_and_a_hit() {
         let (core, snap, hits) = core();
@@ -628,21 +661,8 @@ mod tests {
         let now = Instant::now();
         // Filled by a query with RD=1 AD=1.
         let first = query("cached.org.", true, true, false);
-        let mut out = Vec::new();
-        let Outcome::Forward(p) = core.handle(&snap, &inbound(&first, CLIENT, now), &mut out)
-        else {
-            panic!("first query not forwarded");
-        };
-        let (answer, scan) = upstream_answer(&first);
-        core.store(&p.key, &answer, &scan, now);
-        assert!(core.complete(
-            &snap,
-            &p,
-            Some((&answer, &scan)),
-            now,
-            SystemTime::now(),
-            &mut out
-        ));
+        let p = forwarded(&core, &snap, &first, now);
+        let mut out = answered(&core, &snap, &p, &first, now);
         assert_eq!(out[..2], [0xbe, 0xef], "client's ID");
         assert_eq!(
             wire::read_u16(&out, 2).unwrap() & wire::FLAG_AD,
@@ -664,20 +684,8 @@ mod tests {
         let (core, snap, _) = core();
         let now = Instant::now();
         let packet = query("plain.org.", true, false, false);
-        let mut out = Vec::new();
-        let Outcome::Forward(p) = core.handle(&snap, &inbound(&packet, CLIENT, now), &mut out)
-        else {
-            panic!("not forwarded");
-        };
-        let (answer, scan) = upstream_answer(&packet);
-        assert!(core.complete(
-            &snap,
-            &p,
-            Some((&answer, &scan)),
-            now,
-            SystemTime::now(),
-            &mut out
-        ));
+        let p = forwarded(&core, &snap, &packet, now);
+        let out = answered(&core, &snap, &p, &packet, now);
         let flags = wire::read_u16(&out, 2).unwrap();
         assert_eq!(flags & wire::FLAG_AD, 0, "AD only for AD or DO queries");
         assert_eq!(flags & wire::FLAG_RD, wire::FLAG_RD);
@@ -688,11 +696,8 @@ mod tests {
         let (core, snap, _) = core();
         let now = Instant::now();
         let packet = query("down.org.", true, false, false);
+        let p = forwarded(&core, &snap, &packet, now);
         let mut out = Vec::new();
-        let Outcome::Forward(p) = core.handle(&snap, &inbound(&packet, CLIENT, now), &mut out)
-        else {
-            panic!("not forwarded");
-        };
         assert!(core.complete(&snap, &p, None, now, SystemTime::now(), &mut out));
         assert_eq!(out[..4], [0xbe, 0xef, 0x81, 0x82]);
     }
