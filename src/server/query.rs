@@ -219,16 +219,9 @@ impl QueryCore {
             self.metrics.cache_hit();
             // The snapshot may have changed since the answer was cached.
             if hit.has_cname
-                && let Some((rule, action, via)) = cname_block(snap, out, req.qtype, &self.policy)
+                && let Some(found) = cname_block(snap, out, req.qtype, &self.policy)
             {
-                let hit = Hit {
-                    snap,
-                    asker,
-                    rule,
-                    action,
-                    via_cname: Some(&via),
-                };
-                return self.block(hit, limit, out);
+                return self.block_via_cname(snap, asker, found, limit, out);
             }
             self.finish_forwarded(
                 out,
@@ -287,6 +280,26 @@ impl QueryCore {
         } else {
             Outcome::Silent
         }
+    }
+
+    /// Answer and record a block found on a CNAME owner or target of a
+    /// cached or upstream reply.
+    fn block_via_cname(
+        &self,
+        snap: &Snapshot,
+        asker: Asker<'_>,
+        (rule, action, via): (RuleId, Action, String),
+        limit: usize,
+        out: &mut Vec<u8>,
+    ) -> Outcome {
+        let hit = Hit {
+            snap,
+            asker,
+            rule,
+            action,
+            via_cname: Some(&via),
+        };
+        self.block(hit, limit, out)
     }
 
     fn record_hit(&self, hit: &Hit<'_>, rule: &RuleView<'_>) {
@@ -368,16 +381,12 @@ impl QueryCore {
             return true;
         };
         if scan.has_cname
-            && let Some((rule, action, via)) = cname_block(snap, bytes, req.qtype, &self.policy)
+            && let Some(found) = cname_block(snap, bytes, req.qtype, &self.policy)
         {
-            let hit = Hit {
-                snap,
-                asker,
-                rule,
-                action,
-                via_cname: Some(&via),
-            };
-            return matches!(self.block(hit, limit, out), Outcome::Reply);
+            return matches!(
+                self.block_via_cname(snap, asker, found, limit, out),
+                Outcome::Reply
+            );
         }
         out.clear();
         out.extend_from_slice(bytes);
@@ -420,16 +429,9 @@ impl QueryCore {
         };
         // The lists may have changed since the answer was cached.
         if hit.has_cname
-            && let Some((rule, action, via)) = cname_block(snap, out, req.qtype, &self.policy)
+            && let Some(found) = cname_block(snap, out, req.qtype, &self.policy)
         {
-            let hit = Hit {
-                snap,
-                asker,
-                rule,
-                action,
-                via_cname: Some(&via),
-            };
-            return Some(self.block(hit, limit, out));
+            return Some(self.block_via_cname(snap, asker, found, limit, out));
         }
         self.finish_forwarded(
             out,
