@@ -275,6 +275,14 @@ proptest! {
         for q in &queries {
             both(&lists, &snap, q);
             both(&lists, &snap, &q.to_ascii_uppercase());
+            // The hit log's rule text from the matched labels is the text
+            // read back from the fst.
+            for asked in [q.clone(), q.to_ascii_uppercase(), format!("{q}.")] {
+                if let Some(m) = snap.lookup(asked.as_bytes()) {
+                    let view = snap.rule(m.rule);
+                    prop_assert_eq!(view.text_matched(asked.as_bytes(), m.labels), view.text());
+                }
+            }
         }
     }
 

@@ -201,13 +201,19 @@ impl QueryCore {
             name: req.dotted(),
             qtype: req.qtype,
         };
-        if let Decision::Block { rule, action } = policy::decide(snap, &asked, &self.policy) {
+        if let Decision::Block {
+            rule,
+            action,
+            labels,
+        } = policy::decide(snap, &asked, &self.policy)
+        {
             let hit = Hit {
                 snap,
                 asker,
                 rule,
                 action,
                 via_cname: None,
+                matched: (req.dotted(), labels),
             };
             return self.block(hit, limit, out);
         }
@@ -288,7 +294,7 @@ impl QueryCore {
         &self,
         snap: &Snapshot,
         asker: Asker<'_>,
-        (rule, action, via): (RuleId, Action, String),
+        (rule, action, labels, via): (RuleId, Action, u16, String),
         limit: usize,
         out: &mut Vec<u8>,
     ) -> Outcome {
@@ -298,6 +304,7 @@ impl QueryCore {
             rule,
             action,
             via_cname: Some(&via),
+            matched: (via.as_bytes(), labels),
         };
         self.block(hit, limit, out)
     }
@@ -314,7 +321,7 @@ impl QueryCore {
             qname: wire::presentation(hit.asker.req.qname_wire()),
             qtype: hit.asker.req.qtype,
             action: hit.action.as_str(),
-            rule: rule.text(),
+            rule: rule.text_matched(hit.matched.0, hit.matched.1),
             list: rule.list().to_string(),
             file: rule.file().to_string(),
             line: rule.line(),
@@ -461,6 +468,10 @@ struct Hit<'a> {
     rule: RuleId,
     action: Action,
     via_cname: Option<&'a str>,
+    /// The name the rule matched (the query's, or a CNAME's in the
+    /// reply) and over how many trailing labels: the rule's text for the
+    /// hit log without reading it back from the fst.
+    matched: (&'a [u8], u16),
 }
 
 /// The first CNAME owner or target in `msg` that the snapshot blocks.
@@ -469,12 +480,19 @@ fn cname_block(
     msg: &[u8],
     qtype: u16,
     policy: &PolicyConfig,
-) -> Option<(RuleId, Action, String)> {
+) -> Option<(RuleId, Action, u16, String)> {
     wire::for_each_cname_name(msg, |name| {
         match policy::decide(snap, &Query { name, qtype }, policy) {
-            Decision::Block { rule, action } => {
-                Some((rule, action, String::from_utf8_lossy(name).into_owned()))
-            }
+            Decision::Block {
+                rule,
+                action,
+                labels,
+            } => Some((
+                rule,
+                action,
+                labels,
+                String::from_utf8_lossy(name).into_owned(),
+            )),
             _ => None,
         }
     })
