@@ -11,7 +11,7 @@
 use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use crate::list::{RuleId, Snapshot};
+use crate::list::{MatchedKey, RuleId, Snapshot};
 
 /// What is done with a query a rule matched.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -131,12 +131,12 @@ pub enum Decision {
     /// An allow rule matched: forward upstream (the rule is kept for logs).
     Allow(RuleId),
     /// A block rule matched; `action` is resolved (never `Allow` or `Block`).
-    /// `labels`: how many trailing labels of the query name the rule
-    /// covers (0 for a keyword rule), for the hit log's rule text.
+    /// `key`: how the rule's name matched the query name (`None` for a
+    /// keyword rule), for the hit log's rule text.
     Block {
         rule: RuleId,
         action: Action,
-        labels: u16,
+        key: Option<MatchedKey>,
     },
 }
 
@@ -158,7 +158,7 @@ pub fn decide(snapshot: &Snapshot, query: &Query<'_>, policy: &PolicyConfig) -> 
         Some(m) => Decision::Block {
             rule: m.rule,
             action: m.action.resolve(policy.action),
-            labels: m.labels,
+            key: m.key,
         },
     }
 }
@@ -239,17 +239,13 @@ mod tests {
         match d {
             Decision::Pass => "pass".into(),
             Decision::Allow(rule) => format!("allow {}", snap.rule(rule).list()),
-            Decision::Block {
-                rule,
-                action,
-                labels,
-            } => {
+            Decision::Block { rule, action, key } => {
                 let view = snap.rule(rule);
                 format!(
                     "block {} {} {}",
                     view.list(),
                     action,
-                    view.text_matched(name, labels)
+                    view.text_matched(name, key)
                 )
             }
         }
@@ -320,10 +316,11 @@ mod tests {
                 );
                 // The hit log's rule text is the rule's own, read back
                 // from the fst, however it was matched.
-                if let Decision::Block { rule, labels, .. } = d {
+                if let Decision::Block { rule, key, .. } = d {
+                    assert!(key.is_some(), "{name}: a name rule");
                     let view = snap.rule(rule);
                     assert_eq!(
-                        view.text_matched(name.as_bytes(), labels),
+                        view.text_matched(name.as_bytes(), key),
                         view.text(),
                         "{name}"
                     );

@@ -26,7 +26,9 @@ use crate::policy::Action;
 
 pub use compile::{CompileError, compile, compile_versioned};
 pub use load::{FileRead, FileReport, LoadError, Loaded, OnRead, OptionsFor, load};
-pub use snapshot::{Match, RuleId, RuleView, Snapshot, SnapshotDiff, SnapshotError, diff};
+pub use snapshot::{
+    Match, MatchedKey, RuleId, RuleView, Snapshot, SnapshotDiff, SnapshotError, diff,
+};
 
 /// The text formats sinkhole reads. `Plain` also accepts `*.name`,
 /// `||name^`, `@@||name^` and `keyword:` lines, so mixed hand-written

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::acl::Acl;
 use crate::audit::{AuditLog, HitRecord};
 use crate::cache::{self, Cache, CacheConfig, CacheKey};
-use crate::list::{RuleId, RuleView, Snapshot};
+use crate::list::{MatchedKey, RuleId, RuleView, Snapshot};
 use crate::metrics::{Limit, Metrics};
 use crate::policy::{self, Action, Decision, PolicyConfig, Query};
 use crate::sinkhole;
@@ -201,19 +201,14 @@ impl QueryCore {
             name: req.dotted(),
             qtype: req.qtype,
         };
-        if let Decision::Block {
-            rule,
-            action,
-            labels,
-        } = policy::decide(snap, &asked, &self.policy)
-        {
+        if let Decision::Block { rule, action, key } = policy::decide(snap, &asked, &self.policy) {
             let hit = Hit {
                 snap,
                 asker,
                 rule,
                 action,
                 via_cname: None,
-                matched: (req.dotted(), labels),
+                matched: (req.dotted(), key),
             };
             return self.block(hit, limit, out);
         }
@@ -294,7 +289,7 @@ impl QueryCore {
         &self,
         snap: &Snapshot,
         asker: Asker<'_>,
-        (rule, action, labels, via): (RuleId, Action, u16, String),
+        (rule, action, key, via): (RuleId, Action, Option<MatchedKey>, String),
         limit: usize,
         out: &mut Vec<u8>,
     ) -> Outcome {
@@ -304,7 +299,7 @@ impl QueryCore {
             rule,
             action,
             via_cname: Some(&via),
-            matched: (via.as_bytes(), labels),
+            matched: (via.as_bytes(), key),
         };
         self.block(hit, limit, out)
     }
@@ -469,9 +464,9 @@ struct Hit<'a> {
     action: Action,
     via_cname: Option<&'a str>,
     /// The name the rule matched (the query's, or a CNAME's in the
-    /// reply) and over how many trailing labels: the rule's text for the
+    /// reply) and how: the rule's text for the
     /// hit log without reading it back from the fst.
-    matched: (&'a [u8], u16),
+    matched: (&'a [u8], Option<MatchedKey>),
 }
 
 /// The first CNAME owner or target in `msg` that the snapshot blocks.
@@ -480,17 +475,13 @@ fn cname_block(
     msg: &[u8],
     qtype: u16,
     policy: &PolicyConfig,
-) -> Option<(RuleId, Action, u16, String)> {
+) -> Option<(RuleId, Action, Option<MatchedKey>, String)> {
     wire::for_each_cname_name(msg, |name| {
         match policy::decide(snap, &Query { name, qtype }, policy) {
-            Decision::Block {
+            Decision::Block { rule, action, key } => Some((
                 rule,
                 action,
-                labels,
-            } => Some((
-                rule,
-                action,
-                labels,
+                key,
                 String::from_utf8_lossy(name).into_owned(),
             )),
             _ => None,
