@@ -368,7 +368,7 @@ fn layer_for(
                         action: view.action(),
                         local_data: view.addresses(),
                         line,
-                        meta: view.meta(),
+                        meta: view.meta().boxed(),
                     },
                     hidden_losers: dup,
                 });

@@ -144,7 +144,30 @@ pub struct Rule {
     pub local_data: Vec<IpAddr>,
     /// 1-based line in the source file.
     pub line: u32,
-    pub meta: RuleMeta,
+    /// Legal metadata, boxed and only when a row carries any: most rules
+    /// (plain lists) have none, and a million rules without it should not
+    /// carry 96 empty bytes each while a list is parsed and compiled.
+    pub meta: Option<Box<RuleMeta>>,
+}
+
+impl Rule {
+    /// The rule's metadata (empty when it has none).
+    pub fn meta(&self) -> &RuleMeta {
+        static NONE: RuleMeta = RuleMeta {
+            decision: None,
+            authority: None,
+            date: None,
+            category: None,
+        };
+        self.meta.as_deref().unwrap_or(&NONE)
+    }
+}
+
+impl RuleMeta {
+    /// `None` for empty metadata, so rules without any stay small.
+    pub fn boxed(self) -> Option<Box<RuleMeta>> {
+        (!self.is_empty()).then(|| Box::new(self))
+    }
 }
 
 /// A line that could not become a rule. Displays as `FILE:LINE: reason`.

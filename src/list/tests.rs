@@ -18,7 +18,7 @@ fn name_rule(name: &str, scope: Scope, action: Action, line: u32) -> Rule {
         action,
         local_data: Vec::new(),
         line,
-        meta: RuleMeta::default(),
+        meta: None,
     }
 }
 
@@ -84,7 +84,7 @@ fn sample() -> Vec<ParsedList> {
                 action: Block,
                 local_data: Vec::new(),
                 line: 7,
-                meta: RuleMeta::default(),
+                meta: None,
             },
             name_rule("dup.com", Subtree, Block, 8),
             name_rule("both.com", Subtree, Block, 9),
@@ -158,12 +158,12 @@ fn provenance_and_metadata() {
         action: Action::Block,
         local_data: Vec::new(),
         line: 42,
-        meta: RuleMeta {
+        meta: Some(Box::new(RuleMeta {
             decision: Some("2025/17".into()),
             authority: Some("AFM".into()),
             date: Some("2025-01-02".into()),
             category: Some("crypto".into()),
-        },
+        })),
     });
     let snap = compile(&lists).expect("compile");
     let m = snap.lookup(b"www.ordered.kz").expect("blocked");
