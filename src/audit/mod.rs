@@ -175,6 +175,7 @@ mod config;
 mod query;
 mod reader;
 mod record;
+pub mod sign;
 mod time;
 mod verify;
 mod writer;
