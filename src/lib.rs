@@ -9,6 +9,7 @@ pub mod audit;
 pub mod cache;
 pub mod config;
 pub mod daemon;
+pub mod dirlock;
 pub mod forward;
 pub mod http;
 pub mod list;

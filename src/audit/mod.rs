@@ -170,6 +170,7 @@
 //! machine) and `search` runs at several million records/s:
 //! `cargo bench --bench audit` (`AUDIT_BENCH_RECORDS=10000000` for 10 M).
 
+pub mod anchor;
 mod cli;
 mod config;
 mod query;
@@ -184,8 +185,9 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
+pub use anchor::AnchorStats;
 pub use cli::{AuditCommand, FilterArgs, run};
-pub use config::{AuditPath, AuditSettings, ClientMode, RawAuditConfig};
+pub use config::{AnchorSettings, AuditPath, AuditSettings, ClientMode, RawAuditConfig};
 #[doc(hidden)]
 pub use query::fuzz_search;
 pub use query::{
@@ -251,6 +253,9 @@ pub enum AuditError {
     Resume { file: PathBuf, detail: String },
     #[error("{0}")]
     Arg(String),
+    /// Another process holds the audit directory.
+    #[error("{0}")]
+    Locked(String),
     #[error("writing output: {0}")]
     Output(#[source] std::io::Error),
     #[error("internal error: {0}")]

@@ -184,6 +184,10 @@ pub(crate) struct StartLine<'a> {
     pub resumed_from: Option<u64>,
     #[serde(skip_serializing_if = "no_torn")]
     pub torn: &'a [TornRef],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sig_pub: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sig: Option<&'a str>,
     pub prev: &'a str,
 }
 
@@ -196,6 +200,10 @@ pub(crate) struct CheckpointLine<'a> {
     pub records: u64,
     pub lost: u64,
     pub hash: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sig_pub: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sig: Option<&'a str>,
     pub prev: &'a str,
 }
 

@@ -147,6 +147,16 @@ pub async fn serve(config: Config, options: DaemonOptions) -> Result<(), DaemonE
     let t0 = Instant::now();
     ignore_sigxfsz();
     crate::memory::keep_large_allocations_mapped();
+    // Held for the life of the server: a second instance with the same
+    // state_dir (or audit directory, locked by the audit writer) refuses
+    // to start rather than interleave its writes with ours.
+    let _state_lock = match &config.lists.state_dir {
+        Some(dir) => Some(
+            crate::list::state::lock_state_dir(dir)
+                .map_err(|e| DaemonError::Lists(e.to_string()))?,
+        ),
+        None => None,
+    };
     let settings = reload_settings(&config.lists);
     let (reloader, source) = tokio::task::spawn_blocking(move || Reloader::start(settings))
         .await
