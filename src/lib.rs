@@ -20,3 +20,4 @@ pub mod report;
 pub mod server;
 pub mod sinkhole;
 pub mod wire;
+pub mod witness;

@@ -175,9 +175,9 @@ mod cli;
 mod config;
 mod query;
 mod reader;
-mod record;
+pub(crate) mod record;
 pub mod sign;
-mod time;
+pub(crate) mod time;
 mod verify;
 mod writer;
 
@@ -195,7 +195,10 @@ pub use query::{
     write_stats,
 };
 pub use record::{TornRef, pseudonym};
-pub use verify::{ChainStart, Problem, ProblemKind, VerifyReport, verify, verify_bytes};
+pub use verify::{
+    AnchorReport, ChainStart, EXIT_UNANCHORED, Problem, ProblemKind, SignatureReport,
+    VerifyOptions, VerifyReport, verify, verify_bytes, verify_with,
+};
 pub use writer::AuditLog;
 
 pub use crate::wire::Transport;

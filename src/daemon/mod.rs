@@ -60,6 +60,8 @@ pub enum ListenerRole {
     Dns,
     /// `/metrics`, `/healthz`, `/readyz`.
     Metrics,
+    /// `sinkhole witness`: `POST /v1/checkpoints`.
+    Witness,
 }
 
 impl ListenerRole {
@@ -67,6 +69,7 @@ impl ListenerRole {
         match self {
             ListenerRole::Dns => "dns",
             ListenerRole::Metrics => "metrics",
+            ListenerRole::Witness => "witness",
         }
     }
 }
