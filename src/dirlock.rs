@@ -70,7 +70,7 @@ pub fn lock_dir(dir: &Path, what: &'static str) -> Result<DirLock, DirLockError>
         Err(TryLockError::Error(e)) => return Err(io(e)),
     }
     // Only the holder writes: the pid of the process that owns it now.
-    let pid = std::process::id().to_string();
+    let pid = format!("{}\n", std::process::id());
     file.set_len(0)
         .and_then(|()| file.rewind())
         .and_then(|()| file.write_all(pid.as_bytes()))
