@@ -7,8 +7,9 @@
 //! however it dies, so a stale lock file never blocks a restart. The
 //! holder's pid is written into the file for the error message.
 
-use std::fs::{File, OpenOptions, TryLockError};
+use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, Write};
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 /// The lock file's name inside the locked directory.
@@ -56,9 +57,12 @@ pub fn lock_dir(dir: &Path, what: &'static str) -> Result<DirLock, DirLockError>
         .truncate(false)
         .open(&path)
         .map_err(io)?;
-    match file.try_lock() {
-        Ok(()) => {}
-        Err(TryLockError::WouldBlock) => {
+    // flock(2) directly: `File::try_lock` is newer than the crate's MSRV.
+    // SAFETY: flock on a descriptor this function owns; no memory effects.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc != 0 {
+        let e = std::io::Error::last_os_error();
+        if e.kind() == std::io::ErrorKind::WouldBlock {
             let mut text = String::new();
             let _ = file.read_to_string(&mut text);
             return Err(DirLockError::Held {
@@ -67,7 +71,7 @@ pub fn lock_dir(dir: &Path, what: &'static str) -> Result<DirLock, DirLockError>
                 holder: text.trim().parse().ok(),
             });
         }
-        Err(TryLockError::Error(e)) => return Err(io(e)),
+        return Err(io(e));
     }
     // Only the holder writes: the pid of the process that owns it now.
     let pid = format!("{}\n", std::process::id());
