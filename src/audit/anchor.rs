@@ -295,3 +295,126 @@ fn run(sh: &Shared, url: &str, ca: Option<Vec<reqwest::Certificate>>) {
         backoff = (backoff * 2).min(BACKOFF_MAX);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::sign::{AuditSigner, SignedKind};
+    use crate::http::TlsSettings;
+    use crate::witness::{Witness, WitnessOptions};
+
+    const TS: &str = "2025-03-01T12:00:00.000000Z";
+
+    fn checkpoint(s: &AuditSigner, seq: u64) -> Vec<u8> {
+        let head = [seq as u8; 32];
+        let sig = s
+            .sign(SignedKind::Checkpoint, seq, &head, TS, seq - 1, 0)
+            .unwrap();
+        let h = hex::encode(head);
+        format!(
+            r#"{{"seq":{seq},"ts":"{TS}","kind":"checkpoint","reason":"count","records":{},"lost":0,"hash":"{h}","sig_pub":"{}","sig":"{}","prev":"{h}"}}"#,
+            seq - 1,
+            s.public_hex(),
+            hex::encode(sig)
+        )
+        .into_bytes()
+    }
+
+    fn wait(client: &AnchorClient, f: impl Fn(&AnchorStats) -> bool) -> AnchorStats {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let st = client.shared.stats();
+            if f(&st) || Instant::now() >= deadline {
+                return st;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Over HTTPS to a witness whose certificate only `anchor_ca_file`
+    /// vouches for: delivered, a refusal counted as rejected and not
+    /// retried; with the witness gone, a full backlog drops its oldest.
+    #[test]
+    fn delivers_over_tls_with_a_private_ca_and_counts_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+        let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+        std::fs::write(&cert, ck.cert.pem()).unwrap();
+        std::fs::write(&key, ck.key_pair.serialize_pem()).unwrap();
+        let node = AuditSigner::from_seed(&[5; 32]);
+        let pubfile = dir.path().join("audit.pub");
+        std::fs::write(&pubfile, node.public_hex()).unwrap();
+
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let opts = WitnessOptions {
+            listen: vec!["127.0.0.1:0".parse().unwrap()],
+            dir: dir.path().join("witness"),
+            tls: Some(TlsSettings {
+                cert: cert.clone(),
+                key,
+            }),
+            allow_keys: vec![pubfile],
+        };
+        let w = rt.block_on(Witness::bind(&opts)).unwrap();
+        let port = w.local_addrs()[0].port();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let served = rt.spawn(w.serve(async {
+            let _ = stopped.await;
+        }));
+
+        let client = AnchorClient::start(&AnchorSettings {
+            url: format!("https://localhost:{port}/v1/checkpoints"),
+            ca_file: Some(cert),
+            backlog: 2,
+        })
+        .unwrap();
+        client.push(checkpoint(&node, 10));
+        client.push(checkpoint(&node, 10));
+        let st = wait(&client, |s| s.delivered == 2);
+        assert_eq!((st.delivered, st.failed, st.rejected), (2, 0, 0), "{st:?}");
+        // Backwards: refused (409), counted, not retried.
+        client.push(checkpoint(&node, 5));
+        let st = wait(&client, |s| s.rejected == 1);
+        assert_eq!((st.rejected, st.backlog), (1, 0), "{st:?}");
+
+        // The witness goes away: lines wait, the oldest go beyond 2.
+        let _ = stop.send(());
+        rt.block_on(served).unwrap();
+        for seq in 20..25 {
+            client.push(checkpoint(&node, seq));
+        }
+        let st = wait(&client, |s| s.failed >= 1);
+        assert!(st.failed >= 1, "{st:?}");
+        assert_eq!(st.dropped, 3, "{st:?}");
+        assert!(st.backlog <= 2, "{st:?}");
+        let t = Instant::now();
+        drop(client);
+        // Shutdown gives an unreachable witness a bounded grace.
+        assert!(t.elapsed() < CLOSE_GRACE + Duration::from_secs(2));
+        // What the witness kept: seq 10 once.
+        let (_, held) = crate::witness::held(&dir.path().join("witness"), node.key_id()).unwrap();
+        assert_eq!(held.len(), 1);
+    }
+
+    #[test]
+    fn a_bad_ca_file_fails_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, "not a certificate").unwrap();
+        let cfg = AnchorSettings {
+            url: "https://localhost:1/v1/checkpoints".into(),
+            ca_file: Some(ca),
+            backlog: 4,
+        };
+        assert!(AnchorClient::start(&cfg).is_err());
+        let cfg = AnchorSettings {
+            ca_file: Some(dir.path().join("missing.pem")),
+            ..cfg
+        };
+        assert!(AnchorClient::start(&cfg).is_err());
+    }
+}
