@@ -178,9 +178,12 @@ fn post(client: &reqwest::blocking::Client, url: &str, line: &[u8]) -> Outcome {
     match res {
         Ok(r) if r.status().is_success() => Outcome::Delivered,
         Ok(r) if r.status().is_client_error() => {
+            use std::io::Read as _;
             let status = r.status();
-            let mut body = r.text().unwrap_or_default();
-            body.truncate(200);
+            // The reason, for the log: a few hundred bytes at most.
+            let mut body = Vec::new();
+            let _ = r.take(200).read_to_end(&mut body);
+            let body = String::from_utf8_lossy(&body);
             Outcome::Rejected(format!("{status}: {}", body.trim()))
         }
         Ok(r) => Outcome::Failed(format!("HTTP {}", r.status())),
