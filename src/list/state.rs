@@ -376,6 +376,9 @@ pub enum CompileLastGoodError {
     Load(#[from] LoadError),
     #[error(transparent)]
     Save(#[from] SaveError),
+    /// A running server (or another compile) holds `state_dir`.
+    #[error(transparent)]
+    Locked(#[from] crate::dirlock::DirLockError),
 }
 
 /// Files and counts of a version in force but not saved yet (an
@@ -626,6 +629,8 @@ pub fn compile_last_good(
     options: OptionsFor<'_>,
     version: u64,
 ) -> Result<Loaded, CompileLastGoodError> {
+    // Never under a running server's feet.
+    let _lock = lock_state_dir(dir)?;
     let state = ListState::new(Some(dir.to_path_buf()));
     let mut recorder = state.recorder();
     let loaded = match load(paths, options, version, Some(&mut |f| recorder.record(f))) {

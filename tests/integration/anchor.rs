@@ -413,6 +413,20 @@ fn a_second_server_on_the_same_audit_dir_or_state_dir_refuses_to_start() {
     assert!(out.contains("in use by another sinkhole process"), "{out}");
     assert!(out.contains("lists state_dir"), "{out}");
     assert!(out.contains(&format!("pid {}", first.pid())), "{out}");
+    // Nor may `compile --state-dir` write under the running server.
+    let snap = tmp.path().join("x.snapshot");
+    let list = first.list_dir().join("block.txt");
+    let (code, out) = sinkhole(&[
+        "compile",
+        "--list",
+        p(&list),
+        "-o",
+        p(&snap),
+        "--state-dir",
+        p(&state),
+    ]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("in use by another sinkhole process"), "{out}");
     drop(first);
 
     // Same audit directory only.
