@@ -2,10 +2,11 @@
 //! notifications, scrape hooks and shutdown. `server` owns the listeners and
 //! the query path; this room decides when they start and stop.
 //!
-//! Start-up order: lists (or the last good snapshot) → metrics listener
-//! bound → audit log opened → DNS listeners bound → scrape hooks →
-//! ready file and `READY=1`. A port that cannot be bound stops the start
-//! before anything says "ready".
+//! Start-up order: `state_dir` locked → lists (or the last good snapshot)
+//! → metrics listener bound → audit log opened (its directory locked) →
+//! DNS listeners bound → scrape hooks → ready file and `READY=1`. A port
+//! that cannot be bound, or a directory another instance holds, stops the
+//! start before anything says "ready".
 
 pub mod control;
 pub mod sdnotify;
