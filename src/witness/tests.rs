@@ -213,7 +213,7 @@ async fn state_survives_a_restart_and_a_torn_line_is_cut() {
     assert_eq!(h.len(), 2);
 }
 
-mod prop {
+mod props {
     use proptest::prelude::*;
 
     use super::*;
