@@ -21,6 +21,7 @@
 //! | `last-good.json` | its manifest, written last: a crash in between leaves a manifest that does not match, and the lists are re-read |
 //! | `merged.snapshot` | a background merge being written; renamed to `last-good.snapshot` |
 //! | `lists/N.list` | the copy of list file N as in force (`N.list.new` while a version is decided) |
+//! | `.lock` | locked by the running server ([`lock_state_dir`]); holds its pid |
 //!
 //! Without `state_dir` the copies live in a private temporary directory
 //! that is removed with the state, and nothing survives a restart.
@@ -47,6 +48,14 @@ const MERGED_FILE: &str = "merged.snapshot";
 /// temporary directory; nothing is saved).
 const MERGED_TEMP_FILE: &str = "current.snapshot";
 const COPIES_DIR: &str = "lists";
+
+/// Takes the exclusive lock on `state_dir` (see [`crate::dirlock`]): the
+/// server holds it for its life, so a second server with the same
+/// `state_dir` refuses to start instead of overwriting the first one's
+/// snapshot and copies.
+pub fn lock_state_dir(dir: &Path) -> Result<crate::dirlock::DirLock, crate::dirlock::DirLockError> {
+    crate::dirlock::lock_dir(dir, "lists state_dir")
+}
 
 /// The manifest stored next to the last good snapshot.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -367,6 +376,9 @@ pub enum CompileLastGoodError {
     Load(#[from] LoadError),
     #[error(transparent)]
     Save(#[from] SaveError),
+    /// A running server (or another compile) holds `state_dir`.
+    #[error(transparent)]
+    Locked(#[from] crate::dirlock::DirLockError),
 }
 
 /// Files and counts of a version in force but not saved yet (an
@@ -617,6 +629,8 @@ pub fn compile_last_good(
     options: OptionsFor<'_>,
     version: u64,
 ) -> Result<Loaded, CompileLastGoodError> {
+    // Never under a running server's feet.
+    let _lock = lock_state_dir(dir)?;
     let state = ListState::new(Some(dir.to_path_buf()));
     let mut recorder = state.recorder();
     let loaded = match load(paths, options, version, Some(&mut |f| recorder.record(f))) {
