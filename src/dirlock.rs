@@ -13,7 +13,7 @@ use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 /// The lock file's name inside the locked directory.
-pub const LOCK_FILE: &str = ".lock";
+pub(crate) const LOCK_FILE: &str = ".lock";
 
 #[derive(Debug, thiserror::Error)]
 pub enum DirLockError {
@@ -43,7 +43,7 @@ pub struct DirLock {
 
 /// Takes the exclusive lock on `dir` (created if missing). `what` names
 /// the directory's role in the error ("audit log directory").
-pub fn lock_dir(dir: &Path, what: &'static str) -> Result<DirLock, DirLockError> {
+pub(crate) fn lock_dir(dir: &Path, what: &'static str) -> Result<DirLock, DirLockError> {
     let path = dir.join(LOCK_FILE);
     let io = |source| DirLockError::Io {
         path: path.clone(),

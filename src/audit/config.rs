@@ -67,13 +67,13 @@ pub struct RawAuditConfig {
     pub anchor_backlog: usize,
 }
 
-pub const DEFAULT_ANCHOR_BACKLOG: usize = 1024;
+pub(super) const DEFAULT_ANCHOR_BACKLOG: usize = 1024;
 const MAX_ANCHOR_BACKLOG: usize = 1 << 20;
 
-pub const DEFAULT_MAX_FILE_BYTES: u64 = 128 * 1024 * 1024;
-pub const DEFAULT_QUEUE_CAPACITY: usize = 65_536;
-pub const DEFAULT_CHECKPOINT_EVERY: u64 = 10_000;
-pub const DEFAULT_CHECKPOINT_SECS: u64 = 60;
+pub(super) const DEFAULT_MAX_FILE_BYTES: u64 = 128 * 1024 * 1024;
+pub(super) const DEFAULT_QUEUE_CAPACITY: usize = 65_536;
+pub(super) const DEFAULT_CHECKPOINT_EVERY: u64 = 10_000;
+pub(super) const DEFAULT_CHECKPOINT_SECS: u64 = 60;
 
 impl Default for RawAuditConfig {
     fn default() -> Self {

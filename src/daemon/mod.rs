@@ -9,7 +9,7 @@
 //! start before anything says "ready".
 
 pub mod control;
-pub mod sdnotify;
+pub(crate) mod sdnotify;
 
 use std::io::Write;
 use std::net::SocketAddr;

@@ -53,7 +53,7 @@ pub(crate) struct Applied {
 
 impl Applied {
     /// Forget the pending copies (the version was rejected).
-    pub fn discard(&self) {
+    pub(crate) fn discard(&self) {
         self.pending_copies.discard();
     }
 }

@@ -4,17 +4,18 @@
 mod bloom;
 pub mod compile;
 pub mod config;
-pub mod delta;
-pub mod guards;
+pub(crate) mod delta;
+pub(crate) mod guards;
 pub mod load;
-pub mod merge;
+pub(crate) mod merge;
 pub mod name;
 pub mod parse;
-pub mod reference;
+#[cfg(test)]
+pub(crate) mod reference;
 pub mod reload;
 pub mod snapshot;
 pub mod state;
-pub mod watch;
+pub(crate) mod watch;
 
 use std::fmt;
 use std::net::IpAddr;

@@ -25,7 +25,7 @@ use crate::wire::{self, Request, RequestError, ResponseScan, Transport};
 use super::limits::{LimitsConfig, QpsLimiter};
 
 /// Where the core hands every block for the hit log.
-pub trait HitSink: Send + Sync {
+pub(crate) trait HitSink: Send + Sync {
     fn record(&self, hit: HitRecord);
 }
 
@@ -37,7 +37,7 @@ impl HitSink for AuditLog {
 
 /// One query as it arrived.
 #[derive(Clone, Copy, Debug)]
-pub struct Inbound<'a> {
+pub(crate) struct Inbound<'a> {
     pub packet: &'a [u8],
     pub client: SocketAddr,
     pub transport: Transport,
@@ -49,7 +49,7 @@ pub struct Inbound<'a> {
 
 /// What the transport does after [`QueryCore::handle`].
 #[derive(Debug)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// Send the reply written into `out`.
     Reply,
     /// Send nothing.
@@ -61,7 +61,7 @@ pub enum Outcome {
 /// A query waiting for an upstream: the parsed question and its cache key,
 /// so nothing is parsed or keyed twice.
 #[derive(Clone)]
-pub struct Pending {
+pub(crate) struct Pending {
     pub request: Request,
     pub key: CacheKey,
     pub client: SocketAddr,
@@ -98,7 +98,7 @@ fn key_bits(req: &Request) -> u8 {
 }
 
 /// The cache key of a parsed request.
-pub fn cache_key(req: &Request) -> CacheKey {
+pub(crate) fn cache_key(req: &Request) -> CacheKey {
     CacheKey::new(req.lower_wire(), req.qtype, req.qclass, key_bits(req))
 }
 
@@ -111,7 +111,7 @@ fn reply_limit(req: &Request, transport: Transport) -> usize {
 }
 
 /// Everything the per-query decision needs, shared by every worker.
-pub struct QueryCore {
+pub(crate) struct QueryCore {
     policy: PolicyConfig,
     acl: Acl,
     cache: Cache,
@@ -124,7 +124,7 @@ pub struct QueryCore {
 }
 
 impl QueryCore {
-    pub fn new(
+    pub(crate) fn new(
         policy: PolicyConfig,
         acl: Acl,
         cache: &CacheConfig,
@@ -143,11 +143,11 @@ impl QueryCore {
         }
     }
 
-    pub fn cache(&self) -> &Cache {
+    pub(crate) fn cache(&self) -> &Cache {
         &self.cache
     }
 
-    pub fn metrics(&self) -> &Arc<Metrics> {
+    pub(crate) fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
     }
 
@@ -159,7 +159,7 @@ impl QueryCore {
 
     /// The inline part of a query: parse, ACL, policy, packet cache. Writes
     /// any immediate reply into `out`.
-    pub fn handle(&self, snap: &Snapshot, q: &Inbound<'_>, out: &mut Vec<u8>) -> Outcome {
+    pub(crate) fn handle(&self, snap: &Snapshot, q: &Inbound<'_>, out: &mut Vec<u8>) -> Outcome {
         if let Some(limiter) = &self.qps
             && !limiter.allow(q.client.ip(), q.now)
         {
@@ -351,13 +351,13 @@ impl QueryCore {
 
     /// Cache an upstream's answer (once per exchange, before the waiting
     /// clients get their replies).
-    pub fn store(&self, key: &CacheKey, reply: &[u8], scan: &ResponseScan, now: Instant) {
+    pub(crate) fn store(&self, key: &CacheKey, reply: &[u8], scan: &ResponseScan, now: Instant) {
         self.cache.insert(key.as_bytes(), reply, scan, now);
     }
 
     /// The reply for one waiting client once the upstreams answered
     /// (`Some`) or failed (`None`). Returns false when nothing is to be sent.
-    pub fn complete(
+    pub(crate) fn complete(
         &self,
         snap: &Snapshot,
         p: &Pending,
