@@ -14,11 +14,19 @@
 //!    the measured span), on the writer thread its whole run time from the
 //!    kernel's per-thread accounting, and how often the writer was woken.
 //!    `cargo bench --bench audit -- cpu` runs only this part.
+//! 5. signing: the writer's throughput (records/s, writing N hits as fast
+//!    as the writer takes them, without loss) with and without
+//!    `signing_key`, alternating runs in the same process, at the default
+//!    `checkpoint_every` (10,000) and at 100 (a hundred times more
+//!    signatures); then the paced run with signing and an `anchor_url`
+//!    nobody answers (the witness down), which must lose nothing.
+//!    `cargo bench --bench audit -- signing` runs only this part.
 //!
 //! Environment: AUDIT_BENCH_RATE (50000), AUDIT_BENCH_SECS (5),
 //! AUDIT_BENCH_RECORDS (2000000; use 10000000 for the issue's figure),
 //! AUDIT_BENCH_DIR (a directory to write in; default a temporary one),
-//! AUDIT_BENCH_CPU_RATE (40000) and AUDIT_BENCH_PRODUCERS (2) for `cpu`.
+//! AUDIT_BENCH_CPU_RATE (40000) and AUDIT_BENCH_PRODUCERS (2) for `cpu`,
+//! AUDIT_BENCH_SIGN_RECORDS (1000000) for `signing`.
 
 use std::io::Write;
 use std::path::Path;
@@ -63,7 +71,11 @@ fn hit(i: u64) -> HitRecord {
 }
 
 fn paced(dir: &Path, rate: u64, secs: u64) {
-    let log = AuditLog::open(&AuditSettings::dir(dir)).expect("open audit log");
+    paced_with(&AuditSettings::dir(dir), "paced", rate, secs);
+}
+
+fn paced_with(settings: &AuditSettings, label: &str, rate: u64, secs: u64) {
+    let log = AuditLog::open(settings).expect("open audit log");
     let start = Instant::now();
     let end = start + Duration::from_secs(secs);
     let mut sent = 0u64;
@@ -77,10 +89,11 @@ fn paced(dir: &Path, rate: u64, secs: u64) {
     }
     let offered = start.elapsed();
     let st = log.stats();
+    let anchor = log.anchor_stats();
     log.shutdown();
     let total = start.elapsed();
     println!(
-        "paced: offered {sent} hits in {:.2}s = {:.0} hits/s; lost {}; write errors {}; \
+        "{label}: offered {sent} hits in {:.2}s = {:.0} hits/s; lost {}; write errors {}; \
          max lag to close {:.0} ms",
         offered.as_secs_f64(),
         sent as f64 / offered.as_secs_f64(),
@@ -89,8 +102,90 @@ fn paced(dir: &Path, rate: u64, secs: u64) {
         (total - offered).as_secs_f64() * 1000.0
     );
     if st.lost != 0 {
-        println!("paced: FAIL: records were lost at {rate}/s");
+        println!("{label}: FAIL: records were lost at {rate}/s");
     }
+    if let Some(a) = anchor {
+        println!(
+            "{label}: anchor: {} delivered, {} failed attempts, {} in backlog, {} dropped",
+            a.delivered, a.failed, a.backlog, a.dropped
+        );
+    }
+}
+
+/// Writer throughput: `n` hits as fast as the writer takes them (the
+/// producer waits while the queue is half full, so nothing is lost).
+fn throughput(s: &AuditSettings, n: u64) -> f64 {
+    let log = AuditLog::open(s).expect("open audit log");
+    log.flush();
+    let t = Instant::now();
+    for i in 0..n {
+        log.record(hit(i));
+        if i % 1024 == 0 {
+            while log.stats().queue_depth > (s.queue_capacity as u64) / 2 {
+                std::thread::sleep(Duration::from_micros(100));
+            }
+        }
+    }
+    log.flush();
+    let el = t.elapsed().as_secs_f64();
+    let lost = log.stats().lost;
+    log.shutdown();
+    assert_eq!(lost, 0, "throughput runs must not lose records");
+    n as f64 / el
+}
+
+fn signing(dir: &Path, n: u64, rate: u64, secs: u64) {
+    let keys = dir.join("keys");
+    sinkhole::audit::sign::keygen(&keys).expect("keygen");
+    let mut run = 0;
+    for every in [10_000u64, 100] {
+        let (mut plain, mut signed) = (Vec::new(), Vec::new());
+        // Alternate, so drift in the machine's load hits both alike.
+        for _ in 0..3 {
+            for sign in [false, true] {
+                run += 1;
+                let mut s = AuditSettings::dir(dir.join(format!("run{run}")));
+                s.checkpoint_every = every;
+                if sign {
+                    s.signing_key = Some(keys.join("audit.key"));
+                }
+                let r = throughput(&s, n);
+                let _ = std::fs::remove_dir_all(dir.join(format!("run{run}")));
+                if sign { signed.push(r) } else { plain.push(r) }
+            }
+        }
+        let best = |v: &[f64]| v.iter().copied().fold(0.0, f64::max);
+        let med = |v: &mut Vec<f64>| {
+            v.sort_by(|a, b| a.total_cmp(b));
+            v[v.len() / 2]
+        };
+        let (bp, bs) = (best(&plain), best(&signed));
+        let (mp, ms) = (med(&mut plain), med(&mut signed));
+        println!(
+            "signing: checkpoint_every {every}: {n} hits, unsigned {mp:.0} records/s (best {bp:.0}), \
+             signed {ms:.0} records/s (best {bs:.0}): signed/unsigned = {:.1}% median, {:.1}% best",
+            ms / mp * 100.0,
+            bs / bp * 100.0
+        );
+    }
+    // Paced with signing and a witness that is down: hits must not wait.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_or(9, |a| a.port());
+    let mut s = AuditSettings::dir(dir.join("paced-signed"));
+    s.signing_key = Some(keys.join("audit.key"));
+    s.checkpoint_every = 1000;
+    s.anchor = Some(sinkhole::audit::AnchorSettings {
+        url: format!("http://127.0.0.1:{port}/v1/checkpoints"),
+        ca_file: None,
+        backlog: 1024,
+    });
+    paced_with(
+        &s,
+        "signing: paced, checkpoint_every 1000, witness down",
+        rate,
+        secs,
+    );
 }
 
 fn burst(dir: &Path, secs: u64) {
@@ -430,6 +525,11 @@ fn main() {
     if want("read") {
         let d = tmp.path().join("read");
         read(&d, n);
+    }
+    if want("signing") {
+        let d = tmp.path().join("signing");
+        let n = env_u64("AUDIT_BENCH_SIGN_RECORDS", 1_000_000);
+        signing(&d, n, rate, secs);
     }
     if want("cpu") {
         let d = tmp.path().join("cpu");

@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use sinkhole::list::{Format, ParsedList, Rule, RuleMeta, Scope, Snapshot, Target, compile};
+use sinkhole::list::{Format, ParsedList, Rule, Scope, Snapshot, Target, compile};
 use sinkhole::policy::Action;
 
 const WORDS: &[&str] = &[
@@ -83,7 +83,7 @@ fn as_list(names: &[String]) -> ParsedList {
                 action: Action::Block,
                 local_data: Vec::new(),
                 line: i as u32 + 1,
-                meta: RuleMeta::default(),
+                meta: None,
             })
             .collect(),
         skipped: vec![],

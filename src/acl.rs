@@ -2,12 +2,12 @@
 //! (with EDE 18). Lists are short in practice, so a linear scan over
 //! pre-split v4/v6 prefixes beats a trie.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 
 use ipnet::IpNet;
 
 #[derive(Clone, Debug, Default)]
-pub struct Acl {
+pub(crate) struct Acl {
     v4: Vec<(u32, u32)>,
     v6: Vec<(u128, u128)>,
 }
@@ -29,7 +29,7 @@ fn mask128(len: u8) -> u128 {
 }
 
 impl Acl {
-    pub fn new(allow: &[IpNet]) -> Acl {
+    pub(crate) fn new(allow: &[IpNet]) -> Acl {
         let mut acl = Acl::default();
         for net in allow {
             match net {
@@ -46,16 +46,7 @@ impl Acl {
         acl
     }
 
-    /// The default: loopback only.
-    pub fn loopback() -> Acl {
-        let mut acl = Acl::default();
-        acl.v4
-            .push((u32::from(Ipv4Addr::new(127, 0, 0, 0)), mask32(8)));
-        acl.v6.push((u128::from(Ipv6Addr::LOCALHOST), u128::MAX));
-        acl
-    }
-
-    pub fn allows(&self, ip: IpAddr) -> bool {
+    pub(crate) fn allows(&self, ip: IpAddr) -> bool {
         // A v4 client on a dual-stack socket shows up as ::ffff:a.b.c.d.
         let ip = match ip {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
@@ -107,7 +98,13 @@ mod tests {
 
     #[test]
     fn default_is_loopback_only() {
-        let a = Acl::loopback();
+        let cfg = crate::config::Config::from_toml_str_with_resolv_text(
+            "",
+            "t",
+            "nameserver 192.0.2.53\n",
+        )
+        .expect("the default configuration");
+        let a = Acl::new(&cfg.acl);
         assert!(a.allows("127.0.0.1".parse().unwrap()));
         assert!(a.allows("127.9.9.9".parse().unwrap()));
         assert!(a.allows("::1".parse().unwrap()));

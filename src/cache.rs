@@ -26,33 +26,33 @@ pub struct CacheConfig {
 
 const SHARDS: usize = 64;
 /// Flag byte + qtype + qclass + the longest wire name.
-pub const MAX_KEY: usize = 5 + wire::MAX_NAME;
+pub(crate) const MAX_KEY: usize = 5 + wire::MAX_NAME;
 
 /// Request bits that change what the upstream answers, and so the key.
-pub const KEY_DO: u8 = 1;
-pub const KEY_CD: u8 = 2;
-pub const KEY_AD: u8 = 4;
-pub const KEY_EDNS: u8 = 8;
+pub(crate) const KEY_DO: u8 = 1;
+pub(crate) const KEY_CD: u8 = 2;
+pub(crate) const KEY_AD: u8 = 4;
+pub(crate) const KEY_EDNS: u8 = 8;
 
 /// The TTL of a stale answer (RFC 8767 §4 recommends 30 seconds).
-pub const STALE_TTL: u32 = 30;
+pub(crate) const STALE_TTL: u32 = 30;
 
 /// A question's cache key (also what coalesces identical questions on
 /// their way upstream): key bits, qtype, qclass, lowercased wire name.
 #[derive(Clone, Eq)]
-pub struct CacheKey {
+pub(crate) struct CacheKey {
     bytes: [u8; MAX_KEY],
     len: u16,
 }
 
 impl CacheKey {
-    pub fn new(lower_wire: &[u8], qtype: u16, qclass: u16, bits: u8) -> CacheKey {
+    pub(crate) fn new(lower_wire: &[u8], qtype: u16, qclass: u16, bits: u8) -> CacheKey {
         let mut bytes = [0u8; MAX_KEY];
         let len = make_key(&mut bytes, lower_wire, qtype, qclass, bits) as u16;
         CacheKey { bytes, len }
     }
 
-    pub fn as_bytes(&self) -> &[u8] {
+    pub(crate) fn as_bytes(&self) -> &[u8] {
         &self.bytes[..self.len as usize]
     }
 }
@@ -76,7 +76,7 @@ impl std::fmt::Debug for CacheKey {
 }
 
 /// Build the cache key for a question into `buf`; returns its length.
-pub fn make_key(
+pub(crate) fn make_key(
     buf: &mut [u8; MAX_KEY],
     lower_wire: &[u8],
     qtype: u16,
@@ -115,13 +115,13 @@ struct Shard {
 
 /// What a hit wrote and what the caller still has to check.
 #[derive(Debug, Clone, Copy)]
-pub struct Hit {
+pub(crate) struct Hit {
     pub flags: u16,
     pub has_cname: bool,
     pub opt_class_offset: Option<u16>,
 }
 
-pub struct Cache {
+pub(crate) struct Cache {
     shards: Box<[Mutex<Shard>]>,
     per_shard: usize,
     max_ttl: u32,
@@ -138,7 +138,7 @@ fn shard_of(key: &[u8]) -> usize {
 }
 
 impl Cache {
-    pub fn new(cfg: &CacheConfig) -> Cache {
+    pub(crate) fn new(cfg: &CacheConfig) -> Cache {
         // Rounded down so the total stays within max_entries (one per shard
         // at least, so tiny caches still work).
         let per_shard = match cfg.max_entries {
@@ -153,24 +153,20 @@ impl Cache {
         }
     }
 
-    pub fn enabled(&self) -> bool {
+    pub(crate) fn enabled(&self) -> bool {
         self.per_shard > 0
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.shards
             .iter()
             .map(|s| s.lock().map(|s| s.map.len()).unwrap_or(0))
             .sum()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// On a fresh entry: write the reply for a client into `out` (its `id`,
     /// its spelling `client_qname`, TTLs aged) and return what it was.
-    pub fn get_into(
+    pub(crate) fn get_into(
         &self,
         key: &[u8],
         out: &mut Vec<u8>,
@@ -213,7 +209,7 @@ impl Cache {
     /// client asks again soon, by when the upstreams may be back). Expired
     /// entries are the first CLOCK evicts, so under cache pressure there
     /// may be nothing stale left to serve.
-    pub fn get_stale_into(
+    pub(crate) fn get_stale_into(
         &self,
         key: &[u8],
         out: &mut Vec<u8>,
@@ -255,7 +251,7 @@ impl Cache {
 
     /// How long an upstream reply may be cached (RFC 2308 for negative
     /// ones), or `None` when it must not be.
-    pub fn ttl_for(&self, scan: &ResponseScan) -> Option<u32> {
+    pub(crate) fn ttl_for(&self, scan: &ResponseScan) -> Option<u32> {
         if scan.truncated() {
             return None;
         }
@@ -272,7 +268,7 @@ impl Cache {
     }
 
     /// Store an upstream reply (bytes as received) under `key`.
-    pub fn insert(&self, key: &[u8], reply: &[u8], scan: &ResponseScan, now: Instant) {
+    pub(crate) fn insert(&self, key: &[u8], reply: &[u8], scan: &ResponseScan, now: Instant) {
         if !self.enabled() {
             return;
         }

@@ -33,7 +33,7 @@ pub struct UpstreamConfig {
 const UDP_RECV: usize = 4096;
 
 #[derive(Debug, Error)]
-pub enum ForwardError {
+pub(crate) enum ForwardError {
     #[error("no upstream answered within {0:?}")]
     Timeout(Duration),
     #[error("every upstream failed; last error: {0}")]
@@ -42,7 +42,7 @@ pub enum ForwardError {
 
 /// The question as it goes upstream.
 #[derive(Debug, Clone)]
-pub struct UpstreamQuery<'a> {
+pub(crate) struct UpstreamQuery<'a> {
     /// Lowercased wire-form name.
     pub name: &'a [u8],
     pub qtype: u16,
@@ -55,7 +55,7 @@ pub struct UpstreamQuery<'a> {
     pub edns: Option<bool>,
 }
 
-pub struct Forwarder {
+pub(crate) struct Forwarder {
     metrics: Arc<Metrics>,
     servers: Vec<SocketAddr>,
     timeout: Duration,
@@ -78,7 +78,7 @@ struct Health {
 }
 
 /// The encoded query with ID `id`.
-pub fn build_query(id: u16, q: &UpstreamQuery<'_>) -> Vec<u8> {
+pub(crate) fn build_query(id: u16, q: &UpstreamQuery<'_>) -> Vec<u8> {
     let mut v = Vec::with_capacity(12 + q.name.len() + 4 + 11);
     let mut flags = 0u16;
     if q.rd {
@@ -117,7 +117,7 @@ fn is_failover_rcode(rcode: u16) -> bool {
 }
 
 impl Forwarder {
-    pub fn new(cfg: &UpstreamConfig, metrics: Arc<Metrics>) -> Forwarder {
+    pub(crate) fn new(cfg: &UpstreamConfig, metrics: Arc<Metrics>) -> Forwarder {
         Forwarder {
             metrics,
             servers: cfg.servers.clone(),
@@ -128,15 +128,11 @@ impl Forwarder {
         }
     }
 
-    pub fn timeout(&self) -> Duration {
-        self.timeout
-    }
-
     /// Ask the upstreams in order. Each gets an equal share of what is left
     /// of the overall timeout, so a dead first server still leaves time for
     /// the next. An upstream SERVFAIL/REFUSED moves on too, but is returned
     /// if nobody does better.
-    pub async fn resolve(
+    pub(crate) async fn resolve(
         &self,
         q: &UpstreamQuery<'_>,
     ) -> Result<(Vec<u8>, ResponseScan), ForwardError> {
@@ -281,7 +277,7 @@ impl Forwarder {
 /// The anti-spoofing check: a well-formed response with our ID and our
 /// question (case-insensitively). Anything else (garbage, a reply to
 /// another query, a forgery) is ignored and the wait goes on.
-pub fn accept_reply(reply: &[u8], id: u16, q: &UpstreamQuery<'_>) -> Option<ResponseScan> {
+pub(crate) fn accept_reply(reply: &[u8], id: u16, q: &UpstreamQuery<'_>) -> Option<ResponseScan> {
     let scan = wire::scan_response(reply)?;
     (scan.id == id
         && scan.flags & wire::FLAG_QR != 0

@@ -4,19 +4,25 @@
 //! `list::Snapshot` → `sinkhole` (answer synthesis) or `forward` (upstream +
 //! cache) → response; every block → `audit`.
 
-pub mod acl;
+pub(crate) mod acl;
 pub mod audit;
-pub mod cache;
+pub(crate) mod cache;
 pub mod config;
 pub mod console;
 pub mod daemon;
-pub mod forward;
+pub(crate) mod dirlock;
+pub(crate) mod forward;
 pub mod http;
 pub mod list;
-pub mod memory;
+pub(crate) mod memory;
 pub mod metrics;
 pub mod policy;
 pub mod report;
+// Public only for the fuzz targets (`fuzzing` feature: `server::fuzzing`).
+#[cfg(feature = "fuzzing")]
 pub mod server;
-pub mod sinkhole;
-pub mod wire;
+#[cfg(not(feature = "fuzzing"))]
+pub(crate) mod server;
+pub(crate) mod sinkhole;
+pub(crate) mod wire;
+pub mod witness;

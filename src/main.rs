@@ -104,6 +104,31 @@ enum Command {
         #[command(subcommand)]
         command: sinkhole::console::ConsoleCommand,
     },
+    /// Receive signed audit checkpoints from nodes (their `[audit]
+    /// anchor_url`) and keep them, append-only, in DIR: run by the auditor
+    /// on a machine the node's operator does not control. Serves
+    /// `POST /v1/checkpoints` until SIGTERM or ctrl-c.
+    Witness {
+        /// ADDRESS:PORT to listen on (repeatable).
+        #[arg(long, required = true)]
+        listen: Vec<std::net::SocketAddr>,
+        /// Where the received checkpoints are kept (one file per key).
+        #[arg(long)]
+        dir: PathBuf,
+        /// Serve HTTPS with this certificate chain (PEM)…
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// …and this private key (PEM).
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+        /// Accept only checkpoints signed by this key (`audit.pub`;
+        /// repeatable). Without it any key is accepted and stored as unverified.
+        #[arg(long = "allow-key", value_name = "FILE.pub")]
+        allow_keys: Vec<PathBuf>,
+        /// Once listening, write `witness ADDRESS` lines here.
+        #[arg(long)]
+        ready_file: Option<PathBuf>,
+    },
     /// Compile lists into a snapshot file that `serve` can memory-map at start.
     Compile {
         #[arg(long = "list", required = true)]
@@ -180,6 +205,35 @@ fn serve(
         .build()
         .context("cannot start the runtime")?;
     rt.block_on(sinkhole::daemon::serve(cfg, options))?;
+    Ok(0)
+}
+
+fn witness(opts: sinkhole::witness::WitnessOptions, ready_file: Option<PathBuf>) -> Result<u8> {
+    use sinkhole::daemon::{ListenerRole, wait_for_signal, write_ready_file};
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")?;
+    rt.block_on(async {
+        let w = sinkhole::witness::Witness::bind(&opts).await?;
+        let addrs: Vec<_> = w
+            .local_addrs()
+            .iter()
+            .map(|&a| (ListenerRole::Witness, a))
+            .collect();
+        for (_, a) in &addrs {
+            tracing::info!(listen = %a, dir = %opts.dir.display(), keys = opts.allow_keys.len(), "witness ready");
+        }
+        if let Some(p) = &ready_file {
+            write_ready_file(p, &addrs)?;
+        }
+        w.serve(wait_for_signal()).await;
+        if let Some(p) = &ready_file {
+            let _ = std::fs::remove_file(p);
+        }
+        anyhow::Ok(())
+    })?;
     Ok(0)
 }
 
@@ -304,6 +358,27 @@ fn run(cli: Cli) -> Result<u8> {
         Command::Console { command } => {
             sinkhole::console::run_cli(command, &mut std::io::stdin().lock(), &mut out)?;
             Ok(0)
+        }
+        Command::Witness {
+            listen,
+            dir,
+            tls_cert,
+            tls_key,
+            allow_keys,
+            ready_file,
+        } => {
+            drop(out);
+            let tls = match (tls_cert, tls_key) {
+                (Some(cert), Some(key)) => Some(sinkhole::http::TlsSettings { cert, key }),
+                _ => None,
+            };
+            let opts = sinkhole::witness::WitnessOptions {
+                listen,
+                dir,
+                tls,
+                allow_keys,
+            };
+            witness(opts, ready_file)
         }
         Command::Compile {
             lists,

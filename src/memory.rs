@@ -3,7 +3,7 @@
 /// Parsing a big list frees far more than the snapshot keeps; glibc holds
 /// on to that memory unless asked, which would count against the RSS budget
 /// after every start and every reload.
-pub fn release_freed_memory() {
+pub(crate) fn release_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim has no preconditions; it only returns free pages.
     unsafe {
@@ -18,7 +18,7 @@ pub fn release_freed_memory() {
 /// freed: RSS then grows by the size of a reload's buffers and stays there.
 /// A fixed threshold keeps every block of 256 KB or more in its own
 /// mapping, returned to the system when freed.
-pub fn keep_large_allocations_mapped() {
+pub(crate) fn keep_large_allocations_mapped() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only changes allocator parameters.
     unsafe {

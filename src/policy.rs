@@ -11,7 +11,7 @@
 use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use crate::list::{RuleId, Snapshot};
+use crate::list::{MatchedKey, RuleId, Snapshot};
 
 /// What is done with a query a rule matched.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -131,7 +131,13 @@ pub enum Decision {
     /// An allow rule matched: forward upstream (the rule is kept for logs).
     Allow(RuleId),
     /// A block rule matched; `action` is resolved (never `Allow` or `Block`).
-    Block { rule: RuleId, action: Action },
+    /// `key`: how the rule's name matched the query name (`None` for a
+    /// keyword rule), for the hit log's rule text.
+    Block {
+        rule: RuleId,
+        action: Action,
+        key: Option<MatchedKey>,
+    },
 }
 
 impl Decision {
@@ -152,6 +158,7 @@ pub fn decide(snapshot: &Snapshot, query: &Query<'_>, policy: &PolicyConfig) -> 
         Some(m) => Decision::Block {
             rule: m.rule,
             action: m.action.resolve(policy.action),
+            key: m.key,
         },
     }
 }
@@ -226,13 +233,20 @@ mod tests {
         }
     }
 
-    /// The decision in words: `pass`, `allow LIST`, `block LIST ACTION`.
-    fn describe(snap: &Snapshot, d: Decision) -> String {
+    /// The decision in words: `pass`, `allow LIST`, `block LIST ACTION RULE`
+    /// (the rule text as the hit log writes it).
+    fn describe(snap: &Snapshot, name: &[u8], d: Decision) -> String {
         match d {
             Decision::Pass => "pass".into(),
             Decision::Allow(rule) => format!("allow {}", snap.rule(rule).list()),
-            Decision::Block { rule, action } => {
-                format!("block {} {}", snap.rule(rule).list(), action)
+            Decision::Block { rule, action, key } => {
+                let view = snap.rule(rule);
+                format!(
+                    "block {} {} {}",
+                    view.list(),
+                    action,
+                    view.text_matched(name, key)
+                )
             }
         }
     }
@@ -244,29 +258,37 @@ mod tests {
     /// the deepest rule wins, an allow beats a block at the same depth.
     const DECISIONS: &[(Action, &str, &str)] = &[
         (Nxdomain, "example.org", "pass"),
-        (Nxdomain, "blocked.kz", "block gov nxdomain"),
-        (Nxdomain, "WWW.Blocked.KZ.", "block gov nxdomain"),
-        (Nodata, "blocked.kz", "block gov nodata"),
-        (Address, "a.b.blocked.kz", "block gov address"),
-        (Refused, "blocked.kz", "block gov refused"),
-        (Drop, "blocked.kz", "block gov drop"),
+        (Nxdomain, "blocked.kz", "block gov nxdomain blocked.kz"),
+        (Nxdomain, "WWW.Blocked.KZ.", "block gov nxdomain blocked.kz"),
+        (Nodata, "blocked.kz", "block gov nodata blocked.kz"),
+        (Address, "a.b.blocked.kz", "block gov address blocked.kz"),
+        (Refused, "blocked.kz", "block gov refused blocked.kz"),
+        (Drop, "blocked.kz", "block gov drop blocked.kz"),
         (Nxdomain, "ok.blocked.kz", "allow allow"),
         (Drop, "www.ok.blocked.kz", "allow allow"),
-        (Address, "bad.ok.blocked.kz", "block nodata nodata"),
-        (Nxdomain, "x.bad.ok.blocked.kz", "block nodata nodata"),
-        (Address, "nx.kz", "block nx nxdomain"),
-        (Nxdomain, "nodata.kz", "block nodata nodata"),
-        (Nxdomain, "addr.kz", "block addr address"),
-        (Drop, "sub.addr.kz", "block addr address"),
-        (Nxdomain, "refused.kz", "block refused refused"),
-        (Nxdomain, "drop.kz", "block drop drop"),
-        (Address, "drop.kz", "block drop drop"),
+        (
+            Address,
+            "bad.ok.blocked.kz",
+            "block nodata nodata bad.ok.blocked.kz",
+        ),
+        (
+            Nxdomain,
+            "x.bad.ok.blocked.kz",
+            "block nodata nodata bad.ok.blocked.kz",
+        ),
+        (Address, "nx.kz", "block nx nxdomain nx.kz"),
+        (Nxdomain, "nodata.kz", "block nodata nodata nodata.kz"),
+        (Nxdomain, "addr.kz", "block addr address addr.kz"),
+        (Drop, "sub.addr.kz", "block addr address addr.kz"),
+        (Nxdomain, "refused.kz", "block refused refused refused.kz"),
+        (Nxdomain, "drop.kz", "block drop drop drop.kz"),
+        (Address, "drop.kz", "block drop drop drop.kz"),
         (Nxdomain, "fine.drop.kz", "allow exempt"),
-        (Nxdomain, "local.kz", "block rpz address"),
+        (Nxdomain, "local.kz", "block rpz address =local.kz"),
         (Nodata, "www.local.kz", "pass"),
-        (Drop, "rpznx.kz", "block rpz nxdomain"),
+        (Drop, "rpznx.kz", "block rpz nxdomain =rpznx.kz"),
         (Nxdomain, "pass.blocked.kz", "allow rpz"),
-        (Refused, "shared.kz", "block gov refused"),
+        (Refused, "shared.kz", "block gov refused shared.kz"),
         (Nxdomain, "kz", "pass"),
         (Nxdomain, "", "pass"),
     ];
@@ -288,10 +310,21 @@ mod tests {
                     &p,
                 );
                 assert_eq!(
-                    describe(&snap, d),
+                    describe(&snap, name.as_bytes(), d),
                     want,
                     "{name} type {qtype} default {default}"
                 );
+                // The hit log's rule text is the rule's own, read back
+                // from the fst, however it was matched.
+                if let Decision::Block { rule, key, .. } = d {
+                    assert!(key.is_some(), "{name}: a name rule");
+                    let view = snap.rule(rule);
+                    assert_eq!(
+                        view.text_matched(name.as_bytes(), key),
+                        view.text(),
+                        "{name}"
+                    );
+                }
             }
             // The naive matcher agrees on the rule and what it carries.
             let lower = name.trim_end_matches('.').to_ascii_lowercase();
@@ -306,7 +339,12 @@ mod tests {
                     hit.action.resolve(default)
                 ),
             };
-            assert_eq!(by_ref, want, "reference for {name} default {default}");
+            // The reference knows the list and the action, not the text.
+            let want_head = match want.strip_prefix("block ") {
+                Some(_) => want.rsplit_once(' ').map_or(want, |(head, _)| head),
+                None => want,
+            };
+            assert_eq!(by_ref, want_head, "reference for {name} default {default}");
         }
     }
 
@@ -347,7 +385,7 @@ mod tests {
         let snap = crate::list::compile::compile(&lists()).unwrap();
         for &(default, name, qtype, rcode, an, ns, rdata) in ANSWERS {
             let p = policy(default);
-            let Decision::Block { rule, action } = decide(
+            let Decision::Block { rule, action, .. } = decide(
                 &snap,
                 &Query {
                     name: name.as_bytes(),

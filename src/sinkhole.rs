@@ -76,7 +76,7 @@ impl Template {
 }
 
 /// RFC 8914 "Prohibited", for clients outside the ACL.
-pub const EDE_PROHIBITED: u16 = 18;
+pub(crate) const EDE_PROHIBITED: u16 = 18;
 
 /// Longest EXTRA-TEXT we send: long enough for a court order reference,
 /// short enough to stay inside a 512-byte reply with a long name.
@@ -84,7 +84,7 @@ const MAX_EDE_TEXT: usize = 200;
 
 /// What the EDE template and local-data answers need from a rule. Implemented
 /// for the snapshot's `RuleView`; tests use a plain struct.
-pub trait RuleInfo {
+pub(crate) trait RuleInfo {
     fn decision(&self) -> Option<&str>;
     fn authority(&self) -> Option<&str>;
     fn list(&self) -> &str;
@@ -174,7 +174,7 @@ fn fill_template(out: &mut Vec<u8>, policy: &PolicyConfig, rule: &dyn RuleInfo, 
 /// Write the sinkhole answer for a blocked query into `out`. Returns false
 /// when nothing must be sent (`drop`). `limit` is the most the client can
 /// take (UDP payload or 65535 on TCP); only the EDE text is shortened to fit.
-pub fn block_answer(
+pub(crate) fn block_answer(
     out: &mut Vec<u8>,
     req: &Request,
     policy: &PolicyConfig,
@@ -259,7 +259,7 @@ pub fn block_answer(
 
 /// REFUSED (+ EDE 18 Prohibited when the client sent EDNS) for clients
 /// outside the ACL.
-pub fn refused_prohibited(out: &mut Vec<u8>, req: &Request) {
+pub(crate) fn refused_prohibited(out: &mut Vec<u8>, req: &Request) {
     wire::begin_reply(out, req, wire::RCODE_REFUSED);
     if let Some(e) = req.edns {
         let rdlen = wire::push_opt(out, e.dnssec_ok, 0);
@@ -270,7 +270,7 @@ pub fn refused_prohibited(out: &mut Vec<u8>, req: &Request) {
 
 /// A bodiless error answer (SERVFAIL, NOTIMP, ...) to a parsed request,
 /// with OPT when the client used EDNS.
-pub fn error_answer(out: &mut Vec<u8>, req: &Request, rcode: u16) {
+pub(crate) fn error_answer(out: &mut Vec<u8>, req: &Request, rcode: u16) {
     wire::begin_reply(out, req, rcode);
     if let Some(e) = req.edns {
         wire::push_opt(out, e.dnssec_ok, 0);
@@ -279,7 +279,7 @@ pub fn error_answer(out: &mut Vec<u8>, req: &Request, rcode: u16) {
 }
 
 /// BADVERS (RFC 6891 §6.1.3) for EDNS versions other than 0.
-pub fn badvers_answer(out: &mut Vec<u8>, req: &Request) {
+pub(crate) fn badvers_answer(out: &mut Vec<u8>, req: &Request) {
     wire::begin_reply(out, req, 0);
     let dnssec_ok = req.dnssec_ok();
     // BADVERS is 16: the high 8 bits (1) live in the OPT TTL.

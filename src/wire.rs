@@ -5,41 +5,41 @@
 
 use thiserror::Error;
 
-pub const HEADER_LEN: usize = 12;
+pub(crate) const HEADER_LEN: usize = 12;
 /// Largest UDP payload we send or advertise (the DNS flag day 2020 value).
-pub const MAX_UDP_PAYLOAD: u16 = 1232;
+pub(crate) const MAX_UDP_PAYLOAD: u16 = 1232;
 /// Largest encoded name (RFC 1035 §2.3.4).
-pub const MAX_NAME: usize = 255;
+pub(crate) const MAX_NAME: usize = 255;
 
-pub const TYPE_A: u16 = 1;
-pub const TYPE_CNAME: u16 = 5;
-pub const TYPE_SOA: u16 = 6;
-pub const TYPE_AAAA: u16 = 28;
-pub const TYPE_OPT: u16 = 41;
-pub const CLASS_IN: u16 = 1;
+pub(crate) const TYPE_A: u16 = 1;
+pub(crate) const TYPE_CNAME: u16 = 5;
+pub(crate) const TYPE_SOA: u16 = 6;
+pub(crate) const TYPE_AAAA: u16 = 28;
+pub(crate) const TYPE_OPT: u16 = 41;
+pub(crate) const CLASS_IN: u16 = 1;
 /// RFC 8914 Extended DNS Error option code.
-pub const OPT_EDE: u16 = 15;
+pub(crate) const OPT_EDE: u16 = 15;
 
-pub const FLAG_QR: u16 = 0x8000;
-pub const FLAG_AA: u16 = 0x0400;
-pub const FLAG_TC: u16 = 0x0200;
-pub const FLAG_RD: u16 = 0x0100;
-pub const FLAG_RA: u16 = 0x0080;
-pub const FLAG_AD: u16 = 0x0020;
-pub const FLAG_CD: u16 = 0x0010;
+pub(crate) const FLAG_QR: u16 = 0x8000;
+pub(crate) const FLAG_AA: u16 = 0x0400;
+pub(crate) const FLAG_TC: u16 = 0x0200;
+pub(crate) const FLAG_RD: u16 = 0x0100;
+pub(crate) const FLAG_RA: u16 = 0x0080;
+pub(crate) const FLAG_AD: u16 = 0x0020;
+pub(crate) const FLAG_CD: u16 = 0x0010;
 const OPCODE_MASK: u16 = 0x7800;
 const RCODE_MASK: u16 = 0x000f;
 
-pub const RCODE_NOERROR: u16 = 0;
-pub const RCODE_FORMERR: u16 = 1;
-pub const RCODE_SERVFAIL: u16 = 2;
-pub const RCODE_NXDOMAIN: u16 = 3;
-pub const RCODE_NOTIMP: u16 = 4;
-pub const RCODE_REFUSED: u16 = 5;
+pub(crate) const RCODE_NOERROR: u16 = 0;
+pub(crate) const RCODE_FORMERR: u16 = 1;
+pub(crate) const RCODE_SERVFAIL: u16 = 2;
+pub(crate) const RCODE_NXDOMAIN: u16 = 3;
+pub(crate) const RCODE_NOTIMP: u16 = 4;
+pub(crate) const RCODE_REFUSED: u16 = 5;
 
 /// Why a request gets no normal answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
-pub enum RequestError {
+pub(crate) enum RequestError {
     /// Not even a header: nothing to answer to.
     #[error("shorter than a DNS header")]
     Short,
@@ -56,14 +56,14 @@ pub enum RequestError {
 
 impl RequestError {
     /// True when the packet must be dropped silently.
-    pub fn is_drop(&self) -> bool {
+    pub(crate) fn is_drop(&self) -> bool {
         matches!(self, RequestError::Short | RequestError::Response)
     }
 }
 
 /// What the client's OPT record said.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Edns {
+pub(crate) struct Edns {
     pub payload: u16,
     pub dnssec_ok: bool,
     pub version: u8,
@@ -93,7 +93,7 @@ impl Transport {
 /// ways: as the client wrote it (for 0x20 echo), lowercased wire form
 /// (cache key, upstream query) and lowercased dotted text (the policy).
 #[derive(Clone)]
-pub struct Request {
+pub(crate) struct Request {
     pub id: u16,
     pub flags: u16,
     pub qtype: u16,
@@ -109,38 +109,38 @@ pub struct Request {
 }
 
 impl Request {
-    pub fn rd(&self) -> bool {
+    pub(crate) fn rd(&self) -> bool {
         self.flags & FLAG_RD != 0
     }
-    pub fn cd(&self) -> bool {
+    pub(crate) fn cd(&self) -> bool {
         self.flags & FLAG_CD != 0
     }
-    pub fn ad(&self) -> bool {
+    pub(crate) fn ad(&self) -> bool {
         self.flags & FLAG_AD != 0
     }
-    pub fn dnssec_ok(&self) -> bool {
+    pub(crate) fn dnssec_ok(&self) -> bool {
         self.edns.is_some_and(|e| e.dnssec_ok)
     }
     /// The question (name, type, class) exactly as the client sent it.
-    pub fn question(&self) -> &[u8] {
+    pub(crate) fn question(&self) -> &[u8] {
         &self.asked[..self.asked_len as usize]
     }
     /// The question name as the client wrote it (wire form).
-    pub fn qname_wire(&self) -> &[u8] {
+    pub(crate) fn qname_wire(&self) -> &[u8] {
         &self.asked[..self.asked_len as usize - 4]
     }
     /// The question name, lowercased wire form.
-    pub fn lower_wire(&self) -> &[u8] {
+    pub(crate) fn lower_wire(&self) -> &[u8] {
         &self.lower[..self.lower_len as usize]
     }
     /// The question name, lowercased dotted text without trailing dot
     /// (empty for the root).
-    pub fn dotted(&self) -> &[u8] {
+    pub(crate) fn dotted(&self) -> &[u8] {
         &self.dotted[..self.dotted_len as usize]
     }
     /// The largest UDP answer this client accepts (RFC 6891 §6.2.5, capped at
     /// the flag-day 1232).
-    pub fn udp_limit(&self) -> usize {
+    pub(crate) fn udp_limit(&self) -> usize {
         match self.edns {
             None => 512,
             Some(e) => (e.payload as usize).clamp(512, 1232),
@@ -149,13 +149,13 @@ impl Request {
 }
 
 #[inline]
-pub fn read_u16(b: &[u8], off: usize) -> Option<u16> {
+pub(crate) fn read_u16(b: &[u8], off: usize) -> Option<u16> {
     let s = b.get(off..off + 2)?;
     Some(u16::from_be_bytes([s[0], s[1]]))
 }
 
 #[inline]
-pub fn read_u32(b: &[u8], off: usize) -> Option<u32> {
+pub(crate) fn read_u32(b: &[u8], off: usize) -> Option<u32> {
     let s = b.get(off..off + 4)?;
     Some(u32::from_be_bytes([s[0], s[1], s[2], s[3]]))
 }
@@ -175,7 +175,7 @@ fn write_u32(b: &mut [u8], off: usize, v: u32) {
 }
 
 /// Parse a query. Never panics; see [`RequestError`] for what to do on error.
-pub fn parse_request(packet: &[u8]) -> Result<Request, RequestError> {
+pub(crate) fn parse_request(packet: &[u8]) -> Result<Request, RequestError> {
     if packet.len() < HEADER_LEN {
         return Err(RequestError::Short);
     }
@@ -293,7 +293,7 @@ pub fn parse_request(packet: &[u8]) -> Result<Request, RequestError> {
 }
 
 /// Offset just past the (possibly compressed) name at `off`.
-pub fn skip_name(msg: &[u8], mut off: usize) -> Option<usize> {
+pub(crate) fn skip_name(msg: &[u8], mut off: usize) -> Option<usize> {
     let mut total = 0usize;
     loop {
         let len = *msg.get(off)?;
@@ -321,7 +321,7 @@ pub fn skip_name(msg: &[u8], mut off: usize) -> Option<usize> {
 }
 
 /// Offset just past the resource record at `off`.
-pub fn skip_rr(msg: &[u8], off: usize) -> Option<usize> {
+pub(crate) fn skip_rr(msg: &[u8], off: usize) -> Option<usize> {
     let n = skip_name(msg, off)?;
     let rdlen = read_u16(msg, n + 8)? as usize;
     let end = n + 10 + rdlen;
@@ -334,7 +334,7 @@ pub fn skip_rr(msg: &[u8], off: usize) -> Option<usize> {
 /// Read the name at `off`, following compression pointers, into `out` as
 /// lowercased wire form. Returns (wire length, offset past the name where
 /// it started).
-pub fn read_name_wire(
+pub(crate) fn read_name_wire(
     msg: &[u8],
     mut off: usize,
     out: &mut [u8; MAX_NAME],
@@ -379,7 +379,7 @@ pub fn read_name_wire(
 }
 
 /// Lowercased wire name → dotted text without trailing dot. Returns the length.
-pub fn wire_to_dotted(wire: &[u8], out: &mut [u8; MAX_NAME]) -> usize {
+pub(crate) fn wire_to_dotted(wire: &[u8], out: &mut [u8; MAX_NAME]) -> usize {
     let mut i = 0usize;
     let mut o = 0usize;
     while let Some(&l) = wire.get(i) {
@@ -405,7 +405,7 @@ pub fn wire_to_dotted(wire: &[u8], out: &mut [u8; MAX_NAME]) -> usize {
 /// Wire name → presentation text as asked (case kept, no trailing dot but
 /// `.` for the root, RFC
 /// 1035 §5.1 escapes for dots, backslashes and non-printable bytes).
-pub fn presentation(wire: &[u8]) -> String {
+pub(crate) fn presentation(wire: &[u8]) -> String {
     let mut s = String::with_capacity(wire.len() + 1);
     let mut i = 0usize;
     while let Some(&l) = wire.get(i) {
@@ -435,7 +435,8 @@ pub fn presentation(wire: &[u8]) -> String {
 }
 
 /// Dotted name → wire form (for tests and config paths, not the hot path).
-pub fn dotted_to_wire(name: &str) -> Vec<u8> {
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) fn dotted_to_wire(name: &str) -> Vec<u8> {
     let mut v = Vec::with_capacity(name.len() + 2);
     for label in name
         .trim_end_matches('.')
@@ -451,7 +452,7 @@ pub fn dotted_to_wire(name: &str) -> Vec<u8> {
 
 /// Where the TTLs and other patchable fields of a response are.
 #[derive(Debug, Default, Clone)]
-pub struct ResponseScan {
+pub(crate) struct ResponseScan {
     pub id: u16,
     pub flags: u16,
     pub qname_end: usize,
@@ -471,17 +472,17 @@ pub struct ResponseScan {
 }
 
 impl ResponseScan {
-    pub fn rcode(&self) -> u16 {
+    pub(crate) fn rcode(&self) -> u16 {
         self.flags & RCODE_MASK
     }
-    pub fn truncated(&self) -> bool {
+    pub(crate) fn truncated(&self) -> bool {
         self.flags & FLAG_TC != 0
     }
 }
 
 /// Walk a response once. Fails on anything malformed (the caller treats
 /// that as no answer from that upstream).
-pub fn scan_response(msg: &[u8]) -> Option<ResponseScan> {
+pub(crate) fn scan_response(msg: &[u8]) -> Option<ResponseScan> {
     if msg.len() < HEADER_LEN || msg.len() > u16::MAX as usize {
         return None;
     }
@@ -537,7 +538,10 @@ pub fn scan_response(msg: &[u8]) -> Option<ResponseScan> {
 
 /// Visit the owner and target of every CNAME in the answer section as
 /// lowercased dotted text; stop early when `f` returns `Some`.
-pub fn for_each_cname_name<T>(msg: &[u8], mut f: impl FnMut(&[u8]) -> Option<T>) -> Option<T> {
+pub(crate) fn for_each_cname_name<T>(
+    msg: &[u8],
+    mut f: impl FnMut(&[u8]) -> Option<T>,
+) -> Option<T> {
     let an = read_u16(msg, 6)?;
     let mut off = skip_name(msg, HEADER_LEN)? + 4;
     let mut wire = [0u8; MAX_NAME];
@@ -561,7 +565,7 @@ pub fn for_each_cname_name<T>(msg: &[u8], mut f: impl FnMut(&[u8]) -> Option<T>)
 }
 
 /// True when the response's question is the same as ours, ignoring case.
-pub fn question_matches(
+pub(crate) fn question_matches(
     msg: &[u8],
     scan: &ResponseScan,
     lower: &[u8],
@@ -579,12 +583,12 @@ pub fn question_matches(
 
 // ---------------------------------------------------------------- patching
 
-pub fn set_id(buf: &mut [u8], id: u16) {
+pub(crate) fn set_id(buf: &mut [u8], id: u16) {
     write_u16(buf, 0, id);
 }
 
 /// Decrement every TTL at `offsets` by `elapsed` seconds (not below 0).
-pub fn age_ttls(buf: &mut [u8], offsets: &[u16], elapsed: u32) {
+pub(crate) fn age_ttls(buf: &mut [u8], offsets: &[u16], elapsed: u32) {
     if elapsed == 0 {
         return;
     }
@@ -596,20 +600,20 @@ pub fn age_ttls(buf: &mut [u8], offsets: &[u16], elapsed: u32) {
     }
 }
 
-pub fn set_ttl(buf: &mut [u8], off: usize, ttl: u32) {
+pub(crate) fn set_ttl(buf: &mut [u8], off: usize, ttl: u32) {
     write_u32(buf, off, ttl);
 }
 
 /// Put the client's spelling of the question name back (same length by
 /// construction: the caller matched it case-insensitively).
-pub fn copy_qname(buf: &mut [u8], client_qname: &[u8]) {
+pub(crate) fn copy_qname(buf: &mut [u8], client_qname: &[u8]) {
     if let Some(dst) = buf.get_mut(HEADER_LEN..HEADER_LEN + client_qname.len()) {
         dst.copy_from_slice(client_qname);
     }
 }
 
 /// Lower an OPT payload-size field to at most `max`.
-pub fn clamp_opt_payload(buf: &mut [u8], class_off: usize, max: u16) {
+pub(crate) fn clamp_opt_payload(buf: &mut [u8], class_off: usize, max: u16) {
     if let Some(v) = read_u16(buf, class_off)
         && v > max
     {
@@ -621,7 +625,7 @@ pub fn clamp_opt_payload(buf: &mut [u8], class_off: usize, max: u16) {
 
 /// Start a reply to `req` in `out`: header (ID, opcode, RD, CD copied;
 /// QR and RA set) and the client's question verbatim. Counts are 1/0/0/0.
-pub fn begin_reply(out: &mut Vec<u8>, req: &Request, rcode: u16) {
+pub(crate) fn begin_reply(out: &mut Vec<u8>, req: &Request, rcode: u16) {
     out.clear();
     let flags =
         FLAG_QR | FLAG_RA | (req.flags & (OPCODE_MASK | FLAG_RD | FLAG_CD)) | (rcode & RCODE_MASK);
@@ -636,7 +640,7 @@ pub fn begin_reply(out: &mut Vec<u8>, req: &Request, rcode: u16) {
 /// copied from the query (RFC 1035 §4.1.1), and AD is kept only when the
 /// query set AD or DO (RFC 6840 §5.8). CD is part of the cache key, so it
 /// already matches.
-pub fn adopt_reply_flags(out: &mut [u8], req: &Request) {
+pub(crate) fn adopt_reply_flags(out: &mut [u8], req: &Request) {
     let Some(mut flags) = read_u16(out, 2) else {
         return;
     };
@@ -649,7 +653,7 @@ pub fn adopt_reply_flags(out: &mut [u8], req: &Request) {
 
 /// A reply with only a header (no question), for requests whose body could
 /// not be parsed. `packet` must be at least a header long.
-pub fn header_only_reply(out: &mut Vec<u8>, packet: &[u8], rcode: u16) {
+pub(crate) fn header_only_reply(out: &mut Vec<u8>, packet: &[u8], rcode: u16) {
     out.clear();
     if packet.len() < HEADER_LEN {
         return;
@@ -662,21 +666,15 @@ pub fn header_only_reply(out: &mut Vec<u8>, packet: &[u8], rcode: u16) {
     out.extend_from_slice(&[0; 8]);
 }
 
-pub fn set_counts(out: &mut [u8], an: u16, ns: u16, ar: u16) {
+pub(crate) fn set_counts(out: &mut [u8], an: u16, ns: u16, ar: u16) {
     write_u16(out, 6, an);
     write_u16(out, 8, ns);
     write_u16(out, 10, ar);
 }
 
-pub fn set_flag(out: &mut [u8], flag: u16) {
-    if let Some(f) = read_u16(out, 2) {
-        write_u16(out, 2, f | flag);
-    }
-}
-
 /// Append an OPT record (our payload 1232, DO echoed, extended rcode high
 /// bits). Returns the offset of its RDLENGTH for [`push_ede`].
-pub fn push_opt(out: &mut Vec<u8>, dnssec_ok: bool, ext_rcode: u8) -> usize {
+pub(crate) fn push_opt(out: &mut Vec<u8>, dnssec_ok: bool, ext_rcode: u8) -> usize {
     out.push(0);
     out.extend_from_slice(&TYPE_OPT.to_be_bytes());
     out.extend_from_slice(&MAX_UDP_PAYLOAD.to_be_bytes());
@@ -689,7 +687,12 @@ pub fn push_opt(out: &mut Vec<u8>, dnssec_ok: bool, ext_rcode: u8) -> usize {
 
 /// Append an EDE option (code + text) to the OPT whose RDLENGTH is at
 /// `rdlen_off`; `text` writes the EXTRA-TEXT bytes.
-pub fn push_ede(out: &mut Vec<u8>, rdlen_off: usize, code: u16, text: impl FnOnce(&mut Vec<u8>)) {
+pub(crate) fn push_ede(
+    out: &mut Vec<u8>,
+    rdlen_off: usize,
+    code: u16,
+    text: impl FnOnce(&mut Vec<u8>),
+) {
     let opt_start = out.len();
     out.extend_from_slice(&OPT_EDE.to_be_bytes());
     out.extend_from_slice(&[0, 0]);
@@ -702,7 +705,7 @@ pub fn push_ede(out: &mut Vec<u8>, rdlen_off: usize, code: u16, text: impl FnOnc
 }
 
 /// Append a record whose owner is the question name (pointer to offset 12).
-pub fn push_rr_at_qname(out: &mut Vec<u8>, rtype: u16, ttl: u32, rdata: &[u8]) {
+pub(crate) fn push_rr_at_qname(out: &mut Vec<u8>, rtype: u16, ttl: u32, rdata: &[u8]) {
     out.extend_from_slice(&[0xc0, 0x0c]);
     out.extend_from_slice(&rtype.to_be_bytes());
     out.extend_from_slice(&CLASS_IN.to_be_bytes());
@@ -714,7 +717,7 @@ pub fn push_rr_at_qname(out: &mut Vec<u8>, rtype: u16, ttl: u32, rdata: &[u8]) {
 /// A TC=1 reply with just the question (and OPT when the client used EDNS),
 /// for answers larger than the client can take over UDP. Keeps the
 /// upstream's rcode and flags.
-pub fn truncated_reply(out: &mut Vec<u8>, req: &Request, upstream_flags: u16) {
+pub(crate) fn truncated_reply(out: &mut Vec<u8>, req: &Request, upstream_flags: u16) {
     begin_reply(out, req, upstream_flags & RCODE_MASK);
     let keep = upstream_flags & (FLAG_AA | FLAG_AD | FLAG_RA);
     if let Some(f) = read_u16(out, 2) {

@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use super::AuditError;
 use super::config::load_key;
 use super::query::{OutputFormat, SearchFilter, StatsBy, parse_client, search, stats, write_stats};
-use super::verify::verify;
+use super::sign::{AuditPublicKey, keygen, short_id};
+use super::verify::{VerifyOptions, verify_with};
 
 /// Filters shared by `search` and `stats`.
 #[derive(Clone, Debug, Default, clap::Args)]
@@ -55,12 +56,35 @@ pub enum AuditCommand {
     /// Check the hash chain over every file in DIR. Exit 0 when intact
     /// (a torn last line after a crash is a warning), 1 when broken, naming
     /// the first bad file, line and what is wrong.
+    ///
+    /// With --key, every signed start/checkpoint must verify with that key
+    /// (exit 1 otherwise); with --anchors, every record the witness holds
+    /// for the key must be in the log with the same chain head (exit 1 for a
+    /// rewritten, truncated or rolled-back log), and the records after the
+    /// last anchored one are reported as the unanchored tail (exit 3 with
+    /// --require-anchored). Exit 2: unreadable files or bad arguments.
     Verify {
         /// The audit log directory (or a single log file).
         dir: PathBuf,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
+        /// The node's public key (`audit.pub` from `audit keygen`).
+        #[arg(long, value_name = "FILE")]
+        key: Option<PathBuf>,
+        /// The witness's directory (`sinkhole witness --dir`).
+        #[arg(long, value_name = "WITNESS_DIR", requires = "key")]
+        anchors: Option<PathBuf>,
+        /// Exit 3 when records after the last anchored checkpoint exist.
+        #[arg(long, requires = "anchors")]
+        require_anchored: bool,
+    },
+    /// Write a new ed25519 signing key pair for this node: DIR/audit.key
+    /// (mode 0600; `[audit] signing_key`) and DIR/audit.pub (for the
+    /// auditor and the witness's --allow-key). Refuses to overwrite.
+    Keygen {
+        #[arg(short = 'o', long = "output", value_name = "DIR")]
+        dir: PathBuf,
     },
     /// Print the blocked queries that match every given filter, in log order.
     Search {
@@ -91,8 +115,18 @@ pub enum AuditCommand {
 /// bad arguments) are for the caller to report, conventionally as exit 2.
 pub fn run(cmd: AuditCommand, out: &mut dyn Write) -> Result<i32, AuditError> {
     match cmd {
-        AuditCommand::Verify { dir, json } => {
-            let report = verify(&dir)?;
+        AuditCommand::Verify {
+            dir,
+            json,
+            key,
+            anchors,
+            require_anchored,
+        } => {
+            let opts = VerifyOptions {
+                key: key.as_deref().map(AuditPublicKey::load).transpose()?,
+                anchors,
+            };
+            let report = verify_with(&dir, &opts)?;
             let res = if json {
                 serde_json::to_writer_pretty(&mut *out, &report)
                     .map_err(std::io::Error::other)
@@ -101,7 +135,20 @@ pub fn run(cmd: AuditCommand, out: &mut dyn Write) -> Result<i32, AuditError> {
                 write!(out, "{report}")
             };
             res.map_err(AuditError::Output)?;
-            Ok(report.exit_code())
+            Ok(report.exit_code_requiring_anchors(require_anchored))
+        }
+        AuditCommand::Keygen { dir } => {
+            let signer = keygen(&dir)?;
+            writeln!(
+                out,
+                "wrote {} and {}\nkey id {} (sha256 {})",
+                dir.join("audit.key").display(),
+                dir.join("audit.pub").display(),
+                short_id(signer.key_id()),
+                hex::encode(signer.key_id())
+            )
+            .map_err(AuditError::Output)?;
+            Ok(0)
         }
         AuditCommand::Search {
             dir,

@@ -53,12 +53,27 @@ pub struct RawAuditConfig {
     /// Key for `client = "hmac"`: the file's bytes, trailing newline
     /// stripped, at least 16 bytes.
     pub hmac_key_file: Option<PathBuf>,
+    /// Path to `audit.key` (`sinkhole audit keygen`); empty: checkpoints
+    /// and starts are not signed.
+    pub signing_key: String,
+    /// The witness endpoint (`http(s)://HOST:PORT/v1/checkpoints`) every
+    /// signed checkpoint is POSTed to; empty: no anchoring.
+    pub anchor_url: String,
+    /// PEM file of the CA that signed the witness's certificate (a private
+    /// CA); empty: the system's roots.
+    pub anchor_ca_file: String,
+    /// Signed records waiting for the witness; beyond this the oldest is
+    /// dropped (each checkpoint covers the whole chain before it).
+    pub anchor_backlog: usize,
 }
 
-pub const DEFAULT_MAX_FILE_BYTES: u64 = 128 * 1024 * 1024;
-pub const DEFAULT_QUEUE_CAPACITY: usize = 65_536;
-pub const DEFAULT_CHECKPOINT_EVERY: u64 = 10_000;
-pub const DEFAULT_CHECKPOINT_SECS: u64 = 60;
+pub(super) const DEFAULT_ANCHOR_BACKLOG: usize = 1024;
+const MAX_ANCHOR_BACKLOG: usize = 1 << 20;
+
+pub(super) const DEFAULT_MAX_FILE_BYTES: u64 = 128 * 1024 * 1024;
+pub(super) const DEFAULT_QUEUE_CAPACITY: usize = 65_536;
+pub(super) const DEFAULT_CHECKPOINT_EVERY: u64 = 10_000;
+pub(super) const DEFAULT_CHECKPOINT_SECS: u64 = 60;
 
 impl Default for RawAuditConfig {
     fn default() -> Self {
@@ -73,8 +88,20 @@ impl Default for RawAuditConfig {
             checkpoint_every_secs: DEFAULT_CHECKPOINT_SECS,
             client: ClientMode::Full,
             hmac_key_file: None,
+            signing_key: String::new(),
+            anchor_url: String::new(),
+            anchor_ca_file: String::new(),
+            anchor_backlog: DEFAULT_ANCHOR_BACKLOG,
         }
     }
+}
+
+/// Where signed checkpoints are sent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AnchorSettings {
+    pub url: String,
+    pub ca_file: Option<PathBuf>,
+    pub backlog: usize,
 }
 
 /// Where records go.
@@ -100,6 +127,9 @@ pub struct AuditSettings {
     pub checkpoint_interval: Option<Duration>,
     pub client: ClientMode,
     pub hmac_key_file: Option<PathBuf>,
+    /// `audit.key`: sign every `start` and `checkpoint`.
+    pub signing_key: Option<PathBuf>,
+    pub anchor: Option<AnchorSettings>,
 }
 
 impl AuditSettings {
@@ -154,6 +184,40 @@ impl RawAuditConfig {
             }
             _ => {}
         }
+        let signing_key = (!self.signing_key.is_empty()).then(|| PathBuf::from(&self.signing_key));
+        let anchor = if self.anchor_url.is_empty() {
+            if !self.anchor_ca_file.is_empty() {
+                return err("audit.anchor_ca_file is set but audit.anchor_url is empty".into());
+            }
+            None
+        } else {
+            let https = self.anchor_url.starts_with("https://");
+            if !https && !self.anchor_url.starts_with("http://") {
+                return err(format!(
+                    "audit.anchor_url = {:?} must be an http:// or https:// URL",
+                    self.anchor_url
+                ));
+            }
+            if signing_key.is_none() {
+                // The witness takes signed checkpoints only.
+                return err("audit.anchor_url needs audit.signing_key".into());
+            }
+            if !https && !self.anchor_ca_file.is_empty() {
+                return err("audit.anchor_ca_file needs an https:// anchor_url".into());
+            }
+            if self.anchor_backlog == 0 || self.anchor_backlog > MAX_ANCHOR_BACKLOG {
+                return err(format!(
+                    "audit.anchor_backlog = {} must be between 1 and {MAX_ANCHOR_BACKLOG}",
+                    self.anchor_backlog
+                ));
+            }
+            Some(AnchorSettings {
+                url: self.anchor_url.clone(),
+                ca_file: (!self.anchor_ca_file.is_empty())
+                    .then(|| PathBuf::from(&self.anchor_ca_file)),
+                backlog: self.anchor_backlog,
+            })
+        };
         Ok(AuditSettings {
             path,
             max_file_bytes: self.max_file_bytes,
@@ -167,6 +231,8 @@ impl RawAuditConfig {
                 .then(|| Duration::from_secs(self.checkpoint_every_secs)),
             client: self.client,
             hmac_key_file: self.hmac_key_file,
+            signing_key,
+            anchor,
         })
     }
 }
@@ -218,11 +284,39 @@ mod tests {
             ("queue_capacity = 0", "queue_capacity"),
             ("client = \"hmac\"", "hmac_key_file"),
             ("hmac_key_file = \"/k\"", "client"),
+            (
+                "anchor_url = \"http://127.0.0.1:1/v1/checkpoints\"",
+                "signing_key",
+            ),
+            (
+                "signing_key = \"/k\"\nanchor_url = \"ftp://x\"",
+                "http:// or https://",
+            ),
+            ("anchor_ca_file = \"/ca.pem\"", "anchor_url is empty"),
+            (
+                "signing_key = \"/k\"\nanchor_url = \"http://x/\"\nanchor_ca_file = \"/ca\"",
+                "https://",
+            ),
+            (
+                "signing_key = \"/k\"\nanchor_url = \"http://x/\"\nanchor_backlog = 0",
+                "anchor_backlog",
+            ),
         ];
         for (text, want) in table {
             let e = parse(text).unwrap().validate().unwrap_err().to_string();
             assert!(e.contains(want), "{text}: {e}");
         }
+        let s = parse(
+            "signing_key = \"/k/audit.key\"\nanchor_url = \"https://w:8443/v1/checkpoints\"\nanchor_ca_file = \"/ca.pem\"",
+        )
+        .unwrap()
+        .validate()
+        .unwrap();
+        assert_eq!(s.signing_key, Some(PathBuf::from("/k/audit.key")));
+        let a = s.anchor.unwrap();
+        assert_eq!(a.url, "https://w:8443/v1/checkpoints");
+        assert_eq!(a.ca_file, Some(PathBuf::from("/ca.pem")));
+        assert_eq!(a.backlog, DEFAULT_ANCHOR_BACKLOG);
         assert!(parse("bogus = 1").is_err());
         assert!(parse("client = \"partial\"").is_err());
     }

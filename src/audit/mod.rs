@@ -33,8 +33,8 @@
 //!
 //! | kind | when | extra fields |
 //! |---|---|---|
-//! | `start` | each time the log is opened | `version`, `client_mode`, `key_id` (first 16 hex of SHA-256 of the HMAC key), `resumed_from` (seq of the last record found), `torn` |
-//! | `checkpoint` | every `checkpoint_every` records (at fixed seqs that hits skip, so exactly in place), every `checkpoint_every_secs` when there are new records, and at shutdown | `reason` (`count`/`interval`/`shutdown`), `records` and `lost` since the last `start`, `hash` (the chain head: SHA-256 of the previous line) |
+//! | `start` | each time the log is opened | `version`, `client_mode`, `key_id` (first 16 hex of SHA-256 of the HMAC key), `resumed_from` (seq of the last record found), `torn`; with `signing_key` `sig_pub`, `sig` |
+//! | `checkpoint` | every `checkpoint_every` records (at fixed seqs that hits skip, so exactly in place), every `checkpoint_every_secs` when there are new records, and at shutdown | `reason` (`count`/`interval`/`shutdown`), `records` and `lost` since the last `start`, `hash` (the chain head: SHA-256 of the previous line); with `signing_key` `sig_pub`, `sig` |
 //! | `lost` | when writing resumes after records were lost | `first`, `last` (= its own seq), `count`, `reason` (`queue_full`, `write_error`), `torn` |
 //! | `retention` | before old files are deleted | `deleted` (file names), `start_file`, `start_seq`, `start_prev`: the record the chain now starts from |
 //! | `console` | a console query that filtered on or showed client addresses | `user`, `role`, `query` (path and query string), `results` (records returned) |
@@ -52,16 +52,58 @@
 //! immediately follows the gap and takes the gap's last seq. So a gap with no
 //! `lost` record is a removed line, and loss is never silent.
 //!
-//! The chain proves internal consistency. Someone able to rewrite the whole
-//! log from a point onward could recompute it; copy `checkpoint` hashes
-//! somewhere else (a ticket, a second host, a signed mail) to anchor it.
-//! For the same reason the very last line is protected only once a later
-//! line or an anchored copy exists (a clean shutdown ends with a
-//! checkpoint), and cutting the newest file at a line boundary cannot be
-//! told from a log that simply ended there; the last anchored checkpoint
-//! bounds both.
+//! The chain proves internal consistency only: someone able to write the
+//! log can change a record and recompute every later `prev` and checkpoint
+//! `hash`, and the chain verifies. Signed, anchored checkpoints close that:
+//!
+//! # Signed checkpoints and the witness
+//!
+//! With `[audit] signing_key` (an ed25519 key from `sinkhole audit keygen`,
+//! one per node) every `start` and `checkpoint` record carries `sig_pub`
+//! (the public key, 64 hex) and `sig` (128 hex), just before `prev`. The
+//! signature covers exactly these 134 bytes (all integers unsigned
+//! big-endian):
+//!
+//! | offset | bytes | field |
+//! |---|---|---|
+//! | 0 | 18 | ASCII `sinkhole audit v1` and one 0x00 byte |
+//! | 18 | 1 | kind: 0x01 `start`, 0x02 `checkpoint` |
+//! | 19 | 32 | key id: SHA-256 of the 32-byte public key |
+//! | 51 | 8 | `seq` |
+//! | 59 | 32 | chain head: the record's `prev` (= a checkpoint's `hash`) |
+//! | 91 | 27 | `ts` as written, ASCII (`YYYY-MM-DDTHH:MM:SS.ffffffZ`) |
+//! | 118 | 8 | `records` (0 for `start`) |
+//! | 126 | 8 | `lost` (0 for `start`) |
+//!
+//! Plain Ed25519 (RFC 8032). Test vector: seed 32 × 0x07 gives public key
+//! `ea4a6c63…d22c` and key id `fe812c12…3889`; a checkpoint at seq 10001,
+//! head 32 × 0xab, ts `2025-03-01T12:00:00.000000Z`, records 10000, lost 3
+//! signs to `658972bf…3b03` (full values in `sign.rs` and the README).
+//!
+//! A signed chain head commits to every line before it, so a key thief is
+//! still needed to rewrite the log; the witness takes even that away. With
+//! `[audit] anchor_url`, each signed line is POSTed, once fsynced, to
+//! `sinkhole witness` on a machine the operator does not control, which
+//! keeps it append-only (see [`crate::witness`] and [`anchor`]).
+//! `audit verify --key K --anchors WITNESS_DIR` then fails a log whose
+//! record at any seq the witness holds has another chain head (rewritten,
+//! even when re-signed), or that ends before it (truncated, rolled back).
+//! What the witness does not yet hold, the newest records, is reported as
+//! the unanchored tail. Signing and anchoring cost one signature per
+//! checkpoint on the writer thread (about 20 µs; checkpoints are periodic)
+//! and a lock to hand the line over; the hit path is untouched.
+//!
+//! The very last line is protected only once a later line or an anchored
+//! copy exists (a clean shutdown ends with a checkpoint), and cutting the
+//! newest file at a line boundary cannot be told from a log that simply
+//! ended there except by the witness; the last anchored checkpoint bounds
+//! both.
 //!
 //! # Files
+//!
+//! The writer holds an exclusive lock (`flock`) on `DIR/.lock` while it
+//! runs (the file holds its pid): a second instance pointed at the same
+//! directory refuses to start instead of interleaving a second chain.
 //!
 //! `[audit] path` is a directory (`-` writes the same chained lines to
 //! stdout, for development; each start there is a fresh chain from seq 0). Files are `audit-YYYYMMDD-HHMMSS-<first seq, 20
@@ -116,11 +158,16 @@
 //! | `checkpoint_every_secs` | 60 | seconds between checkpoints when there are new records (0 = off) |
 //! | `client` | `"full"` | `"full"` or `"hmac"` |
 //! | `hmac_key_file` | — | key for `"hmac"`: file bytes, trailing whitespace removed, ≥ 16 bytes |
+//! | `signing_key` | `""` | `audit.key` from `audit keygen` (mode 0600 enforced); empty: unsigned |
+//! | `anchor_url` | `""` | witness endpoint, `http(s)://HOST:PORT/v1/checkpoints`; needs `signing_key` |
+//! | `anchor_ca_file` | `""` | PEM CA for an `https` witness with a private CA (then the only trust root) |
+//! | `anchor_backlog` | 1024 | signed lines waiting for the witness; the oldest is dropped beyond it |
 //!
 //! # Auditor commands
 //!
 //! ```text
-//! sinkhole audit verify DIR [--json]
+//! sinkhole audit verify DIR [--json] [--key audit.pub [--anchors WITNESS_DIR [--require-anchored]]]
+//! sinkhole audit keygen -o DIR
 //! sinkhole audit search DIR [--since T] [--until T] [--client CIDR|ADDR|hmac:…]
 //!                           [--name SUFFIX] [--decision REF] [--hmac-key-file K]
 //!                           [--format json|csv|table]
@@ -132,8 +179,11 @@
 //! `reindex` rebuilds the console's derived index (`DIR/.index`, see
 //! [`index`]); nothing above reads it.
 //!
-//! `verify` exits 0 when the chain is intact, 1 when it is broken, naming the
-//! first bad file, line and one of:
+//! `verify` exits 0 when the chain is intact (an unanchored tail is
+//! reported, not an error), 1 when it is broken, 2 for usage or I/O
+//! errors, 3 with `--require-anchored` when records after the last
+//! anchored one exist. A broken log names the first bad file, line and one
+//! of:
 //!
 //! - `edited` — a line's bytes changed (its hash no longer matches the next
 //!   line's `prev`, seqs still consecutive), or a line is not a valid record;
@@ -146,6 +196,11 @@
 //!   deleted or cut short), or the oldest file does not start at the genesis
 //!   and no `retention` record names its first record as the new start;
 //! - `empty` — no records at all.
+//! - `bad-signature` (with `--key`) — a start/checkpoint signature does
+//!   not verify, is by another key, is missing after signing began, or no
+//!   start is signed by the key at all;
+//! - `witness-mismatch` (with `--anchors`) — the witness holds a record
+//!   the log does not have with the same chain head, or one past its end.
 //!
 //! A torn (unterminated) last line at the end of the newest file is what a
 //! crash mid-write leaves: `verify` reports it as a warning and still exits
@@ -175,13 +230,15 @@
 //! machine) and `search` runs at several million records/s:
 //! `cargo bench --bench audit` (`AUDIT_BENCH_RECORDS=10000000` for 10 M).
 
+pub mod anchor;
 mod cli;
 mod config;
 pub mod index;
 pub(crate) mod query;
 pub(crate) mod reader;
 pub(crate) mod record;
-mod time;
+pub mod sign;
+pub(crate) mod time;
 mod verify;
 mod writer;
 
@@ -189,8 +246,9 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
+pub use anchor::AnchorStats;
 pub use cli::{AuditCommand, FilterArgs, run};
-pub use config::{AuditPath, AuditSettings, ClientMode, RawAuditConfig};
+pub use config::{AnchorSettings, AuditPath, AuditSettings, ClientMode, RawAuditConfig};
 #[doc(hidden)]
 pub use query::fuzz_search;
 pub use query::{
@@ -198,7 +256,10 @@ pub use query::{
     write_stats,
 };
 pub use record::{TornRef, pseudonym};
-pub use verify::{ChainStart, Problem, ProblemKind, VerifyReport, verify, verify_bytes};
+pub use verify::{
+    AnchorReport, ChainStart, EXIT_UNANCHORED, Problem, ProblemKind, SignatureReport,
+    VerifyOptions, VerifyReport, verify, verify_bytes, verify_with,
+};
 pub use writer::AuditLog;
 
 pub use crate::wire::Transport;
@@ -274,6 +335,9 @@ pub enum AuditError {
     Resume { file: PathBuf, detail: String },
     #[error("{0}")]
     Arg(String),
+    /// Another process holds the audit directory.
+    #[error("{0}")]
+    Locked(String),
     #[error("writing output: {0}")]
     Output(#[source] std::io::Error),
     #[error("internal error: {0}")]

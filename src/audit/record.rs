@@ -184,6 +184,10 @@ pub(crate) struct StartLine<'a> {
     pub resumed_from: Option<u64>,
     #[serde(skip_serializing_if = "no_torn")]
     pub torn: &'a [TornRef],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sig_pub: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sig: Option<&'a str>,
     pub prev: &'a str,
 }
 
@@ -196,6 +200,10 @@ pub(crate) struct CheckpointLine<'a> {
     pub records: u64,
     pub lost: u64,
     pub hash: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sig_pub: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sig: Option<&'a str>,
     pub prev: &'a str,
 }
 
@@ -246,6 +254,14 @@ pub(crate) struct Parsed {
     pub body: Body,
 }
 
+/// A `start` or `checkpoint` record's signature and the `ts` it covers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Sig {
+    pub ts: String,
+    pub public: [u8; 32],
+    pub sig: [u8; 64],
+}
+
 #[derive(Debug)]
 pub(crate) enum Body {
     Hit,
@@ -254,11 +270,13 @@ pub(crate) enum Body {
     Console,
     Start {
         torn: Vec<TornRef>,
+        sig: Option<Sig>,
     },
     Checkpoint {
         records: u64,
         lost: u64,
         hash: Hash,
+        sig: Option<Sig>,
     },
     Lost {
         first: u64,
@@ -276,7 +294,7 @@ pub(crate) enum Body {
 impl Parsed {
     pub(crate) fn torn(&self) -> &[TornRef] {
         match &self.body {
-            Body::Start { torn } | Body::Lost { torn, .. } => torn,
+            Body::Start { torn, .. } | Body::Lost { torn, .. } => torn,
             _ => &[],
         }
     }
@@ -303,6 +321,34 @@ struct AnyRecord<'a> {
     deleted: Vec<String>,
     #[serde(default)]
     torn: Vec<TornRef>,
+    #[serde(borrow)]
+    ts: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    sig_pub: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    sig: Option<Cow<'a, str>>,
+}
+
+/// The signature fields of a start or checkpoint: both or neither.
+fn parse_sig(r: &AnyRecord<'_>) -> Result<Option<Sig>, String> {
+    match (&r.sig_pub, &r.sig) {
+        (None, None) => Ok(None),
+        (Some(p), Some(s)) => {
+            let mut public = [0u8; 32];
+            let mut sig = [0u8; 64];
+            hex::decode_to_slice(&**p, &mut public)
+                .map_err(|_| "sig_pub is not 64 hex digits".to_string())?;
+            hex::decode_to_slice(&**s, &mut sig)
+                .map_err(|_| "sig is not 128 hex digits".to_string())?;
+            let ts = r.ts.as_deref().ok_or("signed record without ts")?;
+            Ok(Some(Sig {
+                ts: ts.to_string(),
+                public,
+                sig,
+            }))
+        }
+        _ => Err("sig_pub and sig must come together".into()),
+    }
 }
 
 /// Parses one line for verification. Hit payload fields are not checked
@@ -314,8 +360,12 @@ pub(crate) fn parse_record(line: &[u8]) -> Result<Parsed, String> {
     let body = match &*r.kind {
         "hit" => Body::Hit,
         "console" => Body::Console,
-        "start" => Body::Start { torn: r.torn },
+        "start" => Body::Start {
+            sig: parse_sig(&r)?,
+            torn: r.torn,
+        },
         "checkpoint" => Body::Checkpoint {
+            sig: parse_sig(&r)?,
             records: need(r.records, "records")?,
             lost: need(r.lost, "lost")?,
             hash: r

@@ -1118,3 +1118,88 @@ fn escaped_values_match_like_plain_ones() {
     );
     check_intact(dir.path());
 }
+
+mod signed {
+    use super::*;
+    use crate::audit::sign::{AuditPublicKey, keygen};
+
+    /// Recomputes every `prev` (and checkpoint `hash`) after line edits,
+    /// as a tamperer with write access would.
+    fn rechain(lines: &mut [String]) {
+        for i in 1..lines.len() {
+            let h = hex::encode(record::hash_line(lines[i - 1].as_bytes()));
+            let at = lines[i].find("\"prev\":\"").unwrap() + 8;
+            let old = lines[i][at..at + 64].to_string();
+            lines[i] = lines[i].replace(&old, &h);
+        }
+    }
+
+    fn opts(key: &Path) -> VerifyOptions {
+        VerifyOptions {
+            key: Some(AuditPublicKey::load(key).unwrap()),
+            anchors: None,
+        }
+    }
+
+    #[test]
+    fn signatures_verify_and_stripping_or_another_key_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = dir.path().join("keys");
+        keygen(&keys).unwrap();
+        let other = dir.path().join("other");
+        keygen(&other).unwrap();
+        let log = dir.path().join("log");
+        let mut s = settings(&log);
+        s.checkpoint_every = 3;
+        // A first session before signing was configured…
+        write_log(&s, 0..4);
+        // …then two signed ones.
+        s.signing_key = Some(keys.join("audit.key"));
+        write_log(&s, 4..10);
+        write_log(&s, 10..12);
+
+        let r = verify_with(&log, &opts(&keys.join("audit.pub"))).unwrap();
+        assert!(r.is_intact(), "{r}");
+        let sr = r.signatures.as_ref().unwrap();
+        // Unsigned: the first start, its count checkpoint and its shutdown one.
+        assert_eq!(sr.unsigned_before_signing, 3, "{r}");
+        // Two starts, 2 + 0 count checkpoints, two shutdown checkpoints.
+        assert_eq!(sr.verified, 6, "{r}");
+        assert!(r.to_string().contains("OK: chain intact and signed"), "{r}");
+
+        let r = verify_with(&log, &opts(&other.join("audit.pub"))).unwrap();
+        let p = r.problem.unwrap();
+        assert_eq!(p.kind, ProblemKind::BadSignature);
+        assert!(p.detail.contains("not by the given key"), "{}", p.detail);
+
+        // Strip the signature off the last checkpoint and rechain.
+        let file = list_files(&log).unwrap().pop().unwrap().path;
+        let text = std::fs::read_to_string(&file).unwrap();
+        let mut lines: Vec<String> = text.lines().map(String::from).collect();
+        let cp = lines
+            .iter()
+            .rposition(|l| l.contains("\"kind\":\"checkpoint\""))
+            .unwrap();
+        let at = lines[cp].find(",\"sig_pub\"").unwrap();
+        let end = lines[cp].find(",\"prev\"").unwrap();
+        lines[cp].replace_range(at..end, "");
+        rechain(&mut lines);
+        std::fs::write(&file, lines.join("\n") + "\n").unwrap();
+        assert!(verify(&log).unwrap().is_intact());
+        let r = verify_with(&log, &opts(&keys.join("audit.pub"))).unwrap();
+        let p = r.problem.unwrap();
+        assert_eq!(p.kind, ProblemKind::BadSignature);
+        assert!(p.detail.contains("signature was removed"), "{}", p.detail);
+    }
+
+    #[test]
+    fn a_log_never_signed_fails_with_a_key() {
+        let dir = tempfile::tempdir().unwrap();
+        keygen(dir.path()).unwrap();
+        let log = dir.path().join("log");
+        write_log(&settings(&log), 0..3);
+        let r = verify_with(&log, &opts(&dir.path().join("audit.pub"))).unwrap();
+        assert_eq!(r.exit_code_requiring_anchors(false), 1);
+        assert_eq!(r.problem.unwrap().kind, ProblemKind::BadSignature);
+    }
+}

@@ -22,7 +22,10 @@ use serde::Serialize;
 
 use super::AuditError;
 use super::reader::{Event, LogFile, lines, list_files, scan};
-use super::record::{Body, GENESIS, Hash, Parsed, hash_line, hex32, parse_hit_fast, parse_record};
+use super::record::{
+    Body, GENESIS, Hash, Parsed, Sig, hash_line, hex32, parse_hit_fast, parse_record,
+};
+use super::sign::{AuditPublicKey, SignedFields, SignedKind, key_id_of, short_id};
 
 /// What is wrong at the first bad place.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -42,6 +45,12 @@ pub enum ProblemKind {
     MissingFile,
     /// No audit records at all.
     Empty,
+    /// A `start` or `checkpoint` signature does not verify with the given
+    /// key, is by another key, or is missing where the log is signed.
+    BadSignature,
+    /// The witness holds a checkpoint the log does not have as it was
+    /// signed: the log was rewritten, truncated or rolled back.
+    WitnessMismatch,
 }
 
 impl ProblemKind {
@@ -53,6 +62,8 @@ impl ProblemKind {
             ProblemKind::Truncated => "truncated",
             ProblemKind::MissingFile => "missing-file",
             ProblemKind::Empty => "empty",
+            ProblemKind::BadSignature => "bad-signature",
+            ProblemKind::WitnessMismatch => "witness-mismatch",
         }
     }
 }
@@ -102,8 +113,61 @@ pub struct VerifyReport {
     /// Torn (incomplete) lines found, acknowledged or at the very end.
     pub torn: u64,
     pub warnings: Vec<String>,
+    /// With `--key`: what the signatures showed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signatures: Option<SignatureReport>,
+    /// With `--anchors`: what the witness holds and how much of the log it
+    /// covers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub anchors: Option<AnchorReport>,
     pub problem: Option<Problem>,
 }
+
+/// Signature checks against the auditor's public key.
+#[derive(Clone, Debug, Serialize)]
+pub struct SignatureReport {
+    /// The full key id (SHA-256 of the public key), hex.
+    pub key_id: String,
+    /// `start` and `checkpoint` records whose signature verified.
+    pub verified: u64,
+    /// Unsigned ones before the first signed `start` (signing was
+    /// configured later): not covered by a signature.
+    pub unsigned_before_signing: u64,
+}
+
+/// The witness's view.
+#[derive(Clone, Debug, Serialize)]
+pub struct AnchorReport {
+    pub witness_file: PathBuf,
+    /// Signed records the witness holds for this key.
+    pub held: u64,
+    /// Held records found in the log with the same seq and chain head.
+    pub matched: u64,
+    /// Held records older than the log's chain start (files removed by
+    /// retention): nothing to compare against.
+    pub before_chain_start: u64,
+    /// The newest seq the witness confirms.
+    pub last_anchored_seq: Option<u64>,
+    /// Records after it, which only the chain (not the witness) vouches
+    /// for: a running log always has some.
+    pub unanchored_records: u64,
+    pub unanchored_first_seq: Option<u64>,
+    pub unanchored_last_seq: Option<u64>,
+}
+
+/// What `verify` checks besides the chain.
+#[derive(Clone, Debug, Default)]
+pub struct VerifyOptions {
+    /// Check every signed record against this key (`--key audit.pub`).
+    pub key: Option<AuditPublicKey>,
+    /// A witness directory (`--anchors`): compare what it holds for the
+    /// key. Needs `key`.
+    pub anchors: Option<PathBuf>,
+}
+
+/// Exit code for an intact log with an unanchored tail under
+/// `--require-anchored`.
+pub const EXIT_UNANCHORED: i32 = 3;
 
 impl VerifyReport {
     pub fn is_intact(&self) -> bool {
@@ -113,6 +177,19 @@ impl VerifyReport {
     /// 0 intact (warnings allowed), 1 broken.
     pub fn exit_code(&self) -> i32 {
         if self.is_intact() { 0 } else { 1 }
+    }
+
+    /// Like [`VerifyReport::exit_code`], and with `require_anchored` 3 for
+    /// an intact log with records the witness does not confirm.
+    pub fn exit_code_requiring_anchors(&self, require_anchored: bool) -> i32 {
+        let tail = self
+            .anchors
+            .as_ref()
+            .is_none_or(|a| a.unanchored_records > 0);
+        match self.exit_code() {
+            0 if require_anchored && tail => EXIT_UNANCHORED,
+            c => c,
+        }
     }
 }
 
@@ -141,10 +218,50 @@ impl fmt::Display for VerifyReport {
             )?,
             ChainStart::Unrecorded { seq } => writeln!(f, "chain start: seq {seq}, not recorded")?,
         }
+        if let Some(sr) = &self.signatures {
+            let id = sr.key_id.get(..16).unwrap_or(&sr.key_id);
+            write!(
+                f,
+                "signatures: {} start/checkpoint record(s) verified with key {id}",
+                sr.verified
+            )?;
+            if sr.unsigned_before_signing > 0 {
+                write!(
+                    f,
+                    " ({} unsigned before signing began)",
+                    sr.unsigned_before_signing
+                )?;
+            }
+            writeln!(f)?;
+        }
+        if let Some(a) = &self.anchors {
+            write!(
+                f,
+                "anchors: the witness holds {} record(s), {} found in the log",
+                a.held, a.matched
+            )?;
+            if a.before_chain_start > 0 {
+                write!(f, ", {} before the chain start", a.before_chain_start)?;
+            }
+            match a.last_anchored_seq {
+                Some(s) => writeln!(f, "; anchored through seq {s}")?,
+                None => writeln!(f, "; nothing in the log is anchored yet")?,
+            }
+            match (a.unanchored_first_seq, a.unanchored_last_seq) {
+                (Some(x), Some(y)) if a.unanchored_records > 0 => writeln!(
+                    f,
+                    "unanchored tail: {} record(s), seq {x}..={y} (vouched for by the chain only)",
+                    a.unanchored_records
+                )?,
+                _ => writeln!(f, "unanchored tail: none")?,
+            }
+        }
         for w in &self.warnings {
             writeln!(f, "warning: {w}")?;
         }
         match &self.problem {
+            None if self.anchors.is_some() => writeln!(f, "OK: chain intact, signed and anchored"),
+            None if self.signatures.is_some() => writeln!(f, "OK: chain intact and signed"),
             None => writeln!(f, "OK: chain intact"),
             Some(p) => writeln!(
                 f,
@@ -221,7 +338,24 @@ pub(crate) struct Checker {
     /// Records and lost seqs since the last `start`, for checkpoints.
     session: Option<(u64, u64)>,
     start: Start,
+    key: Option<AuditPublicKey>,
+    /// The seq of the first signed `start`: from there on every start and
+    /// checkpoint must be signed (a stripped signature is tampering).
+    signing_since: Option<u64>,
+    signed_ok: u64,
+    unsigned_before: u64,
+    /// Every start and checkpoint: seq → (chain head, records up to and
+    /// including it, file, line), for the witness comparison.
+    points: std::collections::BTreeMap<u64, Point>,
     report: VerifyReport,
+}
+
+#[derive(Clone, Copy)]
+pub(crate) struct Point {
+    head: Hash,
+    through: u64,
+    file: usize,
+    line: u64,
 }
 
 impl Checker {
@@ -239,6 +373,8 @@ impl Checker {
                 chain_start: ChainStart::None,
                 torn: 0,
                 warnings: Vec::new(),
+                signatures: None,
+                anchors: None,
                 problem: None,
             },
             names,
@@ -247,7 +383,17 @@ impl Checker {
             pending_torn: Vec::new(),
             session: None,
             start: Start::Unseen,
+            key: None,
+            signing_since: None,
+            signed_ok: 0,
+            unsigned_before: 0,
+            points: std::collections::BTreeMap::new(),
         }
+    }
+
+    pub(crate) fn with_key(mut self, key: Option<AuditPublicKey>) -> Checker {
+        self.key = key;
+        self
     }
 
     fn warn(&mut self, w: String) {
@@ -302,12 +448,39 @@ impl Checker {
         }
     }
 
-    pub(crate) fn finish(mut self) -> VerifyReport {
+    pub(crate) fn finish(self) -> VerifyReport {
+        self.finish_with_points().0
+    }
+
+    pub(crate) fn finish_with_points(
+        mut self,
+    ) -> (VerifyReport, std::collections::BTreeMap<u64, Point>) {
+        let report = self.finish_chain();
+        (report, self.points)
+    }
+
+    fn finish_chain(&mut self) -> VerifyReport {
         if let Some(held) = self.held.take() {
             self.judge(held, None);
         }
+        if let Some(k) = &self.key {
+            self.report.signatures = Some(SignatureReport {
+                key_id: hex::encode(k.key_id()),
+                verified: self.signed_ok,
+                unsigned_before_signing: self.unsigned_before,
+            });
+            if !self.broken() && self.signing_since.is_none() && self.report.records > 0 {
+                let last = self.names.len().saturating_sub(1);
+                let detail = format!(
+                    "no start record is signed with key {}: the log was not written with this \
+                     key, or its signatures were removed",
+                    short_id(k.key_id())
+                );
+                self.fail(last, 0, ProblemKind::BadSignature, detail);
+            }
+        }
         if self.broken() {
-            return self.report;
+            return self.report.clone();
         }
         for t in std::mem::take(&mut self.pending_torn) {
             self.report.torn += 1;
@@ -347,7 +520,7 @@ impl Checker {
                 );
             }
         }
-        self.report
+        self.report.clone()
     }
 
     fn judge(&mut self, r: Rec, next: Option<&Rec>) {
@@ -412,6 +585,17 @@ impl Checker {
         }
         self.report.records += 1;
         self.report.last_seq = Some(p.seq);
+        if matches!(p.body, Body::Start { .. } | Body::Checkpoint { .. }) {
+            self.points.insert(
+                p.seq,
+                Point {
+                    head: p.prev,
+                    through: self.report.records,
+                    file: r.file,
+                    line: r.line,
+                },
+            );
+        }
         self.prev = Some(Prev {
             file: r.file,
             line: r.line,
@@ -541,6 +725,70 @@ impl Checker {
         false
     }
 
+    /// With a key: a signed record must verify with it; an unsigned one is
+    /// tampering once signing has begun (a signed `start` seen). False
+    /// (with the problem set) when it fails.
+    fn check_sig(
+        &mut self,
+        r: &Rec,
+        p: &Parsed,
+        kind: SignedKind,
+        sig: Option<&Sig>,
+        records: u64,
+        lost: u64,
+    ) -> bool {
+        let Some(key) = &self.key else {
+            return true;
+        };
+        let what = match kind {
+            SignedKind::Start => "start",
+            SignedKind::Checkpoint => "checkpoint",
+        };
+        let detail = match sig {
+            None if self.signing_since.is_none() => {
+                self.unsigned_before += 1;
+                return true;
+            }
+            None => format!(
+                "unsigned {what} record at seq {} after signing began at seq {}: its \
+                 signature was removed",
+                p.seq,
+                self.signing_since.unwrap_or_default()
+            ),
+            Some(s) if key_id_of(&s.public) != *key.key_id() => format!(
+                "{what} at seq {} is signed by key {}, not by the given key {}",
+                p.seq,
+                short_id(&key_id_of(&s.public)),
+                short_id(key.key_id())
+            ),
+            Some(s) => {
+                let fields = SignedFields {
+                    kind,
+                    key_id: key.key_id(),
+                    seq: p.seq,
+                    head: &p.prev,
+                    ts: &s.ts,
+                    records,
+                    lost,
+                };
+                if key.verify(&fields, &s.sig) {
+                    self.signed_ok += 1;
+                    if kind == SignedKind::Start && self.signing_since.is_none() {
+                        self.signing_since = Some(p.seq);
+                    }
+                    return true;
+                }
+                format!(
+                    "the {what} signature at seq {} does not verify: the record or the chain \
+                     before it was changed after signing",
+                    p.seq
+                )
+            }
+        };
+        self.fail(r.file, r.line, ProblemKind::BadSignature, detail);
+        false
+    }
+
     /// Per-kind checks and bookkeeping; false if the record is inconsistent.
     fn body(&mut self, r: &Rec, p: &Parsed) -> bool {
         if let Some(s) = &mut self.session {
@@ -549,7 +797,12 @@ impl Checker {
         match &p.body {
             Body::Hit => self.report.hits += 1,
             Body::Console => {}
-            Body::Start { .. } => self.session = Some((1, 0)),
+            Body::Start { sig, .. } => {
+                self.session = Some((1, 0));
+                if !self.check_sig(r, p, SignedKind::Start, sig.as_ref(), 0, 0) {
+                    return false;
+                }
+            }
             Body::Lost {
                 first, last, count, ..
             } => {
@@ -569,7 +822,11 @@ impl Checker {
                 records,
                 lost,
                 hash,
+                sig,
             } => {
+                if !self.check_sig(r, p, SignedKind::Checkpoint, sig.as_ref(), *records, *lost) {
+                    return false;
+                }
                 self.report.checkpoints += 1;
                 let mut bad =
                     (*hash != p.prev).then(|| "its hash differs from its prev".to_string());
@@ -624,13 +881,128 @@ impl Checker {
 /// file). Errors only when files cannot be read; a broken chain is a report
 /// with a `problem`.
 pub fn verify(path: &Path) -> Result<VerifyReport, AuditError> {
-    let files = list_files(path)?;
-    verify_files(path, &files)
+    verify_with(path, &VerifyOptions::default())
 }
 
-pub(crate) fn verify_files(path: &Path, files: &[LogFile]) -> Result<VerifyReport, AuditError> {
+/// [`verify`], and with a key every signature, and with a witness
+/// directory the comparison against what the witness holds.
+pub fn verify_with(path: &Path, opts: &VerifyOptions) -> Result<VerifyReport, AuditError> {
+    let files = list_files(path)?;
     let names: Vec<String> = files.iter().map(|f| f.name.clone()).collect();
-    let mut checker = Checker::new(path, names);
+    let checker = Checker::new(path, names.clone()).with_key(opts.key.clone());
+    let (mut report, points) = run_checker(checker, &files)?;
+    if let (Some(dir), Some(key)) = (&opts.anchors, &opts.key) {
+        if report.is_intact() {
+            compare_anchors(&mut report, &points, &names, dir, key)?;
+        }
+    } else if opts.anchors.is_some() {
+        return Err(AuditError::Arg("--anchors needs --key".into()));
+    }
+    Ok(report)
+}
+
+/// Checks every record the witness holds for `key` against the log, and
+/// measures the unanchored tail.
+fn compare_anchors(
+    report: &mut VerifyReport,
+    points: &std::collections::BTreeMap<u64, Point>,
+    names: &[String],
+    dir: &Path,
+    key: &AuditPublicKey,
+) -> Result<(), AuditError> {
+    let (witness_file, held) = crate::witness::held(dir, key.key_id())
+        .map_err(|e| AuditError::Arg(format!("reading the witness directory: {e}")))?;
+    let first = report.first_seq.unwrap_or(0);
+    let last = report.last_seq.unwrap_or(0);
+    let newest = names.len().saturating_sub(1);
+    let mut a = AnchorReport {
+        witness_file,
+        held: held.len() as u64,
+        matched: 0,
+        before_chain_start: 0,
+        last_anchored_seq: None,
+        unanchored_records: 0,
+        unanchored_first_seq: None,
+        unanchored_last_seq: None,
+    };
+    let mut through = 0;
+    let mut problem = None;
+    for h in &held {
+        if h.seq < first {
+            a.before_chain_start += 1;
+            continue;
+        }
+        let fail = |file: usize, line: u64, detail: String| Problem {
+            file: names.get(file).cloned().unwrap_or_default(),
+            line,
+            kind: ProblemKind::WitnessMismatch,
+            detail,
+        };
+        match points.get(&h.seq) {
+            Some(p) if p.head == h.head => {
+                a.matched += 1;
+                if a.last_anchored_seq.is_none_or(|s| s < h.seq) {
+                    a.last_anchored_seq = Some(h.seq);
+                    through = p.through;
+                }
+            }
+            Some(p) => {
+                problem = Some(fail(
+                    p.file,
+                    p.line,
+                    format!(
+                        "the witness holds the record at seq {} with chain head {}, the log has {}: \
+                         the log before seq {} was rewritten",
+                        h.seq,
+                        hex32(&h.head).as_str(),
+                        hex32(&p.head).as_str(),
+                        h.seq
+                    ),
+                ));
+                break;
+            }
+            None if h.seq > last => {
+                problem = Some(fail(
+                    newest,
+                    0,
+                    format!(
+                        "the witness holds a signed record at seq {} but the log ends at seq {last}: \
+                         the log was truncated or rolled back",
+                        h.seq
+                    ),
+                ));
+                break;
+            }
+            None => {
+                problem = Some(fail(
+                    newest,
+                    0,
+                    format!(
+                        "the witness holds a signed {} at seq {}, the log has no start or checkpoint \
+                         there: the log was rewritten",
+                        h.kind, h.seq
+                    ),
+                ));
+                break;
+            }
+        }
+    }
+    if problem.is_none() {
+        a.unanchored_records = report.records.saturating_sub(through);
+        if a.unanchored_records > 0 {
+            a.unanchored_first_seq = Some(a.last_anchored_seq.map_or(first, |s| s + 1));
+            a.unanchored_last_seq = Some(last);
+        }
+    }
+    report.problem = problem;
+    report.anchors = Some(a);
+    Ok(())
+}
+
+fn run_checker(
+    mut checker: Checker,
+    files: &[LogFile],
+) -> Result<(VerifyReport, std::collections::BTreeMap<u64, Point>), AuditError> {
     let mut line_in_file = 0u64;
     let mut cur_file = usize::MAX;
     scan(files, check_chunk, |ev| match ev {
@@ -653,7 +1025,7 @@ pub(crate) fn verify_files(path: &Path, files: &[LogFile]) -> Result<VerifyRepor
             ControlFlow::Continue(())
         }
     })?;
-    Ok(checker.finish())
+    Ok(checker.finish_with_points())
 }
 
 /// Verifies one in-memory log (as one file named `input`), on the calling

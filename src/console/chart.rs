@@ -14,7 +14,7 @@ const TOP: f64 = 8.0;
 /// A bar chart of `(label, count)` in the given order. Each bar carries a
 /// `<title>` (the label and count) that browsers show on hover and screen
 /// readers read.
-pub fn bars(title: &str, points: &[(String, u64)]) -> String {
+pub(super) fn bars(title: &str, points: &[(String, u64)]) -> String {
     let mut s = String::new();
     let _ = write!(
         s,

@@ -9,7 +9,7 @@ use super::chart::bars;
 use super::data::{KeyCount, ListHistory, Overview, Page, Report, Row, SearchParams};
 
 /// HTML-escapes text for element content and quoted attribute values.
-pub fn esc(s: &str) -> String {
+pub(super) fn esc(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
@@ -26,7 +26,7 @@ pub fn esc(s: &str) -> String {
 }
 
 /// Percent-encodes a query-string value.
-pub fn url(s: &str) -> String {
+pub(super) fn url(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
@@ -47,7 +47,7 @@ form label{display:inline-block;margin:.2em .6em .2em 0}\
 @media print{header,form,.noprint{display:none}main{padding:0}}";
 
 /// The frame every page shares.
-pub fn page(title: &str, who: &Principal, body: &str) -> String {
+pub(super) fn page(title: &str, who: &Principal, body: &str) -> String {
     format!(
         "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{t} · sinkhole console</title>\
 <meta name=\"viewport\" content=\"width=device-width\"><style>{STYLE}</style></head><body>\
@@ -80,7 +80,7 @@ fn key_table(title: &str, id: &str, rows: &[KeyCount], link: Option<&str>) -> St
     s
 }
 
-pub fn overview(o: &Overview, who: &Principal) -> String {
+pub(super) fn overview(o: &Overview, who: &Principal) -> String {
     let chain_class = if o.chain.state == "intact" {
         "ok"
     } else {
@@ -163,7 +163,7 @@ fn field(label: &str, name: &str, value: &Option<String>, hint: &str) -> String 
 }
 
 /// The query string of `p` without paging and format, for links.
-pub fn query_string(p: &SearchParams) -> String {
+pub(super) fn query_string(p: &SearchParams) -> String {
     let mut parts = Vec::new();
     for (k, v) in [
         ("since", &p.since),
@@ -227,7 +227,12 @@ fn row_html(r: &Row) -> String {
     )
 }
 
-pub fn search(p: &SearchParams, role: Role, result: Option<&Page>, who: &Principal) -> String {
+pub(super) fn search(
+    p: &SearchParams,
+    role: Role,
+    result: Option<&Page>,
+    who: &Principal,
+) -> String {
     let mut b = search_form(p, role);
     if let Some(page) = result {
         let q = query_string(p);
@@ -266,7 +271,7 @@ pub fn search(p: &SearchParams, role: Role, result: Option<&Page>, who: &Princip
     page("Search", who, &b)
 }
 
-pub fn events(p: &SearchParams, role: Role, lines: &[String], who: &Principal) -> String {
+pub(super) fn events(p: &SearchParams, role: Role, lines: &[String], who: &Principal) -> String {
     let mut b = search_form(p, role);
     let _ = write!(
         b,
@@ -280,12 +285,12 @@ pub fn events(p: &SearchParams, role: Role, lines: &[String], who: &Principal) -
     page("Search", who, &b)
 }
 
-pub fn decisions(list: &[KeyCount], who: &Principal) -> String {
+pub(super) fn decisions(list: &[KeyCount], who: &Principal) -> String {
     let b = key_table("decision", "decisions", list, Some("/report?decision="));
     page("Orders", who, &b)
 }
 
-pub fn report(r: &Report, who: &Principal) -> String {
+pub(super) fn report(r: &Report, who: &Principal) -> String {
     let mut b = String::new();
     let _ = write!(
         b,
@@ -335,7 +340,7 @@ pub fn report(r: &Report, who: &Principal) -> String {
     page(&format!("Order {}", r.decision), who, &b)
 }
 
-pub fn lists(h: &ListHistory, who: &Principal) -> String {
+pub(super) fn lists(h: &ListHistory, who: &Principal) -> String {
     let mut b = String::from("<h2>List changes</h2>");
     if h.changes.is_empty() {
         b.push_str("<p>No list-change records in the log.</p>");

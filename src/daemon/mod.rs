@@ -2,13 +2,15 @@
 //! notifications, scrape hooks and shutdown. `server` owns the listeners and
 //! the query path; this room decides when they start and stop.
 //!
-//! Start-up order: lists (or the last good snapshot) → metrics listener
-//! bound → console listener bound → audit log opened → DNS listeners bound → scrape hooks →
-//! ready file and `READY=1`. A port that cannot be bound stops the start
-//! before anything says "ready".
+//! Start-up order: `state_dir` locked → lists (or the last good snapshot)
+//! → metrics listener bound → console listener bound → audit log
+//! opened (its directory locked) →
+//! DNS listeners bound → scrape hooks → ready file and `READY=1`. A port
+//! that cannot be bound, or a directory another instance holds, stops the
+//! start before anything says "ready".
 
 pub mod control;
-pub mod sdnotify;
+pub(crate) mod sdnotify;
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -64,6 +66,8 @@ pub enum ListenerRole {
     Metrics,
     /// The auditors' console (`[console]`).
     Console,
+    /// `sinkhole witness`: `POST /v1/checkpoints`.
+    Witness,
 }
 
 impl ListenerRole {
@@ -72,6 +76,7 @@ impl ListenerRole {
             ListenerRole::Dns => "dns",
             ListenerRole::Metrics => "metrics",
             ListenerRole::Console => "console",
+            ListenerRole::Witness => "witness",
         }
     }
 }
@@ -152,6 +157,16 @@ pub async fn serve(config: Config, options: DaemonOptions) -> Result<(), DaemonE
     let t0 = Instant::now();
     ignore_sigxfsz();
     crate::memory::keep_large_allocations_mapped();
+    // Held for the life of the server: a second instance with the same
+    // state_dir (or audit directory, locked by the audit writer) refuses
+    // to start rather than interleave its writes with ours.
+    let _state_lock = match &config.lists.state_dir {
+        Some(dir) => Some(
+            crate::list::state::lock_state_dir(dir)
+                .map_err(|e| DaemonError::Lists(e.to_string()))?,
+        ),
+        None => None,
+    };
     let settings = reload_settings(&config.lists);
     let (reloader, source) = tokio::task::spawn_blocking(move || Reloader::start(settings))
         .await

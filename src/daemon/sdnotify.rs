@@ -25,11 +25,11 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-pub use sd_notify::NotifyState;
+pub(crate) use sd_notify::NotifyState;
 use thiserror::Error;
 
 #[derive(Debug, Error)]
-pub enum NotifyError {
+pub(crate) enum NotifyError {
     #[error("NOTIFY_SOCKET {path:?}: {source}")]
     Io {
         path: String,
@@ -42,7 +42,7 @@ pub enum NotifyError {
 
 /// Where notifications go, and how often the watchdog wants a ping.
 #[derive(Clone, Debug, Default)]
-pub struct Notifier {
+pub(crate) struct Notifier {
     socket: Option<OsString>,
     watchdog: Option<Duration>,
 }
@@ -56,7 +56,7 @@ fn one_line(text: &str) -> String {
 impl Notifier {
     /// From `NOTIFY_SOCKET`, `WATCHDOG_USEC` and `WATCHDOG_PID` (the
     /// watchdog is ours only when `WATCHDOG_PID` is unset or our PID).
-    pub fn from_env() -> Notifier {
+    pub(crate) fn from_env() -> Notifier {
         let socket = std::env::var_os("NOTIFY_SOCKET").filter(|s| !s.is_empty());
         let watchdog = if socket.is_some() {
             sd_notify::watchdog_enabled().filter(|d| !d.is_zero())
@@ -67,7 +67,8 @@ impl Notifier {
     }
 
     /// An explicit socket path (or `@abstract` name) and watchdog interval.
-    pub fn new(socket: impl Into<OsString>, watchdog: Option<Duration>) -> Notifier {
+    #[cfg(test)]
+    pub(crate) fn new(socket: impl Into<OsString>, watchdog: Option<Duration>) -> Notifier {
         Notifier {
             socket: Some(socket.into()),
             watchdog: watchdog.filter(|d| !d.is_zero()),
@@ -75,21 +76,24 @@ impl Notifier {
     }
 
     /// One that never sends anything.
-    pub fn disabled() -> Notifier {
+    #[cfg(test)]
+    pub(crate) fn disabled() -> Notifier {
         Notifier::default()
     }
 
-    pub fn is_enabled(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_enabled(&self) -> bool {
         self.socket.is_some()
     }
 
     /// `WatchdogSec=` as systemd passed it, when the watchdog is ours.
-    pub fn watchdog_interval(&self) -> Option<Duration> {
+    #[cfg(test)]
+    pub(crate) fn watchdog_interval(&self) -> Option<Duration> {
         self.watchdog
     }
 
     /// Send `states` as one datagram.
-    pub fn notify(&self, states: &[NotifyState<'_>]) -> Result<(), NotifyError> {
+    pub(crate) fn notify(&self, states: &[NotifyState<'_>]) -> Result<(), NotifyError> {
         let Some(path) = &self.socket else {
             return Ok(());
         };
@@ -102,45 +106,49 @@ impl Notifier {
     }
 
     /// `READY=1` with a `STATUS=` line.
-    pub fn ready(&self, status: &str) -> Result<(), NotifyError> {
+    pub(crate) fn ready(&self, status: &str) -> Result<(), NotifyError> {
         let status = one_line(status);
         self.notify(&[NotifyState::Ready, NotifyState::Status(&status)])
     }
 
-    pub fn status(&self, text: &str) -> Result<(), NotifyError> {
+    #[cfg(test)]
+    pub(crate) fn status(&self, text: &str) -> Result<(), NotifyError> {
         let text = one_line(text);
         self.notify(&[NotifyState::Status(&text)])
     }
 
     /// `RELOADING=1` (with `MONOTONIC_USEC`, which systemd ≥ 253 requires);
     /// follow it with [`Notifier::ready`] when the reload is done.
-    pub fn reloading(&self) -> Result<(), NotifyError> {
+    pub(crate) fn reloading(&self) -> Result<(), NotifyError> {
         match NotifyState::monotonic_usec_now() {
             Ok(now) => self.notify(&[NotifyState::Reloading, now]),
             Err(_) => self.notify(&[NotifyState::Reloading]),
         }
     }
 
-    pub fn stopping(&self) -> Result<(), NotifyError> {
+    pub(crate) fn stopping(&self) -> Result<(), NotifyError> {
         self.notify(&[NotifyState::Stopping])
     }
 
     /// One `WATCHDOG=1` ping.
-    pub fn watchdog(&self) -> Result<(), NotifyError> {
+    pub(crate) fn watchdog(&self) -> Result<(), NotifyError> {
         self.notify(&[NotifyState::Watchdog])
     }
 
     /// Ping `WATCHDOG=1` at half the watchdog interval, as sd_watchdog_enabled(3)
     /// advises, for as long as the task runs. `None` when there is no watchdog.
     /// Must be called inside a tokio runtime.
-    pub fn spawn_watchdog(&self) -> Option<tokio::task::JoinHandle<()>> {
+    pub(crate) fn spawn_watchdog(&self) -> Option<tokio::task::JoinHandle<()>> {
         self.spawn_watchdog_checked(|| true)
     }
 
     /// As [`Notifier::spawn_watchdog`], but a ping is sent only while
     /// `healthy()` says so: a wedged component then makes systemd restart
     /// the service after one interval, which is the watchdog's purpose.
-    pub fn spawn_watchdog_checked<F>(&self, healthy: F) -> Option<tokio::task::JoinHandle<()>>
+    pub(crate) fn spawn_watchdog_checked<F>(
+        &self,
+        healthy: F,
+    ) -> Option<tokio::task::JoinHandle<()>>
     where
         F: Fn() -> bool + Send + 'static,
     {
@@ -210,7 +218,7 @@ fn send_abstract(_: &UnixDatagram, _: &[u8], _: &[u8]) -> io::Result<usize> {
 // ------------------------------------------------- process-wide shorthands
 
 /// The notifier for this process, read from the environment once.
-pub fn notifier() -> &'static Notifier {
+pub(crate) fn notifier() -> &'static Notifier {
     static N: OnceLock<Notifier> = OnceLock::new();
     N.get_or_init(Notifier::from_env)
 }
@@ -229,27 +237,22 @@ fn log_failure(what: &str, r: Result<(), NotifyError>) {
 
 /// `READY=1` and `STATUS=status`; send once listeners are bound and a
 /// snapshot is loaded.
-pub fn ready(status: &str) {
+pub(crate) fn ready(status: &str) {
     log_failure("READY=1", notifier().ready(status));
 }
 
-/// `STATUS=text` (one line, shown by `systemctl status`).
-pub fn status(text: &str) {
-    log_failure("STATUS=", notifier().status(text));
-}
-
 /// `RELOADING=1`; call [`ready`] when the reload is over.
-pub fn reloading() {
+pub(crate) fn reloading() {
     log_failure("RELOADING=1", notifier().reloading());
 }
 
 /// `STOPPING=1`, at the start of a graceful shutdown.
-pub fn stopping() {
+pub(crate) fn stopping() {
     log_failure("STOPPING=1", notifier().stopping());
 }
 
 /// Start the watchdog pings (see [`Notifier::spawn_watchdog`]).
-pub fn spawn_watchdog() -> Option<tokio::task::JoinHandle<()>> {
+pub(crate) fn spawn_watchdog() -> Option<tokio::task::JoinHandle<()>> {
     notifier().spawn_watchdog()
 }
 

@@ -132,7 +132,7 @@ pub fn compile_versioned(lists: &[ParsedList], version: u64) -> Result<Snapshot,
             });
         }
         for rule in &list.rules {
-            let extra = meta_row(&mut strings, &rule.meta, &rule.local_data)?.map(|row| {
+            let extra = meta_row(&mut strings, rule.meta(), &rule.local_data)?.map(|row| {
                 extras.push(row);
                 extras.len() as u32 - 1
             });

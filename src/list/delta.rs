@@ -53,7 +53,7 @@ pub(crate) struct Applied {
 
 impl Applied {
     /// Forget the pending copies (the version was rejected).
-    pub fn discard(&self) {
+    pub(crate) fn discard(&self) {
         self.pending_copies.discard();
     }
 }
@@ -368,7 +368,7 @@ fn layer_for(
                         action: view.action(),
                         local_data: view.addresses(),
                         line,
-                        meta: view.meta(),
+                        meta: view.meta().boxed(),
                     },
                     hidden_losers: dup,
                 });

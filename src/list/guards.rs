@@ -39,7 +39,7 @@ pub(crate) struct Candidate<'a> {
 
 impl<'a> Candidate<'a> {
     /// The candidate a set of list counts and its compiled snapshot make.
-    pub fn new(counts: &Counts, rules: usize, first_skip: Option<&'a str>) -> Candidate<'a> {
+    pub(crate) fn new(counts: &Counts, rules: usize, first_skip: Option<&'a str>) -> Candidate<'a> {
         let Counts {
             names,
             wildcards,

@@ -54,7 +54,7 @@ pub(crate) fn flatten(snap: &Snapshot) -> Result<Snapshot, CompileError> {
 /// merge holds only the rule table and filter in memory, and the mapping is
 /// not read through for a checksum (it was computed while writing): pages
 /// come in as lookups need them.
-pub fn flatten_to(snap: &Snapshot, path: &Path) -> Result<Snapshot, CompileError> {
+pub(crate) fn flatten_to(snap: &Snapshot, path: &Path) -> Result<Snapshot, CompileError> {
     let io = |source| {
         CompileError::Snapshot(SnapshotError::Io {
             path: path.display().to_string(),

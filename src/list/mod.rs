@@ -4,17 +4,18 @@
 mod bloom;
 pub mod compile;
 pub mod config;
-pub mod delta;
-pub mod guards;
+pub(crate) mod delta;
+pub(crate) mod guards;
 pub mod load;
-pub mod merge;
+pub(crate) mod merge;
 pub mod name;
 pub mod parse;
-pub mod reference;
+#[cfg(test)]
+pub(crate) mod reference;
 pub mod reload;
 pub mod snapshot;
 pub mod state;
-pub mod watch;
+pub(crate) mod watch;
 
 use std::fmt;
 use std::net::IpAddr;
@@ -26,7 +27,9 @@ use crate::policy::Action;
 
 pub use compile::{CompileError, compile, compile_versioned};
 pub use load::{FileRead, FileReport, LoadError, Loaded, OnRead, OptionsFor, load};
-pub use snapshot::{Match, RuleId, RuleView, Snapshot, SnapshotDiff, SnapshotError, diff};
+pub use snapshot::{
+    Match, MatchedKey, RuleId, RuleView, Snapshot, SnapshotDiff, SnapshotError, diff,
+};
 
 /// The text formats sinkhole reads. `Plain` also accepts `*.name`,
 /// `||name^`, `@@||name^` and `keyword:` lines, so mixed hand-written
@@ -142,7 +145,30 @@ pub struct Rule {
     pub local_data: Vec<IpAddr>,
     /// 1-based line in the source file.
     pub line: u32,
-    pub meta: RuleMeta,
+    /// Legal metadata, boxed and only when a row carries any: most rules
+    /// (plain lists) have none, and a million rules without it should not
+    /// carry 96 empty bytes each while a list is parsed and compiled.
+    pub meta: Option<Box<RuleMeta>>,
+}
+
+impl Rule {
+    /// The rule's metadata (empty when it has none).
+    pub fn meta(&self) -> &RuleMeta {
+        static NONE: RuleMeta = RuleMeta {
+            decision: None,
+            authority: None,
+            date: None,
+            category: None,
+        };
+        self.meta.as_deref().unwrap_or(&NONE)
+    }
+}
+
+impl RuleMeta {
+    /// `None` for empty metadata, so rules without any stay small.
+    pub fn boxed(self) -> Option<Box<RuleMeta>> {
+        (!self.is_empty()).then(|| Box::new(self))
+    }
 }
 
 /// A line that could not become a rule. Displays as `FILE:LINE: reason`.

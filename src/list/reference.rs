@@ -7,7 +7,7 @@ use super::{Action, ParsedList, Scope, Target};
 
 /// Where a rule came from, comparable across matchers.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RefHit {
+pub(crate) struct RefHit {
     pub file_index: usize,
     pub line: u32,
     pub action: Action,
@@ -15,13 +15,13 @@ pub struct RefHit {
 
 /// The reference matcher.
 #[derive(Default)]
-pub struct ReferenceMatcher {
+pub(crate) struct ReferenceMatcher {
     names: HashMap<(String, Scope), RefHit>,
     keywords: Vec<(String, RefHit)>,
 }
 
 impl ReferenceMatcher {
-    pub fn new(lists: &[ParsedList]) -> Self {
+    pub(crate) fn new(lists: &[ParsedList]) -> Self {
         let mut m = ReferenceMatcher::default();
         for (fi, list) in lists.iter().enumerate() {
             for r in &list.rules {
@@ -54,7 +54,7 @@ impl ReferenceMatcher {
     }
 
     /// Same contract as `Snapshot::lookup`, on a name that may have any case.
-    pub fn lookup(&self, name: &str) -> Option<&RefHit> {
+    pub(crate) fn lookup(&self, name: &str) -> Option<&RefHit> {
         let name = name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase();
         if name.is_empty() {
             return None;

@@ -116,6 +116,8 @@ struct Candidate {
     ord: u32,
     rank: u8,
     depth: u16,
+    /// The scope byte of the matched key.
+    scope: u8,
 }
 
 impl Candidate {
@@ -124,11 +126,56 @@ impl Candidate {
     }
 }
 
+/// The last `labels` labels of a dotted name, if it has that many (and
+/// they are ASCII, as every name the matcher walks is).
+fn label_suffix(name: &[u8], labels: u16) -> Option<&[u8]> {
+    if labels == 0 || !name.is_ascii() {
+        return None;
+    }
+    let mut seen = 0u16;
+    for (i, &b) in name.iter().enumerate().rev() {
+        if b == b'.' {
+            seen += 1;
+            if seen == labels {
+                return Some(&name[i + 1..]);
+            }
+        }
+    }
+    (seen + 1 == labels).then_some(name)
+}
+
+/// How a name rule matched: over how many trailing labels of the name,
+/// and with which scope.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MatchedKey {
+    pub labels: u16,
+    pub scope: Scope,
+}
+
+impl Candidate {
+    fn matched_key(&self) -> Option<MatchedKey> {
+        let scope = match self.scope {
+            SCOPE_EXACT => Scope::Exact,
+            SCOPE_SUBTREE => Scope::Subtree,
+            SCOPE_SUBDOMAINS => Scope::Subdomains,
+            _ => return None,
+        };
+        Some(MatchedKey {
+            labels: self.depth,
+            scope,
+        })
+    }
+}
+
 /// The winning rule for a name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Match {
     pub rule: RuleId,
     pub action: Action,
+    /// What of the looked-up name the rule's key covers (`None` for a
+    /// keyword rule): with the name, this gives the rule's text without
+    /// walking the fst back from the rule ([`RuleView::text_matched`]).
+    pub key: Option<MatchedKey>,
 }
 
 /// Why a snapshot could not be opened.
@@ -652,22 +699,23 @@ impl Snapshot {
         }
         let Some(layer) = &self.layer else {
             if let Some(best) = self.best_name_rule(name, &[]) {
-                return Some(self.make_match(best.ord));
+                return Some(self.make_match(best.ord, best.matched_key()));
             }
             return self.keyword_match(name);
         };
         let base = self.best_name_rule(name, &layer.tombstones);
         let over = layer.overlay.best_name_rule(name, &[]);
         match (base, over) {
-            (Some(b), Some(o)) if b.beats(&o) => Some(self.make_match(b.ord)),
+            (Some(b), Some(o)) if b.beats(&o) => Some(self.make_match(b.ord, b.matched_key())),
             (_, Some(o)) => {
-                let m = layer.overlay.make_match(o.ord);
+                let m = layer.overlay.make_match(o.ord, o.matched_key());
                 Some(Match {
                     rule: RuleId(layer.base_rows + o.ord),
                     action: m.action,
+                    key: m.key,
                 })
             }
-            (Some(b), None) => Some(self.make_match(b.ord)),
+            (Some(b), None) => Some(self.make_match(b.ord, b.matched_key())),
             (None, None) => self.keyword_match(name),
         }
     }
@@ -676,7 +724,7 @@ impl Snapshot {
         let ac = self.keywords.as_ref()?;
         let m = ac.find(name)?;
         let rule = *self.keyword_rules.get(m.pattern().as_usize())?;
-        Some(self.make_match(rule))
+        Some(self.make_match(rule, None))
     }
 
     /// The best name rule of this blob for `name`, ignoring `skip` (sorted
@@ -773,6 +821,7 @@ impl Snapshot {
                                 ord,
                                 rank,
                                 depth: depth as u16,
+                                scope,
                             });
                         }
                     }
@@ -789,9 +838,10 @@ impl Snapshot {
         best
     }
 
-    fn make_match(&self, rule: u32) -> Match {
+    fn make_match(&self, rule: u32, key: Option<MatchedKey>) -> Match {
         Match {
             rule: RuleId(rule),
+            key,
             action: action_from_code(self.action_code(rule)),
         }
     }
@@ -1044,6 +1094,27 @@ impl<'s> RuleView<'s> {
             Some((name, Scope::Exact)) => format!("={name}"),
             None => String::new(),
         }
+    }
+    /// [`RuleView::text`] for a rule that matched `name` as `key` says
+    /// ([`Match::key`]): the rule's name is that suffix of the (lowercased)
+    /// name, so nothing is read back from the fst. Used for every hit-log
+    /// record; falls back to [`RuleView::text`] for keyword rules or when
+    /// `key` does not fit `name`.
+    pub fn text_matched(&self, name: &[u8], key: Option<MatchedKey>) -> String {
+        let name = name.strip_suffix(b".").unwrap_or(name);
+        let Some((scope, suffix)) =
+            key.and_then(|k| Some((k.scope, label_suffix(name, k.labels)?)))
+        else {
+            return self.text();
+        };
+        let mut text = String::with_capacity(suffix.len() + 2);
+        match scope {
+            Scope::Subtree => {}
+            Scope::Subdomains => text.push_str("*."),
+            Scope::Exact => text.push('='),
+        }
+        text.extend(suffix.iter().map(|b| char::from(b.to_ascii_lowercase())));
+        text
     }
     /// The name a name rule is keyed on (without scope markers).
     pub fn name(&self) -> Option<String> {

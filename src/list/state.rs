@@ -21,6 +21,7 @@
 //! | `last-good.json` | its manifest, written last: a crash in between leaves a manifest that does not match, and the lists are re-read |
 //! | `merged.snapshot` | a background merge being written; renamed to `last-good.snapshot` |
 //! | `lists/N.list` | the copy of list file N as in force (`N.list.new` while a version is decided) |
+//! | `.lock` | locked by the running server ([`lock_state_dir`]); holds its pid |
 //!
 //! Without `state_dir` the copies live in a private temporary directory
 //! that is removed with the state, and nothing survives a restart.
@@ -47,6 +48,14 @@ const MERGED_FILE: &str = "merged.snapshot";
 /// temporary directory; nothing is saved).
 const MERGED_TEMP_FILE: &str = "current.snapshot";
 const COPIES_DIR: &str = "lists";
+
+/// Takes the exclusive lock on `state_dir` (see [`crate::dirlock`]): the
+/// server holds it for its life, so a second server with the same
+/// `state_dir` refuses to start instead of overwriting the first one's
+/// snapshot and copies.
+pub fn lock_state_dir(dir: &Path) -> Result<crate::dirlock::DirLock, crate::dirlock::DirLockError> {
+    crate::dirlock::lock_dir(dir, "lists state_dir")
+}
 
 /// The manifest stored next to the last good snapshot.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -255,23 +264,23 @@ pub(crate) struct Baseline {
 
 impl Baseline {
     /// The byte copy of file `i` as it is in force.
-    pub fn copy_path(&self, i: usize) -> PathBuf {
+    pub(crate) fn copy_path(&self, i: usize) -> PathBuf {
         copy_at(&self.copies, i)
     }
 
     /// Create the new copy of file `i`, to be kept if the version it
     /// belongs to is put in force.
-    pub fn create_pending_copy(&self, i: usize) -> io::Result<(fs::File, PathBuf)> {
+    pub(crate) fn create_pending_copy(&self, i: usize) -> io::Result<(fs::File, PathBuf)> {
         let path = pending_copy_at(&self.copies, i);
         Ok((fs::File::create(&path)?, path))
     }
 
-    pub fn remove_pending_copy(&self, i: usize) {
+    pub(crate) fn remove_pending_copy(&self, i: usize) {
         let _ = fs::remove_file(pending_copy_at(&self.copies, i));
     }
 
     /// The new copies of the files `changed`, as one set to keep or discard.
-    pub fn pending_copies(&self, changed: impl Iterator<Item = usize>) -> PendingCopies {
+    pub(crate) fn pending_copies(&self, changed: impl Iterator<Item = usize>) -> PendingCopies {
         PendingCopies(
             changed
                 .map(|i| (pending_copy_at(&self.copies, i), copy_at(&self.copies, i)))
@@ -294,7 +303,7 @@ pub(crate) struct PendingCopies(Vec<(PathBuf, PathBuf)>);
 
 impl PendingCopies {
     /// Forget them: the version was rejected or could not be built.
-    pub fn discard(&self) {
+    pub(crate) fn discard(&self) {
         for (pending, _) in &self.0 {
             let _ = fs::remove_file(pending);
         }
@@ -323,7 +332,7 @@ pub(crate) struct CopyRecorder {
 }
 
 impl CopyRecorder {
-    pub fn record(&mut self, f: &FileRead<'_>) {
+    pub(crate) fn record(&mut self, f: &FileRead<'_>) {
         if !self.failed {
             let written = fs::create_dir_all(&self.copies).and_then(|()| {
                 let pending = pending_copy_at(&self.copies, f.index);
@@ -345,7 +354,7 @@ impl CopyRecorder {
     }
 
     /// The load failed or its version was rejected.
-    pub fn discard(self) {
+    pub(crate) fn discard(self) {
         self.pending.discard();
     }
 }
@@ -367,6 +376,9 @@ pub enum CompileLastGoodError {
     Load(#[from] LoadError),
     #[error(transparent)]
     Save(#[from] SaveError),
+    /// A running server (or another compile) holds `state_dir`.
+    #[error(transparent)]
+    Locked(#[from] crate::dirlock::DirLockError),
 }
 
 /// Files and counts of a version in force but not saved yet (an
@@ -405,7 +417,7 @@ impl Drop for ListState {
 }
 
 impl ListState {
-    pub fn new(dir: Option<PathBuf>) -> ListState {
+    pub(crate) fn new(dir: Option<PathBuf>) -> ListState {
         static TEMP_SEQ: AtomicU64 = AtomicU64::new(0);
         let (copies, copies_are_temp) = match &dir {
             Some(dir) => (dir.join(COPIES_DIR), false),
@@ -428,7 +440,7 @@ impl ListState {
     }
 
     /// The last good snapshot and its manifest, if one was saved.
-    pub fn last_good(&self) -> Result<Option<(Snapshot, Manifest)>, SnapshotError> {
+    pub(crate) fn last_good(&self) -> Result<Option<(Snapshot, Manifest)>, SnapshotError> {
         let Some(dir) = &self.dir else {
             return Ok(None);
         };
@@ -444,7 +456,7 @@ impl ListState {
     /// Started from the last good snapshot `version` with `manifest`: are
     /// the list files the ones it was compiled from? If they are, their
     /// copies become the baseline of the next reload.
-    pub fn resume(
+    pub(crate) fn resume(
         &self,
         version: u64,
         manifest: &Manifest,
@@ -488,12 +500,12 @@ impl ListState {
     }
 
     /// What the next incremental reload diffs against, if anything.
-    pub fn baseline(&self) -> Option<Baseline> {
+    pub(crate) fn baseline(&self) -> Option<Baseline> {
         lock(&self.baseline).clone()
     }
 
     /// A recorder for a full load (pass its `record` to [`load`]).
-    pub fn recorder(&self) -> CopyRecorder {
+    pub(crate) fn recorder(&self) -> CopyRecorder {
         CopyRecorder {
             copies: self.copies.clone(),
             records: Vec::new(),
@@ -507,7 +519,7 @@ impl ListState {
     /// failure does not undo the version in force: without copies the
     /// next reload is a full one, and an unsaved version means a restart
     /// re-reads the lists.
-    pub fn save_full(
+    pub(crate) fn save_full(
         &self,
         snap: &Snapshot,
         recorder: CopyRecorder,
@@ -544,7 +556,7 @@ impl ListState {
     /// baseline now; the snapshot and manifest are saved when the merge is
     /// done ([`ListState::save_merged`]). False if the copies could not be
     /// kept: then there is no baseline and nothing to save.
-    pub fn keep_layer(
+    pub(crate) fn keep_layer(
         &self,
         files: Vec<FileRecord>,
         pending: &PendingCopies,
@@ -575,7 +587,7 @@ impl ListState {
 
     /// Where a background merge writes its flat snapshot (the directory
     /// is created).
-    pub fn merge_target(&self) -> io::Result<PathBuf> {
+    pub(crate) fn merge_target(&self) -> io::Result<PathBuf> {
         let (dir, file) = match &self.dir {
             Some(dir) => (dir, MERGED_FILE),
             None => (&self.copies, MERGED_TEMP_FILE),
@@ -585,14 +597,14 @@ impl ListState {
     }
 
     /// A merge that was superseded before it was put in force.
-    pub fn discard_merged(&self, target: &Path) {
+    pub(crate) fn discard_merged(&self, target: &Path) {
         let _ = fs::remove_file(target);
     }
 
     /// The merged snapshot `flat`, written at `target`, is in force: save
     /// it as the last good snapshot with the manifest of the layer it
     /// merged.
-    pub fn save_merged(&self, flat: &Snapshot, target: &Path) -> Result<(), SaveError> {
+    pub(crate) fn save_merged(&self, flat: &Snapshot, target: &Path) -> Result<(), SaveError> {
         let unsaved = lock(&self.unsaved).take();
         let (Some(dir), Some(Unsaved { files, counts })) = (&self.dir, unsaved) else {
             return Ok(());
@@ -617,6 +629,8 @@ pub fn compile_last_good(
     options: OptionsFor<'_>,
     version: u64,
 ) -> Result<Loaded, CompileLastGoodError> {
+    // Never under a running server's feet.
+    let _lock = lock_state_dir(dir)?;
     let state = ListState::new(Some(dir.to_path_buf()));
     let mut recorder = state.recorder();
     let loaded = match load(paths, options, version, Some(&mut |f| recorder.record(f))) {

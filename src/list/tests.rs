@@ -18,7 +18,7 @@ fn name_rule(name: &str, scope: Scope, action: Action, line: u32) -> Rule {
         action,
         local_data: Vec::new(),
         line,
-        meta: RuleMeta::default(),
+        meta: None,
     }
 }
 
@@ -84,7 +84,7 @@ fn sample() -> Vec<ParsedList> {
                 action: Block,
                 local_data: Vec::new(),
                 line: 7,
-                meta: RuleMeta::default(),
+                meta: None,
             },
             name_rule("dup.com", Subtree, Block, 8),
             name_rule("both.com", Subtree, Block, 9),
@@ -158,12 +158,12 @@ fn provenance_and_metadata() {
         action: Action::Block,
         local_data: Vec::new(),
         line: 42,
-        meta: RuleMeta {
+        meta: Some(Box::new(RuleMeta {
             decision: Some("2025/17".into()),
             authority: Some("AFM".into()),
             date: Some("2025-01-02".into()),
             category: Some("crypto".into()),
-        },
+        })),
     });
     let snap = compile(&lists).expect("compile");
     let m = snap.lookup(b"www.ordered.kz").expect("blocked");
@@ -275,6 +275,15 @@ proptest! {
         for q in &queries {
             both(&lists, &snap, q);
             both(&lists, &snap, &q.to_ascii_uppercase());
+            // The hit log's rule text from the matched labels is the text
+            // read back from the fst.
+            for asked in [q.clone(), q.to_ascii_uppercase(), format!("{q}.")] {
+                if let Some(m) = snap.lookup(asked.as_bytes()) {
+                    let view = snap.rule(m.rule);
+                    prop_assert!(m.key.is_some());
+                    prop_assert_eq!(view.text_matched(asked.as_bytes(), m.key), view.text());
+                }
+            }
         }
     }
 
@@ -315,4 +324,31 @@ fn line_numbers_beyond_the_row_format_are_an_error() {
     let m = snap.lookup(b"x.example").expect("hit");
     assert_eq!(snap.rule(m.rule).line(), (1 << 27) - 1);
     assert_eq!(snap.rule(m.rule).scope(), Some(Scope::Subtree));
+}
+
+/// The hit log's rule text comes from the asked name and how the rule
+/// matched it, not from the fst: proven by a name the fst does not hold.
+#[test]
+fn text_matched_is_built_from_the_name_not_the_fst() {
+    let snap = compile(&sample()).expect("compile");
+    let m = snap.lookup(b"WWW.Example.COM.").expect("hit");
+    let key = m.key.expect("a name rule");
+    assert_eq!((key.labels, key.scope), (2, Scope::Subtree));
+    let view = snap.rule(m.rule);
+    assert_eq!(view.text_matched(b"WWW.Example.COM.", m.key), "example.com");
+    assert_eq!(view.text_matched(b"a.other.org", m.key), "other.org");
+    let exact = MatchedKey {
+        labels: 1,
+        scope: Scope::Exact,
+    };
+    assert_eq!(view.text_matched(b"x.org", Some(exact)), "=org");
+    // Too few labels or no key: the rule's own text.
+    assert_eq!(view.text_matched(b"com", m.key), "example.com");
+    assert_eq!(view.text_matched(b"x.org", None), "example.com");
+    let kw = snap.lookup(b"my-binance.net").expect("keyword hit");
+    assert_eq!(kw.key, None);
+    assert_eq!(
+        snap.rule(kw.rule).text_matched(b"my-binance.net", kw.key),
+        "keyword:binance"
+    );
 }

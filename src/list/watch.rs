@@ -300,7 +300,7 @@ mod tests {
         text.push_str("new-name.example\n");
         write(&list, &text);
         wait_blocked(&r, "new-name.example", Duration::from_secs(5));
-        // The one-second bound is asserted end to end in tests/reload.rs.
+        // The one-second bound is asserted end to end in tests/integration/reload.rs.
         assert!(blocked(&r, "www.new-name.example"));
         // A new file in the directory is picked up too.
         fs::write(dir.path().join("lists/extra.txt"), "extra.example\n").expect("write");

@@ -20,11 +20,11 @@ use crate::http::{HttpListener, HttpStats};
 
 /// The OpenMetrics text format, which Prometheus, VictoriaMetrics and the
 /// Grafana agent all scrape.
-pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+pub(crate) const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 const TEXT: &str = "text/plain; charset=utf-8";
 
 /// Whether `/readyz` should answer 200 ([`super::Readiness::check`]).
-pub type ReadyCheck = Arc<dyn Fn() -> bool + Send + Sync>;
+pub(crate) type ReadyCheck = Arc<dyn Fn() -> bool + Send + Sync>;
 
 #[derive(Clone)]
 struct Endpoints {
@@ -33,7 +33,7 @@ struct Endpoints {
 }
 
 /// The metrics endpoints, for [`HttpListener::serve`].
-pub fn router(metrics: Arc<Metrics>, ready: ReadyCheck) -> Router {
+pub(crate) fn router(metrics: Arc<Metrics>, ready: ReadyCheck) -> Router {
     Router::new()
         .route("/metrics", get(scrape))
         .route("/healthz", get(healthz))

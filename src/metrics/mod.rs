@@ -97,8 +97,8 @@ use thiserror::Error;
 
 pub mod config;
 pub mod exposition;
-pub mod http;
-pub mod scrape;
+pub(crate) mod http;
+pub(crate) mod scrape;
 
 pub use config::{MetricsConfig, RawMetricsConfig};
 pub use exposition::{Exposition, ParsedSample};

@@ -84,7 +84,7 @@ const CLIENT: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 4000
 const STRANGER: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 99)), 40000);
 
 /// The ID [`Harness::upstream`] sends its question with.
-pub const UPSTREAM_ID: u16 = 0x5151;
+pub(crate) const UPSTREAM_ID: u16 = 0x5151;
 
 /// Questions [`Harness::upstream`] asks; the first input byte picks one.
 const QUESTIONS: &[(&str, RecordType, Option<bool>)] = &[

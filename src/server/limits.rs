@@ -29,16 +29,16 @@ pub struct LimitsConfig {
 }
 
 /// Buckets in the query limiter (32 bytes each: 2 MiB in all).
-pub const TABLE_SIZE: usize = 65_536;
+pub(crate) const TABLE_SIZE: usize = 65_536;
 /// Ways per set: a client competes for a slot with this many others.
-pub const WAYS: usize = 8;
+pub(crate) const WAYS: usize = 8;
 const SETS: usize = TABLE_SIZE / WAYS;
 /// Token amounts are in thousandths, so any rate refills exactly per ms.
 const MILLI: u64 = 1000;
 
 /// The client key: IPv4 addresses whole (as their IPv4-mapped IPv6 form),
 /// IPv6 cut to the /64. Never 0 (0 marks an empty bucket).
-pub fn client_key(ip: IpAddr) -> u128 {
+pub(crate) fn client_key(ip: IpAddr) -> u128 {
     let k = match ip.to_canonical() {
         IpAddr::V4(v4) => u128::from(v4.to_ipv6_mapped()),
         IpAddr::V6(v6) => u128::from(v6) & !((1u128 << 64) - 1),
@@ -56,7 +56,7 @@ struct Bucket {
 }
 
 /// The token buckets of `qps_per_client`.
-pub struct QpsLimiter {
+pub(crate) struct QpsLimiter {
     /// Milli-tokens added per millisecond (= queries per second).
     rate: u64,
     /// Bucket size in milli-tokens.
@@ -72,7 +72,7 @@ pub struct QpsLimiter {
 
 impl QpsLimiter {
     /// `None` when the limit is off.
-    pub fn new(cfg: &LimitsConfig) -> Option<QpsLimiter> {
+    pub(crate) fn new(cfg: &LimitsConfig) -> Option<QpsLimiter> {
         if cfg.qps_per_client == 0 {
             return None;
         }
@@ -103,7 +103,7 @@ impl QpsLimiter {
     }
 
     /// Take one query's token for `ip` at `now`; false when over the limit.
-    pub fn allow(&self, ip: IpAddr, now: Instant) -> bool {
+    pub(crate) fn allow(&self, ip: IpAddr, now: Instant) -> bool {
         let key = client_key(ip);
         let now_ms = now.saturating_duration_since(self.epoch).as_millis() as u64;
         let mut set = self.sets[self.set_of(key)]
@@ -158,7 +158,7 @@ fn oldest(set: &[Bucket; WAYS]) -> usize {
 /// consulted on accept, never per query; the map holds one entry per
 /// client with a connection open, so it is bounded by
 /// `server.tcp_max_connections` (a slot is taken after the global permit).
-pub struct ConnLimiter {
+pub(crate) struct ConnLimiter {
     max: usize,
     open: Mutex<HashMap<u128, usize>>,
     /// Connections closed at once because their client had `max` open.
@@ -166,14 +166,14 @@ pub struct ConnLimiter {
 }
 
 /// One open connection's share of its client's count; released on drop.
-pub struct ConnSlot {
+pub(crate) struct ConnSlot {
     limiter: Arc<ConnLimiter>,
     key: u128,
 }
 
 impl ConnLimiter {
     /// `None` when the limit is off.
-    pub fn new(cfg: &LimitsConfig) -> Option<Arc<ConnLimiter>> {
+    pub(crate) fn new(cfg: &LimitsConfig) -> Option<Arc<ConnLimiter>> {
         (cfg.tcp_connections_per_client > 0).then(|| {
             Arc::new(ConnLimiter {
                 max: cfg.tcp_connections_per_client,
@@ -184,7 +184,7 @@ impl ConnLimiter {
     }
 
     /// A slot for a new connection from `ip`, or `None` at the limit.
-    pub fn try_acquire(self: &Arc<Self>, ip: IpAddr) -> Option<ConnSlot> {
+    pub(crate) fn try_acquire(self: &Arc<Self>, ip: IpAddr) -> Option<ConnSlot> {
         let key = client_key(ip);
         let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
         let n = open.entry(key).or_insert(0);
@@ -202,7 +202,7 @@ impl ConnLimiter {
 
     /// Connections open now from `ip`'s client.
     #[cfg(test)]
-    pub fn open_for(&self, ip: IpAddr) -> usize {
+    pub(crate) fn open_for(&self, ip: IpAddr) -> usize {
         let open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
         open.get(&client_key(ip)).copied().unwrap_or(0)
     }

@@ -8,10 +8,13 @@
 //! was not used: it re-encodes every reply, runs one task per UDP socket and
 //! has no bound on in-flight work (see the README's design section).
 
+// Public for the fuzz targets; in a plain test build `server` is private,
+// so the harness's `pub` items are unreachable there by design.
 #[cfg(any(test, feature = "fuzzing"))]
+#[cfg_attr(not(feature = "fuzzing"), allow(unreachable_pub))]
 pub mod fuzzing;
-pub mod limits;
-pub mod query;
+pub(crate) mod limits;
+pub(crate) mod query;
 mod tcp;
 mod udp;
 
@@ -80,7 +83,7 @@ pub struct ServerSettings {
 /// Everything a query needs, shared by all workers and tasks: the sans-IO
 /// core plus the I/O around it (upstreams, waiting clients, in-flight
 /// exchanges, TCP connection limits).
-pub struct Shared {
+pub(crate) struct Shared {
     pub core: QueryCore,
     pub snapshot: Arc<ArcSwap<Snapshot>>,
     pub forwarder: Forwarder,
@@ -95,7 +98,7 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn new(
+    pub(crate) fn new(
         settings: &ServerSettings,
         snapshot: Arc<ArcSwap<Snapshot>>,
         audit: Option<AuditLog>,
@@ -237,7 +240,7 @@ impl Shared {
     }
 
     /// Upstream exchanges running now.
-    pub fn inflight(&self) -> usize {
+    pub(crate) fn inflight(&self) -> usize {
         self.inflight.live.load(Ordering::Relaxed)
     }
 }
@@ -350,9 +353,7 @@ impl Inflight {
 }
 
 /// A running server. Dropping it does not stop it; call [`ServerHandle::shutdown`].
-pub struct ServerHandle {
-    /// Store a new snapshot here to change the policy for every listener.
-    pub snapshot: Arc<ArcSwap<Snapshot>>,
+pub(crate) struct ServerHandle {
     pub shared: Arc<Shared>,
     /// The addresses actually bound (port 0 resolved).
     pub local_addrs: Vec<SocketAddr>,
@@ -370,7 +371,7 @@ pub struct ServerHandle {
 /// The longest shutdown waits for queries in flight, so that with the
 /// final audit flush the process is gone well within systemd's and the
 /// issue's 5 s even when `upstream.timeout_ms` is long.
-pub const MAX_DRAIN: std::time::Duration = std::time::Duration::from_millis(3000);
+pub(crate) const MAX_DRAIN: std::time::Duration = std::time::Duration::from_millis(3000);
 
 impl ServerHandle {
     /// Stop accepting (UDP workers stop reading, TCP listeners close and
@@ -379,7 +380,7 @@ impl ServerHandle {
     /// `upstream.timeout_ms` (at most [`MAX_DRAIN`]), TCP connections write
     /// their last replies. Last, the audit log writes everything queued, a
     /// final checkpoint and fsyncs.
-    pub async fn shutdown(self) {
+    pub(crate) async fn shutdown(self) {
         self.stop_flag.store(true, Ordering::Relaxed);
         let _ = self.stop_tx.send(true);
         for t in self.tcp_tasks {
@@ -453,13 +454,13 @@ fn bind_udp_and_tcp(
 
 /// Bind every listener and start serving. Must run inside a multi-thread
 /// tokio runtime (forwarding and TCP run on it).
-pub fn start(
+pub(crate) fn start(
     config: &ServerSettings,
     snapshot: Arc<ArcSwap<Snapshot>>,
     audit: Option<AuditLog>,
     metrics: Arc<Metrics>,
 ) -> Result<ServerHandle, ServeError> {
-    let shared = Arc::new(Shared::new(config, snapshot.clone(), audit, metrics));
+    let shared = Arc::new(Shared::new(config, snapshot, audit, metrics));
     let rt = tokio::runtime::Handle::current();
     let stop_flag = Arc::new(AtomicBool::new(false));
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -489,7 +490,6 @@ pub fn start(
         tracing::info!(addr = %bound, workers = config.server.workers, "listening (UDP and TCP)");
     }
     Ok(ServerHandle {
-        snapshot,
         shared,
         local_addrs,
         stop_flag,

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::acl::Acl;
 use crate::audit::{AuditLog, HitRecord};
 use crate::cache::{self, Cache, CacheConfig, CacheKey};
-use crate::list::{RuleId, RuleView, Snapshot};
+use crate::list::{MatchedKey, RuleId, RuleView, Snapshot};
 use crate::metrics::{Limit, Metrics};
 use crate::policy::{self, Action, Decision, PolicyConfig, Query};
 use crate::sinkhole;
@@ -25,7 +25,7 @@ use crate::wire::{self, Request, RequestError, ResponseScan, Transport};
 use super::limits::{LimitsConfig, QpsLimiter};
 
 /// Where the core hands every block for the hit log.
-pub trait HitSink: Send + Sync {
+pub(crate) trait HitSink: Send + Sync {
     fn record(&self, hit: HitRecord);
 }
 
@@ -37,7 +37,7 @@ impl HitSink for AuditLog {
 
 /// One query as it arrived.
 #[derive(Clone, Copy, Debug)]
-pub struct Inbound<'a> {
+pub(crate) struct Inbound<'a> {
     pub packet: &'a [u8],
     pub client: SocketAddr,
     pub transport: Transport,
@@ -49,7 +49,7 @@ pub struct Inbound<'a> {
 
 /// What the transport does after [`QueryCore::handle`].
 #[derive(Debug)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// Send the reply written into `out`.
     Reply,
     /// Send nothing.
@@ -61,7 +61,7 @@ pub enum Outcome {
 /// A query waiting for an upstream: the parsed question and its cache key,
 /// so nothing is parsed or keyed twice.
 #[derive(Clone)]
-pub struct Pending {
+pub(crate) struct Pending {
     pub request: Request,
     pub key: CacheKey,
     pub client: SocketAddr,
@@ -98,7 +98,7 @@ fn key_bits(req: &Request) -> u8 {
 }
 
 /// The cache key of a parsed request.
-pub fn cache_key(req: &Request) -> CacheKey {
+pub(crate) fn cache_key(req: &Request) -> CacheKey {
     CacheKey::new(req.lower_wire(), req.qtype, req.qclass, key_bits(req))
 }
 
@@ -111,7 +111,7 @@ fn reply_limit(req: &Request, transport: Transport) -> usize {
 }
 
 /// Everything the per-query decision needs, shared by every worker.
-pub struct QueryCore {
+pub(crate) struct QueryCore {
     policy: PolicyConfig,
     acl: Acl,
     cache: Cache,
@@ -124,7 +124,7 @@ pub struct QueryCore {
 }
 
 impl QueryCore {
-    pub fn new(
+    pub(crate) fn new(
         policy: PolicyConfig,
         acl: Acl,
         cache: &CacheConfig,
@@ -143,11 +143,11 @@ impl QueryCore {
         }
     }
 
-    pub fn cache(&self) -> &Cache {
+    pub(crate) fn cache(&self) -> &Cache {
         &self.cache
     }
 
-    pub fn metrics(&self) -> &Arc<Metrics> {
+    pub(crate) fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
     }
 
@@ -159,7 +159,7 @@ impl QueryCore {
 
     /// The inline part of a query: parse, ACL, policy, packet cache. Writes
     /// any immediate reply into `out`.
-    pub fn handle(&self, snap: &Snapshot, q: &Inbound<'_>, out: &mut Vec<u8>) -> Outcome {
+    pub(crate) fn handle(&self, snap: &Snapshot, q: &Inbound<'_>, out: &mut Vec<u8>) -> Outcome {
         if let Some(limiter) = &self.qps
             && !limiter.allow(q.client.ip(), q.now)
         {
@@ -191,20 +191,24 @@ impl QueryCore {
             return Outcome::Reply;
         }
         let limit = reply_limit(&req, q.transport);
+        let asker = Asker {
+            req: &req,
+            client: q.client,
+            transport: q.transport,
+            wall: q.wall,
+        };
         let asked = Query {
             name: req.dotted(),
             qtype: req.qtype,
         };
-        if let Decision::Block { rule, action } = policy::decide(snap, &asked, &self.policy) {
+        if let Decision::Block { rule, action, key } = policy::decide(snap, &asked, &self.policy) {
             let hit = Hit {
                 snap,
-                req: &req,
-                client: q.client,
-                transport: q.transport,
+                asker,
                 rule,
                 action,
                 via_cname: None,
-                wall: q.wall,
+                matched: (req.dotted(), key),
             };
             return self.block(hit, limit, out);
         }
@@ -216,19 +220,9 @@ impl QueryCore {
             self.metrics.cache_hit();
             // The snapshot may have changed since the answer was cached.
             if hit.has_cname
-                && let Some((rule, action, via)) = cname_block(snap, out, req.qtype, &self.policy)
+                && let Some(found) = cname_block(snap, out, req.qtype, &self.policy)
             {
-                let hit = Hit {
-                    snap,
-                    req: &req,
-                    client: q.client,
-                    transport: q.transport,
-                    rule,
-                    action,
-                    via_cname: Some(&via),
-                    wall: q.wall,
-                };
-                return self.block(hit, limit, out);
+                return self.block_via_cname(snap, asker, found, limit, out);
             }
             self.finish_forwarded(
                 out,
@@ -275,7 +269,7 @@ impl QueryCore {
         self.record_hit(&hit, &view);
         if sinkhole::block_answer(
             out,
-            hit.req,
+            hit.asker.req,
             &self.policy,
             &view,
             hit.action,
@@ -289,19 +283,40 @@ impl QueryCore {
         }
     }
 
+    /// Answer and record a block found on a CNAME owner or target of a
+    /// cached or upstream reply.
+    fn block_via_cname(
+        &self,
+        snap: &Snapshot,
+        asker: Asker<'_>,
+        (rule, action, key, via): (RuleId, Action, Option<MatchedKey>, String),
+        limit: usize,
+        out: &mut Vec<u8>,
+    ) -> Outcome {
+        let hit = Hit {
+            snap,
+            asker,
+            rule,
+            action,
+            via_cname: Some(&via),
+            matched: (via.as_bytes(), key),
+        };
+        self.block(hit, limit, out)
+    }
+
     fn record_hit(&self, hit: &Hit<'_>, rule: &RuleView<'_>) {
         if let Some(via) = hit.via_cname {
-            tracing::debug!(client = %hit.client.ip(), via, list = rule.list(), line = rule.line(), "blocked through CNAME");
+            tracing::debug!(client = %hit.asker.client.ip(), via, list = rule.list(), line = rule.line(), "blocked through CNAME");
         }
         let Some(sink) = &self.hits else { return };
         sink.record(HitRecord {
-            client: hit.client.ip(),
-            port: hit.client.port(),
-            transport: hit.transport,
-            qname: wire::presentation(hit.req.qname_wire()),
-            qtype: hit.req.qtype,
+            client: hit.asker.client.ip(),
+            port: hit.asker.client.port(),
+            transport: hit.asker.transport,
+            qname: wire::presentation(hit.asker.req.qname_wire()),
+            qtype: hit.asker.req.qtype,
             action: hit.action.as_str(),
-            rule: rule.text(),
+            rule: rule.text_matched(hit.matched.0, hit.matched.1),
             list: rule.list().to_string(),
             file: rule.file().to_string(),
             line: rule.line(),
@@ -309,7 +324,7 @@ impl QueryCore {
             authority: rule.authority().map(str::to_string),
             category: rule.category().map(str::to_string),
             list_version: hit.snap.version(),
-            time: hit.wall,
+            time: hit.asker.wall,
         });
     }
 
@@ -336,13 +351,13 @@ impl QueryCore {
 
     /// Cache an upstream's answer (once per exchange, before the waiting
     /// clients get their replies).
-    pub fn store(&self, key: &CacheKey, reply: &[u8], scan: &ResponseScan, now: Instant) {
+    pub(crate) fn store(&self, key: &CacheKey, reply: &[u8], scan: &ResponseScan, now: Instant) {
         self.cache.insert(key.as_bytes(), reply, scan, now);
     }
 
     /// The reply for one waiting client once the upstreams answered
     /// (`Some`) or failed (`None`). Returns false when nothing is to be sent.
-    pub fn complete(
+    pub(crate) fn complete(
         &self,
         snap: &Snapshot,
         p: &Pending,
@@ -353,6 +368,12 @@ impl QueryCore {
     ) -> bool {
         let req = &p.request;
         let limit = reply_limit(req, p.transport);
+        let asker = Asker {
+            req,
+            client: p.client,
+            transport: p.transport,
+            wall,
+        };
         let Some((bytes, scan)) = answer else {
             if let Some(outcome) = self.stale_answer(snap, p, limit, now, wall, out) {
                 return matches!(outcome, Outcome::Reply);
@@ -362,19 +383,12 @@ impl QueryCore {
             return true;
         };
         if scan.has_cname
-            && let Some((rule, action, via)) = cname_block(snap, bytes, req.qtype, &self.policy)
+            && let Some(found) = cname_block(snap, bytes, req.qtype, &self.policy)
         {
-            let hit = Hit {
-                snap,
-                req,
-                client: p.client,
-                transport: p.transport,
-                rule,
-                action,
-                via_cname: Some(&via),
-                wall,
-            };
-            return matches!(self.block(hit, limit, out), Outcome::Reply);
+            return matches!(
+                self.block_via_cname(snap, asker, found, limit, out),
+                Outcome::Reply
+            );
         }
         out.clear();
         out.extend_from_slice(bytes);
@@ -409,21 +423,17 @@ impl QueryCore {
             self.serve_stale,
         )?;
         self.metrics.stale_answer();
+        let asker = Asker {
+            req,
+            client: p.client,
+            transport: p.transport,
+            wall,
+        };
         // The lists may have changed since the answer was cached.
         if hit.has_cname
-            && let Some((rule, action, via)) = cname_block(snap, out, req.qtype, &self.policy)
+            && let Some(found) = cname_block(snap, out, req.qtype, &self.policy)
         {
-            let hit = Hit {
-                snap,
-                req,
-                client: p.client,
-                transport: p.transport,
-                rule,
-                action,
-                via_cname: Some(&via),
-                wall,
-            };
-            return Some(self.block(hit, limit, out));
+            return Some(self.block_via_cname(snap, asker, found, limit, out));
         }
         self.finish_forwarded(
             out,
@@ -436,16 +446,27 @@ impl QueryCore {
     }
 }
 
-/// A block about to be answered and recorded.
-struct Hit<'a> {
-    snap: &'a Snapshot,
+/// Who asked what: what a block answer and its hit record need besides
+/// the rule.
+#[derive(Clone, Copy)]
+struct Asker<'a> {
     req: &'a Request,
     client: SocketAddr,
     transport: Transport,
+    wall: SystemTime,
+}
+
+/// A block about to be answered and recorded.
+struct Hit<'a> {
+    snap: &'a Snapshot,
+    asker: Asker<'a>,
     rule: RuleId,
     action: Action,
     via_cname: Option<&'a str>,
-    wall: SystemTime,
+    /// The name the rule matched (the query's, or a CNAME's in the
+    /// reply) and how: the rule's text for the
+    /// hit log without reading it back from the fst.
+    matched: (&'a [u8], Option<MatchedKey>),
 }
 
 /// The first CNAME owner or target in `msg` that the snapshot blocks.
@@ -454,12 +475,15 @@ fn cname_block(
     msg: &[u8],
     qtype: u16,
     policy: &PolicyConfig,
-) -> Option<(RuleId, Action, String)> {
+) -> Option<(RuleId, Action, Option<MatchedKey>, String)> {
     wire::for_each_cname_name(msg, |name| {
         match policy::decide(snap, &Query { name, qtype }, policy) {
-            Decision::Block { rule, action } => {
-                Some((rule, action, String::from_utf8_lossy(name).into_owned()))
-            }
+            Decision::Block { rule, action, key } => Some((
+                rule,
+                action,
+                key,
+                String::from_utf8_lossy(name).into_owned(),
+            )),
             _ => None,
         }
     })
@@ -571,6 +595,39 @@ mod tests {
         (bytes, scan)
     }
 
+    /// The `Pending` of a query that must be forwarded.
+    fn forwarded(core: &QueryCore, snap: &Snapshot, packet: &[u8], now: Instant) -> Box<Pending> {
+        let mut out = Vec::new();
+        match core.handle(snap, &inbound(packet, CLIENT, now), &mut out) {
+            Outcome::Forward(p) => p,
+            other => panic!("not forwarded: {other:?}"),
+        }
+    }
+
+    /// The reply `core` writes for `p` once the upstream answered `packet`
+    /// (the answer cached first, as the shell does).
+    fn answered(
+        core: &QueryCore,
+        snap: &Snapshot,
+        p: &Pending,
+        packet: &[u8],
+        now: Instant,
+    ) -> Vec<u8> {
+        let (answer, scan) = upstream_answer(packet);
+        core.store(&p.key, &answer, &scan, now);
+        let mut out = Vec::new();
+        let sent = core.complete(
+            snap,
+            p,
+            Some((&answer, &scan)),
+            now,
+            SystemTime::now(),
+            &mut out,
+        );
+        assert!(sent);
+        out
+    }
+
     #[test]
     fn blocked_query_gets_the_sinkhole_answer_and_a_hit() {
         let (core, snap, hits) = core();
@@ -615,21 +672,8 @@ mod tests {
         let now = Instant::now();
         // Filled by a query with RD=1 AD=1.
         let first = query("cached.org.", true, true, false);
-        let mut out = Vec::new();
-        let Outcome::Forward(p) = core.handle(&snap, &inbound(&first, CLIENT, now), &mut out)
-        else {
-            panic!("first query not forwarded");
-        };
-        let (answer, scan) = upstream_answer(&first);
-        core.store(&p.key, &answer, &scan, now);
-        assert!(core.complete(
-            &snap,
-            &p,
-            Some((&answer, &scan)),
-            now,
-            SystemTime::now(),
-            &mut out
-        ));
+        let p = forwarded(&core, &snap, &first, now);
+        let mut out = answered(&core, &snap, &p, &first, now);
         assert_eq!(out[..2], [0xbe, 0xef], "client's ID");
         assert_eq!(
             wire::read_u16(&out, 2).unwrap() & wire::FLAG_AD,
@@ -651,20 +695,8 @@ mod tests {
         let (core, snap, _) = core();
         let now = Instant::now();
         let packet = query("plain.org.", true, false, false);
-        let mut out = Vec::new();
-        let Outcome::Forward(p) = core.handle(&snap, &inbound(&packet, CLIENT, now), &mut out)
-        else {
-            panic!("not forwarded");
-        };
-        let (answer, scan) = upstream_answer(&packet);
-        assert!(core.complete(
-            &snap,
-            &p,
-            Some((&answer, &scan)),
-            now,
-            SystemTime::now(),
-            &mut out
-        ));
+        let p = forwarded(&core, &snap, &packet, now);
+        let out = answered(&core, &snap, &p, &packet, now);
         let flags = wire::read_u16(&out, 2).unwrap();
         assert_eq!(flags & wire::FLAG_AD, 0, "AD only for AD or DO queries");
         assert_eq!(flags & wire::FLAG_RD, wire::FLAG_RD);
@@ -675,11 +707,8 @@ mod tests {
         let (core, snap, _) = core();
         let now = Instant::now();
         let packet = query("down.org.", true, false, false);
+        let p = forwarded(&core, &snap, &packet, now);
         let mut out = Vec::new();
-        let Outcome::Forward(p) = core.handle(&snap, &inbound(&packet, CLIENT, now), &mut out)
-        else {
-            panic!("not forwarded");
-        };
         assert!(core.complete(&snap, &p, None, now, SystemTime::now(), &mut out));
         assert_eq!(out[..4], [0xbe, 0xef, 0x81, 0x82]);
     }

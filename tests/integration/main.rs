@@ -9,6 +9,7 @@
 
 mod common;
 
+mod anchor;
 mod audit_e2e;
 mod console;
 mod faults;

@@ -119,6 +119,13 @@ impl Writer {
             self.batch.extend_from_slice(&self.scratch);
         }
         let h = hash_line(&self.batch[start..]);
+        if self.anchor.is_some()
+            && self.signer.is_some()
+            && matches!(line, Line::Start { .. } | Line::Checkpoint { .. })
+        {
+            self.anchor_pending
+                .push((seq, self.batch[start..].to_vec()));
+        }
         self.batch.push(b'\n');
         self.head = h;
         self.session_records += 1;
@@ -197,6 +204,9 @@ impl Writer {
             self.session_records = self.persisted.session_records;
             self.session_lost = self.persisted.session_lost;
             self.torn_carrier = None;
+            // Signed lines that did not reach the file are never anchored.
+            let kept = self.persisted.last_seq;
+            self.anchor_pending.retain(|(s, _)| Some(*s) <= kept);
             self.abandon(ok_bytes as u64, (written - ok_bytes) as u64);
             self.drop_range(from, to, newly, REASON_WRITE);
             let now = Instant::now();

@@ -73,8 +73,10 @@ use std::time::{Duration, Instant};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
+use super::anchor::{AnchorClient, AnchorStats};
 use super::config::{AuditPath, AuditSettings, ClientMode, load_key};
 use super::record::{Hash, TornRef, key_id};
+use super::sign::AuditSigner;
 use super::time::{day_of, now_micros};
 use super::{AuditError, AuditStats, ConsoleRecord, HitRecord};
 use batch::{Dropped, LineMeta, Persisted};
@@ -134,6 +136,7 @@ pub struct AuditLog {
 struct Inner {
     tx: Sender<Msg>,
     shared: Arc<Shared>,
+    anchor: Option<Arc<super::anchor::Shared>>,
     join: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -284,10 +287,22 @@ impl AuditLog {
             }
             _ => None,
         };
+        let signer = cfg
+            .signing_key
+            .as_deref()
+            .map(AuditSigner::load)
+            .transpose()?;
+        let mut dir_lock = None;
         let (sink, resume) = match &cfg.path {
             AuditPath::Stdout => (Sink::Stdout(io::stdout()), Resume::fresh()),
             AuditPath::Dir(dir) => {
                 std::fs::create_dir_all(dir).map_err(|e| AuditError::io(dir, e))?;
+                // Before reading the tail: a second writer must not even
+                // resume from a chain another process is extending.
+                dir_lock = Some(
+                    crate::dirlock::lock_dir(dir, "audit log directory")
+                        .map_err(|e| AuditError::Locked(e.to_string()))?,
+                );
                 let resume = resume_dir(dir)?;
                 (
                     Sink::Dir(DirSink {
@@ -329,9 +344,14 @@ impl AuditLog {
             fail_writes: AtomicBool::new(false),
             fail_halfway: AtomicBool::new(false),
         });
+        let anchor = cfg.anchor.as_ref().map(AnchorClient::start).transpose()?;
+        let anchor_shared = anchor.as_ref().map(AnchorClient::shared);
         let (tx, rx) = channel();
         let resumed_from = resume.resumed_from;
-        let writer = Writer::new(cfg, key, sink, rx, shared.clone(), resume);
+        let mut writer = Writer::new(cfg, key, sink, rx, shared.clone(), resume);
+        writer.signer = signer;
+        writer.anchor = anchor;
+        writer.dir_lock = dir_lock;
         let join = std::thread::Builder::new()
             .name("sinkhole-audit".into())
             .spawn(move || writer.run(start_seq, resumed_from))
@@ -343,6 +363,7 @@ impl AuditLog {
             inner: Arc::new(Inner {
                 tx,
                 shared,
+                anchor: anchor_shared,
                 join: Mutex::new(Some(join)),
             }),
         })
@@ -404,6 +425,11 @@ impl AuditLog {
         if self.inner.tx.send(Msg::Console(Box::new(rec))).is_ok() {
             self.inner.shared.wake();
         }
+    }
+
+    /// Anchor client counters (`None` without `anchor_url`).
+    pub fn anchor_stats(&self) -> Option<AnchorStats> {
+        self.inner.anchor.as_ref().map(|a| a.stats())
     }
 
     /// Writes and fsyncs everything queued so far. Blocks the caller (not
@@ -475,6 +501,14 @@ struct Writer {
     client_mode: ClientMode,
     mac: Option<Hmac<Sha256>>,
     key_id: Option<String>,
+    /// Signs `start` and `checkpoint` records (`[audit] signing_key`).
+    signer: Option<AuditSigner>,
+    /// Where signed lines go once fsynced (`[audit] anchor_url`).
+    anchor: Option<AnchorClient>,
+    /// Signed lines written but not yet fsynced: (seq, line).
+    anchor_pending: Vec<(u64, Vec<u8>)>,
+    /// The audit directory's lock, released when the writer stops.
+    dir_lock: Option<crate::dirlock::DirLock>,
 
     head: Hash,
     session_records: u64,
@@ -551,6 +585,10 @@ impl Writer {
             client_mode: cfg.client,
             mac,
             key_id: key.as_deref().map(key_id),
+            signer: None,
+            anchor: None,
+            anchor_pending: Vec::new(),
+            dir_lock: None,
             head: resume.head,
             session_records: 0,
             session_lost: 0,
@@ -600,6 +638,7 @@ impl Writer {
         self.frontier = start_seq + 1;
         self.flush_batch();
         self.fsync();
+        self.release_anchors();
         self.publish();
         let tick = if self.fsync_every.is_zero() {
             MAX_TICK
@@ -636,6 +675,7 @@ impl Writer {
                 self.fsync();
             }
             shutdown |= self.run_deferred();
+            self.release_anchors();
             self.publish();
             // A full round means more is waiting: no nap then.
             if n > 0 && n < MAX_BATCH_MSGS {
@@ -835,6 +875,7 @@ impl Writer {
         self.flush_batch();
         self.fsync();
         self.close_current();
+        self.release_anchors();
         self.publish();
         if let Some(d) = self.dropped {
             self.warn(&format!(
@@ -851,6 +892,28 @@ impl Writer {
                 let _ = ack.send(());
             }
         }
+    }
+
+    /// Hands signed lines to the anchor client once they are on disk:
+    /// everything persisted is fsynced when nothing is dirty.
+    fn release_anchors(&mut self) {
+        if self.anchor_pending.is_empty() || self.dirty {
+            return;
+        }
+        let upto = self.persisted.last_seq;
+        let Some(anchor) = &self.anchor else {
+            self.anchor_pending.clear();
+            return;
+        };
+        let mut keep = Vec::new();
+        for (seq, line) in self.anchor_pending.drain(..) {
+            if Some(seq) <= upto {
+                anchor.push(line);
+            } else {
+                keep.push((seq, line));
+            }
+        }
+        self.anchor_pending = keep;
     }
 
     fn warn(&mut self, msg: &str) {

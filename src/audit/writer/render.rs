@@ -10,6 +10,7 @@ use crate::audit::record::{
     CheckpointLine, ConsoleLine, Hash, HitLine, LostLine, RetentionLine, StartLine, canonical,
     hex32, qtype_name,
 };
+use crate::audit::sign::SignedKind;
 use crate::audit::time::{format_ts, micros_of};
 use crate::audit::{ConsoleRecord, HitRecord};
 
@@ -51,6 +52,24 @@ impl Writer {
         let prev = hex32(&self.head);
         let prev = prev.as_str();
         let now = format_ts(self.now);
+        // Start and checkpoint records are signed when a key is configured
+        // (periodic, so the ~20 µs of a signature stay off the hit path).
+        let signed = match line {
+            Line::Start { .. } => Some((SignedKind::Start, 0, 0)),
+            Line::Checkpoint { .. } => Some((
+                SignedKind::Checkpoint,
+                self.session_records,
+                self.session_lost,
+            )),
+            _ => None,
+        };
+        let sig_hex = signed.and_then(|(kind, records, lost)| {
+            let s = self.signer.as_ref()?;
+            let sig = s.sign(kind, seq, &self.head, now.as_str(), records, lost)?;
+            Some(hex::encode(sig))
+        });
+        let sig = sig_hex.as_deref();
+        let sig_pub = sig.and(self.signer.as_ref().map(|s| s.public_hex()));
         let res = match line {
             Line::Hit(hit) => {
                 let ts = format_ts(micros_of(hit.time));
@@ -94,6 +113,8 @@ impl Writer {
                     key_id: self.key_id.as_deref(),
                     resumed_from: *resumed_from,
                     torn: &self.pending_torn,
+                    sig_pub,
+                    sig,
                     prev,
                 },
             ),
@@ -107,6 +128,8 @@ impl Writer {
                     records: self.session_records,
                     lost: self.session_lost,
                     hash: prev,
+                    sig_pub,
+                    sig,
                     prev,
                 },
             ),

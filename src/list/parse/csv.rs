@@ -597,7 +597,8 @@ mod tests {
             let got: Vec<_> = p
                 .rules
                 .into_iter()
-                .map(|r| (r.line, r.target, r.meta))
+                .map(|r| (r.line, r.meta().clone(), r.target))
+                .map(|(line, meta, target)| (line, target, meta))
                 .collect();
             assert_eq!(got, want, "input {input:?}");
             assert!(p.skipped.is_empty(), "input {input:?}: {:?}", p.skipped);
@@ -668,12 +669,12 @@ mod tests {
         bytes.extend_from_slice(b";9843-URL-on;2013-08-06\n");
         let p = run(&bytes);
         assert_eq!(p.rules.len(), 1);
-        assert_eq!(p.rules[0].meta.authority.as_deref(), Some("Роскомнадзор"));
-        assert_eq!(p.rules[0].meta.decision.as_deref(), Some("9843-URL-on"));
+        assert_eq!(p.rules[0].meta().authority.as_deref(), Some("Роскомнадзор"));
+        assert_eq!(p.rules[0].meta().decision.as_deref(), Some("9843-URL-on"));
         // The same text as UTF-8 stays UTF-8.
         let utf8 = "Updated: x\n1;a.com;;Роскомнадзор;1;2\n";
         assert_eq!(
-            run(utf8.as_bytes()).rules[0].meta.authority.as_deref(),
+            run(utf8.as_bytes()).rules[0].meta().authority.as_deref(),
             Some("Роскомнадзор")
         );
     }

@@ -421,7 +421,7 @@ impl Sink {
             action,
             local_data: Vec::new(),
             line,
-            meta,
+            meta: meta.boxed(),
         });
     }
 

@@ -167,17 +167,15 @@ fn zapret_dump_2014_04_22() {
     );
     assert!(p.skipped.is_empty(), "{:?}", p.skipped.first());
     // Every rule carries the row's legal metadata.
-    assert!(
-        p.rules.iter().all(|r| r.meta.decision.is_some()
-            && r.meta.authority.is_some()
-            && r.meta.date.is_some())
-    );
+    assert!(p.rules.iter().all(|r| r.meta().decision.is_some()
+        && r.meta().authority.is_some()
+        && r.meta().date.is_some()));
 
     let r = at(&p, 2045);
     assert_eq!(r.len(), 1);
     assert_eq!(r[0].target, name("xn--80affxdmh4i.com", Scope::Subtree));
     assert_eq!(
-        r[0].meta,
+        *r[0].meta(),
         RuleMeta {
             decision: Some("2/1/11-15934".into()),
             authority: Some("ФСКН".into()),
@@ -188,14 +186,14 @@ fn zapret_dump_2014_04_22() {
     // Trailing spaces in the domain and URL.
     assert_eq!(at(&p, 904)[0].target, name("navalny.co.uk", Scope::Subtree));
     assert_eq!(
-        at(&p, 904)[0].meta.authority.as_deref(),
+        at(&p, 904)[0].meta().authority.as_deref(),
         Some("Генпрокуратура")
     );
     // Page orders: URL rules only, the host is never blocked for them.
     let r = at(&p, 2);
     assert_eq!(r[0].target, Target::Url("http://0chan.hk/h/".into()));
-    assert_eq!(r[0].meta.decision.as_deref(), Some("9843-URL-on"));
-    assert_eq!(r[0].meta.authority.as_deref(), Some("Роскомнадзор"));
+    assert_eq!(r[0].meta().decision.as_deref(), Some("9843-URL-on"));
+    assert_eq!(r[0].meta().authority.as_deref(), Some("Роскомнадзор"));
     assert!(!has_name(&p, "0chan.hk"));
     // A bare IP as the domain.
     assert_eq!(

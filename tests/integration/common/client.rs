@@ -13,7 +13,7 @@ use super::Server;
 
 /// A recursive query for `name`/`t` with a fresh ID, with an OPT record
 /// (payload 1232) when `edns`.
-pub fn query_msg(name: &str, t: RecordType, edns: bool) -> Message {
+pub(crate) fn query_msg(name: &str, t: RecordType, edns: bool) -> Message {
     let mut m = Message::query();
     m.metadata.id = rand_id();
     m.metadata.recursion_desired = true;
@@ -37,7 +37,7 @@ fn rand_id() -> u16 {
 
 /// One UDP query from `bind` (port 0) to `server`; the reply with the
 /// query's ID, or None after `wait`.
-pub fn try_query_udp_from(
+pub(crate) fn try_query_udp_from(
     bind: IpAddr,
     server: SocketAddr,
     q: &Message,
@@ -60,20 +60,20 @@ pub fn try_query_udp_from(
 }
 
 /// [`try_query_udp_from`] 127.0.0.1.
-pub fn try_query_udp(server: SocketAddr, q: &Message, wait: Duration) -> Option<Message> {
+pub(crate) fn try_query_udp(server: SocketAddr, q: &Message, wait: Duration) -> Option<Message> {
     try_query_udp_from(IpAddr::V4(Ipv4Addr::LOCALHOST), server, q, wait)
 }
 
 /// One UDP query to `server` from 127.0.0.1; panics (with the server log)
 /// on no answer within 3 s.
-pub fn udp(server: &Server, name: &str, t: RecordType, edns: bool) -> Message {
+pub(crate) fn udp(server: &Server, name: &str, t: RecordType, edns: bool) -> Message {
     let q = query_msg(name, t, edns);
     try_query_udp(server.addr, &q, Duration::from_secs(3))
         .unwrap_or_else(|| panic!("no answer for {name} {t}; log:\n{}", server.log()))
 }
 
 /// Raw UDP bytes in, raw bytes out (or None after `wait`).
-pub fn udp_raw(server: SocketAddr, packet: &[u8], wait: Duration) -> Option<Vec<u8>> {
+pub(crate) fn udp_raw(server: SocketAddr, packet: &[u8], wait: Duration) -> Option<Vec<u8>> {
     let sock = UdpSocket::bind("127.0.0.1:0").ok()?;
     sock.set_read_timeout(Some(wait)).ok()?;
     sock.send_to(packet, server).ok()?;
@@ -83,7 +83,7 @@ pub fn udp_raw(server: SocketAddr, packet: &[u8], wait: Duration) -> Option<Vec<
 }
 
 /// Send all `queries` on one TCP connection at once, then read as many replies.
-pub fn tcp_pipelined(server: SocketAddr, queries: &[Message]) -> Vec<Message> {
+pub(crate) fn tcp_pipelined(server: SocketAddr, queries: &[Message]) -> Vec<Message> {
     let mut s = TcpStream::connect_timeout(&server, Duration::from_secs(3)).expect("tcp connect");
     s.set_read_timeout(Some(Duration::from_secs(5))).ok();
     let mut all = Vec::new();
@@ -105,12 +105,12 @@ pub fn tcp_pipelined(server: SocketAddr, queries: &[Message]) -> Vec<Message> {
 }
 
 /// The response code as a number (0 NOERROR, 2 SERVFAIL, 3 NXDOMAIN, 5 REFUSED).
-pub fn rcode(m: &Message) -> u16 {
+pub(crate) fn rcode(m: &Message) -> u16 {
     u16::from(m.metadata.response_code)
 }
 
 /// (code, text) of the EDE option, if any.
-pub fn ede(m: &Message) -> Option<(u16, String)> {
+pub(crate) fn ede(m: &Message) -> Option<(u16, String)> {
     let e = m.edns.as_ref()?;
     e.options().as_ref().iter().find_map(|(code, opt)| {
         if u16::from(*code) != 15 {
@@ -125,7 +125,7 @@ pub fn ede(m: &Message) -> Option<(u16, String)> {
 }
 
 /// The A records of the answer section.
-pub fn a_records(m: &Message) -> Vec<Ipv4Addr> {
+pub(crate) fn a_records(m: &Message) -> Vec<Ipv4Addr> {
     m.answers
         .iter()
         .filter_map(|r| match &r.data {
@@ -136,7 +136,7 @@ pub fn a_records(m: &Message) -> Vec<Ipv4Addr> {
 }
 
 /// One value from `/metrics` at `addr` (None: unreachable or absent).
-pub fn metric(addr: SocketAddr, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+pub(crate) fn metric(addr: SocketAddr, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
     s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
@@ -150,7 +150,7 @@ pub fn metric(addr: SocketAddr, name: &str, labels: &[(&str, &str)]) -> Option<f
 }
 
 /// A TCP connection to `server` from the loopback address `from`.
-pub fn tcp_connect_from(from: Ipv4Addr, server: SocketAddr) -> std::io::Result<TcpStream> {
+pub(crate) fn tcp_connect_from(from: Ipv4Addr, server: SocketAddr) -> std::io::Result<TcpStream> {
     let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
     s.bind(&SocketAddr::from((from, 0)).into())?;
     s.connect_timeout(&server.into(), Duration::from_secs(3))?;
@@ -158,7 +158,7 @@ pub fn tcp_connect_from(from: Ipv4Addr, server: SocketAddr) -> std::io::Result<T
 }
 
 /// One query over an open TCP connection; None on EOF, error or timeout.
-pub fn tcp_query_on(s: &mut TcpStream, q: &Message, wait: Duration) -> Option<Message> {
+pub(crate) fn tcp_query_on(s: &mut TcpStream, q: &Message, wait: Duration) -> Option<Message> {
     s.set_read_timeout(Some(wait)).ok()?;
     let b = q.to_vec().ok()?;
     let mut framed = (b.len() as u16).to_be_bytes().to_vec();
@@ -172,7 +172,7 @@ pub fn tcp_query_on(s: &mut TcpStream, q: &Message, wait: Duration) -> Option<Me
 }
 
 /// True once the server has closed `s` (EOF or reset), waiting at most `wait`.
-pub fn closed_by_server(s: &mut TcpStream, wait: Duration) -> bool {
+pub(crate) fn closed_by_server(s: &mut TcpStream, wait: Duration) -> bool {
     s.set_read_timeout(Some(wait)).ok();
     let mut b = [0u8; 512];
     loop {

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 /// The longest a test waits for the gate (the heavy test takes about a
 /// minute on a loaded two-core machine).
-pub const GATE_WITHIN: Duration = Duration::from_secs(600);
+pub(crate) const GATE_WITHIN: Duration = Duration::from_secs(600);
 
 #[derive(Default)]
 struct State {
@@ -46,17 +46,17 @@ thread_local! {
 
 /// A place in the gate, given back when this thread's last guard is dropped.
 #[must_use = "the gate is released when the guard is dropped"]
-pub struct Guard {
+pub(crate) struct Guard {
     _not_send: PhantomData<*const ()>,
 }
 
 /// Run alongside other shared holders, never alongside [`exclusive`].
-pub fn shared() -> Guard {
+pub(crate) fn shared() -> Guard {
     acquire(false)
 }
 
 /// Run with no [`shared`] holder; take it before starting anything.
-pub fn exclusive() -> Guard {
+pub(crate) fn exclusive() -> Guard {
     acquire(true)
 }
 

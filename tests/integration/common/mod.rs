@@ -5,20 +5,20 @@
 //! and what a test starts stops when it is dropped. A test that loads the
 //! machine on purpose runs apart from the servers of the others ([`gate`]).
 
-pub mod client;
-pub mod gate;
-pub mod server;
-pub mod upstream;
+pub(crate) mod client;
+pub(crate) mod gate;
+pub(crate) mod server;
+pub(crate) mod upstream;
 
 use std::time::{Duration, Instant};
 
-pub use client::*;
-pub use server::{Server, await_ready_file, signal};
-pub use upstream::{Fault, UP_V4, Upstream};
+pub(crate) use client::*;
+pub(crate) use server::{Server, await_ready_file, signal};
+pub(crate) use upstream::{Fault, UP_V4, Upstream};
 
 /// `[[lists.file]]` entries giving `nodata.txt`, `refused.txt`, `drop.txt`
 /// and `address.txt` in the list directory their action, one each.
-pub const PER_LIST: &str = r#"
+pub(crate) const PER_LIST: &str = r#"
 [[lists.file]]
 path = "{lists}/nodata.txt"
 action = "nodata"
@@ -34,7 +34,7 @@ action = "address"
 "#;
 
 /// Poll `f` every 20 ms until it returns `Some`, for at most `within`.
-pub fn wait_for<T>(within: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+pub(crate) fn wait_for<T>(within: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
     let deadline = Instant::now() + within;
     loop {
         if let Some(v) = f() {

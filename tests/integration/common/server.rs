@@ -12,28 +12,28 @@ use super::{gate, wait_for};
 
 /// How long a start may take before the harness gives up (a debug build
 /// compiling a 100,000-name list on a loaded two-core machine).
-pub const READY_WITHIN: Duration = Duration::from_secs(30);
+pub(crate) const READY_WITHIN: Duration = Duration::from_secs(30);
 
 /// The listeners a `sinkhole serve --ready-file` wrote, one `ROLE ADDRESS`
 /// line each: `dns` (UDP and TCP on one port, one line per `[server]
 /// listen` entry), `metrics` (`[metrics] listen`). Roles this harness does
 /// not know are kept but never asked for.
 #[derive(Clone, Debug)]
-pub struct Listeners {
+pub(crate) struct Listeners {
     text: String,
 }
 
 impl Listeners {
     /// Read the ready file; None while it does not exist. It is written
     /// with a rename, so a file that exists is complete.
-    pub fn read(path: &Path) -> Option<Listeners> {
+    pub(crate) fn read(path: &Path) -> Option<Listeners> {
         std::fs::read_to_string(path)
             .ok()
             .map(|text| Listeners { text })
     }
 
     /// Every address listed for `role`, in file order.
-    pub fn all(&self, role: &str) -> Vec<SocketAddr> {
+    pub(crate) fn all(&self, role: &str) -> Vec<SocketAddr> {
         self.text
             .lines()
             .filter_map(|l| l.split_once(' '))
@@ -48,7 +48,7 @@ impl Listeners {
 
     /// The first address listed for `role`; panics (showing the file) if
     /// there is none.
-    pub fn first(&self, role: &str) -> SocketAddr {
+    pub(crate) fn first(&self, role: &str) -> SocketAddr {
         self.all(role)
             .first()
             .copied()
@@ -59,7 +59,7 @@ impl Listeners {
 /// Wait, at most `within`, for the ready file at `path` that `child`
 /// (started with `--ready-file path`) writes once every listener is bound.
 /// Err says why not: the child exited first, or time ran out.
-pub fn await_ready_file(
+pub(crate) fn await_ready_file(
     path: &Path,
     child: &mut Child,
     within: Duration,
@@ -94,7 +94,7 @@ impl Drop for KillOnDrop {
 }
 
 /// Send `signal` to process `pid` (one of our children).
-pub fn signal(pid: u32, signal: libc::c_int) {
+pub(crate) fn signal(pid: u32, signal: libc::c_int) {
     // SAFETY: kill(2) has no memory effects on this process.
     let rc = unsafe { libc::kill(pid as libc::pid_t, signal) };
     assert_eq!(
@@ -109,7 +109,7 @@ pub fn signal(pid: u32, signal: libc::c_int) {
 /// directory with the given files, `listen = ["127.0.0.1:0"]`, two
 /// workers, `timeout_ms = 800`, no metrics.
 #[must_use = "nothing runs until .start()"]
-pub struct ServerBuilder {
+pub(crate) struct ServerBuilder {
     upstreams: Vec<SocketAddr>,
     lists: Vec<(String, String)>,
     listen: Vec<String>,
@@ -127,20 +127,20 @@ type Customize = Box<dyn FnOnce(&mut Command)>;
 impl ServerBuilder {
     /// List files (name → content) written into `{lists}`, the directory
     /// `[lists] paths` names.
-    pub fn lists(mut self, lists: &[(&str, &str)]) -> Self {
+    pub(crate) fn lists(mut self, lists: &[(&str, &str)]) -> Self {
         self.lists
             .extend(lists.iter().map(|(n, c)| (n.to_string(), c.to_string())));
         self
     }
 
     /// `[server] listen` addresses instead of `127.0.0.1:0` (use port 0).
-    pub fn listen(mut self, addrs: &[&str]) -> Self {
+    pub(crate) fn listen(mut self, addrs: &[&str]) -> Self {
         self.listen = addrs.iter().map(|a| a.to_string()).collect();
         self
     }
 
     /// Extra `[server]` keys (TOML lines).
-    pub fn server_keys(mut self, toml: &str) -> Self {
+    pub(crate) fn server_keys(mut self, toml: &str) -> Self {
         self.server_keys.push_str(toml);
         self.server_keys.push('\n');
         self
@@ -149,41 +149,41 @@ impl ServerBuilder {
     /// TOML appended after the `[lists]` table: bare keys are `[lists]`
     /// keys, other sections come with their header. `{lists}` stands for
     /// the list directory, `{dir}` for the server's temporary directory.
-    pub fn config(mut self, toml: &str) -> Self {
+    pub(crate) fn config(mut self, toml: &str) -> Self {
         self.config.push_str(toml);
         self.config.push('\n');
         self
     }
 
     /// Serve `/metrics` on 127.0.0.1 port 0 ([`Server::metrics`] says where).
-    pub fn metrics(mut self) -> Self {
+    pub(crate) fn metrics(mut self) -> Self {
         self.metrics = true;
         self
     }
 
     /// An environment variable for the server process.
-    pub fn env(mut self, key: &str, value: impl AsRef<std::ffi::OsStr>) -> Self {
+    pub(crate) fn env(mut self, key: &str, value: impl AsRef<std::ffi::OsStr>) -> Self {
         let value = value.as_ref().to_string_lossy().into_owned();
         self.env.push((key.to_string(), Some(value)));
         self
     }
 
     /// Remove an inherited environment variable.
-    pub fn env_remove(mut self, key: &str) -> Self {
+    pub(crate) fn env_remove(mut self, key: &str) -> Self {
         self.env.push((key.to_string(), None));
         self
     }
 
     /// Arguments after `serve --config FILE --ready-file FILE`.
     #[allow(dead_code)] // every current test is configured through the file
-    pub fn args(mut self, args: &[&str]) -> Self {
+    pub(crate) fn args(mut self, args: &[&str]) -> Self {
         self.args.extend(args.iter().map(|a| a.to_string()));
         self
     }
 
     /// Adjust the command just before it is spawned (e.g. `pre_exec`
     /// resource limits).
-    pub fn customize(mut self, f: impl FnOnce(&mut Command) + 'static) -> Self {
+    pub(crate) fn customize(mut self, f: impl FnOnce(&mut Command) + 'static) -> Self {
         self.customize = Some(Box::new(f));
         self
     }
@@ -191,7 +191,7 @@ impl ServerBuilder {
     /// Write the configuration and lists into a temporary directory, start
     /// the binary and wait for its ready file (at most [`READY_WITHIN`]).
     /// Panics with the server's log if it exits or times out first.
-    pub fn start(self) -> Server {
+    pub(crate) fn start(self) -> Server {
         let gate = gate::shared();
         let dir = tempfile::tempdir().expect("tempdir");
         let list_dir = dir.path().join("lists");
@@ -267,7 +267,7 @@ impl ServerBuilder {
 
 /// A running `sinkhole serve` (killed on drop). It holds a shared place in
 /// the [`gate`], so it never runs beside the heavy test.
-pub struct Server {
+pub(crate) struct Server {
     /// The first `dns` listener (UDP and TCP).
     pub addr: SocketAddr,
     /// Everything its ready file lists.
@@ -281,7 +281,7 @@ pub struct Server {
 
 impl Server {
     /// Start describing a server forwarding to `upstreams`.
-    pub fn builder(upstreams: &[SocketAddr]) -> ServerBuilder {
+    pub(crate) fn builder(upstreams: &[SocketAddr]) -> ServerBuilder {
         ServerBuilder {
             upstreams: upstreams.to_vec(),
             lists: Vec::new(),
@@ -297,44 +297,44 @@ impl Server {
 
     /// The `/metrics` listener; panics if it was started without
     /// [`ServerBuilder::metrics`].
-    pub fn metrics(&self) -> SocketAddr {
+    pub(crate) fn metrics(&self) -> SocketAddr {
         self.listeners.first("metrics")
     }
 
     /// Its process ID.
-    pub fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.0.id()
     }
 
     /// The directory `[lists] paths` names.
-    pub fn list_dir(&self) -> PathBuf {
+    pub(crate) fn list_dir(&self) -> PathBuf {
         self.dir.path().join("lists")
     }
 
     /// Send a signal (SIGHUP, SIGTERM, …) to the server.
-    pub fn signal(&self, sig: libc::c_int) {
+    pub(crate) fn signal(&self, sig: libc::c_int) {
         signal(self.pid(), sig);
     }
 
     /// Wait up to `within` for the process to exit; its status, or None.
-    pub fn wait_exit(&mut self, within: Duration) -> Option<ExitStatus> {
+    pub(crate) fn wait_exit(&mut self, within: Duration) -> Option<ExitStatus> {
         let child = &mut self.child.0;
         wait_for(within, || child.try_wait().ok().flatten())
     }
 
     /// Stop with SIGTERM and wait (up to 10 s) for the exit status.
-    pub fn stop(mut self) -> Option<ExitStatus> {
+    pub(crate) fn stop(mut self) -> Option<ExitStatus> {
         self.signal(libc::SIGTERM);
         self.wait_exit(Duration::from_secs(10))
     }
 
     /// The exit status if it has exited, without waiting.
-    pub fn try_exit_status(&mut self) -> Option<ExitStatus> {
+    pub(crate) fn try_exit_status(&mut self) -> Option<ExitStatus> {
         self.child.0.try_wait().ok().flatten()
     }
 
     /// Its stderr and stdout so far (the log and, by default, the hit log).
-    pub fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("sinkhole.log")).unwrap_or_default()
     }
 }

@@ -27,15 +27,15 @@ use hickory_proto::rr::{Name, RData, Record, RecordType};
 use super::wait_for;
 
 /// The address the upstream answers A queries with.
-pub const UP_V4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
+pub(crate) const UP_V4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
 
 /// The address a forged answer carries.
-pub const SPOOFED_V4: Ipv4Addr = Ipv4Addr::new(6, 6, 6, 6);
+pub(crate) const SPOOFED_V4: Ipv4Addr = Ipv4Addr::new(6, 6, 6, 6);
 
 /// What the upstream does with the queries it gets. The never-answered
 /// names of the module table stay unanswered in every mode.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Fault {
+pub(crate) enum Fault {
     /// Normal service: the scripted answers over UDP and TCP.
     Healthy,
     /// Nothing listens: its UDP and TCP sockets are closed (ICMP port
@@ -100,7 +100,7 @@ impl State {
 
 /// A fake upstream on 127.0.0.1 (UDP and TCP, one kernel-chosen port);
 /// its threads stop when it is dropped.
-pub struct Upstream {
+pub(crate) struct Upstream {
     pub addr: SocketAddr,
     state: Arc<State>,
 }
@@ -113,7 +113,7 @@ impl Drop for Upstream {
 
 impl Upstream {
     /// Start a healthy upstream on 127.0.0.1, port 0.
-    pub fn start() -> Upstream {
+    pub(crate) fn start() -> Upstream {
         // The kernel picks the UDP port; TCP must get the same one, which
         // another program may hold: then try another.
         let (udp, tcp, addr) = (0..100)
@@ -145,7 +145,7 @@ impl Upstream {
     /// closed for [`Fault::Down`], bound again after it): a query sent
     /// after this returns gets the new behaviour. Panics if that takes
     /// more than 5 s (the port taken by someone else while down).
-    pub fn set(&self, fault: Fault) {
+    pub(crate) fn set(&self, fault: Fault) {
         let generation = {
             let mut m = self.state.mode.lock().expect("upstream mode");
             *m = (m.0 + 1, fault);
@@ -168,7 +168,7 @@ impl Upstream {
     /// Wait (at most 3 s) until a query for `name` has reached the
     /// upstream over `transport`: it is then in flight at the server.
     /// Panics if none arrives.
-    pub fn await_query(&self, name: &str, transport: &'static str) {
+    pub(crate) fn await_query(&self, name: &str, transport: &'static str) {
         let seen = wait_for(Duration::from_secs(3), || {
             (self.count(name, transport) > 0).then_some(())
         });
@@ -180,7 +180,7 @@ impl Upstream {
 
     /// Queries received for `name` (lowercased, no trailing dot) over
     /// `transport` ("udp" or "tcp").
-    pub fn count(&self, name: &str, transport: &'static str) -> usize {
+    pub(crate) fn count(&self, name: &str, transport: &'static str) -> usize {
         self.state
             .seen
             .lock()
