@@ -62,6 +62,37 @@ pub struct ChainStatus {
     pub warnings: usize,
     /// The first problem, as `audit verify` words it.
     pub problem: Option<String>,
+    /// With `[audit] anchor_url`: what the anchor client has sent to the
+    /// witness (the witness's own view is `audit verify --anchors` on the
+    /// auditor's side).
+    pub anchoring: Option<Anchoring>,
+}
+
+/// The anchor client's counters, as the console shows them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Anchoring {
+    /// Signed records the witness accepted.
+    pub delivered: u64,
+    /// Waiting to be sent.
+    pub backlog: u64,
+    /// Refused by the witness.
+    pub rejected: u64,
+    /// Dropped from a full backlog.
+    pub dropped: u64,
+    /// Failed attempts (retried).
+    pub failed: u64,
+}
+
+impl From<crate::audit::AnchorStats> for Anchoring {
+    fn from(a: crate::audit::AnchorStats) -> Anchoring {
+        Anchoring {
+            delivered: a.delivered,
+            backlog: a.backlog,
+            rejected: a.rejected,
+            dropped: a.dropped,
+            failed: a.failed,
+        }
+    }
 }
 
 impl ChainStatus {
@@ -86,6 +117,7 @@ impl ChainStatus {
                 .problem
                 .as_ref()
                 .map(|p| format!("{}:{}: {:?}: {}", p.file, p.line, p.kind, p.detail)),
+            anchoring: None,
         }
     }
 

@@ -105,7 +105,8 @@ pub(super) fn overview(o: &Overview, who: &Principal) -> String {
         "<h2>Chain</h2><table id=\"chain\"><tr><th>status</th><td class=\"{chain_class}\" id=\"chain-state\">{}</td></tr>\
 <tr><th>verified up to seq</th><td class=\"n\">{}</td></tr><tr><th>checked at</th><td>{}</td></tr>\
 <tr><th>last checkpoint</th><td>{}</td></tr><tr><th>records after it (unanchored tail)</th><td class=\"n\">{}</td></tr>\
-<tr><th>lost records</th><td class=\"n\">{}</td></tr><tr><th>problem</th><td>{}</td></tr></table>\
+<tr><th>lost records</th><td class=\"n\">{}</td></tr><tr><th>sent to the witness</th><td>{}</td></tr>\
+<tr><th>problem</th><td>{}</td></tr></table>\
 <p class=\"noprint\">Verified in the background; <a href=\"/api/chain\">/api/chain</a>.</p>",
         esc(&o.chain.state),
         o.chain
@@ -118,6 +119,13 @@ pub(super) fn overview(o: &Overview, who: &Principal) -> String {
         },
         o.unanchored_tail.map_or("-".to_string(), |n| n.to_string()),
         o.lost,
+        match &o.chain.anchoring {
+            Some(a) => format!(
+                "{} delivered, {} waiting, {} refused, {} dropped",
+                a.delivered, a.backlog, a.rejected, a.dropped
+            ),
+            None => "not configured (<code>[audit] anchor_url</code>)".into(),
+        },
         opt(&o.chain.problem),
     );
     b.push_str("<h2>Hits per day</h2>");

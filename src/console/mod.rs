@@ -199,7 +199,14 @@ async fn with_files<T: Send + 'static>(
 
 impl App {
     fn chain(&self) -> ChainStatus {
-        lock(&self.0.chain).clone()
+        let mut c = lock(&self.0.chain).clone();
+        c.anchoring = self
+            .0
+            .audit
+            .as_ref()
+            .and_then(AuditLog::anchor_stats)
+            .map(data::Anchoring::from);
+        c
     }
 
     /// Puts an auditor's query that showed client addresses on the record.

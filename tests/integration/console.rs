@@ -349,6 +349,7 @@ fn console_auth_roles_api_and_console_records() {
     })
     .expect("chain verified in the background");
     assert!(chain["verified_to_seq"].as_u64().is_some());
+    assert!(chain["anchoring"].is_null(), "no anchor_url configured");
 
     // A deleted index is rebuilt, and `audit reindex` agrees.
     std::fs::remove_dir_all(dir.join(".index")).ok();
