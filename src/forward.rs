@@ -234,17 +234,19 @@ impl Forwarder {
         let id: u16 = rand::random();
         let msg = build_query(id, q);
         sock.send(&msg).await?;
-        let mut buf = vec![0u8; UDP_RECV];
+        // No receive buffer is held while waiting (most of an exchange's
+        // life under a flood of names that never answer): wait until the
+        // socket is readable, then read into the stack.
         loop {
-            let n = match timeout_at(deadline, sock.recv(&mut buf)).await {
+            match timeout_at(deadline, sock.readable()).await {
                 Ok(r) => r?,
                 Err(_) => return Err(io::Error::new(io::ErrorKind::TimedOut, "upstream timeout")),
-            };
-            let reply = &buf[..n];
-            match accept_reply(reply, id, q) {
-                Some(scan) if scan.truncated() => return Ok(Attempt::Truncated),
-                Some(scan) => return Ok(Attempt::Answer(reply.to_vec(), scan)),
-                None => continue,
+            }
+            match read_reply(&sock, id, q) {
+                Ok(Some(attempt)) => return Ok(attempt),
+                Ok(None) => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(e),
             }
         }
     }
@@ -276,6 +278,19 @@ impl Forwarder {
         };
         timeout_at(deadline, work).await.map_err(|_| timed_out())?
     }
+}
+
+/// Read one datagram if there is one: `Some` for our reply, `None` for
+/// anything else (ignored; the wait goes on).
+fn read_reply(sock: &UdpSocket, id: u16, q: &UpstreamQuery<'_>) -> io::Result<Option<Attempt>> {
+    let mut buf = [0u8; UDP_RECV];
+    let n = sock.try_recv(&mut buf)?;
+    let reply = &buf[..n];
+    Ok(match accept_reply(reply, id, q) {
+        Some(scan) if scan.truncated() => Some(Attempt::Truncated),
+        Some(scan) => Some(Attempt::Answer(reply.to_vec(), scan)),
+        None => None,
+    })
 }
 
 /// The anti-spoofing check: a well-formed response with our ID and our

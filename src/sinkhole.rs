@@ -278,6 +278,24 @@ pub fn error_answer(out: &mut Vec<u8>, req: &Request, rcode: u16) {
     }
 }
 
+/// SERVFAIL saying why (RFC 8914): `code` and `text` go in an EDE option
+/// when the client used EDNS; without EDNS it is a plain SERVFAIL, as
+/// RFC 8914 §3 forbids adding an OPT the client did not ask for.
+pub fn servfail_with_reason(out: &mut Vec<u8>, req: &Request, code: u16, text: &[u8]) {
+    wire::begin_reply(out, req, wire::RCODE_SERVFAIL);
+    if let Some(e) = req.edns {
+        let rdlen = wire::push_opt(out, e.dnssec_ok, 0);
+        let text = &text[..text.len().min(MAX_EDE_TEXT)];
+        wire::push_ede(out, rdlen, code, |o| o.extend_from_slice(text));
+        wire::set_counts(out, 0, 0, 1);
+    }
+}
+
+/// RFC 8914 codes of our own SERVFAILs.
+pub const EDE_OTHER: u16 = 0;
+pub const EDE_NO_REACHABLE_AUTHORITY: u16 = 22;
+pub const EDE_NETWORK_ERROR: u16 = 23;
+
 /// BADVERS (RFC 6891 §6.1.3) for EDNS versions other than 0.
 pub fn badvers_answer(out: &mut Vec<u8>, req: &Request) {
     wire::begin_reply(out, req, 0);

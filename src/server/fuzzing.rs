@@ -277,7 +277,7 @@ impl Harness {
                     if self.core.complete(
                         &self.snapshot,
                         &p,
-                        None,
+                        Err(super::query::Failure::Timeout),
                         Instant::now(),
                         SystemTime::now(),
                         &mut r,
@@ -349,7 +349,7 @@ impl Harness {
         if core.complete(
             &self.snapshot,
             &p,
-            Some((reply, &scan)),
+            Ok((reply, &scan)),
             now,
             SystemTime::now(),
             &mut r,
@@ -369,7 +369,14 @@ impl Harness {
                 // Not cached: then a stale answer may not come from it either
                 // unless it was cached; either way the reply is checked.
                 let mut r = Vec::new();
-                if core.complete(&self.snapshot, &p, None, now, SystemTime::now(), &mut r) {
+                if core.complete(
+                    &self.snapshot,
+                    &p,
+                    Err(super::query::Failure::Network),
+                    now,
+                    SystemTime::now(),
+                    &mut r,
+                ) {
                     check_reply(&packet, &r, udp, decodable);
                 }
             }

@@ -58,6 +58,35 @@ pub enum Outcome {
     Forward(Box<Pending>),
 }
 
+/// Why a forwarded query has no upstream answer. Each becomes SERVFAIL
+/// with its RFC 8914 code rather than silence: a stub that hears nothing
+/// retries (typically twice more, and often at the next resolver in its
+/// list), so silence under a flood multiplies the load it came from, while
+/// a SERVFAIL ends the client's transaction at once and the EDE tells the
+/// operator reading a capture why.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Failure {
+    /// No upstream answered within `upstream.timeout_ms`: EDE 22 (No
+    /// Reachable Authority).
+    Timeout,
+    /// Every upstream failed at the network level (refused, unreachable):
+    /// EDE 23 (Network Error).
+    Network,
+    /// Shed at `server.max_inflight` (or past the waiters one question may
+    /// have): EDE 0 with the text "overload".
+    Overload,
+}
+
+impl Failure {
+    fn ede(self) -> (u16, &'static [u8]) {
+        match self {
+            Failure::Timeout => (sinkhole::EDE_NO_REACHABLE_AUTHORITY, b""),
+            Failure::Network => (sinkhole::EDE_NETWORK_ERROR, b""),
+            Failure::Overload => (sinkhole::EDE_OTHER, b"overload"),
+        }
+    }
+}
+
 /// A query waiting for an upstream: the parsed question and its cache key,
 /// so nothing is parsed or keyed twice.
 #[derive(Clone)]
@@ -341,25 +370,31 @@ impl QueryCore {
     }
 
     /// The reply for one waiting client once the upstreams answered
-    /// (`Some`) or failed (`None`). Returns false when nothing is to be sent.
+    /// (`Ok`) or why there is no answer (`Err`: SERVFAIL with its EDE,
+    /// unless serve-stale has something). Returns false when nothing is to
+    /// be sent.
     pub fn complete(
         &self,
         snap: &Snapshot,
         p: &Pending,
-        answer: Option<(&[u8], &ResponseScan)>,
+        answer: Result<(&[u8], &ResponseScan), Failure>,
         now: Instant,
         wall: SystemTime,
         out: &mut Vec<u8>,
     ) -> bool {
         let req = &p.request;
         let limit = reply_limit(req, p.transport);
-        let Some((bytes, scan)) = answer else {
-            if let Some(outcome) = self.stale_answer(snap, p, limit, now, wall, out) {
-                return matches!(outcome, Outcome::Reply);
+        let (bytes, scan) = match answer {
+            Ok(a) => a,
+            Err(failure) => {
+                if let Some(outcome) = self.stale_answer(snap, p, limit, now, wall, out) {
+                    return matches!(outcome, Outcome::Reply);
+                }
+                let (code, text) = failure.ede();
+                sinkhole::servfail_with_reason(out, req, code, text);
+                self.count_reply(out);
+                return true;
             }
-            sinkhole::error_answer(out, req, wire::RCODE_SERVFAIL);
-            self.count_reply(out);
-            return true;
         };
         if scan.has_cname
             && let Some((rule, action, via)) = cname_block(snap, bytes, req.qtype, &self.policy)
@@ -625,7 +660,7 @@ mod tests {
         assert!(core.complete(
             &snap,
             &p,
-            Some((&answer, &scan)),
+            Ok((&answer, &scan)),
             now,
             SystemTime::now(),
             &mut out
@@ -660,7 +695,7 @@ mod tests {
         assert!(core.complete(
             &snap,
             &p,
-            Some((&answer, &scan)),
+            Ok((&answer, &scan)),
             now,
             SystemTime::now(),
             &mut out
@@ -670,18 +705,57 @@ mod tests {
         assert_eq!(flags & wire::FLAG_RD, wire::FLAG_RD);
     }
 
+    /// The EDE option of a reply whose only extra record is our OPT
+    /// holding one EDE: (code, text).
+    fn ede_of(out: &[u8]) -> (u16, Vec<u8>) {
+        assert_eq!(out[10..12], [0, 1], "one additional record");
+        let opt = wire::skip_name(out, 12).unwrap() + 4;
+        assert_eq!(out[opt..opt + 3], [0, 0, 41], "an OPT");
+        let rdata = &out[opt + 11..];
+        assert_eq!(wire::read_u16(rdata, 0), Some(wire::OPT_EDE));
+        let len = wire::read_u16(rdata, 2).unwrap() as usize;
+        assert_eq!(rdata.len(), 4 + len);
+        (wire::read_u16(rdata, 4).unwrap(), rdata[6..].to_vec())
+    }
+
     #[test]
-    fn upstream_failure_is_servfail() {
+    fn upstream_failures_are_servfail_with_their_ede() {
+        let table: [(Failure, u16, &[u8]); 3] = [
+            (Failure::Timeout, 22, b""),
+            (Failure::Network, 23, b""),
+            (Failure::Overload, 0, b"overload"),
+        ];
         let (core, snap, _) = core();
         let now = Instant::now();
-        let packet = query("down.org.", true, false, false);
-        let mut out = Vec::new();
-        let Outcome::Forward(p) = core.handle(&snap, &inbound(&packet, CLIENT, now), &mut out)
-        else {
-            panic!("not forwarded");
-        };
-        assert!(core.complete(&snap, &p, None, now, SystemTime::now(), &mut out));
-        assert_eq!(out[..4], [0xbe, 0xef, 0x81, 0x82]);
+        for (failure, code, text) in table {
+            // Without EDNS: a plain SERVFAIL, no OPT.
+            let packet = query("down.org.", true, false, false);
+            let mut out = Vec::new();
+            let Outcome::Forward(p) = core.handle(&snap, &inbound(&packet, CLIENT, now), &mut out)
+            else {
+                panic!("not forwarded");
+            };
+            assert!(core.complete(&snap, &p, Err(failure), now, SystemTime::now(), &mut out));
+            assert_eq!(out[..4], [0xbe, 0xef, 0x81, 0x82], "{failure:?}");
+            assert_eq!(out[10..12], [0, 0], "no OPT without EDNS");
+            // With EDNS: the reason in an EDE option.
+            let packet = query("down.org.", true, false, true);
+            let Outcome::Forward(p) = core.handle(&snap, &inbound(&packet, CLIENT, now), &mut out)
+            else {
+                panic!("not forwarded");
+            };
+            assert!(core.complete(&snap, &p, Err(failure), now, SystemTime::now(), &mut out));
+            assert_eq!(out[3] & 0x0f, 2, "SERVFAIL for {failure:?}");
+            assert_eq!(ede_of(&out), (code, text.to_vec()), "{failure:?}");
+        }
+    }
+
+    #[test]
+    fn a_pending_query_stays_small() {
+        // What an exchange keeps per waiting client; the budget is
+        // 2 KB per exchange, buffers included.
+        let size = std::mem::size_of::<Pending>();
+        assert!(size <= 1200, "Pending is {size} bytes");
     }
 
     #[test]
