@@ -631,6 +631,127 @@ pub fn start(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::policy::Action;
+    use crate::server::query::Outcome;
+    use crate::wire::Transport;
+
+    fn settings(upstream: SocketAddr, max_inflight: usize) -> ServerSettings {
+        ServerSettings {
+            server: ServerConfig {
+                listen: vec![],
+                workers: 1,
+                tcp_idle_timeout: Duration::from_secs(10),
+                tcp_max_connections: 16,
+                tcp_max_pipeline: 16,
+                max_inflight,
+                control_socket: None,
+            },
+            policy: PolicyConfig {
+                action: Action::Nxdomain,
+                ttl: 60,
+                address_v4: "192.0.2.1".parse().unwrap(),
+                address_v6: "2001:db8::1".parse().unwrap(),
+                ede_code: 16,
+                ede_text: crate::sinkhole::Template::parse("{list}").unwrap(),
+            },
+            acl: vec!["127.0.0.0/8".parse().unwrap()],
+            cache: CacheConfig {
+                max_entries: 1000,
+                max_ttl: 86_400,
+                max_negative_ttl: 3600,
+                serve_stale: Duration::ZERO,
+            },
+            limits: LimitsConfig::default(),
+            upstream: UpstreamConfig {
+                servers: vec![upstream],
+                timeout: Duration::from_secs(30),
+                tcp_timeout: Duration::from_secs(30),
+            },
+        }
+    }
+
+    fn rss_bytes() -> usize {
+        let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+        let pages: usize = statm
+            .split_whitespace()
+            .nth(1)
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0);
+        pages * 4096
+    }
+
+    /// What one upstream exchange costs while it waits, measured as RSS
+    /// growth over many exchanges to an upstream that never answers
+    /// (the water-torture case). RSS is per process and other tests
+    /// allocate in parallel, so this runs alone, from `make bench-attack`
+    /// (`cargo test --lib memory_per_waiting_exchange -- --ignored
+    /// --nocapture`).
+    #[test]
+    #[ignore = "measures process RSS: run alone"]
+    fn memory_per_waiting_exchange() {
+        const N: usize = 4000;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let settings = settings(silent.local_addr().unwrap(), N);
+        let snap = crate::list::compile::compile(&[]).unwrap();
+        let shared = Arc::new(Shared::new(
+            &settings,
+            Arc::new(ArcSwap::from_pointee(snap)),
+            None,
+            Arc::new(Metrics::new(&settings.upstream.servers)),
+        ));
+        let reply_sock = Arc::new(std::net::UdpSocket::bind("127.0.0.1:0").unwrap());
+        let client = reply_sock.local_addr().unwrap();
+        let start = |from: usize, to: usize| {
+            for i in from..to {
+                let name = format!("r{i}.victim.example.");
+                let mut m = hickory_proto::op::Message::query();
+                m.add_query(hickory_proto::op::Query::query(
+                    hickory_proto::rr::Name::from_ascii(&name).unwrap(),
+                    hickory_proto::rr::RecordType::A,
+                ));
+                let packet = m.to_vec().unwrap();
+                let snap = shared.snapshot.load();
+                let inbound = query::Inbound {
+                    packet: &packet,
+                    client,
+                    transport: Transport::Udp,
+                    now: Instant::now(),
+                    wall: SystemTime::now(),
+                };
+                let mut out = Vec::new();
+                let Outcome::Forward(p) = shared.core.handle(&snap, &inbound, &mut out) else {
+                    panic!("not forwarded");
+                };
+                shared.forward(
+                    rt.handle(),
+                    Waiter {
+                        pending: *p,
+                        to: ReplyTo::Udp(reply_sock.clone()),
+                    },
+                );
+            }
+        };
+        let settle = || std::thread::sleep(Duration::from_millis(300));
+        // Warm up (runtime threads, allocator arenas, maps at size).
+        start(0, N / 4);
+        settle();
+        let before = rss_bytes();
+        let live_before = shared.inflight();
+        start(N / 4, N);
+        settle();
+        let grown = rss_bytes().saturating_sub(before);
+        let exchanges = shared.inflight() - live_before;
+        assert_eq!(exchanges, N - N / 4, "every exchange is waiting");
+        let per = grown / exchanges;
+        println!("RSS per waiting exchange: {per} bytes ({exchanges} exchanges)");
+        assert!(per <= 8 * 1024, "{per} bytes per waiting exchange");
+        rt.shutdown_timeout(Duration::from_millis(100));
+    }
 
     #[test]
     fn the_inflight_cap_is_hard_and_sheds_the_oldest() {
