@@ -20,6 +20,7 @@ use crate::policy::{Action, PolicyConfig};
 use crate::server::ServerConfig;
 use crate::server::limits::LimitsConfig;
 use crate::sinkhole::Template;
+use crate::special::{LocalZone, LocalZones};
 
 /// Where upstream servers come from when `[upstream] servers` is empty.
 pub const RESOLV_CONF: &str = "/etc/resolv.conf";
@@ -174,6 +175,9 @@ pub struct RawPolicy {
     pub ttl: u32,
     pub ede_code: u32,
     pub ede_text: String,
+    /// Special-use zones answered locally (see `special`); remove
+    /// `private-reverse` when the upstream holds internal PTR zones.
+    pub local_zones: Vec<String>,
 }
 
 impl Default for RawPolicy {
@@ -185,6 +189,10 @@ impl Default for RawPolicy {
             ttl: 300,
             ede_code: 16,
             ede_text: "blocked by order {decision}".into(),
+            local_zones: LocalZone::ALL
+                .iter()
+                .map(|z| z.as_str().to_string())
+                .collect(),
         }
     }
 }
@@ -666,6 +674,8 @@ fn validate_policy(raw: &RawPolicy) -> Result<PolicyConfig, ConfigError> {
     if raw.ttl > 604_800 {
         return Err(invalid("policy.ttl", "at most 604800 (one week)"));
     }
+    let local_zones =
+        LocalZones::parse_list(&raw.local_zones).map_err(|m| invalid("policy.local_zones", m))?;
     Ok(PolicyConfig {
         action,
         address_v4,
@@ -673,6 +683,7 @@ fn validate_policy(raw: &RawPolicy) -> Result<PolicyConfig, ConfigError> {
         ttl: raw.ttl,
         ede_code,
         ede_text,
+        local_zones,
     })
 }
 

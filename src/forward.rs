@@ -235,11 +235,15 @@ impl Forwarder {
         let msg = build_query(id, q);
         sock.send(&msg).await?;
         // No receive buffer is held while waiting (most of an exchange's
-        // life under a flood of names that never answer): wait until the
-        // socket is readable, then read into the stack.
+        // life under a flood of names that never answer): wait for a
+        // datagram by peeking at its sender (a pending ICMP error surfaces
+        // here too and ends the attempt at once), then read it into the
+        // stack.
         loop {
-            match timeout_at(deadline, sock.readable()).await {
-                Ok(r) => r?,
+            match timeout_at(deadline, sock.peek_sender()).await {
+                Ok(peeked) => {
+                    peeked?;
+                }
                 Err(_) => return Err(io::Error::new(io::ErrorKind::TimedOut, "upstream timeout")),
             }
             match read_reply(&sock, id, q) {
@@ -332,6 +336,61 @@ mod tests {
             f.epoch = earlier;
             assert_eq!(f.order(), vec![0, 1]);
         }
+    }
+
+    fn forwarder(server: SocketAddr) -> Forwarder {
+        let cfg = UpstreamConfig {
+            servers: vec![server],
+            timeout: Duration::from_millis(800),
+            tcp_timeout: Duration::from_millis(800),
+        };
+        Forwarder::new(&cfg, Arc::new(Metrics::new(&cfg.servers)))
+    }
+
+    fn question(name: &[u8]) -> UpstreamQuery<'_> {
+        UpstreamQuery {
+            name,
+            qtype: 1,
+            qclass: 1,
+            rd: true,
+            cd: false,
+            ad: false,
+            edns: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn an_answer_is_read_and_a_closed_port_fails_at_once() {
+        let up = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let addr = up.local_addr().unwrap();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 512];
+            while let Ok((n, from)) = up.recv_from(&mut buf) {
+                // Garbage first (ignored), then the query echoed back as a
+                // response: our ID and question.
+                let _ = up.send_to(b"junk", from);
+                buf[2] |= 0x80;
+                let _ = up.send_to(&buf[..n], from);
+            }
+        });
+        let name = wire::dotted_to_wire("a.example");
+        let f = forwarder(addr);
+        let (reply, scan) = f.resolve(&question(&name)).await.unwrap();
+        assert_eq!(scan.rcode(), 0);
+        assert!(reply.len() > 12);
+
+        let closed = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let gone = closed.local_addr().unwrap();
+        drop(closed);
+        let f = forwarder(gone);
+        let t0 = std::time::Instant::now();
+        let err = f.resolve(&question(&name)).await.unwrap_err();
+        assert!(matches!(err, ForwardError::Failed(_)), "{err}");
+        assert!(
+            t0.elapsed() < Duration::from_millis(400),
+            "{:?}",
+            t0.elapsed()
+        );
     }
 
     #[test]

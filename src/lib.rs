@@ -18,4 +18,5 @@ pub mod policy;
 pub mod report;
 pub mod server;
 pub mod sinkhole;
+pub mod special;
 pub mod wire;

@@ -4,9 +4,10 @@
 //! SOA so the negative answer is cached for `policy.ttl`; `address` answers
 //! only A/AAAA and NODATA otherwise; EDE only when the client sent EDNS.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::policy::{Action, PolicyConfig};
+use crate::special::LocalAnswer;
 use crate::wire::{self, Request};
 
 /// One piece of a parsed `ede_text` template.
@@ -257,6 +258,49 @@ pub fn block_answer(
     true
 }
 
+/// TTL of local answers to special-use names (what Unbound uses for its
+/// default local zones): they never change.
+pub const LOCAL_TTL: u32 = 3600;
+
+/// The local answer to a special-use name ([`crate::special`]), as the
+/// authority for it (AA=1): loopback addresses for `localhost`, else no
+/// data or NXDOMAIN with an SOA so it is cached (RFC 2308).
+pub fn local_answer(out: &mut Vec<u8>, req: &Request, answer: LocalAnswer) {
+    let rcode = match answer {
+        LocalAnswer::NxDomain => wire::RCODE_NXDOMAIN,
+        LocalAnswer::Loopback | LocalAnswer::NoData => wire::RCODE_NOERROR,
+    };
+    wire::begin_reply(out, req, rcode);
+    wire::set_flag(out, wire::FLAG_AA);
+    let mut an = 0;
+    if answer == LocalAnswer::Loopback {
+        match req.qtype {
+            wire::TYPE_A => {
+                wire::push_rr_at_qname(out, wire::TYPE_A, LOCAL_TTL, &Ipv4Addr::LOCALHOST.octets());
+                an = 1;
+            }
+            wire::TYPE_AAAA => {
+                let v6 = Ipv6Addr::LOCALHOST.octets();
+                wire::push_rr_at_qname(out, wire::TYPE_AAAA, LOCAL_TTL, &v6);
+                an = 1;
+            }
+            _ => {}
+        }
+    }
+    let ns = if an == 0 {
+        push_soa(out, LOCAL_TTL, 1);
+        1
+    } else {
+        0
+    };
+    let mut ar = 0;
+    if let Some(e) = req.edns {
+        wire::push_opt(out, e.dnssec_ok, 0);
+        ar = 1;
+    }
+    wire::set_counts(out, an, ns, ar);
+}
+
 /// REFUSED (+ EDE 18 Prohibited when the client sent EDNS) for clients
 /// outside the ACL.
 pub fn refused_prohibited(out: &mut Vec<u8>, req: &Request) {
@@ -341,6 +385,7 @@ mod tests {
             ttl: 300,
             ede_code: 16,
             ede_text: Template::parse("order {decision} by {authority} ({list}: {rule})").unwrap(),
+            local_zones: crate::special::LocalZones::default(),
         }
     }
 
@@ -571,6 +616,7 @@ mod template_tests {
             ede_code: 16,
             ede_text: Template::parse("blocked by order {decision}; authority {authority}")
                 .expect("template"),
+            local_zones: crate::special::LocalZones::default(),
         };
         let mut out = Vec::new();
         fill_template(&mut out, &policy, &PlainRule, 512);

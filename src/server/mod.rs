@@ -653,6 +653,7 @@ mod tests {
                 address_v6: "2001:db8::1".parse().unwrap(),
                 ede_code: 16,
                 ede_text: crate::sinkhole::Template::parse("{list}").unwrap(),
+                local_zones: crate::special::LocalZones::default(),
             },
             acl: vec!["127.0.0.0/8".parse().unwrap()],
             cache: CacheConfig {

@@ -237,6 +237,12 @@ impl QueryCore {
             };
             return self.block(hit, limit, out);
         }
+        if let Some((zone, answer)) = self.policy.local_zones.classify(req.dotted()) {
+            sinkhole::local_answer(out, &req, answer);
+            self.metrics.local_answer(zone.as_str());
+            self.count_reply(out);
+            return Outcome::Reply;
+        }
         let key = cache_key(&req);
         if let Some(hit) = self
             .cache
@@ -533,7 +539,11 @@ mod tests {
             name: Some("court".into()),
             ..ListOptions::default()
         };
-        let list = crate::list::parse::parse_bytes(Path::new("court"), b"blocked.kz\n", &opts);
+        let list = crate::list::parse::parse_bytes(
+            Path::new("court"),
+            b"blocked.kz\nlisted.test\n",
+            &opts,
+        );
         let snap = crate::list::compile::compile(&[list]).unwrap();
         let policy = PolicyConfig {
             action: Action::Nxdomain,
@@ -542,6 +552,7 @@ mod tests {
             address_v6: "2001:db8::1".parse().unwrap(),
             ede_code: 16,
             ede_text: Template::parse("{list}").unwrap(),
+            local_zones: crate::special::LocalZones::default(),
         };
         let cache = CacheConfig {
             max_entries: 100,
@@ -748,6 +759,106 @@ mod tests {
             assert_eq!(out[3] & 0x0f, 2, "SERVFAIL for {failure:?}");
             assert_eq!(ede_of(&out), (code, text.to_vec()), "{failure:?}");
         }
+    }
+
+    fn query_type(name: &str, qtype: RecordType) -> Vec<u8> {
+        let mut m = Message::query();
+        m.metadata.id = 0xbeef;
+        m.metadata.recursion_desired = true;
+        m.add_query(HQuery::query(Name::from_ascii(name).unwrap(), qtype));
+        m.to_vec().unwrap()
+    }
+
+    #[test]
+    fn special_use_names_are_answered_locally() {
+        use hickory_proto::op::ResponseCode;
+        let (core, snap, hits) = core();
+        let now = Instant::now();
+        let v4: &[u8] = &[127, 0, 0, 1];
+        let v6 = std::net::Ipv6Addr::LOCALHOST.octets();
+        // name, type, rcode, the answer's rdata (none: an SOA instead)
+        let table: &[(&str, RecordType, ResponseCode, Option<&[u8]>)] = &[
+            ("localhost.", RecordType::A, ResponseCode::NoError, Some(v4)),
+            (
+                "db.localhost.",
+                RecordType::AAAA,
+                ResponseCode::NoError,
+                Some(&v6),
+            ),
+            ("localhost.", RecordType::MX, ResponseCode::NoError, None),
+            ("a.test.", RecordType::A, ResponseCode::NXDomain, None),
+            ("a.invalid.", RecordType::A, ResponseCode::NXDomain, None),
+            ("x.onion.", RecordType::AAAA, ResponseCode::NXDomain, None),
+            (
+                "nas.home.arpa.",
+                RecordType::A,
+                ResponseCode::NXDomain,
+                None,
+            ),
+            (
+                "4.3.2.10.in-addr.arpa.",
+                RecordType::PTR,
+                ResponseCode::NXDomain,
+                None,
+            ),
+            (
+                "10.in-addr.arpa.",
+                RecordType::SOA,
+                ResponseCode::NoError,
+                None,
+            ),
+        ];
+        for (name, qtype, rcode, rdata) in table {
+            let packet = query_type(name, *qtype);
+            let mut out = Vec::new();
+            let outcome = core.handle(&snap, &inbound(&packet, CLIENT, now), &mut out);
+            assert!(matches!(outcome, Outcome::Reply), "{name} answered here");
+            let m = Message::from_vec(&out).unwrap();
+            assert_eq!(m.metadata.response_code, *rcode, "{name}");
+            assert!(m.metadata.authoritative, "{name}");
+            match rdata {
+                Some(want) => {
+                    assert_eq!(m.answers.len(), 1, "{name}");
+                    let got: Vec<u8> = match &m.answers[0].data {
+                        RData::A(a) => a.0.octets().to_vec(),
+                        RData::AAAA(a) => a.0.octets().to_vec(),
+                        other => panic!("{name}: {other:?}"),
+                    };
+                    assert_eq!(&got[..], *want, "{name}");
+                }
+                None => {
+                    assert!(m.answers.is_empty(), "{name}");
+                    assert_eq!(m.authorities.len(), 1, "{name}: an SOA");
+                }
+            }
+        }
+        assert!(
+            hits.0.lock().unwrap().is_empty(),
+            "local answers are not blocks"
+        );
+        // A listed special-use name keeps its block answer and hit.
+        let packet = query("listed.test.", true, false, true);
+        let mut out = Vec::new();
+        core.handle(&snap, &inbound(&packet, CLIENT, now), &mut out);
+        assert_eq!(
+            hits.0.lock().unwrap().len(),
+            1,
+            "blocked, not answered locally"
+        );
+        assert!(
+            out.ends_with(b"\x00\x0f\x00\x07\x00\x10court"),
+            "EDE 16 court"
+        );
+    }
+
+    #[test]
+    fn local_zones_can_be_turned_off() {
+        let (mut core, snap, _) = core();
+        core.policy.local_zones = crate::special::LocalZones::none();
+        let packet = query_type("4.3.2.10.in-addr.arpa.", RecordType::PTR);
+        let mut out = Vec::new();
+        let outcome = core.handle(&snap, &inbound(&packet, CLIENT, Instant::now()), &mut out);
+        assert!(matches!(outcome, Outcome::Forward(_)));
     }
 
     #[test]
