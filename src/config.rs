@@ -237,7 +237,7 @@ impl Default for RawCache {
 
 /// `[limits]`: per-client limits, so one subscriber cannot take the
 /// resolver from the others. Every key 0 = off.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawLimits {
     /// Queries per second one client (IPv4 address, IPv6 /64) may send.
@@ -247,6 +247,22 @@ pub struct RawLimits {
     pub qps_burst: u32,
     /// TCP connections one client (IPv4 address, IPv6 /64) may hold open.
     pub tcp_connections_per_client: usize,
+    /// Queries per second one zone (registered domain) may send upstream.
+    pub upstream_qps_per_zone: u32,
+    /// Over that, one query in this many still goes upstream (0: none).
+    pub upstream_ratelimit_factor: u32,
+}
+
+impl Default for RawLimits {
+    fn default() -> Self {
+        RawLimits {
+            qps_per_client: 0,
+            qps_burst: 0,
+            tcp_connections_per_client: 0,
+            upstream_qps_per_zone: 0,
+            upstream_ratelimit_factor: 10,
+        }
+    }
 }
 
 /// `[audit]` is owned by the audit module (`audit::RawAuditConfig`). It is
@@ -508,6 +524,15 @@ fn validate_limits(raw: &RawLimits) -> Result<LimitsConfig, ConfigError> {
     if raw.qps_burst > 10_000_000 {
         return Err(invalid("limits.qps_burst", "at most 10000000"));
     }
+    if raw.upstream_qps_per_zone > 1_000_000 {
+        return Err(invalid("limits.upstream_qps_per_zone", "at most 1000000"));
+    }
+    if raw.upstream_ratelimit_factor > 1_000_000 {
+        return Err(invalid(
+            "limits.upstream_ratelimit_factor",
+            "at most 1000000",
+        ));
+    }
     if raw.qps_burst > 0 && raw.qps_per_client == 0 {
         return Err(invalid(
             "limits.qps_burst",
@@ -522,6 +547,8 @@ fn validate_limits(raw: &RawLimits) -> Result<LimitsConfig, ConfigError> {
             raw.qps_burst
         },
         tcp_connections_per_client: raw.tcp_connections_per_client,
+        upstream_qps_per_zone: raw.upstream_qps_per_zone,
+        upstream_ratelimit_factor: raw.upstream_ratelimit_factor,
     })
 }
 

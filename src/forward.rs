@@ -53,6 +53,9 @@ pub struct UpstreamQuery<'a> {
     /// `Some(dnssec_ok)` when the client used EDNS: we mirror it, so an
     /// answer never carries an OPT the client did not ask for.
     pub edns: Option<bool>,
+    /// The zone the name belongs to (its registered domain): failures
+    /// count against an upstream's health only across zones.
+    pub zone: &'a [u8],
 }
 
 pub struct Forwarder {
@@ -71,10 +74,27 @@ const SICK_FOR_MS: u64 = 5_000;
 
 /// Without this, a silent first upstream would cost every cache miss its
 /// share of the timeout.
+///
+/// Kept per upstream *and zone*: a failure counts only when the zone
+/// differs from the last failure's. A random-subdomain flood against one
+/// dead zone then never marks an upstream sick (which would send every
+/// other zone's questions to the next upstream, or SERVFAIL with one),
+/// while an upstream that is really down fails for many zones in a row
+/// and is moved to the end as before.
 #[derive(Debug, Default)]
 struct Health {
     fails: AtomicU32,
     last_fail_ms: AtomicU64,
+    /// Hash of the zone of the last failure (0: none since the last success).
+    last_fail_zone: AtomicU64,
+}
+
+fn zone_hash(zone: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in zone {
+        h = (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
+    }
+    h.max(1)
 }
 
 /// The encoded query with ID `id`.
@@ -163,19 +183,14 @@ impl Forwarder {
             };
             if result.is_ok() {
                 self.metrics.upstream_ok(server, sent.elapsed());
+                self.health[idx].last_fail_zone.store(0, Ordering::Relaxed);
                 let before = self.health[idx].fails.swap(0, Ordering::Relaxed);
                 if before >= SICK_AFTER {
                     tracing::info!(%server, "upstream answering again");
                 }
             } else {
                 self.metrics.upstream_error(server);
-                let before = self.health[idx].fails.fetch_add(1, Ordering::Relaxed);
-                if before + 1 == SICK_AFTER {
-                    tracing::warn!(%server, "upstream failing: {SICK_AFTER} attempts in a row; asked last for now");
-                }
-                self.health[idx]
-                    .last_fail_ms
-                    .store(self.now_ms(), Ordering::Relaxed);
+                self.record_failure(idx, q.zone);
             }
             match result {
                 Ok((b, s)) if is_failover_rcode(s.rcode()) && i + 1 < n => {
@@ -195,6 +210,23 @@ impl Forwarder {
             Err(ForwardError::Timeout(self.timeout))
         } else {
             Err(ForwardError::Failed(last_err))
+        }
+    }
+
+    /// One failed attempt at upstream `idx` for a name in `zone`.
+    fn record_failure(&self, idx: usize, zone: &[u8]) {
+        let h = &self.health[idx];
+        let z = zone_hash(zone);
+        h.last_fail_ms.store(self.now_ms(), Ordering::Relaxed);
+        let previous = h.last_fail_zone.swap(z, Ordering::Relaxed);
+        if previous == z && h.fails.load(Ordering::Relaxed) > 0 {
+            // The same zone again: its authorities, not this upstream.
+            return;
+        }
+        let before = h.fails.fetch_add(1, Ordering::Relaxed);
+        if before + 1 == SICK_AFTER {
+            let server = self.servers[idx];
+            tracing::warn!(%server, "upstream failing: {SICK_AFTER} attempts in a row across zones; asked last for now");
         }
     }
 
@@ -356,6 +388,7 @@ mod tests {
             cd: false,
             ad: false,
             edns: None,
+            zone: b"example",
         }
     }
 
@@ -394,6 +427,28 @@ mod tests {
     }
 
     #[test]
+    fn one_dead_zone_does_not_make_an_upstream_sick() {
+        let cfg = UpstreamConfig {
+            servers: vec![
+                "192.0.2.1:53".parse().unwrap(),
+                "192.0.2.2:53".parse().unwrap(),
+            ],
+            timeout: Duration::from_millis(100),
+            tcp_timeout: Duration::from_millis(100),
+        };
+        let f = Forwarder::new(&cfg, Arc::new(Metrics::new(&cfg.servers)));
+        for _ in 0..100 {
+            f.record_failure(0, b"victim.org");
+        }
+        assert_eq!(f.order(), vec![0, 1], "one zone failing: still asked first");
+        // Failing across zones is the upstream's own fault.
+        for zone in [&b"a.org"[..], b"victim.org", b"b.org"] {
+            f.record_failure(0, zone);
+        }
+        assert_eq!(f.order(), vec![1, 0]);
+    }
+
+    #[test]
     fn query_encoding() {
         let name = wire::dotted_to_wire("www.example.com");
         let q = UpstreamQuery {
@@ -404,6 +459,7 @@ mod tests {
             cd: true,
             ad: false,
             edns: Some(true),
+            zone: b"example.com",
         };
         let b = build_query(0xbeef, &q);
         let m = Message::from_vec(&b).unwrap();

@@ -318,6 +318,7 @@ impl Harness {
             cd: req.cd(),
             ad: req.ad(),
             edns: req.edns.map(|e| e.dnssec_ok),
+            zone: super::limits::registered_zone(req.dotted()),
         };
         // What the forwarder sends must be a query hickory reads back.
         let sent = forward::build_query(UPSTREAM_ID, &uq);

@@ -136,6 +136,7 @@ impl Shared {
             cd: req.cd(),
             ad: req.ad(),
             edns: req.edns.map(|e| e.dnssec_ok),
+            zone: limits::registered_zone(req.dotted()),
         };
         match self.forwarder.resolve(&q).await {
             Ok((bytes, scan)) => {

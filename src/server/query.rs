@@ -22,7 +22,7 @@ use crate::policy::{self, Action, Decision, PolicyConfig, Query};
 use crate::sinkhole;
 use crate::wire::{self, Request, RequestError, ResponseScan, Transport};
 
-use super::limits::{LimitsConfig, QpsLimiter};
+use super::limits::{self, LimitsConfig, QpsLimiter, ZoneLimiter, ZoneVerdict};
 
 /// Where the core hands every block for the hit log.
 pub trait HitSink: Send + Sync {
@@ -146,6 +146,8 @@ pub struct QueryCore {
     cache: Cache,
     /// `limits.qps_per_client`, when set.
     qps: Option<QpsLimiter>,
+    /// `limits.upstream_qps_per_zone`, when set.
+    zones: Option<ZoneLimiter>,
     /// `cache.serve_stale_secs` (zero: off).
     serve_stale: Duration,
     metrics: Arc<Metrics>,
@@ -166,6 +168,7 @@ impl QueryCore {
             acl,
             cache: Cache::new(cache),
             qps: QpsLimiter::new(limits),
+            zones: ZoneLimiter::new(limits),
             serve_stale: cache.serve_stale,
             metrics,
             hits,
@@ -275,6 +278,12 @@ impl QueryCore {
             return Outcome::Reply;
         }
         self.metrics.cache_miss();
+        if let Some(zones) = &self.zones {
+            let zone = limits::registered_zone(req.dotted());
+            if zones.check(zone, q.now) == ZoneVerdict::Limited {
+                return self.over_zone_limit(&req, zone, out);
+            }
+        }
         Outcome::Forward(Box::new(Pending {
             request: req,
             key,
@@ -299,6 +308,20 @@ impl QueryCore {
             Err(e) if e.is_drop() => return Outcome::Silent,
             Err(_) => wire::header_only_reply(out, q.packet, wire::RCODE_REFUSED),
         }
+        self.count_reply(out);
+        Outcome::Reply
+    }
+
+    /// A cache miss over `limits.upstream_qps_per_zone`: SERVFAIL here
+    /// rather than upstream work that (under a random-subdomain flood)
+    /// would only wait for authorities that do not answer. SERVFAIL, not
+    /// silence, for the reason in [`Failure`].
+    #[cold]
+    fn over_zone_limit(&self, req: &Request, zone: &[u8], out: &mut Vec<u8>) -> Outcome {
+        let zone_text = String::from_utf8_lossy(zone);
+        let text = format!("upstream rate limit for {zone_text}");
+        sinkhole::servfail_with_reason(out, req, sinkhole::EDE_OTHER, text.as_bytes());
+        self.metrics.upstream_ratelimited(&zone_text);
         self.count_reply(out);
         Outcome::Reply
     }
@@ -534,6 +557,10 @@ mod tests {
     const STRANGER: &str = "203.0.113.9:5300";
 
     fn core() -> (QueryCore, Snapshot, Arc<Hits>) {
+        core_with(&LimitsConfig::default())
+    }
+
+    fn core_with(limits: &LimitsConfig) -> (QueryCore, Snapshot, Arc<Hits>) {
         let opts = ListOptions {
             format: Some(Format::Plain),
             name: Some("court".into()),
@@ -565,7 +592,7 @@ mod tests {
             policy,
             Acl::new(&["192.0.2.0/24".parse().unwrap()]),
             &cache,
-            &LimitsConfig::default(),
+            limits,
             Arc::new(Metrics::new(&[])),
             Some(hits.clone() as Arc<dyn HitSink>),
         );
@@ -859,6 +886,41 @@ mod tests {
         let mut out = Vec::new();
         let outcome = core.handle(&snap, &inbound(&packet, CLIENT, Instant::now()), &mut out);
         assert!(matches!(outcome, Outcome::Forward(_)));
+    }
+
+    #[test]
+    fn a_zone_over_its_upstream_limit_gets_servfail_without_going_upstream() {
+        let limits = LimitsConfig {
+            upstream_qps_per_zone: 5,
+            upstream_ratelimit_factor: 10,
+            ..LimitsConfig::default()
+        };
+        let (core, snap, _) = core_with(&limits);
+        let now = Instant::now() + Duration::from_secs(1);
+        let mut forwarded = 0;
+        let mut out = Vec::new();
+        for i in 0..105 {
+            let packet = query(&format!("r{i}.victim.org."), true, false, true);
+            match core.handle(&snap, &inbound(&packet, CLIENT, now), &mut out) {
+                Outcome::Forward(_) => forwarded += 1,
+                Outcome::Reply => {
+                    assert_eq!(out[3] & 0x0f, 2, "SERVFAIL");
+                    assert_eq!(
+                        ede_of(&out),
+                        (0, b"upstream rate limit for victim.org".to_vec())
+                    );
+                }
+                Outcome::Silent => panic!("limited queries are answered"),
+            }
+        }
+        // The rate (a one-second burst), then one in ten of the 100 over.
+        assert_eq!(forwarded, 5 + 10);
+        // Other zones are not affected; neither are cache hits.
+        let packet = query("www.fine.org.", true, false, true);
+        assert!(matches!(
+            core.handle(&snap, &inbound(&packet, CLIENT, now), &mut out),
+            Outcome::Forward(_)
+        ));
     }
 
     #[test]
