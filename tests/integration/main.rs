@@ -11,6 +11,7 @@ mod common;
 
 mod audit_e2e;
 mod faults;
+mod flood;
 mod limits;
 mod lists;
 mod metrics;

@@ -5,6 +5,7 @@
 //! | name (lowercased, no trailing dot) | answer |
 //! |---|---|
 //! | first label `noanswer`, `slow`, `slow2`, … | never answered, whatever the fault (the client times out) |
+//! | anything under `dead.example` | never answered: a zone whose authorities are down (the random-subdomain flood's victim) |
 //! | `spoof.example` | when healthy: a forged answer (wrong ID, A [`SPOOFED_V4`]), the real one 50 ms later |
 //! | `nx.*` | NXDOMAIN with an SOA (minimum 60) |
 //! | `ad.example` | AD=1 |
@@ -178,6 +179,22 @@ impl Upstream {
         );
     }
 
+    /// Queries received for `zone` and every name under it over
+    /// `transport`.
+    pub fn count_under(&self, zone: &str, transport: &'static str) -> usize {
+        let below = format!(".{zone}");
+        self.state
+            .seen
+            .lock()
+            .map(|m| {
+                m.iter()
+                    .filter(|((n, t), _)| *t == transport && (n == zone || n.ends_with(&below)))
+                    .map(|(_, c)| *c)
+                    .sum()
+            })
+            .unwrap_or(0)
+    }
+
     /// Queries received for `name` (lowercased, no trailing dot) over
     /// `transport` ("udp" or "tcp").
     pub fn count(&self, name: &str, transport: &'static str) -> usize {
@@ -196,6 +213,9 @@ fn qname(n: &Name) -> String {
 
 /// Names that are never answered, whatever the mode.
 fn never_answered(name: &str) -> bool {
+    if name.ends_with(".dead.example") {
+        return true;
+    }
     let first = name.split('.').next().unwrap_or_default();
     first == "noanswer"
         || first
