@@ -215,6 +215,8 @@ impl Default for RawAcl {
 #[serde(deny_unknown_fields, default)]
 pub struct RawCache {
     pub max_entries: usize,
+    /// Bytes the cached answers may hold in all (0: only max_entries).
+    pub max_bytes: usize,
     /// Upper bound on how long an answer stays cached, whatever its TTL.
     pub max_ttl: u32,
     /// Upper bound for negative answers (RFC 2308 §5 suggests hours at most).
@@ -228,6 +230,7 @@ impl Default for RawCache {
     fn default() -> Self {
         RawCache {
             max_entries: 1_000_000,
+            max_bytes: 256 * 1024 * 1024,
             max_ttl: 86_400,
             max_negative_ttl: 3_600,
             serve_stale_secs: 0,
@@ -425,6 +428,7 @@ impl Config {
         }
         let cache = CacheConfig {
             max_entries: raw.cache.max_entries,
+            max_bytes: raw.cache.max_bytes,
             max_ttl: raw.cache.max_ttl,
             max_negative_ttl: raw.cache.max_negative_ttl,
             serve_stale: Duration::from_secs(u64::from(raw.cache.serve_stale_secs)),

@@ -659,6 +659,7 @@ mod tests {
             acl: vec!["127.0.0.0/8".parse().unwrap()],
             cache: CacheConfig {
                 max_entries: 1000,
+                max_bytes: 0,
                 max_ttl: 86_400,
                 max_negative_ttl: 3600,
                 serve_stale: Duration::ZERO,

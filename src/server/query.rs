@@ -583,6 +583,7 @@ mod tests {
         };
         let cache = CacheConfig {
             max_entries: 100,
+            max_bytes: 0,
             max_ttl: 86_400,
             max_negative_ttl: 3600,
             serve_stale: Duration::ZERO,
