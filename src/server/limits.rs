@@ -175,6 +175,10 @@ impl QpsLimiter {
 /// lenient for some, never unbounded in memory).
 pub struct ZoneLimiter {
     buckets: QpsLimiter,
+    /// Zone cuts below registered domains, learned from the SOA owners of
+    /// negative answers (`a.b.victim.org` answered from zone
+    /// `b.victim.org`); at most [`MAX_LEARNED_CUTS`].
+    cuts: std::sync::RwLock<std::collections::HashSet<Box<[u8]>>>,
     factor: u64,
     /// Queries over the limit so far; every `factor`-th goes through.
     over: AtomicU64,
@@ -182,6 +186,11 @@ pub struct ZoneLimiter {
     /// predictable from outside.
     seed: u64,
 }
+
+/// Zone cuts the limiter remembers (a flood could otherwise make it learn
+/// without bound); beyond this, names count against their registered
+/// domain.
+pub const MAX_LEARNED_CUTS: usize = 10_000;
 
 /// What the zone limit says about one query.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -199,10 +208,59 @@ impl ZoneLimiter {
     pub fn new(cfg: &LimitsConfig) -> Option<ZoneLimiter> {
         Some(ZoneLimiter {
             buckets: QpsLimiter::with_rate(cfg.upstream_qps_per_zone, 0)?,
+            cuts: std::sync::RwLock::new(std::collections::HashSet::new()),
             factor: u64::from(cfg.upstream_ratelimit_factor),
             over: AtomicU64::new(0),
             seed: rand::random(),
         })
+    }
+
+    /// The zone `name` (lowercase dotted) is counted against: the deepest
+    /// learned cut above it, else its registered domain.
+    pub fn zone_of<'a>(&self, name: &'a [u8]) -> &'a [u8] {
+        let registered = registered_zone(name);
+        let cuts = self.cuts.read().unwrap_or_else(PoisonError::into_inner);
+        if cuts.is_empty() {
+            return registered;
+        }
+        let mut candidate = name;
+        while candidate.len() > registered.len() {
+            if cuts.contains(candidate) {
+                return candidate;
+            }
+            match candidate.iter().position(|&b| b == b'.') {
+                Some(dot) => candidate = &candidate[dot + 1..],
+                None => break,
+            }
+        }
+        registered
+    }
+
+    /// An answer for `qname` came from the zone `owner` (its SOA owner,
+    /// both lowercase dotted): remember the cut when it lies below the
+    /// registered domain. Only ancestors of the name asked are taken, so
+    /// an answer can only split the zone it was asked about.
+    pub fn learn(&self, qname: &[u8], owner: &[u8]) {
+        let registered = registered_zone(qname);
+        let ancestor = qname == owner
+            || (qname.len() > owner.len()
+                && qname.ends_with(owner)
+                && qname[qname.len() - owner.len() - 1] == b'.');
+        if !ancestor || owner.len() <= registered.len() {
+            return;
+        }
+        if self
+            .cuts
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(owner)
+        {
+            return;
+        }
+        let mut cuts = self.cuts.write().unwrap_or_else(PoisonError::into_inner);
+        if cuts.len() < MAX_LEARNED_CUTS {
+            cuts.insert(owner.into());
+        }
     }
 
     /// Count one query for `zone` (lowercase dotted) at `now`.
@@ -346,6 +404,28 @@ mod tests {
         ] {
             assert_eq!(registered_zone(name.as_bytes()), zone.as_bytes(), "{name}");
         }
+    }
+
+    #[test]
+    fn deeper_zones_are_learned_from_soa_owners() {
+        let cfg = LimitsConfig {
+            upstream_qps_per_zone: 10,
+            ..LimitsConfig::default()
+        };
+        let l = ZoneLimiter::new(&cfg).unwrap();
+        assert_eq!(l.zone_of(b"x.dyn.victim.org"), b"victim.org");
+        l.learn(b"x.dyn.victim.org", b"dyn.victim.org");
+        assert_eq!(l.zone_of(b"y.dyn.victim.org"), b"dyn.victim.org");
+        assert_eq!(l.zone_of(b"dyn.victim.org"), b"dyn.victim.org");
+        assert_eq!(l.zone_of(b"www.victim.org"), b"victim.org");
+        // Not an ancestor of the name asked, or not below its registered
+        // domain: ignored.
+        l.learn(b"x.other.org", b"dyn.victim.org");
+        l.learn(b"a.b.other.org", b"org");
+        l.learn(b"a.b.other.org", b"other.org");
+        l.learn(b"a.b.other.org", b"c.other.org");
+        assert_eq!(l.zone_of(b"a.b.other.org"), b"other.org");
+        assert_eq!(l.cuts.read().unwrap().len(), 1);
     }
 
     #[test]

@@ -22,7 +22,7 @@ use crate::policy::{self, Action, Decision, PolicyConfig, Query};
 use crate::sinkhole;
 use crate::wire::{self, Request, RequestError, ResponseScan, Transport};
 
-use super::limits::{self, LimitsConfig, QpsLimiter, ZoneLimiter, ZoneVerdict};
+use super::limits::{LimitsConfig, QpsLimiter, ZoneLimiter, ZoneVerdict};
 
 /// Where the core hands every block for the hit log.
 pub trait HitSink: Send + Sync {
@@ -279,7 +279,7 @@ impl QueryCore {
         }
         self.metrics.cache_miss();
         if let Some(zones) = &self.zones {
-            let zone = limits::registered_zone(req.dotted());
+            let zone = zones.zone_of(req.dotted());
             if zones.check(zone, q.now) == ZoneVerdict::Limited {
                 return self.over_zone_limit(&req, zone, out);
             }
@@ -396,6 +396,11 @@ impl QueryCore {
     /// clients get their replies).
     pub fn store(&self, key: &CacheKey, reply: &[u8], scan: &ResponseScan, now: Instant) {
         self.cache.insert(key.as_bytes(), reply, scan, now);
+        if let Some(zones) = &self.zones
+            && scan.soa.is_some()
+        {
+            learn_zone_cut(zones, reply, scan);
+        }
     }
 
     /// The reply for one waiting client once the upstreams answered
@@ -498,6 +503,21 @@ impl QueryCore {
         );
         Some(Outcome::Reply)
     }
+}
+
+/// Teach the zone limiter the zone a negative answer came from.
+fn learn_zone_cut(zones: &ZoneLimiter, reply: &[u8], scan: &ResponseScan) {
+    let mut owner = [0u8; wire::MAX_NAME];
+    let Some(owner_len) = wire::authority_soa_owner(reply, scan, &mut owner) else {
+        return;
+    };
+    let mut qname_wire = [0u8; wire::MAX_NAME];
+    let Some((len, _)) = wire::read_name_wire(reply, wire::HEADER_LEN, &mut qname_wire) else {
+        return;
+    };
+    let mut qname = [0u8; wire::MAX_NAME];
+    let qname_len = wire::wire_to_dotted(&qname_wire[..len], &mut qname);
+    zones.learn(&qname[..qname_len], &owner[..owner_len]);
 }
 
 /// A block about to be answered and recorded.
@@ -922,6 +942,50 @@ mod tests {
             core.handle(&snap, &inbound(&packet, CLIENT, now), &mut out),
             Outcome::Forward(_)
         ));
+    }
+
+    #[test]
+    fn the_zone_limit_follows_a_deeper_zone_shown_by_an_soa_owner() {
+        use hickory_proto::rr::rdata::SOA;
+        let limits = LimitsConfig {
+            upstream_qps_per_zone: 1,
+            upstream_ratelimit_factor: 0,
+            ..LimitsConfig::default()
+        };
+        let (core, snap, _) = core_with(&limits);
+        let now = Instant::now() + Duration::from_secs(1);
+        let mut out = Vec::new();
+        // An NXDOMAIN for a name under dyn.victim.org from that zone.
+        let packet = query("gone.dyn.victim.org.", true, false, true);
+        let Outcome::Forward(p) = core.handle(&snap, &inbound(&packet, CLIENT, now), &mut out)
+        else {
+            panic!("not forwarded");
+        };
+        let q = Message::from_vec(&packet).unwrap();
+        let mut m = Message::response(7, hickory_proto::op::OpCode::Query);
+        m.metadata.response_code = hickory_proto::op::ResponseCode::NXDomain;
+        m.add_query(q.queries[0].clone());
+        let apex = Name::from_ascii("Dyn.Victim.org.").unwrap();
+        let soa = SOA::new(apex.clone(), apex.clone(), 1, 3600, 600, 86400, 60);
+        m.add_authority(Record::from_rdata(apex, 60, RData::SOA(soa)));
+        let bytes = m.to_vec().unwrap();
+        let scan = wire::scan_response(&bytes).unwrap();
+        core.store(&p.key, &bytes, &scan, now);
+        // victim.org itself spent its one token above; dyn.victim.org has its own.
+        let packet = query("a.dyn.victim.org.", true, false, true);
+        assert!(matches!(
+            core.handle(&snap, &inbound(&packet, CLIENT, now), &mut out),
+            Outcome::Forward(_)
+        ));
+        let packet = query("b.dyn.victim.org.", true, false, true);
+        assert!(matches!(
+            core.handle(&snap, &inbound(&packet, CLIENT, now), &mut out),
+            Outcome::Reply
+        ));
+        assert_eq!(
+            ede_of(&out),
+            (0, b"upstream rate limit for dyn.victim.org".to_vec())
+        );
     }
 
     #[test]
