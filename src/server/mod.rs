@@ -355,6 +355,8 @@ struct Inflight {
 struct InflightState {
     live: usize,
     peak: usize,
+    /// The most held since the count last fell to zero.
+    high_water: usize,
     /// Slots in the order they were taken; entries no longer running are
     /// dropped lazily.
     order: VecDeque<Arc<Slot>>,
@@ -370,6 +372,11 @@ struct Slot {
     shed: tokio::sync::Notify,
 }
 
+/// A burst of at least this many exchanges in flight is followed, once
+/// the last one ends, by giving freed memory back to the system (glibc
+/// keeps it otherwise, and RSS would stay at the flood's peak).
+const TRIM_AFTER: usize = 1024;
+
 const RUNNING: u8 = 0;
 const SHED: u8 = 1;
 const DONE: u8 = 2;
@@ -383,6 +390,7 @@ impl Inflight {
             state: Mutex::new(InflightState {
                 live: 0,
                 peak: 0,
+                high_water: 0,
                 order: VecDeque::new(),
             }),
         }
@@ -417,6 +425,7 @@ impl Inflight {
         if st.live < self.max {
             st.live += 1;
             st.peak = st.peak.max(st.live);
+            st.high_water = st.high_water.max(st.live);
             self.live.store(st.live, Ordering::Relaxed);
             self.peak.store(st.peak, Ordering::Relaxed);
             st.order.push_back(slot.clone());
@@ -443,8 +452,10 @@ impl Inflight {
     }
 
     /// The exchange's work is over; its slot is free unless it was shed
-    /// (then the slot already belongs to another exchange).
-    fn release(&self, slot: &Slot) {
+    /// (then the slot already belongs to another exchange). True when this
+    /// was the last of a burst of at least [`TRIM_AFTER`] exchanges: the
+    /// memory they used can go back to the system.
+    fn release(&self, slot: &Slot) -> bool {
         let mut st = self.lock();
         if slot
             .state
@@ -453,7 +464,13 @@ impl Inflight {
         {
             st.live -= 1;
             self.live.store(st.live, Ordering::Relaxed);
+            if st.live == 0 && st.high_water >= TRIM_AFTER {
+                st.high_water = 0;
+                st.order.shrink_to(64);
+                return true;
+            }
         }
+        false
     }
 }
 
@@ -467,10 +484,21 @@ struct SlotGuard {
 impl Drop for SlotGuard {
     fn drop(&mut self) {
         let inflight = &self.shared.inflight;
-        inflight.release(&self.slot);
+        let burst_over = inflight.release(&self.slot);
         self.shared
             .metrics()
             .set_inflight(inflight.live(), inflight.peak());
+        if burst_over {
+            {
+                let mut waiting = self.shared.lock_waiting();
+                if waiting.is_empty() {
+                    waiting.shrink_to(64);
+                }
+            }
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn_blocking(crate::memory::release_freed_memory);
+            }
+        }
     }
 }
 
