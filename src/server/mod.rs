@@ -208,9 +208,12 @@ impl Shared {
             map.insert(key.clone(), Vec::new());
         }
         let Some((slot, shed_other)) = self.inflight.admit() else {
-            // Every slot belongs to an exchange finishing right now.
-            self.lock_waiting().remove(&key);
-            self.reject(rt, waiter, Failure::Overload);
+            // Every slot belongs to an exchange finishing right now. Any
+            // client that joined this question meanwhile is answered too.
+            let joined = self.lock_waiting().remove(&key).unwrap_or_default();
+            for w in std::iter::once(waiter).chain(joined) {
+                self.reject(rt, w, Failure::Overload);
+            }
             return;
         };
         if shed_other {
