@@ -98,7 +98,7 @@ taskset -c "$CLIENT_CPU" dnsdist --supervised --disable-syslog -C "$work/upstrea
 pids+=($!)
 sleep 1
 victim_matches() {  # queries the upstream got for the victim zone so far
-  dnsdist -C "$work/upstream.conf" -c -e 'showRules()' 2>/dev/null | awk '$1 == "0" {print $3; exit}'
+  dnsdist -C "$work/upstream.conf" -c -e 'showRules()' 2>/dev/null | awk '$1 == "0" {for (i = 2; i <= NF; i++) if ($i ~ /^[0-9]+$/) {print $i; exit}}'
 }
 
 # --- servers ------------------------------------------------------------------------
@@ -228,7 +228,7 @@ for rate in $RATES; do
       -v r0="$rss0" -v h="$hwm" -v r5="$rss5" -v r10="$rss10" 'BEGIN {
         pct = s > 0 ? 100 * d / s : 0; sfp = s > 0 ? 100 * sf / s : 0
         printf "| %s | %d | %.0f | %d / %d | %s | %.1f%% | %.1f%% | %.0f | %.1f → %.1f → %.1f → %.1f |",
-          k, r, s / t, ok, a, p, pct, sfp, (m1 - m0) / secs, r0 / 1024, h / 1024, r5 / 1024, r10 / 1024 }')
+          k, r, s / secs, ok, a, p, pct, sfp, (m1 - m0) / secs, r0 / 1024, h / 1024, r5 / 1024, r10 / 1024 }')
     echo "$row" >> "$work/report.md"
     log "$row"
     sleep 1
