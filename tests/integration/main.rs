@@ -12,6 +12,7 @@ mod common;
 mod anchor;
 mod audit_e2e;
 mod faults;
+mod flood;
 mod limits;
 mod lists;
 mod metrics;
