@@ -13,7 +13,7 @@ TEST_COMMANDS := dig systemd-analyze systemd-sysusers strace chromium
 
 .PHONY: all build release run test test-deps fmt-check clippy unit bench fuzz clean
 .PHONY: install deb deb-tools deb-check
-.PHONY: conformance soak overload bench-reload
+.PHONY: conformance soak overload bench-reload bench-attack
 
 all: build
 
@@ -97,6 +97,15 @@ overload: release
 # Not part of `make test` (about 5-10 minutes, needs dnsperf).
 bench-reload: release
 	benches/reload.sh
+
+# Issue 17's random-subdomain flood: sinkhole (defaults, and with
+# limits.upstream_qps_per_zone) and Unbound (ratelimit off and on) at
+# ATTACK_RATES (10k 30k 60k qps) for ATTACK_SECONDS (20): legitimate
+# lookups, flood answer rate, victim-zone upstream qps, RSS. Needs dnsperf,
+# dnsdist, unbound (installed from Debian when missing, as root). Not part
+# of `make test` (about 6 minutes).
+bench-attack: release
+	benches/attack.sh
 
 # ---------------------------------------------------------------- packaging
 # `make install` builds a release binary and installs it with the systemd

@@ -3,7 +3,10 @@
 //! in-place patches (ID, the client's spelling of the name, TTLs aged by the
 //! seconds since insert) instead of a decode and re-encode.
 //!
-//! Bounded by `max_entries`, split over mutex-guarded shards; eviction is
+//! Bounded by `max_entries` and by `max_bytes` (what the entries hold:
+//! reply bytes, keys, TTL offsets and bookkeeping, so a flood of unique
+//! names answered NXDOMAIN cannot grow it past its limit whatever the
+//! answers' size), split over mutex-guarded shards; eviction is
 //! CLOCK (second chance) over a slot array, which costs one flag write per
 //! hit and no allocation or list juggling. A hand-rolled map keeps lookups
 //! borrow-only (`&[u8]` keys) and avoids a dependency for ~150 lines.
@@ -18,6 +21,8 @@ use crate::wire::{self, ResponseScan};
 #[derive(Clone, Debug)]
 pub struct CacheConfig {
     pub max_entries: usize,
+    /// Bytes the entries may hold in all; 0 = bounded by `max_entries` only.
+    pub max_bytes: usize,
     pub max_ttl: u32,
     pub max_negative_ttl: u32,
     /// RFC 8767 stale window past expiry; zero = serve-stale off.
@@ -111,6 +116,54 @@ struct Shard {
     map: HashMap<Box<[u8]>, u32>,
     slots: Vec<Slot>,
     hand: usize,
+    /// What the slots hold, by [`entry_cost`].
+    bytes: usize,
+}
+
+/// Bookkeeping per entry beyond its byte strings: the slot, the map's
+/// bucket, and the allocator's headers of the three boxes.
+const ENTRY_OVERHEAD: usize = std::mem::size_of::<Slot>() + 64;
+
+/// What one entry costs against `max_bytes` (the key is stored twice:
+/// in the map and in the slot).
+fn entry_cost(key: &[u8], entry: &Entry) -> usize {
+    2 * key.len() + entry.bytes.len() + 2 * entry.ttl_offsets.len() + ENTRY_OVERHEAD
+}
+
+impl Shard {
+    /// Drop the slot at `i` (the last slot moves into its place).
+    fn remove_slot(&mut self, i: usize) {
+        let removed = self.slots.swap_remove(i);
+        self.bytes -= entry_cost(&removed.key, &removed.entry);
+        self.map.remove(&removed.key);
+        if let Some(moved) = self.slots.get(i)
+            && let Some(idx) = self.map.get_mut(&moved.key)
+        {
+            *idx = i as u32;
+        }
+        if self.hand >= self.slots.len() {
+            self.hand = 0;
+        }
+    }
+
+    /// CLOCK (second chance): evict one entry, expired or not referenced
+    /// since the hand last passed; two sweeps at most, since the first
+    /// clears every flag. False when the shard is empty.
+    fn evict_one(&mut self, now: Instant) -> bool {
+        let n = self.slots.len();
+        for _ in 0..2 * n {
+            let h = self.hand % n;
+            self.hand = (h + 1) % n;
+            let slot = &mut self.slots[h];
+            if slot.referenced && now < slot.entry.expires {
+                slot.referenced = false;
+                continue;
+            }
+            self.remove_slot(h);
+            return true;
+        }
+        false
+    }
 }
 
 /// What a hit wrote and what the caller still has to check.
@@ -124,6 +177,8 @@ pub(crate) struct Hit {
 pub(crate) struct Cache {
     shards: Box<[Mutex<Shard>]>,
     per_shard: usize,
+    /// Byte budget per shard (`usize::MAX`: none).
+    shard_bytes: usize,
     max_ttl: u32,
     max_negative_ttl: u32,
 }
@@ -145,9 +200,14 @@ impl Cache {
             0 => 0,
             n => (n / SHARDS).max(1),
         };
+        let shard_bytes = match cfg.max_bytes {
+            0 => usize::MAX,
+            n => (n / SHARDS).max(1),
+        };
         Cache {
             shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
             per_shard,
+            shard_bytes,
             max_ttl: cfg.max_ttl,
             max_negative_ttl: cfg.max_negative_ttl,
         }
@@ -291,43 +351,40 @@ impl Cache {
             opt_class_offset: scan.opt_class_offset.map(|o| o as u16),
             has_cname: scan.has_cname,
         };
+        let cost = entry_cost(key, &entry);
+        if cost > self.shard_bytes {
+            return;
+        }
         let Ok(mut guard) = self.shards[shard_of(key)].lock() else {
             return;
         };
         let shard = &mut *guard;
         if let Some(&idx) = shard.map.get(key) {
-            if let Some(slot) = shard.slots.get_mut(idx as usize) {
-                slot.entry = entry;
+            // Refreshed: the old answer goes, the new one is inserted below.
+            shard.remove_slot(idx as usize);
+        }
+        while shard.slots.len() >= self.per_shard || shard.bytes + cost > self.shard_bytes {
+            if !shard.evict_one(now) {
                 return;
             }
         }
         let key: Box<[u8]> = key.into();
-        if shard.slots.len() < self.per_shard {
-            shard.map.insert(key.clone(), shard.slots.len() as u32);
-            shard.slots.push(Slot {
-                key,
-                entry,
-                referenced: false,
-            });
-            return;
-        }
-        // CLOCK: two sweeps at most, since the first clears every flag.
-        let n = shard.slots.len();
-        for _ in 0..2 * n {
-            let h = shard.hand % n;
-            shard.hand = (h + 1) % n;
-            let slot = &mut shard.slots[h];
-            if slot.referenced && now < slot.entry.expires {
-                slot.referenced = false;
-                continue;
-            }
-            let old = std::mem::replace(&mut slot.key, key.clone());
-            slot.entry = entry;
-            slot.referenced = false;
-            shard.map.remove(&old);
-            shard.map.insert(key, h as u32);
-            return;
-        }
+        shard.map.insert(key.clone(), shard.slots.len() as u32);
+        shard.bytes += cost;
+        shard.slots.push(Slot {
+            key,
+            entry,
+            referenced: false,
+        });
+    }
+
+    /// Bytes the entries hold now (as counted against `max_bytes`).
+    #[cfg(test)]
+    pub(crate) fn bytes(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.lock().map(|s| s.bytes).unwrap_or(0))
+            .sum()
     }
 }
 
@@ -341,6 +398,7 @@ mod tests {
     fn cfg(n: usize) -> CacheConfig {
         CacheConfig {
             max_entries: n,
+            max_bytes: 0,
             max_ttl: 86_400,
             max_negative_ttl: 3_600,
             serve_stale: Duration::ZERO,
@@ -360,6 +418,43 @@ mod tests {
         let w = wire::dotted_to_wire(name);
         let n = make_key(&mut b, &w, 1, 1, 0);
         b[..n].to_vec()
+    }
+
+    #[test]
+    fn max_bytes_bounds_a_flood_of_unique_names() {
+        let max_bytes = 64 * 1024;
+        let c = Cache::new(&CacheConfig {
+            max_bytes,
+            ..cfg(1_000_000)
+        });
+        let t0 = Instant::now();
+        for i in 0..20_000 {
+            let name = format!("r{i}.victim.example.");
+            let r = reply(&name, 300);
+            let s = wire::scan_response(&r).unwrap();
+            c.insert(&key(&name), &r, &s, t0);
+            assert!(c.bytes() <= max_bytes, "{} bytes after {i}", c.bytes());
+        }
+        assert!(c.len() > 100, "still caching: {}", c.len());
+        // The newest entries are there, and lookups still find them.
+        let name = "r19999.victim.example.";
+        let mut out = Vec::new();
+        let client = wire::dotted_to_wire(name);
+        assert!(c.get_into(&key(name), &mut out, 1, &client, t0).is_some());
+        // Every map index points at its slot after the swap-removes.
+        for shard in c.shards.iter() {
+            let shard = shard.lock().unwrap();
+            assert_eq!(shard.map.len(), shard.slots.len());
+            for (k, &i) in &shard.map {
+                assert_eq!(&shard.slots[i as usize].key, k);
+            }
+            let sum: usize = shard
+                .slots
+                .iter()
+                .map(|s| entry_cost(&s.key, &s.entry))
+                .sum();
+            assert_eq!(shard.bytes, sum);
+        }
     }
 
     #[test]

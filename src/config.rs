@@ -20,6 +20,7 @@ use crate::policy::{Action, PolicyConfig};
 use crate::server::ServerConfig;
 use crate::server::limits::LimitsConfig;
 use crate::sinkhole::Template;
+use crate::special::{LocalZone, LocalZones};
 
 /// Where upstream servers come from when `[upstream] servers` is empty.
 pub const RESOLV_CONF: &str = "/etc/resolv.conf";
@@ -175,6 +176,9 @@ pub struct RawPolicy {
     pub ttl: u32,
     pub ede_code: u32,
     pub ede_text: String,
+    /// Special-use zones answered locally (see `special`); remove
+    /// `private-reverse` when the upstream holds internal PTR zones.
+    pub local_zones: Vec<String>,
 }
 
 impl Default for RawPolicy {
@@ -186,6 +190,10 @@ impl Default for RawPolicy {
             ttl: 300,
             ede_code: 16,
             ede_text: "blocked by order {decision}".into(),
+            local_zones: LocalZone::ALL
+                .iter()
+                .map(|z| z.as_str().to_string())
+                .collect(),
         }
     }
 }
@@ -208,6 +216,8 @@ impl Default for RawAcl {
 #[serde(deny_unknown_fields, default)]
 pub struct RawCache {
     pub max_entries: usize,
+    /// Bytes the cached answers may hold in all (0: only max_entries).
+    pub max_bytes: usize,
     /// Upper bound on how long an answer stays cached, whatever its TTL.
     pub max_ttl: u32,
     /// Upper bound for negative answers (RFC 2308 §5 suggests hours at most).
@@ -221,6 +231,7 @@ impl Default for RawCache {
     fn default() -> Self {
         RawCache {
             max_entries: 1_000_000,
+            max_bytes: 256 * 1024 * 1024,
             max_ttl: 86_400,
             max_negative_ttl: 3_600,
             serve_stale_secs: 0,
@@ -230,7 +241,7 @@ impl Default for RawCache {
 
 /// `[limits]`: per-client limits, so one subscriber cannot take the
 /// resolver from the others. Every key 0 = off.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawLimits {
     /// Queries per second one client (IPv4 address, IPv6 /64) may send.
@@ -240,6 +251,22 @@ pub struct RawLimits {
     pub qps_burst: u32,
     /// TCP connections one client (IPv4 address, IPv6 /64) may hold open.
     pub tcp_connections_per_client: usize,
+    /// Queries per second one zone (registered domain) may send upstream.
+    pub upstream_qps_per_zone: u32,
+    /// Over that, one query in this many still goes upstream (0: none).
+    pub upstream_ratelimit_factor: u32,
+}
+
+impl Default for RawLimits {
+    fn default() -> Self {
+        RawLimits {
+            qps_per_client: 0,
+            qps_burst: 0,
+            tcp_connections_per_client: 0,
+            upstream_qps_per_zone: 0,
+            upstream_ratelimit_factor: 10,
+        }
+    }
 }
 
 /// `[audit]` is owned by the audit module (`audit::RawAuditConfig`). It is
@@ -405,6 +432,7 @@ impl Config {
         }
         let cache = CacheConfig {
             max_entries: raw.cache.max_entries,
+            max_bytes: raw.cache.max_bytes,
             max_ttl: raw.cache.max_ttl,
             max_negative_ttl: raw.cache.max_negative_ttl,
             serve_stale: Duration::from_secs(u64::from(raw.cache.serve_stale_secs)),
@@ -513,6 +541,15 @@ fn validate_limits(raw: &RawLimits) -> Result<LimitsConfig, ConfigError> {
     if raw.qps_burst > 10_000_000 {
         return Err(invalid("limits.qps_burst", "at most 10000000"));
     }
+    if raw.upstream_qps_per_zone > 1_000_000 {
+        return Err(invalid("limits.upstream_qps_per_zone", "at most 1000000"));
+    }
+    if raw.upstream_ratelimit_factor > 1_000_000 {
+        return Err(invalid(
+            "limits.upstream_ratelimit_factor",
+            "at most 1000000",
+        ));
+    }
     if raw.qps_burst > 0 && raw.qps_per_client == 0 {
         return Err(invalid(
             "limits.qps_burst",
@@ -527,6 +564,8 @@ fn validate_limits(raw: &RawLimits) -> Result<LimitsConfig, ConfigError> {
             raw.qps_burst
         },
         tcp_connections_per_client: raw.tcp_connections_per_client,
+        upstream_qps_per_zone: raw.upstream_qps_per_zone,
+        upstream_ratelimit_factor: raw.upstream_ratelimit_factor,
     })
 }
 
@@ -679,6 +718,8 @@ fn validate_policy(raw: &RawPolicy) -> Result<PolicyConfig, ConfigError> {
     if raw.ttl > 604_800 {
         return Err(invalid("policy.ttl", "at most 604800 (one week)"));
     }
+    let local_zones =
+        LocalZones::parse_list(&raw.local_zones).map_err(|m| invalid("policy.local_zones", m))?;
     Ok(PolicyConfig {
         action,
         address_v4,
@@ -686,6 +727,7 @@ fn validate_policy(raw: &RawPolicy) -> Result<PolicyConfig, ConfigError> {
         ttl: raw.ttl,
         ede_code,
         ede_text,
+        local_zones,
     })
 }
 

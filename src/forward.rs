@@ -53,6 +53,9 @@ pub(crate) struct UpstreamQuery<'a> {
     /// `Some(dnssec_ok)` when the client used EDNS: we mirror it, so an
     /// answer never carries an OPT the client did not ask for.
     pub edns: Option<bool>,
+    /// The zone the name belongs to (its registered domain): failures
+    /// count against an upstream's health only across zones.
+    pub zone: &'a [u8],
 }
 
 pub(crate) struct Forwarder {
@@ -71,10 +74,27 @@ const SICK_FOR_MS: u64 = 5_000;
 
 /// Without this, a silent first upstream would cost every cache miss its
 /// share of the timeout.
+///
+/// Kept per upstream *and zone*: a failure counts only when the zone
+/// differs from the last failure's. A random-subdomain flood against one
+/// dead zone then never marks an upstream sick (which would send every
+/// other zone's questions to the next upstream, or SERVFAIL with one),
+/// while an upstream that is really down fails for many zones in a row
+/// and is moved to the end as before.
 #[derive(Debug, Default)]
 struct Health {
     fails: AtomicU32,
     last_fail_ms: AtomicU64,
+    /// Hash of the zone of the last failure (0: none since the last success).
+    last_fail_zone: AtomicU64,
+}
+
+fn zone_hash(zone: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in zone {
+        h = (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
+    }
+    h.max(1)
 }
 
 /// The encoded query with ID `id`.
@@ -159,19 +179,14 @@ impl Forwarder {
             };
             if result.is_ok() {
                 self.metrics.upstream_ok(server, sent.elapsed());
+                self.health[idx].last_fail_zone.store(0, Ordering::Relaxed);
                 let before = self.health[idx].fails.swap(0, Ordering::Relaxed);
                 if before >= SICK_AFTER {
                     tracing::info!(%server, "upstream answering again");
                 }
             } else {
                 self.metrics.upstream_error(server);
-                let before = self.health[idx].fails.fetch_add(1, Ordering::Relaxed);
-                if before + 1 == SICK_AFTER {
-                    tracing::warn!(%server, "upstream failing: {SICK_AFTER} attempts in a row; asked last for now");
-                }
-                self.health[idx]
-                    .last_fail_ms
-                    .store(self.now_ms(), Ordering::Relaxed);
+                self.record_failure(idx, q.zone);
             }
             match result {
                 Ok((b, s)) if is_failover_rcode(s.rcode()) && i + 1 < n => {
@@ -191,6 +206,23 @@ impl Forwarder {
             Err(ForwardError::Timeout(self.timeout))
         } else {
             Err(ForwardError::Failed(last_err))
+        }
+    }
+
+    /// One failed attempt at upstream `idx` for a name in `zone`.
+    fn record_failure(&self, idx: usize, zone: &[u8]) {
+        let h = &self.health[idx];
+        let z = zone_hash(zone);
+        h.last_fail_ms.store(self.now_ms(), Ordering::Relaxed);
+        let previous = h.last_fail_zone.swap(z, Ordering::Relaxed);
+        if previous == z && h.fails.load(Ordering::Relaxed) > 0 {
+            // The same zone again: its authorities, not this upstream.
+            return;
+        }
+        let before = h.fails.fetch_add(1, Ordering::Relaxed);
+        if before + 1 == SICK_AFTER {
+            let server = self.servers[idx];
+            tracing::warn!(%server, "upstream failing: {SICK_AFTER} attempts in a row across zones; asked last for now");
         }
     }
 
@@ -230,17 +262,23 @@ impl Forwarder {
         let id: u16 = rand::random();
         let msg = build_query(id, q);
         sock.send(&msg).await?;
-        let mut buf = vec![0u8; UDP_RECV];
+        // No receive buffer is held while waiting (most of an exchange's
+        // life under a flood of names that never answer): wait for a
+        // datagram by peeking at its sender (a pending ICMP error surfaces
+        // here too and ends the attempt at once), then read it into the
+        // stack.
         loop {
-            let n = match timeout_at(deadline, sock.recv(&mut buf)).await {
-                Ok(r) => r?,
+            match timeout_at(deadline, sock.peek_sender()).await {
+                Ok(peeked) => {
+                    peeked?;
+                }
                 Err(_) => return Err(io::Error::new(io::ErrorKind::TimedOut, "upstream timeout")),
-            };
-            let reply = &buf[..n];
-            match accept_reply(reply, id, q) {
-                Some(scan) if scan.truncated() => return Ok(Attempt::Truncated),
-                Some(scan) => return Ok(Attempt::Answer(reply.to_vec(), scan)),
-                None => continue,
+            }
+            match read_reply(&sock, id, q) {
+                Ok(Some(attempt)) => return Ok(attempt),
+                Ok(None) => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(e),
             }
         }
     }
@@ -272,6 +310,19 @@ impl Forwarder {
         };
         timeout_at(deadline, work).await.map_err(|_| timed_out())?
     }
+}
+
+/// Read one datagram if there is one: `Some` for our reply, `None` for
+/// anything else (ignored; the wait goes on).
+fn read_reply(sock: &UdpSocket, id: u16, q: &UpstreamQuery<'_>) -> io::Result<Option<Attempt>> {
+    let mut buf = [0u8; UDP_RECV];
+    let n = sock.try_recv(&mut buf)?;
+    let reply = &buf[..n];
+    Ok(match accept_reply(reply, id, q) {
+        Some(scan) if scan.truncated() => Some(Attempt::Truncated),
+        Some(scan) => Some(Attempt::Answer(reply.to_vec(), scan)),
+        None => None,
+    })
 }
 
 /// The anti-spoofing check: a well-formed response with our ID and our
@@ -315,6 +366,84 @@ mod tests {
         }
     }
 
+    fn forwarder(server: SocketAddr) -> Forwarder {
+        let cfg = UpstreamConfig {
+            servers: vec![server],
+            timeout: Duration::from_millis(800),
+            tcp_timeout: Duration::from_millis(800),
+        };
+        Forwarder::new(&cfg, Arc::new(Metrics::new(&cfg.servers)))
+    }
+
+    fn question(name: &[u8]) -> UpstreamQuery<'_> {
+        UpstreamQuery {
+            name,
+            qtype: 1,
+            qclass: 1,
+            rd: true,
+            cd: false,
+            ad: false,
+            edns: None,
+            zone: b"example",
+        }
+    }
+
+    #[tokio::test]
+    async fn an_answer_is_read_and_a_closed_port_fails_at_once() {
+        let up = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let addr = up.local_addr().unwrap();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 512];
+            while let Ok((n, from)) = up.recv_from(&mut buf) {
+                // Garbage first (ignored), then the query echoed back as a
+                // response: our ID and question.
+                let _ = up.send_to(b"junk", from);
+                buf[2] |= 0x80;
+                let _ = up.send_to(&buf[..n], from);
+            }
+        });
+        let name = wire::dotted_to_wire("a.example");
+        let f = forwarder(addr);
+        let (reply, scan) = f.resolve(&question(&name)).await.unwrap();
+        assert_eq!(scan.rcode(), 0);
+        assert!(reply.len() > 12);
+
+        let closed = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let gone = closed.local_addr().unwrap();
+        drop(closed);
+        let f = forwarder(gone);
+        let t0 = std::time::Instant::now();
+        let err = f.resolve(&question(&name)).await.unwrap_err();
+        assert!(matches!(err, ForwardError::Failed(_)), "{err}");
+        assert!(
+            t0.elapsed() < Duration::from_millis(400),
+            "{:?}",
+            t0.elapsed()
+        );
+    }
+
+    #[test]
+    fn one_dead_zone_does_not_make_an_upstream_sick() {
+        let cfg = UpstreamConfig {
+            servers: vec![
+                "192.0.2.1:53".parse().unwrap(),
+                "192.0.2.2:53".parse().unwrap(),
+            ],
+            timeout: Duration::from_millis(100),
+            tcp_timeout: Duration::from_millis(100),
+        };
+        let f = Forwarder::new(&cfg, Arc::new(Metrics::new(&cfg.servers)));
+        for _ in 0..100 {
+            f.record_failure(0, b"victim.org");
+        }
+        assert_eq!(f.order(), vec![0, 1], "one zone failing: still asked first");
+        // Failing across zones is the upstream's own fault.
+        for zone in [&b"a.org"[..], b"victim.org", b"b.org"] {
+            f.record_failure(0, zone);
+        }
+        assert_eq!(f.order(), vec![1, 0]);
+    }
+
     #[test]
     fn query_encoding() {
         let name = wire::dotted_to_wire("www.example.com");
@@ -326,6 +455,7 @@ mod tests {
             cd: true,
             ad: false,
             edns: Some(true),
+            zone: b"example.com",
         };
         let b = build_query(0xbeef, &q);
         let m = Message::from_vec(&b).unwrap();

@@ -24,5 +24,6 @@ pub mod server;
 #[cfg(not(feature = "fuzzing"))]
 pub(crate) mod server;
 pub(crate) mod sinkhole;
+pub(crate) mod special;
 pub(crate) mod wire;
 pub mod witness;

@@ -121,6 +121,9 @@ pub struct PolicyConfig {
     pub ede_code: u16,
     /// The EDE EXTRA-TEXT template.
     pub ede_text: crate::sinkhole::Template,
+    /// Special-use zones answered locally, never forwarded (checked after
+    /// the lists: a listed name keeps its block answer).
+    pub local_zones: crate::special::LocalZones,
 }
 
 /// What to do with a query.
@@ -230,6 +233,7 @@ mod tests {
             address_v6: "2001:db8::1".parse().unwrap(),
             ede_code: 16,
             ede_text: Template::parse("{list}").unwrap(),
+            local_zones: crate::special::LocalZones::default(),
         }
     }
 

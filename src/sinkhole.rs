@@ -4,9 +4,10 @@
 //! SOA so the negative answer is cached for `policy.ttl`; `address` answers
 //! only A/AAAA and NODATA otherwise; EDE only when the client sent EDNS.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::policy::{Action, PolicyConfig};
+use crate::special::LocalAnswer;
 use crate::wire::{self, Request};
 
 /// One piece of a parsed `ede_text` template.
@@ -257,6 +258,49 @@ pub(crate) fn block_answer(
     true
 }
 
+/// TTL of local answers to special-use names (what Unbound uses for its
+/// default local zones): they never change.
+pub(crate) const LOCAL_TTL: u32 = 3600;
+
+/// The local answer to a special-use name ([`crate::special`]), as the
+/// authority for it (AA=1): loopback addresses for `localhost`, else no
+/// data or NXDOMAIN with an SOA so it is cached (RFC 2308).
+pub(crate) fn local_answer(out: &mut Vec<u8>, req: &Request, answer: LocalAnswer) {
+    let rcode = match answer {
+        LocalAnswer::NxDomain => wire::RCODE_NXDOMAIN,
+        LocalAnswer::Loopback | LocalAnswer::NoData => wire::RCODE_NOERROR,
+    };
+    wire::begin_reply(out, req, rcode);
+    wire::set_flag(out, wire::FLAG_AA);
+    let mut an = 0;
+    if answer == LocalAnswer::Loopback {
+        match req.qtype {
+            wire::TYPE_A => {
+                wire::push_rr_at_qname(out, wire::TYPE_A, LOCAL_TTL, &Ipv4Addr::LOCALHOST.octets());
+                an = 1;
+            }
+            wire::TYPE_AAAA => {
+                let v6 = Ipv6Addr::LOCALHOST.octets();
+                wire::push_rr_at_qname(out, wire::TYPE_AAAA, LOCAL_TTL, &v6);
+                an = 1;
+            }
+            _ => {}
+        }
+    }
+    let ns = if an == 0 {
+        push_soa(out, LOCAL_TTL, 1);
+        1
+    } else {
+        0
+    };
+    let mut ar = 0;
+    if let Some(e) = req.edns {
+        wire::push_opt(out, e.dnssec_ok, 0);
+        ar = 1;
+    }
+    wire::set_counts(out, an, ns, ar);
+}
+
 /// REFUSED (+ EDE 18 Prohibited when the client sent EDNS) for clients
 /// outside the ACL.
 pub(crate) fn refused_prohibited(out: &mut Vec<u8>, req: &Request) {
@@ -277,6 +321,24 @@ pub(crate) fn error_answer(out: &mut Vec<u8>, req: &Request, rcode: u16) {
         wire::set_counts(out, 0, 0, 1);
     }
 }
+
+/// SERVFAIL saying why (RFC 8914): `code` and `text` go in an EDE option
+/// when the client used EDNS; without EDNS it is a plain SERVFAIL, as
+/// RFC 8914 §3 forbids adding an OPT the client did not ask for.
+pub(crate) fn servfail_with_reason(out: &mut Vec<u8>, req: &Request, code: u16, text: &[u8]) {
+    wire::begin_reply(out, req, wire::RCODE_SERVFAIL);
+    if let Some(e) = req.edns {
+        let rdlen = wire::push_opt(out, e.dnssec_ok, 0);
+        let text = &text[..text.len().min(MAX_EDE_TEXT)];
+        wire::push_ede(out, rdlen, code, |o| o.extend_from_slice(text));
+        wire::set_counts(out, 0, 0, 1);
+    }
+}
+
+/// RFC 8914 codes of our own SERVFAILs.
+pub(crate) const EDE_OTHER: u16 = 0;
+pub(crate) const EDE_NO_REACHABLE_AUTHORITY: u16 = 22;
+pub(crate) const EDE_NETWORK_ERROR: u16 = 23;
 
 /// BADVERS (RFC 6891 §6.1.3) for EDNS versions other than 0.
 pub(crate) fn badvers_answer(out: &mut Vec<u8>, req: &Request) {
@@ -323,6 +385,7 @@ mod tests {
             ttl: 300,
             ede_code: 16,
             ede_text: Template::parse("order {decision} by {authority} ({list}: {rule})").unwrap(),
+            local_zones: crate::special::LocalZones::default(),
         }
     }
 
@@ -553,6 +616,7 @@ mod template_tests {
             ede_code: 16,
             ede_text: Template::parse("blocked by order {decision}; authority {authority}")
                 .expect("template"),
+            local_zones: crate::special::LocalZones::default(),
         };
         let mut out = Vec::new();
         fill_template(&mut out, &policy, &PlainRule, 512);

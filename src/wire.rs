@@ -536,6 +536,28 @@ pub(crate) fn scan_response(msg: &[u8]) -> Option<ResponseScan> {
     Some(s)
 }
 
+/// The owner of the first SOA in the authority section of a scanned
+/// response (the zone a negative answer comes from), lowercased dotted
+/// text into `out`; returns its length.
+pub(crate) fn authority_soa_owner(
+    msg: &[u8],
+    scan: &ResponseScan,
+    out: &mut [u8; MAX_NAME],
+) -> Option<usize> {
+    scan.soa?;
+    let mut off = scan.qname_end + 4;
+    for i in 0..(scan.ancount as usize + scan.nscount as usize) {
+        let n = skip_name(msg, off)?;
+        if i >= scan.ancount as usize && read_u16(msg, n)? == TYPE_SOA {
+            let mut w = [0u8; MAX_NAME];
+            let (len, _) = read_name_wire(msg, off, &mut w)?;
+            return Some(wire_to_dotted(&w[..len], out));
+        }
+        off = skip_rr(msg, off)?;
+    }
+    None
+}
+
 /// Visit the owner and target of every CNAME in the answer section as
 /// lowercased dotted text; stop early when `f` returns `Some`.
 pub(crate) fn for_each_cname_name<T>(
@@ -664,6 +686,12 @@ pub(crate) fn header_only_reply(out: &mut Vec<u8>, packet: &[u8], rcode: u16) {
     out.extend_from_slice(&packet[0..2]);
     out.extend_from_slice(&flags.to_be_bytes());
     out.extend_from_slice(&[0; 8]);
+}
+
+pub(crate) fn set_flag(out: &mut [u8], flag: u16) {
+    if let Some(f) = read_u16(out, 2) {
+        write_u16(out, 2, f | flag);
+    }
 }
 
 pub(crate) fn set_counts(out: &mut [u8], an: u16, ns: u16, ar: u16) {

@@ -18,8 +18,11 @@
 //! | `sinkhole_cache_entries` | gauge | | answers in the cache now |
 //! | `sinkhole_upstream_request_duration_seconds` | histogram | `upstream` (`ADDR:PORT`) | time from sending a query upstream to its accepted answer |
 //! | `sinkhole_upstream_errors_total` | counter | `upstream` | upstream exchanges that failed (timeout, network error) |
-//! | `sinkhole_inflight_queries` | gauge | | queries waiting for an upstream now |
-//! | `sinkhole_shed_queries_total` | counter | | queries refused because `server.max_inflight` was reached |
+//! | `sinkhole_inflight_queries` | gauge | | upstream exchanges holding a `server.max_inflight` slot now |
+//! | `sinkhole_inflight_queries_peak` | gauge | | the most exchanges ever in flight at once (never above `server.max_inflight`) |
+//! | `sinkhole_shed_queries_total` | counter | | queries answered SERVFAIL "overload" because `server.max_inflight` was reached (an older exchange shed, or no slot) |
+//! | `sinkhole_local_answers_total` | counter | `zone` (`localhost` `test` `invalid` `onion` `home.arpa` `private-reverse`) | special-use names answered locally (`policy.local_zones`), never sent upstream |
+//! | `sinkhole_upstream_ratelimited_total` | counter | `zone` (the first 100 zones limited, then `other`) | queries answered SERVFAIL over `limits.upstream_qps_per_zone` instead of going upstream |
 //! | `sinkhole_ratelimited_total` | counter | `limit` (`qps`, `tcp_connections`) | queries dropped (UDP) or refused (TCP) over `limits.qps_per_client`, and TCP connections closed over `limits.tcp_connections_per_client` |
 //! | `sinkhole_stale_answers_total` | counter | | expired cached answers served because no upstream answered (`cache.serve_stale_secs`, RFC 8767) |
 //! | `sinkhole_list_entries` | gauge | `list` | rules loaded from each list in the snapshot in force |
@@ -61,7 +64,7 @@
 //! The query path calls [`Metrics::query`], [`Metrics::response`],
 //! [`Metrics::blocked`], [`Metrics::cache_hit`]/[`Metrics::cache_miss`],
 //! [`Metrics::upstream_ok`]/[`Metrics::upstream_error`], [`Metrics::shed`]
-//! and holds a [`Metrics::inflight`] guard while waiting upstream. Those are
+//! and sets [`Metrics::set_inflight`] as exchanges take and free slots. Those are
 //! atomic increments on counters created up front (indexed by small enums):
 //! no allocation and no lock. Figures other parts already keep (cache size,
 //! reload stats, audit stats, snapshot version) are read at scrape time
@@ -228,6 +231,10 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// unbounded series.
 const MAX_LISTS: usize = 1000;
 
+/// Zones over `limits.upstream_qps_per_zone` with a series of their own;
+/// later ones share `zone="other"` (a flood can name any number of zones).
+pub const MAX_LIMITED_ZONES: usize = 100;
+
 type BlockedLabels = [(&'static str, String); 2];
 type UpstreamLabels = [(&'static str, String); 1];
 
@@ -255,7 +262,12 @@ pub struct Metrics {
     upstream_durations: Family<UpstreamLabels, Histogram, fn() -> Histogram>,
     upstream_errors: Family<UpstreamLabels, Counter>,
     inflight: Gauge,
+    inflight_peak: Gauge,
     shed: Counter,
+    local_answers: Family<[(&'static str, &'static str); 1], Counter>,
+    zone_limited_family: Family<[(&'static str, String); 1], Counter>,
+    /// The zones with a series of their own (at most [`MAX_LIMITED_ZONES`]).
+    zone_limited: Mutex<HashMap<Box<str>, Counter>>,
     /// By [`Limit`].
     ratelimited: [Counter; 2],
     stale_answers: Counter,
@@ -361,11 +373,29 @@ impl Metrics {
             "Queries waiting for an upstream answer",
             inflight.clone(),
         );
+        let inflight_peak = Gauge::default();
+        registry.register(
+            "inflight_queries_peak",
+            "The most upstream exchanges in flight at once since start",
+            inflight_peak.clone(),
+        );
         let shed = Counter::default();
         registry.register(
             "shed_queries",
-            "Queries refused because server.max_inflight was reached",
+            "Queries answered SERVFAIL (overload) because server.max_inflight was reached",
             shed.clone(),
+        );
+        let local_answers = Family::<[(&'static str, &'static str); 1], Counter>::default();
+        registry.register(
+            "local_answers",
+            "Special-use names answered locally (policy.local_zones), never sent upstream",
+            local_answers.clone(),
+        );
+        let zone_limited_family = Family::<[(&'static str, String); 1], Counter>::default();
+        registry.register(
+            "upstream_ratelimited",
+            "Queries answered SERVFAIL over limits.upstream_qps_per_zone instead of going upstream",
+            zone_limited_family.clone(),
         );
 
         let ratelimited_family = Family::<[(&'static str, &'static str); 1], Counter>::default();
@@ -407,7 +437,11 @@ impl Metrics {
             upstream_durations: durations,
             upstream_errors: errors,
             inflight,
+            inflight_peak,
             shed,
+            local_answers,
+            zone_limited_family,
+            zone_limited: Mutex::new(HashMap::new()),
             ratelimited,
             stale_answers,
             scrape,
@@ -552,10 +586,40 @@ impl Metrics {
         self.stale_answers.inc();
     }
 
-    /// Counts one query as waiting upstream until the guard is dropped.
-    pub fn inflight(&self) -> InflightGuard {
-        self.inflight.inc();
-        InflightGuard(self.inflight.clone())
+    /// Upstream exchanges in flight now, and the most ever at once.
+    pub fn set_inflight(&self, live: usize, peak: usize) {
+        self.inflight.set(i64::try_from(live).unwrap_or(i64::MAX));
+        self.inflight_peak
+            .set(i64::try_from(peak).unwrap_or(i64::MAX));
+    }
+
+    /// A special-use name was answered locally; `zone` is one of the
+    /// fixed `policy.local_zones` names.
+    pub fn local_answer(&self, zone: &'static str) {
+        self.local_answers.get_or_create(&[("zone", zone)]).inc();
+    }
+
+    /// A query for `zone` was answered SERVFAIL over the per-zone
+    /// upstream rate limit.
+    pub fn upstream_ratelimited(&self, zone: &str) {
+        let mut zones = lock(&self.zone_limited);
+        if let Some(c) = zones.get(zone) {
+            c.inc();
+            return;
+        }
+        let key = if zones.len() < MAX_LIMITED_ZONES {
+            zone
+        } else {
+            "other"
+        };
+        let c = zones
+            .entry(key.into())
+            .or_insert_with(|| {
+                self.zone_limited_family
+                    .get_or_create_owned(&[("zone", key.to_string())])
+            })
+            .clone();
+        c.inc();
     }
 
     // ---------------------------------------------------------- scrape side
@@ -590,16 +654,6 @@ impl Metrics {
     pub fn upstream_healthy(&self, window: Duration) -> bool {
         self.upstream_answered_within(window)
             || !self.within(self.last_upstream_err.load(Ordering::Relaxed), window)
-    }
-}
-
-/// Decrements `sinkhole_inflight_queries` when dropped.
-#[derive(Debug)]
-pub struct InflightGuard(Gauge);
-
-impl Drop for InflightGuard {
-    fn drop(&mut self) {
-        self.0.dec();
     }
 }
 
@@ -684,9 +738,7 @@ mod tests {
         m.upstream_error(up(2));
         m.upstream_error(up(9));
         m.shed();
-        let g1 = m.inflight();
-        let g2 = m.inflight();
-        drop(g1);
+        m.set_inflight(1, 2);
 
         let e = parse(&m);
         let v = |n: &str, l: &[(&str, &str)]| e.value(n, l);
@@ -807,7 +859,8 @@ mod tests {
             Some(1.0)
         );
         assert_eq!(v("sinkhole_inflight_queries", &[]), Some(1.0));
-        drop(g2);
+        assert_eq!(v("sinkhole_inflight_queries_peak", &[]), Some(2.0));
+        m.set_inflight(0, 2);
         assert_eq!(parse(&m).value("sinkhole_inflight_queries", &[]), Some(0.0));
         assert_eq!(v("sinkhole_shed_queries_total", &[]), Some(1.0));
         assert_eq!(

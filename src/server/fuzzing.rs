@@ -277,7 +277,7 @@ impl Harness {
                     if self.core.complete(
                         &self.snapshot,
                         &p,
-                        None,
+                        Err(super::query::Failure::Timeout),
                         Instant::now(),
                         SystemTime::now(),
                         &mut r,
@@ -318,6 +318,7 @@ impl Harness {
             cd: req.cd(),
             ad: req.ad(),
             edns: req.edns.map(|e| e.dnssec_ok),
+            zone: super::limits::registered_zone(req.dotted()),
         };
         // What the forwarder sends must be a query hickory reads back.
         let sent = forward::build_query(UPSTREAM_ID, &uq);
@@ -349,7 +350,7 @@ impl Harness {
         if core.complete(
             &self.snapshot,
             &p,
-            Some((reply, &scan)),
+            Ok((reply, &scan)),
             now,
             SystemTime::now(),
             &mut r,
@@ -369,7 +370,14 @@ impl Harness {
                 // Not cached: then a stale answer may not come from it either
                 // unless it was cached; either way the reply is checked.
                 let mut r = Vec::new();
-                if core.complete(&self.snapshot, &p, None, now, SystemTime::now(), &mut r) {
+                if core.complete(
+                    &self.snapshot,
+                    &p,
+                    Err(super::query::Failure::Network),
+                    now,
+                    SystemTime::now(),
+                    &mut r,
+                ) {
                     check_reply(&packet, &r, udp, decodable);
                 }
             }

@@ -19,13 +19,32 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
-/// Per-client limits (`[limits]`); 0 = off.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// Per-client and per-zone limits (`[limits]`); 0 = off.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LimitsConfig {
     pub qps_per_client: u32,
     /// Resolved: `qps_per_client` when not set.
     pub qps_burst: u32,
     pub tcp_connections_per_client: usize,
+    /// Queries per second one zone may send upstream (Unbound's
+    /// `ratelimit`); 0 = off.
+    pub upstream_qps_per_zone: u32,
+    /// Over the zone limit, one query in this many still goes upstream
+    /// so the zone recovers when the attack stops (Unbound's
+    /// `ratelimit-factor`); 0 = none.
+    pub upstream_ratelimit_factor: u32,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            qps_per_client: 0,
+            qps_burst: 0,
+            tcp_connections_per_client: 0,
+            upstream_qps_per_zone: 0,
+            upstream_ratelimit_factor: 10,
+        }
+    }
 }
 
 /// Buckets in the query limiter (32 bytes each: 2 MiB in all).
@@ -73,17 +92,19 @@ pub(crate) struct QpsLimiter {
 impl QpsLimiter {
     /// `None` when the limit is off.
     pub(crate) fn new(cfg: &LimitsConfig) -> Option<QpsLimiter> {
-        if cfg.qps_per_client == 0 {
+        // `qps_burst` comes resolved from the config; 0 here still means "one second's worth".
+        QpsLimiter::with_rate(cfg.qps_per_client, cfg.qps_burst)
+    }
+
+    /// Buckets of `rate` per second holding `burst` (0: `rate`); `None`
+    /// when `rate` is 0.
+    pub(crate) fn with_rate(rate: u32, burst: u32) -> Option<QpsLimiter> {
+        if rate == 0 {
             return None;
         }
-        // `qps_burst` comes resolved from the config; 0 here still means "one second's worth".
-        let burst = u64::from(if cfg.qps_burst == 0 {
-            cfg.qps_per_client
-        } else {
-            cfg.qps_burst
-        });
+        let burst = u64::from(if burst == 0 { rate } else { burst });
         Some(QpsLimiter {
-            rate: u64::from(cfg.qps_per_client),
+            rate: u64::from(rate),
             cap: burst * MILLI,
             sets: (0..SETS)
                 .map(|_| Mutex::new([Bucket::default(); WAYS]))
@@ -104,7 +125,11 @@ impl QpsLimiter {
 
     /// Take one query's token for `ip` at `now`; false when over the limit.
     pub(crate) fn allow(&self, ip: IpAddr, now: Instant) -> bool {
-        let key = client_key(ip);
+        self.allow_key(client_key(ip), now)
+    }
+
+    /// Take one token from the bucket of `key` (never 0).
+    pub(crate) fn allow_key(&self, key: u128, now: Instant) -> bool {
         let now_ms = now.saturating_duration_since(self.epoch).as_millis() as u64;
         let mut set = self.sets[self.set_of(key)]
             .lock()
@@ -142,6 +167,133 @@ impl QpsLimiter {
             false
         }
     }
+}
+
+/// `limits.upstream_qps_per_zone`: a token bucket per zone for the
+/// queries that would go upstream, in the same fixed table as the client
+/// buckets (a flood naming more zones than it holds makes the limit
+/// lenient for some, never unbounded in memory).
+pub(crate) struct ZoneLimiter {
+    buckets: QpsLimiter,
+    /// Zone cuts below registered domains, learned from the SOA owners of
+    /// negative answers (`a.b.victim.org` answered from zone
+    /// `b.victim.org`); at most [`MAX_LEARNED_CUTS`].
+    cuts: std::sync::RwLock<std::collections::HashSet<Box<[u8]>>>,
+    factor: u64,
+    /// Queries over the limit so far; every `factor`-th goes through.
+    over: AtomicU64,
+    /// Random per process: which zones share a bucket set is not
+    /// predictable from outside.
+    seed: u64,
+}
+
+/// Zone cuts the limiter remembers (a flood could otherwise make it learn
+/// without bound); beyond this, names count against their registered
+/// domain.
+pub(crate) const MAX_LEARNED_CUTS: usize = 10_000;
+
+/// What the zone limit says about one query.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ZoneVerdict {
+    /// Within the limit.
+    Pass,
+    /// Over the limit, but this is the one in `factor` let through.
+    Probe,
+    /// Over the limit: answer SERVFAIL here.
+    Limited,
+}
+
+impl ZoneLimiter {
+    /// `None` when `upstream_qps_per_zone` is 0.
+    pub(crate) fn new(cfg: &LimitsConfig) -> Option<ZoneLimiter> {
+        Some(ZoneLimiter {
+            buckets: QpsLimiter::with_rate(cfg.upstream_qps_per_zone, 0)?,
+            cuts: std::sync::RwLock::new(std::collections::HashSet::new()),
+            factor: u64::from(cfg.upstream_ratelimit_factor),
+            over: AtomicU64::new(0),
+            seed: rand::random(),
+        })
+    }
+
+    /// The zone `name` (lowercase dotted) is counted against: the deepest
+    /// learned cut above it, else its registered domain.
+    pub(crate) fn zone_of<'a>(&self, name: &'a [u8]) -> &'a [u8] {
+        let registered = registered_zone(name);
+        let cuts = self.cuts.read().unwrap_or_else(PoisonError::into_inner);
+        if cuts.is_empty() {
+            return registered;
+        }
+        let mut candidate = name;
+        while candidate.len() > registered.len() {
+            if cuts.contains(candidate) {
+                return candidate;
+            }
+            match candidate.iter().position(|&b| b == b'.') {
+                Some(dot) => candidate = &candidate[dot + 1..],
+                None => break,
+            }
+        }
+        registered
+    }
+
+    /// An answer for `qname` came from the zone `owner` (its SOA owner,
+    /// both lowercase dotted): remember the cut when it lies below the
+    /// registered domain. Only ancestors of the name asked are taken, so
+    /// an answer can only split the zone it was asked about.
+    pub(crate) fn learn(&self, qname: &[u8], owner: &[u8]) {
+        let registered = registered_zone(qname);
+        let ancestor = qname == owner
+            || (qname.len() > owner.len()
+                && qname.ends_with(owner)
+                && qname[qname.len() - owner.len() - 1] == b'.');
+        if !ancestor || owner.len() <= registered.len() {
+            return;
+        }
+        if self
+            .cuts
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(owner)
+        {
+            return;
+        }
+        let mut cuts = self.cuts.write().unwrap_or_else(PoisonError::into_inner);
+        if cuts.len() < MAX_LEARNED_CUTS {
+            cuts.insert(owner.into());
+        }
+    }
+
+    /// Count one query for `zone` (lowercase dotted) at `now`.
+    pub(crate) fn check(&self, zone: &[u8], now: Instant) -> ZoneVerdict {
+        if self.buckets.allow_key(self.key(zone), now) {
+            return ZoneVerdict::Pass;
+        }
+        let n = self.over.fetch_add(1, Ordering::Relaxed);
+        if self.factor > 0 && n % self.factor == 0 {
+            ZoneVerdict::Probe
+        } else {
+            ZoneVerdict::Limited
+        }
+    }
+
+    fn key(&self, zone: &[u8]) -> u128 {
+        // Two seeded 64-bit FNV-1a-style passes: distinct zones collide
+        // with odds of 2^-128.
+        let mut a: u64 = 0xcbf2_9ce4_8422_2325 ^ self.seed;
+        let mut b: u64 = 0x8422_2325_cbf2_9ce4 ^ self.seed.rotate_left(32);
+        for &c in zone {
+            a = (a ^ u64::from(c)).wrapping_mul(0x100_0000_01b3);
+            b = (b ^ u64::from(c)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+        ((u128::from(a) << 64) | u128::from(b)).max(1)
+    }
+}
+
+/// The zone a name's upstream traffic is counted against: its registered
+/// domain (one label below the public suffix, from the embedded Public
+/// Suffix List), or the name itself when it is a public suffix.
+pub(crate) fn registered_zone(name: &[u8]) -> &[u8] {
+    psl::domain(name).map_or(name, |d| d.as_bytes())
 }
 
 fn oldest(set: &[Bucket; WAYS]) -> usize {
@@ -235,7 +387,78 @@ mod tests {
             qps_per_client: qps,
             qps_burst: if burst == 0 { qps } else { burst },
             tcp_connections_per_client: conns,
+            ..LimitsConfig::default()
         }
+    }
+
+    #[test]
+    fn zones_are_registered_domains() {
+        for (name, zone) in [
+            ("a.b.victim.org", "victim.org"),
+            ("victim.org", "victim.org"),
+            ("x1.victim.co.uk", "victim.co.uk"),
+            ("foo.blogspot.com", "foo.blogspot.com"),
+            ("r4nd0m.dead.example", "dead.example"),
+            ("org", "org"),
+            ("", ""),
+        ] {
+            assert_eq!(registered_zone(name.as_bytes()), zone.as_bytes(), "{name}");
+        }
+    }
+
+    #[test]
+    fn deeper_zones_are_learned_from_soa_owners() {
+        let cfg = LimitsConfig {
+            upstream_qps_per_zone: 10,
+            ..LimitsConfig::default()
+        };
+        let l = ZoneLimiter::new(&cfg).unwrap();
+        assert_eq!(l.zone_of(b"x.dyn.victim.org"), b"victim.org");
+        l.learn(b"x.dyn.victim.org", b"dyn.victim.org");
+        assert_eq!(l.zone_of(b"y.dyn.victim.org"), b"dyn.victim.org");
+        assert_eq!(l.zone_of(b"dyn.victim.org"), b"dyn.victim.org");
+        assert_eq!(l.zone_of(b"www.victim.org"), b"victim.org");
+        // Not an ancestor of the name asked, or not below its registered
+        // domain: ignored.
+        l.learn(b"x.other.org", b"dyn.victim.org");
+        l.learn(b"a.b.other.org", b"org");
+        l.learn(b"a.b.other.org", b"other.org");
+        l.learn(b"a.b.other.org", b"c.other.org");
+        assert_eq!(l.zone_of(b"a.b.other.org"), b"other.org");
+        assert_eq!(l.cuts.read().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn zone_limit_passes_the_rate_and_probes_one_in_factor() {
+        let cfg = LimitsConfig {
+            upstream_qps_per_zone: 10,
+            upstream_ratelimit_factor: 4,
+            ..LimitsConfig::default()
+        };
+        let l = ZoneLimiter::new(&cfg).unwrap();
+        let t0 = Instant::now() + Duration::from_secs(1);
+        let verdicts: Vec<_> = (0..30).map(|_| l.check(b"victim.org", t0)).collect();
+        let count = |v| verdicts.iter().filter(|&&x| x == v).count();
+        assert_eq!(count(ZoneVerdict::Pass), 10, "one second's worth");
+        assert_eq!(count(ZoneVerdict::Probe), 5, "one in 4 of the 20 over");
+        assert_eq!(count(ZoneVerdict::Limited), 15);
+        // Another zone has its own bucket.
+        assert_eq!(l.check(b"fine.org", t0), ZoneVerdict::Pass);
+        // Refilled at the rate.
+        assert_eq!(
+            l.check(b"victim.org", t0 + Duration::from_millis(150)),
+            ZoneVerdict::Pass
+        );
+        let none = LimitsConfig {
+            upstream_ratelimit_factor: 0,
+            ..cfg
+        };
+        let l = ZoneLimiter::new(&none).unwrap();
+        let through = (0..100)
+            .filter(|_| l.check(b"victim.org", t0) != ZoneVerdict::Limited)
+            .count();
+        assert_eq!(through, 10, "factor 0: nothing beyond the rate");
+        assert!(ZoneLimiter::new(&LimitsConfig::default()).is_none());
     }
 
     #[test]

@@ -30,18 +30,17 @@ use std::time::{Duration, Instant, SystemTime};
 use arc_swap::ArcSwap;
 use thiserror::Error;
 use tokio::sync::{Semaphore, watch};
-use tokio::task::AbortHandle;
 
 use crate::acl::Acl;
 use crate::audit::AuditLog;
 use crate::cache::{CacheConfig, CacheKey};
-use crate::forward::{Forwarder, UpstreamConfig, UpstreamQuery};
+use crate::forward::{ForwardError, Forwarder, UpstreamConfig, UpstreamQuery};
 use crate::list::Snapshot;
 use crate::metrics::Metrics;
 use crate::policy::PolicyConfig;
 
 use self::limits::LimitsConfig;
-use self::query::{Pending, QueryCore};
+use self::query::{Failure, Pending, QueryCore};
 
 #[derive(Debug, Error)]
 pub enum ServeError {
@@ -92,7 +91,7 @@ pub(crate) struct Shared {
     pub audit: Option<AuditLog>,
     /// Questions on their way upstream, with the clients waiting for them.
     waiting: Mutex<HashMap<CacheKey, Vec<Waiter>>>,
-    inflight: Arc<Inflight>,
+    inflight: Inflight,
     /// `limits.tcp_connections_per_client`, when set.
     conns: Option<Arc<limits::ConnLimiter>>,
 }
@@ -120,11 +119,7 @@ impl Shared {
             forwarder: Forwarder::new(&settings.upstream, metrics),
             audit,
             waiting: Mutex::new(HashMap::new()),
-            inflight: Arc::new(Inflight {
-                max: settings.server.max_inflight,
-                live: AtomicUsize::new(0),
-                tasks: Mutex::new(VecDeque::new()),
-            }),
+            inflight: Inflight::new(settings.server.max_inflight),
             conns: limits::ConnLimiter::new(&settings.limits),
         }
     }
@@ -144,24 +139,31 @@ impl Shared {
             cd: req.cd(),
             ad: req.ad(),
             edns: req.edns.map(|e| e.dnssec_ok),
+            zone: limits::registered_zone(req.dotted()),
         };
         match self.forwarder.resolve(&q).await {
             Ok((bytes, scan)) => {
                 self.core.store(&p.key, &bytes, &scan, Instant::now());
-                Some((bytes, scan))
+                Ok((bytes, scan))
             }
             Err(e) => {
                 tracing::debug!(error = %e, qname = %String::from_utf8_lossy(req.dotted()), "upstream failed");
-                None
+                Err(match e {
+                    ForwardError::Timeout(_) => Failure::Timeout,
+                    ForwardError::Failed(_) => Failure::Network,
+                })
             }
         }
     }
 
-    /// The reply for one waiting client from a fetched answer, if any.
+    /// The reply for one waiting client from a fetched answer or failure.
     fn reply_for(&self, p: &Pending, fetched: &Fetched) -> Option<Vec<u8>> {
         let mut out = Vec::with_capacity(512);
         let snap = self.snapshot.load();
-        let answer = fetched.as_ref().map(|(b, s)| (b.as_slice(), s));
+        let answer = match fetched {
+            Ok((b, s)) => Ok((b.as_slice(), s)),
+            Err(f) => Err(*f),
+        };
         self.core
             .complete(
                 &snap,
@@ -174,10 +176,25 @@ impl Shared {
             .then_some(out)
     }
 
+    /// Answer a client now that its query cannot go upstream (shed).
+    fn reject(&self, rt: &tokio::runtime::Handle, w: Waiter, why: Failure) {
+        self.metrics().shed();
+        if let Some(reply) = self.reply_for(&w.pending, &Err(why)) {
+            w.to.send_now(rt, reply, w.pending.client);
+        }
+    }
+
     /// Forward a cache miss. A question already on its way upstream is not
     /// asked again: the client waits for that answer. Besides saving the
     /// upstream work this denies a spoofer the many parallel identical
     /// queries a birthday attack needs.
+    ///
+    /// At most `server.max_inflight` exchanges hold a slot at any time: a
+    /// new question at the cap takes the slot of the oldest exchange still
+    /// waiting, whose clients get SERVFAIL "overload" (under a flood of
+    /// names whose authorities never answer, the oldest exchanges are the
+    /// ones least likely to ever get an answer, and a fresh legitimate
+    /// question gets its chance).
     pub(crate) fn forward(self: &Arc<Self>, rt: &tokio::runtime::Handle, waiter: Waiter) {
         let key = waiter.pending.key.clone();
         {
@@ -186,22 +203,47 @@ impl Shared {
                 if list.len() < MAX_WAITERS {
                     list.push(waiter);
                 } else {
-                    self.metrics().shed();
+                    drop(map);
+                    self.reject(rt, waiter, Failure::Overload);
                 }
                 return;
             }
             map.insert(key.clone(), Vec::new());
         }
+        let Some((slot, shed_other)) = self.inflight.admit() else {
+            // Every slot belongs to an exchange finishing right now. Any
+            // client that joined this question meanwhile is answered too.
+            let joined = self.lock_waiting().remove(&key).unwrap_or_default();
+            for w in std::iter::once(waiter).chain(joined) {
+                self.reject(rt, w, Failure::Overload);
+            }
+            return;
+        };
+        if shed_other {
+            self.metrics().shed();
+        }
+        self.metrics()
+            .set_inflight(self.inflight.live(), self.inflight.peak());
         // Made before the task so it is dropped (and the entry removed)
-        // even if the task is cancelled before it first runs.
+        // even if the task never runs (runtime shutting down).
         let mut guard = WaitingGuard {
             shared: self.clone(),
             key,
             done: false,
         };
-        self.spawn_forward(rt, async move {
+        let held = SlotGuard {
+            shared: self.clone(),
+            slot: slot.clone(),
+        };
+        rt.spawn(async move {
             let shared = guard.shared.clone();
-            let fetched = shared.fetch(&waiter.pending).await;
+            let fetched = tokio::select! {
+                biased;
+                () = slot.shed.notified() => Err(Failure::Overload),
+                r = shared.fetch(&waiter.pending) => r,
+            };
+            // The upstream socket is gone by now: free the slot first.
+            drop(held);
             let others = guard.take();
             for w in std::iter::once(waiter).chain(others) {
                 if let Some(reply) = shared.reply_for(&w.pending, &fetched) {
@@ -217,36 +259,14 @@ impl Shared {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Run one upstream exchange on the runtime. At `max_inflight` the
-    /// oldest exchange still running is cancelled (its client gets no
-    /// answer and retries) so fresh queries keep being served and the
-    /// number of tasks stays bounded.
-    fn spawn_forward<F>(&self, rt: &tokio::runtime::Handle, fut: F)
-    where
-        F: std::future::Future<Output = ()> + Send + 'static,
-    {
-        if self.inflight.live.fetch_add(1, Ordering::AcqRel) >= self.inflight.max
-            && self.inflight.cancel_oldest()
-        {
-            self.metrics().shed();
-        }
-        let guard = InflightGuard(self.inflight.clone());
-        let gauge = self.metrics().inflight();
-        let handle = rt.spawn(async move {
-            let _guard = (guard, gauge);
-            fut.await
-        });
-        self.inflight.track(handle.abort_handle());
-    }
-
-    /// Upstream exchanges running now.
+    /// Upstream exchanges holding a slot now (never more than `max_inflight`).
     pub(crate) fn inflight(&self) -> usize {
-        self.inflight.live.load(Ordering::Relaxed)
+        self.inflight.live()
     }
 }
 
-/// An upstream answer and its scan, or `None` when no upstream answered.
-type Fetched = Option<(Vec<u8>, crate::wire::ResponseScan)>;
+/// An upstream answer and its scan, or why there is none.
+type Fetched = Result<(Vec<u8>, crate::wire::ResponseScan), Failure>;
 
 /// Clients waiting for one question beyond the first; more are shed.
 const MAX_WAITERS: usize = 256;
@@ -267,6 +287,25 @@ impl ReplyTo {
             ReplyTo::Udp(sock) => udp::send_async_reply(&sock, &reply, to),
             ReplyTo::Tcp(tx, _slot) => {
                 let _ = tx.send(tcp::frame(&reply)).await;
+            }
+        }
+    }
+
+    /// Send from outside a task (a UDP worker thread or the TCP reader):
+    /// UDP never blocks; TCP queues on the connection's writer, which has
+    /// room for every query the pipeline admits, else a task waits for it.
+    fn send_now(self, rt: &tokio::runtime::Handle, reply: Vec<u8>, to: SocketAddr) {
+        match self {
+            ReplyTo::Udp(sock) => udp::send_async_reply(&sock, &reply, to),
+            ReplyTo::Tcp(tx, slot) => {
+                if let Err(tokio::sync::mpsc::error::TrySendError::Full(framed)) =
+                    tx.try_send(tcp::frame(&reply))
+                {
+                    rt.spawn(async move {
+                        let _slot = slot;
+                        let _ = tx.send(framed).await;
+                    });
+                }
             }
         }
     }
@@ -299,56 +338,173 @@ impl WaitingGuard {
 impl Drop for WaitingGuard {
     fn drop(&mut self) {
         if !self.done {
-            // Cancelled: the waiters get no answer (their clients retry).
+            // The runtime is going away: nothing can be sent any more.
             let orphans = self.take();
             drop(orphans);
         }
     }
 }
 
-/// The running upstream exchanges, oldest first.
+/// The slots of `server.max_inflight`. An exchange holds one from before
+/// its task is spawned until its upstream work is over, or until a newer
+/// exchange takes it over (shedding). Admission and release happen under
+/// one lock, so the count of slots held never exceeds `max`.
 struct Inflight {
     max: usize,
+    /// Slots held, and the most ever held (copies of the locked figures,
+    /// read without the lock by metrics and shutdown).
     live: AtomicUsize,
-    tasks: Mutex<VecDeque<AbortHandle>>,
+    peak: AtomicUsize,
+    state: Mutex<InflightState>,
 }
 
-struct InflightGuard(Arc<Inflight>);
-
-impl Drop for InflightGuard {
-    fn drop(&mut self) {
-        self.0.live.fetch_sub(1, Ordering::AcqRel);
-    }
+struct InflightState {
+    live: usize,
+    peak: usize,
+    /// The most held since the count last fell to zero.
+    high_water: usize,
+    /// Slots in the order they were taken; entries no longer running are
+    /// dropped lazily.
+    order: VecDeque<Arc<Slot>>,
 }
+
+/// One exchange's slot.
+#[derive(Default)]
+struct Slot {
+    /// `RUNNING`, then `SHED` (the slot went to a newer exchange) or
+    /// `DONE` (released by its own exchange).
+    state: std::sync::atomic::AtomicU8,
+    /// Wakes the exchange when it is shed.
+    shed: tokio::sync::Notify,
+}
+
+/// A burst of at least this many exchanges in flight is followed, once
+/// the last one ends, by giving freed memory back to the system (glibc
+/// keeps it otherwise, and RSS would stay at the flood's peak).
+const TRIM_AFTER: usize = 1024;
+
+const RUNNING: u8 = 0;
+const SHED: u8 = 1;
+const DONE: u8 = 2;
 
 impl Inflight {
-    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<AbortHandle>> {
-        self.tasks
+    fn new(max: usize) -> Inflight {
+        Inflight {
+            max,
+            live: AtomicUsize::new(0),
+            peak: AtomicUsize::new(0),
+            state: Mutex::new(InflightState {
+                live: 0,
+                peak: 0,
+                high_water: 0,
+                order: VecDeque::new(),
+            }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, InflightState> {
+        self.state
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn track(&self, h: AbortHandle) {
-        let mut q = self.lock();
-        while q.front().is_some_and(|h| h.is_finished()) {
-            q.pop_front();
-        }
-        // A long-lived task at the front can hide finished ones behind it.
-        if q.len() > 4 * self.max {
-            q.retain(|h| !h.is_finished());
-        }
-        q.push_back(h);
+    fn live(&self) -> usize {
+        self.live.load(Ordering::Relaxed)
     }
 
-    fn cancel_oldest(&self) -> bool {
-        let mut q = self.lock();
-        while let Some(h) = q.pop_front() {
-            if !h.is_finished() {
-                h.abort();
+    fn peak(&self) -> usize {
+        self.peak.load(Ordering::Relaxed)
+    }
+
+    /// A slot for a new exchange, and whether an older exchange was shed to
+    /// make room; `None` when none can be had.
+    fn admit(&self) -> Option<(Arc<Slot>, bool)> {
+        let slot = Arc::new(Slot::default());
+        let mut st = self.lock();
+        while st
+            .order
+            .front()
+            .is_some_and(|s| s.state.load(Ordering::Acquire) != RUNNING)
+        {
+            st.order.pop_front();
+        }
+        if st.live < self.max {
+            st.live += 1;
+            st.peak = st.peak.max(st.live);
+            st.high_water = st.high_water.max(st.live);
+            self.live.store(st.live, Ordering::Relaxed);
+            self.peak.store(st.peak, Ordering::Relaxed);
+            st.order.push_back(slot.clone());
+            // A long-lived exchange at the front can hide finished ones.
+            if st.order.len() > 2 * self.max {
+                st.order
+                    .retain(|s| s.state.load(Ordering::Acquire) == RUNNING);
+            }
+            return Some((slot, false));
+        }
+        while let Some(old) = st.order.pop_front() {
+            if old
+                .state
+                .compare_exchange(RUNNING, SHED, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                // `notify_one` keeps a permit if the task is not waiting yet.
+                old.shed.notify_one();
+                st.order.push_back(slot.clone());
+                return Some((slot, true));
+            }
+        }
+        None
+    }
+
+    /// The exchange's work is over; its slot is free unless it was shed
+    /// (then the slot already belongs to another exchange). True when this
+    /// was the last of a burst of at least [`TRIM_AFTER`] exchanges: the
+    /// memory they used can go back to the system.
+    fn release(&self, slot: &Slot) -> bool {
+        let mut st = self.lock();
+        if slot
+            .state
+            .compare_exchange(RUNNING, DONE, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            st.live -= 1;
+            self.live.store(st.live, Ordering::Relaxed);
+            if st.live == 0 && st.high_water >= TRIM_AFTER {
+                st.high_water = 0;
+                st.order.shrink_to(64);
                 return true;
             }
         }
         false
+    }
+}
+
+/// Releases an exchange's slot when dropped (also if its task is dropped
+/// unfinished).
+struct SlotGuard {
+    shared: Arc<Shared>,
+    slot: Arc<Slot>,
+}
+
+impl Drop for SlotGuard {
+    fn drop(&mut self) {
+        let inflight = &self.shared.inflight;
+        let burst_over = inflight.release(&self.slot);
+        self.shared
+            .metrics()
+            .set_inflight(inflight.live(), inflight.peak());
+        if burst_over {
+            {
+                let mut waiting = self.shared.lock_waiting();
+                if waiting.is_empty() {
+                    waiting.shrink_to(64);
+                }
+            }
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn_blocking(crate::memory::release_freed_memory);
+            }
+        }
     }
 }
 
@@ -502,4 +658,166 @@ pub(crate) fn start(
         // timeout; a little more lets its reply be written.
         drain: (config.upstream.timeout + std::time::Duration::from_millis(250)).min(MAX_DRAIN),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::Action;
+    use crate::server::query::Outcome;
+    use crate::wire::Transport;
+
+    fn settings(upstream: SocketAddr, max_inflight: usize) -> ServerSettings {
+        ServerSettings {
+            server: ServerConfig {
+                listen: vec![],
+                workers: 1,
+                tcp_idle_timeout: Duration::from_secs(10),
+                tcp_max_connections: 16,
+                tcp_max_pipeline: 16,
+                max_inflight,
+                control_socket: None,
+            },
+            policy: PolicyConfig {
+                action: Action::Nxdomain,
+                ttl: 60,
+                address_v4: "192.0.2.1".parse().unwrap(),
+                address_v6: "2001:db8::1".parse().unwrap(),
+                ede_code: 16,
+                ede_text: crate::sinkhole::Template::parse("{list}").unwrap(),
+                local_zones: crate::special::LocalZones::default(),
+            },
+            acl: vec!["127.0.0.0/8".parse().unwrap()],
+            cache: CacheConfig {
+                max_entries: 1000,
+                max_bytes: 0,
+                max_ttl: 86_400,
+                max_negative_ttl: 3600,
+                serve_stale: Duration::ZERO,
+            },
+            limits: LimitsConfig::default(),
+            upstream: UpstreamConfig {
+                servers: vec![upstream],
+                timeout: Duration::from_secs(30),
+                tcp_timeout: Duration::from_secs(30),
+            },
+        }
+    }
+
+    fn rss_bytes() -> usize {
+        let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+        let pages: usize = statm
+            .split_whitespace()
+            .nth(1)
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0);
+        pages * 4096
+    }
+
+    /// What one upstream exchange costs while it waits, measured as RSS
+    /// growth over many exchanges to an upstream that never answers
+    /// (the water-torture case). RSS is per process and other tests
+    /// allocate in parallel, so this runs alone, from `make bench-attack`
+    /// (`cargo test --lib memory_per_waiting_exchange -- --ignored
+    /// --nocapture`).
+    #[test]
+    #[ignore = "measures process RSS: run alone"]
+    fn memory_per_waiting_exchange() {
+        const N: usize = 4000;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let settings = settings(silent.local_addr().unwrap(), N);
+        let snap = crate::list::compile::compile(&[]).unwrap();
+        let shared = Arc::new(Shared::new(
+            &settings,
+            Arc::new(ArcSwap::from_pointee(snap)),
+            None,
+            Arc::new(Metrics::new(&settings.upstream.servers)),
+        ));
+        let reply_sock = Arc::new(std::net::UdpSocket::bind("127.0.0.1:0").unwrap());
+        let client = reply_sock.local_addr().unwrap();
+        let start = |from: usize, to: usize| {
+            for i in from..to {
+                let name = format!("r{i}.victim.example.");
+                let mut m = hickory_proto::op::Message::query();
+                m.add_query(hickory_proto::op::Query::query(
+                    hickory_proto::rr::Name::from_ascii(&name).unwrap(),
+                    hickory_proto::rr::RecordType::A,
+                ));
+                let packet = m.to_vec().unwrap();
+                let snap = shared.snapshot.load();
+                let inbound = query::Inbound {
+                    packet: &packet,
+                    client,
+                    transport: Transport::Udp,
+                    now: Instant::now(),
+                    wall: SystemTime::now(),
+                };
+                let mut out = Vec::new();
+                let Outcome::Forward(p) = shared.core.handle(&snap, &inbound, &mut out) else {
+                    panic!("not forwarded");
+                };
+                shared.forward(
+                    rt.handle(),
+                    Waiter {
+                        pending: *p,
+                        to: ReplyTo::Udp(reply_sock.clone()),
+                    },
+                );
+            }
+        };
+        let settle = || std::thread::sleep(Duration::from_millis(300));
+        // Warm up (runtime threads, allocator arenas, maps at size).
+        start(0, N / 4);
+        settle();
+        let before = rss_bytes();
+        let live_before = shared.inflight();
+        start(N / 4, N);
+        settle();
+        let grown = rss_bytes().saturating_sub(before);
+        let exchanges = shared.inflight() - live_before;
+        assert_eq!(exchanges, N - N / 4, "every exchange is waiting");
+        let per = grown / exchanges;
+        println!("RSS per waiting exchange: {per} bytes ({exchanges} exchanges)");
+        assert!(per <= 8 * 1024, "{per} bytes per waiting exchange");
+        rt.shutdown_timeout(Duration::from_millis(100));
+    }
+
+    #[test]
+    fn the_inflight_cap_is_hard_and_sheds_the_oldest() {
+        let inflight = Inflight::new(3);
+        let slots: Vec<_> = (0..3).map(|_| inflight.admit().unwrap()).collect();
+        assert!(slots.iter().all(|(_, shed)| !shed));
+        assert_eq!(inflight.live(), 3);
+        // At the cap: the oldest is shed and its slot handed over.
+        let (newest, shed) = inflight.admit().unwrap();
+        assert!(shed);
+        assert_eq!(slots[0].0.state.load(Ordering::Relaxed), SHED);
+        assert_eq!(inflight.live(), 3);
+        // The shed exchange ending frees nothing (its slot is taken)...
+        inflight.release(&slots[0].0);
+        assert_eq!(inflight.live(), 3);
+        // ...an exchange ending on its own does.
+        inflight.release(&slots[1].0);
+        assert_eq!(inflight.live(), 2);
+        inflight.release(&slots[1].0);
+        assert_eq!(inflight.live(), 2, "released once only");
+        for _ in 0..1000 {
+            let (s, _) = inflight.admit().unwrap();
+            assert!(inflight.live() <= 3);
+            inflight.release(&s);
+        }
+        inflight.release(&slots[2].0);
+        inflight.release(&newest);
+        assert_eq!(inflight.live(), 0);
+        assert_eq!(inflight.peak(), 3);
+        assert!(
+            inflight.lock().order.len() <= 6,
+            "finished slots are dropped"
+        );
+    }
 }

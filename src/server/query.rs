@@ -22,7 +22,7 @@ use crate::policy::{self, Action, Decision, PolicyConfig, Query};
 use crate::sinkhole;
 use crate::wire::{self, Request, RequestError, ResponseScan, Transport};
 
-use super::limits::{LimitsConfig, QpsLimiter};
+use super::limits::{LimitsConfig, QpsLimiter, ZoneLimiter, ZoneVerdict};
 
 /// Where the core hands every block for the hit log.
 pub(crate) trait HitSink: Send + Sync {
@@ -56,6 +56,35 @@ pub(crate) enum Outcome {
     Silent,
     /// A cache miss: ask the upstreams, then [`QueryCore::complete`].
     Forward(Box<Pending>),
+}
+
+/// Why a forwarded query has no upstream answer. Each becomes SERVFAIL
+/// with its RFC 8914 code rather than silence: a stub that hears nothing
+/// retries (typically twice more, and often at the next resolver in its
+/// list), so silence under a flood multiplies the load it came from, while
+/// a SERVFAIL ends the client's transaction at once and the EDE tells the
+/// operator reading a capture why.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Failure {
+    /// No upstream answered within `upstream.timeout_ms`: EDE 22 (No
+    /// Reachable Authority).
+    Timeout,
+    /// Every upstream failed at the network level (refused, unreachable):
+    /// EDE 23 (Network Error).
+    Network,
+    /// Shed at `server.max_inflight` (or past the waiters one question may
+    /// have): EDE 0 with the text "overload".
+    Overload,
+}
+
+impl Failure {
+    fn ede(self) -> (u16, &'static [u8]) {
+        match self {
+            Failure::Timeout => (sinkhole::EDE_NO_REACHABLE_AUTHORITY, b""),
+            Failure::Network => (sinkhole::EDE_NETWORK_ERROR, b""),
+            Failure::Overload => (sinkhole::EDE_OTHER, b"overload"),
+        }
+    }
 }
 
 /// A query waiting for an upstream: the parsed question and its cache key,
@@ -117,6 +146,8 @@ pub(crate) struct QueryCore {
     cache: Cache,
     /// `limits.qps_per_client`, when set.
     qps: Option<QpsLimiter>,
+    /// `limits.upstream_qps_per_zone`, when set.
+    zones: Option<ZoneLimiter>,
     /// `cache.serve_stale_secs` (zero: off).
     serve_stale: Duration,
     metrics: Arc<Metrics>,
@@ -137,6 +168,7 @@ impl QueryCore {
             acl,
             cache: Cache::new(cache),
             qps: QpsLimiter::new(limits),
+            zones: ZoneLimiter::new(limits),
             serve_stale: cache.serve_stale,
             metrics,
             hits,
@@ -212,6 +244,12 @@ impl QueryCore {
             };
             return self.block(hit, limit, out);
         }
+        if let Some((zone, answer)) = self.policy.local_zones.classify(req.dotted()) {
+            sinkhole::local_answer(out, &req, answer);
+            self.metrics.local_answer(zone.as_str());
+            self.count_reply(out);
+            return Outcome::Reply;
+        }
         let key = cache_key(&req);
         if let Some(hit) = self
             .cache
@@ -234,6 +272,12 @@ impl QueryCore {
             return Outcome::Reply;
         }
         self.metrics.cache_miss();
+        if let Some(zones) = &self.zones {
+            let zone = zones.zone_of(req.dotted());
+            if zones.check(zone, q.now) == ZoneVerdict::Limited {
+                return self.over_zone_limit(&req, zone, out);
+            }
+        }
         Outcome::Forward(Box::new(Pending {
             request: req,
             key,
@@ -258,6 +302,20 @@ impl QueryCore {
             Err(e) if e.is_drop() => return Outcome::Silent,
             Err(_) => wire::header_only_reply(out, q.packet, wire::RCODE_REFUSED),
         }
+        self.count_reply(out);
+        Outcome::Reply
+    }
+
+    /// A cache miss over `limits.upstream_qps_per_zone`: SERVFAIL here
+    /// rather than upstream work that (under a random-subdomain flood)
+    /// would only wait for authorities that do not answer. SERVFAIL, not
+    /// silence, for the reason in [`Failure`].
+    #[cold]
+    fn over_zone_limit(&self, req: &Request, zone: &[u8], out: &mut Vec<u8>) -> Outcome {
+        let zone_text = String::from_utf8_lossy(zone);
+        let text = format!("upstream rate limit for {zone_text}");
+        sinkhole::servfail_with_reason(out, req, sinkhole::EDE_OTHER, text.as_bytes());
+        self.metrics.upstream_ratelimited(&zone_text);
         self.count_reply(out);
         Outcome::Reply
     }
@@ -353,15 +411,22 @@ impl QueryCore {
     /// clients get their replies).
     pub(crate) fn store(&self, key: &CacheKey, reply: &[u8], scan: &ResponseScan, now: Instant) {
         self.cache.insert(key.as_bytes(), reply, scan, now);
+        if let Some(zones) = &self.zones
+            && scan.soa.is_some()
+        {
+            learn_zone_cut(zones, reply, scan);
+        }
     }
 
     /// The reply for one waiting client once the upstreams answered
-    /// (`Some`) or failed (`None`). Returns false when nothing is to be sent.
+    /// (`Ok`) or why there is no answer (`Err`: SERVFAIL with its EDE,
+    /// unless serve-stale has something). Returns false when nothing is to
+    /// be sent.
     pub(crate) fn complete(
         &self,
         snap: &Snapshot,
         p: &Pending,
-        answer: Option<(&[u8], &ResponseScan)>,
+        answer: Result<(&[u8], &ResponseScan), Failure>,
         now: Instant,
         wall: SystemTime,
         out: &mut Vec<u8>,
@@ -374,13 +439,17 @@ impl QueryCore {
             transport: p.transport,
             wall,
         };
-        let Some((bytes, scan)) = answer else {
-            if let Some(outcome) = self.stale_answer(snap, p, limit, now, wall, out) {
-                return matches!(outcome, Outcome::Reply);
+        let (bytes, scan) = match answer {
+            Ok(a) => a,
+            Err(failure) => {
+                if let Some(outcome) = self.stale_answer(snap, p, limit, now, wall, out) {
+                    return matches!(outcome, Outcome::Reply);
+                }
+                let (code, text) = failure.ede();
+                sinkhole::servfail_with_reason(out, req, code, text);
+                self.count_reply(out);
+                return true;
             }
-            sinkhole::error_answer(out, req, wire::RCODE_SERVFAIL);
-            self.count_reply(out);
-            return true;
         };
         if scan.has_cname
             && let Some(found) = cname_block(snap, bytes, req.qtype, &self.policy)
@@ -444,6 +513,21 @@ impl QueryCore {
         );
         Some(Outcome::Reply)
     }
+}
+
+/// Teach the zone limiter the zone a negative answer came from.
+fn learn_zone_cut(zones: &ZoneLimiter, reply: &[u8], scan: &ResponseScan) {
+    let mut owner = [0u8; wire::MAX_NAME];
+    let Some(owner_len) = wire::authority_soa_owner(reply, scan, &mut owner) else {
+        return;
+    };
+    let mut qname_wire = [0u8; wire::MAX_NAME];
+    let Some((len, _)) = wire::read_name_wire(reply, wire::HEADER_LEN, &mut qname_wire) else {
+        return;
+    };
+    let mut qname = [0u8; wire::MAX_NAME];
+    let qname_len = wire::wire_to_dotted(&qname_wire[..len], &mut qname);
+    zones.learn(&qname[..qname_len], &owner[..owner_len]);
 }
 
 /// Who asked what: what a block answer and its hit record need besides
@@ -517,12 +601,20 @@ mod tests {
     const STRANGER: &str = "203.0.113.9:5300";
 
     fn core() -> (QueryCore, Snapshot, Arc<Hits>) {
+        core_with(&LimitsConfig::default())
+    }
+
+    fn core_with(limits: &LimitsConfig) -> (QueryCore, Snapshot, Arc<Hits>) {
         let opts = ListOptions {
             format: Some(Format::Plain),
             name: Some("court".into()),
             ..ListOptions::default()
         };
-        let list = crate::list::parse::parse_bytes(Path::new("court"), b"blocked.kz\n", &opts);
+        let list = crate::list::parse::parse_bytes(
+            Path::new("court"),
+            b"blocked.kz\nlisted.test\n",
+            &opts,
+        );
         let snap = crate::list::compile::compile(&[list]).unwrap();
         let policy = PolicyConfig {
             action: Action::Nxdomain,
@@ -531,9 +623,11 @@ mod tests {
             address_v6: "2001:db8::1".parse().unwrap(),
             ede_code: 16,
             ede_text: Template::parse("{list}").unwrap(),
+            local_zones: crate::special::LocalZones::default(),
         };
         let cache = CacheConfig {
             max_entries: 100,
+            max_bytes: 0,
             max_ttl: 86_400,
             max_negative_ttl: 3600,
             serve_stale: Duration::ZERO,
@@ -543,7 +637,7 @@ mod tests {
             policy,
             Acl::new(&["192.0.2.0/24".parse().unwrap()]),
             &cache,
-            &LimitsConfig::default(),
+            limits,
             Arc::new(Metrics::new(&[])),
             Some(hits.clone() as Arc<dyn HitSink>),
         );
@@ -619,7 +713,7 @@ mod tests {
         let sent = core.complete(
             snap,
             p,
-            Some((&answer, &scan)),
+            Ok((&answer, &scan)),
             now,
             SystemTime::now(),
             &mut out,
@@ -702,15 +796,236 @@ mod tests {
         assert_eq!(flags & wire::FLAG_RD, wire::FLAG_RD);
     }
 
+    /// The EDE option of a reply whose only extra record is our OPT
+    /// holding one EDE: (code, text).
+    fn ede_of(out: &[u8]) -> (u16, Vec<u8>) {
+        assert_eq!(out[10..12], [0, 1], "one additional record");
+        let opt = wire::skip_name(out, 12).unwrap() + 4;
+        assert_eq!(out[opt..opt + 3], [0, 0, 41], "an OPT");
+        let rdata = &out[opt + 11..];
+        assert_eq!(wire::read_u16(rdata, 0), Some(wire::OPT_EDE));
+        let len = wire::read_u16(rdata, 2).unwrap() as usize;
+        assert_eq!(rdata.len(), 4 + len);
+        (wire::read_u16(rdata, 4).unwrap(), rdata[6..].to_vec())
+    }
+
     #[test]
-    fn upstream_failure_is_servfail() {
+    fn upstream_failures_are_servfail_with_their_ede() {
+        let table: [(Failure, u16, &[u8]); 3] = [
+            (Failure::Timeout, 22, b""),
+            (Failure::Network, 23, b""),
+            (Failure::Overload, 0, b"overload"),
+        ];
         let (core, snap, _) = core();
         let now = Instant::now();
-        let packet = query("down.org.", true, false, false);
-        let p = forwarded(&core, &snap, &packet, now);
+        for (failure, code, text) in table {
+            // Without EDNS: a plain SERVFAIL, no OPT.
+            let packet = query("down.org.", true, false, false);
+            let mut out = Vec::new();
+            let Outcome::Forward(p) = core.handle(&snap, &inbound(&packet, CLIENT, now), &mut out)
+            else {
+                panic!("not forwarded");
+            };
+            assert!(core.complete(&snap, &p, Err(failure), now, SystemTime::now(), &mut out));
+            assert_eq!(out[..4], [0xbe, 0xef, 0x81, 0x82], "{failure:?}");
+            assert_eq!(out[10..12], [0, 0], "no OPT without EDNS");
+            // With EDNS: the reason in an EDE option.
+            let packet = query("down.org.", true, false, true);
+            let Outcome::Forward(p) = core.handle(&snap, &inbound(&packet, CLIENT, now), &mut out)
+            else {
+                panic!("not forwarded");
+            };
+            assert!(core.complete(&snap, &p, Err(failure), now, SystemTime::now(), &mut out));
+            assert_eq!(out[3] & 0x0f, 2, "SERVFAIL for {failure:?}");
+            assert_eq!(ede_of(&out), (code, text.to_vec()), "{failure:?}");
+        }
+    }
+
+    fn query_type(name: &str, qtype: RecordType) -> Vec<u8> {
+        let mut m = Message::query();
+        m.metadata.id = 0xbeef;
+        m.metadata.recursion_desired = true;
+        m.add_query(HQuery::query(Name::from_ascii(name).unwrap(), qtype));
+        m.to_vec().unwrap()
+    }
+
+    #[test]
+    fn special_use_names_are_answered_locally() {
+        use hickory_proto::op::ResponseCode;
+        let (core, snap, hits) = core();
+        let now = Instant::now();
+        let v4: &[u8] = &[127, 0, 0, 1];
+        let v6 = std::net::Ipv6Addr::LOCALHOST.octets();
+        // name, type, rcode, the answer's rdata (none: an SOA instead)
+        let table: &[(&str, RecordType, ResponseCode, Option<&[u8]>)] = &[
+            ("localhost.", RecordType::A, ResponseCode::NoError, Some(v4)),
+            (
+                "db.localhost.",
+                RecordType::AAAA,
+                ResponseCode::NoError,
+                Some(&v6),
+            ),
+            ("localhost.", RecordType::MX, ResponseCode::NoError, None),
+            ("a.test.", RecordType::A, ResponseCode::NXDomain, None),
+            ("a.invalid.", RecordType::A, ResponseCode::NXDomain, None),
+            ("x.onion.", RecordType::AAAA, ResponseCode::NXDomain, None),
+            (
+                "nas.home.arpa.",
+                RecordType::A,
+                ResponseCode::NXDomain,
+                None,
+            ),
+            (
+                "4.3.2.10.in-addr.arpa.",
+                RecordType::PTR,
+                ResponseCode::NXDomain,
+                None,
+            ),
+            (
+                "10.in-addr.arpa.",
+                RecordType::SOA,
+                ResponseCode::NoError,
+                None,
+            ),
+        ];
+        for (name, qtype, rcode, rdata) in table {
+            let packet = query_type(name, *qtype);
+            let mut out = Vec::new();
+            let outcome = core.handle(&snap, &inbound(&packet, CLIENT, now), &mut out);
+            assert!(matches!(outcome, Outcome::Reply), "{name} answered here");
+            let m = Message::from_vec(&out).unwrap();
+            assert_eq!(m.metadata.response_code, *rcode, "{name}");
+            assert!(m.metadata.authoritative, "{name}");
+            match rdata {
+                Some(want) => {
+                    assert_eq!(m.answers.len(), 1, "{name}");
+                    let got: Vec<u8> = match &m.answers[0].data {
+                        RData::A(a) => a.0.octets().to_vec(),
+                        RData::AAAA(a) => a.0.octets().to_vec(),
+                        other => panic!("{name}: {other:?}"),
+                    };
+                    assert_eq!(&got[..], *want, "{name}");
+                }
+                None => {
+                    assert!(m.answers.is_empty(), "{name}");
+                    assert_eq!(m.authorities.len(), 1, "{name}: an SOA");
+                }
+            }
+        }
+        assert!(
+            hits.0.lock().unwrap().is_empty(),
+            "local answers are not blocks"
+        );
+        // A listed special-use name keeps its block answer and hit.
+        let packet = query("listed.test.", true, false, true);
         let mut out = Vec::new();
-        assert!(core.complete(&snap, &p, None, now, SystemTime::now(), &mut out));
-        assert_eq!(out[..4], [0xbe, 0xef, 0x81, 0x82]);
+        core.handle(&snap, &inbound(&packet, CLIENT, now), &mut out);
+        assert_eq!(
+            hits.0.lock().unwrap().len(),
+            1,
+            "blocked, not answered locally"
+        );
+        assert!(
+            out.ends_with(b"\x00\x0f\x00\x07\x00\x10court"),
+            "EDE 16 court"
+        );
+    }
+
+    #[test]
+    fn local_zones_can_be_turned_off() {
+        let (mut core, snap, _) = core();
+        core.policy.local_zones = crate::special::LocalZones::none();
+        let packet = query_type("4.3.2.10.in-addr.arpa.", RecordType::PTR);
+        let mut out = Vec::new();
+        let outcome = core.handle(&snap, &inbound(&packet, CLIENT, Instant::now()), &mut out);
+        assert!(matches!(outcome, Outcome::Forward(_)));
+    }
+
+    #[test]
+    fn a_zone_over_its_upstream_limit_gets_servfail_without_going_upstream() {
+        let limits = LimitsConfig {
+            upstream_qps_per_zone: 5,
+            upstream_ratelimit_factor: 10,
+            ..LimitsConfig::default()
+        };
+        let (core, snap, _) = core_with(&limits);
+        let now = Instant::now() + Duration::from_secs(1);
+        let mut forwarded = 0;
+        let mut out = Vec::new();
+        for i in 0..105 {
+            let packet = query(&format!("r{i}.victim.org."), true, false, true);
+            match core.handle(&snap, &inbound(&packet, CLIENT, now), &mut out) {
+                Outcome::Forward(_) => forwarded += 1,
+                Outcome::Reply => {
+                    assert_eq!(out[3] & 0x0f, 2, "SERVFAIL");
+                    assert_eq!(
+                        ede_of(&out),
+                        (0, b"upstream rate limit for victim.org".to_vec())
+                    );
+                }
+                Outcome::Silent => panic!("limited queries are answered"),
+            }
+        }
+        // The rate (a one-second burst), then one in ten of the 100 over.
+        assert_eq!(forwarded, 5 + 10);
+        // Other zones are not affected; neither are cache hits.
+        let packet = query("www.fine.org.", true, false, true);
+        assert!(matches!(
+            core.handle(&snap, &inbound(&packet, CLIENT, now), &mut out),
+            Outcome::Forward(_)
+        ));
+    }
+
+    #[test]
+    fn the_zone_limit_follows_a_deeper_zone_shown_by_an_soa_owner() {
+        use hickory_proto::rr::rdata::SOA;
+        let limits = LimitsConfig {
+            upstream_qps_per_zone: 1,
+            upstream_ratelimit_factor: 0,
+            ..LimitsConfig::default()
+        };
+        let (core, snap, _) = core_with(&limits);
+        let now = Instant::now() + Duration::from_secs(1);
+        let mut out = Vec::new();
+        // An NXDOMAIN for a name under dyn.victim.org from that zone.
+        let packet = query("gone.dyn.victim.org.", true, false, true);
+        let Outcome::Forward(p) = core.handle(&snap, &inbound(&packet, CLIENT, now), &mut out)
+        else {
+            panic!("not forwarded");
+        };
+        let q = Message::from_vec(&packet).unwrap();
+        let mut m = Message::response(7, hickory_proto::op::OpCode::Query);
+        m.metadata.response_code = hickory_proto::op::ResponseCode::NXDomain;
+        m.add_query(q.queries[0].clone());
+        let apex = Name::from_ascii("Dyn.Victim.org.").unwrap();
+        let soa = SOA::new(apex.clone(), apex.clone(), 1, 3600, 600, 86400, 60);
+        m.add_authority(Record::from_rdata(apex, 60, RData::SOA(soa)));
+        let bytes = m.to_vec().unwrap();
+        let scan = wire::scan_response(&bytes).unwrap();
+        core.store(&p.key, &bytes, &scan, now);
+        // victim.org itself spent its one token above; dyn.victim.org has its own.
+        let packet = query("a.dyn.victim.org.", true, false, true);
+        assert!(matches!(
+            core.handle(&snap, &inbound(&packet, CLIENT, now), &mut out),
+            Outcome::Forward(_)
+        ));
+        let packet = query("b.dyn.victim.org.", true, false, true);
+        assert!(matches!(
+            core.handle(&snap, &inbound(&packet, CLIENT, now), &mut out),
+            Outcome::Reply
+        ));
+        assert_eq!(
+            ede_of(&out),
+            (0, b"upstream rate limit for dyn.victim.org".to_vec())
+        );
+    }
+
+    #[test]
+    fn a_pending_query_stays_small() {
+        // What an exchange keeps per waiting client; the budget is
+        // 2 KB per exchange, buffers included.
+        let size = std::mem::size_of::<Pending>();
+        assert!(size <= 1200, "Pending is {size} bytes");
     }
 
     #[test]

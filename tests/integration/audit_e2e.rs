@@ -7,14 +7,14 @@ use crate::common::*;
 use hickory_proto::rr::RecordType;
 
 const LISTS: &[(&str, &str)] = &[
-    ("block.txt", "blocked.test\n"),
-    ("nodata.txt", "nodata.test\n"),
-    ("refused.txt", "refused.test\n"),
-    ("drop.txt", "drop.test\n"),
-    ("address.txt", "address.test\n"),
+    ("block.txt", "blocked.example\n"),
+    ("nodata.txt", "nodata.example\n"),
+    ("refused.txt", "refused.example\n"),
+    ("drop.txt", "drop.example\n"),
+    ("address.txt", "address.example\n"),
     (
         "orders.csv",
-        "domain;url;authority;decision;date;category\norder.test;;AFM;2025-17/KZ;2025-03-01;crypto\n",
+        "domain;url;authority;decision;date;category\norder.example;;AFM;2025-17/KZ;2025-03-01;crypto\n",
     ),
 ];
 
@@ -41,13 +41,13 @@ fn every_action_and_transport_is_logged_with_every_field() {
         ))
         .start();
     let names = [
-        ("Blocked.test.", "nxdomain"),
-        ("nodata.test.", "nodata"),
-        ("refused.test.", "refused"),
-        ("drop.test.", "drop"),
+        ("Blocked.example.", "nxdomain"),
+        ("nodata.example.", "nodata"),
+        ("refused.example.", "refused"),
+        ("drop.example.", "drop"),
         // A per-list address action is stored as local data (like RPZ A records).
-        ("address.test.", "address"),
-        ("www.order.test.", "nxdomain"),
+        ("address.example.", "address"),
+        ("www.order.example.", "nxdomain"),
     ];
     for (name, _) in names {
         // UDP (drop gets no answer) and TCP.
@@ -112,15 +112,15 @@ fn every_action_and_transport_is_logged_with_every_field() {
     }
     let order = hits
         .iter()
-        .find(|h| h["qname"] == "www.order.test")
+        .find(|h| h["qname"] == "www.order.example")
         .expect("registry hit");
-    assert_eq!(order["rule"], "order.test");
+    assert_eq!(order["rule"], "order.example");
     assert_eq!(order["list"], "orders");
     assert_eq!(order["line"], 2);
     assert_eq!(order["decision"], "2025-17/KZ");
     assert_eq!(order["authority"], "AFM");
     assert_eq!(order["category"], "crypto");
-    assert_eq!(hits[0]["qname"], "Blocked.test", "letter case as asked");
+    assert_eq!(hits[0]["qname"], "Blocked.example", "letter case as asked");
 
     // Stop cleanly (final checkpoint, fsync) and verify the chain.
     assert!(s.stop().is_some_and(|st| st.success()));

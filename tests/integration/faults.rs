@@ -21,7 +21,7 @@ use crate::common::*;
 use hickory_proto::op::Message;
 use hickory_proto::rr::RecordType;
 
-const LISTS: &[(&str, &str)] = &[("block.txt", "blocked.test\n")];
+const LISTS: &[(&str, &str)] = &[("block.txt", "blocked.example\n")];
 
 /// `upstream.timeout_ms` in the harness configuration.
 const TIMEOUT: Duration = Duration::from_millis(800);
@@ -69,25 +69,25 @@ fn upstream_fault(fault: Fault, expect: Expect) -> (Upstream, Server) {
     let s = Server::builder(&[up.addr]).lists(LISTS).start();
     // Cached while the upstream is healthy.
     assert_eq!(
-        a_records(&udp(&s, "cached.test.", RecordType::A, false)),
+        a_records(&udp(&s, "cached.example.", RecordType::A, false)),
         vec![UP_V4]
     );
     up.set(fault);
-    let asked_before = up.count("cached.test", "udp");
+    let asked_before = up.count("cached.example", "udp");
 
-    let victim = ask_async(s.addr, "victim.test.");
+    let victim = ask_async(s.addr, "victim.example.");
     std::thread::sleep(Duration::from_millis(30));
     // While the victim waits on the faulty upstream, the rest is served at once.
     let t0 = Instant::now();
-    assert_eq!(rcode(&udp(&s, "blocked.test.", RecordType::A, false)), 3);
+    assert_eq!(rcode(&udp(&s, "blocked.example.", RecordType::A, false)), 3);
     assert_eq!(
-        a_records(&udp(&s, "cached.test.", RecordType::A, false)),
+        a_records(&udp(&s, "cached.example.", RecordType::A, false)),
         vec![UP_V4]
     );
     let quick = t0.elapsed();
     assert!(quick < Duration::from_millis(500), "{fault:?}: {quick:?}");
     assert_eq!(
-        up.count("cached.test", "udp"),
+        up.count("cached.example", "udp"),
         asked_before,
         "cached answer came from the cache"
     );
@@ -95,7 +95,7 @@ fn upstream_fault(fault: Fault, expect: Expect) -> (Upstream, Server) {
     check_expected(&m, took, expect, &format!("{fault:?}"));
     if expect == Expect::RealAnswer {
         // And what got cached is the real answer, not a forgery.
-        let m = udp(&s, "victim.test.", RecordType::A, false);
+        let m = udp(&s, "victim.example.", RecordType::A, false);
         assert_eq!(a_records(&m), vec![UP_V4], "{fault:?}: cache poisoned");
     }
 
@@ -106,7 +106,7 @@ fn upstream_fault(fault: Fault, expect: Expect) -> (Upstream, Server) {
         .lists(LISTS)
         .start();
     let t0 = Instant::now();
-    let m = udp(&s2, "second.test.", RecordType::A, false);
+    let m = udp(&s2, "second.example.", RecordType::A, false);
     assert_eq!(a_records(&m), vec![UP_V4], "{fault:?} then healthy");
     assert!(
         t0.elapsed() < TIMEOUT + SLACK,
@@ -121,7 +121,7 @@ fn upstream_down_servfail_fast_and_others_served() {
     let (_up, s) = upstream_fault(Fault::Down, Expect::ServFail);
     // Nothing listening fails at once (ICMP), well before the timeout.
     let t0 = Instant::now();
-    assert_eq!(rcode(&udp(&s, "down2.test.", RecordType::A, false)), 2);
+    assert_eq!(rcode(&udp(&s, "down2.example.", RecordType::A, false)), 2);
     assert!(t0.elapsed() < TIMEOUT, "{:?}", t0.elapsed());
 }
 
@@ -132,7 +132,7 @@ fn upstream_slower_than_the_timeout() {
     // confuse the next exchange, which gets its own answer once healthy.
     std::thread::sleep(Duration::from_millis(1000));
     up.set(Fault::Healthy);
-    let m = udp(&s, "victim.test.", RecordType::A, false);
+    let m = udp(&s, "victim.example.", RecordType::A, false);
     assert_eq!(a_records(&m), vec![UP_V4]);
 }
 
@@ -142,7 +142,7 @@ fn upstream_answering_garbage() {
     // Still alive and serving once the upstream recovers.
     up.set(Fault::Healthy);
     assert_eq!(
-        a_records(&udp(&s, "after.test.", RecordType::A, false)),
+        a_records(&udp(&s, "after.example.", RecordType::A, false)),
         vec![UP_V4]
     );
 }
@@ -165,7 +165,7 @@ fn only_forged_answers_give_servfail() {
 #[test]
 fn truncated_over_udp_answered_over_tcp() {
     let (up, _s) = upstream_fault(Fault::Truncated, Expect::RealAnswer);
-    assert!(up.count("victim.test", "tcp") >= 1, "retried over TCP");
+    assert!(up.count("victim.example", "tcp") >= 1, "retried over TCP");
 }
 
 #[test]
@@ -179,7 +179,7 @@ fn truncated_over_udp_with_tcp_refused_gives_servfail() {
 #[test]
 fn upstream_answering_only_over_tcp_gives_servfail() {
     let (up, _s) = upstream_fault(Fault::TcpOnly, Expect::ServFail);
-    assert_eq!(up.count("victim.test", "tcp"), 0);
+    assert_eq!(up.count("victim.example", "tcp"), 0);
 }
 
 // ------------------------------------------------------------ serve-stale
@@ -193,26 +193,26 @@ fn serve_stale_answers_expired_entries_with_ttl_30_when_upstreams_fail() {
         .metrics()
         .start();
     let maddr = s.metrics();
-    let m = udp(&s, "ttl1.stale.test.", RecordType::A, false);
+    let m = udp(&s, "ttl1.stale.example.", RecordType::A, false);
     assert_eq!(m.answers[0].ttl, 1);
-    let _ = udp(&s, "ttl1.fresh.test.", RecordType::A, false);
+    let _ = udp(&s, "ttl1.fresh.example.", RecordType::A, false);
     std::thread::sleep(Duration::from_millis(1300));
 
     for (fault, slowest) in [(Fault::Down, TIMEOUT), (Fault::Silent, TIMEOUT + SLACK)] {
         up.set(fault);
         let t0 = Instant::now();
-        let m = udp(&s, "ttl1.stale.test.", RecordType::A, false);
+        let m = udp(&s, "ttl1.stale.example.", RecordType::A, false);
         let took = t0.elapsed();
         assert_eq!(rcode(&m), 0, "{fault:?}: stale answer, not SERVFAIL");
         assert_eq!(a_records(&m), vec![UP_V4]);
         assert_eq!(m.answers[0].ttl, 30, "RFC 8767 §4");
         assert!(took < slowest, "{fault:?}: {took:?}");
         // Never cached: SERVFAIL as before.
-        assert_eq!(rcode(&udp(&s, "never.test.", RecordType::A, false)), 2);
+        assert_eq!(rcode(&udp(&s, "never.example.", RecordType::A, false)), 2);
     }
     // Back up: the fresh answer replaces the stale one.
     up.set(Fault::Healthy);
-    let m = udp(&s, "ttl1.fresh.test.", RecordType::A, false);
+    let m = udp(&s, "ttl1.fresh.example.", RecordType::A, false);
     assert_eq!(m.answers[0].ttl, 1, "refetched, not stale");
     let stale = wait_for(Duration::from_secs(3), || {
         metric(maddr, "sinkhole_stale_answers_total", &[]).filter(|v| *v >= 2.0)
@@ -224,21 +224,21 @@ fn serve_stale_answers_expired_entries_with_ttl_30_when_upstreams_fail() {
 fn without_serve_stale_expired_entries_are_not_served() {
     let up = Upstream::start();
     let s = Server::builder(&[up.addr]).lists(LISTS).start();
-    let _ = udp(&s, "ttl1.nostale.test.", RecordType::A, false);
+    let _ = udp(&s, "ttl1.nostale.example.", RecordType::A, false);
     std::thread::sleep(Duration::from_millis(1300));
     up.set(Fault::Down);
     assert_eq!(
-        rcode(&udp(&s, "ttl1.nostale.test.", RecordType::A, false)),
+        rcode(&udp(&s, "ttl1.nostale.example.", RecordType::A, false)),
         2
     );
 }
 
 // ------------------------------------------------------------ resources
 
-/// `n` distinct blocked names (`q0.blocked.test`, …), each answered NXDOMAIN.
+/// `n` distinct blocked names (`q0.blocked.example`, …), each answered NXDOMAIN.
 fn blocked_burst(s: &Server, n: usize) {
     for i in 0..n {
-        let m = udp(s, &format!("q{i}.blocked.test."), RecordType::A, false);
+        let m = udp(s, &format!("q{i}.blocked.example."), RecordType::A, false);
         assert_eq!(rcode(&m), 3);
     }
 }
@@ -296,9 +296,9 @@ fn audit_directory_gone_keeps_serving_and_recovers() {
     });
     assert!(errors.is_some(), "write errors counted; log:\n{}", s.log());
     // Still answering, blocked and forwarded alike.
-    assert_eq!(rcode(&udp(&s, "blocked.test.", RecordType::A, false)), 3);
+    assert_eq!(rcode(&udp(&s, "blocked.example.", RecordType::A, false)), 3);
     assert_eq!(
-        a_records(&udp(&s, "fine.test.", RecordType::A, false)),
+        a_records(&udp(&s, "fine.example.", RecordType::A, false)),
         vec![UP_V4]
     );
     assert!(
@@ -393,9 +393,9 @@ fn audit_disk_full_keeps_serving_counts_and_recovers() {
         log.contains("audit log write failed") && log.contains("File too large"),
         "logged; log:\n{log}"
     );
-    assert_eq!(rcode(&udp(&s, "blocked.test.", RecordType::A, false)), 3);
+    assert_eq!(rcode(&udp(&s, "blocked.example.", RecordType::A, false)), 3);
     assert_eq!(
-        a_records(&udp(&s, "fine.test.", RecordType::A, false)),
+        a_records(&udp(&s, "fine.example.", RecordType::A, false)),
         vec![UP_V4]
     );
 
@@ -461,22 +461,26 @@ fn list_directory_deleted_keeps_serving_and_recovers() {
         s.log()
     );
     // The lists in force stay in force.
-    assert_eq!(rcode(&udp(&s, "blocked.test.", RecordType::A, false)), 3);
+    assert_eq!(rcode(&udp(&s, "blocked.example.", RecordType::A, false)), 3);
     assert_eq!(
-        a_records(&udp(&s, "fine.test.", RecordType::A, false)),
+        a_records(&udp(&s, "fine.example.", RecordType::A, false)),
         vec![UP_V4]
     );
 
     // Fixed (with one more rule), and reloaded.
     std::fs::create_dir(&lists).expect("recreate");
-    std::fs::write(lists.join("block.txt"), "blocked.test\nnew-blocked.test\n").expect("list");
+    std::fs::write(
+        lists.join("block.txt"),
+        "blocked.example\nnew-blocked.example\n",
+    )
+    .expect("list");
     s.signal(libc::SIGHUP);
     let applied = wait_for(Duration::from_secs(5), || {
-        let m = udp(&s, "new-blocked.test.", RecordType::A, false);
+        let m = udp(&s, "new-blocked.example.", RecordType::A, false);
         (rcode(&m) == 3).then_some(())
     });
     assert!(applied.is_some(), "reloaded; log:\n{}", s.log());
-    assert_eq!(rcode(&udp(&s, "blocked.test.", RecordType::A, false)), 3);
+    assert_eq!(rcode(&udp(&s, "blocked.example.", RecordType::A, false)), 3);
 }
 
 // ------------------------------------------------------------ shutdown
@@ -499,19 +503,19 @@ fn sigterm_answers_in_flight_flushes_audit_and_exits_0() {
         ))
         .start();
     blocked_burst(&s, 20);
-    let answered = ask_async(s.addr, "slowanswer.test.");
-    let unanswered = ask_async(s.addr, "noanswer.test.");
+    let answered = ask_async(s.addr, "slowanswer.example.");
+    let unanswered = ask_async(s.addr, "noanswer.example.");
     let addr = s.addr;
     let over_tcp = std::thread::spawn(move || {
         let mut c = tcp_connect_from(Ipv4Addr::LOCALHOST, addr).expect("tcp");
         tcp_query_on(
             &mut c,
-            &query_msg("tcpslow.test.", RecordType::A, false),
+            &query_msg("tcpslow.example.", RecordType::A, false),
             Duration::from_secs(4),
         )
     });
     // All three in flight at the upstream before the signal.
-    for name in ["slowanswer.test", "noanswer.test", "tcpslow.test"] {
+    for name in ["slowanswer.example", "noanswer.example", "tcpslow.example"] {
         up.await_query(name, "udp");
     }
     let t0 = Instant::now();
@@ -542,7 +546,7 @@ fn sigterm_answers_in_flight_flushes_audit_and_exits_0() {
         .collect();
     for i in 0..20 {
         assert!(
-            text.contains(&format!("\"qname\":\"q{i}.blocked.test\"")),
+            text.contains(&format!("\"qname\":\"q{i}.blocked.example\"")),
             "hit {i} in the log"
         );
     }

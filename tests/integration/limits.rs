@@ -10,7 +10,7 @@ use crate::common::*;
 use hickory_proto::op::Message;
 use hickory_proto::rr::RecordType;
 
-const LISTS: &[(&str, &str)] = &[("block.txt", "blocked.test\n")];
+const LISTS: &[(&str, &str)] = &[("block.txt", "blocked.example\n")];
 const OTHER: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
 const THIRD: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 3);
 
@@ -35,7 +35,7 @@ fn flood(from: Ipv4Addr, server: SocketAddr, qps: u32, secs: f64) -> (usize, usi
         if let Some(wait) = due.checked_sub(t0.elapsed()) {
             std::thread::sleep(wait);
         }
-        let mut q = query_msg("blocked.test.", RecordType::A, false);
+        let mut q = query_msg("blocked.example.", RecordType::A, false);
         q.metadata.id = i as u16;
         let _ = sock.send_to(&q.to_vec().expect("encode"), server);
         drain(&mut got);
@@ -71,7 +71,7 @@ fn one_client_over_its_qps_limit_does_not_starve_another() {
     // ...while 127.0.0.2 is answered every time.
     std::thread::sleep(Duration::from_millis(200));
     for i in 0..10 {
-        let m = ask_from(OTHER, s.addr, &format!("other{i}.test."))
+        let m = ask_from(OTHER, s.addr, &format!("other{i}.example."))
             .unwrap_or_else(|| panic!("127.0.0.2 not answered; log:\n{}", s.log()));
         assert_eq!(a_records(&m), vec![UP_V4]);
         std::thread::sleep(Duration::from_millis(50));
@@ -87,7 +87,7 @@ fn one_client_over_its_qps_limit_does_not_starve_another() {
     let mut c = tcp_connect_from(Ipv4Addr::LOCALHOST, s.addr).expect("tcp");
     let mut refused = 0;
     for _ in 0..40 {
-        let q = query_msg("blocked.test.", RecordType::A, false);
+        let q = query_msg("blocked.example.", RecordType::A, false);
         let m = tcp_query_on(&mut c, &q, Duration::from_secs(2)).expect("an answer over TCP");
         if rcode(&m) == 5 {
             refused += 1;
@@ -98,7 +98,7 @@ fn one_client_over_its_qps_limit_does_not_starve_another() {
     assert!(limited >= (sent - answered) as f64, "counted: {limited}");
     // A second later the bucket has refilled.
     std::thread::sleep(Duration::from_millis(1100));
-    let m = ask_from(Ipv4Addr::LOCALHOST, s.addr, "blocked.test.").expect("answered again");
+    let m = ask_from(Ipv4Addr::LOCALHOST, s.addr, "blocked.example.").expect("answered again");
     assert_eq!(rcode(&m), 3);
 }
 
@@ -111,7 +111,7 @@ fn tcp_connections_per_client() {
         .metrics()
         .start();
     let maddr = s.metrics();
-    let q = || query_msg("blocked.test.", RecordType::A, false);
+    let q = || query_msg("blocked.example.", RecordType::A, false);
     let wait = Duration::from_secs(2);
     let mut a = tcp_connect_from(Ipv4Addr::LOCALHOST, s.addr).expect("a");
     let mut b = tcp_connect_from(Ipv4Addr::LOCALHOST, s.addr).expect("b");
@@ -204,7 +204,7 @@ fn slowloris_cannot_keep_others_out() {
         .config("[limits]\ntcp_connections_per_client = 2")
         .server_keys("tcp_idle_timeout_ms = 500\ntcp_max_connections = 4")
         .start();
-    let q = || query_msg("blocked.test.", RecordType::A, false);
+    let q = || query_msg("blocked.example.", RecordType::A, false);
     let wait = Duration::from_secs(2);
 
     // One attacker: only two of its connections get a slot, and trickling
@@ -253,5 +253,5 @@ fn slowloris_cannot_keep_others_out() {
     e.write_all(&[0, 0, 0, 0]).expect("two empty frames");
     assert!(closed_by_server(&mut e, Duration::from_millis(300)));
     // UDP never noticed.
-    assert_eq!(rcode(&udp(&s, "blocked.test.", RecordType::A, false)), 3);
+    assert_eq!(rcode(&udp(&s, "blocked.example.", RecordType::A, false)), 3);
 }

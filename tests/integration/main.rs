@@ -13,6 +13,7 @@ mod anchor;
 mod audit_e2e;
 mod console;
 mod faults;
+mod flood;
 mod limits;
 mod lists;
 mod metrics;

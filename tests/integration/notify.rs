@@ -39,7 +39,7 @@ fn ready_status_watchdog_stopping() {
     let up = Upstream::start();
     // The harness waits for the ready file, which sends no query either.
     let mut s = Server::builder(&[up.addr])
-        .lists(&[("block.txt", "blocked.test\n*.wild.test\n")])
+        .lists(&[("block.txt", "blocked.example\n*.wild.example\n")])
         .env("NOTIFY_SOCKET", &notify)
         .env("WATCHDOG_USEC", "200000")
         .env_remove("WATCHDOG_PID")
@@ -65,7 +65,7 @@ fn ready_status_watchdog_stopping() {
         }
     }
     // READY means answering: one try, no retry.
-    for (name, want) in [("blocked.test.", 3), ("www.example.test.", 0)] {
+    for (name, want) in [("blocked.example.", 3), ("www.example.example.", 0)] {
         let q = query_msg(name, RecordType::A, false);
         let m = try_query_udp(addr, &q, Duration::from_secs(2))
             .unwrap_or_else(|| panic!("READY=1 sent but {name} got no answer; log:\n{}", s.log()));
@@ -132,9 +132,9 @@ fn ready_status_watchdog_stopping() {
 fn serves_without_notify_socket() {
     let up = Upstream::start();
     let s = Server::builder(&[up.addr])
-        .lists(&[("block.txt", "blocked.test\n")])
+        .lists(&[("block.txt", "blocked.example\n")])
         .env_remove("NOTIFY_SOCKET")
         .start();
-    let m = udp(&s, "blocked.test.", RecordType::A, false);
+    let m = udp(&s, "blocked.example.", RecordType::A, false);
     assert_eq!(rcode(&m), 3);
 }

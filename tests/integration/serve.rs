@@ -11,12 +11,12 @@ use hickory_proto::rr::{RData, RecordType};
 const LISTS: &[(&str, &str)] = &[
     (
         "block.txt",
-        "blocked.test\n*.wild.test\nvia.cdnchain.test\n@@||ok.blocked.test^\n",
+        "blocked.example\n*.wild.example\nvia.cdnchain.example\n@@||ok.blocked.example^\n",
     ),
-    ("nodata.txt", "nodata.test\n"),
-    ("refused.txt", "refused.test\n"),
-    ("drop.txt", "drop.test\n"),
-    ("address.txt", "address.test\n"),
+    ("nodata.txt", "nodata.example\n"),
+    ("refused.txt", "refused.example\n"),
+    ("drop.txt", "drop.example\n"),
+    ("address.txt", "address.example\n"),
 ];
 
 /// A server with [`LISTS`], each per-list action file its action, and
@@ -41,7 +41,11 @@ fn soa_ttl(m: &Message) -> Option<u32> {
 fn nxdomain_default_with_soa_and_ede() {
     let up = Upstream::start();
     let s = server(&up, "");
-    for name in ["blocked.test.", "www.blocked.test.", "a.b.c.blocked.test."] {
+    for name in [
+        "blocked.example.",
+        "www.blocked.example.",
+        "a.b.c.blocked.example.",
+    ] {
         let m = udp(&s, name, RecordType::A, true);
         assert_eq!(rcode(&m), 3, "{name}");
         assert!(m.answers.is_empty());
@@ -52,18 +56,18 @@ fn nxdomain_default_with_soa_and_ede() {
         assert!(m.metadata.recursion_available);
     }
     // Without EDNS: no OPT at all.
-    let m = udp(&s, "blocked.test.", RecordType::AAAA, false);
+    let m = udp(&s, "blocked.example.", RecordType::AAAA, false);
     assert_eq!(rcode(&m), 3);
     assert!(m.edns.is_none());
     // Label boundary: a longer name that merely ends the same is not blocked.
-    let m = udp(&s, "xblocked.test.", RecordType::A, true);
+    let m = udp(&s, "xblocked.example.", RecordType::A, true);
     assert_eq!(rcode(&m), 0);
     assert_eq!(a_records(&m), vec![UP_V4]);
-    // `*.wild.test` blocks below, not the name itself.
-    assert_eq!(rcode(&udp(&s, "a.wild.test.", RecordType::A, false)), 3);
-    assert_eq!(rcode(&udp(&s, "wild.test.", RecordType::A, false)), 0);
+    // `*.wild.example` blocks below, not the name itself.
+    assert_eq!(rcode(&udp(&s, "a.wild.example.", RecordType::A, false)), 3);
+    assert_eq!(rcode(&udp(&s, "wild.example.", RecordType::A, false)), 0);
     assert_eq!(
-        up.count("blocked.test", "udp"),
+        up.count("blocked.example", "udp"),
         0,
         "blocked names never go upstream"
     );
@@ -79,27 +83,27 @@ fn per_list_actions_and_qtypes() {
         RecordType::MX,
         RecordType::HTTPS,
     ] {
-        let m = udp(&s, "nodata.test.", t, true);
+        let m = udp(&s, "nodata.example.", t, true);
         assert_eq!(rcode(&m), 0, "{t}");
         assert!(m.answers.is_empty(), "{t}");
         assert_eq!(soa_ttl(&m), Some(300));
         assert_eq!(ede(&m).map(|e| e.0), Some(16));
 
-        let m = udp(&s, "refused.test.", t, true);
+        let m = udp(&s, "refused.example.", t, true);
         assert_eq!(rcode(&m), 5);
         assert_eq!(ede(&m).map(|e| e.0), Some(16));
     }
-    let q = query_msg("drop.test.", RecordType::A, true);
+    let q = query_msg("drop.example.", RecordType::A, true);
     assert!(try_query_udp(s.addr, &q, Duration::from_millis(700)).is_none());
 
-    let m = udp(&s, "www.address.test.", RecordType::A, true);
+    let m = udp(&s, "www.address.example.", RecordType::A, true);
     assert_eq!(a_records(&m), vec![Ipv4Addr::new(192, 0, 2, 1)]);
-    let m = udp(&s, "address.test.", RecordType::AAAA, true);
+    let m = udp(&s, "address.example.", RecordType::AAAA, true);
     assert!(
         matches!(&m.answers[0].data, RData::AAAA(a) if a.0 == "2001:db8::1".parse::<std::net::Ipv6Addr>().unwrap())
     );
     for t in [RecordType::MX, RecordType::HTTPS, RecordType::TXT] {
-        let m = udp(&s, "address.test.", t, true);
+        let m = udp(&s, "address.example.", t, true);
         assert_eq!(rcode(&m), 0);
         assert!(m.answers.is_empty(), "never an address for {t}");
         assert_eq!(soa_ttl(&m), Some(300));
@@ -113,15 +117,15 @@ fn address_as_default_action() {
         .lists(LISTS)
         .config("[policy]\naction = \"address\"\naddress_v4 = \"10.9.9.9\"\naddress_v6 = \"fd00::9\"\nttl = 120\n")
         .start();
-    let m = udp(&s, "blocked.test.", RecordType::A, false);
+    let m = udp(&s, "blocked.example.", RecordType::A, false);
     assert_eq!(a_records(&m), vec![Ipv4Addr::new(10, 9, 9, 9)]);
     assert_eq!(m.answers[0].ttl, 120);
-    let m = udp(&s, "blocked.test.", RecordType::AAAA, false);
+    let m = udp(&s, "blocked.example.", RecordType::AAAA, false);
     assert!(
         matches!(&m.answers[0].data, RData::AAAA(a) if a.0 == "fd00::9".parse::<std::net::Ipv6Addr>().unwrap())
     );
     for t in [RecordType::MX, RecordType::HTTPS, RecordType::SRV] {
-        let m = udp(&s, "blocked.test.", t, false);
+        let m = udp(&s, "blocked.example.", t, false);
         assert_eq!(rcode(&m), 0);
         assert!(m.answers.is_empty(), "{t}");
         assert_eq!(soa_ttl(&m), Some(120));
@@ -131,18 +135,18 @@ fn address_as_default_action() {
 #[test]
 fn ede_code_and_text_from_the_rule() {
     let up = Upstream::start();
-    let csv = "domain;url;authority;decision;date;category\nregistry-blocked.test;;AFM;2025-17/KZ;2025-03-01;crypto\n";
+    let csv = "domain;url;authority;decision;date;category\nregistry-blocked.example;;AFM;2025-17/KZ;2025-03-01;crypto\n";
     let s = Server::builder(&[up.addr])
         .lists(&[("registry.csv", csv)])
         .config("[policy]\nede_code = 15\nede_text = \"order {decision} by {authority} ({list}: {rule})\"\n")
         .start();
-    let m = udp(&s, "www.registry-blocked.test.", RecordType::A, true);
+    let m = udp(&s, "www.registry-blocked.example.", RecordType::A, true);
     assert_eq!(rcode(&m), 3);
     assert_eq!(
         ede(&m),
         Some((
             15,
-            "order 2025-17/KZ by AFM (registry: registry-blocked.test)".to_string()
+            "order 2025-17/KZ by AFM (registry: registry-blocked.example)".to_string()
         ))
     );
 }
@@ -151,12 +155,12 @@ fn ede_code_and_text_from_the_rule() {
 fn allow_rules_and_forwarding() {
     let up = Upstream::start();
     let s = server(&up, "");
-    let m = udp(&s, "ok.blocked.test.", RecordType::A, false);
+    let m = udp(&s, "ok.blocked.example.", RecordType::A, false);
     assert_eq!(rcode(&m), 0);
     assert_eq!(a_records(&m), vec![UP_V4]);
-    let m = udp(&s, "www.ok.blocked.test.", RecordType::AAAA, false);
+    let m = udp(&s, "www.ok.blocked.example.", RecordType::AAAA, false);
     assert_eq!(m.answers.len(), 1);
-    let m = udp(&s, "nx.example.test.", RecordType::A, true);
+    let m = udp(&s, "nx.example.example.", RecordType::A, true);
     assert_eq!(rcode(&m), 3, "upstream NXDOMAIN passes through");
     assert_eq!(soa_ttl(&m), Some(3600));
 }
@@ -165,20 +169,20 @@ fn allow_rules_and_forwarding() {
 fn cname_chain_inspection() {
     let up = Upstream::start();
     let s = server(&up, "");
-    // cname.cdnchain.test → via.cdnchain.test (blocked) → final.cdnchain.test
+    // cname.cdnchain.example → via.cdnchain.example (blocked) → final.cdnchain.example
     for _ in 0..2 {
         // The second round comes from the cache and must still be blocked.
-        let m = udp(&s, "cname.cdnchain.test.", RecordType::A, true);
+        let m = udp(&s, "cname.cdnchain.example.", RecordType::A, true);
         assert_eq!(rcode(&m), 3);
         assert!(m.answers.is_empty());
         assert_eq!(ede(&m).map(|e| e.0), Some(16));
     }
-    let m = udp(&s, "cname.okchain.test.", RecordType::A, false);
+    let m = udp(&s, "cname.okchain.example.", RecordType::A, false);
     assert_eq!(rcode(&m), 0);
     assert_eq!(m.answers.len(), 3, "chain intact");
     assert_eq!(m.answers[0].record_type(), RecordType::CNAME);
     assert!(
-        s.log().contains("via.cdnchain.test"),
+        s.log().contains("via.cdnchain.example"),
         "hit names the CNAME target"
     );
 }
@@ -188,9 +192,9 @@ fn letter_case_is_preserved() {
     let up = Upstream::start();
     let s = server(&up, "");
     for name in [
-        "BlOcKeD.TeSt.",
-        "WwW.FoRwArDeD.TeSt.",
-        "CnAmE.OkChAiN.tEsT.",
+        "BlOcKeD.ExAmPlE.",
+        "WwW.FoRwArDeD.ExAmPlE.",
+        "CnAmE.OkChAiN.eXaMpLe.",
     ] {
         let m = udp(&s, name, RecordType::A, true);
         assert_eq!(m.queries[0].name().to_ascii(), name);
@@ -199,8 +203,8 @@ fn letter_case_is_preserved() {
         let m2 = udp(&s, &lower, RecordType::A, true);
         assert_eq!(m2.queries[0].name().to_ascii(), lower);
     }
-    let m = udp(&s, "WwW.FoRwArDeD.TeSt.", RecordType::A, false);
-    assert_eq!(m.answers[0].name.to_ascii(), "WwW.FoRwArDeD.TeSt.");
+    let m = udp(&s, "WwW.FoRwArDeD.ExAmPlE.", RecordType::A, false);
+    assert_eq!(m.answers[0].name.to_ascii(), "WwW.FoRwArDeD.ExAmPlE.");
 }
 
 #[test]
@@ -208,10 +212,10 @@ fn tcp_pipelined_out_of_order() {
     let up = Upstream::start();
     let s = server(&up, "");
     let qs = vec![
-        query_msg("slow.test.", RecordType::A, false),
-        query_msg("blocked.test.", RecordType::A, false),
-        query_msg("tcp1.test.", RecordType::A, true),
-        query_msg("tcp2.test.", RecordType::AAAA, false),
+        query_msg("slow.example.", RecordType::A, false),
+        query_msg("blocked.example.", RecordType::A, false),
+        query_msg("tcp1.example.", RecordType::A, true),
+        query_msg("tcp2.example.", RecordType::AAAA, false),
     ];
     let t0 = Instant::now();
     let replies = tcp_pipelined(s.addr, &qs);
@@ -227,8 +231,8 @@ fn tcp_pipelined_out_of_order() {
             .find(|r| r.metadata.id == q.metadata.id)
             .expect("reply");
         let want = match q.queries[0].name().to_ascii().as_str() {
-            "slow.test." => 2,
-            "blocked.test." => 3,
+            "slow.example." => 2,
+            "blocked.example." => 3,
             _ => 0,
         };
         assert_eq!(rcode(r), want, "{}", q.queries[0].name());
@@ -240,13 +244,13 @@ fn tcp_pipelined_out_of_order() {
 fn truncated_upstream_answer_is_retried_over_tcp() {
     let up = Upstream::start();
     let s = server(&up, "");
-    let m = udp(&s, "big.test.", RecordType::TXT, true);
+    let m = udp(&s, "big.example.", RecordType::TXT, true);
     assert!(m.metadata.truncation, "too big for UDP: TC to the client");
     assert!(
-        up.count("big.test", "tcp") >= 1,
+        up.count("big.example", "tcp") >= 1,
         "sinkhole asked upstream over TCP"
     );
-    let r = tcp_pipelined(s.addr, &[query_msg("big.test.", RecordType::TXT, true)]);
+    let r = tcp_pipelined(s.addr, &[query_msg("big.example.", RecordType::TXT, true)]);
     assert_eq!(r[0].answers.len(), 40);
     assert!(!r[0].metadata.truncation);
 }
@@ -260,14 +264,14 @@ fn upstream_timeout_gives_servfail_in_time_while_others_answer() {
         let t0 = Instant::now();
         let m = try_query_udp(
             addr,
-            &query_msg("slow.test.", RecordType::A, false),
+            &query_msg("slow.example.", RecordType::A, false),
             Duration::from_secs(3),
         );
         (m, t0.elapsed())
     });
-    up.await_query("slow.test", "udp");
+    up.await_query("slow.example", "udp");
     for i in 0..5 {
-        let m = udp(&s, &format!("fast{i}.test."), RecordType::A, false);
+        let m = udp(&s, &format!("fast{i}.example."), RecordType::A, false);
         assert_eq!(a_records(&m), vec![UP_V4]);
     }
     let (m, took) = slow.join().expect("join");
@@ -287,7 +291,7 @@ fn failover_to_the_next_upstream() {
     let dead = Upstream::start();
     dead.set(Fault::Down);
     let s = Server::builder(&[dead.addr, up.addr]).lists(LISTS).start();
-    let m = udp(&s, "failover.test.", RecordType::A, false);
+    let m = udp(&s, "failover.example.", RecordType::A, false);
     assert_eq!(a_records(&m), vec![UP_V4]);
 }
 
@@ -298,7 +302,7 @@ fn acl_refuses_other_clients() {
         .lists(LISTS)
         .config("[acl]\nallow = [\"127.0.0.1/32\"]\n")
         .start();
-    let q = query_msg("a.test.", RecordType::A, true);
+    let q = query_msg("a.example.", RecordType::A, true);
     let m = try_query_udp_from(
         IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)),
         s.addr,
@@ -308,8 +312,8 @@ fn acl_refuses_other_clients() {
     .expect("an answer to 127.0.0.2");
     assert_eq!(rcode(&m), 5);
     assert_eq!(ede(&m).map(|e| e.0), Some(18));
-    assert_eq!(up.count("a.test", "udp"), 0);
-    let m = udp(&s, "a.test.", RecordType::A, true);
+    assert_eq!(up.count("a.example", "udp"), 0);
+    let m = udp(&s, "a.example.", RecordType::A, true);
     assert_eq!(rcode(&m), 0);
 }
 
@@ -320,11 +324,15 @@ fn garbage_is_dropped_or_formerr_and_service_continues() {
     let wait = Duration::from_millis(300);
     // Too short, and a response (QR=1): dropped.
     assert!(udp_raw(s.addr, &[1, 2, 3], wait).is_none());
-    let mut resp = query_msg("a.test.", RecordType::A, false).to_vec().unwrap();
+    let mut resp = query_msg("a.example.", RecordType::A, false)
+        .to_vec()
+        .unwrap();
     resp[2] |= 0x80;
     assert!(udp_raw(s.addr, &resp, wait).is_none());
     // A header with a broken body: FORMERR with the same ID.
-    let mut bad = query_msg("a.test.", RecordType::A, false).to_vec().unwrap();
+    let mut bad = query_msg("a.example.", RecordType::A, false)
+        .to_vec()
+        .unwrap();
     bad.truncate(16);
     let r = udp_raw(s.addr, &bad, Duration::from_secs(2)).expect("FORMERR");
     let m = Message::from_vec(&r).unwrap();
@@ -344,9 +352,9 @@ fn garbage_is_dropped_or_formerr_and_service_continues() {
         let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let _ = sock.send_to(&p, s.addr);
     }
-    let m = udp(&s, "after-garbage.test.", RecordType::A, false);
+    let m = udp(&s, "after-garbage.example.", RecordType::A, false);
     assert_eq!(a_records(&m), vec![UP_V4]);
-    let m = udp(&s, "blocked.test.", RecordType::A, false);
+    let m = udp(&s, "blocked.example.", RecordType::A, false);
     assert_eq!(rcode(&m), 3);
 }
 
@@ -354,27 +362,27 @@ fn garbage_is_dropped_or_formerr_and_service_continues() {
 fn cache_counts_ttl_down() {
     let up = Upstream::start();
     let s = server(&up, "");
-    let m1 = udp(&s, "ttl.count.test.", RecordType::A, false);
+    let m1 = udp(&s, "ttl.count.example.", RecordType::A, false);
     assert_eq!(m1.answers[0].ttl, 100);
     std::thread::sleep(Duration::from_millis(1100));
-    let m2 = udp(&s, "ttl.count.test.", RecordType::A, false);
+    let m2 = udp(&s, "ttl.count.example.", RecordType::A, false);
     assert!(
         m2.answers[0].ttl < 100 && m2.answers[0].ttl >= 97,
         "{}",
         m2.answers[0].ttl
     );
     assert_eq!(
-        up.count("ttl.count.test", "udp"),
+        up.count("ttl.count.example", "udp"),
         1,
         "second answer from the cache"
     );
     // Negative answers are cached too (RFC 2308: SOA minimum 60).
-    let n1 = udp(&s, "nx.neg.test.", RecordType::A, false);
+    let n1 = udp(&s, "nx.neg.example.", RecordType::A, false);
     assert_eq!(rcode(&n1), 3);
-    let n2 = udp(&s, "nx.neg.test.", RecordType::A, false);
+    let n2 = udp(&s, "nx.neg.example.", RecordType::A, false);
     assert_eq!(rcode(&n2), 3);
     assert!(soa_ttl(&n2).unwrap_or(999) <= 60);
-    assert_eq!(up.count("nx.neg.test", "udp"), 1);
+    assert_eq!(up.count("nx.neg.example", "udp"), 1);
 }
 
 #[test]
@@ -387,16 +395,16 @@ fn ad_flag_and_upstream_edns_pass_through() {
         q.metadata.authentic_data = true;
         try_query_udp(s.addr, &q, Duration::from_secs(3)).expect("answer")
     };
-    let m = ad_query("ad.test.");
+    let m = ad_query("ad.example.");
     assert!(m.metadata.authentic_data);
     assert_eq!(
         m.edns.as_ref().map(|e| e.max_payload()),
         Some(1232),
         "payload clamped"
     );
-    let m = ad_query("ad.test.");
+    let m = ad_query("ad.example.");
     assert!(m.metadata.authentic_data, "also from the cache");
-    let m = udp(&s, "ad.test.", RecordType::A, true);
+    let m = udp(&s, "ad.example.", RecordType::A, true);
     assert!(
         !m.metadata.authentic_data,
         "no AD for a query without AD or DO, though the upstream set it"
@@ -409,12 +417,16 @@ fn ad_flag_and_upstream_edns_pass_through() {
 fn cached_reply_copies_rd_from_the_query_it_answers() {
     let up = Upstream::start();
     let s = server(&up, "");
-    let first = udp(&s, "rd.cache.test.", RecordType::A, false);
+    let first = udp(&s, "rd.cache.example.", RecordType::A, false);
     assert!(first.metadata.recursion_desired);
-    let mut q = query_msg("rd.cache.test.", RecordType::A, false);
+    let mut q = query_msg("rd.cache.example.", RecordType::A, false);
     q.metadata.recursion_desired = false;
     let m = try_query_udp(s.addr, &q, Duration::from_secs(3)).expect("answer");
-    assert_eq!(up.count("rd.cache.test", "udp"), 1, "served from the cache");
+    assert_eq!(
+        up.count("rd.cache.example", "udp"),
+        1,
+        "served from the cache"
+    );
     assert!(
         !m.metadata.recursion_desired,
         "RD follows the answering query"
@@ -426,7 +438,7 @@ fn cached_reply_copies_rd_from_the_query_it_answers() {
 fn spoofed_upstream_answer_is_ignored() {
     let up = Upstream::start();
     let s = server(&up, "");
-    let m = udp(&s, "spoof.test.", RecordType::A, false);
+    let m = udp(&s, "spoof.example.", RecordType::A, false);
     assert_eq!(a_records(&m), vec![UP_V4]);
 }
 
@@ -458,11 +470,14 @@ fn dig_sees_the_sinkhole_answer() {
             .expect("dig");
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
-    let out = dig(&["Www.Blocked.Test", "A"]);
+    let out = dig(&["Www.Blocked.Example", "A"]);
     assert!(out.contains("status: NXDOMAIN"), "{out}");
     assert!(out.contains("EDE: 16 (Censored)"), "{out}");
-    assert!(out.contains(";Www.Blocked.Test."), "0x20 case kept: {out}");
-    let out = dig(&["+tcp", "allowed.test", "A"]);
+    assert!(
+        out.contains(";Www.Blocked.Example."),
+        "0x20 case kept: {out}"
+    );
+    let out = dig(&["+tcp", "allowed.example", "A"]);
     assert!(
         out.contains("status: NOERROR") && out.contains("192.0.2.10"),
         "{out}"
@@ -486,30 +501,33 @@ fn every_block_reaches_the_hit_log() {
     let up = Upstream::start();
     // Default `[audit] path = "-"`: one JSON line per hit on stdout.
     let s = server(&up, "");
-    udp(&s, "Www.Blocked.Test.", RecordType::AAAA, false);
-    let log = wait_for_log(&s, "\"qname\":\"Www.Blocked.Test\"");
+    udp(&s, "Www.Blocked.Example.", RecordType::AAAA, false);
+    let log = wait_for_log(&s, "\"qname\":\"Www.Blocked.Example\"");
     let line = log
         .lines()
-        .find(|l| l.contains("\"qname\":\"Www.Blocked.Test\""))
+        .find(|l| l.contains("\"qname\":\"Www.Blocked.Example\""))
         .unwrap_or_else(|| panic!("no hit line; log:\n{log}"));
     for field in [
         "\"kind\":\"hit\"",
         "\"transport\":\"udp\"",
         "\"qtype\":\"AAAA\"",
         "\"action\":\"nxdomain\"",
-        "\"rule\":\"blocked.test\"",
+        "\"rule\":\"blocked.example\"",
         "\"list\":\"block\"",
         "\"line\":1",
     ] {
         assert!(line.contains(field), "{field} in {line}");
     }
     // A block through a CNAME names the target's rule; drop is logged too.
-    udp(&s, "cname.cdnchain.test.", RecordType::A, false);
-    let q = query_msg("drop.test.", RecordType::A, false);
+    udp(&s, "cname.cdnchain.example.", RecordType::A, false);
+    let q = query_msg("drop.example.", RecordType::A, false);
     let _ = try_query_udp(s.addr, &q, Duration::from_millis(300));
     let log = wait_for_log(&s, "\"action\":\"drop\"");
-    assert!(log.contains("\"qname\":\"cname.cdnchain.test\""), "{log}");
-    assert!(log.contains("\"rule\":\"via.cdnchain.test\""), "{log}");
+    assert!(
+        log.contains("\"qname\":\"cname.cdnchain.example\""),
+        "{log}"
+    );
+    assert!(log.contains("\"rule\":\"via.cdnchain.example\""), "{log}");
     assert!(log.contains("\"action\":\"drop\""), "{log}");
     // Over TCP, into a directory.
     let dir = tempfile::tempdir().expect("tempdir");
@@ -517,7 +535,10 @@ fn every_block_reaches_the_hit_log() {
         &up,
         &format!("[audit]\npath = \"{}\"\n", dir.path().display()),
     );
-    let r = tcp_pipelined(s.addr, &[query_msg("refused.test.", RecordType::MX, false)]);
+    let r = tcp_pipelined(
+        s.addr,
+        &[query_msg("refused.example.", RecordType::MX, false)],
+    );
     assert_eq!(rcode(&r[0]), 5);
     let deadline = Instant::now() + Duration::from_secs(5);
     let mut found = String::new();
@@ -528,7 +549,7 @@ fn every_block_reaches_the_hit_log() {
             .flatten()
             .filter_map(|e| std::fs::read_to_string(e.path()).ok())
             .collect();
-        if found.contains("refused.test") {
+        if found.contains("refused.example") {
             break;
         }
         std::thread::sleep(Duration::from_millis(50));
@@ -548,18 +569,18 @@ fn overload_sheds_the_oldest_upstream_query() {
         .start();
     let addr = s.addr;
     // Two queries the upstream never answers fill the in-flight limit.
-    let first = query_msg("slow.test.", RecordType::A, false);
+    let first = query_msg("slow.example.", RecordType::A, true);
     // A different name: the same question would join the first exchange.
-    let second = query_msg("slow2.test.", RecordType::A, false);
+    let second = query_msg("slow2.example.", RecordType::A, false);
     let sock1 = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let sock2 = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     sock1.send_to(&first.to_vec().unwrap(), addr).unwrap();
-    up.await_query("slow.test", "udp");
+    up.await_query("slow.example", "udp");
     sock2.send_to(&second.to_vec().unwrap(), addr).unwrap();
-    up.await_query("slow2.test", "udp");
+    up.await_query("slow2.example", "udp");
     // A third query still gets through, at the cost of the oldest.
     let t0 = Instant::now();
-    let m = udp(&s, "fresh.test.", RecordType::A, false);
+    let m = udp(&s, "fresh.example.", RecordType::A, false);
     assert_eq!(a_records(&m), vec![UP_V4]);
     assert!(
         t0.elapsed() < Duration::from_millis(700),
@@ -567,12 +588,16 @@ fn overload_sheds_the_oldest_upstream_query() {
     );
     let mut buf = [0u8; 512];
     sock1
-        .set_read_timeout(Some(Duration::from_millis(1500)))
+        .set_read_timeout(Some(Duration::from_millis(500)))
         .unwrap();
     sock2
         .set_read_timeout(Some(Duration::from_millis(1500)))
         .unwrap();
-    assert!(sock1.recv_from(&mut buf).is_err(), "the oldest was shed");
+    // The oldest is answered at once, not left to time out in silence.
+    let (n, _) = sock1.recv_from(&mut buf).expect("the oldest is answered");
+    let shed = Message::from_vec(&buf[..n]).unwrap();
+    assert_eq!(rcode(&shed), 2, "SERVFAIL");
+    assert_eq!(ede(&shed), Some((0, "overload".to_string())));
     let (n, _) = sock2
         .recv_from(&mut buf)
         .expect("the second still times out normally");
@@ -589,11 +614,11 @@ fn a_silent_upstream_stops_costing_every_query() {
         .lists(LISTS)
         .start();
     for i in 0..3 {
-        let m = udp(&s, &format!("warm{i}.test."), RecordType::A, false);
+        let m = udp(&s, &format!("warm{i}.example."), RecordType::A, false);
         assert_eq!(a_records(&m), vec![UP_V4], "failover works");
     }
     let t0 = Instant::now();
-    let m = udp(&s, "quick.test.", RecordType::A, false);
+    let m = udp(&s, "quick.example.", RecordType::A, false);
     assert_eq!(a_records(&m), vec![UP_V4]);
     assert!(
         t0.elapsed() < Duration::from_millis(300),
@@ -606,15 +631,15 @@ fn a_silent_upstream_stops_costing_every_query() {
 fn identical_misses_share_one_upstream_query() {
     let up = Upstream::start();
     let s = server(&up, "");
-    // The upstream delays spoof.test by 50 ms, so these overlap.
+    // The upstream delays spoof.example by 50 ms, so these overlap.
     let addr = s.addr;
     let threads: Vec<_> = (0..8)
         .map(|i| {
             std::thread::spawn(move || {
                 let name = if i % 2 == 0 {
-                    "SpOoF.TeSt."
+                    "SpOoF.ExAmPlE."
                 } else {
-                    "spoof.test."
+                    "spoof.example."
                 };
                 let q = query_msg(name, RecordType::A, false);
                 let m = try_query_udp(addr, &q, Duration::from_secs(3)).expect("answer");
@@ -632,7 +657,7 @@ fn identical_misses_share_one_upstream_query() {
         );
     }
     assert_eq!(
-        up.count("spoof.test", "udp"),
+        up.count("spoof.example", "udp"),
         1,
         "one upstream query for all"
     );

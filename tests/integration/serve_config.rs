@@ -77,7 +77,7 @@ fn serves_on_ipv6_loopback() {
     }
     let up = Upstream::start();
     let s = Server::builder(&[up.addr])
-        .lists(&[("l.txt", "blocked.test\n")])
+        .lists(&[("l.txt", "blocked.example\n")])
         .listen(&["127.0.0.1:0", "[::1]:0"])
         .start();
     let dns = s.listeners.all("dns");
@@ -88,7 +88,7 @@ fn serves_on_ipv6_loopback() {
         .find(SocketAddr::is_ipv6)
         .expect("an IPv6 dns listener");
     // Bound (the ready file says so): one query, no retry.
-    let q = query_msg("blocked.test.", RecordType::A, false);
+    let q = query_msg("blocked.example.", RecordType::A, false);
     let got = (|| {
         let sock = UdpSocket::bind((Ipv6Addr::LOCALHOST, 0)).ok()?;
         sock.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
@@ -105,7 +105,7 @@ fn serves_on_ipv6_loopback() {
 fn tcp_idle_connections_are_closed() {
     let up = Upstream::start();
     let s = Server::builder(&[up.addr])
-        .lists(&[("l.txt", "blocked.test\n")])
+        .lists(&[("l.txt", "blocked.example\n")])
         .server_keys("tcp_idle_timeout_ms = 300")
         .start();
     let mut c = TcpStream::connect(s.addr).expect("connect");
@@ -117,7 +117,10 @@ fn tcp_idle_connections_are_closed() {
     assert_eq!(n, 0);
     assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
     // A fresh connection still works.
-    let r = tcp_pipelined(s.addr, &[query_msg("blocked.test.", RecordType::A, false)]);
+    let r = tcp_pipelined(
+        s.addr,
+        &[query_msg("blocked.example.", RecordType::A, false)],
+    );
     assert_eq!(rcode(&r[0]), 3);
 }
 
@@ -125,7 +128,7 @@ fn tcp_idle_connections_are_closed() {
 fn tcp_connection_limit_keeps_serving_udp() {
     let up = Upstream::start();
     let s = Server::builder(&[up.addr])
-        .lists(&[("l.txt", "blocked.test\n")])
+        .lists(&[("l.txt", "blocked.example\n")])
         .server_keys("tcp_max_connections = 2")
         .start();
     let _a = TcpStream::connect(s.addr).expect("a");
@@ -136,5 +139,5 @@ fn tcp_connection_limit_keeps_serving_udp() {
     c.set_read_timeout(Some(Duration::from_secs(3))).ok();
     let mut buf = [0u8; 4];
     assert!(matches!(c.read(&mut buf), Ok(0) | Err(_)));
-    assert_eq!(rcode(&udp(&s, "blocked.test.", RecordType::A, false)), 3);
+    assert_eq!(rcode(&udp(&s, "blocked.example.", RecordType::A, false)), 3);
 }

@@ -412,7 +412,7 @@ fn syscall_filter_admits_every_syscall_sinkhole_makes() {
     let dir = tempfile::tempdir().unwrap();
     let lists = dir.path().join("lists");
     std::fs::create_dir(&lists).unwrap();
-    std::fs::write(lists.join("block.txt"), "blocked.test\n").unwrap();
+    std::fs::write(lists.join("block.txt"), "blocked.example\n").unwrap();
     // Blocks go to a real audit directory, so file writes, fsync and
     // rotation are traced too (as under the unit's LogsDirectory=).
     let audit = dir.path().join("audit");
@@ -467,7 +467,11 @@ fn syscall_filter_admits_every_syscall_sinkhole_makes() {
             )
         })
         .first("dns");
-    for name in ["blocked.test.", "www.forwarded.test.", "nx.gone.test."] {
+    for name in [
+        "blocked.example.",
+        "www.forwarded.example.",
+        "nx.gone.example.",
+    ] {
         let q = common::query_msg(name, RecordType::A, true);
         assert!(
             common::try_query_udp(addr, &q, Duration::from_secs(3)).is_some(),
@@ -475,15 +479,19 @@ fn syscall_filter_admits_every_syscall_sinkhole_makes() {
         );
     }
     let qs = [
-        common::query_msg("blocked.test.", RecordType::AAAA, false),
-        common::query_msg("tcp.forwarded.test.", RecordType::A, false),
+        common::query_msg("blocked.example.", RecordType::AAAA, false),
+        common::query_msg("tcp.forwarded.example.", RecordType::A, false),
     ];
     assert_eq!(common::tcp_pipelined(addr, &qs).len(), 2);
     // A push, so the reload path (diff, layer, background merge at a
     // lower priority) is traced too.
-    std::fs::write(lists.join(".block.tmp"), "blocked.test\npushed.test\n").unwrap();
+    std::fs::write(
+        lists.join(".block.tmp"),
+        "blocked.example\npushed.example\n",
+    )
+    .unwrap();
     std::fs::rename(lists.join(".block.tmp"), lists.join("block.txt")).unwrap();
-    let q = common::query_msg("pushed.test.", RecordType::A, false);
+    let q = common::query_msg("pushed.example.", RecordType::A, false);
     common::wait_for(Duration::from_secs(10), || {
         let r = common::try_query_udp(addr, &q, Duration::from_millis(500));
         (r.as_ref().map(common::rcode) == Some(3)).then_some(())
@@ -611,7 +619,7 @@ fn make_install_lays_out_the_package() {
     // A second install keeps the operator's configuration and lists.
     std::fs::write(d.join("etc/sinkhole/sinkhole.toml"), "# mine\n").unwrap();
     std::fs::remove_file(d.join("etc/sinkhole/lists/sample-crypto.txt")).unwrap();
-    std::fs::write(d.join("etc/sinkhole/lists/mine.txt"), "x.test\n").unwrap();
+    std::fs::write(d.join("etc/sinkhole/lists/mine.txt"), "x.example\n").unwrap();
     let o = make_install(d, &[]);
     assert!(text(&o).contains("sinkhole.toml.dist"), "{}", text(&o));
     assert_eq!(

@@ -5,10 +5,11 @@
 //! | name (lowercased, no trailing dot) | answer |
 //! |---|---|
 //! | first label `noanswer`, `slow`, `slow2`, … | never answered, whatever the fault (the client times out) |
-//! | `spoof.test` | when healthy: a forged answer (wrong ID, A [`SPOOFED_V4`]), the real one 50 ms later |
+//! | anything under `dead.example` | never answered: a zone whose authorities are down (the random-subdomain flood's victim) |
+//! | `spoof.example` | when healthy: a forged answer (wrong ID, A [`SPOOFED_V4`]), the real one 50 ms later |
 //! | `nx.*` | NXDOMAIN with an SOA (minimum 60) |
-//! | `ad.test` | AD=1 |
-//! | `big.test` | TC=1 and no records over UDP; 40 long TXT records over TCP |
+//! | `ad.example` | AD=1 |
+//! | `big.example` | TC=1 and no records over UDP; 40 long TXT records over TCP |
 //! | `cname.X` | the chain `cname.X` → `via.X` → `final.X` (A [`UP_V4`] for A queries) |
 //! | `ttl.*` / `ttl1.*` | TTL 100 / TTL 1 on every record |
 //! | anything else | A [`UP_V4`], AAAA 2001:db8::10, NODATA with an SOA for other types; TTL 300 |
@@ -178,6 +179,22 @@ impl Upstream {
         );
     }
 
+    /// Queries received for `zone` and every name under it over
+    /// `transport`.
+    pub(crate) fn count_under(&self, zone: &str, transport: &'static str) -> usize {
+        let below = format!(".{zone}");
+        self.state
+            .seen
+            .lock()
+            .map(|m| {
+                m.iter()
+                    .filter(|((n, t), _)| *t == transport && (n == zone || n.ends_with(&below)))
+                    .map(|(_, c)| *c)
+                    .sum()
+            })
+            .unwrap_or(0)
+    }
+
     /// Queries received for `name` (lowercased, no trailing dot) over
     /// `transport` ("udp" or "tcp").
     pub(crate) fn count(&self, name: &str, transport: &'static str) -> usize {
@@ -196,6 +213,9 @@ fn qname(n: &Name) -> String {
 
 /// Names that are never answered, whatever the mode.
 fn never_answered(name: &str) -> bool {
+    if name.ends_with(".dead.example") {
+        return true;
+    }
     let first = name.split('.').next().unwrap_or_default();
     first == "noanswer"
         || first
@@ -206,15 +226,15 @@ fn never_answered(name: &str) -> bool {
 /// The SOA of negative answers (`test.`, minimum 60).
 fn soa() -> Record {
     let soa = SOA::new(
-        Name::from_ascii("ns.test.").unwrap(),
-        Name::from_ascii("h.test.").unwrap(),
+        Name::from_ascii("ns.example.").unwrap(),
+        Name::from_ascii("h.example.").unwrap(),
         1,
         3600,
         600,
         86400,
         60,
     );
-    Record::from_rdata(Name::from_ascii("test.").unwrap(), 3600, RData::SOA(soa))
+    Record::from_rdata(Name::from_ascii("example.").unwrap(), 3600, RData::SOA(soa))
 }
 
 /// The scripted answer to `q` (see the module table).
@@ -253,14 +273,14 @@ fn scripted(m: &mut Message, query: &Query, name: &str, tcp: bool) {
         m.add_authority(soa());
         return;
     }
-    if name == "ad.test" {
+    if name == "ad.example" {
         m.metadata.authentic_data = true;
     }
-    if name == "big.test" && !tcp {
+    if name == "big.example" && !tcp {
         m.metadata.truncation = true;
         return;
     }
-    if name == "big.test" && t == RecordType::TXT {
+    if name == "big.example" && t == RecordType::TXT {
         for i in 0..40 {
             let txt = TXT::new(vec![format!("{i:02}-{}", "x".repeat(60))]);
             m.add_answer(Record::from_rdata(owner.clone(), ttl, RData::TXT(txt)));
@@ -325,7 +345,7 @@ fn forgeries(q: &Message, wrong_id: bool, wrong_question: bool) -> Vec<Vec<u8>> 
         ));
     }
     if wrong_question {
-        let other = Name::from_ascii("other.forged.test.").expect("name");
+        let other = Name::from_ascii("other.forged.example.").expect("name");
         out.push(forged(other, query.query_type(), q.metadata.id));
         let t = if query.query_type() == RecordType::A {
             RecordType::AAAA
@@ -415,7 +435,7 @@ fn udp_loop(sock: UdpSocket, addr: SocketAddr, state: Arc<State>) {
         let send = move |b: &[u8]| {
             let _ = reply_sock.send_to(b, src);
         };
-        let f = if f == Fault::Healthy && name == "spoof.test" {
+        let f = if f == Fault::Healthy && name == "spoof.example" {
             Fault::WrongIdThenRight
         } else {
             f
