@@ -379,7 +379,6 @@ impl Cache {
     }
 
     /// Bytes the entries hold now (as counted against `max_bytes`).
-    #[cfg(test)]
     pub(crate) fn bytes(&self) -> usize {
         self.shards
             .iter()

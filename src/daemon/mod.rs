@@ -388,8 +388,10 @@ fn register_scrape_hooks(metrics: &Arc<Metrics>, shared: &Arc<Shared>, reloader:
         s.snapshot(&snap);
         s.reload_stats(&r.stats);
         s.cache_entries = Some(sh.core.cache().len() as u64);
+        s.cache_bytes = Some(sh.core.cache().bytes() as u64);
         if let Some(a) = &sh.audit {
             s.audit_stats(&a.stats());
+            s.anchor = a.anchor_stats();
         }
         s.list_entries = snap.rules_per_list();
         // New lists get their zero `blocked` series once per version.

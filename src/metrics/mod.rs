@@ -887,6 +887,7 @@ mod tests {
         m.on_scrape(move |s| {
             s.reload_stats(&r);
             s.cache_entries = Some(42);
+            s.cache_bytes = Some(4096);
             s.list_version = Some(7);
             s.list_entries = vec![("court-orders".into(), 1200), ("ads \"x\"".into(), 3)];
         });
@@ -897,12 +898,25 @@ mod tests {
                 lost: 1,
                 queue_depth: 2,
                 write_errors: 3,
-            })
+            });
+            s.anchor = Some(crate::audit::AnchorStats {
+                delivered: 5,
+                failed: 6,
+                rejected: 7,
+                dropped: 8,
+                backlog: 9,
+            });
         });
         m.register_lists(["court-orders", "ads"]);
         let e = parse(&m);
         let v = |n: &str, l: &[(&str, &str)]| e.value(n, l);
         assert_eq!(v("sinkhole_cache_entries", &[]), Some(42.0));
+        assert_eq!(v("sinkhole_cache_size_bytes", &[]), Some(4096.0));
+        assert_eq!(v("sinkhole_audit_anchor_delivered_total", &[]), Some(5.0));
+        assert_eq!(v("sinkhole_audit_anchor_failures_total", &[]), Some(6.0));
+        assert_eq!(v("sinkhole_audit_anchor_refused_total", &[]), Some(7.0));
+        assert_eq!(v("sinkhole_audit_anchor_dropped_total", &[]), Some(8.0));
+        assert_eq!(v("sinkhole_audit_anchor_backlog", &[]), Some(9.0));
         assert_eq!(v("sinkhole_list_version", &[]), Some(7.0));
         assert_eq!(
             v("sinkhole_list_entries", &[("list", "court-orders")]),

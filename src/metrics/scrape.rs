@@ -15,7 +15,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Unit;
 
 use super::lock;
-use crate::audit::AuditStats;
+use crate::audit::{AnchorStats, AuditStats};
 use crate::list::Snapshot;
 use crate::list::reload::ReloadStats;
 
@@ -24,6 +24,8 @@ use crate::list::reload::ReloadStats;
 #[derive(Clone, Debug, Default)]
 pub struct Sample {
     pub cache_entries: Option<u64>,
+    /// Bytes the packet cache holds, as counted against `cache.max_bytes`.
+    pub cache_bytes: Option<u64>,
     pub list_version: Option<u64>,
     /// Rules per list name in the snapshot in force.
     pub list_entries: Vec<(String, u64)>,
@@ -36,6 +38,8 @@ pub struct Sample {
     pub audit_lost: Option<u64>,
     pub audit_write_errors: Option<u64>,
     pub audit_queue_depth: Option<u64>,
+    /// The witness client's figures, with `[audit] anchor_url`.
+    pub anchor: Option<AnchorStats>,
 }
 
 /// `ReloadError::reason()` values, exported as zero until they happen so
@@ -129,6 +133,15 @@ impl Collector for ScrapeCollector {
                 v,
             )?;
         }
+        if let Some(v) = s.cache_bytes {
+            const_gauge(
+                &mut enc,
+                "cache_size",
+                "Bytes the packet cache holds (bounded by cache.max_bytes).",
+                Some(&Unit::Bytes),
+                v,
+            )?;
+        }
         if let Some(v) = s.list_version {
             const_gauge(
                 &mut enc,
@@ -205,6 +218,39 @@ impl Collector for ScrapeCollector {
                 "Audit records waiting for the writer.",
                 None,
                 v,
+            )?;
+        }
+        if let Some(a) = &s.anchor {
+            const_counter(
+                &mut enc,
+                "audit_anchor_delivered",
+                "Signed audit lines the witness accepted.",
+                a.delivered,
+            )?;
+            const_counter(
+                &mut enc,
+                "audit_anchor_failures",
+                "Deliveries to the witness that failed and will be retried.",
+                a.failed,
+            )?;
+            const_counter(
+                &mut enc,
+                "audit_anchor_refused",
+                "Signed audit lines the witness refused (not retried).",
+                a.rejected,
+            )?;
+            const_counter(
+                &mut enc,
+                "audit_anchor_dropped",
+                "Signed audit lines dropped from a full backlog.",
+                a.dropped,
+            )?;
+            const_gauge(
+                &mut enc,
+                "audit_anchor_backlog",
+                "Signed audit lines waiting for the witness.",
+                None,
+                a.backlog,
             )?;
         }
         Ok(())
