@@ -2,9 +2,10 @@
 # sinkhole in peerbench's `custom` slot (../shared/peerbench/peers/custom.sh):
 # writes a config for the run and execs `sinkhole serve` in the foreground.
 #
+#   (<repo>: the absolute path of this checkout)
 #   cd ../shared/peerbench
 #   PEERBENCH_CUSTOM_NAME=sinkhole \
-#   PEERBENCH_CUSTOM_CMD='/work/main/benches/peerbench-custom.sh {port} {upstream} {blocklist} {dir}' \
+#   PEERBENCH_CUSTOM_CMD='<repo>/benches/peerbench-custom.sh {port} {upstream} {blocklist} {dir}' \
 #   ./run.sh custom 3500        # and: ./run.sh custom 1000000
 #
 # The plain list blocks each name and its subdomains with NXDOMAIN, as the
