@@ -288,6 +288,31 @@ pub struct HitRecord {
     pub time: SystemTime,
 }
 
+#[cfg(test)]
+impl HitRecord {
+    /// A block of `a.example` by list `court` under decision `D-1`, from
+    /// `client` at `time`: the fixture the index and console tests share.
+    pub(crate) fn for_test(client: IpAddr, time: std::time::SystemTime) -> HitRecord {
+        HitRecord {
+            client,
+            port: 53,
+            transport: Transport::Udp,
+            qname: "a.example".into(),
+            qtype: 1,
+            action: "nxdomain",
+            rule: "a.example".into(),
+            list: "court".into(),
+            file: "f".into(),
+            line: 1,
+            decision: Some("D-1".into()),
+            authority: None,
+            category: None,
+            list_version: 1,
+            time,
+        }
+    }
+}
+
 /// Now as a record timestamp (RFC 3339, microseconds, `Z`).
 pub fn format_now() -> String {
     time::format_ts(time::now_micros()).as_str().to_string()

@@ -13,7 +13,7 @@ use super::*;
 /// 2025-03-01T12:00:00Z
 const T0: u64 = 1_740_830_400;
 
-const ACTIONS: [&str; 5] = ["nxdomain", "nodata", "refused", "drop", "local-data"];
+const ACTIONS: [&str; 5] = ["nxdomain", "nodata", "refused", "drop", "address"];
 
 fn hit(i: u64) -> HitRecord {
     HitRecord {

@@ -630,23 +630,10 @@ mod tests {
         s.checkpoint_interval = None;
         let log = AuditLog::open(&s).unwrap();
         for i in 0..3u8 {
-            log.record(crate::audit::HitRecord {
-                client: std::net::IpAddr::from([192, 0, 2, i]),
-                port: 53,
-                transport: crate::audit::Transport::Udp,
-                qname: "a.example".into(),
-                qtype: 1,
-                action: "nxdomain",
-                rule: "a.example".into(),
-                list: "court".into(),
-                file: "f".into(),
-                line: 1,
-                decision: Some("D-1".into()),
-                authority: None,
-                category: None,
-                list_version: 1,
-                time: std::time::SystemTime::now(),
-            });
+            log.record(crate::audit::HitRecord::for_test(
+                std::net::IpAddr::from([192, 0, 2, i]),
+                std::time::SystemTime::now(),
+            ));
         }
         log.shutdown();
         let tls = self_signed();

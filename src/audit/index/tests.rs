@@ -247,29 +247,18 @@ fn a_deleted_or_damaged_index_is_rebuilt_and_a_growing_file_extended() {
 
 #[test]
 fn console_records_join_the_chain_verify_and_reach_the_index() {
-    use crate::audit::{AuditLog, AuditSettings, ConsoleRecord, HitRecord, Transport, verify};
+    use crate::audit::{AuditLog, AuditSettings, ConsoleRecord, HitRecord, verify};
     use std::time::{Duration, UNIX_EPOCH};
     let dir = tempfile::tempdir().unwrap();
     let mut s = AuditSettings::dir(dir.path());
     s.checkpoint_every = 3;
     s.checkpoint_interval = None;
     let log = AuditLog::open(&s).unwrap();
-    let hit = |i: u64| HitRecord {
-        client: "192.0.2.9".parse().unwrap(),
-        port: 53,
-        transport: Transport::Udp,
-        qname: "a.example".into(),
-        qtype: 1,
-        action: "nxdomain",
-        rule: "a.example".into(),
-        list: "court".into(),
-        file: "f".into(),
-        line: 1,
-        decision: Some("D-1".into()),
-        authority: None,
-        category: None,
-        list_version: 1,
-        time: UNIX_EPOCH + Duration::from_secs(1_740_787_200 + i),
+    let hit = |i: u64| {
+        HitRecord::for_test(
+            "192.0.2.9".parse().unwrap(),
+            UNIX_EPOCH + Duration::from_secs(1_740_787_200 + i),
+        )
     };
     for i in 0..5 {
         log.record(hit(i));
