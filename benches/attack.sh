@@ -39,31 +39,11 @@ missing=()
 command -v dnsperf >/dev/null || missing+=(dnsperf)
 command -v dnsdist >/dev/null || missing+=(dnsdist)
 command -v unbound >/dev/null || [ -x /usr/sbin/unbound ] || missing+=(unbound)
-if [ ${#missing[@]} -gt 0 ]; then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    echo "attack: installing ${missing[*]}" >&2
-    DEBIAN_FRONTEND=noninteractive apt-get update -qq </dev/null >/dev/null
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" </dev/null >/dev/null
-  else
-    echo "attack: missing ${missing[*]} (apt-get install -y ${missing[*]})" >&2; exit 2
-  fi
-fi
+. "$root/benches/lib.sh"
+bench_install attack ${missing[@]+"${missing[@]}"}
 unbound_bin=$(command -v unbound || echo /usr/sbin/unbound)
 
-work=$(mktemp -d /tmp/sinkhole-attack.XXXXXX)
-pids=()
-cleanup() {
-  local p
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-  if [ "${KEEP:-0}" = 1 ]; then echo "kept $work"; else rm -rf "$work"; fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
-hwm_kb() { awk '/^VmHWM:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
-mb() { awk -v k="$1" 'BEGIN {printf "%.1f", k / 1024}'; }
+bench_workdir attack
 
 # --- memory per waiting exchange (unit measurement, run alone) ----------------------
 per_exchange=$(cd "$root" && cargo test --lib memory_per_waiting_exchange -- --ignored --nocapture 2>/dev/null \

@@ -48,28 +48,11 @@ missing=()
 command -v resperf >/dev/null && command -v dnsperf >/dev/null || missing+=(dnsperf)
 command -v dnsdist >/dev/null || missing+=(dnsdist)
 command -v dig >/dev/null || missing+=(bind9-dnsutils)
-if [ ${#missing[@]} -gt 0 ]; then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    echo "overload: installing ${missing[*]}" >&2
-    DEBIAN_FRONTEND=noninteractive apt-get update -qq </dev/null >/dev/null
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" </dev/null >/dev/null
-  else
-    echo "overload: missing ${missing[*]} (apt-get install -y ${missing[*]})" >&2; exit 2
-  fi
-fi
+. "$root/benches/lib.sh"
+bench_install overload ${missing[@]+"${missing[@]}"}
 
 load0=$(cut -d' ' -f1-3 /proc/loadavg)
-work=$(mktemp -d /tmp/sinkhole-overload.XXXXXX)
-pids=()
-cleanup() {
-  local p
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-  if [ "${KEEP:-0}" = 1 ]; then echo "kept $work"; else rm -rf "$work"; fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+bench_workdir overload
 scrape() { python3 -c '
 import sys, urllib.request
 try:
@@ -79,9 +62,7 @@ except Exception:
 metric() {  # sum of a metric's samples in a scrape file
   awk -v n="$1" '$1 == n || index($1, n "{") == 1 {s += $NF; f = 1} END {if (f) printf "%.0f\n", s; else print "NA"}' "$2"
 }
-rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
 cpu_s() { awk -v hz="$(getconf CLK_TCK)" '{sub(/^.*\) /, ""); printf "%.2f", ($12 + $13) / hz}' "/proc/$1/stat"; }
-mb() { awk -v k="$1" 'BEGIN {printf "%.1f", k / 1024}'; }
 
 # --- data ----------------------------------------------------------------------
 log "generating $LINES queries"
@@ -223,7 +204,7 @@ taskset -c "$CLIENT_CPU" dnsperf -s 127.0.0.1 -p "$PORT" -d "$work/queries.txt" 
   -c 20 -q 5000 -t 5 >"$work/recovery-dnsperf.txt" 2>&1 || true
 sleep 2
 rss_after=$(rss_kb "$spid")
-hwm=$(awk '/^VmHWM:/ {print $2}' "/proc/$spid/status" 2>/dev/null || echo 0)
+hwm=$(hwm_kb "$spid")
 scrape > "$work/metrics.txt"
 alive=yes; kill -0 "$spid" 2>/dev/null || alive=no
 kill "$sampler" 2>/dev/null || true

@@ -41,28 +41,11 @@ missing=()
 command -v dnsperf >/dev/null || missing+=(dnsperf)
 command -v dnsdist >/dev/null || missing+=(dnsdist)
 command -v dig >/dev/null || missing+=(bind9-dnsutils)
-if [ ${#missing[@]} -gt 0 ]; then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    echo "soak: installing ${missing[*]}" >&2
-    DEBIAN_FRONTEND=noninteractive apt-get update -qq </dev/null >/dev/null
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" </dev/null >/dev/null
-  else
-    echo "soak: missing ${missing[*]} (apt-get install -y ${missing[*]})" >&2; exit 2
-  fi
-fi
+. "$root/benches/lib.sh"
+bench_install soak ${missing[@]+"${missing[@]}"}
 
 load0=$(cut -d' ' -f1-3 /proc/loadavg)
-work=$(mktemp -d /tmp/sinkhole-soak.XXXXXX)
-pids=()
-cleanup() {
-  local p
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-  if [ "${KEEP:-0}" = 1 ]; then echo "kept $work"; else rm -rf "$work"; fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+bench_workdir soak
 metric() {  # sum of a metric's samples (all label sets)
   python3 - "$MPORT" "$1" <<'PY'
 import sys, urllib.request
@@ -78,7 +61,6 @@ for line in body.splitlines():
 print(f"{tot:.0f}" if seen else "NA")
 PY
 }
-rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
 
 # --- data: two list versions, queries, marker names ---------------------------
 mkdir -p "$work/lists" "$work/stage" "$work/audit" "$work/state"
@@ -262,7 +244,6 @@ applied=$(awk -F, '$2 == "push" && $4 != "NA"' "$work/pushes.csv" | wc -l)
 apply_stats=$(awk -F, '$2 == "push" && $4 != "NA" {n++; s += $4; if ($4 > m) m = $4} END {if (n) printf "avg %.0f ms, max %.0f ms", s / n, m; else print "-"}' "$work/pushes.csv")
 rss_max=$(awk -F, 'NR > 1 && $5 > m {m = $5} END {print m + 0}' "$work/pushes.csv")
 growth=$(awk -v a="$rss_warm" -v b="$rss_end" 'BEGIN {printf "%+.1f", (b - a) * 100 / a}')
-mb() { awk -v k="$1" 'BEGIN {printf "%.1f", k / 1024}'; }
 
 echo "soak: ${SECS}s at ${QPS} qps target, N=$N, a push every ${EVERY}s; load average before $load0, after $(cut -d' ' -f1-3 /proc/loadavg); $bin ($("$bin" --version 2>/dev/null || echo '?'))"
 echo "queries: sent=$sent completed=$completed lost=$lost qps=$qps rcodes: $rcodes"
