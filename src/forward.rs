@@ -172,7 +172,9 @@ impl Forwarder {
             let result = match self.udp(server, q, now + share).await {
                 Ok(Attempt::Truncated) => {
                     let tcp_deadline = deadline.min(Instant::now() + self.tcp_timeout);
-                    self.tcp(server, q, tcp_deadline).await
+                    // Boxed: the TCP retry is rare, and inline its future
+                    // would add to every exchange waiting on UDP.
+                    Box::pin(self.tcp(server, q, tcp_deadline)).await
                 }
                 Ok(Attempt::Answer(b, s)) => Ok((b, s)),
                 Err(e) => Err(e),
@@ -257,8 +259,13 @@ impl Forwarder {
             (Ipv6Addr::UNSPECIFIED, 0).into()
         };
         // Port 0: the kernel picks a random ephemeral port per socket.
-        let sock = UdpSocket::bind(bind).await?;
-        sock.connect(server).await?;
+        // Bound and connected with the std calls (neither blocks for a
+        // literal address): tokio's versions resolve their argument first,
+        // and that resolver's future would sit in every waiting exchange.
+        let std_sock = std::net::UdpSocket::bind(bind)?;
+        std_sock.connect(server)?;
+        std_sock.set_nonblocking(true)?;
+        let sock = UdpSocket::from_std(std_sock)?;
         let id: u16 = rand::random();
         let msg = build_query(id, q);
         sock.send(&msg).await?;
