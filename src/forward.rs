@@ -160,7 +160,9 @@ impl Forwarder {
         let deadline = start + self.timeout;
         let n = self.servers.len();
         let mut last_err = String::from("no upstream configured");
-        let mut fallback: Option<(Vec<u8>, ResponseScan)> = None;
+        // Boxed: an exchange waits with this in its future, and it is
+        // almost always None.
+        let mut fallback: Option<Box<(Vec<u8>, ResponseScan)>> = None;
         for (i, idx) in self.order().into_iter().enumerate() {
             let server = self.servers[idx];
             let now = Instant::now();
@@ -192,7 +194,7 @@ impl Forwarder {
             }
             match result {
                 Ok((b, s)) if is_failover_rcode(s.rcode()) && i + 1 < n => {
-                    fallback = Some((b, s));
+                    fallback = Some(Box::new((b, s)));
                 }
                 Ok(ok) => return Ok(ok),
                 Err(e) => {
@@ -202,7 +204,7 @@ impl Forwarder {
             }
         }
         if let Some(f) = fallback {
-            return Ok(f);
+            return Ok(*f);
         }
         if Instant::now() >= deadline {
             Err(ForwardError::Timeout(self.timeout))
