@@ -43,6 +43,8 @@ pub enum Format {
     Rpz,
     Csv,
     Json,
+    /// A Roskomnadzor-style registry dump (`dump.xml`).
+    Dump,
 }
 
 impl Format {
@@ -54,6 +56,7 @@ impl Format {
             Format::Rpz => "rpz",
             Format::Csv => "csv",
             Format::Json => "json",
+            Format::Dump => "dump",
         }
     }
 }
@@ -74,6 +77,7 @@ impl std::str::FromStr for Format {
             "rpz" | "zone" => Format::Rpz,
             "csv" | "registry" => Format::Csv,
             "json" => Format::Json,
+            "dump" | "xml" | "dump.xml" => Format::Dump,
             other => return Err(format!("unknown list format {other:?}")),
         })
     }

@@ -152,6 +152,7 @@
 //! A syntax error is reported at its line; rules before it are kept.
 
 mod csv;
+pub mod dump;
 mod entry;
 mod json;
 mod rpz;
@@ -190,7 +191,13 @@ pub fn parse_bytes(path: &Path, bytes: &[u8], opts: &ListOptions) -> ParsedList 
         Format::Rpz => rpz::parse(bytes, &mut sink),
         Format::Csv => csv::parse(bytes, &mut sink),
         Format::Json => json::parse(bytes, &mut sink),
+        Format::Dump => dump::parse(bytes, &mut sink),
     }
+    finish(path, format, sink, opts)
+}
+
+/// Apply the list options to a parser's output and order it by line.
+fn finish(path: &Path, format: Format, sink: Sink, opts: &ListOptions) -> ParsedList {
     let Sink {
         mut rules,
         mut skipped,
@@ -226,13 +233,48 @@ pub fn parse_bytes(path: &Path, bytes: &[u8], opts: &ListOptions) -> ParsedList 
 }
 
 /// Read and parse one file. Only I/O errors are errors.
+///
+/// A registry dump is streamed from the file rather than read whole: it
+/// can be hundreds of MB, and only the rules it yields need to be held.
 pub fn parse_file(path: &Path, opts: &ListOptions) -> Result<ParsedList, ParseError> {
-    let bytes = std::fs::read(path).map_err(|source| ParseError::Io {
+    let io = |source| ParseError::Io {
         path: path.to_path_buf(),
         source,
-    })?;
-    Ok(parse_bytes(path, &bytes, opts))
+    };
+    let format = match opts.format {
+        Some(format) => format,
+        None => {
+            let mut head = Vec::with_capacity(SNIFF_BYTES);
+            std::io::Read::read_to_end(
+                &mut std::io::Read::take(
+                    std::fs::File::open(path).map_err(io)?,
+                    SNIFF_BYTES as u64,
+                ),
+                &mut head,
+            )
+            .map_err(io)?;
+            detect(path, &head)
+        }
+    };
+    if format == Format::Dump {
+        let file = std::fs::File::open(path).map_err(io)?;
+        let mut sink = Sink::default();
+        dump::parse(std::io::BufReader::with_capacity(1 << 16, file), &mut sink);
+        return Ok(finish(path, format, sink, opts));
+    }
+    let bytes = std::fs::read(path).map_err(io)?;
+    Ok(parse_bytes(
+        path,
+        &bytes,
+        &ListOptions {
+            format: Some(format),
+            ..opts.clone()
+        },
+    ))
 }
+
+/// How much of a file [`parse_file`] reads to detect its format.
+const SNIFF_BYTES: usize = 64 << 10;
 
 /// Guess a file's format: the extension first, then the content.
 ///
@@ -252,6 +294,7 @@ pub fn detect(path: &Path, bytes: &[u8]) -> Format {
         Some("csv") => return Format::Csv,
         Some("json") => return Format::Json,
         Some("hosts") => return Format::Hosts,
+        Some("xml") => return Format::Dump,
         _ => {}
     }
     sniff(bytes)
@@ -267,6 +310,10 @@ fn sniff(bytes: &[u8]) -> Format {
     let Some(start) = start else {
         return Format::Plain;
     };
+    let rest = &bytes[start..];
+    if rest.starts_with(b"<?xml") || rest.starts_with(b"<reg:register") {
+        return Format::Dump;
+    }
     match bytes[start] {
         b'{' => return Format::Json,
         b'[' => {
