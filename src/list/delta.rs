@@ -469,6 +469,14 @@ fn diff_file(
 
     // The new file, streamed once: hash, look up, copy.
     let mut lines = LineReader::open(path)?;
+    // UTF-16 lines do not split at a `\n` byte; the parser transcodes the
+    // whole file instead.
+    if parse::is_utf16(lines.head()?) {
+        return Err(format!(
+            "{}: UTF-16 text is reloaded in full",
+            path.display()
+        ));
+    }
     if opts.format.is_none() {
         let head = lines.head()?;
         let format = parse::detect(path, head);

@@ -45,6 +45,8 @@ pub enum Format {
     Json,
     /// A Roskomnadzor-style registry dump (`dump.xml`).
     Dump,
+    /// A spreadsheet (`.xlsx`), read like registry CSV.
+    Xlsx,
 }
 
 impl Format {
@@ -57,6 +59,7 @@ impl Format {
             Format::Csv => "csv",
             Format::Json => "json",
             Format::Dump => "dump",
+            Format::Xlsx => "xlsx",
         }
     }
 }
@@ -78,6 +81,7 @@ impl std::str::FromStr for Format {
             "csv" | "registry" => Format::Csv,
             "json" => Format::Json,
             "dump" | "xml" | "dump.xml" => Format::Dump,
+            "xlsx" | "excel" => Format::Xlsx,
             other => return Err(format!("unknown list format {other:?}")),
         })
     }

@@ -142,6 +142,9 @@ struct DumpReader<R: BufRead> {
     root: Option<Elem>,
     /// 0 before the root, 1 inside it, 2 after it.
     stage: u8,
+    /// The input was transcoded to UTF-8 (it was UTF-16 in the file), so
+    /// the declaration's `encoding` describes the file, not these bytes.
+    transcoded: bool,
 }
 
 fn rerr(line: u32, reason: impl Into<String>) -> ReadError {
@@ -153,6 +156,22 @@ fn rerr(line: u32, reason: impl Into<String>) -> ReadError {
 
 fn newlines(bytes: &[u8]) -> u32 {
     u32::try_from(memchr::memchr_iter(b'\n', bytes).count()).unwrap_or(u32::MAX)
+}
+
+impl<'a> DumpReader<&'a [u8]> {
+    /// A dump that was UTF-16 in the file, already turned into UTF-8.
+    fn transcoded(text: &'a str) -> Self {
+        let mut xml = Reader::from_str(text);
+        xml.config_mut().trim_text(false);
+        DumpReader {
+            xml,
+            buf: Vec::with_capacity(4096),
+            line: 1,
+            root: None,
+            stage: 0,
+            transcoded: true,
+        }
+    }
 }
 
 impl<R: BufRead> DumpReader<R> {
@@ -180,6 +199,7 @@ impl<R: BufRead> DumpReader<R> {
             line: 1,
             root: None,
             stage: 0,
+            transcoded: false,
         })
     }
 
@@ -202,6 +222,7 @@ impl<R: BufRead> DumpReader<R> {
                         "a DOCTYPE is not accepted in a registry dump (entities are never expanded)",
                     ));
                 }
+                Event::Decl(_) if self.transcoded => {}
                 Event::Decl(decl) => {
                     if let Some(Ok(enc)) = decl.encoding() {
                         let known = encoding_rs::Encoding::for_label(&enc);
@@ -407,10 +428,18 @@ fn start_elem(start: &BytesStart<'_>, decoder: Decoder, line: u32) -> Result<Ele
 /// a broken element or a truncated file is one skip at its line, and the
 /// rules before it are kept.
 pub(super) fn parse<R: BufRead>(input: R, sink: &mut Sink) {
-    let mut reader = match DumpReader::new(input) {
-        Ok(reader) => reader,
-        Err(e) => return sink.skip(e.line, e.reason),
-    };
+    match DumpReader::new(input) {
+        Ok(reader) => read_rules(reader, sink),
+        Err(e) => sink.skip(e.line, e.reason),
+    }
+}
+
+/// [`parse`] for a dump that was UTF-16 in the file and is now UTF-8.
+pub(super) fn parse_transcoded(text: &str, sink: &mut Sink) {
+    read_rules(DumpReader::transcoded(text), sink);
+}
+
+fn read_rules<R: BufRead>(mut reader: DumpReader<R>, sink: &mut Sink) {
     loop {
         match reader.next_item() {
             Ok(Some(Item::Content(content))) => content_rules(&content, sink),
@@ -500,11 +529,12 @@ fn content_rules(content: &Elem, sink: &mut Sink) {
             return sink_skip(sink, line, id, format!("unknown blockType {other:?}"));
         }
     }
-    for reason in reasons.drain(..) {
+    let reported = !reasons.is_empty();
+    for reason in reasons {
         sink_skip(sink, line, id, reason);
     }
     if targets.is_empty() {
-        if !sink.skipped.last().is_some_and(|s| s.line == line) {
+        if !reported {
             sink_skip(
                 sink,
                 line,

@@ -315,15 +315,24 @@ fn skips_table() {
 }
 
 #[test]
-fn utf16_is_refused_in_the_clerks_terms() {
+fn utf16_dump_is_transcoded() {
+    let text = DUMP.replace("windows-1251", "UTF-16");
     let utf16: Vec<u8> = [0xFF, 0xFE]
         .into_iter()
-        .chain("<reg:register/>".encode_utf16().flat_map(u16::to_le_bytes))
+        .chain(text.encode_utf16().flat_map(u16::to_le_bytes))
         .collect();
     let p = run(&utf16);
-    assert!(p.rules.is_empty());
-    assert_eq!(p.skipped.len(), 1);
-    assert!(p.skipped[0].reason.contains("UTF-16"), "{:?}", p.skipped);
+    assert!(p.skipped.is_empty(), "{:?}", p.skipped);
+    assert_eq!(rules(&p), expected_rules());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("dump.xml");
+    std::fs::write(&path, &utf16).expect("write");
+    let p = super::super::parse_file(&path, &ListOptions::default()).expect("parse");
+    assert_eq!(rules(&p), expected_rules());
+    // The delta reader streams and says what to do instead.
+    let out = dir.path().join("out.xml");
+    let err = apply_delta(&path, &path, &out).expect_err("utf-16");
+    assert!(err.to_string().contains("UTF-16"), "{err}");
 }
 
 #[test]
