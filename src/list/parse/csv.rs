@@ -154,6 +154,23 @@ fn no_column_message(found: &[String], sep: Option<u8>, encoding: &str) -> Strin
     )
 }
 
+/// Is this first line a header the parser takes as one (or an `Updated:`
+/// line), not the first data row of a headerless dump layout?
+pub(super) fn is_header_line(line: &str) -> bool {
+    if line.trim_start().starts_with("Updated:") {
+        return true;
+    }
+    let sep = separator(line);
+    let mut reader = Reader::new(line);
+    matches!(
+        reader
+            .record(sep)
+            .fields
+            .map(|f| Layout::from_header(&f, sep).is_some()),
+        Ok(true)
+    )
+}
+
 /// For format sniffing: does this first line look like a header with a
 /// `domain` or `url` column?
 pub(super) fn looks_like_header(line: &str) -> bool {

@@ -316,6 +316,13 @@ struct Transcoded {
     had_errors: bool,
 }
 
+/// Whether a CSV file's first line is a header (or the dump layout's
+/// `Updated:` line) rather than a first row of data: only then can changed
+/// rows be parsed below it on their own (`delta.rs`).
+pub(crate) fn csv_header_is_not_data(line: &str) -> bool {
+    csv::is_header_line(line)
+}
+
 /// Whether [`utf16_to_utf8`] takes these bytes (the start of a file is
 /// enough) for UTF-16.
 pub(crate) fn is_utf16(head: &[u8]) -> bool {
