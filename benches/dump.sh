@@ -2,7 +2,11 @@
 # Registry dump benchmark: `make bench-dump` (or benches/dump.sh [N] after
 # cargo build --release). Issue 13's figures: parse rate (MB/s) and peak
 # memory for a generated N-entry (default 1,000,000) windows-1251 dump.xml.
-#   target (checked; exit 1 when missed): parse >= 50 MB/s.
+#   target (checked; exit 1 when missed): parse >= 50 MB/s of CPU time.
+#   The parse is single-threaded, so on an idle core its wall time is its
+#   CPU time (user + sys); on a shared machine the wall time also counts
+#   the time other processes held the core, so both rates are printed and
+#   the target is checked on the CPU one.
 #
 # * generates, deterministically, N <content> rows as the registry writes
 #   them (windows-1251 declaration and Cyrillic org names, CDATA text,
@@ -10,15 +14,16 @@
 #   a domain and 1-3 IPs; 20% domain; 10% domain-mask; 10% ip with an
 #   address, an IPv6 address and a subnet;
 # * parse: `sinkhole check --json FILE` (the streaming reader, no compile),
-#   best of DUMP_RUNS (3) by wall time; MB/s = file size / wall time; peak
-#   RSS is the process's max RSS (rules + reader);
+#   best of DUMP_RUNS (3) by CPU time; MB/s = file size / CPU time (and /
+#   wall time); peak RSS is the process's max RSS (rules + reader);
 # * load: `sinkhole compile --list FILE -o SNAP`, the server's load path
 #   (the file is read whole for its SHA-256 and the reload baseline copy,
 #   parsed, compiled): wall time, peak RSS, snapshot size and the ratio of
 #   peak RSS to the snapshot;
 # * prints one summary line:
-#   N=... bytes_mb=... parse_s=... parse_mb_s=... parse_peak_rss_mb=...
-#   load_s=... load_peak_rss_mb=... snapshot_mb=... peak_over_snapshot=...
+#   N=... bytes_mb=... parse_cpu_s=... parse_mb_s=... parse_wall_s=...
+#   parse_wall_mb_s=... parse_peak_rss_mb=... load_cpu_s=... load_wall_s=...
+#   load_peak_rss_mb=... snapshot_mb=... peak_over_snapshot=...
 # Exit 0 when the target is met, 1 when missed, 2 on a set-up failure.
 # Needs python3 and GNU time (/usr/bin/time). Everything stays in a scratch
 # directory removed on exit (KEEP=1 keeps it).
@@ -76,18 +81,22 @@ PY
 bytes=$(stat -c %s "$dump")
 log "dump.xml: $(mb $((bytes / 1024))) MB"
 
-# measure CMD...: "wall_seconds max_rss_kb" of one run (GNU time).
+# measure CMD...: "cpu_seconds wall_seconds max_rss_kb" of one run (GNU
+# time; cpu = user + sys).
 measure() {
-  /usr/bin/time -f '%e %M' -o "$work/time" "$@" >"$work/out" 2>"$work/err" || {
+  /usr/bin/time -f '%U %S %e %M' -o "$work/time" "$@" >"$work/out" 2>"$work/err" || {
     echo "dump.sh: $* failed:" >&2; cat "$work/err" >&2; exit 2; }
-  cat "$work/time"
+  awk '{printf "%.2f %s %s\n", $1 + $2, $3, $4}' "$work/time"
 }
 
-best_s=""; parse_rss=0
+best_s=""; best_wall=""; parse_rss=0
 for r in $(seq "$runs"); do
-  read -r s rss < <(measure "$bin" check --json "$dump")
-  log "parse run $r: ${s}s, max RSS $(mb "$rss") MB"
-  if [ -z "$best_s" ] || awk -v a="$s" -v b="$best_s" 'BEGIN {exit !(a < b)}'; then best_s=$s; fi
+  read -r s wall rss < <(measure "$bin" check --json "$dump")
+  log "parse run $r: ${s}s CPU, ${wall}s wall, max RSS $(mb "$rss") MB"
+  if [ -z "$best_s" ] || awk -v a="$s" -v b="$best_s" 'BEGIN {exit !(a < b)}'; then
+    best_s=$s
+    best_wall=$wall
+  fi
   [ "$rss" -gt "$parse_rss" ] && parse_rss=$rss
 done
 python3 - "$work/out" <<'PY'
@@ -98,11 +107,13 @@ print("rules:", {k: c[k] for k in ("names", "wildcards", "urls", "ips", "skipped
 assert v["format"] == "dump" and c["skipped"] == 0, v["skipped"][:3]
 PY
 
-read -r load_s load_rss < <(measure "$bin" compile --list "$dump" -o "$work/snap")
+read -r load_s load_wall load_rss < <(measure "$bin" compile --list "$dump" -o "$work/snap")
 snap=$(stat -c %s "$work/snap")
-rate=$(awk -v b="$bytes" -v s="$best_s" 'BEGIN {printf "%.1f", b / 1048576 / (s > 0 ? s : 0.001)}')
+per_s() { awk -v b="$bytes" -v s="$1" 'BEGIN {printf "%.1f", b / 1048576 / (s > 0 ? s : 0.001)}'; }
+rate=$(per_s "$best_s")
 ratio=$(awk -v r="$load_rss" -v s="$snap" 'BEGIN {printf "%.2f", r * 1024 / s}')
-echo "N=$n bytes_mb=$(mb $((bytes / 1024))) parse_s=$best_s parse_mb_s=$rate" \
-  "parse_peak_rss_mb=$(mb "$parse_rss") load_s=$load_s load_peak_rss_mb=$(mb "$load_rss")" \
+echo "N=$n bytes_mb=$(mb $((bytes / 1024))) parse_cpu_s=$best_s parse_mb_s=$rate" \
+  "parse_wall_s=$best_wall parse_wall_mb_s=$(per_s "$best_wall") parse_peak_rss_mb=$(mb "$parse_rss")" \
+  "load_cpu_s=$load_s load_wall_s=$load_wall load_peak_rss_mb=$(mb "$load_rss")" \
   "snapshot_mb=$(mb $((snap / 1024))) peak_over_snapshot=$ratio"
 awk -v r="$rate" 'BEGIN {exit !(r >= 50)}' || { echo "dump.sh: parse rate $rate MB/s < 50 MB/s" >&2; exit 1; }
