@@ -14,6 +14,7 @@ mod audit_e2e;
 mod console;
 mod faults;
 mod flood;
+mod formats;
 mod limits;
 mod lists;
 mod metrics;
