@@ -67,6 +67,8 @@ pub struct RawConfig {
     pub audit: RawAudit,
     pub metrics: crate::metrics::RawMetricsConfig,
     pub console: crate::console::RawConsoleConfig,
+    /// `[api]`: the push API (issue 13).
+    pub api: crate::intake::RawApiConfig,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -136,6 +138,8 @@ pub struct RawLists {
     pub watch: bool,
     /// Quiet time after the last file event before reloading.
     pub debounce_ms: u64,
+    /// Lists that arrive by push or pull (`[[lists.managed]]`).
+    pub managed: Vec<crate::intake::RawManagedList>,
 }
 
 impl Default for RawLists {
@@ -149,6 +153,7 @@ impl Default for RawLists {
             state_dir: String::new(),
             watch: true,
             debounce_ms: 150,
+            managed: Vec::new(),
         }
     }
 }
@@ -294,6 +299,7 @@ impl Default for RawConfig {
             audit: default_audit_table(),
             metrics: Default::default(),
             console: Default::default(),
+            api: Default::default(),
         }
     }
 }
@@ -316,6 +322,10 @@ pub struct Config {
     pub metrics: crate::metrics::MetricsConfig,
     /// `[console]`: the auditors' console (None: off).
     pub console: Option<crate::console::ConsoleConfig>,
+    /// `[api]`: the push API (None: off).
+    pub api: Option<crate::intake::ApiConfig>,
+    /// `[[lists.managed]]`: pushed and pulled lists.
+    pub managed: Vec<crate::intake::ManagedList>,
     /// The effective raw configuration (defaults and resolv.conf upstreams
     /// filled in), for `--check-config`.
     pub raw: RawConfig,
@@ -454,6 +464,18 @@ impl Config {
             .console
             .validate(audit_dir)
             .map_err(|e| invalid(&e.key, e.message))?;
+        let api = raw
+            .api
+            .validate()
+            .map_err(|e| invalid(&e.key, e.message))?;
+        let managed =
+            crate::intake::config::validate_managed(&raw.lists.managed, lists.state_dir.as_deref())
+                .map_err(|e| invalid(&e.key, e.message))?;
+        if let Some(a) = &api
+            && managed.is_empty()
+        {
+            tracing::warn!(listen = ?a.listen, "[api] is on but no [[lists.managed]] is declared: every push gets 404");
+        }
         Ok(Config {
             server,
             upstream,
@@ -465,6 +487,8 @@ impl Config {
             audit,
             metrics,
             console,
+            api,
+            managed,
             raw,
         })
     }
