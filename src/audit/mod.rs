@@ -232,6 +232,7 @@
 //! `cargo bench --bench audit` (`AUDIT_BENCH_RECORDS=10000000` for 10 M).
 
 pub mod anchor;
+pub mod changes;
 mod cli;
 mod config;
 pub mod index;

@@ -178,7 +178,12 @@ impl RawApiConfig {
             request_timeout_ms: self.request_timeout_ms,
             keepalive_timeout_ms: self.keepalive_timeout_ms,
             max_header_bytes: self.max_header_bytes,
-            max_body_bytes: usize::try_from(max_body_bytes).unwrap_or(usize::MAX),
+            // The push handler enforces `max_body_mb` itself: after the
+            // token is checked (401/403/404 come before 413), on the
+            // declared length before anything is read, and on the bytes
+            // while they stream to disk. The stack's own limit would
+            // answer a large declared length first, without a reason.
+            max_body_bytes: usize::MAX,
         }
         .validate("api")?;
         Ok(Some(ApiConfig {
@@ -335,8 +340,8 @@ pub fn validate_managed(
                     return Err(err(key(f), format!("{u:?} is not an http(s) URL")));
                 }
             }
-            if m.pull_interval_secs < 10 || m.pull_interval_secs > 7 * 86_400 {
-                return Err(err(key("pull_interval_secs"), "between 10 and 604800"));
+            if m.pull_interval_secs == 0 || m.pull_interval_secs > 7 * 86_400 {
+                return Err(err(key("pull_interval_secs"), "between 1 and 604800"));
             }
             Some(PullConfig {
                 url: m.pull_url.clone(),
