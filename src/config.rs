@@ -464,10 +464,7 @@ impl Config {
             .console
             .validate(audit_dir)
             .map_err(|e| invalid(&e.key, e.message))?;
-        let api = raw
-            .api
-            .validate()
-            .map_err(|e| invalid(&e.key, e.message))?;
+        let api = raw.api.validate().map_err(|e| invalid(&e.key, e.message))?;
         let managed =
             crate::intake::config::validate_managed(&raw.lists.managed, lists.state_dir.as_deref())
                 .map_err(|e| invalid(&e.key, e.message))?;

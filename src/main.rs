@@ -156,7 +156,7 @@ enum Command {
 #[derive(Subcommand)]
 enum AuditCli {
     #[command(flatten)]
-    Log(sinkhole::audit::AuditCommand),
+    Log(Box<sinkhole::audit::AuditCommand>),
     /// Rebuild the audit index (`DIR/.index`) from the log. The index is
     /// derived: deleting it loses nothing, and `verify` never reads it.
     Reindex(sinkhole::audit::index::ReindexArgs),
@@ -351,7 +351,7 @@ fn run(cli: Cli) -> Result<u8> {
         Command::Audit {
             command: AuditCli::Log(command),
         } => {
-            let code = sinkhole::audit::run(command, &mut out)?;
+            let code = sinkhole::audit::run(*command, &mut out)?;
             Ok(u8::try_from(code).unwrap_or(EXIT_ERROR))
         }
         Command::Audit {
@@ -372,7 +372,9 @@ fn run(cli: Cli) -> Result<u8> {
                     return Ok(EXIT_ERROR);
                 }
             };
-            Ok(sinkhole::intake::client::report(&outcomes, args.json, &mut out)?)
+            Ok(sinkhole::intake::client::report(
+                &outcomes, args.json, &mut out,
+            )?)
         }
         Command::Witness {
             listen,

@@ -42,7 +42,7 @@ pub fn list_changes(
         for line in BufReader::new(file).split(b'\n') {
             let line = line.map_err(|e| AuditError::io(&f.path, e))?;
             // Hits are the bulk: skip them without parsing.
-            if !memchr::memmem::find(&line, b"\"kind\":\"list\"").is_some() {
+            if memchr::memmem::find(&line, b"\"kind\":\"list\"").is_none() {
                 continue;
             }
             let Ok(c) = serde_json::from_slice::<StoredChange>(&line) else {
@@ -66,9 +66,9 @@ pub fn list_changes(
 pub fn in_force_at(changes: &[StoredChange], at: i64) -> Option<&StoredChange> {
     changes
         .iter()
+        .rev()
         .filter(|c| c.change.outcome != "rejected")
-        .filter(|c| parse_rfc3339(&c.ts).is_ok_and(|t| t <= at))
-        .last()
+        .find(|c| parse_rfc3339(&c.ts).is_ok_and(|t| t <= at))
 }
 
 /// `audit search --kind list`.
@@ -136,7 +136,11 @@ pub fn write_changes(
                     x.version,
                     x.added,
                     x.removed,
-                    if x.sha256.is_empty() { "-" } else { &x.sha256[..x.sha256.len().min(16)] },
+                    if x.sha256.is_empty() {
+                        "-"
+                    } else {
+                        &x.sha256[..x.sha256.len().min(16)]
+                    },
                     who,
                     x.reason
                         .as_deref()
@@ -179,5 +183,49 @@ mod tests {
         assert_eq!(at("2026-01-01T00:00:00Z"), Some(1));
         assert_eq!(at("2026-01-02T12:00:00Z"), Some(1));
         assert_eq!(at("2026-01-04T00:00:00Z"), Some(3));
+    }
+
+    #[test]
+    fn list_records_are_fsynced_with_their_seq_and_verify() {
+        use crate::audit::{AuditLog, AuditSettings, HitRecord, verify};
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = AuditSettings::dir(dir.path());
+        // Hits are fsynced lazily; a list record must not wait for that.
+        s.fsync_every = std::time::Duration::from_secs(3600);
+        let log = AuditLog::open(&s).unwrap();
+        log.record(HitRecord::for_test(
+            "192.0.2.1".parse().unwrap(),
+            std::time::SystemTime::now(),
+        ));
+        let rec = ListRecord {
+            list: "afm".into(),
+            source: "push".into(),
+            outcome: "applied".into(),
+            version: 7,
+            sha256: "ab".repeat(32),
+            signers: vec!["B5642AFC7538CA3".into()],
+            token: Some("afm-clerk-1".into()),
+            added: 3,
+            ..ListRecord::default()
+        };
+        let seq = log.record_list(rec.clone()).unwrap();
+        // On disk before the call returned, after the hit queued before it.
+        let on_disk = list_changes(dir.path(), Some("afm"), None, None).unwrap();
+        assert_eq!(on_disk.len(), 1);
+        assert_eq!((on_disk[0].seq, &on_disk[0].change), (seq, &rec));
+        assert!(seq >= 2, "after start and the hit: {seq}");
+        assert!(list_changes(dir.path(), Some("other"), None, None).unwrap().is_empty());
+        log.shutdown();
+        assert!(log_closed_refuses(&dir));
+        let report = verify(dir.path()).unwrap();
+        assert!(report.is_intact(), "{report}");
+    }
+
+    /// A closed log says so instead of pretending to have recorded.
+    fn log_closed_refuses(dir: &tempfile::TempDir) -> bool {
+        use crate::audit::{AuditLog, AuditSettings};
+        let log = AuditLog::open(&AuditSettings::dir(dir.path())).unwrap();
+        log.flush_and_close();
+        log.record_list(ListRecord::default()).is_err()
     }
 }

@@ -199,7 +199,11 @@ pub fn run(cmd: AuditCommand, out: &mut dyn Write) -> Result<i32, AuditError> {
                     Some(c) => format!(
                         "list {list} at {at}: version {} (sha256 {}, {} {}, since {} seq {})",
                         c.change.version,
-                        if c.change.sha256.is_empty() { "-" } else { &c.change.sha256 },
+                        if c.change.sha256.is_empty() {
+                            "-"
+                        } else {
+                            &c.change.sha256
+                        },
                         c.change.source,
                         c.change.outcome,
                         c.ts,

@@ -267,7 +267,11 @@ async fn receive(a: &AppInner, name: &str, body: Body, max: u64) -> Result<Uploa
                         format!("the body is larger than max_body_mb ({} MiB)", max >> 20),
                     ));
                 }
-                return Err(Refusal::new(400, "upload", format!("upload broken off: {msg}")));
+                return Err(Refusal::new(
+                    400,
+                    "upload",
+                    format!("upload broken off: {msg}"),
+                ));
             }
         };
         upload.bytes += chunk.len() as u64;

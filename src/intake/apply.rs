@@ -262,7 +262,17 @@ impl Intake {
     pub fn record_refusal(&self, list: &str, origin: &Origin, sha256: &str, r: &Refusal) {
         self.stats.rejected.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(list, source = origin.source(), status = r.status, reason = %r.reason, "list version refused; the version in force keeps serving");
-        let rec = self.record(list, origin, "rejected", 0, sha256, &[], Some(r.reason.clone()), 0, 0);
+        let rec = self.record(
+            list,
+            origin,
+            "rejected",
+            0,
+            sha256,
+            &[],
+            Some(r.reason.clone()),
+            0,
+            0,
+        );
         if let Some(a) = &self.audit
             && let Err(e) = a.record_list(rec)
         {
@@ -357,7 +367,9 @@ impl Intake {
                         return Err(Refusal::new(
                             409,
                             "version",
-                            format!("a delta for version {base}, but version {in_force} is in force"),
+                            format!(
+                                "a delta for version {base}, but version {in_force} is in force"
+                            ),
                         ));
                     }
                     return Err(Refusal::new(
@@ -396,7 +408,9 @@ impl Intake {
             name: Some(name.clone()),
             ..(self.reloader.settings().options)(&target)
         };
-        let staged = self.incoming.join(format!("{}.{ext}", upload_stem(&upload.path)));
+        let staged = self
+            .incoming
+            .join(format!("{}.{ext}", upload_stem(&upload.path)));
         std::fs::rename(&upload.path, &staged).map_err(|e| internal(e.to_string()))?;
         let upload = Upload {
             path: staged,
@@ -404,8 +418,13 @@ impl Intake {
             bytes: upload.bytes,
         };
         let opts = options.clone();
-        let loaded = crate::list::load(std::slice::from_ref(&upload.path), &move |_| opts.clone(), 0, None)
-            .map_err(|e| Refusal::new(400, "unreadable", format!("rejected: {e}")))?;
+        let loaded = crate::list::load(
+            std::slice::from_ref(&upload.path),
+            &move |_| opts.clone(),
+            0,
+            None,
+        )
+        .map_err(|e| Refusal::new(400, "unreadable", format!("rejected: {e}")))?;
         let counts = loaded.counts();
         let format = loaded
             .files
@@ -486,10 +505,12 @@ impl Intake {
         // Put it in force: the old file aside as `.prev` (ignored by the
         // loader) until the reload has taken the new one.
         let old_path = meta.as_ref().map(|m| self.content_path(m));
-        let prev = old_path
-            .as_ref()
-            .filter(|p| p.exists())
-            .map(|p| (p.clone(), p.with_file_name(format!("{}.prev", file_name_of(p)))));
+        let prev = old_path.as_ref().filter(|p| p.exists()).map(|p| {
+            (
+                p.clone(),
+                p.with_file_name(format!("{}.prev", file_name_of(p))),
+            )
+        });
         if let Some((old, prev)) = &prev {
             std::fs::rename(old, prev).map_err(|e| internal(e.to_string()))?;
         }
@@ -519,11 +540,10 @@ impl Intake {
             }
         };
         let back = report.took_ms.saturating_sub(report.enforced_ms);
-        let enforced_at = crate::audit::time::format_ts(
-            crate::audit::time::now_micros() - (back as i64) * 1000,
-        )
-        .as_str()
-        .to_string();
+        let enforced_at =
+            crate::audit::time::format_ts(crate::audit::time::now_micros() - (back as i64) * 1000)
+                .as_str()
+                .to_string();
         if let Some((_, prev)) = &prev {
             let _ = std::fs::remove_file(prev);
         }
@@ -563,33 +583,35 @@ impl Intake {
             report.added,
             report.removed,
         );
-        let seq = match &self.audit {
-            Some(a) => Some(a.record_list(rec).map_err(|e| {
-                tracing::error!(list = %name, version, error = %e, "list version IN FORCE but its change record could not be written");
-                Refusal::new(
-                    500,
-                    "audit",
-                    format!("version {version} is in force, but its change record could not be written: {e}"),
-                )
-            })),
-            None => None,
-        };
-        let seq = match seq {
-            Some(Ok(s)) => Some(s),
-            Some(Err(r)) => {
-                // The version is in force: its metadata must say so.
-                let _ = self.save_meta(&new_meta);
-                return Err(r);
-            }
-            None => None,
-        };
-        new_meta.audit_seq = seq;
-        receipt.audit_seq = seq;
-        if let Err(e) = self.save_meta(&new_meta) {
+        // The version in force first (a restart must refuse older ones),
+        // then the record; a change that happened is recorded even if its
+        // metadata could not be saved.
+        let saved = self.save_meta(&new_meta);
+        let recorded = self.audit.as_ref().map(|a| a.record_list(rec)).transpose();
+        let mut problems = Vec::new();
+        if let Err(e) = &saved {
             tracing::error!(list = %name, version, error = %e, "cannot save the version in force; a restart would accept older versions of this list");
-            return Err(internal(format!(
-                "version {version} is in force, but its metadata could not be saved: {e}"
-            )));
+            problems.push(format!("its metadata could not be saved: {e}"));
+        }
+        match recorded {
+            Ok(seq) => {
+                receipt.audit_seq = seq;
+                new_meta.audit_seq = seq;
+                if saved.is_ok() && seq.is_some() {
+                    let _ = self.save_meta(&new_meta);
+                }
+            }
+            Err(e) => {
+                tracing::error!(list = %name, version, error = %e, "list version IN FORCE but its change record could not be written");
+                problems.push(format!("its change record could not be written: {e}"));
+            }
+        }
+        if !problems.is_empty() {
+            return Err(Refusal::new(
+                500,
+                "internal",
+                format!("version {version} is in force, but {}", problems.join("; ")),
+            ));
         }
         tracing::info!(list = %name, version, source = origin.source(), sha256 = %receipt.sha256, rules = rule_count, added = report.added, removed = report.removed, forced, "managed list version in force");
         Ok(receipt)

@@ -170,7 +170,11 @@ fn push_one(
 
 /// One line per node; the exit code: 0 every node applied (or accepted
 /// the dry run), 1 any refused, 2 any unreachable.
-pub fn report(outcomes: &[(String, NodeOutcome)], json: bool, out: &mut dyn std::io::Write) -> std::io::Result<u8> {
+pub fn report(
+    outcomes: &[(String, NodeOutcome)],
+    json: bool,
+    out: &mut dyn std::io::Write,
+) -> std::io::Result<u8> {
     let mut code = 0u8;
     for (node, o) in outcomes {
         match o {
@@ -189,7 +193,11 @@ pub fn report(outcomes: &[(String, NodeOutcome)], json: bool, out: &mut dyn std:
                         r.added,
                         r.removed,
                         r.skipped.len(),
-                        if r.signers.is_empty() { "-".to_string() } else { r.signers.join(",") },
+                        if r.signers.is_empty() {
+                            "-".to_string()
+                        } else {
+                            r.signers.join(",")
+                        },
                         r.enforced_at.as_deref().unwrap_or("-"),
                         r.audit_seq.map_or("-".to_string(), |s| s.to_string()),
                     )?;

@@ -129,7 +129,10 @@ mod tests {
             ("list=afm", CommentError::NoVersion),
             ("list= version=1", CommentError::EmptyList),
             ("list=a list=b version=1", CommentError::Duplicate("list")),
-            ("list=a version=1 version=2", CommentError::Duplicate("version")),
+            (
+                "list=a version=1 version=2",
+                CommentError::Duplicate("version"),
+            ),
             ("list=a verison=1", CommentError::Unknown("verison".into())),
             (
                 "timestamp:1555779966 file:test",

@@ -125,7 +125,9 @@ impl RawApiConfig {
         {
             return Err(err(
                 k("listen"),
-                format!("{a} is not loopback: plain HTTP only on loopback; set tls_cert and tls_key"),
+                format!(
+                    "{a} is not loopback: plain HTTP only on loopback; set tls_cert and tls_key"
+                ),
             ));
         }
         if self.max_body_mb == 0 || self.max_body_mb > 16 * 1024 {
@@ -141,7 +143,10 @@ impl RawApiConfig {
         for (i, t) in self.token.iter().enumerate() {
             let tk = |f: &str| format!("api.token[{i}].{f}");
             if t.name.is_empty() || t.name.chars().any(|c| c.is_control()) {
-                return Err(err(tk("name"), "a non-empty name without control characters"));
+                return Err(err(
+                    tk("name"),
+                    "a non-empty name without control characters",
+                ));
             }
             if tokens.iter().any(|o| o.name == t.name) {
                 return Err(err(tk("name"), format!("{:?} is used twice", t.name)));
@@ -331,12 +336,18 @@ pub fn validate_managed(
         }
         let pull = if m.pull_url.is_empty() {
             if !m.pull_signature_url.is_empty() || !m.ca_file.is_empty() {
-                return Err(err(key("pull_url"), "pull_signature_url/ca_file need pull_url"));
+                return Err(err(
+                    key("pull_url"),
+                    "pull_signature_url/ca_file need pull_url",
+                ));
             }
             None
         } else {
-            for (f, u) in [("pull_url", &m.pull_url), ("pull_signature_url", &m.pull_signature_url)] {
-                if !u.is_empty() && !(u.starts_with("https://") || u.starts_with("http://")) {
+            for (f, u) in [
+                ("pull_url", &m.pull_url),
+                ("pull_signature_url", &m.pull_signature_url),
+            ] {
+                if !(u.is_empty() || u.starts_with("https://") || u.starts_with("http://")) {
                     return Err(err(key(f), format!("{u:?} is not an http(s) URL")));
                 }
             }
@@ -381,7 +392,9 @@ mod tests {
         assert_eq!(api("").unwrap(), None);
         let sha = "ab".repeat(32);
         let tok = format!("[[token]]\nname = \"a\"\nsha256 = \"{sha}\"\nlists = [\"afm\"]\n");
-        let c = api(&format!("listen = \"127.0.0.1:0\"\n{tok}")).unwrap().unwrap();
+        let c = api(&format!("listen = \"127.0.0.1:0\"\n{tok}"))
+            .unwrap()
+            .unwrap();
         assert_eq!(c.tokens[0].sha256, [0xab; 32]);
         assert!(c.tokens[0].may_access("afm") && !c.tokens[0].may_access("other"));
         assert_eq!(c.max_body_bytes, 256 << 20);
@@ -389,7 +402,10 @@ mod tests {
         assert_eq!(e.key, "api.token");
         let e = api(&format!("listen = \"0.0.0.0:8053\"\n{tok}")).unwrap_err();
         assert_eq!(e.key, "api.listen");
-        let e = api(&format!("listen = \"127.0.0.1:0\"\ntls_cert = \"c\"\n{tok}")).unwrap_err();
+        let e = api(&format!(
+            "listen = \"127.0.0.1:0\"\ntls_cert = \"c\"\n{tok}"
+        ))
+        .unwrap_err();
         assert_eq!(e.key, "api.tls_key");
         let e = api("listen = \"127.0.0.1:0\"\n[[token]]\nname = \"a\"\nsha256 = \"xyz\"\nlists = [\"*\"]\n")
             .unwrap_err();
@@ -420,9 +436,14 @@ mod tests {
         assert_eq!(ok[0].required_signatures, 1);
         assert_eq!(ok[0].signers[0].id, "B5642AFC7538CA3");
         assert!(ok[0].pull.is_none());
-        assert_eq!(validate_managed(&m(""), None).unwrap_err().key, "lists.managed");
         assert_eq!(
-            validate_managed(&m("required_signatures = 2"), state).unwrap_err().key,
+            validate_managed(&m(""), None).unwrap_err().key,
+            "lists.managed"
+        );
+        assert_eq!(
+            validate_managed(&m("required_signatures = 2"), state)
+                .unwrap_err()
+                .key,
             "lists.managed[0].required_signatures"
         );
         assert!(validate_managed(&m("required_signatures = 0"), state).unwrap()[0].unsigned());
@@ -432,12 +453,20 @@ mod tests {
         assert_eq!(pull.interval, Duration::from_secs(300));
         let bad: Vec<RawManagedList> =
             vec![toml::from_str("name = \"../x\"\nrequired_signatures = 0").unwrap()];
-        assert_eq!(validate_managed(&bad, state).unwrap_err().key, "lists.managed[0].name");
+        assert_eq!(
+            validate_managed(&bad, state).unwrap_err().key,
+            "lists.managed[0].name"
+        );
         let missing: Vec<RawManagedList> =
             vec![toml::from_str("name = \"x\"\nsigners = [\"/nonexistent/k.pub\"]").unwrap()];
-        assert_eq!(validate_managed(&missing, state).unwrap_err().key, "lists.managed[0].signers");
         assert_eq!(
-            validate_managed(&m("format = \"bogus\""), state).unwrap_err().key,
+            validate_managed(&missing, state).unwrap_err().key,
+            "lists.managed[0].signers"
+        );
+        assert_eq!(
+            validate_managed(&m("format = \"bogus\""), state)
+                .unwrap_err()
+                .key,
             "lists.managed[0].format"
         );
     }

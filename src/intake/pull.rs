@@ -31,7 +31,9 @@ const MAX_SIG_BYTES: usize = 64 * 1024;
 pub enum PullOutcome {
     /// 304, or the same bytes as the version in force.
     Unchanged,
-    Applied { version: u64 },
+    Applied {
+        version: u64,
+    },
     Failed(String),
 }
 
@@ -89,7 +91,12 @@ pub async fn pull_once(
         intake.stats.pull_failures.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(list = %name, url = %p.url, %reason, "pull failed; the last good version keeps serving");
         if record {
-            intake.record_refusal(name, &origin, "", &Refusal::new(502, "pull", reason.clone()));
+            intake.record_refusal(
+                name,
+                &origin,
+                "",
+                &Refusal::new(502, "pull", reason.clone()),
+            );
         }
         PullOutcome::Failed(reason)
     };
@@ -101,7 +108,10 @@ pub async fn pull_once(
         Err(e) => return fail(e, true),
     };
     let mut req = http.get(&p.url);
-    if let Some(meta) = meta.as_ref().filter(|m| m.url.as_deref() == Some(p.url.as_str())) {
+    if let Some(meta) = meta
+        .as_ref()
+        .filter(|m| m.url.as_deref() == Some(p.url.as_str()))
+    {
         if let Some(e) = &meta.etag {
             req = req.header(IF_NONE_MATCH, e);
         }
@@ -127,7 +137,10 @@ pub async fn pull_once(
     };
     let (etag, last_modified) = (header(ETAG), header(LAST_MODIFIED));
     if resp.content_length().is_some_and(|n| n > MAX_PULL_BYTES) {
-        return fail(format!("GET {}: larger than {MAX_PULL_BYTES} bytes", p.url), true);
+        return fail(
+            format!("GET {}: larger than {MAX_PULL_BYTES} bytes", p.url),
+            true,
+        );
     }
     let upload = match receive(intake, name, resp).await {
         Ok(u) => u,
@@ -142,7 +155,10 @@ pub async fn pull_once(
         Ok(Some(text)) => match decode_minisig(&text) {
             Some(s) => sigs.push(s),
             None => {
-                return fail(format!("{}: not a minisign signature", p.signature_url), true);
+                return fail(
+                    format!("{}: not a minisign signature", p.signature_url),
+                    true,
+                );
             }
         },
         Ok(None) if m.cfg.unsigned() => {
@@ -162,7 +178,12 @@ pub async fn pull_once(
             return Err(Refusal::new(404, "not_declared", "list vanished"));
         };
         let origin = Origin::Pull {
-            url: m.cfg.pull.as_ref().map(|p| p.url.clone()).unwrap_or_default(),
+            url: m
+                .cfg
+                .pull
+                .as_ref()
+                .map(|p| p.url.clone())
+                .unwrap_or_default(),
         };
         let r = intake2.apply(m, upload, &sigs, &origin, false, false)?;
         // Remember the validators for the next conditional request.
@@ -196,7 +217,9 @@ async fn fetch_signature(http: &reqwest::Client, url: &str) -> Result<Option<Str
     }
     let bytes = resp.bytes().await.map_err(|e| format!("GET {url}: {e}"))?;
     if bytes.len() > MAX_SIG_BYTES {
-        return Err(format!("GET {url}: signature larger than {MAX_SIG_BYTES} bytes"));
+        return Err(format!(
+            "GET {url}: signature larger than {MAX_SIG_BYTES} bytes"
+        ));
     }
     String::from_utf8(bytes.to_vec())
         .map(Some)

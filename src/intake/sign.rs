@@ -48,8 +48,8 @@ pub fn load_signer(path: &Path) -> Result<SignerKey, KeyError> {
         message,
     };
     let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
-    let key = PublicKey::decode(&text)
-        .map_err(|e| bad(format!("not a minisign public key: {e}")))?;
+    let key =
+        PublicKey::decode(&text).map_err(|e| bad(format!("not a minisign public key: {e}")))?;
     let id = text
         .lines()
         .nth(1)
@@ -302,7 +302,10 @@ mod tests {
             verify_file(&file, &[], &keys, 1, "afm").unwrap_err(),
             SignatureError::Missing
         );
-        assert_eq!(verify_file(&file, &[], &keys, 0, "afm").unwrap().comment, None);
+        assert_eq!(
+            verify_file(&file, &[], &keys, 0, "afm").unwrap().comment,
+            None
+        );
         // One byte changed.
         std::fs::write(&file, "blocked.example.\n").unwrap();
         assert!(matches!(

@@ -5,7 +5,7 @@
 //! pull from a test HTTP server (changed file, 304), and the `list` change
 //! records in the audit log with `audit verify` after them.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -27,12 +27,14 @@ fn sha256_hex(s: &str) -> String {
 }
 
 fn run(cmd: &mut Command) -> Output {
-    let out = cmd.output().expect("run");
-    out
+    cmd.output().expect("run")
 }
 
 fn minisign_keygen(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
-    let (p, s) = (dir.join(format!("{name}.pub")), dir.join(format!("{name}.key")));
+    let (p, s) = (
+        dir.join(format!("{name}.pub")),
+        dir.join(format!("{name}.key")),
+    );
     let out = run(Command::new("minisign")
         .args(["-G", "-W", "-p"])
         .arg(&p)
@@ -94,14 +96,20 @@ fn curl_get(api: SocketAddr, path: &str, token: &str) -> (u16, Vec<u8>) {
         .arg(format!("http://{api}{path}")));
     let text = out.stdout;
     let cut = text.iter().rposition(|&b| b == b'\n').expect("status line");
-    let status = String::from_utf8_lossy(&text[cut + 1..]).trim().parse().unwrap();
+    let status = String::from_utf8_lossy(&text[cut + 1..])
+        .trim()
+        .parse()
+        .unwrap();
     (status, text[..cut].to_vec())
 }
 
 fn parse_curl(out: Output) -> (u16, serde_json::Value) {
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let (body, status) = text.rsplit_once('\n').unwrap_or(("", &text));
-    let status: u16 = status.trim().parse().unwrap_or_else(|_| panic!("curl: {out:?}"));
+    let status: u16 = status
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("curl: {out:?}"));
     let json = serde_json::from_str(body).unwrap_or(serde_json::Value::Null);
     (status, json)
 }
@@ -219,48 +227,169 @@ fn push_receipt_refusals_k_of_n_dry_run_and_replay_after_restart() {
         sign(&tiny, &k.a.1, "list=afm version=3"),
         sign(&tiny, &k.b.1, "list=afm version=3"),
     );
-    let cases: Vec<(&str, &str, Option<&str>, &Path, Vec<&Path>, u16, &str)> = vec![
+    // (list, query, token, file, signatures, status, what)
+    type Case<'a> = (
+        &'a str,
+        &'a str,
+        Option<&'a str>,
+        &'a Path,
+        Vec<&'a Path>,
+        u16,
+        &'a str,
+    );
+    let cases: Vec<Case> = vec![
         ("afm", "", None, &v2, vec![&s2a, &s2b], 401, "no token"),
-        ("afm", "", Some("wrong"), &v2, vec![&s2a, &s2b], 401, "unknown token"),
-        ("afm", "", Some(OTHER_TOKEN), &v2, vec![&s2a, &s2b], 403, "other list's token"),
-        ("afm", "?force=true", Some(TOKEN), &tiny, vec![&sta, &stb], 403, "force without may_force"),
-        ("undeclared", "", Some(BOSS_TOKEN), &v2, vec![&s2a, &s2b], 404, "not declared"),
+        (
+            "afm",
+            "",
+            Some("wrong"),
+            &v2,
+            vec![&s2a, &s2b],
+            401,
+            "unknown token",
+        ),
+        (
+            "afm",
+            "",
+            Some(OTHER_TOKEN),
+            &v2,
+            vec![&s2a, &s2b],
+            403,
+            "other list's token",
+        ),
+        (
+            "afm",
+            "?force=true",
+            Some(TOKEN),
+            &tiny,
+            vec![&sta, &stb],
+            403,
+            "force without may_force",
+        ),
+        (
+            "undeclared",
+            "",
+            Some(BOSS_TOKEN),
+            &v2,
+            vec![&s2a, &s2b],
+            404,
+            "not declared",
+        ),
         ("afm", "", Some(TOKEN), &big, vec![&sbig], 413, "too large"),
         ("afm", "", Some(TOKEN), &v2, vec![], 422, "no signature"),
-        ("afm", "", Some(TOKEN), &v2, vec![&s2a], 422, "1 of 2 signers"),
-        ("afm", "", Some(TOKEN), &v2, vec![&s2a, &s2a], 422, "the same signer twice"),
-        ("afm", "", Some(TOKEN), &v1, vec![&s2a, &s2b], 422, "signature over other bytes"),
-        ("afm", "", Some(TOKEN), &v2, vec![&s2a, &s2c_other_list], 422, "different comments"),
-        ("afm", "", Some(TOKEN), &v1, vec![&sa, &sb], 409, "replayed version 1"),
-        ("afm", "", Some(TOKEN), &tiny, vec![&sta, &stb], 400, "shrink guard"),
+        (
+            "afm",
+            "",
+            Some(TOKEN),
+            &v2,
+            vec![&s2a],
+            422,
+            "1 of 2 signers",
+        ),
+        (
+            "afm",
+            "",
+            Some(TOKEN),
+            &v2,
+            vec![&s2a, &s2a],
+            422,
+            "the same signer twice",
+        ),
+        (
+            "afm",
+            "",
+            Some(TOKEN),
+            &v1,
+            vec![&s2a, &s2b],
+            422,
+            "signature over other bytes",
+        ),
+        (
+            "afm",
+            "",
+            Some(TOKEN),
+            &v2,
+            vec![&s2a, &s2c_other_list],
+            422,
+            "different comments",
+        ),
+        (
+            "afm",
+            "",
+            Some(TOKEN),
+            &v1,
+            vec![&sa, &sb],
+            409,
+            "replayed version 1",
+        ),
+        (
+            "afm",
+            "",
+            Some(TOKEN),
+            &tiny,
+            vec![&sta, &stb],
+            400,
+            "shrink guard",
+        ),
     ];
     for (list, query, token, file, sigs, want, what) in &cases {
         let (status, body) = curl_put(api, list, query, *token, file, sigs);
         assert_eq!(status, *want, "{what}: {body}");
-        assert!(body["reason"].as_str().is_some_and(|r| !r.is_empty()), "{what}: {body}");
-        assert!(blocked(&server, "a20.example"), "{what}: version 1 still answered");
-        assert!(!blocked(&server, "a21.example"), "{what}: nothing of version 2");
+        assert!(
+            body["reason"].as_str().is_some_and(|r| !r.is_empty()),
+            "{what}: {body}"
+        );
+        assert!(
+            blocked(&server, "a20.example"),
+            "{what}: version 1 still answered"
+        );
+        assert!(
+            !blocked(&server, "a21.example"),
+            "{what}: nothing of version 2"
+        );
     }
     let c = curl_put(api, "afm", "", Some(TOKEN), &v2, &[&s2a, &s2c_other_list]);
-    assert!(c.1["reason"].as_str().unwrap().contains("different trusted comments"));
+    assert!(
+        c.1["reason"]
+            .as_str()
+            .unwrap()
+            .contains("different trusted comments")
+    );
     let shrink = curl_put(api, "afm", "", Some(TOKEN), &tiny, &[&sta, &stb]);
-    assert!(shrink.1["reason"].as_str().unwrap().contains("20 to 1"), "{}", shrink.1);
+    assert!(
+        shrink.1["reason"].as_str().unwrap().contains("20 to 1"),
+        "{}",
+        shrink.1
+    );
 
     // A dry run says what version 2 would do and changes nothing.
     let (status, dry) = curl_put(api, "afm", "?dry_run=true", Some(TOKEN), &v2, &[&s2a, &s2b]);
     assert_eq!(status, 200, "{dry}");
-    assert_eq!((dry["dry_run"].as_bool(), dry["added"].as_u64()), (Some(true), Some(5)));
+    assert_eq!(
+        (dry["dry_run"].as_bool(), dry["added"].as_u64()),
+        (Some(true), Some(5))
+    );
     assert!(dry.get("audit_seq").is_none() && dry.get("enforced_at").is_none());
     assert!(!blocked(&server, "a21.example"));
     // K of N with the other pair of keys (b and c) puts it in force.
     let s2c = sign(&v2, &k.c.1, "list=afm version=2");
     let (status, r2) = curl_put(api, "afm", "", Some(TOKEN), &v2, &[&s2c, &s2b]);
     assert_eq!(status, 200, "{r2}");
-    assert_eq!((r2["version"].as_u64(), r2["added"].as_u64()), (Some(2), Some(5)));
+    assert_eq!(
+        (r2["version"].as_u64(), r2["added"].as_u64()),
+        (Some(2), Some(5))
+    );
     assert!(r2["audit_seq"].as_u64().unwrap() > seq1);
     assert!(blocked(&server, "a25.example"));
     // Forced past the shrink guard by a may_force token.
-    let (status, forced) = curl_put(api, "afm", "?force=true", Some(BOSS_TOKEN), &tiny, &[&sta, &stb]);
+    let (status, forced) = curl_put(
+        api,
+        "afm",
+        "?force=true",
+        Some(BOSS_TOKEN),
+        &tiny,
+        &[&sta, &stb],
+    );
     assert_eq!(status, 200, "{forced}");
     assert_eq!(forced["forced"], true);
     assert!(blocked(&server, "a1.example") && !blocked(&server, "a2.example"));
@@ -269,15 +398,32 @@ fn push_receipt_refusals_k_of_n_dry_run_and_replay_after_restart() {
     let (status, lists) = curl_get(api, "/v1/lists", TOKEN);
     assert_eq!(status, 200);
     let lists: serde_json::Value = serde_json::from_slice(&lists).unwrap();
-    let seen: Vec<&str> = lists["lists"].as_array().unwrap().iter().map(|l| l["name"].as_str().unwrap()).collect();
+    let seen: Vec<&str> = lists["lists"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["name"].as_str().unwrap())
+        .collect();
     assert_eq!(seen, ["afm"], "a token sees only its lists");
     let afm = &lists["lists"][0];
-    assert_eq!((afm["version"].as_u64(), afm["source"].as_str()), (Some(3), Some("push")));
+    assert_eq!(
+        (afm["version"].as_u64(), afm["source"].as_str()),
+        (Some(3), Some("push"))
+    );
     let (_, all) = curl_get(api, "/v1/lists", BOSS_TOKEN);
     let all: serde_json::Value = serde_json::from_slice(&all).unwrap();
-    assert!(all["lists"].as_array().unwrap().iter().any(|l| l["name"] == "block" && l["source"] == "file"));
+    assert!(
+        all["lists"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l["name"] == "block" && l["source"] == "file")
+    );
     let (status, bytes) = curl_get(api, "/v1/lists/afm/content", TOKEN);
-    assert_eq!((status, bytes.as_slice()), (200, b"a1.example\n".as_slice()));
+    assert_eq!(
+        (status, bytes.as_slice()),
+        (200, b"a1.example\n".as_slice())
+    );
     assert_eq!(curl_get(api, "/v1/lists/afm/content", OTHER_TOKEN).0, 403);
 
     // After a restart version 3 is still in force and older ones stay refused.
@@ -300,21 +446,277 @@ fn push_receipt_refusals_k_of_n_dry_run_and_replay_after_restart() {
         .collect();
     let outcomes: Vec<(&str, u64)> = records
         .iter()
-        .map(|r| (r["outcome"].as_str().unwrap(), r["version"].as_u64().unwrap()))
+        .map(|r| {
+            (
+                r["outcome"].as_str().unwrap(),
+                r["version"].as_u64().unwrap(),
+            )
+        })
         .collect();
-    assert_eq!(outcomes.iter().filter(|o| o.0 != "rejected").copied().collect::<Vec<_>>(),
-        [("applied", 1), ("applied", 2), ("forced", 3)]);
+    assert_eq!(
+        outcomes
+            .iter()
+            .filter(|o| o.0 != "rejected")
+            .copied()
+            .collect::<Vec<_>>(),
+        [("applied", 1), ("applied", 2), ("forced", 3)]
+    );
     // 413, 5 × 422, 409, 400, the two repeated to check their messages,
     // and the 409 after the restart; 401-404 are not recorded.
-    let rejected = records.iter().filter(|r| r["outcome"] == "rejected").count();
+    let rejected = records
+        .iter()
+        .filter(|r| r["outcome"] == "rejected")
+        .count();
     assert_eq!(rejected, 1 + 5 + 1 + 1 + 2 + 1, "{records:?}");
     assert!(records.iter().all(|r| r["list"] == "afm"));
     assert_eq!(records[0]["seq"].as_u64(), Some(seq1));
     assert_eq!(records[0]["token"], "afm-clerk-1");
-    assert!(!String::from_utf8_lossy(&out.stdout).contains(TOKEN), "tokens never recorded");
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains(TOKEN),
+        "tokens never recorded"
+    );
     let at = records[1]["ts"].as_str().unwrap();
     let out = sinkhole(&["audit", "stats", dir, "--list", "afm", "--at", at]);
-    assert!(String::from_utf8_lossy(&out.stdout).contains("version 1"), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("version 1"),
+        "{out:?}"
+    );
     let out = sinkhole(&["audit", "verify", dir]);
     assert!(out.status.success(), "audit verify: {out:?}");
+}
+
+/// Path → bytes served.
+type Files = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
+
+/// A tiny HTTP/1.1 file server for pulls: serves `/afm.txt` (with an
+/// ETag, answering 304 to a matching If-None-Match) and
+/// `/afm.txt.minisig`; counts the 304s it sent.
+struct Registry {
+    addr: SocketAddr,
+    files: Files,
+    not_modified: Arc<Mutex<usize>>,
+}
+
+impl Registry {
+    fn start() -> Registry {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let files: Files = Arc::default();
+        let not_modified: Arc<Mutex<usize>> = Arc::default();
+        let (f, nm) = (files.clone(), not_modified.clone());
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut s) = conn else { continue };
+                let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+                let mut reader = BufReader::new(s.try_clone().unwrap());
+                let mut request = String::new();
+                if reader.read_line(&mut request).is_err() {
+                    continue;
+                }
+                let path = request.split_whitespace().nth(1).unwrap_or("").to_string();
+                let mut if_none_match = None;
+                loop {
+                    let mut h = String::new();
+                    if reader.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+                        break;
+                    }
+                    if let Some(v) = h.to_ascii_lowercase().strip_prefix("if-none-match:") {
+                        if_none_match = Some(v.trim().to_string());
+                    }
+                }
+                let body = f
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .find(|(p, _)| *p == path)
+                    .map(|(_, b)| b.clone());
+                let resp = match body {
+                    None => {
+                        b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                            .to_vec()
+                    }
+                    Some(b) => {
+                        let etag =
+                            format!("\"{}\"", &sha256_hex(&String::from_utf8_lossy(&b))[..16]);
+                        if if_none_match.as_deref() == Some(etag.as_str()) {
+                            *nm.lock().unwrap() += 1;
+                            format!("HTTP/1.1 304 Not Modified\r\nETag: {etag}\r\nConnection: close\r\n\r\n").into_bytes()
+                        } else {
+                            let mut r = format!(
+                                "HTTP/1.1 200 OK\r\nETag: {etag}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                                b.len()
+                            )
+                            .into_bytes();
+                            r.extend_from_slice(&b);
+                            r
+                        }
+                    }
+                };
+                let _ = s.write_all(&resp);
+            }
+        });
+        Registry {
+            addr,
+            files,
+            not_modified,
+        }
+    }
+
+    fn publish(&self, list: &Path, sig: &Path) {
+        let mut f = self.files.lock().unwrap();
+        f.clear();
+        f.push(("/afm.txt".into(), std::fs::read(list).unwrap()));
+        f.push(("/afm.txt.minisig".into(), std::fs::read(sig).unwrap()));
+    }
+}
+
+#[test]
+fn sinkhole_push_to_two_nodes_and_pull_with_conditional_requests() {
+    let up = Upstream::start();
+    let k = keys();
+    let work = k.dir.path();
+    let token_file = work.join("token");
+    std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
+    let (states, audits): (Vec<_>, Vec<_>) = (0..2)
+        .map(|_| (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()))
+        .unzip();
+    let nodes: Vec<Server> = states
+        .iter()
+        .zip(&audits)
+        .map(|(s, a)| start(&up, &config(&k, s.path(), a.path(), 16, "")))
+        .collect();
+    let urls: Vec<String> = nodes
+        .iter()
+        .map(|n| format!("http://{}", n.listeners.first("api")))
+        .collect();
+
+    let v1 = work.join("afm.txt");
+    std::fs::write(&v1, names("p", 10)).unwrap();
+    let (sa, sb) = (
+        sign(&v1, &k.a.1, "list=afm version=1"),
+        sign(&v1, &k.b.1, "list=afm version=1"),
+    );
+    let tf = token_file.to_str().unwrap();
+    let push = |extra: &[&str], sigs: &[&Path]| {
+        let mut args: Vec<String> = vec!["push".into()];
+        for u in &urls {
+            args.extend(["--to".into(), u.clone()]);
+        }
+        args.extend([
+            "--list".into(),
+            "afm".into(),
+            "--token-file".into(),
+            tf.into(),
+        ]);
+        for s in sigs {
+            args.extend(["--sig".into(), s.display().to_string()]);
+        }
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args.push(v1.display().to_string());
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        sinkhole(&refs)
+    };
+    let out = push(&["--dry-run"], &[&sa, &sb]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout)
+            .matches("dry-run ok")
+            .count(),
+        2
+    );
+    assert!(nodes.iter().all(|n| !blocked(n, "p1.example")));
+    let out = push(&[], &[&sa, &sb]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(text.lines().count(), 2, "one receipt line per node: {text}");
+    for (line, url) in text.lines().zip(&urls) {
+        assert!(
+            line.starts_with(&format!("{url}: applied list afm version 1")),
+            "{line}"
+        );
+    }
+    assert!(nodes.iter().all(|n| blocked(n, "p10.example")));
+    // Pushed again: both refuse (version not newer), exit 1.
+    let out = push(&[], &[&sa, &sb]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout)
+            .matches("rejected 409")
+            .count(),
+        2
+    );
+    drop(nodes);
+
+    // Pull: version 1 from the registry at start, version 2 once it is
+    // published, 304s in between, and a bad signature keeps version 2.
+    let reg = Registry::start();
+    reg.publish(&v1, &sa);
+    let state = tempfile::tempdir().unwrap();
+    let audit = tempfile::tempdir().unwrap();
+    let pull = format!(
+        "pull_url = \"http://{}/afm.txt\"\npull_interval_secs = 1\n",
+        reg.addr
+    );
+    let mut cfg = config(&k, state.path(), audit.path(), 16, &pull);
+    cfg = cfg.replace("required_signatures = 2", "required_signatures = 1");
+    let node = start(&up, &cfg);
+    assert!(
+        wait_for(Duration::from_secs(5), || blocked(&node, "p1.example")
+            .then_some(()))
+        .is_some(),
+        "first pull"
+    );
+    assert!(
+        wait_for(Duration::from_secs(5), || (*reg
+            .not_modified
+            .lock()
+            .unwrap()
+            > 0)
+        .then_some(()))
+        .is_some(),
+        "a 304"
+    );
+    let v2 = work.join("afm2.txt");
+    std::fs::write(&v2, names("p", 12)).unwrap();
+    reg.publish(&v2, &sign(&v2, &k.c.1, "list=afm version=2"));
+    assert!(
+        wait_for(Duration::from_secs(5), || blocked(&node, "p12.example")
+            .then_some(()))
+        .is_some(),
+        "changed file pulled"
+    );
+    let v3 = work.join("afm3.txt");
+    std::fs::write(&v3, names("p", 13)).unwrap();
+    reg.publish(&v3, &sign(&v2, &k.c.1, "list=afm version=3")); // signs other bytes
+    let api = node.listeners.first("api");
+    std::thread::sleep(Duration::from_millis(2500));
+    assert!(!blocked(&node, "p13.example") && blocked(&node, "p12.example"));
+    let (_, lists) = curl_get(api, "/v1/lists", TOKEN);
+    let lists: serde_json::Value = serde_json::from_slice(&lists).unwrap();
+    assert_eq!(lists["lists"][0]["source"], "pull");
+    assert_eq!(lists["lists"][0]["version"], 2);
+    drop(node);
+    let dir = audit.path().to_str().unwrap();
+    let out = sinkhole(&["audit", "search", dir, "--kind", "list", "--format", "json"]);
+    let records: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let url = format!("http://{}/afm.txt", reg.addr);
+    assert!(
+        records
+            .iter()
+            .all(|r| r["source"] == "pull" && r["url"] == url.as_str())
+    );
+    let applied: Vec<u64> = records
+        .iter()
+        .filter(|r| r["outcome"] == "applied")
+        .map(|r| r["version"].as_u64().unwrap())
+        .collect();
+    assert_eq!(applied, [1, 2]);
+    assert!(
+        records.iter().any(|r| r["outcome"] == "rejected"
+            && r["reason"].as_str().unwrap().contains("does not verify"))
+    );
+    assert!(sinkhole(&["audit", "verify", dir]).status.success());
 }

@@ -8,8 +8,7 @@ use sha2::Sha256;
 
 use crate::audit::record::{
     CheckpointLine, ConsoleLine, Hash, HitLine, ListLine, LostLine, RetentionLine, StartLine,
-    canonical,
-    hex32, qtype_name,
+    canonical, hex32, qtype_name,
 };
 use crate::audit::sign::SignedKind;
 use crate::audit::time::{format_ts, micros_of};
