@@ -214,7 +214,11 @@ mod tests {
         assert_eq!(on_disk.len(), 1);
         assert_eq!((on_disk[0].seq, &on_disk[0].change), (seq, &rec));
         assert!(seq >= 2, "after start and the hit: {seq}");
-        assert!(list_changes(dir.path(), Some("other"), None, None).unwrap().is_empty());
+        assert!(
+            list_changes(dir.path(), Some("other"), None, None)
+                .unwrap()
+                .is_empty()
+        );
         log.shutdown();
         assert!(log_closed_refuses(&dir));
         let report = verify(dir.path()).unwrap();

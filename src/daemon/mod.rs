@@ -218,7 +218,9 @@ pub async fn serve(config: Config, options: DaemonOptions) -> Result<(), DaemonE
         None => None,
     };
     let audit = AuditLog::open(&config.audit).map_err(|e| DaemonError::Audit(e.to_string()))?;
-    // Pushed and pulled lists put their changes on the same chain.
+    // File-list reloads, pushed and pulled lists put their changes on the
+    // same chain.
+    crate::intake::record_file_changes(&reloader, audit.clone());
     let intake = match &config.lists.state_dir {
         Some(dir) if !config.managed.is_empty() || api_server.is_some() => Some(Arc::new(
             crate::intake::Intake::new(

@@ -24,6 +24,8 @@ pub mod sign;
 pub mod store;
 
 use std::sync::Arc;
+
+use crate::audit::{AuditLog, ListRecord};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -83,6 +85,65 @@ fn expired(expires: Option<&str>, now: i64) -> bool {
         .is_some_and(|t| t <= now)
 }
 
+/// The `list` name of changes to the file lists (the reloader reloads
+/// them together; its report does not tell them apart).
+pub const FILE_LISTS: &str = "*";
+
+/// The change record of one reload of the file lists (`None` for a reload
+/// a managed list asked for: it records its own change).
+pub fn file_change_record(ev: &crate::list::reload::ReloadEvent<'_>) -> Option<ListRecord> {
+    if ev.for_source {
+        return None;
+    }
+    let mut rec = ListRecord {
+        list: FILE_LISTS.into(),
+        source: "file".into(),
+        ..ListRecord::default()
+    };
+    match ev.result {
+        Ok(r) => {
+            rec.outcome = if r.forced { "forced" } else { "applied" }.into();
+            rec.version = r.version;
+            rec.added = r.added as u64;
+            rec.removed = r.removed as u64;
+            if r.forced {
+                rec.reason = Some("sinkhole reload --force".into());
+            }
+        }
+        Err(e) => {
+            rec.outcome = "rejected".into();
+            rec.reason = Some(e.to_string());
+        }
+    }
+    Some(rec)
+}
+
+/// Put every reload of the file lists (watcher, SIGHUP, `sinkhole
+/// reload`) on the record as a `list` record. The reloader's observer only
+/// queues it; one thread writes them in order, waiting for each fsync.
+pub fn record_file_changes(reloader: &crate::list::reload::Reloader, audit: AuditLog) {
+    let (tx, rx) = std::sync::mpsc::channel::<ListRecord>();
+    let spawned = std::thread::Builder::new()
+        .name("list-records".into())
+        .spawn(move || {
+            for rec in rx {
+                if let Err(e) = audit.record_list(rec) {
+                    tracing::error!(error = %e, "cannot record a list change");
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "file list changes will not be recorded");
+        return;
+    }
+    let tx = std::sync::Mutex::new(tx);
+    reloader.on_reload(Box::new(move |ev| {
+        if let Some(rec) = file_change_record(ev) {
+            let _ = tx.lock().unwrap_or_else(|p| p.into_inner()).send(rec);
+        }
+    }));
+}
+
 /// How often the expiry alarm looks.
 const EXPIRY_CHECK_EVERY: Duration = Duration::from_secs(30);
 
@@ -113,5 +174,61 @@ pub async fn watch_expiry(intake: Arc<Intake>) {
         }
         intake.stats.expired.store(count, Ordering::Relaxed);
         tokio::time::sleep(EXPIRY_CHECK_EVERY).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::list::reload::{ReloadError, ReloadEvent, ReloadReport};
+
+    fn report(forced: bool) -> ReloadReport {
+        ReloadReport {
+            version: 9,
+            counts: Default::default(),
+            rules: 10,
+            added: 2,
+            removed: 1,
+            skipped: Vec::new(),
+            took_ms: 1,
+            forced,
+            enforced_ms: 1,
+            incremental: true,
+        }
+    }
+
+    #[test]
+    fn file_reloads_become_records_and_source_reloads_do_not() {
+        let ok = Ok(report(false));
+        let ev = |for_source, result| ReloadEvent {
+            for_source,
+            forced: false,
+            result,
+        };
+        let rec = file_change_record(&ev(false, &ok)).unwrap();
+        assert_eq!(
+            (rec.list.as_str(), rec.source.as_str(), rec.outcome.as_str()),
+            ("*", "file", "applied")
+        );
+        assert_eq!((rec.version, rec.added, rec.removed), (9, 2, 1));
+        assert!(file_change_record(&ev(true, &ok)).is_none());
+        let forced = Ok(report(true));
+        assert_eq!(
+            file_change_record(&ev(false, &forced)).unwrap().outcome,
+            "forced"
+        );
+        let err: Result<ReloadReport, ReloadError> = Err(ReloadError::Unsettled("a.txt".into()));
+        let rec = file_change_record(&ev(false, &err)).unwrap();
+        assert_eq!(rec.outcome, "rejected");
+        assert!(rec.reason.unwrap().contains("a.txt"));
+    }
+
+    #[test]
+    fn expiry_is_passed_time_only() {
+        let now = crate::audit::time::parse_rfc3339("2026-06-01T00:00:00Z").unwrap();
+        assert!(expired(Some("2026-05-31T23:59:59Z"), now));
+        assert!(!expired(Some("2026-06-01T00:00:01Z"), now));
+        assert!(!expired(None, now));
+        assert!(!expired(Some("garbage"), now));
     }
 }

@@ -426,6 +426,19 @@ fn push_receipt_refusals_k_of_n_dry_run_and_replay_after_restart() {
     );
     assert_eq!(curl_get(api, "/v1/lists/afm/content", OTHER_TOKEN).0, 403);
 
+    // A file list changed by the watcher is on the record too.
+    std::fs::write(
+        server.list_dir().join("block.txt"),
+        "fileblocked.example\nfile2.example\n",
+    )
+    .unwrap();
+    assert!(
+        wait_for(Duration::from_secs(5), || blocked(&server, "file2.example")
+            .then_some(()))
+        .is_some(),
+        "file list reloaded"
+    );
+
     // After a restart version 3 is still in force and older ones stay refused.
     drop(server);
     let server = start(&up, &cfg);
@@ -440,10 +453,18 @@ fn push_receipt_refusals_k_of_n_dry_run_and_replay_after_restart() {
     let dir = audit.path().to_str().unwrap();
     let out = sinkhole(&["audit", "search", dir, "--kind", "list", "--format", "json"]);
     assert!(out.status.success(), "{out:?}");
-    let records: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+    let all: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
+    let file_changes: Vec<&serde_json::Value> = all.iter().filter(|r| r["list"] == "*").collect();
+    assert!(
+        file_changes
+            .iter()
+            .any(|r| r["source"] == "file" && r["outcome"] == "applied" && r["added"] == 1),
+        "{file_changes:?}"
+    );
+    let records: Vec<serde_json::Value> = all.into_iter().filter(|r| r["list"] == "afm").collect();
     let outcomes: Vec<(&str, u64)> = records
         .iter()
         .map(|r| {
@@ -468,7 +489,6 @@ fn push_receipt_refusals_k_of_n_dry_run_and_replay_after_restart() {
         .filter(|r| r["outcome"] == "rejected")
         .count();
     assert_eq!(rejected, 1 + 5 + 1 + 1 + 2 + 1, "{records:?}");
-    assert!(records.iter().all(|r| r["list"] == "afm"));
     assert_eq!(records[0]["seq"].as_u64(), Some(seq1));
     assert_eq!(records[0]["token"], "afm-clerk-1");
     assert!(
