@@ -600,14 +600,35 @@ fn sinkhole_push_to_two_nodes_and_pull_with_conditional_requests() {
     let (states, audits): (Vec<_>, Vec<_>) = (0..2)
         .map(|_| (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()))
         .unzip();
+    // The first node speaks HTTPS with a certificate of a private CA.
+    let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+    let (cert, key) = (work.join("api.crt"), work.join("api.key"));
+    std::fs::write(&cert, ck.cert.pem()).unwrap();
+    std::fs::write(&key, ck.key_pair.serialize_pem()).unwrap();
+    let tls = format!(
+        "max_body_mb = 16\ntls_cert = \"{}\"\ntls_key = \"{}\"\n",
+        cert.display(),
+        key.display()
+    );
     let nodes: Vec<Server> = states
         .iter()
         .zip(&audits)
-        .map(|(s, a)| start(&up, &config(&k, s.path(), a.path(), 16, "")))
+        .enumerate()
+        .map(|(i, (s, a))| {
+            let mut cfg = config(&k, s.path(), a.path(), 16, "");
+            if i == 0 {
+                cfg = cfg.replace("max_body_mb = 16\n", &tls);
+            }
+            start(&up, &cfg)
+        })
         .collect();
     let urls: Vec<String> = nodes
         .iter()
-        .map(|n| format!("http://{}", n.listeners.first("api")))
+        .enumerate()
+        .map(|(i, n)| {
+            let scheme = if i == 0 { "https" } else { "http" };
+            format!("{scheme}://{}", n.listeners.first("api"))
+        })
         .collect();
 
     let v1 = work.join("afm.txt");
@@ -627,6 +648,8 @@ fn sinkhole_push_to_two_nodes_and_pull_with_conditional_requests() {
             "afm".into(),
             "--token-file".into(),
             tf.into(),
+            "--ca-file".into(),
+            cert.display().to_string(),
         ]);
         for s in sigs {
             args.extend(["--sig".into(), s.display().to_string()]);
