@@ -182,6 +182,9 @@ pub async fn serve(config: Config, options: DaemonOptions) -> Result<(), DaemonE
         std::fs::create_dir_all(&sources)
             .map_err(|e| DaemonError::Lists(format!("creating {}: {e}", sources.display())))?;
     }
+    if let Some(dir) = &config.lists.state_dir {
+        crate::intake::apply::recover_sources(dir, &config.managed);
+    }
     let settings = reload_settings(&config.lists);
     let (reloader, source) = tokio::task::spawn_blocking(move || Reloader::start(settings))
         .await

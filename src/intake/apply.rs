@@ -431,11 +431,18 @@ impl Intake {
             .first()
             .map_or("unknown".to_string(), |f| f.format.to_string());
         let shown = upload.path.display().to_string();
-        let skipped: Vec<String> = loaded
+        let mut skipped: Vec<String> = loaded
             .skipped
             .iter()
+            .take(MAX_RECEIPT_SKIPS)
             .map(|s| s.replacen(&shown, &file_name, 1))
             .collect();
+        if loaded.skipped.len() > MAX_RECEIPT_SKIPS {
+            skipped.push(format!(
+                "… and {} more skipped lines",
+                loaded.skipped.len() - MAX_RECEIPT_SKIPS
+            ));
+        }
         let rule_count = loaded.snapshot.rule_count();
         let old_rules = meta.as_ref().map_or(0, |m| m.rules);
         guards::check(
@@ -618,6 +625,92 @@ impl Intake {
     }
 }
 
+/// Skipped lines a receipt lists; the rest are counted (`rules.skipped`).
+pub const MAX_RECEIPT_SKIPS: usize = 1000;
+
+/// Undo a version a crash caught between its rename into `sources` and its
+/// change record: a `NAME.EXT.prev` left behind is the version on record,
+/// so it goes back in place and the unrecorded file goes. Run before the
+/// reloader first reads `sources`, so nothing unrecorded is enforced.
+pub fn recover_sources(state_dir: &Path, lists: &[ManagedList]) {
+    let sources = state_dir.join(crate::daemon::SOURCES_DIR);
+    let managed_dir = state_dir.join(MANAGED_DIR);
+    let Ok(entries) = std::fs::read_dir(&sources) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(original) = name.strip_suffix(".prev") else {
+            continue;
+        };
+        let Some(list) = lists.iter().find(|l| is_file_of(&l.name, original)) else {
+            continue;
+        };
+        // The file on record is the one whose sha256 the metadata holds:
+        // if that is what is in place, the push completed and only its
+        // `.prev` was left; otherwise the `.prev` is the version on record.
+        let meta = store::load_meta(&managed_dir, &list.name).ok().flatten();
+        if let Some(meta) = &meta
+            && sha256_of(&sources.join(&meta.file)).is_some_and(|h| h == meta.sha256)
+        {
+            let _ = std::fs::remove_file(e.path());
+            continue;
+        }
+        for other in std::fs::read_dir(&sources).into_iter().flatten().flatten() {
+            let n = other.file_name().to_string_lossy().into_owned();
+            if n != original && is_file_of(&list.name, &n) {
+                let _ = std::fs::remove_file(other.path());
+            }
+        }
+        match std::fs::rename(e.path(), sources.join(original)) {
+            Ok(()) => {
+                tracing::warn!(list = %list.name, file = original, "restored the list version on record after an interrupted push")
+            }
+            Err(err) => {
+                tracing::error!(list = %list.name, error = %err, "cannot restore the list version on record")
+            }
+        }
+    }
+    // A first version that never reached the record (no metadata yet).
+    for list in lists {
+        if matches!(store::load_meta(&managed_dir, &list.name), Ok(None)) {
+            for other in std::fs::read_dir(&sources).into_iter().flatten().flatten() {
+                let n = other.file_name().to_string_lossy().into_owned();
+                if is_file_of(&list.name, &n) {
+                    tracing::warn!(list = %list.name, file = %n, "removing a first list version that was never recorded");
+                    let _ = std::fs::remove_file(other.path());
+                }
+            }
+        }
+    }
+    let _ = store::sync_dir(&sources);
+}
+
+/// Whether `file` is `list.EXT` (one extension, so list `afm` does not
+/// claim `afm.v2.txt`).
+fn is_file_of(list: &str, file: &str) -> bool {
+    file.strip_prefix(list)
+        .and_then(|r| r.strip_prefix('.'))
+        .is_some_and(|ext| !ext.is_empty() && !ext.contains('.'))
+}
+
+/// Hex SHA-256 of a file, read in pieces.
+fn sha256_of(path: &Path) -> Option<String> {
+    use sha2::Digest;
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).ok()?;
+    let mut h = sha2::Sha256::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = f.read(&mut buf).ok()?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Some(hex::encode(h.finalize()))
+}
+
 fn file_name_of(p: &Path) -> String {
     p.file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -633,6 +726,65 @@ fn upload_stem(p: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_interrupted_push_is_rolled_back_to_the_version_on_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let sources = dir.path().join(crate::daemon::SOURCES_DIR);
+        let managed = dir.path().join(MANAGED_DIR);
+        std::fs::create_dir_all(&sources).unwrap();
+        std::fs::create_dir_all(&managed).unwrap();
+        // Version on record: afm.txt; a crash left the new afm.csv in place.
+        std::fs::write(sources.join("afm.txt.prev"), "recorded.example\n").unwrap();
+        std::fs::write(sources.join("afm.csv"), "domain\nunrecorded.example\n").unwrap();
+        std::fs::write(sources.join("afm.v2.txt"), "another list\n").unwrap();
+        // A first version of another list that never reached the record.
+        std::fs::write(sources.join("new.txt"), "unrecorded.example\n").unwrap();
+        let meta = ListMeta {
+            name: "afm".into(),
+            file: "afm.txt".into(),
+            version: 4,
+            ..ListMeta::default()
+        };
+        store::save_meta(&managed, &meta).unwrap();
+        let list = ManagedList {
+            name: "afm".into(),
+            format: None,
+            signers: Vec::new(),
+            required_signatures: 0,
+            pull: None,
+        };
+        let new = ManagedList {
+            name: "new".into(),
+            ..list.clone()
+        };
+        recover_sources(dir.path(), &[list.clone(), new]);
+        let mut left: Vec<String> = std::fs::read_dir(&sources)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| !n.starts_with('.'))
+            .collect();
+        left.sort();
+        assert_eq!(left, ["afm.txt", "afm.v2.txt"]);
+        assert_eq!(
+            std::fs::read_to_string(sources.join("afm.txt")).unwrap(),
+            "recorded.example\n"
+        );
+        // A push that completed (its sha256 on record) keeps its file; only
+        // the `.prev` it left goes.
+        std::fs::write(sources.join("afm.txt.prev"), "older.example\n").unwrap();
+        let done = ListMeta {
+            sha256: sha256_of(&sources.join("afm.txt")).unwrap(),
+            ..meta
+        };
+        store::save_meta(&managed, &done).unwrap();
+        recover_sources(dir.path(), &[list]);
+        assert!(!sources.join("afm.txt.prev").exists());
+        assert_eq!(
+            std::fs::read_to_string(sources.join("afm.txt")).unwrap(),
+            "recorded.example\n"
+        );
+    }
 
     #[test]
     fn extension_follows_format_then_content() {
