@@ -394,6 +394,27 @@ fn push_receipt_refusals_k_of_n_dry_run_and_replay_after_restart() {
     assert_eq!(forced["forced"], true);
     assert!(blocked(&server, "a1.example") && !blocked(&server, "a2.example"));
 
+    // A delta for a version not in force.
+    let delta = work.join("delta.xml");
+    std::fs::write(
+        &delta,
+        "<reg:register xmlns:reg=\"http://rsoc.ru\"></reg:register>\n",
+    )
+    .unwrap();
+    let (da, db) = (
+        sign(&delta, &k.a.1, "list=afm version=4 base=2"),
+        sign(&delta, &k.b.1, "list=afm version=4 base=2"),
+    );
+    let (status, body) = curl_put(api, "afm", "", Some(TOKEN), &delta, &[&da, &db]);
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body["reason"]
+            .as_str()
+            .unwrap()
+            .contains("delta for version 2"),
+        "{body}"
+    );
+
     // What is in force, and its exact bytes.
     let (status, lists) = curl_get(api, "/v1/lists", TOKEN);
     assert_eq!(status, 200);
@@ -483,12 +504,13 @@ fn push_receipt_refusals_k_of_n_dry_run_and_replay_after_restart() {
         [("applied", 1), ("applied", 2), ("forced", 3)]
     );
     // 413, 5 × 422, 409, 400, the two repeated to check their messages,
-    // and the 409 after the restart; 401-404 are not recorded.
+    // the delta's 409 and the 409 after the restart; 401-404 are not
+    // recorded.
     let rejected = records
         .iter()
         .filter(|r| r["outcome"] == "rejected")
         .count();
-    assert_eq!(rejected, 1 + 5 + 1 + 1 + 2 + 1, "{records:?}");
+    assert_eq!(rejected, 1 + 5 + 1 + 1 + 2 + 1 + 1, "{records:?}");
     assert_eq!(records[0]["seq"].as_u64(), Some(seq1));
     assert_eq!(records[0]["token"], "afm-clerk-1");
     assert!(
