@@ -119,27 +119,15 @@ pub fn file_change_record(ev: &crate::list::reload::ReloadEvent<'_>) -> Option<L
 }
 
 /// Put every reload of the file lists (watcher, SIGHUP, `sinkhole
-/// reload`) on the record as a `list` record. The reloader's observer only
-/// queues it; one thread writes them in order, waiting for each fsync.
+/// reload`) on the record as a `list` record, written and fsynced before
+/// the reload returns (the new version already answers; only the next
+/// reload waits for the fsync, a few milliseconds).
 pub fn record_file_changes(reloader: &crate::list::reload::Reloader, audit: AuditLog) {
-    let (tx, rx) = std::sync::mpsc::channel::<ListRecord>();
-    let spawned = std::thread::Builder::new()
-        .name("list-records".into())
-        .spawn(move || {
-            for rec in rx {
-                if let Err(e) = audit.record_list(rec) {
-                    tracing::error!(error = %e, "cannot record a list change");
-                }
-            }
-        });
-    if let Err(e) = spawned {
-        tracing::error!(error = %e, "file list changes will not be recorded");
-        return;
-    }
-    let tx = std::sync::Mutex::new(tx);
     reloader.on_reload(Box::new(move |ev| {
-        if let Some(rec) = file_change_record(ev) {
-            let _ = tx.lock().unwrap_or_else(|p| p.into_inner()).send(rec);
+        if let Some(rec) = file_change_record(ev)
+            && let Err(e) = audit.record_list(rec)
+        {
+            tracing::error!(error = %e, "cannot record a list change");
         }
     }));
 }

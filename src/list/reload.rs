@@ -401,8 +401,8 @@ impl Reloader {
     }
 
     /// Register the one observer of every later reload's outcome. It runs
-    /// on the reloading thread while reloads are held off: it must hand
-    /// slow work (an fsync) to another thread. A second call is ignored.
+    /// on the reloading thread after the swap, while the next reload waits:
+    /// keep it short (an fsync is fine). A second call is ignored.
     pub fn on_reload(&self, hook: ReloadHook) {
         if self.hook.set(hook).is_err() {
             tracing::warn!("a reload observer is already registered; ignoring another");

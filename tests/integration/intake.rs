@@ -459,6 +459,24 @@ fn push_receipt_refusals_k_of_n_dry_run_and_replay_after_restart() {
         .is_some(),
         "file list reloaded"
     );
+    let file_recorded = || {
+        let out = sinkhole(&[
+            "audit",
+            "search",
+            audit.path().to_str().unwrap(),
+            "--kind",
+            "list",
+            "--list",
+            "*",
+        ]);
+        String::from_utf8_lossy(&out.stdout)
+            .contains("applied")
+            .then_some(())
+    };
+    assert!(
+        wait_for(Duration::from_secs(5), file_recorded).is_some(),
+        "file change on record"
+    );
 
     // After a restart version 3 is still in force and older ones stay refused.
     drop(server);
