@@ -112,6 +112,10 @@ pub struct Receipt {
     /// The snapshot version now in force (all lists together).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshot_version: Option<u64>,
+    /// Milliseconds from the end of the upload to this receipt (checks,
+    /// parse, reload, change record and its fsync).
+    #[serde(default)]
+    pub took_ms: u64,
 }
 
 /// Counters for metrics and logs.
@@ -324,7 +328,11 @@ impl Intake {
         force: bool,
     ) -> Result<Receipt, Refusal> {
         let sha = upload.sha256.clone();
-        let result = self.apply_inner(m, upload, sigs, origin, dry_run, force);
+        let started = std::time::Instant::now();
+        let mut result = self.apply_inner(m, upload, sigs, origin, dry_run, force);
+        if let Ok(r) = &mut result {
+            r.took_ms = started.elapsed().as_millis() as u64;
+        }
         if let Err(r) = &result
             && !dry_run
         {
@@ -506,6 +514,7 @@ impl Intake {
             enforced_at: None,
             audit_seq: None,
             snapshot_version: None,
+            took_ms: 0,
         };
         if dry_run {
             let old_snapshot = match &meta {
