@@ -650,6 +650,9 @@ impl Intake {
                 format!("version {version} is in force, but {}", problems.join("; ")),
             ));
         }
+        if super::expired(receipt.expires.as_deref(), crate::audit::time::now_micros()) {
+            tracing::error!(list = %name, version, expires = receipt.expires.as_deref().unwrap_or(""), "the version put in force is already past its signed expiry");
+        }
         tracing::info!(list = %name, version, source = origin.source(), sha256 = %receipt.sha256, rules = rule_count, added = report.added, removed = report.removed, forced, "managed list version in force");
         Ok(receipt)
     }

@@ -79,7 +79,7 @@ pub fn list_entries(intake: &Intake) -> Vec<ListEntry> {
     out
 }
 
-fn expired(expires: Option<&str>, now: i64) -> bool {
+pub(crate) fn expired(expires: Option<&str>, now: i64) -> bool {
     expires
         .and_then(|t| crate::audit::time::parse_rfc3339(t).ok())
         .is_some_and(|t| t <= now)

@@ -415,6 +415,19 @@ fn push_receipt_refusals_k_of_n_dry_run_and_replay_after_restart() {
         "{body}"
     );
 
+    // A version past its signed expiry stays enforced, with the alarm up.
+    let v4 = work.join("afm-v4.txt");
+    std::fs::write(&v4, "a1.example\na3.example\n").unwrap();
+    let comment = "list=afm version=4 expires=2001-01-01T00:00:00Z";
+    let (s4a, s4b) = (sign(&v4, &k.a.1, comment), sign(&v4, &k.b.1, comment));
+    let (status, r4) = curl_put(api, "afm", "", Some(TOKEN), &v4, &[&s4a, &s4b]);
+    assert_eq!(status, 200, "{r4}");
+    assert_eq!(r4["expires"], "2001-01-01T00:00:00Z");
+    assert!(
+        blocked(&server, "a3.example"),
+        "an expired list is still enforced"
+    );
+
     // What is in force, and its exact bytes.
     let (status, lists) = curl_get(api, "/v1/lists", TOKEN);
     assert_eq!(status, 200);
@@ -429,8 +442,13 @@ fn push_receipt_refusals_k_of_n_dry_run_and_replay_after_restart() {
     let afm = &lists["lists"][0];
     assert_eq!(
         (afm["version"].as_u64(), afm["source"].as_str()),
-        (Some(3), Some("push"))
+        (Some(4), Some("push"))
     );
+    assert_eq!(
+        (afm["expired"].as_bool(), afm["rules"].as_u64()),
+        (Some(true), Some(2))
+    );
+    assert_eq!(afm["signers"].as_array().unwrap().len(), 2);
     let (_, all) = curl_get(api, "/v1/lists", BOSS_TOKEN);
     let all: serde_json::Value = serde_json::from_slice(&all).unwrap();
     assert!(
@@ -443,7 +461,7 @@ fn push_receipt_refusals_k_of_n_dry_run_and_replay_after_restart() {
     let (status, bytes) = curl_get(api, "/v1/lists/afm/content", TOKEN);
     assert_eq!(
         (status, bytes.as_slice()),
-        (200, b"a1.example\n".as_slice())
+        (200, b"a1.example\na3.example\n".as_slice())
     );
     assert_eq!(curl_get(api, "/v1/lists/afm/content", OTHER_TOKEN).0, 403);
 
@@ -478,11 +496,11 @@ fn push_receipt_refusals_k_of_n_dry_run_and_replay_after_restart() {
         "file change on record"
     );
 
-    // After a restart version 3 is still in force and older ones stay refused.
+    // After a restart version 4 is still in force and older ones stay refused.
     drop(server);
     let server = start(&up, &cfg);
     let api = server.listeners.first("api");
-    assert!(blocked(&server, "a1.example") && !blocked(&server, "a2.example"));
+    assert!(blocked(&server, "a3.example") && !blocked(&server, "a2.example"));
     let (status, body) = curl_put(api, "afm", "", Some(TOKEN), &v2, &[&s2a, &s2b]);
     assert_eq!(status, 409, "replay after restart: {body}");
     assert!(!blocked(&server, "a2.example"));
@@ -519,7 +537,12 @@ fn push_receipt_refusals_k_of_n_dry_run_and_replay_after_restart() {
             .filter(|o| o.0 != "rejected")
             .copied()
             .collect::<Vec<_>>(),
-        [("applied", 1), ("applied", 2), ("forced", 3)]
+        [
+            ("applied", 1),
+            ("applied", 2),
+            ("forced", 3),
+            ("applied", 4)
+        ]
     );
     // 413, 5 × 422, 409, 400, the two repeated to check their messages,
     // the delta's 409 and the 409 after the restart; 401-404 are not
