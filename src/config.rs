@@ -468,6 +468,12 @@ impl Config {
         let managed =
             crate::intake::config::validate_managed(&raw.lists.managed, lists.state_dir.as_deref())
                 .map_err(|e| invalid(&e.key, e.message))?;
+        if api.is_some() && lists.state_dir.is_none() {
+            return Err(invalid(
+                "api.listen",
+                "the push API needs `lists.state_dir` (pushed lists are kept there)",
+            ));
+        }
         if let Some(a) = &api
             && managed.is_empty()
         {
@@ -938,5 +944,30 @@ mod tests {
         assert_eq!(o.action, Some(Action::Drop));
         assert!(!o.exact_only);
         assert!(c.lists.options_for(Path::new("/a/y.txt")).exact_only);
+    }
+
+    #[test]
+    fn api_and_managed_lists_need_state_dir_and_round_trip() {
+        let sha = "ab".repeat(32);
+        let api = format!(
+            "[api]\nlisten = \"127.0.0.1:0\"\n[[api.token]]\nname = \"c\"\nsha256 = \"{sha}\"\nlists = [\"*\"]\n"
+        );
+        let e = load(&api).unwrap_err().to_string();
+        assert!(e.contains("`api.listen`") && e.contains("state_dir"), "{e}");
+        let managed = "[lists]\n[[lists.managed]]\nname = \"afm\"\nrequired_signatures = 0\n";
+        let e = load(managed).unwrap_err().to_string();
+        assert!(e.contains("`lists.managed`"), "{e}");
+        let dir = tempfile::tempdir().unwrap();
+        let ok = format!(
+            "[lists]\nstate_dir = \"{}\"\n[[lists.managed]]\nname = \"afm\"\nrequired_signatures = 0\n{api}",
+            dir.path().display()
+        );
+        let c = load(&ok).unwrap();
+        assert_eq!(c.managed[0].name, "afm");
+        assert!(c.managed[0].unsigned());
+        assert_eq!(c.api.as_ref().unwrap().tokens[0].name, "c");
+        // The effective configuration loads again to the same.
+        let again = Config::from_toml_str(&c.to_toml(), "x").unwrap();
+        assert_eq!((again.managed, again.api), (c.managed, c.api));
     }
 }
