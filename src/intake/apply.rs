@@ -446,33 +446,26 @@ impl Intake {
             sha256: upload.sha256.clone(),
             bytes: upload.bytes,
         };
-        let opts = options.clone();
-        let loaded = crate::list::load(
-            std::slice::from_ref(&upload.path),
-            &move |_| opts.clone(),
-            0,
-            None,
-        )
-        .map_err(|e| Refusal::new(400, "unreadable", format!("rejected: {e}")))?;
-        let counts = loaded.counts();
-        let format = loaded
-            .files
-            .first()
-            .map_or("unknown".to_string(), |f| f.format.to_string());
-        let shown = upload.path.display().to_string();
-        let mut skipped: Vec<String> = loaded
+        // Parsed (not compiled: the reloader compiles, incrementally where
+        // it can) for this list's own figures and guards.
+        let bytes = std::fs::read(&upload.path).map_err(|e| internal(e.to_string()))?;
+        let parsed = crate::list::parse::parse_bytes(&upload.path, &bytes, &options);
+        drop(bytes);
+        let counts = parsed.counts();
+        let format = parsed.format.to_string();
+        let mut skipped: Vec<String> = parsed
             .skipped
             .iter()
             .take(MAX_RECEIPT_SKIPS)
-            .map(|s| s.replacen(&shown, &file_name, 1))
+            .map(|sk| format!("{file_name}:{}: {}", sk.line, sk.reason))
             .collect();
-        if loaded.skipped.len() > MAX_RECEIPT_SKIPS {
+        if parsed.skipped.len() > MAX_RECEIPT_SKIPS {
             skipped.push(format!(
                 "… and {} more skipped lines",
-                loaded.skipped.len() - MAX_RECEIPT_SKIPS
+                parsed.skipped.len() - MAX_RECEIPT_SKIPS
             ));
         }
-        let rule_count = loaded.snapshot.rule_count();
+        let rule_count = parsed.rules.len();
         let old_rules = meta.as_ref().map_or(0, |m| m.rules);
         guards::check(
             self.limits,
@@ -527,17 +520,19 @@ impl Intake {
                 }
                 None => None,
             };
+            let new_snapshot = crate::list::compile(std::slice::from_ref(&parsed))
+                .map_err(|e| Refusal::new(400, "unreadable", format!("rejected: {e}")))?;
             match old_snapshot {
                 Some(old) => {
-                    let d = crate::list::diff(&old, &loaded.snapshot);
+                    let d = crate::list::diff(&old, &new_snapshot);
                     receipt.added = d.added.len();
                     receipt.removed = d.removed.len();
                 }
-                None => receipt.added = rule_count,
+                None => receipt.added = new_snapshot.rule_count(),
             }
             return Ok(receipt);
         }
-        drop(loaded);
+        drop(parsed);
 
         // Put it in force: the old file aside as `.prev` (ignored by the
         // loader) until the reload has taken the new one.
