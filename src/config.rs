@@ -67,6 +67,8 @@ pub struct RawConfig {
     pub audit: RawAudit,
     pub metrics: crate::metrics::RawMetricsConfig,
     pub console: crate::console::RawConsoleConfig,
+    /// `[api]`: the push API (issue 13).
+    pub api: crate::intake::RawApiConfig,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -136,6 +138,8 @@ pub struct RawLists {
     pub watch: bool,
     /// Quiet time after the last file event before reloading.
     pub debounce_ms: u64,
+    /// Lists that arrive by push or pull (`[[lists.managed]]`).
+    pub managed: Vec<crate::intake::RawManagedList>,
 }
 
 impl Default for RawLists {
@@ -149,6 +153,7 @@ impl Default for RawLists {
             state_dir: String::new(),
             watch: true,
             debounce_ms: 150,
+            managed: Vec::new(),
         }
     }
 }
@@ -294,6 +299,7 @@ impl Default for RawConfig {
             audit: default_audit_table(),
             metrics: Default::default(),
             console: Default::default(),
+            api: Default::default(),
         }
     }
 }
@@ -316,6 +322,10 @@ pub struct Config {
     pub metrics: crate::metrics::MetricsConfig,
     /// `[console]`: the auditors' console (None: off).
     pub console: Option<crate::console::ConsoleConfig>,
+    /// `[api]`: the push API (None: off).
+    pub api: Option<crate::intake::ApiConfig>,
+    /// `[[lists.managed]]`: pushed and pulled lists.
+    pub managed: Vec<crate::intake::ManagedList>,
     /// The effective raw configuration (defaults and resolv.conf upstreams
     /// filled in), for `--check-config`.
     pub raw: RawConfig,
@@ -454,6 +464,21 @@ impl Config {
             .console
             .validate(audit_dir)
             .map_err(|e| invalid(&e.key, e.message))?;
+        let api = raw.api.validate().map_err(|e| invalid(&e.key, e.message))?;
+        let managed =
+            crate::intake::config::validate_managed(&raw.lists.managed, lists.state_dir.as_deref())
+                .map_err(|e| invalid(&e.key, e.message))?;
+        if api.is_some() && lists.state_dir.is_none() {
+            return Err(invalid(
+                "api.listen",
+                "the push API needs `lists.state_dir` (pushed lists are kept there)",
+            ));
+        }
+        if let Some(a) = &api
+            && managed.is_empty()
+        {
+            tracing::warn!(listen = ?a.listen, "[api] is on but no [[lists.managed]] is declared: every push gets 404");
+        }
         Ok(Config {
             server,
             upstream,
@@ -465,6 +490,8 @@ impl Config {
             audit,
             metrics,
             console,
+            api,
+            managed,
             raw,
         })
     }
@@ -917,5 +944,30 @@ mod tests {
         assert_eq!(o.action, Some(Action::Drop));
         assert!(!o.exact_only);
         assert!(c.lists.options_for(Path::new("/a/y.txt")).exact_only);
+    }
+
+    #[test]
+    fn api_and_managed_lists_need_state_dir_and_round_trip() {
+        let sha = "ab".repeat(32);
+        let api = format!(
+            "[api]\nlisten = \"127.0.0.1:0\"\n[[api.token]]\nname = \"c\"\nsha256 = \"{sha}\"\nlists = [\"*\"]\n"
+        );
+        let e = load(&api).unwrap_err().to_string();
+        assert!(e.contains("`api.listen`") && e.contains("state_dir"), "{e}");
+        let managed = "[lists]\n[[lists.managed]]\nname = \"afm\"\nrequired_signatures = 0\n";
+        let e = load(managed).unwrap_err().to_string();
+        assert!(e.contains("`lists.managed`"), "{e}");
+        let dir = tempfile::tempdir().unwrap();
+        let ok = format!(
+            "[lists]\nstate_dir = \"{}\"\n[[lists.managed]]\nname = \"afm\"\nrequired_signatures = 0\n{api}",
+            dir.path().display()
+        );
+        let c = load(&ok).unwrap();
+        assert_eq!(c.managed[0].name, "afm");
+        assert!(c.managed[0].unsigned());
+        assert_eq!(c.api.as_ref().unwrap().tokens[0].name, "c");
+        // The effective configuration loads again to the same.
+        let again = Config::from_toml_str(&c.to_toml(), "x").unwrap();
+        assert_eq!((again.managed, again.api), (c.managed, c.api));
     }
 }

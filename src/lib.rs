@@ -13,6 +13,7 @@ pub mod daemon;
 pub(crate) mod dirlock;
 pub(crate) mod forward;
 pub mod http;
+pub mod intake;
 pub mod list;
 pub(crate) mod memory;
 pub mod metrics;

@@ -38,6 +38,8 @@ pub enum DaemonError {
     Metrics(String),
     #[error("cannot start the console: {0}")]
     Console(String),
+    #[error("cannot start the push API: {0}")]
+    Api(String),
     #[error(transparent)]
     Serve(#[from] ServeError),
     #[error("cannot write the ready file {path}: {source}")]
@@ -68,6 +70,8 @@ pub enum ListenerRole {
     Console,
     /// `sinkhole witness`: `POST /v1/checkpoints`.
     Witness,
+    /// The push API (`[api]`): `PUT /v1/lists/{name}`.
+    Api,
 }
 
 impl ListenerRole {
@@ -77,6 +81,7 @@ impl ListenerRole {
             ListenerRole::Metrics => "metrics",
             ListenerRole::Console => "console",
             ListenerRole::Witness => "witness",
+            ListenerRole::Api => "api",
         }
     }
 }
@@ -177,6 +182,9 @@ pub async fn serve(config: Config, options: DaemonOptions) -> Result<(), DaemonE
         std::fs::create_dir_all(&sources)
             .map_err(|e| DaemonError::Lists(format!("creating {}: {e}", sources.display())))?;
     }
+    if let Some(dir) = &config.lists.state_dir {
+        crate::intake::apply::recover_sources(dir, &config.managed);
+    }
     let settings = reload_settings(&config.lists);
     let (reloader, source) = tokio::task::spawn_blocking(move || Reloader::start(settings))
         .await
@@ -204,7 +212,30 @@ pub async fn serve(config: Config, options: DaemonOptions) -> Result<(), DaemonE
         ),
         None => None,
     };
+    let api_server = match &config.api {
+        Some(a) => Some(
+            crate::intake::ApiServer::bind(a)
+                .await
+                .map_err(|e| DaemonError::Api(e.to_string()))?,
+        ),
+        None => None,
+    };
     let audit = AuditLog::open(&config.audit).map_err(|e| DaemonError::Audit(e.to_string()))?;
+    // File-list reloads, pushed and pulled lists put their changes on the
+    // same chain.
+    crate::intake::record_file_changes(&reloader, audit.clone());
+    let intake = match &config.lists.state_dir {
+        Some(dir) if !config.managed.is_empty() || api_server.is_some() => Some(Arc::new(
+            crate::intake::Intake::new(
+                dir,
+                config.managed.clone(),
+                reloader.clone(),
+                Some(audit.clone()),
+            )
+            .map_err(|e| DaemonError::Lists(format!("list intake in {}: {e}", dir.display())))?,
+        )),
+        _ => None,
+    };
     // The console writes `console` records into the same chain.
     let console_audit = console_server.as_ref().map(|_| audit.clone());
     let handle = server::start(
@@ -214,6 +245,10 @@ pub async fn serve(config: Config, options: DaemonOptions) -> Result<(), DaemonE
         metrics.clone(),
     )?;
     register_scrape_hooks(&metrics, &handle.shared, &reloader);
+    if let Some(i) = &intake {
+        let i = i.clone();
+        metrics.on_scrape(move |s| s.intake = Some(i.stats.snapshot()));
+    }
     readiness.set_snapshot_loaded(true);
     readiness.set_listeners_bound(true);
 
@@ -250,6 +285,31 @@ pub async fn serve(config: Config, options: DaemonOptions) -> Result<(), DaemonE
         console_task = Some(tokio::spawn(server.run(console_audit, async {
             let _ = console_stopped.await;
         })));
+    }
+    let (api_stop, api_stopped) = tokio::sync::oneshot::channel::<()>();
+    let mut api_task = None;
+    match (api_server, &intake) {
+        (Some(server), Some(i)) => {
+            listeners.extend(server.local_addrs().iter().map(|&a| (ListenerRole::Api, a)));
+            api_task = Some(tokio::spawn(server.run(i.clone(), async {
+                let _ = api_stopped.await;
+            })));
+        }
+        (Some(_), None) => {
+            return Err(DaemonError::Api(
+                "the push API needs `lists.state_dir` (pushed lists are kept there)".into(),
+            ));
+        }
+        _ => {}
+    }
+    if let Some(i) = &intake {
+        background.push(tokio::spawn(crate::intake::watch_expiry(i.clone())));
+        for m in i.lists.iter().filter(|m| m.cfg.pull.is_some()) {
+            background.push(tokio::spawn(crate::intake::pull::run(
+                i.clone(),
+                m.cfg.name.clone(),
+            )));
+        }
     }
     if let StartSource::LastGoodStale { .. } = source {
         let r = reloader.clone();
@@ -292,11 +352,15 @@ pub async fn serve(config: Config, options: DaemonOptions) -> Result<(), DaemonE
     // Scrapes in progress finish (within the request timeout) while DNS stops.
     let _ = metrics_stop.send(());
     let _ = console_stop.send(());
+    let _ = api_stop.send(());
     handle.shutdown().await;
     if let Some(task) = metrics_task {
         let _ = task.await;
     }
     if let Some(task) = console_task {
+        let _ = task.await;
+    }
+    if let Some(task) = api_task {
         let _ = task.await;
     }
     if let Some(path) = &config.server.control_socket {

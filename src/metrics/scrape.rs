@@ -40,6 +40,8 @@ pub struct Sample {
     pub audit_queue_depth: Option<u64>,
     /// The witness client's figures, with `[audit] anchor_url`.
     pub anchor: Option<AnchorStats>,
+    /// Pushed and pulled lists' figures (issue 13).
+    pub intake: Option<crate::intake::apply::IntakeFigures>,
 }
 
 /// `ReloadError::reason()` values, exported as zero until they happen so
@@ -251,6 +253,33 @@ impl Collector for ScrapeCollector {
                 "Signed audit lines waiting for the witness.",
                 None,
                 a.backlog,
+            )?;
+        }
+        if let Some(i) = &s.intake {
+            const_counter(
+                &mut enc,
+                "intake_applied",
+                "Pushed or pulled list versions put in force.",
+                i.applied,
+            )?;
+            const_counter(
+                &mut enc,
+                "intake_rejected",
+                "Pushed or pulled list versions refused (the version in force kept serving).",
+                i.rejected,
+            )?;
+            const_counter(
+                &mut enc,
+                "intake_pull_failures",
+                "List pulls that failed to fetch, verify or apply.",
+                i.pull_failures,
+            )?;
+            const_gauge(
+                &mut enc,
+                "intake_expired_lists",
+                "Managed lists past their signed expiry, still enforced.",
+                None,
+                i.expired,
             )?;
         }
         Ok(())

@@ -15,6 +15,7 @@ mod console;
 mod faults;
 mod flood;
 mod formats;
+mod intake;
 mod limits;
 mod lists;
 mod metrics;
