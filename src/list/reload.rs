@@ -53,6 +53,12 @@ pub struct ReloadSettings {
     pub max_shrink_ratio: f64,
     /// Where the last good snapshot and its manifest are kept (None: not persisted).
     pub state_dir: Option<PathBuf>,
+    /// Where non-file sources (pushed and pulled lists, followed RPZ zones)
+    /// keep their current content, one file per list: read like a list
+    /// directory, never watched (each source reloads through
+    /// [`Reloader::reload_sources`] after writing its file). Metadata must
+    /// live elsewhere, since every file here is parsed as a list.
+    pub sources_dir: Option<PathBuf>,
     /// Quiet time after the last file event before a reload starts.
     pub debounce: Duration,
     /// A file must keep the same size and mtime for this long before it is read.
@@ -66,7 +72,21 @@ impl std::fmt::Debug for ReloadSettings {
             .field("max_skipped_ratio", &self.max_skipped_ratio)
             .field("max_shrink_ratio", &self.max_shrink_ratio)
             .field("state_dir", &self.state_dir)
+            .field("sources_dir", &self.sources_dir)
             .finish_non_exhaustive()
+    }
+}
+
+impl ReloadSettings {
+    /// Every path a reload reads: the configured list paths, then the
+    /// sources directory once it exists (the daemon creates it at start;
+    /// a CLI reading the same configuration may run before that).
+    pub fn list_paths(&self) -> Vec<PathBuf> {
+        let mut paths = self.paths.clone();
+        if let Some(dir) = self.sources_dir.as_ref().filter(|d| d.is_dir()) {
+            paths.push(dir.clone());
+        }
+        paths
     }
 }
 
@@ -78,6 +98,7 @@ impl Default for ReloadSettings {
             max_skipped_ratio: 0.10,
             max_shrink_ratio: 0.50,
             state_dir: None,
+            sources_dir: None,
             debounce: Duration::from_millis(150),
             settle: Duration::from_millis(100),
         }
@@ -218,7 +239,12 @@ impl Reloader {
         });
         if let Some((snap, manifest)) = last_good {
             let version = snap.version();
-            let source = if state.resume(version, &manifest, &settings.paths, &*settings.options) {
+            let source = if state.resume(
+                version,
+                &manifest,
+                &settings.list_paths(),
+                &*settings.options,
+            ) {
                 StartSource::LastGoodCurrent { version }
             } else {
                 StartSource::LastGoodStale { version }
@@ -294,6 +320,16 @@ impl Reloader {
         self.reload_inner(force, true, base, true)
     }
 
+    /// Re-read the lists now on behalf of a non-file source that has just
+    /// renamed its new content into the sources directory: no settle wait
+    /// (the rename is atomic), the same guards and incremental path as any
+    /// reload. `force` skips the guards. On an error the version in force
+    /// keeps serving and the caller restores its previous file.
+    pub fn reload_sources(self: &Arc<Self>, force: bool) -> Result<ReloadReport, ReloadError> {
+        let base = self.current.load().version();
+        self.reload_inner(force, true, base, false)
+    }
+
     pub(super) fn reload_inner(
         self: &Arc<Self>,
         force: bool,
@@ -351,7 +387,7 @@ impl Reloader {
     ) -> Result<ReloadReport, ReloadError> {
         let s = &self.settings;
         if settle {
-            wait_until_settled(&s.paths, s.settle)?;
+            wait_until_settled(&s.list_paths(), s.settle)?;
         }
         let version = base_version + 1;
         let mut old = self.current.load_full();
@@ -370,7 +406,14 @@ impl Reloader {
             }
         }
         if let Some(base) = &self.state.baseline() {
-            match delta::try_delta(base, &old, &s.paths, &*s.options, version, MAX_DELTA_RATIO) {
+            match delta::try_delta(
+                base,
+                &old,
+                &s.list_paths(),
+                &*s.options,
+                version,
+                MAX_DELTA_RATIO,
+            ) {
                 Delta::Apply(applied) => {
                     return self.apply_delta(*applied, &old, force, guard, started);
                 }
@@ -563,7 +606,7 @@ impl Reloader {
         let s = &self.settings;
         let mut recorder = self.state.recorder();
         let loaded = match load(
-            &s.paths,
+            &s.list_paths(),
             &*s.options,
             version,
             Some(&mut |f| recorder.record(f)),
@@ -698,6 +741,37 @@ pub(crate) mod tests {
         assert!(blocked(&r, "b5.example"));
         assert!(!blocked(&r, "a50.example"));
         assert_eq!(r.stats.rejected.load(Ordering::Relaxed), 3);
+    }
+
+    #[test]
+    fn a_source_file_is_read_with_the_lists_and_its_previous_copy_is_not() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        fs::create_dir_all(dir.path().join("lists")).expect("mkdir");
+        write(&dir.path().join("lists/gov.txt"), &names(20, "a"));
+        let sources = dir.path().join("state/sources");
+        let mut s = settings(dir.path());
+        s.sources_dir = Some(sources.clone());
+        // Not created yet: the lists alone load.
+        let (r, _) = Reloader::start(s).expect("start");
+        assert!(blocked(&r, "a1.example"));
+
+        fs::create_dir_all(&sources).expect("mkdir sources");
+        write(&sources.join("afm.txt"), &names(5, "pushed"));
+        // Kept until a reload succeeds; never a list of its own.
+        write(&sources.join("afm.txt.prev"), &names(5, "old"));
+        let report = r.reload_sources(false).expect("reload");
+        assert_eq!(report.added, 5);
+        assert!(blocked(&r, "pushed4.example"));
+        assert!(blocked(&r, "a1.example"));
+        assert!(!blocked(&r, "old1.example"));
+        let lists = r.current().rules_per_list();
+        assert!(lists.contains(&("afm".to_string(), 5)), "{lists:?}");
+
+        // A rejected source reload keeps the version in force.
+        write(&sources.join("afm.txt"), "");
+        write(&dir.path().join("lists/gov.txt"), "");
+        assert!(r.reload_sources(false).is_err());
+        assert!(blocked(&r, "pushed4.example"));
     }
 
     #[test]

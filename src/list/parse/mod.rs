@@ -386,12 +386,13 @@ pub fn list_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, ParseError> {
 }
 
 /// Files in a list directory that are never lists (temp files of a push in
-/// progress, editor files, documentation).
+/// progress, a source's previous content kept until its reload succeeds,
+/// editor files, documentation).
 pub(crate) fn ignored_file_name(name: &str) -> bool {
     let lower = name.to_ascii_lowercase();
     name.starts_with('.')
         || name.ends_with('~')
-        || [".md", ".tmp", ".swp", ".part"]
+        || [".md", ".tmp", ".swp", ".part", ".prev"]
             .iter()
             .any(|ext| lower.ends_with(ext))
 }
