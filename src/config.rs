@@ -67,6 +67,8 @@ pub struct RawConfig {
     pub audit: RawAudit,
     pub metrics: crate::metrics::RawMetricsConfig,
     pub console: crate::console::RawConsoleConfig,
+    /// `[[rpz.follow]]`: validated by `rpz::config`.
+    pub rpz: crate::rpz::config::RawRpz,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -294,6 +296,7 @@ impl Default for RawConfig {
             audit: default_audit_table(),
             metrics: Default::default(),
             console: Default::default(),
+            rpz: Default::default(),
         }
     }
 }
@@ -316,6 +319,8 @@ pub struct Config {
     pub metrics: crate::metrics::MetricsConfig,
     /// `[console]`: the auditors' console (None: off).
     pub console: Option<crate::console::ConsoleConfig>,
+    /// `[[rpz.follow]]`: zones followed from RPZ primaries.
+    pub rpz_follow: Vec<crate::rpz::config::FollowConfig>,
     /// The effective raw configuration (defaults and resolv.conf upstreams
     /// filled in), for `--check-config`.
     pub raw: RawConfig,
@@ -454,6 +459,10 @@ impl Config {
             .console
             .validate(audit_dir)
             .map_err(|e| invalid(&e.key, e.message))?;
+        let rpz_follow = raw
+            .rpz
+            .validate(lists.state_dir.as_deref())
+            .map_err(|e| invalid(&e.key, e.message))?;
         Ok(Config {
             server,
             upstream,
@@ -465,6 +474,7 @@ impl Config {
             audit,
             metrics,
             console,
+            rpz_follow,
             raw,
         })
     }

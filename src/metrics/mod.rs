@@ -102,6 +102,7 @@ pub mod config;
 pub mod exposition;
 pub(crate) mod http;
 pub(crate) mod scrape;
+pub mod rpz;
 
 pub use config::{MetricsConfig, RawMetricsConfig};
 pub use exposition::{Exposition, ParsedSample};

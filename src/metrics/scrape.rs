@@ -40,6 +40,8 @@ pub struct Sample {
     pub audit_queue_depth: Option<u64>,
     /// The witness client's figures, with `[audit] anchor_url`.
     pub anchor: Option<AnchorStats>,
+    /// Followed RPZ zones (`[[rpz.follow]]`).
+    pub rpz_zones: Vec<super::rpz::RpzZoneSample>,
 }
 
 /// `ReloadError::reason()` values, exported as zero until they happen so
@@ -253,6 +255,7 @@ impl Collector for ScrapeCollector {
                 a.backlog,
             )?;
         }
+        super::rpz::encode(&mut enc, &s.rpz_zones)?;
         Ok(())
     }
 }

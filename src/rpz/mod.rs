@@ -16,3 +16,6 @@ pub mod store;
 pub mod xfr;
 
 pub use follow::{FollowError, RpzFollowing, ZoneStatus, start};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,94 @@
+//! The followed zone through the list pipeline: an IXFR applied to the
+//! zone file reloads as an incremental layer (the line-diff path), and
+//! RPZ files that the line path cannot read exactly reload in full.
+
+use std::fs;
+use std::path::Path;
+use std::sync::Arc;
+
+use super::fold::{Delta, apply, net_change};
+use super::store::{ZoneFiles, header};
+use crate::list::reload::tests::{blocked, settings, write};
+use crate::list::reload::{ReloadSettings, Reloader};
+
+fn with_sources(dir: &Path) -> ReloadSettings {
+    ReloadSettings {
+        sources_dir: Some(dir.join("state/sources")),
+        ..settings(dir)
+    }
+}
+
+fn zone_text(n: usize) -> String {
+    let mut t = header("rpz.test");
+    for i in 0..n {
+        t.push_str(&format!("n{i}.example CNAME .\n"));
+    }
+    t
+}
+
+fn ixfr(files: &ZoneFiles, r: &Arc<Reloader>, deleted: &[&str], added: &[&str]) -> crate::list::reload::ReloadReport {
+    let change = net_change(&[Delta {
+        from: 1,
+        to: 2,
+        deleted: deleted.iter().map(|s| s.to_string()).collect(),
+        added: added.iter().map(|s| s.to_string()).collect(),
+    }]);
+    let old = std::io::BufReader::new(fs::File::open(&files.source).unwrap());
+    let out = fs::File::create(&files.tmp).unwrap();
+    apply(old, out, &change, 1_000_000).unwrap();
+    files.install_tmp().unwrap();
+    let report = r.reload_sources(false).unwrap();
+    files.drop_prev();
+    report
+}
+
+#[test]
+fn an_ixfr_reloads_as_an_incremental_layer() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::create_dir_all(dir.path().join("lists")).unwrap();
+    write(&dir.path().join("lists/local.txt"), "local.example\n");
+    let files = ZoneFiles::new(&dir.path().join("state"), "rpz.test");
+    files.create_dirs().unwrap();
+    write(&files.source, &zone_text(2000));
+    let (r, _) = Reloader::start(with_sources(dir.path())).unwrap();
+    assert!(blocked(&r, "n5.example"));
+    assert!(blocked(&r, "local.example"));
+    let names: Vec<_> = r.current().rules_per_list().into_iter().map(|(l, _)| l).collect();
+    assert!(names.contains(&"rpz.test".to_string()), "{names:?}");
+
+    let report = ixfr(&files, &r, &["n5.example CNAME ."], &["new.example CNAME .", "*.wild.example CNAME ."]);
+    assert!(report.incremental, "{report:?}");
+    assert_eq!((report.added, report.removed), (2, 1));
+    assert!(!blocked(&r, "n5.example"));
+    assert!(blocked(&r, "new.example"));
+    assert!(blocked(&r, "a.wild.example"));
+
+    // Local data changes take the full path (one rule per owner), still right.
+    let report = ixfr(&files, &r, &[], &["ld.example A 192.0.2.1"]);
+    assert!(!report.incremental, "{report:?}");
+    assert!(blocked(&r, "ld.example"));
+    assert!(blocked(&r, "new.example"));
+}
+
+#[test]
+fn rpz_files_with_origin_or_parentheses_reload_in_full() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::create_dir_all(dir.path().join("lists")).unwrap();
+    let list = dir.path().join("lists/zone.rpz");
+    let body: String = (0..2000).map(|i| format!("n{i} CNAME .\n")).collect();
+    let cases = [
+        format!("$ORIGIN rpz.test.\n{body}"),
+        format!("@ SOA ns. host. (1 60 60 600 60)\n{body}"),
+    ];
+    for text in cases {
+        write(&list, &text);
+        let (r, _) = Reloader::start(settings(dir.path())).unwrap();
+        write(&list, &format!("{text}added CNAME .\n"));
+        let report = r.reload(false).unwrap();
+        assert!(!report.incremental, "{text:.40}");
+        assert!(blocked(&r, "added"));
+        assert!(blocked(&r, "n7"));
+        drop(r);
+        fs::remove_dir_all(dir.path().join("state")).unwrap();
+    }
+}
