@@ -7,9 +7,10 @@ FUZZ_SECONDS ?= 60
 # Debian packages the tests use (dig as a real DNS client; systemd for
 # systemd-analyze/systemd-sysusers checks of the unit; strace to compare the
 # syscalls sinkhole makes with the unit's SystemCallFilter; chromium, run
-# headless, for the console's browser test).
-TEST_PACKAGES := bind9-dnsutils systemd strace chromium
-TEST_COMMANDS := dig systemd-analyze systemd-sysusers strace chromium
+# headless, for the console's browser test; bind9 and bind9-utils for the
+# RPZ primary that [[rpz.follow]] follows: named, tsig-keygen, nsupdate).
+TEST_PACKAGES := bind9-dnsutils systemd strace chromium bind9 bind9-utils
+TEST_COMMANDS := dig systemd-analyze systemd-sysusers strace chromium named tsig-keygen nsupdate
 
 .PHONY: all build release run test test-deps fmt-check clippy unit bench fuzz clean
 .PHONY: install deb deb-tools deb-check
