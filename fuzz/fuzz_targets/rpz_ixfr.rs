@@ -11,7 +11,8 @@ use libfuzzer_sys::fuzz_target;
 use sinkhole::rpz::fold::{self, AxfrWriter, XfrRecord};
 
 const ZONE: &str = "rpz.test";
-const OLD: &str = "; header\na.example CNAME .\nb.example CNAME .\n*.c.example CNAME rpz-passthru.\n";
+const OLD: &str =
+    "; header\na.example CNAME .\nb.example CNAME .\n*.c.example CNAME rpz-passthru.\n";
 
 fuzz_target!(|data: &[u8]| {
     let Some((serial, mut rest)) = data.split_first_chunk::<4>() else {

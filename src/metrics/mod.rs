@@ -101,8 +101,8 @@ use thiserror::Error;
 pub mod config;
 pub mod exposition;
 pub(crate) mod http;
-pub(crate) mod scrape;
 pub mod rpz;
+pub(crate) mod scrape;
 
 pub use config::{MetricsConfig, RawMetricsConfig};
 pub use exposition::{Exposition, ParsedSample};

@@ -47,12 +47,22 @@ pub(super) fn encode(
     if zones.is_empty() {
         return Ok(());
     }
-    gauges(enc, "rpz_zone_serial", "SOA serial of the followed zone in force.", None, zones, |z| {
-        z.serial.map(u64::from)
-    })?;
-    gauges(enc, "rpz_zone_records", "Records in the followed zone in force.", None, zones, |z| {
-        Some(z.records)
-    })?;
+    gauges(
+        enc,
+        "rpz_zone_serial",
+        "SOA serial of the followed zone in force.",
+        None,
+        zones,
+        |z| z.serial.map(u64::from),
+    )?;
+    gauges(
+        enc,
+        "rpz_zone_records",
+        "Records in the followed zone in force.",
+        None,
+        zones,
+        |z| Some(z.records),
+    )?;
     gauges(
         enc,
         "rpz_since_last_refresh",
@@ -85,7 +95,11 @@ pub(super) fn encode(
     )?;
     for z in zones {
         for (kind, outcome, n) in &z.transfers {
-            let labels = [("zone", z.zone.as_str()), ("kind", kind), ("outcome", outcome)];
+            let labels = [
+                ("zone", z.zone.as_str()),
+                ("kind", kind),
+                ("outcome", outcome),
+            ];
             ConstCounter::new(*n).encode(m.encode_family(&labels)?)?;
         }
     }

@@ -161,7 +161,10 @@ mod tests {
     #[test]
     fn bad_entries_name_the_key() {
         let cases = [
-            ("[[follow]]\nprimaries = [\"127.0.0.1\"]\n", "rpz.follow[0].zone"),
+            (
+                "[[follow]]\nprimaries = [\"127.0.0.1\"]\n",
+                "rpz.follow[0].zone",
+            ),
             ("[[follow]]\nzone = \"a.test\"\n", "rpz.follow[0].primaries"),
             (
                 "[[follow]]\nzone = \"a.test\"\nprimaries = [\"nope\"]\n",
@@ -175,7 +178,10 @@ mod tests {
                 "[[follow]]\nzone = \"a.test\"\nprimaries = [\"127.0.0.1\"]\n[[follow]]\nzone = \"A.test.\"\nprimaries = [\"127.0.0.1\"]\n",
                 "rpz.follow[1].zone",
             ),
-            ("[[follow]]\nzone = \"a/b\"\nprimaries = [\"127.0.0.1\"]\n", "rpz.follow[0].zone"),
+            (
+                "[[follow]]\nzone = \"a/b\"\nprimaries = [\"127.0.0.1\"]\n",
+                "rpz.follow[0].zone",
+            ),
         ];
         for (text, key) in cases {
             let e = parse(text).unwrap_err();

@@ -426,16 +426,37 @@ mod tests {
         let rec = |name: &str, data: RData| {
             Record::from_rdata(Name::from_ascii(name).unwrap(), 300, data)
         };
-        let cname = |t: &str| RData::CNAME(hickory_proto::rr::rdata::CNAME(Name::from_ascii(t).unwrap()));
+        let cname = |t: &str| {
+            RData::CNAME(hickory_proto::rr::rdata::CNAME(
+                Name::from_ascii(t).unwrap(),
+            ))
+        };
         let cases: Vec<(Record, XfrRecord)> = vec![
-            (rec("Bad.Example.rpz.test.", cname(".")), l("bad.example CNAME .")),
-            (rec("*.x.rpz.test.", cname("*.")), l("*.x CNAME *.")),
-            (rec("ok.rpz.test.", cname("rpz-passthru.")), l("ok CNAME rpz-passthru.")),
             (
-                rec("ld.rpz.test.", RData::A(hickory_proto::rr::rdata::A::new(192, 0, 2, 1))),
+                rec("Bad.Example.rpz.test.", cname(".")),
+                l("bad.example CNAME ."),
+            ),
+            (rec("*.x.rpz.test.", cname("*.")), l("*.x CNAME *.")),
+            (
+                rec("ok.rpz.test.", cname("rpz-passthru.")),
+                l("ok CNAME rpz-passthru."),
+            ),
+            (
+                rec(
+                    "ld.rpz.test.",
+                    RData::A(hickory_proto::rr::rdata::A::new(192, 0, 2, 1)),
+                ),
                 l("ld A 192.0.2.1"),
             ),
-            (rec("rpz.test.", RData::NS(hickory_proto::rr::rdata::NS(Name::from_ascii("ns.").unwrap()))), XfrRecord::Ignored),
+            (
+                rec(
+                    "rpz.test.",
+                    RData::NS(hickory_proto::rr::rdata::NS(
+                        Name::from_ascii("ns.").unwrap(),
+                    )),
+                ),
+                XfrRecord::Ignored,
+            ),
             (rec("other.test.", cname(".")), XfrRecord::Ignored),
             (rec("xrpz.test.", cname(".")), XfrRecord::Ignored),
         ];
@@ -463,49 +484,110 @@ mod tests {
             deleted: del.iter().map(|s| s.to_string()).collect(),
             added: add.iter().map(|s| s.to_string()).collect(),
         };
-        let cases: Vec<(u32, Vec<XfrRecord>, Result<Vec<Delta>, FoldError>)> = vec![
+        type Case = (u32, Vec<XfrRecord>, Result<Vec<Delta>, FoldError>);
+        let cases: Vec<Case> = vec![
             (5, vec![soa(5)], ok(vec![])),
-            (5, vec![soa(4)], Err(FoldError::NotNewer { ours: 5, primary: 4 })),
+            (
+                5,
+                vec![soa(4)],
+                Err(FoldError::NotNewer {
+                    ours: 5,
+                    primary: 4,
+                }),
+            ),
             (5, vec![], Err(FoldError::Empty)),
             (5, vec![l("a CNAME .")], Err(FoldError::NoLeadingSoa)),
             (
                 5,
-                vec![soa(6), soa(5), l("a CNAME ."), soa(6), l("b CNAME ."), soa(6)],
+                vec![
+                    soa(6),
+                    soa(5),
+                    l("a CNAME ."),
+                    soa(6),
+                    l("b CNAME ."),
+                    soa(6),
+                ],
                 ok(vec![d(5, 6, &["a CNAME ."], &["b CNAME ."])]),
             ),
             (
                 5,
                 vec![
-                    soa(7), soa(5), soa(6), l("b CNAME ."), soa(6), l("b CNAME ."), soa(7),
-                    l("c CNAME ."), soa(7),
+                    soa(7),
+                    soa(5),
+                    soa(6),
+                    l("b CNAME ."),
+                    soa(6),
+                    l("b CNAME ."),
+                    soa(7),
+                    l("c CNAME ."),
+                    soa(7),
                 ],
-                ok(vec![d(5, 6, &[], &["b CNAME ."]), d(6, 7, &["b CNAME ."], &["c CNAME ."])]),
+                ok(vec![
+                    d(5, 6, &[], &["b CNAME ."]),
+                    d(6, 7, &["b CNAME ."], &["c CNAME ."]),
+                ]),
             ),
             // An AXFR-style answer.
-            (5, vec![soa(6), l("a CNAME ."), soa(6)], Err(FoldError::NotIncremental)),
+            (
+                5,
+                vec![soa(6), l("a CNAME ."), soa(6)],
+                Err(FoldError::NotIncremental),
+            ),
             // Starts from another serial than ours.
             (
                 5,
                 vec![soa(6), soa(4), soa(6), soa(6)],
-                Err(FoldError::ChainBreak { expected: 5, got: 4 }),
+                Err(FoldError::ChainBreak {
+                    expected: 5,
+                    got: 4,
+                }),
             ),
             // A gap between deltas.
             (
                 5,
                 vec![soa(8), soa(5), soa(6), soa(7), soa(8), soa(8)],
-                Err(FoldError::ChainBreak { expected: 6, got: 7 }),
+                Err(FoldError::ChainBreak {
+                    expected: 6,
+                    got: 7,
+                }),
             ),
             // Goes past the announced serial.
             (
                 5,
                 vec![soa(6), soa(5), soa(7), soa(6)],
-                Err(FoldError::ChainBreak { expected: 6, got: 7 }),
+                Err(FoldError::ChainBreak {
+                    expected: 6,
+                    got: 7,
+                }),
             ),
-            (5, vec![soa(6), soa(5), soa(5), soa(6)], Err(FoldError::Backwards { from: 5, to: 5 })),
-            (5, vec![soa(6), soa(5), l("a CNAME ."), soa(6), l("b CNAME .")], Err(FoldError::Truncated)),
-            (5, vec![soa(6), soa(5), l("a CNAME .")], Err(FoldError::Truncated)),
-            (5, vec![soa(6), soa(5), soa(6), soa(6), l("x CNAME .")], Err(FoldError::Trailing)),
-            (5, vec![soa(3), soa(5), soa(3), soa(3)], Err(FoldError::NotNewer { ours: 5, primary: 3 })),
+            (
+                5,
+                vec![soa(6), soa(5), soa(5), soa(6)],
+                Err(FoldError::Backwards { from: 5, to: 5 }),
+            ),
+            (
+                5,
+                vec![soa(6), soa(5), l("a CNAME ."), soa(6), l("b CNAME .")],
+                Err(FoldError::Truncated),
+            ),
+            (
+                5,
+                vec![soa(6), soa(5), l("a CNAME .")],
+                Err(FoldError::Truncated),
+            ),
+            (
+                5,
+                vec![soa(6), soa(5), soa(6), soa(6), l("x CNAME .")],
+                Err(FoldError::Trailing),
+            ),
+            (
+                5,
+                vec![soa(3), soa(5), soa(3), soa(3)],
+                Err(FoldError::NotNewer {
+                    ours: 5,
+                    primary: 3,
+                }),
+            ),
             // Serial wrap-around.
             (
                 u32::MAX,
@@ -515,7 +597,14 @@ mod tests {
             // Apex NS records and the like change nothing.
             (
                 5,
-                vec![soa(6), XfrRecord::Ignored, soa(5), XfrRecord::Ignored, soa(6), soa(6)],
+                vec![
+                    soa(6),
+                    XfrRecord::Ignored,
+                    soa(5),
+                    XfrRecord::Ignored,
+                    soa(6),
+                    soa(6),
+                ],
                 ok(vec![d(5, 6, &[], &[])]),
             ),
         ];
@@ -527,7 +616,8 @@ mod tests {
 
     fn run_apply(old: &str, deltas: &[Delta], max: u64) -> Result<(String, u64), String> {
         let mut out = Vec::new();
-        let n = apply(old.as_bytes(), &mut out, &net_change(deltas), max).map_err(|e| e.to_string())?;
+        let n =
+            apply(old.as_bytes(), &mut out, &net_change(deltas), max).map_err(|e| e.to_string())?;
         Ok((String::from_utf8(out).unwrap(), n))
     }
 
@@ -540,22 +630,37 @@ mod tests {
             added: add.iter().map(|s| s.to_string()).collect(),
         };
         let old = "; header\na CNAME .\nb CNAME .\n";
-        let cases: Vec<(Vec<Delta>, Result<(&str, u64), &str>)> = vec![
+        type Case<'a> = (Vec<Delta>, Result<(&'a str, u64), &'a str>);
+        let cases: Vec<Case> = vec![
             (vec![], Ok(("; header\na CNAME .\nb CNAME .\n", 2))),
-            (vec![d(&["a CNAME ."], &["c CNAME ."])], Ok(("; header\nb CNAME .\nc CNAME .\n", 2))),
+            (
+                vec![d(&["a CNAME ."], &["c CNAME ."])],
+                Ok(("; header\nb CNAME .\nc CNAME .\n", 2)),
+            ),
             // Added, then deleted again in a later delta.
-            (vec![d(&[], &["c CNAME ."]), d(&["c CNAME ."], &[])], Ok((old, 2))),
+            (
+                vec![d(&[], &["c CNAME ."]), d(&["c CNAME ."], &[])],
+                Ok((old, 2)),
+            ),
             // Deleted, then added back: stays in place.
-            (vec![d(&["a CNAME ."], &[]), d(&[], &["a CNAME ."])], Ok((old, 2))),
+            (
+                vec![d(&["a CNAME ."], &[]), d(&[], &["a CNAME ."])],
+                Ok((old, 2)),
+            ),
             // Adding a record the zone holds does not double it.
             (vec![d(&[], &["b CNAME ."])], Ok((old, 2))),
             (vec![d(&["zz CNAME ."], &[])], Err("does not hold 1")),
-            (vec![d(&[], &["c CNAME .", "d CNAME ."])], Err("more than 3")),
+            (
+                vec![d(&[], &["c CNAME .", "d CNAME ."])],
+                Err("more than 3"),
+            ),
         ];
         for (deltas, want) in cases {
             let got = run_apply(old, &deltas, 3);
             match (&want, &got) {
-                (Ok((text, n)), Ok((gt, gn))) => assert_eq!((*text, *n), (gt.as_str(), *gn), "{deltas:?}"),
+                (Ok((text, n)), Ok((gt, gn))) => {
+                    assert_eq!((*text, *n), (gt.as_str(), *gn), "{deltas:?}")
+                }
                 (Err(m), Err(e)) => assert!(e.contains(m), "{deltas:?}: {e}"),
                 _ => panic!("{deltas:?}: got {got:?}, want {want:?}"),
             }
@@ -574,20 +679,44 @@ mod tests {
                 .map_err(|e| e.to_string())
         };
         assert_eq!(
-            run(&[soa(3), l("a CNAME ."), XfrRecord::Ignored, l("b CNAME ."), soa(3)], 10),
+            run(
+                &[
+                    soa(3),
+                    l("a CNAME ."),
+                    XfrRecord::Ignored,
+                    l("b CNAME ."),
+                    soa(3)
+                ],
+                10
+            ),
             Ok((3, 2, "a CNAME .\nb CNAME .\n".into()))
         );
         assert_eq!(run(&[soa(3), soa(3)], 10), Ok((3, 0, String::new())));
-        assert!(run(&[soa(3), l("a CNAME ."), l("b CNAME ."), soa(3)], 1).unwrap_err().contains("more than 1"));
-        assert!(run(&[soa(3), l("a CNAME .")], 10).unwrap_err().contains("ends before"));
+        assert!(
+            run(&[soa(3), l("a CNAME ."), l("b CNAME ."), soa(3)], 1)
+                .unwrap_err()
+                .contains("more than 1")
+        );
+        assert!(
+            run(&[soa(3), l("a CNAME .")], 10)
+                .unwrap_err()
+                .contains("ends before")
+        );
         assert!(run(&[soa(3), soa(4)], 10).unwrap_err().contains("chain"));
-        assert!(run(&[soa(3), soa(3), l("a CNAME .")], 10).unwrap_err().contains("after the closing"));
+        assert!(
+            run(&[soa(3), soa(3), l("a CNAME .")], 10)
+                .unwrap_err()
+                .contains("after the closing")
+        );
         assert!(run(&[l("a CNAME .")], 10).unwrap_err().contains("SOA"));
         assert!(run(&[], 10).unwrap_err().contains("empty"));
     }
 
+    /// Lines deleted and added by one step of a history.
+    type Step = (Vec<String>, Vec<String>);
+
     /// A zone history as a naive reference: sets of lines per serial.
-    fn history_strategy() -> impl Strategy<Value = (BTreeSet<String>, Vec<(Vec<String>, Vec<String>)>)> {
+    fn history_strategy() -> impl Strategy<Value = (BTreeSet<String>, Vec<Step>)> {
         let line = (0u8..12).prop_map(|i| format!("n{i} CNAME ."));
         let set = proptest::collection::btree_set(line.clone(), 0..8);
         let step = (

@@ -317,8 +317,14 @@ impl Follower {
     async fn refresh_from(&self, p: SocketAddr) -> Result<(), RefreshError> {
         let mut meta_guard = self.meta.lock().await;
         if let Some(meta) = meta_guard.clone() {
-            let mut c = self.connect(p).await.inspect_err(|e| self.status.count("soa", e.outcome()))?;
-            let theirs = c.soa().await.inspect_err(|e| self.status.count("soa", e.outcome()))?;
+            let mut c = self
+                .connect(p)
+                .await
+                .inspect_err(|e| self.status.count("soa", e.outcome()))?;
+            let theirs = c
+                .soa()
+                .await
+                .inspect_err(|e| self.status.count("soa", e.outcome()))?;
             if !serial_newer(theirs.serial, meta.soa.serial) {
                 self.status.count("soa", "current");
                 let meta = ZoneMeta {
@@ -347,7 +353,10 @@ impl Follower {
                 }
             }
         }
-        let mut c = self.connect(p).await.inspect_err(|e| self.status.count("axfr", e.outcome()))?;
+        let mut c = self
+            .connect(p)
+            .await
+            .inspect_err(|e| self.status.count("axfr", e.outcome()))?;
         match self.axfr(&mut c, p).await {
             Ok(new) => {
                 self.status.count("axfr", "applied");
@@ -362,7 +371,12 @@ impl Follower {
         }
     }
 
-    async fn ixfr(&self, c: &mut XfrClient, p: SocketAddr, meta: &ZoneMeta) -> Result<ZoneMeta, RefreshError> {
+    async fn ixfr(
+        &self,
+        c: &mut XfrClient,
+        p: SocketAddr,
+        meta: &ZoneMeta,
+    ) -> Result<ZoneMeta, RefreshError> {
         let ixfr = c.ixfr(&meta.soa, self.cfg.max_zone_records).await?;
         let change = fold::net_change(&ixfr.deltas);
         let (files, max) = (self.files.clone(), self.cfg.max_zone_records);
@@ -399,9 +413,9 @@ impl Follower {
         out.write_all(store::header(&self.cfg.zone).as_bytes())?;
         let mut w = AxfrWriter::new(out, self.cfg.max_zone_records);
         let result = c.axfr(&mut w).await;
-        let finished = result.map_err(RefreshError::from).and_then(|()| {
-            w.finish().map_err(|e| RefreshError::Xfr(e.into()))
-        });
+        let finished = result
+            .map_err(RefreshError::from)
+            .and_then(|()| w.finish().map_err(|e| RefreshError::Xfr(e.into())));
         let (soa, records, _) = match finished {
             Ok(v) => v,
             Err(e) => {
@@ -415,7 +429,13 @@ impl Follower {
 
     /// Install the temporary file and reload; roll back when the reload is
     /// rejected (the old zone keeps being enforced).
-    async fn put_in_force(&self, soa: Soa, records: u64, p: SocketAddr, kind: &str) -> Result<ZoneMeta, RefreshError> {
+    async fn put_in_force(
+        &self,
+        soa: Soa,
+        records: u64,
+        p: SocketAddr,
+        kind: &str,
+    ) -> Result<ZoneMeta, RefreshError> {
         let (files, reloader) = (self.files.clone(), self.reloader.clone());
         let zone = self.cfg.zone.clone();
         let report = tokio::task::spawn_blocking(move || -> Result<_, RefreshError> {

@@ -192,82 +192,84 @@ pub fn parse(text: &str) -> Result<TsigKey, KeyFileError> {
     let last_line = toks.last().map(|(l, _)| *l).unwrap_or(1);
     let mut it = toks.iter().peekable();
     let mut next = |what: &str| {
-        it.next()
-            .ok_or_else(|| syntax(last_line, &format!("unexpected end of file, expected {what}")))
+        it.next().ok_or_else(|| {
+            syntax(
+                last_line,
+                &format!("unexpected end of file, expected {what}"),
+            )
+        })
     };
-    loop {
-        let (line, tok) = match next("`key`") {
-            Ok(t) => t,
-            Err(_) => return Err(KeyFileError::NoKey),
-        };
-        let Tok::Word(w) = tok else {
-            return Err(syntax(*line, "expected a `key` statement"));
-        };
-        if !w.eq_ignore_ascii_case("key") {
-            return Err(syntax(*line, &format!("unsupported statement {w:?}")));
-        }
-        let (line, name) = next("a key name")?;
-        let name = match name {
-            Tok::Quoted(n) | Tok::Word(n) => n.trim_end_matches('.').to_ascii_lowercase(),
-            _ => return Err(syntax(*line, "expected a key name")),
-        };
-        if name.is_empty() {
-            return Err(syntax(*line, "empty key name"));
-        }
-        let (line, open) = next("`{`")?;
-        if *open != Tok::Open {
-            return Err(syntax(*line, "expected `{`"));
-        }
-        let (mut algorithm, mut secret) = (None, None);
-        loop {
-            let (line, tok) = next("`}`")?;
-            let field = match tok {
-                Tok::Close => break,
-                Tok::Word(w) => w.to_ascii_lowercase(),
-                _ => return Err(syntax(*line, "expected `algorithm`, `secret` or `}`")),
-            };
-            let (vline, value) = next("a value")?;
-            let value = match value {
-                Tok::Word(v) | Tok::Quoted(v) => *v,
-                _ => return Err(syntax(*vline, &format!("expected a value for {field}"))),
-            };
-            let (sline, semi) = next("`;`")?;
-            if *semi != Tok::Semi {
-                return Err(syntax(*sline, "expected `;`"));
-            }
-            match field.as_str() {
-                "algorithm" => algorithm = Some(value),
-                "secret" => secret = Some(value),
-                _ => return Err(syntax(*line, &format!("unknown key field {field:?}"))),
-            }
-        }
-        let (line, semi) = next("`;`")?;
-        if *semi != Tok::Semi {
-            return Err(syntax(*line, "expected `;` after `}`"));
-        }
-        let key_err = |message: String| KeyFileError::Key {
-            key: name.clone(),
-            message,
-        };
-        let algorithm = algorithm.ok_or_else(|| key_err("no algorithm".into()))?;
-        let algorithm = TsigAlgorithm::parse(algorithm).ok_or_else(|| {
-            key_err(format!(
-                "algorithm {algorithm:?} not supported (hmac-sha256, hmac-sha384, hmac-sha512)"
-            ))
-        })?;
-        let secret = secret.ok_or_else(|| key_err("no secret".into()))?;
-        let secret = base64::engine::general_purpose::STANDARD
-            .decode(secret.as_bytes())
-            .map_err(|_| key_err("the secret is not base64".into()))?;
-        if secret.is_empty() {
-            return Err(key_err("empty secret".into()));
-        }
-        return Ok(TsigKey {
-            name,
-            algorithm,
-            secret,
-        });
+    let (line, tok) = match next("`key`") {
+        Ok(t) => t,
+        Err(_) => return Err(KeyFileError::NoKey),
+    };
+    let Tok::Word(w) = tok else {
+        return Err(syntax(*line, "expected a `key` statement"));
+    };
+    if !w.eq_ignore_ascii_case("key") {
+        return Err(syntax(*line, &format!("unsupported statement {w:?}")));
     }
+    let (line, name) = next("a key name")?;
+    let name = match name {
+        Tok::Quoted(n) | Tok::Word(n) => n.trim_end_matches('.').to_ascii_lowercase(),
+        _ => return Err(syntax(*line, "expected a key name")),
+    };
+    if name.is_empty() {
+        return Err(syntax(*line, "empty key name"));
+    }
+    let (line, open) = next("`{`")?;
+    if *open != Tok::Open {
+        return Err(syntax(*line, "expected `{`"));
+    }
+    let (mut algorithm, mut secret) = (None, None);
+    loop {
+        let (line, tok) = next("`}`")?;
+        let field = match tok {
+            Tok::Close => break,
+            Tok::Word(w) => w.to_ascii_lowercase(),
+            _ => return Err(syntax(*line, "expected `algorithm`, `secret` or `}`")),
+        };
+        let (vline, value) = next("a value")?;
+        let value = match value {
+            Tok::Word(v) | Tok::Quoted(v) => *v,
+            _ => return Err(syntax(*vline, &format!("expected a value for {field}"))),
+        };
+        let (sline, semi) = next("`;`")?;
+        if *semi != Tok::Semi {
+            return Err(syntax(*sline, "expected `;`"));
+        }
+        match field.as_str() {
+            "algorithm" => algorithm = Some(value),
+            "secret" => secret = Some(value),
+            _ => return Err(syntax(*line, &format!("unknown key field {field:?}"))),
+        }
+    }
+    let (line, semi) = next("`;`")?;
+    if *semi != Tok::Semi {
+        return Err(syntax(*line, "expected `;` after `}`"));
+    }
+    let key_err = |message: String| KeyFileError::Key {
+        key: name.clone(),
+        message,
+    };
+    let algorithm = algorithm.ok_or_else(|| key_err("no algorithm".into()))?;
+    let algorithm = TsigAlgorithm::parse(algorithm).ok_or_else(|| {
+        key_err(format!(
+            "algorithm {algorithm:?} not supported (hmac-sha256, hmac-sha384, hmac-sha512)"
+        ))
+    })?;
+    let secret = secret.ok_or_else(|| key_err("no secret".into()))?;
+    let secret = base64::engine::general_purpose::STANDARD
+        .decode(secret.as_bytes())
+        .map_err(|_| key_err("the secret is not base64".into()))?;
+    if secret.is_empty() {
+        return Err(key_err("empty secret".into()));
+    }
+    Ok(TsigKey {
+        name,
+        algorithm,
+        secret,
+    })
 }
 
 #[cfg(test)]
@@ -290,7 +292,8 @@ mod tests {
     #[test]
     fn table() {
         let ok = |t: &str| parse(t).map(|k| (k.name, k.algorithm));
-        let cases: &[(&str, Result<(&str, TsigAlgorithm), &str>)] = &[
+        type Case<'a> = (&'a str, Result<(&'a str, TsigAlgorithm), &'a str>);
+        let cases: &[Case] = &[
             (
                 "# made by hand\nkey Xfr.Key. { secret \"YWJj\"; algorithm HMAC-SHA512; };",
                 Ok(("xfr.key", TsigAlgorithm::HmacSha512)),
@@ -305,15 +308,33 @@ mod tests {
             ),
             ("", Err("no `key`")),
             ("# nothing\n", Err("no `key`")),
-            ("key \"k\" { algorithm hmac-md5; secret \"YWJj\"; };", Err("not supported")),
+            (
+                "key \"k\" { algorithm hmac-md5; secret \"YWJj\"; };",
+                Err("not supported"),
+            ),
             ("key \"k\" { algorithm hmac-sha256; };", Err("no secret")),
             ("key \"k\" { secret \"YWJj\"; };", Err("no algorithm")),
-            ("key \"k\" { algorithm hmac-sha256; secret \"!!\"; };", Err("not base64")),
-            ("key \"k\" { algorithm hmac-sha256; secret \"YWJj\" };", Err("expected `;`")),
-            ("key \"k\" { algorithm hmac-sha256; secret \"YWJj\"; }", Err("unexpected end")),
-            ("key \"k\" { algorithm hmac-sha256; secret \"YWJj", Err("unterminated")),
+            (
+                "key \"k\" { algorithm hmac-sha256; secret \"!!\"; };",
+                Err("not base64"),
+            ),
+            (
+                "key \"k\" { algorithm hmac-sha256; secret \"YWJj\" };",
+                Err("expected `;`"),
+            ),
+            (
+                "key \"k\" { algorithm hmac-sha256; secret \"YWJj\"; }",
+                Err("unexpected end"),
+            ),
+            (
+                "key \"k\" { algorithm hmac-sha256; secret \"YWJj",
+                Err("unterminated"),
+            ),
             ("options { };", Err("unsupported statement")),
-            ("key \"k\" { algorithm hmac-sha256; secret \"YWJj\"; foo bar; };", Err("unknown key field")),
+            (
+                "key \"k\" { algorithm hmac-sha256; secret \"YWJj\"; foo bar; };",
+                Err("unknown key field"),
+            ),
             ("/* open", Err("unclosed")),
         ];
         for (text, want) in cases {

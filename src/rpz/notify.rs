@@ -60,7 +60,8 @@ fn same_ip(a: IpAddr, b: IpAddr) -> bool {
 impl NotifyRouter {
     /// Whether the packet is a NOTIFY request (QR clear, opcode 4).
     pub fn is_notify(packet: &[u8]) -> bool {
-        wire::read_u16(packet, 2).is_some_and(|f| f & FLAG_QR == 0 && (f >> 11) & 0xf == OPCODE_NOTIFY)
+        wire::read_u16(packet, 2)
+            .is_some_and(|f| f & FLAG_QR == 0 && (f >> 11) & 0xf == OPCODE_NOTIFY)
     }
 
     /// Answer the NOTIFY in `packet` from `source` into `out` (header and
@@ -146,7 +147,11 @@ mod tests {
     use proptest::prelude::*;
 
     fn notify_packet(zone: &str, qtype: RecordType) -> Vec<u8> {
-        let mut m = Message::new(0x1234, hickory_proto::op::MessageType::Query, OpCode::Notify);
+        let mut m = Message::new(
+            0x1234,
+            hickory_proto::op::MessageType::Query,
+            OpCode::Notify,
+        );
         m.add_query(Query::query(Name::from_ascii(zone).unwrap(), qtype));
         m.to_vec().unwrap()
     }
@@ -175,7 +180,13 @@ mod tests {
             ("rpz.test.", RecordType::SOA, local, Verdict::Accepted, 0u8),
             ("RPZ.Test.", RecordType::SOA, mapped, Verdict::Accepted, 0),
             ("rpz.test.", RecordType::SOA, other, Verdict::NotPrimary, 5),
-            ("other.test.", RecordType::SOA, local, Verdict::UnknownZone, 5),
+            (
+                "other.test.",
+                RecordType::SOA,
+                local,
+                Verdict::UnknownZone,
+                5,
+            ),
             ("rpz.test.", RecordType::A, local, Verdict::Malformed, 1),
         ];
         for (zone, qtype, src, want, rcode) in cases {
@@ -186,7 +197,7 @@ mod tests {
             let m = Message::from_vec(&out).unwrap();
             assert_eq!(m.id, 0x1234);
             assert_eq!(m.op_code, OpCode::Notify);
-            assert_eq!(u8::from(m.response_code.low()), rcode, "{zone} {src}");
+            assert_eq!(m.response_code.low(), rcode, "{zone} {src}");
             assert_eq!(m.authoritative, rcode == 0);
             if want != Verdict::Malformed {
                 assert_eq!(m.queries.len(), 1);

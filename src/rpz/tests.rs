@@ -26,7 +26,12 @@ fn zone_text(n: usize) -> String {
     t
 }
 
-fn ixfr(files: &ZoneFiles, r: &Arc<Reloader>, deleted: &[&str], added: &[&str]) -> crate::list::reload::ReloadReport {
+fn ixfr(
+    files: &ZoneFiles,
+    r: &Arc<Reloader>,
+    deleted: &[&str],
+    added: &[&str],
+) -> crate::list::reload::ReloadReport {
     let change = net_change(&[Delta {
         from: 1,
         to: 2,
@@ -53,10 +58,20 @@ fn an_ixfr_reloads_as_an_incremental_layer() {
     let (r, _) = Reloader::start(with_sources(dir.path())).unwrap();
     assert!(blocked(&r, "n5.example"));
     assert!(blocked(&r, "local.example"));
-    let names: Vec<_> = r.current().rules_per_list().into_iter().map(|(l, _)| l).collect();
+    let names: Vec<_> = r
+        .current()
+        .rules_per_list()
+        .into_iter()
+        .map(|(l, _)| l)
+        .collect();
     assert!(names.contains(&"rpz.test".to_string()), "{names:?}");
 
-    let report = ixfr(&files, &r, &["n5.example CNAME ."], &["new.example CNAME .", "*.wild.example CNAME ."]);
+    let report = ixfr(
+        &files,
+        &r,
+        &["n5.example CNAME ."],
+        &["new.example CNAME .", "*.wild.example CNAME ."],
+    );
     assert!(report.incremental, "{report:?}");
     assert_eq!((report.added, report.removed), (2, 1));
     assert!(!blocked(&r, "n5.example"));
@@ -116,10 +131,21 @@ fn fuzz_seeds_fold_from_the_wire() {
     let ixfr = fold_ixfr(serial, &recs).unwrap();
     assert_eq!(ixfr.soa.serial, 3);
     assert_eq!(ixfr.deltas.len(), 2);
-    assert_eq!(ixfr.deltas[0].deleted, vec!["a.example CNAME .".to_string()]);
-    assert_eq!(ixfr.deltas[1].added, vec!["*.d.example CNAME rpz-passthru.".to_string()]);
+    assert_eq!(
+        ixfr.deltas[0].deleted,
+        vec!["a.example CNAME .".to_string()]
+    );
+    assert_eq!(
+        ixfr.deltas[1].added,
+        vec!["*.d.example CNAME rpz-passthru.".to_string()]
+    );
     let (serial, recs) = records("current");
     assert!(fold_ixfr(serial, &recs).unwrap().deltas.is_empty());
     let (_, recs) = records("axfr");
-    assert_eq!(recs.iter().filter(|r| matches!(r, XfrRecord::Line(_))).count(), 2);
+    assert_eq!(
+        recs.iter()
+            .filter(|r| matches!(r, XfrRecord::Line(_)))
+            .count(),
+        2
+    );
 }

@@ -16,7 +16,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::rdata::SOA;
-use hickory_proto::rr::{Name, RData, Record, RecordType, TSigner, TSigVerifier};
+use hickory_proto::rr::{Name, RData, Record, RecordType, TSigVerifier, TSigner};
 use thiserror::Error;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -145,7 +145,11 @@ impl XfrClient {
         })
     }
 
-    async fn send(&mut self, qtype: RecordType, authority: Option<Record>) -> Result<Exchange, XfrError> {
+    async fn send(
+        &mut self,
+        qtype: RecordType,
+        authority: Option<Record>,
+    ) -> Result<Exchange, XfrError> {
         let mut m = Message::new(rand::random(), MessageType::Query, OpCode::Query);
         m.add_query(Query::query(self.zone_name.clone(), qtype));
         if let Some(r) = authority {
@@ -161,7 +165,8 @@ impl XfrClient {
             None => None,
         };
         let bytes = m.to_vec().map_err(|e| XfrError::Malformed(e.to_string()))?;
-        let len = u16::try_from(bytes.len()).map_err(|_| XfrError::Malformed("request too large".into()))?;
+        let len = u16::try_from(bytes.len())
+            .map_err(|_| XfrError::Malformed("request too large".into()))?;
         let mut framed = Vec::with_capacity(bytes.len() + 2);
         framed.extend_from_slice(&len.to_be_bytes());
         framed.extend_from_slice(&bytes);
@@ -267,7 +272,10 @@ impl XfrClient {
     }
 
     /// AXFR into `writer` (the zone file being written).
-    pub async fn axfr<W: std::io::Write>(&mut self, writer: &mut AxfrWriter<W>) -> Result<(), XfrError> {
+    pub async fn axfr<W: std::io::Write>(
+        &mut self,
+        writer: &mut AxfrWriter<W>,
+    ) -> Result<(), XfrError> {
         let mut ex = self.send(RecordType::AXFR, None).await?;
         let mut end = XfrEnd::default();
         loop {

@@ -486,15 +486,29 @@ fn check_reply(packet: &[u8], reply: &[u8], udp: bool, decodable: bool) {
 /// and the question, when there is one, echoed byte for byte.
 fn check_notify_reply(packet: &[u8], reply: &[u8]) {
     let flags = wire::read_u16(reply, 2).unwrap_or(0);
-    assert_eq!((flags >> 11) & 0xf, 4, "NOTIFY answered with another opcode");
+    assert_eq!(
+        (flags >> 11) & 0xf,
+        4,
+        "NOTIFY answered with another opcode"
+    );
     let rcode = flags & 0xf;
-    assert!(matches!(rcode, 0 | 1 | 5), "NOTIFY answered with rcode {rcode}");
-    assert_eq!(flags & 0x0400 != 0, rcode == 0, "AA only on an accepted NOTIFY");
+    assert!(
+        matches!(rcode, 0 | 1 | 5),
+        "NOTIFY answered with rcode {rcode}"
+    );
+    assert_eq!(
+        flags & 0x0400 != 0,
+        rcode == 0,
+        "AA only on an accepted NOTIFY"
+    );
     match wire::read_u16(reply, 4) {
         Some(0) => assert_eq!(reply.len(), wire::HEADER_LEN, "a body without a question"),
         Some(1) => {
             let q = &reply[wire::HEADER_LEN..];
-            assert_eq!(packet.get(wire::HEADER_LEN..wire::HEADER_LEN + q.len()), Some(q));
+            assert_eq!(
+                packet.get(wire::HEADER_LEN..wire::HEADER_LEN + q.len()),
+                Some(q)
+            );
         }
         other => panic!("NOTIFY answer with {other:?} questions"),
     }

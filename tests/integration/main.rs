@@ -21,7 +21,7 @@ mod notify;
 mod reload;
 mod reload_load;
 mod reload_real;
+mod rpz_follow;
 mod serve;
 mod serve_config;
 mod systemd;
-mod rpz_follow;

@@ -120,7 +120,11 @@ zone "{ZONE}" {{
             let q = query_msg(&format!("{ZONE}."), RecordType::SOA, false);
             try_query_udp(addr, &q, Duration::from_millis(300)).filter(|m| rcode(m) == 0)
         });
-        assert!(up.is_some(), "named did not serve the zone:\n{}", self.log());
+        assert!(
+            up.is_some(),
+            "named did not serve the zone:\n{}",
+            self.log()
+        );
     }
 
     fn addr(&self) -> SocketAddr {
@@ -183,7 +187,13 @@ struct Node {
 }
 
 impl Node {
-    fn start(&self, upstream: &Upstream, bind: &Bind, key_file: &Path, max_records: Option<u64>) -> Server {
+    fn start(
+        &self,
+        upstream: &Upstream,
+        bind: &Bind,
+        key_file: &Path,
+        max_records: Option<u64>,
+    ) -> Server {
         let max = max_records
             .map(|m| format!("max_zone_records = {m}\n"))
             .unwrap_or_default();
@@ -206,8 +216,16 @@ fn blocked(s: &Server, name: &str) -> bool {
     try_query_udp_from_node(s, &q).is_some_and(|m| rcode(&m) == 3)
 }
 
-fn try_query_udp_from_node(s: &Server, q: &hickory_proto::op::Message) -> Option<hickory_proto::op::Message> {
-    crate::common::try_query_udp_from(IpAddr::V4(Ipv4Addr::LOCALHOST), s.addr, q, Duration::from_secs(1))
+fn try_query_udp_from_node(
+    s: &Server,
+    q: &hickory_proto::op::Message,
+) -> Option<hickory_proto::op::Message> {
+    crate::common::try_query_udp_from(
+        IpAddr::V4(Ipv4Addr::LOCALHOST),
+        s.addr,
+        q,
+        Duration::from_secs(1),
+    )
 }
 
 fn transfers(s: &Server, kind: &str, outcome: &str) -> f64 {
@@ -265,10 +283,16 @@ fn three_nodes_follow_a_bind_primary() {
             }
         })
         .collect();
-    let notify: Vec<SocketAddr> = nodes.iter().map(|n| SocketAddr::from((n.ip, n.port))).collect();
+    let notify: Vec<SocketAddr> = nodes
+        .iter()
+        .map(|n| SocketAddr::from((n.ip, n.port)))
+        .collect();
     let mut bind = Bind::start(&tmp.path().join("bind"), &notify);
     let key = bind.key_file();
-    let mut servers: Vec<Server> = nodes.iter().map(|n| n.start(&upstream, &bind, &key, None)).collect();
+    let mut servers: Vec<Server> = nodes
+        .iter()
+        .map(|n| n.start(&upstream, &bind, &key, None))
+        .collect();
 
     // First start: AXFR, then the zone is enforced beside the local list.
     for s in &servers {
@@ -283,7 +307,10 @@ fn three_nodes_follow_a_bind_primary() {
         assert_eq!(settled_transfers(s, "axfr", "applied", 1.0), 1.0);
         let serial = metric(s.metrics(), "sinkhole_rpz_zone_serial", &[("zone", ZONE)]);
         assert_eq!(serial, Some(1.0));
-        assert_eq!(metric(s.metrics(), "sinkhole_rpz_zone_unsigned", &[("zone", ZONE)]), Some(0.0));
+        assert_eq!(
+            metric(s.metrics(), "sinkhole_rpz_zone_unsigned", &[("zone", ZONE)]),
+            Some(0.0)
+        );
     }
 
     // An add and a delete, enforced on every node within a second: NOTIFY, then IXFR.
@@ -304,7 +331,12 @@ fn three_nodes_follow_a_bind_primary() {
     let took = t0.elapsed();
     for s in &servers {
         assert!(blocked(s, "x.bad.example"), "the wildcard stays");
-        assert_eq!(settled_transfers(s, "ixfr", "applied", 1.0), 1.0, "{}", s.log());
+        assert_eq!(
+            settled_transfers(s, "ixfr", "applied", 1.0),
+            1.0,
+            "{}",
+            s.log()
+        );
         assert_eq!(settled_transfers(s, "axfr", "applied", 1.0), 1.0);
         assert!(s.log().contains("NOTIFY: refreshing now"), "{}", s.log());
         assert!(plain(&s.log()).contains("incremental=true"), "{}", s.log());
@@ -316,13 +348,24 @@ fn three_nodes_follow_a_bind_primary() {
     servers.pop().map(Server::stop);
     bind.nsupdate(&[&format!("update add later.example.{ZONE}. 60 CNAME .")]);
     let restarted = nodes[2].start(&upstream, &bind, &key, None);
-    assert!(blocked(&restarted, "new.example"), "the saved zone serves at once");
     assert!(
-        wait_until(Duration::from_secs(5), || blocked(&restarted, "later.example")),
+        blocked(&restarted, "new.example"),
+        "the saved zone serves at once"
+    );
+    assert!(
+        wait_until(Duration::from_secs(5), || blocked(
+            &restarted,
+            "later.example"
+        )),
         "no catch-up:\n{}",
         restarted.log()
     );
-    assert_eq!(settled_transfers(&restarted, "ixfr", "applied", 1.0), 1.0, "{}", restarted.log());
+    assert_eq!(
+        settled_transfers(&restarted, "ixfr", "applied", 1.0),
+        1.0,
+        "{}",
+        restarted.log()
+    );
     assert_eq!(transfers(&restarted, "axfr", "applied"), 0.0);
     restarted.stop();
 
@@ -337,12 +380,16 @@ fn three_nodes_follow_a_bind_primary() {
     let refused = nodes[2].start(&upstream, &bind, &wrong, None);
     assert!(
         wait_until(Duration::from_secs(5), || {
-            transfers(&refused, "soa", "bad_signature") + transfers(&refused, "soa", "refused") >= 1.0
+            transfers(&refused, "soa", "bad_signature") + transfers(&refused, "soa", "refused")
+                >= 1.0
         }),
         "a wrong key was not refused:\n{}",
         refused.log()
     );
-    assert!(blocked(&refused, "later.example"), "the old zone keeps serving");
+    assert!(
+        blocked(&refused, "later.example"),
+        "the old zone keeps serving"
+    );
     assert!(!blocked(&refused, "unseen.example"));
     refused.stop();
 
@@ -354,13 +401,20 @@ fn three_nodes_follow_a_bind_primary() {
     ]);
     let capped = nodes[1].start(&upstream, &bind, &key, Some(5));
     assert!(
-        wait_until(Duration::from_secs(5), || transfers(&capped, "ixfr", "too_large") >= 1.0),
+        wait_until(Duration::from_secs(5), || transfers(
+            &capped,
+            "ixfr",
+            "too_large"
+        ) >= 1.0),
         "no too_large:\n{}",
         capped.log()
     );
     assert!(blocked(&capped, "new.example"));
     assert!(!blocked(&capped, "big1.example"));
-    assert!(wait_until(Duration::from_secs(3), || blocked(&servers[0], "big1.example")));
+    assert!(wait_until(Duration::from_secs(3), || blocked(
+        &servers[0],
+        "big1.example"
+    )));
 
     // The primary goes away: the zone keeps serving, past expire with the alarm.
     bind.stop();
