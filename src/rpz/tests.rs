@@ -149,3 +149,147 @@ fn fuzz_seeds_fold_from_the_wire() {
         2
     );
 }
+
+/// The zone of the BIND comparison (`tests/integration/rpz_follow.rs`
+/// runs the same zone in `named` and checks the same answers): overlapping
+/// exact, wildcard, passthru and local-data triggers, names at and below
+/// empty non-terminals.
+pub(crate) const SEMANTICS_ZONE: &str = "\
+*.x.test CNAME .
+deep.a.x.test CNAME rpz-passthru.
+exact.y.test CNAME .
+*.y.test CNAME *.
+ld.y.test A 192.0.2.7
+z.test CNAME .
+*.z.test CNAME .
+*.w.test CNAME .
+*.sub.w.test CNAME rpz-passthru.
+";
+
+/// How each name is answered: `None` = passed (no rule), else the action.
+pub(crate) const SEMANTICS: &[(&str, Option<crate::policy::Action>)] = {
+    use crate::policy::Action::*;
+    &[
+        // The issue's example: a.x.test is the empty non-terminal above
+        // deep.a.x.test, which stops *.x.test at and below it.
+        ("a.x.test", None),
+        ("b.a.x.test", None),
+        ("deep.a.x.test", Some(Allow)),
+        ("c.deep.a.x.test", None),
+        ("c.x.test", Some(Nxdomain)),
+        ("d.c.x.test", Some(Nxdomain)),
+        ("x.test", None),
+        ("exact.y.test", Some(Nxdomain)),
+        ("s.exact.y.test", None),
+        ("o.y.test", Some(Nodata)),
+        ("ld.y.test", Some(Address)),
+        ("s.ld.y.test", None),
+        ("z.test", Some(Nxdomain)),
+        ("q.z.test", Some(Nxdomain)),
+        // sub.w.test exists (above *.sub.w.test): *.w.test stops there.
+        ("sub.w.test", None),
+        ("k.sub.w.test", Some(Allow)),
+        ("v.w.test", Some(Nxdomain)),
+        ("other.test", None),
+    ]
+};
+
+fn semantics_lists(extra_plain: &str) -> Vec<crate::list::ParsedList> {
+    use crate::list::{Format, ListOptions, parse::parse_bytes};
+    let rpz = ListOptions {
+        format: Some(Format::Rpz),
+        ..ListOptions::default()
+    };
+    let plain = ListOptions {
+        format: Some(Format::Plain),
+        ..ListOptions::default()
+    };
+    vec![
+        parse_bytes(Path::new("zone.rpz"), SEMANTICS_ZONE.as_bytes(), &rpz),
+        parse_bytes(Path::new("plain.txt"), extra_plain.as_bytes(), &plain),
+    ]
+}
+
+#[test]
+fn rpz_wildcards_follow_dns_wildcard_rules_as_bind_does() {
+    use crate::list::reference::ReferenceMatcher;
+    let lists = semantics_lists("");
+    let snap = crate::list::compile(&lists).unwrap();
+    let reference = ReferenceMatcher::new(&lists);
+    for &(name, want) in SEMANTICS {
+        let got = snap.lookup(name.as_bytes()).map(|m| m.action);
+        assert_eq!(got, want, "{name}");
+        assert_eq!(
+            reference.lookup(name).map(|h| h.action),
+            want,
+            "reference: {name}"
+        );
+    }
+}
+
+#[test]
+fn other_lists_neither_stop_nor_lose_their_suffix_semantics() {
+    use crate::list::reference::ReferenceMatcher;
+    use crate::policy::Action;
+    // A plain list's names under an RPZ wildcard do not stop it (BIND
+    // applies zones one by one), and a plain list's own `*.name` keeps
+    // matching every subdomain whatever exists below it.
+    let lists = semantics_lists("*.m.x.test\nblocked.plain.test\n*.plain.test\n");
+    let snap = crate::list::compile(&lists).unwrap();
+    let reference = ReferenceMatcher::new(&lists);
+    let list_of = |name: &str| {
+        snap.lookup(name.as_bytes())
+            .map(|m| snap.rule(m.rule).list().to_string())
+    };
+    let cases: &[(&str, Option<(&str, Action)>)] = &[
+        ("m.x.test", Some(("zone", Action::Nxdomain))),
+        ("n.m.x.test", Some(("plain", Action::Block))),
+        ("a.x.test", None),
+        ("q.blocked.plain.test", Some(("plain", Action::Block))),
+    ];
+    for &(name, want) in cases {
+        let got = snap.lookup(name.as_bytes()).map(|m| m.action);
+        assert_eq!(got, want.map(|w| w.1), "{name}");
+        assert_eq!(list_of(name).as_deref(), want.map(|w| w.0), "{name}");
+        assert_eq!(
+            reference.lookup(name).map(|h| h.action),
+            want.map(|w| w.1),
+            "reference: {name}"
+        );
+    }
+}
+
+/// Owners added and removed by an incremental reload (a layer over the
+/// snapshot) stop and release wildcards exactly as a full compile does.
+#[test]
+fn wildcard_stops_follow_incremental_reloads() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::create_dir_all(dir.path().join("lists")).unwrap();
+    write(&dir.path().join("lists/local.txt"), "local.example\n");
+    let files = ZoneFiles::new(&dir.path().join("state"), "rpz.test");
+    files.create_dirs().unwrap();
+    let mut text = zone_text(2000);
+    text.push_str("*.x.test CNAME .\n");
+    write(&files.source, &text);
+    let (r, _) = Reloader::start(with_sources(dir.path())).unwrap();
+    assert!(blocked(&r, "b.a.x.test"));
+    let report = ixfr(&files, &r, &[], &["deep.a.x.test CNAME rpz-passthru."]);
+    assert!(report.incremental, "{report:?}");
+    assert!(
+        !blocked(&r, "b.a.x.test"),
+        "the new owner stops the wildcard"
+    );
+    assert!(blocked(&r, "c.x.test"));
+    let report = ixfr(&files, &r, &["deep.a.x.test CNAME rpz-passthru."], &[]);
+    assert!(report.incremental, "{report:?}");
+    assert!(
+        blocked(&r, "b.a.x.test"),
+        "gone again: the wildcard matches"
+    );
+    assert!(r.wait_merged(std::time::Duration::from_secs(10)));
+    assert!(blocked(&r, "b.a.x.test"));
+    let report = ixfr(&files, &r, &[], &["deep.a.x.test CNAME rpz-passthru."]);
+    assert!(report.incremental);
+    assert!(r.wait_merged(std::time::Duration::from_secs(10)));
+    assert!(!blocked(&r, "b.a.x.test"), "after the merge too");
+}
