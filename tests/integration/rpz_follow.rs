@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 
 use hickory_proto::rr::RecordType;
 
-use crate::common::{Server, Upstream, metric, query_msg, rcode, try_query_udp, wait_for};
+use crate::common::{
+    Server, Upstream, a_records, metric, query_msg, rcode, try_query_udp, wait_for,
+};
 
 const ZONE: &str = "rpz.test";
 /// Small enough that the expiry alarm shows within the test.
@@ -430,4 +432,127 @@ fn three_nodes_follow_a_bind_primary() {
     assert!(blocked(s, "big1.example"), "never fail open");
     assert!(blocked(s, "x.bad.example"));
     drop(capped);
+}
+
+/// The zone of the matching table (the same as `SEMANTICS_ZONE` in the
+/// library's tests): overlapping exact, wildcard, passthru and local-data
+/// triggers, names at and below empty non-terminals.
+const SEMANTICS_ZONE: &str = "\
+*.x.test CNAME .
+deep.a.x.test CNAME rpz-passthru.
+exact.y.test CNAME .
+*.y.test CNAME *.
+ld.y.test A 192.0.2.7
+z.test CNAME .
+*.z.test CNAME .
+*.w.test CNAME .
+*.sub.w.test CNAME rpz-passthru.
+";
+
+/// What a resolver answered for an A query, in words both can be held to.
+fn answer_kind(m: &hickory_proto::op::Message) -> String {
+    match (rcode(m), a_records(m).as_slice()) {
+        (3, _) => "nxdomain".into(),
+        (0, []) => "nodata".into(),
+        (0, [a]) if *a == crate::common::UP_V4 => "upstream".into(),
+        (0, addrs) => format!("local {addrs:?}"),
+        (r, _) => format!("rcode {r}"),
+    }
+}
+
+/// The same RPZ zone in Debian BIND (`named` as an RPZ-enforcing resolver
+/// forwarding to the fake upstream) and in sinkhole (as a list file): the
+/// answers agree name by name, and are the ones written here.
+#[test]
+fn rpz_matching_agrees_with_bind() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let upstream = Upstream::start();
+    let dir = tmp.path();
+    let port = free_port(Ipv4Addr::LOCALHOST);
+    let d = dir.display();
+    std::fs::write(
+        dir.join("named.conf"),
+        format!(
+            r#"options {{
+    directory "{d}"; pid-file "{d}/named.pid"; session-keyfile "{d}/session.key";
+    listen-on port {port} {{ 127.0.0.1; }}; listen-on-v6 {{ none; }};
+    recursion yes; allow-recursion {{ 127.0.0.0/8; }}; dnssec-validation no;
+    forwarders {{ 127.0.0.1 port {up}; }}; forward only; qname-minimization off;
+    response-policy {{ zone "{ZONE}"; }} qname-wait-recurse no;
+}};
+controls {{ }};
+zone "{ZONE}" {{ type primary; file "{d}/{ZONE}.zone"; }};
+"#,
+            up = upstream.addr.port()
+        ),
+    )
+    .expect("named.conf");
+    std::fs::write(
+        dir.join(format!("{ZONE}.zone")),
+        format!("$TTL 60\n@ SOA localhost. admin.localhost. 1 3600 600 86400 60\n@ NS localhost.\n{SEMANTICS_ZONE}"),
+    )
+    .expect("zone");
+    let log = std::fs::File::create(dir.join("named.log")).expect("log");
+    let named = Command::new("named")
+        .args(["-g", "-n", "1", "-c"])
+        .arg(dir.join("named.conf"))
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .spawn()
+        .expect("named (Debian bind9)");
+    let mut bind = Bind {
+        child: Some(named),
+        dir: dir.to_path_buf(),
+        port,
+        secret: String::new(),
+    };
+    let bind_addr = bind.addr();
+    let ask = |addr: SocketAddr, name: &str| {
+        let q = query_msg(name, RecordType::A, false);
+        try_query_udp(addr, &q, Duration::from_secs(2)).map(|m| answer_kind(&m))
+    };
+    assert!(
+        wait_until(Duration::from_secs(15), || ask(bind_addr, "other.test")
+            .as_deref()
+            == Some("upstream")),
+        "named is not resolving through the fake upstream:\n{}",
+        bind.log()
+    );
+    let sinkhole = Server::builder(&[upstream.addr])
+        .lists(&[("zone.rpz", SEMANTICS_ZONE)])
+        .config("[policy]\nlocal_zones = []")
+        .start();
+    let table: &[(&str, &str)] = &[
+        ("a.x.test", "upstream"),
+        ("b.a.x.test", "upstream"),
+        ("deep.a.x.test", "upstream"),
+        ("c.deep.a.x.test", "upstream"),
+        ("c.x.test", "nxdomain"),
+        ("d.c.x.test", "nxdomain"),
+        ("x.test", "upstream"),
+        ("exact.y.test", "nxdomain"),
+        ("s.exact.y.test", "upstream"),
+        ("o.y.test", "nodata"),
+        ("ld.y.test", "local [192.0.2.7]"),
+        ("s.ld.y.test", "upstream"),
+        ("z.test", "nxdomain"),
+        ("q.z.test", "nxdomain"),
+        ("sub.w.test", "upstream"),
+        ("k.sub.w.test", "upstream"),
+        ("v.w.test", "nxdomain"),
+        ("other.test", "upstream"),
+    ];
+    let mut differ = Vec::new();
+    for &(name, want) in table {
+        let from_bind = ask(bind_addr, name);
+        let from_sinkhole = ask(sinkhole.addr, name);
+        if from_bind.as_deref() != Some(want) || from_sinkhole.as_deref() != Some(want) {
+            differ.push(format!(
+                "{name}: want {want}, BIND {from_bind:?}, sinkhole {from_sinkhole:?}"
+            ));
+        }
+    }
+    assert!(differ.is_empty(), "{differ:#?}\nnamed log:\n{}", bind.log());
+    bind.stop();
 }
