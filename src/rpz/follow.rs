@@ -33,6 +33,12 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const FIRST_REFRESH: u32 = 60;
 const FIRST_RETRY: u32 = 5;
 const MIN_WAIT: Duration = Duration::from_secs(1);
+/// One refresh from one primary, transfer included, never takes longer
+/// (a primary that trickles bytes cannot hold the zone's task forever).
+const REFRESH_DEADLINE: Duration = Duration::from_secs(1800);
+/// NOTIFYs closer together than this wait (they come from an address we
+/// cannot authenticate over UDP; each costs the primary an SOA query).
+const NOTIFY_GAP: Duration = Duration::from_millis(100);
 const MAX_WAIT: Duration = Duration::from_secs(86_400);
 
 #[derive(Debug, Error)]
@@ -161,7 +167,9 @@ impl RefreshError {
     fn falls_back_to_axfr(&self) -> bool {
         match self {
             RefreshError::Xfr(e) => e.falls_back_to_axfr(),
-            RefreshError::Apply(ApplyError::Missing(_)) => true,
+            // Our copy disagrees with the primary's history, or cannot be
+            // read: the whole zone again.
+            RefreshError::Apply(ApplyError::Missing(_) | ApplyError::Io(_)) => true,
             _ => false,
         }
     }
@@ -226,6 +234,7 @@ pub fn start(
             meta: tokio::sync::Mutex::new(meta),
         }));
     }
+    warn_unfollowed(cfgs, state_dir);
     let tasks = followers
         .into_iter()
         .map(|f| tokio::spawn(f.run()))
@@ -235,6 +244,29 @@ pub fn start(
         router: Arc::new(router),
         tasks,
     })
+}
+
+/// A zone dropped from the configuration keeps its last copy in
+/// `sources/`, enforced like any list: never removed behind the operator's
+/// back (that would unblock a whole zone), but said loudly at start.
+fn warn_unfollowed(cfgs: &[FollowConfig], state_dir: &Path) {
+    let Ok(dir) = std::fs::read_dir(state_dir.join("rpz")) else {
+        return;
+    };
+    for entry in dir.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(zone) = name.strip_suffix(".json") else {
+            continue;
+        };
+        let source = ZoneFiles::new(state_dir, zone).source;
+        if !zone.starts_with('.') && !cfgs.iter().any(|c| c.zone == zone) && source.exists() {
+            tracing::warn!(
+                zone,
+                file = %source.display(),
+                "zone no longer followed, but its last copy is still enforced: delete the file (and rpz/{zone}.json) to stop enforcing it"
+            );
+        }
+    }
 }
 
 struct Follower {
@@ -254,6 +286,7 @@ fn secs(s: u32) -> Duration {
 impl Follower {
     async fn run(self: Arc<Self>) {
         loop {
+            let started = tokio::time::Instant::now();
             let ok = self.refresh().await.is_ok();
             let soa = self.meta.lock().await.as_ref().map(|m| m.soa);
             let mut wait = match (ok, soa) {
@@ -268,6 +301,7 @@ impl Follower {
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
                 _ = self.wake.notified() => {
+                    tokio::time::sleep_until(started + NOTIFY_GAP).await;
                     tracing::debug!(zone = %self.cfg.zone, "NOTIFY: refreshing now");
                 }
             }
@@ -299,7 +333,10 @@ impl Follower {
     async fn refresh(&self) -> Result<(), RefreshError> {
         let mut last = None;
         for &p in &self.cfg.primaries {
-            match self.refresh_from(p).await {
+            let result = tokio::time::timeout(REFRESH_DEADLINE, self.refresh_from(p))
+                .await
+                .unwrap_or(Err(RefreshError::Xfr(XfrError::Timeout)));
+            match result {
                 Ok(()) => return Ok(()),
                 Err(e) => {
                     tracing::warn!(zone = %self.cfg.zone, primary = %p, error = %e, "zone refresh failed");
@@ -381,7 +418,9 @@ impl Follower {
         let change = fold::net_change(&ixfr.deltas);
         let (files, max) = (self.files.clone(), self.cfg.max_zone_records);
         let records = tokio::task::spawn_blocking(move || -> Result<u64, RefreshError> {
-            let old = BufReader::new(File::open(&files.source)?);
+            let old = BufReader::new(
+                File::open(&files.source).map_err(|e| RefreshError::Apply(ApplyError::Io(e)))?,
+            );
             let mut out = BufWriter::new(File::create(&files.tmp)?);
             let n = fold::apply(old, &mut out, &change, max);
             let n = match n {
