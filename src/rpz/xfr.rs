@@ -5,7 +5,8 @@
 //! Why not hickory-net's `ClientHandle::zone_transfer`: its multiplexer
 //! hands each answer message to the caller through a channel of 8 with
 //! `try_send`, dropping messages (with a warning) when the reader falls
-//! behind, which a multi-message AXFR of a large zone does; and an IXFR
+//! behind, which a multi-message AXFR of a large zone does
+//! (hickory-dns#2049, open); and an IXFR
 //! answered by a lone SOA ("you are current") leaves its stream waiting
 //! for a closing SOA until the request times out. Here the messages are
 //! read in order, with backpressure, and the end of a transfer is decided
@@ -247,16 +248,19 @@ impl XfrClient {
         let mut ex = self.send(RecordType::IXFR, Some(soa)).await?;
         let mut records: Vec<XfrRecord> = Vec::new();
         let mut end = XfrEnd::default();
+        let mut kept = 0usize;
         loop {
             let m = self.next(&mut ex).await?;
             let batch = self.lines(&m);
             let lone_soa = records.is_empty() && batch.len() == 1;
             for r in batch {
-                if records.len() == 1
-                    && matches!(records[0], XfrRecord::Soa(_))
-                    && matches!(r, XfrRecord::Line(_))
-                {
+                // The record after the opening SOA (apex NS and the like
+                // aside) says which kind of answer this is.
+                if kept == 1 && matches!(r, XfrRecord::Line(_)) {
                     return Err(fold::FoldError::NotIncremental.into());
+                }
+                if !matches!(r, XfrRecord::Ignored) {
+                    kept += 1;
                 }
                 end.see(&r);
                 records.push(r);
@@ -310,5 +314,142 @@ impl XfrEnd {
                 Some(_) => {}
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hickory_proto::rr::rdata::{CNAME, NS};
+
+    fn soa(serial: u32) -> Record {
+        let name = Name::from_ascii("rpz.test.").unwrap();
+        let soa = SOA::new(Name::root(), Name::root(), serial, 60, 10, 600, 30);
+        Record::from_rdata(name, 60, RData::SOA(soa))
+    }
+
+    fn cname(owner: &str) -> Record {
+        Record::from_rdata(
+            Name::from_ascii(format!("{owner}.rpz.test.")).unwrap(),
+            60,
+            RData::CNAME(CNAME(Name::root())),
+        )
+    }
+
+    fn apex_ns() -> Record {
+        Record::from_rdata(
+            Name::from_ascii("rpz.test.").unwrap(),
+            60,
+            RData::NS(NS(Name::from_ascii("localhost.").unwrap())),
+        )
+    }
+
+    /// A primary that answers one request with `answers` (one message per
+    /// inner vector), unsigned; returns the request's query type.
+    async fn fake_primary(
+        answers: Vec<Vec<Record>>,
+    ) -> (SocketAddr, tokio::task::JoinHandle<RecordType>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut len = [0u8; 2];
+            s.read_exact(&mut len).await.unwrap();
+            let mut req = vec![0u8; usize::from(u16::from_be_bytes(len))];
+            s.read_exact(&mut req).await.unwrap();
+            let req = Message::from_vec(&req).unwrap();
+            for records in answers {
+                let mut m = Message::response(req.metadata.id, OpCode::Query);
+                m.add_query(req.queries[0].clone());
+                for r in records {
+                    m.add_answer(r);
+                }
+                let bytes = m.to_vec().unwrap();
+                s.write_all(&(bytes.len() as u16).to_be_bytes())
+                    .await
+                    .unwrap();
+                s.write_all(&bytes).await.unwrap();
+            }
+            req.queries[0].query_type()
+        });
+        (addr, task)
+    }
+
+    fn ours(serial: u32) -> Soa {
+        Soa {
+            serial,
+            refresh: 60,
+            retry: 10,
+            expire: 600,
+            minimum: 30,
+        }
+    }
+
+    #[tokio::test]
+    async fn an_axfr_over_several_messages() {
+        let (addr, primary) = fake_primary(vec![
+            vec![soa(4), apex_ns(), cname("a")],
+            vec![cname("b")],
+            vec![cname("c"), soa(4)],
+        ])
+        .await;
+        let mut c = XfrClient::connect(addr, "rpz.test", None, Duration::from_secs(2))
+            .await
+            .unwrap();
+        let mut w = AxfrWriter::new(Vec::new(), 10);
+        c.axfr(&mut w).await.unwrap();
+        let (s, n, out) = w.finish().unwrap();
+        assert_eq!((s.serial, n), (4, 3));
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "a CNAME .\nb CNAME .\nc CNAME .\n"
+        );
+        assert_eq!(primary.await.unwrap(), RecordType::AXFR);
+    }
+
+    #[tokio::test]
+    async fn an_axfr_style_answer_to_ixfr_is_not_incremental() {
+        let (addr, primary) = fake_primary(vec![vec![soa(5), apex_ns(), cname("a"), soa(5)]]).await;
+        let mut c = XfrClient::connect(addr, "rpz.test", None, Duration::from_secs(2))
+            .await
+            .unwrap();
+        let e = c.ixfr(&ours(4), 100).await.unwrap_err();
+        assert!(
+            matches!(e, XfrError::Fold(fold::FoldError::NotIncremental)),
+            "{e}"
+        );
+        assert!(e.falls_back_to_axfr());
+        assert_eq!(primary.await.unwrap(), RecordType::IXFR);
+    }
+
+    #[tokio::test]
+    async fn a_lone_soa_answer_ends_the_ixfr() {
+        let (addr, _primary) = fake_primary(vec![vec![soa(4)]]).await;
+        let mut c = XfrClient::connect(addr, "rpz.test", None, Duration::from_secs(2))
+            .await
+            .unwrap();
+        let ixfr = tokio::time::timeout(Duration::from_secs(2), c.ixfr(&ours(4), 100))
+            .await
+            .expect("no wait for a closing SOA")
+            .unwrap();
+        assert!(ixfr.deltas.is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_unsigned_answer_is_refused_when_a_key_is_set() {
+        let (addr, _primary) = fake_primary(vec![vec![soa(4), cname("a"), soa(4)]]).await;
+        let key = TsigKey {
+            name: "xfr-key".into(),
+            algorithm: TsigAlgorithm::HmacSha256,
+            secret: b"0123456789abcdef0123456789abcdef".to_vec(),
+        };
+        let mut c = XfrClient::connect(addr, "rpz.test", Some(&key), Duration::from_secs(2))
+            .await
+            .unwrap();
+        let mut w = AxfrWriter::new(Vec::new(), 10);
+        let e = c.axfr(&mut w).await.unwrap_err();
+        assert!(matches!(e, XfrError::Tsig(_)), "{e}");
+        assert_eq!(e.outcome(), "bad_signature");
+        assert!(!e.falls_back_to_axfr());
     }
 }
