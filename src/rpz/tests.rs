@@ -293,3 +293,34 @@ fn wildcard_stops_follow_incremental_reloads() {
     assert!(r.wait_merged(std::time::Duration::from_secs(10)));
     assert!(!blocked(&r, "b.a.x.test"), "after the merge too");
 }
+
+/// A transferred zone that empties most of the zone is refused by the list
+/// guards (shrink ratio), the previous file comes back, the old zone stays
+/// enforced, and the next good transfer diffs against it.
+#[test]
+fn a_shrunken_zone_is_refused_and_rolled_back() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::create_dir_all(dir.path().join("lists")).unwrap();
+    write(&dir.path().join("lists/local.txt"), "local.example\n");
+    let files = ZoneFiles::new(&dir.path().join("state"), "rpz.test");
+    files.create_dirs().unwrap();
+    write(&files.source, &zone_text(2000));
+    let (r, _) = Reloader::start(with_sources(dir.path())).unwrap();
+    // What follow.rs does with an AXFR: the new file in place, reload, roll back.
+    fs::write(&files.tmp, zone_text(10)).unwrap();
+    files.install_tmp().unwrap();
+    let e = r.reload_sources(false).unwrap_err();
+    assert_eq!(e.reason(), "shrink");
+    files.restore_prev().unwrap();
+    assert!(blocked(&r, "n1500.example"), "the old zone keeps serving");
+    assert_eq!(fs::read_to_string(&files.source).unwrap(), zone_text(2000));
+    assert!(!files.prev.exists());
+    let report = ixfr(
+        &files,
+        &r,
+        &["n3.example CNAME ."],
+        &["after.example CNAME ."],
+    );
+    assert!(report.incremental, "{report:?}");
+    assert!(blocked(&r, "after.example") && !blocked(&r, "n3.example"));
+}
