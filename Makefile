@@ -7,9 +7,11 @@ FUZZ_SECONDS ?= 60
 # Debian packages the tests use (dig as a real DNS client; systemd for
 # systemd-analyze/systemd-sysusers checks of the unit; strace to compare the
 # syscalls sinkhole makes with the unit's SystemCallFilter; chromium, run
-# headless, for the console's browser test).
-TEST_PACKAGES := bind9-dnsutils systemd strace chromium minisign
-TEST_COMMANDS := dig systemd-analyze systemd-sysusers strace chromium minisign
+# headless, for the console's browser test; minisign for signed list
+# pushes; bind9 and bind9-utils for the RPZ primary that [[rpz.follow]]
+# follows: named, tsig-keygen, nsupdate).
+TEST_PACKAGES := bind9-dnsutils systemd strace chromium minisign bind9 bind9-utils
+TEST_COMMANDS := dig systemd-analyze systemd-sysusers strace chromium minisign named tsig-keygen nsupdate
 
 .PHONY: all build release run test test-deps fmt-check clippy unit bench fuzz clean
 .PHONY: install deb deb-tools deb-check

@@ -23,6 +23,7 @@ mod notify;
 mod reload;
 mod reload_load;
 mod reload_real;
+mod rpz_follow;
 mod serve;
 mod serve_config;
 mod systemd;
