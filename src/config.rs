@@ -67,6 +67,7 @@ pub struct RawConfig {
     pub audit: RawAudit,
     pub metrics: crate::metrics::RawMetricsConfig,
     pub console: crate::console::RawConsoleConfig,
+    pub dnstap: crate::dnstap::RawDnstapConfig,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -294,6 +295,7 @@ impl Default for RawConfig {
             audit: default_audit_table(),
             metrics: Default::default(),
             console: Default::default(),
+            dnstap: Default::default(),
         }
     }
 }
@@ -316,6 +318,8 @@ pub struct Config {
     pub metrics: crate::metrics::MetricsConfig,
     /// `[console]`: the auditors' console (None: off).
     pub console: Option<crate::console::ConsoleConfig>,
+    /// `[dnstap]`: where blocked (or all) queries are streamed (None: off).
+    pub dnstap: Option<crate::dnstap::DnstapConfig>,
     /// The effective raw configuration (defaults and resolv.conf upstreams
     /// filled in), for `--check-config`.
     pub raw: RawConfig,
@@ -454,6 +458,10 @@ impl Config {
             .console
             .validate(audit_dir)
             .map_err(|e| invalid(&e.key, e.message))?;
+        let dnstap = raw
+            .dnstap
+            .validate()
+            .map_err(|e| invalid(&format!("dnstap.{}", e.key), e.message))?;
         Ok(Config {
             server,
             upstream,
@@ -465,6 +473,7 @@ impl Config {
             audit,
             metrics,
             console,
+            dnstap,
             raw,
         })
     }

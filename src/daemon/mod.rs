@@ -197,12 +197,23 @@ pub async fn serve(config: Config, options: DaemonOptions) -> Result<(), DaemonE
     let audit = AuditLog::open(&config.audit).map_err(|e| DaemonError::Audit(e.to_string()))?;
     // The console writes `console` records into the same chain.
     let console_audit = console_server.as_ref().map(|_| audit.clone());
+    let (dnstap, dnstap_writer) = match &config.dnstap {
+        Some(cfg) => {
+            let (sink, writer) = start_dnstap(cfg, &config.audit)?;
+            (Some(sink), Some(writer))
+        }
+        None => (None, None),
+    };
     let handle = server::start(
         &config.server_settings(),
         reloader.handle(),
         Some(audit),
         metrics.clone(),
+        dnstap.clone().map(|d| d as Arc<dyn crate::dnstap::TapSink>),
     )?;
+    if let Some(d) = &dnstap {
+        register_dnstap_metrics(&metrics, d);
+    }
     register_scrape_hooks(&metrics, &handle.shared, &reloader);
     readiness.set_snapshot_loaded(true);
     readiness.set_listeners_bound(true);
@@ -283,6 +294,9 @@ pub async fn serve(config: Config, options: DaemonOptions) -> Result<(), DaemonE
     let _ = metrics_stop.send(());
     let _ = console_stop.send(());
     handle.shutdown().await;
+    if let Some(w) = dnstap_writer {
+        w.shutdown().await;
+    }
     if let Some(task) = metrics_task {
         let _ = task.await;
     }
@@ -307,6 +321,37 @@ pub async fn serve(config: Config, options: DaemonOptions) -> Result<(), DaemonE
         );
     }
     Ok(())
+}
+
+/// Start the dnstap writer; with `audit.client = "hmac"` it pseudonymises
+/// client addresses with the audit log's key.
+fn start_dnstap(
+    cfg: &crate::dnstap::DnstapConfig,
+    audit: &crate::audit::AuditSettings,
+) -> Result<(Arc<crate::dnstap::Dnstap>, crate::dnstap::DnstapWriter), DaemonError> {
+    let key = match (audit.client, &audit.hmac_key_file) {
+        (crate::audit::ClientMode::Hmac, Some(path)) => {
+            Some(crate::audit::load_key(path).map_err(|e| DaemonError::Audit(e.to_string()))?)
+        }
+        _ => None,
+    };
+    tracing::info!(target = %cfg.target, messages = ?cfg.messages, "dnstap: streaming");
+    Ok(crate::dnstap::Dnstap::start(cfg, key))
+}
+
+/// dnstap's counters, read at scrape time.
+fn register_dnstap_metrics(metrics: &Arc<Metrics>, dnstap: &Arc<crate::dnstap::Dnstap>) {
+    let stats = dnstap.stats().clone();
+    metrics.on_scrape(move |s| {
+        use std::sync::atomic::Ordering::Relaxed;
+        s.dnstap = Some(metrics::DnstapSample {
+            sent: stats.sent.load(Relaxed),
+            dropped: stats.dropped.load(Relaxed),
+            connects: stats.connects.load(Relaxed),
+            connect_failures: stats.connect_failures.load(Relaxed),
+            connected: stats.connected.load(Relaxed),
+        });
+    });
 }
 
 /// Log where the first snapshot came from. The snapshot is only borrowed

@@ -106,6 +106,7 @@ pub(crate) mod scrape;
 pub use config::{MetricsConfig, RawMetricsConfig};
 pub use exposition::{Exposition, ParsedSample};
 pub use http::MetricsServer;
+pub use scrape::DnstapSample;
 pub use scrape::Sample;
 
 use scrape::ScrapeCollector;

@@ -40,6 +40,18 @@ pub struct Sample {
     pub audit_queue_depth: Option<u64>,
     /// The witness client's figures, with `[audit] anchor_url`.
     pub anchor: Option<AnchorStats>,
+    /// dnstap's figures, with `[dnstap]`.
+    pub dnstap: Option<DnstapSample>,
+}
+
+/// dnstap's counters (`crate::dnstap::DnstapStats`).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DnstapSample {
+    pub sent: u64,
+    pub dropped: u64,
+    pub connects: u64,
+    pub connect_failures: u64,
+    pub connected: bool,
 }
 
 /// `ReloadError::reason()` values, exported as zero until they happen so
@@ -251,6 +263,39 @@ impl Collector for ScrapeCollector {
                 "Signed audit lines waiting for the witness.",
                 None,
                 a.backlog,
+            )?;
+        }
+        if let Some(d) = &s.dnstap {
+            const_counter(
+                &mut enc,
+                "dnstap_messages_sent",
+                "dnstap messages written to the collector.",
+                d.sent,
+            )?;
+            const_counter(
+                &mut enc,
+                "dnstap_messages_dropped",
+                "dnstap messages lost (queue full, or the connection failed mid-write).",
+                d.dropped,
+            )?;
+            const_counter(
+                &mut enc,
+                "dnstap_connects",
+                "Connections to the dnstap collector (handshake completed).",
+                d.connects,
+            )?;
+            const_counter(
+                &mut enc,
+                "dnstap_connect_failures",
+                "Failed attempts to connect to the dnstap collector.",
+                d.connect_failures,
+            )?;
+            const_gauge(
+                &mut enc,
+                "dnstap_connected",
+                "1 while a dnstap collector is connected.",
+                None,
+                u64::from(d.connected),
             )?;
         }
         Ok(())

@@ -615,8 +615,11 @@ pub(crate) fn start(
     snapshot: Arc<ArcSwap<Snapshot>>,
     audit: Option<AuditLog>,
     metrics: Arc<Metrics>,
+    tap: Option<Arc<dyn crate::dnstap::TapSink>>,
 ) -> Result<ServerHandle, ServeError> {
-    let shared = Arc::new(Shared::new(config, snapshot, audit, metrics));
+    let mut shared = Shared::new(config, snapshot, audit, metrics);
+    shared.core.set_tap(tap);
+    let shared = Arc::new(shared);
     let rt = tokio::runtime::Handle::current();
     let stop_flag = Arc::new(AtomicBool::new(false));
     let (stop_tx, stop_rx) = watch::channel(false);

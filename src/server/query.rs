@@ -16,6 +16,7 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::acl::Acl;
 use crate::audit::{AuditLog, HitRecord};
 use crate::cache::{self, Cache, CacheConfig, CacheKey};
+use crate::dnstap::{TapPolicy, TapSink, Tapped};
 use crate::list::{MatchedKey, RuleId, RuleView, Snapshot};
 use crate::metrics::{Limit, Metrics};
 use crate::policy::{self, Action, Decision, PolicyConfig, Query};
@@ -23,6 +24,14 @@ use crate::sinkhole;
 use crate::wire::{self, Request, RequestError, ResponseScan, Transport};
 
 use super::limits::{LimitsConfig, QpsLimiter, ZoneLimiter, ZoneVerdict};
+
+thread_local! {
+    /// Set when a block was handed to dnstap during the current
+    /// [`QueryCore::handle`] or [`QueryCore::complete`] (both run on one
+    /// thread without yielding), so `messages = "all"` does not tap it
+    /// twice. Only touched when dnstap is configured.
+    static BLOCK_TAPPED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
 
 /// Where the core hands every block for the hit log.
 pub(crate) trait HitSink: Send + Sync {
@@ -152,6 +161,9 @@ pub(crate) struct QueryCore {
     serve_stale: Duration,
     metrics: Arc<Metrics>,
     hits: Option<Arc<dyn HitSink>>,
+    /// `[dnstap]`, when configured: blocks (and with `messages = "all"`
+    /// every answer) are handed to it. `None` costs one branch per reply.
+    tap: Option<Arc<dyn TapSink>>,
 }
 
 impl QueryCore {
@@ -172,7 +184,13 @@ impl QueryCore {
             serve_stale: cache.serve_stale,
             metrics,
             hits,
+            tap: None,
         }
+    }
+
+    /// Stream queries to dnstap (see [`crate::dnstap`]).
+    pub(crate) fn set_tap(&mut self, tap: Option<Arc<dyn TapSink>>) {
+        self.tap = tap;
     }
 
     pub(crate) fn cache(&self) -> &Cache {
@@ -192,6 +210,25 @@ impl QueryCore {
     /// The inline part of a query: parse, ACL, policy, packet cache. Writes
     /// any immediate reply into `out`.
     pub(crate) fn handle(&self, snap: &Snapshot, q: &Inbound<'_>, out: &mut Vec<u8>) -> Outcome {
+        let outcome = self.decide_and_answer(snap, q, out);
+        if let Some(tap) = &self.tap {
+            // Blocks were tapped with their rule already.
+            let was_block = BLOCK_TAPPED.with(|b| b.replace(false));
+            if tap.wants_all() && !was_block && matches!(outcome, Outcome::Reply) {
+                tap.tap(&Tapped {
+                    client: q.client,
+                    transport: q.transport,
+                    wall: q.wall,
+                    query: q.packet,
+                    response: Some(out),
+                    policy: None,
+                });
+            }
+        }
+        outcome
+    }
+
+    fn decide_and_answer(&self, snap: &Snapshot, q: &Inbound<'_>, out: &mut Vec<u8>) -> Outcome {
         if let Some(limiter) = &self.qps
             && !limiter.allow(q.client.ip(), q.now)
         {
@@ -225,6 +262,7 @@ impl QueryCore {
         let limit = reply_limit(&req, q.transport);
         let asker = Asker {
             req: &req,
+            packet: Some(q.packet),
             client: q.client,
             transport: q.transport,
             wall: q.wall,
@@ -325,7 +363,7 @@ impl QueryCore {
         let view = hit.snap.rule(hit.rule);
         self.metrics.blocked(view.list(), hit.action);
         self.record_hit(&hit, &view);
-        if sinkhole::block_answer(
+        let replied = sinkhole::block_answer(
             out,
             hit.asker.req,
             &self.policy,
@@ -333,12 +371,53 @@ impl QueryCore {
             hit.action,
             hit.snap.version() as u32,
             limit,
-        ) {
+        );
+        if replied {
             self.count_reply(out);
+        }
+        if let Some(tap) = &self.tap {
+            self.tap_block(tap.as_ref(), &hit, &view, replied.then_some(out.as_slice()));
+        }
+        if replied {
             Outcome::Reply
         } else {
             Outcome::Silent
         }
+    }
+
+    #[cold]
+    fn tap_block(
+        &self,
+        tap: &dyn TapSink,
+        hit: &Hit<'_>,
+        view: &RuleView<'_>,
+        reply: Option<&[u8]>,
+    ) {
+        BLOCK_TAPPED.with(|b| b.set(true));
+        let rebuilt;
+        let query = match hit.asker.packet {
+            Some(p) => p,
+            None => {
+                rebuilt = crate::dnstap::rebuilt_query(hit.asker.req);
+                &rebuilt
+            }
+        };
+        let rule = view.text_matched(hit.matched.0, hit.matched.1);
+        tap.tap(&Tapped {
+            client: hit.asker.client,
+            transport: hit.asker.transport,
+            wall: hit.asker.wall,
+            query,
+            response: reply,
+            policy: Some(TapPolicy {
+                rule: &rule,
+                matched: hit.matched.0,
+                action: hit.action,
+                list: view.list(),
+                list_version: hit.snap.version(),
+                decision: view.decision(),
+            }),
+        });
     }
 
     /// Answer and record a block found on a CNAME owner or target of a
@@ -431,10 +510,38 @@ impl QueryCore {
         wall: SystemTime,
         out: &mut Vec<u8>,
     ) -> bool {
+        let sent = self.complete_answer(snap, p, answer, now, wall, out);
+        if let Some(tap) = &self.tap {
+            // Blocks (on a CNAME in the answer) were tapped with their rule.
+            let was_block = BLOCK_TAPPED.with(|b| b.replace(false));
+            if tap.wants_all() && !was_block && sent {
+                tap.tap(&Tapped {
+                    client: p.client,
+                    transport: p.transport,
+                    wall,
+                    query: &crate::dnstap::rebuilt_query(&p.request),
+                    response: Some(out),
+                    policy: None,
+                });
+            }
+        }
+        sent
+    }
+
+    fn complete_answer(
+        &self,
+        snap: &Snapshot,
+        p: &Pending,
+        answer: Result<(&[u8], &ResponseScan), Failure>,
+        now: Instant,
+        wall: SystemTime,
+        out: &mut Vec<u8>,
+    ) -> bool {
         let req = &p.request;
         let limit = reply_limit(req, p.transport);
         let asker = Asker {
             req,
+            packet: None,
             client: p.client,
             transport: p.transport,
             wall,
@@ -494,6 +601,7 @@ impl QueryCore {
         self.metrics.stale_answer();
         let asker = Asker {
             req,
+            packet: None,
             client: p.client,
             transport: p.transport,
             wall,
@@ -535,6 +643,8 @@ fn learn_zone_cut(zones: &ZoneLimiter, reply: &[u8], scan: &ResponseScan) {
 #[derive(Clone, Copy)]
 struct Asker<'a> {
     req: &'a Request,
+    /// The query as received, when the caller still has it (dnstap).
+    packet: Option<&'a [u8]>,
     client: SocketAddr,
     transport: Transport,
     wall: SystemTime,
