@@ -12,6 +12,7 @@ mod common;
 mod anchor;
 mod audit_e2e;
 mod console;
+mod dnstap;
 mod faults;
 mod flood;
 mod limits;
