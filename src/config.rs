@@ -68,6 +68,14 @@ pub struct RawConfig {
     pub metrics: crate::metrics::RawMetricsConfig,
     pub console: crate::console::RawConsoleConfig,
     pub dnstap: crate::dnstap::RawDnstapConfig,
+    pub rpz: RawRpz,
+}
+
+/// `[rpz]`: Response Policy Zones (`[rpz.serve]`: sinkhole as a primary).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawRpz {
+    pub serve: crate::rpz::serve::RawRpzServeConfig,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -296,6 +304,7 @@ impl Default for RawConfig {
             metrics: Default::default(),
             console: Default::default(),
             dnstap: Default::default(),
+            rpz: Default::default(),
         }
     }
 }
@@ -320,6 +329,8 @@ pub struct Config {
     pub console: Option<crate::console::ConsoleConfig>,
     /// `[dnstap]`: where blocked (or all) queries are streamed (None: off).
     pub dnstap: Option<crate::dnstap::DnstapConfig>,
+    /// `[rpz.serve]`: the rules in force served as an RPZ (None: off).
+    pub rpz_serve: Option<crate::rpz::serve::RpzServeConfig>,
     /// The effective raw configuration (defaults and resolv.conf upstreams
     /// filled in), for `--check-config`.
     pub raw: RawConfig,
@@ -462,6 +473,11 @@ impl Config {
             .dnstap
             .validate()
             .map_err(|e| invalid(&format!("dnstap.{}", e.key), e.message))?;
+        let rpz_serve = raw
+            .rpz
+            .serve
+            .validate(lists.state_dir.as_deref())
+            .map_err(|e| invalid(&format!("rpz.serve.{}", e.key), e.message))?;
         Ok(Config {
             server,
             upstream,
@@ -474,6 +490,7 @@ impl Config {
             metrics,
             console,
             dnstap,
+            rpz_serve,
             raw,
         })
     }

@@ -38,6 +38,8 @@ pub enum DaemonError {
     Metrics(String),
     #[error("cannot start the console: {0}")]
     Console(String),
+    #[error("cannot serve the RPZ: {0}")]
+    RpzServe(String),
     #[error(transparent)]
     Serve(#[from] ServeError),
     #[error("cannot write the ready file {path}: {source}")]
@@ -197,6 +199,20 @@ pub async fn serve(config: Config, options: DaemonOptions) -> Result<(), DaemonE
     let audit = AuditLog::open(&config.audit).map_err(|e| DaemonError::Audit(e.to_string()))?;
     // The console writes `console` records into the same chain.
     let console_audit = console_server.as_ref().map(|_| audit.clone());
+    let rpz_serve = match &config.rpz_serve {
+        Some(cfg) => {
+            let (cfg, policy, snap) = (cfg.clone(), config.policy.clone(), reloader.current());
+            let serve = tokio::task::spawn_blocking(move || {
+                crate::rpz::serve::RpzServe::new(cfg, policy, &snap)
+            })
+            .await
+            .map_err(|e| DaemonError::RpzServe(e.to_string()))?
+            .map_err(|e| DaemonError::RpzServe(e.to_string()))?;
+            tracing::info!(zone = %config.raw.rpz.serve.zone, serial = serve.serial(), "rpz serve: serving the zone");
+            Some(Arc::new(serve))
+        }
+        None => None,
+    };
     let (dnstap, dnstap_writer) = match &config.dnstap {
         Some(cfg) => {
             let (sink, writer) = start_dnstap(cfg, &config.audit)?;
@@ -209,8 +225,14 @@ pub async fn serve(config: Config, options: DaemonOptions) -> Result<(), DaemonE
         reloader.handle(),
         Some(audit),
         metrics.clone(),
-        dnstap.clone().map(|d| d as Arc<dyn crate::dnstap::TapSink>),
+        server::Hooks {
+            tap: dnstap.clone().map(|d| d as Arc<dyn crate::dnstap::TapSink>),
+            rpz_serve: rpz_serve.clone(),
+        },
     )?;
+    if let Some(serve) = &rpz_serve {
+        register_rpz_serve_metrics(&metrics, serve);
+    }
     if let Some(d) = &dnstap {
         register_dnstap_metrics(&metrics, d);
     }
@@ -270,6 +292,11 @@ pub async fn serve(config: Config, options: DaemonOptions) -> Result<(), DaemonE
         None
     };
     background.push(tokio::spawn(reload_on_sighup(reloader.clone())));
+    if let Some(serve) = &rpz_serve {
+        background.push(tokio::spawn(
+            serve.clone().follow(reloader.handle(), RPZ_SERVE_POLL),
+        ));
+    }
     if let Some(path) = config.server.control_socket.clone() {
         let r = reloader.clone();
         background.push(tokio::spawn(async move {
@@ -337,6 +364,32 @@ fn start_dnstap(
     };
     tracing::info!(target = %cfg.target, messages = ?cfg.messages, "dnstap: streaming");
     Ok(crate::dnstap::Dnstap::start(cfg, key))
+}
+
+/// How often `[rpz.serve]` looks for a new snapshot version.
+const RPZ_SERVE_POLL: Duration = Duration::from_millis(100);
+
+/// `[rpz.serve]`'s figures, read at scrape time.
+fn register_rpz_serve_metrics(metrics: &Arc<Metrics>, serve: &Arc<crate::rpz::serve::RpzServe>) {
+    let stats = serve.stats().clone();
+    metrics.on_scrape(move |s| {
+        use std::sync::atomic::Ordering::Relaxed;
+        let left = *stats
+            .left_out
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        s.rpz_serve = Some(metrics::RpzServeSample {
+            serial: stats.serial.load(Relaxed),
+            records: stats.records.load(Relaxed),
+            axfr: stats.axfr.load(Relaxed),
+            ixfr: stats.ixfr.load(Relaxed),
+            ixfr_fallback: stats.ixfr_fallback.load(Relaxed),
+            refused: stats.refused.load(Relaxed),
+            notify_sent: stats.notify_sent.load(Relaxed),
+            notify_failed: stats.notify_failed.load(Relaxed),
+            left_out: [("keyword", left.0), ("url", left.1), ("other", left.2)],
+        });
+    });
 }
 
 /// dnstap's counters, read at scrape time.

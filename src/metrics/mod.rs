@@ -107,6 +107,7 @@ pub use config::{MetricsConfig, RawMetricsConfig};
 pub use exposition::{Exposition, ParsedSample};
 pub use http::MetricsServer;
 pub use scrape::DnstapSample;
+pub use scrape::RpzServeSample;
 pub use scrape::Sample;
 
 use scrape::ScrapeCollector;

@@ -65,6 +65,9 @@ pub(crate) enum Outcome {
     Silent,
     /// A cache miss: ask the upstreams, then [`QueryCore::complete`].
     Forward(Box<Pending>),
+    /// A zone transfer (`[rpz.serve]`, TCP only): send these messages in
+    /// order.
+    Transfer(Vec<Vec<u8>>),
 }
 
 /// Why a forwarded query has no upstream answer. Each becomes SERVFAIL
@@ -164,6 +167,8 @@ pub(crate) struct QueryCore {
     /// `[dnstap]`, when configured: blocks (and with `messages = "all"`
     /// every answer) are handed to it. `None` costs one branch per reply.
     tap: Option<Arc<dyn TapSink>>,
+    /// `[rpz.serve]`, when configured: answers for its zone's apex.
+    rpz_serve: Option<Arc<crate::rpz::serve::RpzServe>>,
 }
 
 impl QueryCore {
@@ -185,7 +190,13 @@ impl QueryCore {
             metrics,
             hits,
             tap: None,
+            rpz_serve: None,
         }
+    }
+
+    /// Serve an RPZ (see [`crate::rpz::serve`]).
+    pub(crate) fn set_rpz_serve(&mut self, serve: Option<Arc<crate::rpz::serve::RpzServe>>) {
+        self.rpz_serve = serve;
     }
 
     /// Stream queries to dnstap (see [`crate::dnstap`]).
@@ -249,6 +260,15 @@ impl QueryCore {
             }
         };
         self.metrics.query(q.transport, req.qtype);
+        // Before the ACL: followers are admitted by `allow_transfer`.
+        if let Some(serve) = &self.rpz_serve
+            && let Some(outcome) = serve.answer(&req, q.packet, q.client, q.transport, out)
+        {
+            if matches!(outcome, Outcome::Reply) {
+                self.count_reply(out);
+            }
+            return outcome;
+        }
         if !self.acl.allows(q.client.ip()) {
             sinkhole::refused_prohibited(out, &req);
             self.count_reply(out);
@@ -1073,7 +1093,7 @@ mod tests {
                         (0, b"upstream rate limit for victim.org".to_vec())
                     );
                 }
-                Outcome::Silent => panic!("limited queries are answered"),
+                Outcome::Silent | Outcome::Transfer(_) => panic!("limited queries are answered"),
             }
         }
         // The rate (a one-second burst), then one in ten of the 100 over.

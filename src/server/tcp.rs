@@ -160,6 +160,14 @@ async fn connection(
                     }
                 }
                 Outcome::Silent => drop(slot),
+                Outcome::Transfer(messages) => {
+                    drop(slot);
+                    for m in messages {
+                        if tx.send(frame(&m)).await.is_err() {
+                            break 'conn;
+                        }
+                    }
+                }
                 Outcome::Forward(p) => {
                     shared.forward(
                         &rt,

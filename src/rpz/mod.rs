@@ -1,0 +1,3 @@
+//! Response Policy Zones: serving the rules in force as an RPZ (`serve`).
+
+pub mod serve;
