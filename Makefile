@@ -13,6 +13,9 @@ TEST_COMMANDS := dig systemd-analyze systemd-sysusers strace chromium
 # dnstap: fstrm_capture receives the stream, dnstap-ldns reads it.
 TEST_PACKAGES += fstrm-bin dnstap-ldns
 TEST_COMMANDS += fstrm_capture dnstap-ldns
+# [rpz.serve]: Unbound follows the zone; named-checkzone checks the export.
+TEST_PACKAGES += unbound bind9-utils
+TEST_COMMANDS += unbound named-checkzone
 
 .PHONY: all build release run test test-deps fmt-check clippy unit bench fuzz clean
 .PHONY: install deb deb-tools deb-check

@@ -22,6 +22,7 @@ mod notify;
 mod reload;
 mod reload_load;
 mod reload_real;
+mod rpz_serve;
 mod serve;
 mod serve_config;
 mod systemd;
