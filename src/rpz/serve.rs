@@ -18,6 +18,7 @@
 //! [`Outcome::Transfer`] the TCP connection streams, IXFR over UDP with
 //! the SOA alone (RFC 1995 §2: "use TCP"), AXFR over UDP NOTIMP.
 
+pub(crate) mod tsig;
 pub(crate) mod zone;
 
 use std::collections::VecDeque;
@@ -54,7 +55,8 @@ pub struct RawRpzServeConfig {
     pub lists: Vec<String>,
     /// Who may transfer the zone (and ask for its SOA): addresses or CIDRs.
     pub allow_transfer: Vec<String>,
-    /// A BIND key file for TSIG (not implemented yet: must stay empty).
+    /// A BIND key file (`tsig-keygen` output); when set, transfers need a
+    /// valid TSIG with that key and every message of the answer is signed.
     pub tsig_key_file: String,
     /// `ADDR:PORT` of followers to NOTIFY on every change.
     pub notify: Vec<String>,
@@ -82,6 +84,8 @@ pub struct RpzServeConfig {
     pub notify: Vec<SocketAddr>,
     /// `STATE_DIR/rpz-serve.json`.
     pub state_file: PathBuf,
+    /// BIND key file: TSIG required on transfers.
+    pub tsig_key_file: Option<PathBuf>,
 }
 
 /// A bad `[rpz.serve]` key and why.
@@ -119,12 +123,6 @@ impl RawRpzServeConfig {
                 "serving a zone needs lists.state_dir (its serial must survive restarts)",
             ));
         };
-        if !self.tsig_key_file.trim().is_empty() {
-            return Err(invalid(
-                "tsig_key_file",
-                "TSIG for [rpz.serve] is not implemented yet: leave it empty and limit allow_transfer",
-            ));
-        }
         let allow_transfer = self
             .allow_transfer
             .iter()
@@ -148,6 +146,9 @@ impl RawRpzServeConfig {
             allow_transfer,
             notify,
             state_file: dir.join("rpz-serve.json"),
+            tsig_key_file: Some(self.tsig_key_file.trim())
+                .filter(|s| !s.is_empty())
+                .map(PathBuf::from),
         }))
     }
 }
@@ -161,6 +162,8 @@ pub enum RpzServeError {
     },
     #[error("{path}: not a saved [rpz.serve] state: {message}")]
     State { path: PathBuf, message: String },
+    #[error("rpz.serve.tsig_key_file: {0}")]
+    Key(#[from] tsig::KeyFileError),
 }
 
 /// What `STATE_DIR/rpz-serve.json` holds.
@@ -265,6 +268,8 @@ pub struct RpzServe {
     cfg: RpzServeConfig,
     policy: PolicyConfig,
     acl: Acl,
+    /// `tsig_key_file`: transfers need a valid TSIG.
+    key: Option<tsig::Key>,
     apex: Name,
     apex_wire: Vec<u8>,
     state: ArcSwap<ZoneState>,
@@ -298,6 +303,11 @@ impl RpzServe {
                 message: e.to_string(),
             })?;
         let apex_wire = crate::dnstap::dotted_to_wire(cfg.zone.as_bytes()).unwrap_or_default();
+        let key = cfg
+            .tsig_key_file
+            .as_deref()
+            .map(tsig::Key::load)
+            .transpose()?;
         let stats = Arc::new(RpzServeStats::default());
         let (records, left) = build(snap, &cfg, &policy, apex_wire.len());
         let hash = records_hash(&records);
@@ -324,6 +334,7 @@ impl RpzServe {
         };
         Ok(RpzServe {
             acl: Acl::new(&cfg.allow_transfer),
+            key,
             cfg,
             policy,
             apex,
@@ -436,10 +447,33 @@ impl RpzServe {
                 Outcome::Reply
             }
         };
+        // Transfers (not SOA refresh checks) need the key when there is one.
+        let mut request_mac = None;
+        if let Some(key) = &self.key
+            && transport == Transport::Tcp
+            && matches!(qtype, RecordType::AXFR | RecordType::IXFR)
+        {
+            match key.verify(packet) {
+                Ok(mac) => request_mac = Some(mac),
+                Err(why) => {
+                    self.stats.refused.fetch_add(1, Ordering::Relaxed);
+                    let rcode = match why {
+                        tsig::Rejected::Unsigned => wire::RCODE_REFUSED,
+                        tsig::Rejected::BadSignature => RCODE_NOTAUTH,
+                    };
+                    crate::sinkhole::error_answer(out, req, rcode);
+                    return Some(Outcome::Reply);
+                }
+            }
+        }
+        let sign = |msgs: Vec<Message>| match (&self.key, &request_mac) {
+            (Some(key), Some(mac)) => key.sign_all(mac, msgs),
+            _ => msgs.iter().filter_map(|m| m.to_vec().ok()).collect(),
+        };
         let outcome = match (qtype, transport) {
             (RecordType::AXFR, Transport::Tcp) => {
                 self.stats.axfr.fetch_add(1, Ordering::Relaxed);
-                Outcome::Transfer(self.transfer(req, qtype, &st, None))
+                Outcome::Transfer(sign(self.transfer(req, qtype, &st, None)))
             }
             (RecordType::IXFR, Transport::Tcp) => {
                 let Some(theirs) = client_serial(packet) else {
@@ -447,7 +481,7 @@ impl RpzServe {
                     return Some(Outcome::Reply);
                 };
                 self.stats.ixfr.fetch_add(1, Ordering::Relaxed);
-                Outcome::Transfer(self.transfer(req, qtype, &st, Some(theirs)))
+                Outcome::Transfer(sign(self.transfer(req, qtype, &st, Some(theirs))))
             }
             (RecordType::AXFR, Transport::Udp) => {
                 crate::sinkhole::error_answer(out, req, wire::RCODE_NOTIMP);
@@ -524,7 +558,7 @@ impl RpzServe {
         qtype: RecordType,
         st: &ZoneState,
         theirs: Option<u32>,
-    ) -> Vec<Vec<u8>> {
+    ) -> Vec<Message> {
         let mut rrs: Vec<Record> = Vec::new();
         let soa = self.soa(st.serial);
         match theirs {
@@ -553,9 +587,7 @@ impl RpzServe {
         for chunk in rrs.chunks(RECORDS_PER_MESSAGE) {
             let mut m = self.response(req, qtype);
             m.add_answers(chunk.iter().cloned());
-            if let Ok(bytes) = m.to_vec() {
-                out.push(bytes);
-            }
+            out.push(m);
         }
         out
     }
@@ -642,6 +674,9 @@ impl RpzServe {
         }
     }
 }
+
+/// RCODE NOTAUTH (RFC 8945 §5.2: a bad signature).
+const RCODE_NOTAUTH: u16 = 9;
 
 const NOTIFY_TRIES: u32 = 5;
 const NOTIFY_WAIT: Duration = Duration::from_millis(500);

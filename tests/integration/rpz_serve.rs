@@ -268,3 +268,37 @@ fn soa_is_served_for_refresh_checks_and_the_serial_is_saved() {
             .unwrap();
     assert!(state.contains("\"serial\": 1"), "{state}");
 }
+
+#[test]
+fn with_a_tsig_key_transfers_need_it_and_every_message_is_signed() {
+    let up = Upstream::start();
+    let dir = tempfile::tempdir().unwrap();
+    let secret = "c2lua2hvbGUtcnB6LXNlcnZlLXRlc3Qta2V5LTAwMDE=";
+    let key = dir.path().join("xfr.key");
+    std::fs::write(
+        &key,
+        format!("key \"xfr-key\" {{\n\talgorithm hmac-sha256;\n\tsecret \"{secret}\";\n}};\n"),
+    )
+    .unwrap();
+    // Enough names for several transfer messages (200 records each).
+    let names: String = (0..300).map(|i| format!("n{i}.example\n")).collect();
+    let s = Server::builder(&[up.addr])
+        .lists(&[("court.txt", names.as_str())])
+        .config(&format!(
+            "state_dir = \"{{dir}}/state\"\n[rpz.serve]\nzone = \"rpz.test\"\ntsig_key_file = \"{}\"\n",
+            key.display()
+        ))
+        .start();
+    let good = format!("hmac-sha256:xfr-key:{secret}");
+    let signed = dig(s.addr, "127.0.0.1", &["-y", &good, "rpz.test", "AXFR"]);
+    // dig checks every message's TSIG and says how much it took in.
+    assert!(signed.contains("XFR size: 603 records"), "{signed}");
+    assert_eq!(signed.matches("TSIG\thmac-sha256.").count(), 4, "{signed}");
+    assert!(!signed.contains("failure"), "{signed}");
+    let unsigned = dig(s.addr, "127.0.0.1", &["rpz.test", "AXFR"]);
+    assert!(unsigned.contains("Transfer failed"), "{unsigned}");
+    let wrong = "hmac-sha256:xfr-key:d3Jvbmctc2VjcmV0LXdyb25nLXNlY3JldC13cm9uZw==";
+    let forged = dig(s.addr, "127.0.0.1", &["-y", wrong, "rpz.test", "AXFR"]);
+    assert!(!forged.contains("XFR size"), "{forged}");
+    assert!(!forged.contains("n1.example.rpz.test."), "{forged}");
+}
