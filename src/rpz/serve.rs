@@ -743,5 +743,112 @@ fn client_serial(packet: &[u8]) -> Option<u32> {
     })
 }
 
+/// The zone-apex answers on arbitrary packets, for the `xfr_request`
+/// fuzz target: a served zone of a few rules (with TSIG), every packet
+/// through [`RpzServe::answer`] over UDP and TCP from inside and outside
+/// `allow_transfer`. Every reply must decode; transfers only over TCP.
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing {
+    use super::*;
+
+    pub struct XfrHarness {
+        serve: RpzServe,
+        _dir: tempfile_free::Dir,
+    }
+
+    /// A private state directory under the system's temporary directory,
+    /// removed on drop (no tempfile dependency outside tests).
+    mod tempfile_free {
+        pub(super) struct Dir(pub(super) std::path::PathBuf);
+        impl Drop for Dir {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_dir_all(&self.0);
+            }
+        }
+    }
+
+    impl XfrHarness {
+        pub fn new() -> XfrHarness {
+            let dir =
+                std::env::temp_dir().join(format!("sinkhole-fuzz-xfr-{}", std::process::id()));
+            let _ = std::fs::create_dir_all(&dir);
+            let key = dir.join("xfr.key");
+            let _ = std::fs::write(
+                &key,
+                "key \"k\" { algorithm hmac-sha256; secret \"c2VjcmV0LXNlY3JldC1zZWNyZXQ=\"; };",
+            );
+            let opts = crate::list::ListOptions {
+                format: Some(crate::list::Format::Plain),
+                name: Some("court".into()),
+                ..Default::default()
+            };
+            let list = crate::list::parse::parse_bytes(
+                Path::new("court"),
+                b"a.example\nb.a.example\n",
+                &opts,
+            );
+            let Ok(snap) = crate::list::compile::compile(&[list]) else {
+                panic!("fixed list compiles");
+            };
+            let cfg = RpzServeConfig {
+                zone: "rpz.test".into(),
+                lists: Vec::new(),
+                allow_transfer: vec![IpNet::from(IpAddr::from([127, 0, 0, 1]))],
+                notify: Vec::new(),
+                state_file: dir.join("rpz-serve.json"),
+                tsig_key_file: Some(key),
+            };
+            let Ok(config) = crate::config::Config::from_toml_str_with_resolv_text(
+                "[upstream]\nservers = [\"127.0.0.1\"]\n",
+                "fuzz",
+                "",
+            ) else {
+                panic!("harness config");
+            };
+            let policy = config.policy;
+            let Ok(serve) = RpzServe::new(cfg, policy, &snap) else {
+                panic!("harness zone");
+            };
+            XfrHarness {
+                serve,
+                _dir: tempfile_free::Dir(dir),
+            }
+        }
+
+        pub fn request(&self, packet: &[u8]) {
+            let Ok(req) = wire::parse_request(packet) else {
+                return;
+            };
+            let mut out = Vec::new();
+            for client in ["127.0.0.1:5300", "192.0.2.1:5300"] {
+                let Ok(client) = client.parse::<SocketAddr>() else {
+                    continue;
+                };
+                for transport in [Transport::Udp, Transport::Tcp] {
+                    match self.serve.answer(&req, packet, client, transport, &mut out) {
+                        None | Some(Outcome::Silent) => {}
+                        Some(Outcome::Reply) => {
+                            assert!(Message::from_vec(&out).is_ok(), "undecodable reply");
+                        }
+                        Some(Outcome::Transfer(msgs)) => {
+                            assert_eq!(transport, Transport::Tcp, "transfer over UDP");
+                            for m in msgs {
+                                assert!(Message::from_vec(&m).is_ok(), "undecodable transfer");
+                            }
+                        }
+                        Some(Outcome::Forward(_)) => panic!("the apex is never forwarded"),
+                    }
+                }
+            }
+        }
+    }
+
+    impl Default for XfrHarness {
+        fn default() -> Self {
+            XfrHarness::new()
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests;
