@@ -40,7 +40,7 @@ use thiserror::Error;
 use crate::acl::Acl;
 use crate::list::Snapshot;
 use crate::policy::PolicyConfig;
-use crate::server::query::Outcome;
+use crate::server::query::{Outcome, TransferJob};
 use crate::wire::{self, Request, Transport};
 
 use self::zone::{LeftOut, RpzData, Rules, SOA_TIMERS, ZoneRecord};
@@ -419,7 +419,7 @@ impl RpzServe {
     /// Answer a query for the zone's apex; `None` for any other name (the
     /// query goes on through the normal path).
     pub(crate) fn answer(
-        &self,
+        self: &Arc<Self>,
         req: &Request,
         packet: &[u8],
         client: SocketAddr,
@@ -466,14 +466,21 @@ impl RpzServe {
                 }
             }
         }
-        let sign = |msgs: Vec<Message>| match (&self.key, &request_mac) {
-            (Some(key), Some(mac)) => key.sign_all(mac, msgs),
-            _ => msgs.iter().filter_map(|m| m.to_vec().ok()).collect(),
+        let job = |theirs: Option<u32>| {
+            let me = self.clone();
+            let (id, rd) = (req.id, req.rd());
+            let chain = match (&self.key, request_mac.clone()) {
+                (Some(key), Some(mac)) => Some(key.chain(mac)),
+                _ => None,
+            };
+            Outcome::Transfer(TransferJob(Box::new(move |emit| {
+                me.transfer(id, rd, qtype, &st, theirs, chain, emit)
+            })))
         };
         let outcome = match (qtype, transport) {
             (RecordType::AXFR, Transport::Tcp) => {
                 self.stats.axfr.fetch_add(1, Ordering::Relaxed);
-                Outcome::Transfer(sign(self.transfer(req, qtype, &st, None)))
+                job(None)
             }
             (RecordType::IXFR, Transport::Tcp) => {
                 let Some(theirs) = client_serial(packet) else {
@@ -481,13 +488,14 @@ impl RpzServe {
                     return Some(Outcome::Reply);
                 };
                 self.stats.ixfr.fetch_add(1, Ordering::Relaxed);
-                Outcome::Transfer(sign(self.transfer(req, qtype, &st, Some(theirs))))
+                job(Some(theirs))
             }
             (RecordType::AXFR, Transport::Udp) => {
                 crate::sinkhole::error_answer(out, req, wire::RCODE_NOTIMP);
                 Outcome::Reply
             }
             (RecordType::IXFR | RecordType::SOA, _) => {
+                let st = self.state.load();
                 let mut m = self.response(req, qtype);
                 m.add_answer(self.soa(st.serial));
                 reply(m, out)
@@ -498,6 +506,7 @@ impl RpzServe {
                 reply(m, out)
             }
             _ => {
+                let st = self.state.load();
                 let mut m = self.response(req, qtype);
                 m.add_authority(self.soa(st.serial));
                 reply(m, out)
@@ -507,9 +516,13 @@ impl RpzServe {
     }
 
     fn response(&self, req: &Request, qtype: RecordType) -> Message {
-        let mut m = Message::response(req.id, OpCode::Query);
+        self.response_to(req.id, req.rd(), qtype)
+    }
+
+    fn response_to(&self, id: u16, rd: bool, qtype: RecordType) -> Message {
+        let mut m = Message::response(id, OpCode::Query);
         m.metadata.authoritative = true;
-        m.metadata.recursion_desired = req.rd();
+        m.metadata.recursion_desired = rd;
         m.metadata.response_code = ResponseCode::NoError;
         m.add_query(Query::query(self.apex.clone(), qtype));
         m
@@ -549,47 +562,80 @@ impl RpzServe {
         Some(Record::from_rdata(name, self.policy.ttl, rdata))
     }
 
-    /// The messages of an AXFR, or of an IXFR from `theirs` (RFC 1995: the
-    /// deltas from the journal when it reaches back that far, the whole
-    /// zone otherwise, the SOA alone when they are up to date).
+    /// Stream the messages of an AXFR, or of an IXFR from `theirs` (RFC
+    /// 1995: the deltas from the journal when it reaches back that far, the
+    /// whole zone otherwise, the SOA alone when they are up to date) to
+    /// `emit`, [`RECORDS_PER_MESSAGE`] records each, signed by `chain` when
+    /// the request was; stops when `emit` says the connection is gone. Runs
+    /// off the async workers (a large zone takes a while) and holds one
+    /// message at a time, not the transfer.
+    #[allow(clippy::too_many_arguments)]
     fn transfer(
         &self,
-        req: &Request,
+        id: u16,
+        rd: bool,
         qtype: RecordType,
         st: &ZoneState,
         theirs: Option<u32>,
-    ) -> Vec<Message> {
-        let mut rrs: Vec<Record> = Vec::new();
+        mut chain: Option<tsig::ChainSigner>,
+        emit: &mut dyn FnMut(Vec<u8>) -> bool,
+    ) {
         let soa = self.soa(st.serial);
-        match theirs {
-            Some(s) if s == st.serial => rrs.push(soa),
+        let records =
+            |rs: &'_ [ZoneRecord]| rs.iter().filter_map(|r| self.record(r)).collect::<Vec<_>>();
+        // The answer as a sequence of record groups, produced lazily.
+        let groups: Box<dyn Iterator<Item = Vec<Record>> + '_> = match theirs {
+            Some(s) if s == st.serial => Box::new(std::iter::once(vec![soa])),
             Some(s) if let Some(start) = st.journal.iter().position(|d| d.from == s) => {
-                rrs.push(soa.clone());
-                for d in st.journal.iter().skip(start) {
-                    rrs.push(self.soa(d.from));
-                    rrs.extend(d.removed.iter().filter_map(|r| self.record(r)));
-                    rrs.push(self.soa(d.to));
-                    rrs.extend(d.added.iter().filter_map(|r| self.record(r)));
-                }
-                rrs.push(soa);
+                let deltas = st.journal.iter().skip(start).map(move |d| {
+                    let mut g = vec![self.soa(d.from)];
+                    g.extend(records(&d.removed));
+                    g.push(self.soa(d.to));
+                    g.extend(records(&d.added));
+                    g
+                });
+                Box::new(
+                    std::iter::once(vec![soa.clone()])
+                        .chain(deltas)
+                        .chain(std::iter::once(vec![soa])),
+                )
             }
             _ => {
                 if theirs.is_some() {
                     self.stats.ixfr_fallback.fetch_add(1, Ordering::Relaxed);
                 }
-                rrs.push(soa.clone());
-                rrs.push(self.ns());
-                rrs.extend(st.records.iter().filter_map(|r| self.record(r)));
-                rrs.push(soa);
+                let body = st.records.chunks(RECORDS_PER_MESSAGE).map(records);
+                Box::new(
+                    std::iter::once(vec![soa.clone(), self.ns()])
+                        .chain(body)
+                        .chain(std::iter::once(vec![soa])),
+                )
+            }
+        };
+        let mut pending: Vec<Record> = Vec::with_capacity(RECORDS_PER_MESSAGE);
+        let mut send = |rrs: &mut Vec<Record>, chain: &mut Option<tsig::ChainSigner>| -> bool {
+            let mut m = self.response_to(id, rd, qtype);
+            m.add_answers(rrs.drain(..));
+            let bytes = match chain {
+                Some(c) => c.sign(m),
+                None => m.to_vec().ok(),
+            };
+            match bytes {
+                Some(b) => emit(b),
+                None => false,
+            }
+        };
+        for group in groups {
+            for r in group {
+                pending.push(r);
+                if pending.len() == RECORDS_PER_MESSAGE && !send(&mut pending, &mut chain) {
+                    return;
+                }
             }
         }
-        let mut out = Vec::with_capacity(rrs.len() / RECORDS_PER_MESSAGE + 1);
-        for chunk in rrs.chunks(RECORDS_PER_MESSAGE) {
-            let mut m = self.response(req, qtype);
-            m.add_answers(chunk.iter().cloned());
-            out.push(m);
+        if !pending.is_empty() {
+            send(&mut pending, &mut chain);
         }
-        out
     }
 
     /// NOTIFY every `notify` address of `serial` (RFC 1996), each retried
@@ -752,7 +798,7 @@ pub mod fuzzing {
     use super::*;
 
     pub struct XfrHarness {
-        serve: RpzServe,
+        serve: Arc<RpzServe>,
         _dir: tempfile_free::Dir,
     }
 
@@ -810,7 +856,7 @@ pub mod fuzzing {
                 panic!("harness zone");
             };
             XfrHarness {
-                serve,
+                serve: Arc::new(serve),
                 _dir: tempfile_free::Dir(dir),
             }
         }
@@ -830,9 +876,9 @@ pub mod fuzzing {
                         Some(Outcome::Reply) => {
                             assert!(Message::from_vec(&out).is_ok(), "undecodable reply");
                         }
-                        Some(Outcome::Transfer(msgs)) => {
+                        Some(Outcome::Transfer(job)) => {
                             assert_eq!(transport, Transport::Tcp, "transfer over UDP");
-                            for m in msgs {
+                            for m in job.collect() {
                                 assert!(Message::from_vec(&m).is_ok(), "undecodable transfer");
                             }
                         }

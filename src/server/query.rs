@@ -65,9 +65,35 @@ pub(crate) enum Outcome {
     Silent,
     /// A cache miss: ask the upstreams, then [`QueryCore::complete`].
     Forward(Box<Pending>),
-    /// A zone transfer (`[rpz.serve]`, TCP only): send these messages in
-    /// order.
-    Transfer(Vec<Vec<u8>>),
+    /// A zone transfer (`[rpz.serve]`, TCP only): run the job off the
+    /// async workers and send the messages it emits, in order.
+    Transfer(TransferJob),
+}
+
+/// Produces a zone transfer's messages one at a time into the callback,
+/// which returns false once the connection is gone (the job then stops).
+pub(crate) struct TransferJob(pub Box<dyn FnOnce(Emit<'_>) + Send>);
+
+/// Where a [`TransferJob`] puts each message; false: stop.
+pub(crate) type Emit<'a> = &'a mut dyn FnMut(Vec<u8>) -> bool;
+
+impl TransferJob {
+    /// Every message, collected (tests and the fuzz harness).
+    #[cfg(any(test, feature = "fuzzing"))]
+    pub(crate) fn collect(self) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        (self.0)(&mut |m| {
+            out.push(m);
+            true
+        });
+        out
+    }
+}
+
+impl std::fmt::Debug for TransferJob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TransferJob")
+    }
 }
 
 /// Why a forwarded query has no upstream answer. Each becomes SERVFAIL

@@ -327,16 +327,16 @@ fn request(qtype: RecordType, serial: Option<u32>) -> (Request, Vec<u8>) {
 }
 
 /// The answer records of a transfer, all messages in order, as text.
-fn transfer_records(s: &RpzServe, qtype: RecordType, serial: Option<u32>) -> Vec<String> {
+fn transfer_records(s: &Arc<RpzServe>, qtype: RecordType, serial: Option<u32>) -> Vec<String> {
     let (req, bytes) = request(qtype, serial);
     let mut out = Vec::new();
     let client: SocketAddr = "127.0.0.1:5000".parse().unwrap();
-    let Some(Outcome::Transfer(msgs)) = s.answer(&req, &bytes, client, Transport::Tcp, &mut out)
+    let Some(Outcome::Transfer(job)) = s.answer(&req, &bytes, client, Transport::Tcp, &mut out)
     else {
         panic!("not a transfer");
     };
     let mut recs = Vec::new();
-    for m in msgs {
+    for m in job.collect() {
         let m = Message::from_vec(&m).unwrap();
         assert_eq!(m.metadata.id, 0x4242);
         assert!(m.metadata.authoritative);
@@ -356,7 +356,8 @@ fn transfer_records(s: &RpzServe, qtype: RecordType, serial: Option<u32>) -> Vec
 #[test]
 fn axfr_and_ixfr_from_the_journal() {
     let dir = tempfile::tempdir().unwrap();
-    let s = RpzServe::new(config(dir.path()), policy(), &compile(1, "a.example\n")).unwrap();
+    let s =
+        Arc::new(RpzServe::new(config(dir.path()), policy(), &compile(1, "a.example\n")).unwrap());
     assert_eq!(
         transfer_records(&s, RecordType::AXFR, None),
         [
@@ -398,7 +399,8 @@ fn axfr_and_ixfr_from_the_journal() {
 #[test]
 fn outsiders_are_refused_and_other_names_pass_through() {
     let dir = tempfile::tempdir().unwrap();
-    let s = RpzServe::new(config(dir.path()), policy(), &compile(1, "a.example\n")).unwrap();
+    let s =
+        Arc::new(RpzServe::new(config(dir.path()), policy(), &compile(1, "a.example\n")).unwrap());
     let (req, bytes) = request(RecordType::AXFR, None);
     let mut out = Vec::new();
     let stranger: SocketAddr = "192.0.2.9:5000".parse().unwrap();

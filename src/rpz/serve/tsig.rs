@@ -183,59 +183,77 @@ impl Key {
         Ok(mac)
     }
 
-    /// Sign the messages of one answer in order (each gets a TSIG record
-    /// as its last additional); `request_mac` from [`Key::verify`].
-    pub(crate) fn sign_all(&self, request_mac: &[u8], messages: Vec<Message>) -> Vec<Vec<u8>> {
-        let time = now();
-        let mut previous: Option<Vec<u8>> = None;
-        let mut out = Vec::with_capacity(messages.len());
-        for mut m in messages {
-            let Ok(unsigned) = m.to_vec() else { continue };
-            let record: Box<Record<TSIG>> = match &previous {
-                None => {
-                    let ctx = TSigResponseContext::new(
-                        m.metadata.id,
-                        time,
-                        self.signer.clone(),
-                        request_mac.to_vec(),
-                        None,
-                    );
-                    match ctx.sign(&unsigned) {
-                        Ok(r) => r,
-                        Err(_) => continue,
-                    }
-                }
-                Some(prev) => {
-                    // RFC 8945 §5.3.1: previous MAC, the message, timers.
-                    let mut tbs = Vec::with_capacity(2 + prev.len() + unsigned.len() + 8);
-                    tbs.extend_from_slice(&(prev.len() as u16).to_be_bytes());
-                    tbs.extend_from_slice(prev);
-                    tbs.extend_from_slice(&unsigned);
-                    tbs.extend_from_slice(&((time >> 32) as u16).to_be_bytes());
-                    tbs.extend_from_slice(&(time as u32).to_be_bytes());
-                    tbs.extend_from_slice(&FUDGE.to_be_bytes());
-                    let Ok(mac) = self.signer.sign(&tbs) else {
-                        continue;
-                    };
-                    let tsig = TSIG::new(
-                        self.signer.algorithm().clone(),
-                        time,
-                        FUDGE,
-                        mac,
-                        m.metadata.id,
-                        None::<TsigError>,
-                        Vec::new(),
-                    );
-                    Box::new(make_tsig_record(self.signer.signer_name().clone(), tsig))
-                }
-            };
-            previous = Some(record.data.mac.clone());
-            m.set_signature(record);
-            if let Ok(bytes) = m.to_vec() {
-                out.push(bytes);
-            }
+    /// A signer for the messages of one answer, in order; `request_mac`
+    /// from [`Key::verify`].
+    pub(crate) fn chain(&self, request_mac: Vec<u8>) -> ChainSigner {
+        ChainSigner {
+            signer: self.signer.clone(),
+            request_mac,
+            previous: None,
+            time: now(),
         }
-        out
+    }
+
+    /// Sign the messages of one answer in order (each gets a TSIG record
+    /// as its last additional).
+    #[cfg(test)]
+    pub(crate) fn sign_all(&self, request_mac: &[u8], messages: Vec<Message>) -> Vec<Vec<u8>> {
+        let mut chain = self.chain(request_mac.to_vec());
+        messages.into_iter().filter_map(|m| chain.sign(m)).collect()
+    }
+}
+
+/// Signs the messages of one answer as a chain: the first over the
+/// request's MAC and the full TSIG variables, each later one over the
+/// previous MAC and the timers only (RFC 8945 §5.3.1).
+pub(crate) struct ChainSigner {
+    signer: TSigner,
+    request_mac: Vec<u8>,
+    previous: Option<Vec<u8>>,
+    time: u64,
+}
+
+impl ChainSigner {
+    /// The next message, signed and encoded; `None` if it cannot be
+    /// encoded or signed (the chain then ends: later messages would not
+    /// verify without it).
+    pub(crate) fn sign(&mut self, mut m: Message) -> Option<Vec<u8>> {
+        let unsigned = m.to_vec().ok()?;
+        let time = self.time;
+        let record: Box<Record<TSIG>> = match &self.previous {
+            None => TSigResponseContext::new(
+                m.metadata.id,
+                time,
+                self.signer.clone(),
+                self.request_mac.clone(),
+                None,
+            )
+            .sign(&unsigned)
+            .ok()?,
+            Some(prev) => {
+                let mut tbs = Vec::with_capacity(2 + prev.len() + unsigned.len() + 8);
+                tbs.extend_from_slice(&(prev.len() as u16).to_be_bytes());
+                tbs.extend_from_slice(prev);
+                tbs.extend_from_slice(&unsigned);
+                tbs.extend_from_slice(&((time >> 32) as u16).to_be_bytes());
+                tbs.extend_from_slice(&(time as u32).to_be_bytes());
+                tbs.extend_from_slice(&FUDGE.to_be_bytes());
+                let mac = self.signer.sign(&tbs).ok()?;
+                let tsig = TSIG::new(
+                    self.signer.algorithm().clone(),
+                    time,
+                    FUDGE,
+                    mac,
+                    m.metadata.id,
+                    None::<TsigError>,
+                    Vec::new(),
+                );
+                Box::new(make_tsig_record(self.signer.signer_name().clone(), tsig))
+            }
+        };
+        self.previous = Some(record.data.mac.clone());
+        m.set_signature(record);
+        m.to_vec().ok()
     }
 }
 
