@@ -743,7 +743,14 @@ fn build(
     apex_wire_len: usize,
 ) -> (Vec<ZoneRecord>, LeftOut) {
     let (rules, mut left) = Rules::from_snapshot(snap, &cfg.lists, policy);
-    let (records, too_long) = rules.zone(apex_wire_len);
+    // Every list: the snapshot's own lookup decides (so the zone follows
+    // sinkhole's semantics exactly, RPZ files included); some lists: the
+    // builder's reading of just those rules.
+    let (records, too_long) = if cfg.lists.is_empty() {
+        rules.zone_with(apex_wire_len, &|n| zone::snapshot_decides(snap, policy, n))
+    } else {
+        rules.zone_with(apex_wire_len, &|n| rules.decide(n))
+    };
     left.other += too_long;
     (records, left)
 }

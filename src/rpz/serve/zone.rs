@@ -110,6 +110,46 @@ fn best(narrow: Option<Rule>, subtree: Option<Rule>) -> Option<Rule> {
     }
 }
 
+/// What a rule with `action` answers, as RPZ data (empty for an allow).
+fn rule_data(
+    action: Action,
+    view: &crate::list::RuleView<'_>,
+    policy: &PolicyConfig,
+) -> Vec<RpzData> {
+    let mut data = match action.resolve(policy.action) {
+        Action::Allow => Vec::new(),
+        // RPZ has no REFUSED action: NXDOMAIN still blocks.
+        Action::Nxdomain | Action::Refused | Action::Block => vec![RpzData::Cname(NXDOMAIN)],
+        Action::Nodata => vec![RpzData::Cname(NODATA)],
+        Action::Drop => vec![RpzData::Cname(DROP)],
+        Action::Address => {
+            let own = view.addresses();
+            if own.is_empty() {
+                vec![
+                    RpzData::Addr(IpAddr::V4(policy.address_v4)),
+                    RpzData::Addr(IpAddr::V6(policy.address_v6)),
+                ]
+            } else {
+                own.into_iter().map(RpzData::Addr).collect()
+            }
+        }
+    };
+    data.sort();
+    data
+}
+
+/// sinkhole's decision for a name as the snapshot makes it (its own
+/// lookup, whatever its semantics for each list format), in the zone's
+/// vocabulary: the oracle of a zone exporting every list.
+pub(crate) fn snapshot_decides(snap: &Snapshot, policy: &PolicyConfig, name: &str) -> Verdict {
+    match snap.lookup(name.as_bytes()) {
+        Some(m) if !m.action.is_allow() => {
+            Verdict::Block(rule_data(m.action, &snap.rule(m.rule), policy))
+        }
+        _ => Verdict::Pass,
+    }
+}
+
 /// Parent of a dotted name (`None` at a top-level label).
 fn parent(name: &str) -> Option<&str> {
     name.split_once('.').map(|(_, p)| p)
@@ -132,25 +172,7 @@ impl Rules {
                 continue;
             }
             let action = view.action();
-            let data = match action.resolve(policy.action) {
-                Action::Allow => Vec::new(),
-                Action::Nxdomain | Action::Refused | Action::Block => {
-                    vec![RpzData::Cname(NXDOMAIN)]
-                }
-                Action::Nodata => vec![RpzData::Cname(NODATA)],
-                Action::Drop => vec![RpzData::Cname(DROP)],
-                Action::Address => {
-                    let own = view.addresses();
-                    if own.is_empty() {
-                        vec![
-                            RpzData::Addr(IpAddr::V4(policy.address_v4)),
-                            RpzData::Addr(IpAddr::V6(policy.address_v6)),
-                        ]
-                    } else {
-                        own.into_iter().map(RpzData::Addr).collect()
-                    }
-                }
-            };
+            let data = rule_data(action, &view, policy);
             rules.add(&name, scope, action.is_allow(), data);
         }
         // Keyword rules are not in `name_rules`; the snapshot counts them
@@ -221,9 +243,32 @@ impl Rules {
         Verdict::Pass
     }
 
-    /// The zone's records (sorted, no duplicates), and how many names were
-    /// too long to fit under an apex of `apex_len` bytes (wire form).
+    /// A label no rule has directly below `name`: a name there is decided
+    /// by what `name` and its ancestors say about names below them (`G`).
+    fn fresh_below(&self, name: &str) -> String {
+        (0u32..)
+            .map(|i| format!("{i}.{name}"))
+            .find(|n| !self.by_name.contains_key(n))
+            .unwrap_or_else(|| format!("0.{name}"))
+    }
+
+    /// The zone's records (sorted, no duplicates) with the builder's own
+    /// reading of the rules as the oracle (an export of some lists).
+    #[cfg(test)]
     pub(crate) fn zone(&self, apex_wire_len: usize) -> (Vec<ZoneRecord>, u64) {
+        self.zone_with(apex_wire_len, &|n| self.decide(n))
+    }
+
+    /// The zone's records (sorted, no duplicates), with `decide` saying
+    /// what sinkhole does for a name, and how many names were too long to
+    /// fit under an apex of `apex_len` bytes (wire form). Nodes are the
+    /// rule names and their ancestors; `decide` is asked for each node and
+    /// for a fresh name below each.
+    pub(crate) fn zone_with(
+        &self,
+        apex_wire_len: usize,
+        decide: &dyn Fn(&str) -> Verdict,
+    ) -> (Vec<ZoneRecord>, u64) {
         // Every rule name and its ancestors.
         let mut nodes: BTreeSet<&str> = BTreeSet::new();
         for name in self.by_name.keys() {
@@ -243,14 +288,15 @@ impl Rules {
                 too_long += 1;
                 continue;
             }
-            let own = self.decide(m);
-            let wild = self.below(Some(m));
+            let own = decide(m);
+            let wild = decide(&self.fresh_below(m));
             match &own {
                 Verdict::Block(data) => {
                     out.extend(data.iter().map(|d| (m.to_string(), d.clone())));
                 }
                 Verdict::Pass => {
-                    if let Verdict::Block(_) = self.below(parent(m)) {
+                    let above = parent(m).map_or(Verdict::Pass, |p| decide(&self.fresh_below(p)));
+                    if let Verdict::Block(_) = above {
                         out.insert((m.to_string(), RpzData::Cname(PASSTHRU)));
                     }
                 }
