@@ -71,6 +71,8 @@ pub struct RawConfig {
     pub api: crate::intake::RawApiConfig,
     /// `[[rpz.follow]]`: validated by `rpz::config`.
     pub rpz: crate::rpz::config::RawRpz,
+    /// `[dnstap]`: validated by `dnstap`.
+    pub dnstap: crate::dnstap::RawDnstapConfig,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -302,6 +304,7 @@ impl Default for RawConfig {
             metrics: Default::default(),
             console: Default::default(),
             api: Default::default(),
+            dnstap: Default::default(),
             rpz: Default::default(),
         }
     }
@@ -331,6 +334,10 @@ pub struct Config {
     pub managed: Vec<crate::intake::ManagedList>,
     /// `[[rpz.follow]]`: zones followed from RPZ primaries.
     pub rpz_follow: Vec<crate::rpz::config::FollowConfig>,
+    /// `[dnstap]`: where blocked (or all) queries are streamed (None: off).
+    pub dnstap: Option<crate::dnstap::DnstapConfig>,
+    /// `[rpz.serve]`: the rules in force served as an RPZ (None: off).
+    pub rpz_serve: Option<crate::rpz::serve::RpzServeConfig>,
     /// The effective raw configuration (defaults and resolv.conf upstreams
     /// filled in), for `--check-config`.
     pub raw: RawConfig,
@@ -488,6 +495,15 @@ impl Config {
             .rpz
             .validate(lists.state_dir.as_deref())
             .map_err(|e| invalid(&e.key, e.message))?;
+        let dnstap = raw
+            .dnstap
+            .validate()
+            .map_err(|e| invalid(&format!("dnstap.{}", e.key), e.message))?;
+        let rpz_serve = raw
+            .rpz
+            .serve
+            .validate(lists.state_dir.as_deref())
+            .map_err(|e| invalid(&format!("rpz.serve.{}", e.key), e.message))?;
         Ok(Config {
             server,
             upstream,
@@ -502,6 +518,8 @@ impl Config {
             api,
             managed,
             rpz_follow,
+            dnstap,
+            rpz_serve,
             raw,
         })
     }

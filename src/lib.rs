@@ -11,6 +11,7 @@ pub mod config;
 pub mod console;
 pub mod daemon;
 pub(crate) mod dirlock;
+pub mod dnstap;
 pub(crate) mod forward;
 pub mod http;
 pub mod intake;

@@ -250,6 +250,8 @@ use std::time::SystemTime;
 
 pub use anchor::AnchorStats;
 pub use cli::{AuditCommand, FilterArgs, run};
+/// The `audit.hmac_key_file` reader, shared with dnstap's pseudonyms.
+pub(crate) use config::load_key;
 pub use config::{AnchorSettings, AuditPath, AuditSettings, ClientMode, RawAuditConfig};
 #[doc(hidden)]
 pub use query::fuzz_search;

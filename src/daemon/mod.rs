@@ -40,6 +40,8 @@ pub enum DaemonError {
     Console(String),
     #[error("cannot start the push API: {0}")]
     Api(String),
+    #[error("cannot serve the RPZ: {0}")]
+    RpzServe(String),
     #[error(transparent)]
     Serve(#[from] ServeError),
     #[error("cannot write the ready file {path}: {source}")]
@@ -238,12 +240,43 @@ pub async fn serve(config: Config, options: DaemonOptions) -> Result<(), DaemonE
     };
     // The console writes `console` records into the same chain.
     let console_audit = console_server.as_ref().map(|_| audit.clone());
+    let rpz_serve = match &config.rpz_serve {
+        Some(cfg) => {
+            let (cfg, policy, snap) = (cfg.clone(), config.policy.clone(), reloader.current());
+            let serve = tokio::task::spawn_blocking(move || {
+                crate::rpz::serve::RpzServe::new(cfg, policy, &snap)
+            })
+            .await
+            .map_err(|e| DaemonError::RpzServe(e.to_string()))?
+            .map_err(|e| DaemonError::RpzServe(e.to_string()))?;
+            tracing::info!(zone = %config.raw.rpz.serve.zone, serial = serve.serial(), "rpz serve: serving the zone");
+            Some(Arc::new(serve))
+        }
+        None => None,
+    };
+    let (dnstap, dnstap_writer) = match &config.dnstap {
+        Some(cfg) => {
+            let (sink, writer) = start_dnstap(cfg, &config.audit)?;
+            (Some(sink), Some(writer))
+        }
+        None => (None, None),
+    };
     let handle = server::start(
         &config.server_settings(),
         reloader.handle(),
         Some(audit),
         metrics.clone(),
+        server::Hooks {
+            tap: dnstap.clone().map(|d| d as Arc<dyn crate::dnstap::TapSink>),
+            rpz_serve: rpz_serve.clone(),
+        },
     )?;
+    if let Some(serve) = &rpz_serve {
+        register_rpz_serve_metrics(&metrics, serve);
+    }
+    if let Some(d) = &dnstap {
+        register_dnstap_metrics(&metrics, d);
+    }
     register_scrape_hooks(&metrics, &handle.shared, &reloader);
     if let Some(i) = &intake {
         let i = i.clone();
@@ -330,6 +363,11 @@ pub async fn serve(config: Config, options: DaemonOptions) -> Result<(), DaemonE
         None
     };
     background.push(tokio::spawn(reload_on_sighup(reloader.clone())));
+    if let Some(serve) = &rpz_serve {
+        background.push(tokio::spawn(
+            serve.clone().follow(reloader.handle(), RPZ_SERVE_POLL),
+        ));
+    }
     if let Some(path) = config.server.control_socket.clone() {
         let r = reloader.clone();
         background.push(tokio::spawn(async move {
@@ -355,6 +393,9 @@ pub async fn serve(config: Config, options: DaemonOptions) -> Result<(), DaemonE
     let _ = console_stop.send(());
     let _ = api_stop.send(());
     handle.shutdown().await;
+    if let Some(w) = dnstap_writer {
+        w.shutdown().await;
+    }
     if let Some(task) = metrics_task {
         let _ = task.await;
     }
@@ -382,6 +423,63 @@ pub async fn serve(config: Config, options: DaemonOptions) -> Result<(), DaemonE
         );
     }
     Ok(())
+}
+
+/// Start the dnstap writer; with `audit.client = "hmac"` it pseudonymises
+/// client addresses with the audit log's key.
+fn start_dnstap(
+    cfg: &crate::dnstap::DnstapConfig,
+    audit: &crate::audit::AuditSettings,
+) -> Result<(Arc<crate::dnstap::Dnstap>, crate::dnstap::DnstapWriter), DaemonError> {
+    let key = match (audit.client, &audit.hmac_key_file) {
+        (crate::audit::ClientMode::Hmac, Some(path)) => {
+            Some(crate::audit::load_key(path).map_err(|e| DaemonError::Audit(e.to_string()))?)
+        }
+        _ => None,
+    };
+    tracing::info!(target = %cfg.target, messages = ?cfg.messages, "dnstap: streaming");
+    Ok(crate::dnstap::Dnstap::start(cfg, key))
+}
+
+/// How often `[rpz.serve]` looks for a new snapshot version.
+const RPZ_SERVE_POLL: Duration = Duration::from_millis(100);
+
+/// `[rpz.serve]`'s figures, read at scrape time.
+fn register_rpz_serve_metrics(metrics: &Arc<Metrics>, serve: &Arc<crate::rpz::serve::RpzServe>) {
+    let stats = serve.stats().clone();
+    metrics.on_scrape(move |s| {
+        use std::sync::atomic::Ordering::Relaxed;
+        let left = *stats
+            .left_out
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        s.rpz_serve = Some(metrics::RpzServeSample {
+            serial: stats.serial.load(Relaxed),
+            records: stats.records.load(Relaxed),
+            axfr: stats.axfr.load(Relaxed),
+            ixfr: stats.ixfr.load(Relaxed),
+            ixfr_fallback: stats.ixfr_fallback.load(Relaxed),
+            refused: stats.refused.load(Relaxed),
+            notify_sent: stats.notify_sent.load(Relaxed),
+            notify_failed: stats.notify_failed.load(Relaxed),
+            left_out: [("keyword", left.0), ("url", left.1), ("other", left.2)],
+        });
+    });
+}
+
+/// dnstap's counters, read at scrape time.
+fn register_dnstap_metrics(metrics: &Arc<Metrics>, dnstap: &Arc<crate::dnstap::Dnstap>) {
+    let stats = dnstap.stats().clone();
+    metrics.on_scrape(move |s| {
+        use std::sync::atomic::Ordering::Relaxed;
+        s.dnstap = Some(metrics::DnstapSample {
+            sent: stats.sent.load(Relaxed),
+            dropped: stats.dropped.load(Relaxed),
+            connects: stats.connects.load(Relaxed),
+            connect_failures: stats.connect_failures.load(Relaxed),
+            connected: stats.connected.load(Relaxed),
+        });
+    });
 }
 
 /// Log where the first snapshot came from. The snapshot is only borrowed
