@@ -239,7 +239,18 @@ fn is_kept(b: u8, query: bool) -> bool {
     is_unreserved(b)
         || matches!(
             b,
-            b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+' | b',' | b';' | b'=' | b':' | b'@'
+            b'!' | b'$'
+                | b'&'
+                | b'\''
+                | b'('
+                | b')'
+                | b'*'
+                | b'+'
+                | b','
+                | b';'
+                | b'='
+                | b':'
+                | b'@'
                 | b'/'
         )
         || (query && b == b'?')
@@ -343,47 +354,251 @@ mod tests {
     fn the_matching_table() {
         let rows: &[(&str, &str, &str, bool, &str)] = &[
             // host: case, IDN, trailing dot, default port; no implied www.
-            ("http://Example.COM/page", "example.com", "/page", true, "host case"),
-            ("http://example.com/page", "EXAMPLE.com.", "/page", true, "request host case, dot"),
-            ("http://example.com/page", "example.com:80", "/page", true, "default port"),
-            ("http://легально.com/p", "xn--80affxdmh4i.com", "/p", true, "IDN rule"),
-            ("http://xn--80affxdmh4i.com/p", "легально.com", "/p", true, "IDN request"),
-            ("http://example.com/page", "www.example.com", "/page", false, "www not implied"),
-            ("http://www.example.com/page", "example.com", "/page", false, "www not implied"),
+            (
+                "http://Example.COM/page",
+                "example.com",
+                "/page",
+                true,
+                "host case",
+            ),
+            (
+                "http://example.com/page",
+                "EXAMPLE.com.",
+                "/page",
+                true,
+                "request host case, dot",
+            ),
+            (
+                "http://example.com/page",
+                "example.com:80",
+                "/page",
+                true,
+                "default port",
+            ),
+            (
+                "http://легально.com/p",
+                "xn--80affxdmh4i.com",
+                "/p",
+                true,
+                "IDN rule",
+            ),
+            (
+                "http://xn--80affxdmh4i.com/p",
+                "легально.com",
+                "/p",
+                true,
+                "IDN request",
+            ),
+            (
+                "http://example.com/page",
+                "www.example.com",
+                "/page",
+                false,
+                "www not implied",
+            ),
+            (
+                "http://www.example.com/page",
+                "example.com",
+                "/page",
+                false,
+                "www not implied",
+            ),
             // explicit non-default port
-            ("http://example.com:8080/p", "example.com:8080", "/p", true, "same port"),
-            ("http://example.com:8080/p", "example.com", "/p", false, "other port"),
-            ("http://example.com/p", "example.com:8080", "/p", false, "rule default port"),
-            ("https://example.com:443/p", "example.com", "/p", true, "https default port"),
+            (
+                "http://example.com:8080/p",
+                "example.com:8080",
+                "/p",
+                true,
+                "same port",
+            ),
+            (
+                "http://example.com:8080/p",
+                "example.com",
+                "/p",
+                false,
+                "other port",
+            ),
+            (
+                "http://example.com/p",
+                "example.com:8080",
+                "/p",
+                false,
+                "rule default port",
+            ),
+            (
+                "https://example.com:443/p",
+                "example.com",
+                "/p",
+                true,
+                "https default port",
+            ),
             // no scheme; https rule over plain HTTP
             ("example.com/p", "example.com", "/p", true, "scheme-less"),
-            ("https://example.com/p", "example.com", "/p", true, "https rule, http request"),
+            (
+                "https://example.com/p",
+                "example.com",
+                "/p",
+                true,
+                "https rule, http request",
+            ),
             // path normalisation
-            ("http://h.example/%7Euser", "h.example", "/~user", true, "unreserved decoded"),
-            ("http://h.example/~user", "h.example", "/%7eUser", false, "case-sensitive path"),
-            ("http://h.example/a%2fb", "h.example", "/a%2Fb", true, "hex upper-cased"),
-            ("http://h.example/a%2Fb", "h.example", "/a/b", false, "escaped slash is no slash"),
-            ("http://h.example/страница", "h.example", "/%D1%81%D1%82%D1%80%D0%B0%D0%BD%D0%B8%D1%86%D0%B0", true, "non-ASCII"),
-            ("http://h.example/a/./b/../c", "h.example", "/a/c", true, "dot-segments"),
-            ("http://h.example/a/c", "h.example", "/a/b/%2E%2E/c", true, "encoded dot-segments"),
-            ("http://h.example//a///b", "h.example", "/a/b", true, "duplicate slashes"),
-            ("http://h.example/a/b", "h.example", "//a//b", true, "request duplicate slashes"),
-            ("http://h.example/Page", "h.example", "/page", false, "path case"),
+            (
+                "http://h.example/%7Euser",
+                "h.example",
+                "/~user",
+                true,
+                "unreserved decoded",
+            ),
+            (
+                "http://h.example/~user",
+                "h.example",
+                "/%7eUser",
+                false,
+                "case-sensitive path",
+            ),
+            (
+                "http://h.example/a%2fb",
+                "h.example",
+                "/a%2Fb",
+                true,
+                "hex upper-cased",
+            ),
+            (
+                "http://h.example/a%2Fb",
+                "h.example",
+                "/a/b",
+                false,
+                "escaped slash is no slash",
+            ),
+            (
+                "http://h.example/страница",
+                "h.example",
+                "/%D1%81%D1%82%D1%80%D0%B0%D0%BD%D0%B8%D1%86%D0%B0",
+                true,
+                "non-ASCII",
+            ),
+            (
+                "http://h.example/a/./b/../c",
+                "h.example",
+                "/a/c",
+                true,
+                "dot-segments",
+            ),
+            (
+                "http://h.example/a/c",
+                "h.example",
+                "/a/b/%2E%2E/c",
+                true,
+                "encoded dot-segments",
+            ),
+            (
+                "http://h.example//a///b",
+                "h.example",
+                "/a/b",
+                true,
+                "duplicate slashes",
+            ),
+            (
+                "http://h.example/a/b",
+                "h.example",
+                "//a//b",
+                true,
+                "request duplicate slashes",
+            ),
+            (
+                "http://h.example/Page",
+                "h.example",
+                "/page",
+                false,
+                "path case",
+            ),
             // exact path vs prefix
-            ("http://h.example/page", "h.example", "/page/x", false, "exact path"),
-            ("http://h.example/page", "h.example", "/page2", false, "exact path"),
-            ("http://h.example/dir/", "h.example", "/dir/x/y", true, "slash covers below"),
-            ("http://h.example/dir/", "h.example", "/dir/", true, "slash covers itself"),
-            ("http://h.example/dir/", "h.example", "/dir", false, "not the bare name"),
-            ("http://h.example/dir/", "h.example", "/directory", false, "segment boundary"),
+            (
+                "http://h.example/page",
+                "h.example",
+                "/page/x",
+                false,
+                "exact path",
+            ),
+            (
+                "http://h.example/page",
+                "h.example",
+                "/page2",
+                false,
+                "exact path",
+            ),
+            (
+                "http://h.example/dir/",
+                "h.example",
+                "/dir/x/y",
+                true,
+                "slash covers below",
+            ),
+            (
+                "http://h.example/dir/",
+                "h.example",
+                "/dir/",
+                true,
+                "slash covers itself",
+            ),
+            (
+                "http://h.example/dir/",
+                "h.example",
+                "/dir",
+                false,
+                "not the bare name",
+            ),
+            (
+                "http://h.example/dir/",
+                "h.example",
+                "/directory",
+                false,
+                "segment boundary",
+            ),
             // query
-            ("http://h.example/p", "h.example", "/p?a=1", true, "query ignored"),
-            ("http://h.example/p?a=1", "h.example", "/p?a=1", true, "query equal"),
-            ("http://h.example/p?a=1", "h.example", "/p?a=2", false, "query differs"),
-            ("http://h.example/p?a=1", "h.example", "/p", false, "query missing"),
-            ("http://h.example/p?a=%7e", "h.example", "/p?a=~", true, "query normalised"),
+            (
+                "http://h.example/p",
+                "h.example",
+                "/p?a=1",
+                true,
+                "query ignored",
+            ),
+            (
+                "http://h.example/p?a=1",
+                "h.example",
+                "/p?a=1",
+                true,
+                "query equal",
+            ),
+            (
+                "http://h.example/p?a=1",
+                "h.example",
+                "/p?a=2",
+                false,
+                "query differs",
+            ),
+            (
+                "http://h.example/p?a=1",
+                "h.example",
+                "/p",
+                false,
+                "query missing",
+            ),
+            (
+                "http://h.example/p?a=%7e",
+                "h.example",
+                "/p?a=~",
+                true,
+                "query normalised",
+            ),
             // fragment
-            ("http://h.example/p#frag", "h.example", "/p", true, "fragment dropped"),
+            (
+                "http://h.example/p#frag",
+                "h.example",
+                "/p",
+                true,
+                "fragment dropped",
+            ),
         ];
         for (r, host, target, want, why) in rows {
             let got = rule(r).covers(&req(host, target));
@@ -394,7 +609,10 @@ mod tests {
     #[test]
     fn canonical_text() {
         let rows: &[(&str, &str)] = &[
-            ("HTTP://User:pw@Example.COM.:80/a/../b?x=%7e#f", "http://example.com/b?x=~"),
+            (
+                "HTTP://User:pw@Example.COM.:80/a/../b?x=%7e#f",
+                "http://example.com/b?x=~",
+            ),
             ("https://example.com:443/p", "https://example.com/p"),
             ("https://example.com:8443/p", "https://example.com:8443/p"),
             ("twitter.com/SomeAccount", "twitter.com/SomeAccount"),
