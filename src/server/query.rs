@@ -152,6 +152,8 @@ pub(crate) struct QueryCore {
     serve_stale: Duration,
     metrics: Arc<Metrics>,
     hits: Option<Arc<dyn HitSink>>,
+    /// Names with URL rules go to the web front (`[web]`); `None`: off.
+    steer: Option<policy::Steer>,
 }
 
 impl QueryCore {
@@ -172,7 +174,14 @@ impl QueryCore {
             serve_stale: cache.serve_stale,
             metrics,
             hits,
+            steer: None,
         }
+    }
+
+    /// Steer names with URL rules to the web front ([`policy::Steer`]).
+    pub(crate) fn with_steer(mut self, steer: Option<policy::Steer>) -> QueryCore {
+        self.steer = steer;
+        self
     }
 
     pub(crate) fn cache(&self) -> &Cache {
@@ -233,16 +242,27 @@ impl QueryCore {
             name: req.dotted(),
             qtype: req.qtype,
         };
-        if let Decision::Block { rule, action, key } = policy::decide(snap, &asked, &self.policy) {
-            let hit = Hit {
-                snap,
-                asker,
-                rule,
-                action,
-                via_cname: None,
-                matched: (req.dotted(), key),
-            };
-            return self.block(hit, limit, out);
+        match policy::decide_steered(snap, &asked, &self.policy, self.steer.as_ref()) {
+            Decision::Block { rule, action, key } => {
+                let hit = Hit {
+                    snap,
+                    asker,
+                    rule,
+                    action,
+                    via_cname: None,
+                    matched: (req.dotted(), key),
+                };
+                return self.block(hit, limit, out);
+            }
+            Decision::Steer => {
+                if let Some(steer) = &self.steer {
+                    sinkhole::steer_answer(out, &req, steer, snap.version() as u32);
+                    self.metrics.steered();
+                    self.count_reply(out);
+                    return Outcome::Reply;
+                }
+            }
+            Decision::Pass | Decision::Allow(_) => {}
         }
         if let Some((zone, answer)) = self.policy.local_zones.classify(req.dotted()) {
             sinkhole::local_answer(out, &req, answer);
@@ -383,6 +403,8 @@ impl QueryCore {
             category: rule.category().map(str::to_string),
             list_version: hit.snap.version(),
             time: hit.asker.wall,
+            path: None,
+            sni: None,
         });
     }
 
