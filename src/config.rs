@@ -67,6 +67,8 @@ pub struct RawConfig {
     pub audit: RawAudit,
     pub metrics: crate::metrics::RawMetricsConfig,
     pub console: crate::console::RawConsoleConfig,
+    /// `[web]`: the URL-enforcement front (issue 12); off until `listen`.
+    pub web: crate::web::RawWebConfig,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -179,6 +181,9 @@ pub struct RawPolicy {
     /// Special-use zones answered locally (see `special`); remove
     /// `private-reverse` when the upstream holds internal PTR zones.
     pub local_zones: Vec<String>,
+    /// What an `https://` URL rule does at the TLS front: `host` (refuse
+    /// the whole host) or `pass` (see `[web]`).
+    pub https_url: String,
 }
 
 impl Default for RawPolicy {
@@ -194,6 +199,7 @@ impl Default for RawPolicy {
                 .iter()
                 .map(|z| z.as_str().to_string())
                 .collect(),
+            https_url: "host".into(),
         }
     }
 }
@@ -294,6 +300,7 @@ impl Default for RawConfig {
             audit: default_audit_table(),
             metrics: Default::default(),
             console: Default::default(),
+            web: Default::default(),
         }
     }
 }
@@ -316,6 +323,8 @@ pub struct Config {
     pub metrics: crate::metrics::MetricsConfig,
     /// `[console]`: the auditors' console (None: off).
     pub console: Option<crate::console::ConsoleConfig>,
+    /// `[web]`: the URL-enforcement front (None: off).
+    pub web: Option<crate::web::WebConfig>,
     /// The effective raw configuration (defaults and resolv.conf upstreams
     /// filled in), for `--check-config`.
     pub raw: RawConfig,
@@ -331,6 +340,7 @@ impl Config {
             cache: self.cache.clone(),
             limits: self.limits.clone(),
             upstream: self.upstream.clone(),
+            steer: self.web.as_ref().map(|w| w.steer),
         }
     }
 
@@ -454,6 +464,17 @@ impl Config {
             .console
             .validate(audit_dir)
             .map_err(|e| invalid(&e.key, e.message))?;
+        let default_policy = RawPolicy::default();
+        let web = raw
+            .web
+            .validate(&crate::web::config::PolicyAddresses {
+                address_v4: &raw.policy.address_v4,
+                address_v6: &raw.policy.address_v6,
+                default_v4: &default_policy.address_v4,
+                default_v6: &default_policy.address_v6,
+                https_url: &raw.policy.https_url,
+            })
+            .map_err(|e| invalid(&e.key, e.message))?;
         Ok(Config {
             server,
             upstream,
@@ -465,6 +486,7 @@ impl Config {
             audit,
             metrics,
             console,
+            web,
             raw,
         })
     }

@@ -24,3 +24,4 @@ mod reload_real;
 mod serve;
 mod serve_config;
 mod systemd;
+mod web;
