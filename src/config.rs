@@ -305,6 +305,20 @@ impl Default for RawConfig {
     }
 }
 
+impl RawConfig {
+    /// The configuration `sinkhole serve` runs without `--config` (`make
+    /// run`): the defaults, plus the URL-enforcement front on
+    /// 127.0.0.1:8080 with `policy.address_v4` pointing at it, so a
+    /// newcomer can `curl -x 127.0.0.1:8080` a blocked URL. A file without
+    /// `[web]` keeps the front off.
+    pub fn embedded() -> RawConfig {
+        let mut raw = RawConfig::default();
+        raw.web.listen = crate::http::RawListen::One("127.0.0.1:8080".into());
+        raw.policy.address_v4 = "127.0.0.1".into();
+        raw
+    }
+}
+
 // ---------------------------------------------------------------- validated
 
 /// The validated configuration.
@@ -354,7 +368,7 @@ impl Config {
                 })?;
                 Config::from_toml_str(&text, &p.display().to_string())
             }
-            None => Config::from_raw(RawConfig::default()),
+            None => Config::from_raw(RawConfig::embedded()),
         }
     }
 

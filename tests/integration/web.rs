@@ -472,3 +472,56 @@ fn chromium() -> Option<&'static str> {
     eprintln!("skipping: chromium is not installed (make test-deps installs it)");
     None
 }
+
+#[test]
+fn lookup_lists_url_rules_and_matches_urls() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let list = dir.path().join("registry.csv");
+    std::fs::write(&list, REGISTRY).expect("write");
+    let l = list.to_str().unwrap();
+    let (ok, out) = cli(&[
+        "lookup",
+        "--list",
+        l,
+        "pages.loop2.example",
+        "http://pages.loop2.example/a/../page",
+        "http://pages.loop2.example/nothing",
+    ]);
+    assert!(ok, "{out}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "pages.loop2.example url-rules 7", "{out}");
+    assert!(
+        lines[1].starts_with("  http://pages.loop2.example/page block ")
+            && lines[1].contains("registry.csv:2")
+            && lines[1].contains("decision=\"D-PAGE\""),
+        "{out}"
+    );
+    let url_line = lines
+        .iter()
+        .find(|l| l.starts_with("http://pages.loop2.example/a/../page "))
+        .expect("URL line");
+    assert!(
+        url_line.starts_with("http://pages.loop2.example/a/../page blocked url-block ")
+            && url_line
+                .contains("registry.csv:2 http://pages.loop2.example/page decision=\"D-PAGE\""),
+        "{out}"
+    );
+    assert!(
+        out.contains("http://pages.loop2.example/nothing none"),
+        "{out}"
+    );
+}
+
+#[test]
+fn the_front_refuses_to_start_without_explicit_addresses() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(
+        &cfg,
+        "[upstream]\nservers = [\"192.0.2.53\"]\n[web]\nlisten = \"127.0.0.1:0\"\n",
+    )
+    .expect("write");
+    let (ok, out) = cli(&["serve", "--check-config", "--config", cfg.to_str().unwrap()]);
+    assert!(!ok, "{out}");
+    assert!(out.contains("policy.address_v4"), "{out}");
+}
