@@ -38,8 +38,7 @@
 //! | `sinkhole_steered_total` | counter | | A/AAAA/HTTPS/SVCB queries for names with URL rules answered for the web front (`[web]`) |
 //! | `sinkhole_web_requests_total` | counter | `outcome` (`blocked` `proxied` `misdirected` `notice` `refused` `error`) | HTTP requests at the web front |
 //! | `sinkhole_web_upstream_duration_seconds` | histogram | | proxied requests: connecting to the origin to its response head |
-//! | `sinkhole_web_open_connections` | gauge | | connections open at the web front |
-//! | `sinkhole_web_tls_connections_total` | counter | `outcome` | TLS connections at the web front (TLS front) |
+//! | `sinkhole_web_http_open_connections` | gauge | | connections open at the HTTP front (sampled every second) |
 //!
 //! Gauges fed at scrape time (cache entries, list and audit figures) are
 //! absent until the server registers the hook that provides them.

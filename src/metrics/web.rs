@@ -1,6 +1,7 @@
 //! Figures of the URL-enforcement web front (issue 12): DNS steering, HTTP
 //! requests by outcome, the reverse proxy's upstream latency, open
-//! connections, TLS connections by outcome.
+//! connections. (The TLS front's series are fed at scrape time by
+//! `web::tls`.)
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -53,7 +54,6 @@ pub struct WebMetrics {
     requests: [Counter; 6],
     upstream: Histogram,
     open: Gauge,
-    tls: Family<[(&'static str, &'static str); 1], Counter>,
 }
 
 impl WebMetrics {
@@ -82,22 +82,15 @@ impl WebMetrics {
         );
         let open = Gauge::default();
         registry.register(
-            "web_open_connections",
-            "Connections open at the web front (HTTP and TLS)",
+            "web_http_open_connections",
+            "Connections open at the HTTP front (sampled every second)",
             open.clone(),
-        );
-        let tls = Family::<[(&'static str, &'static str); 1], Counter>::default();
-        registry.register(
-            "web_tls_connections",
-            "TLS connections at the web front, by outcome",
-            tls.clone(),
         );
         WebMetrics {
             steered,
             requests,
             upstream,
             open,
-            tls,
         }
     }
 
@@ -116,9 +109,5 @@ impl WebMetrics {
     }
     pub fn set_open_connections(&self, n: usize) {
         self.open.set(i64::try_from(n).unwrap_or(i64::MAX));
-    }
-    /// `outcome`: `refused`, `passed`, `not-steered`, `no-sni`, `error`.
-    pub fn tls(&self, outcome: &'static str) {
-        self.tls.get_or_create(&[("outcome", outcome)]).inc();
     }
 }

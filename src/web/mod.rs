@@ -89,6 +89,16 @@ impl WebServer {
             own,
             config: self.config,
         });
+        // The open-connection gauge, sampled: the stack keeps the count.
+        let (stats, metrics) = (self.listener.stats(), front.metrics.clone());
+        let sampler = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                metrics.web.set_open_connections(stats.open_connections());
+            }
+        });
         self.listener.serve(front::router(front), shutdown).await;
+        sampler.abort();
     }
 }
