@@ -26,4 +26,6 @@ pub(crate) mod server;
 pub(crate) mod sinkhole;
 pub(crate) mod special;
 pub(crate) mod wire;
+// The URL/TLS fronts of issue 12.
+pub(crate) mod web;
 pub mod witness;

@@ -1,0 +1,2 @@
+pub(crate) mod origin;
+pub(crate) mod tls;

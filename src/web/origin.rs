@@ -1,0 +1,1 @@
+//! Origin resolution for the fronts.
