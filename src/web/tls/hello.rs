@@ -102,10 +102,15 @@ pub(crate) fn parse_client_hello(buf: &[u8]) -> HelloRead {
 /// The ClientHello body (after its handshake header) once every record
 /// carrying it has arrived; `None` while some is missing. Checks what can
 /// be checked on a prefix, so that garbage is refused at its first bytes
-/// rather than after a deadline.
+/// rather than after a deadline. Nothing is copied until the hello is
+/// whole: a client dribbling its hello byte by byte costs one walk over
+/// the record headers per read, not a copy of everything read so far.
 fn reassemble(buf: &[u8]) -> Result<Option<Vec<u8>>, NotTls> {
-    // The handshake bytes gathered from the records so far.
-    let mut handshake: Vec<u8> = Vec::new();
+    // The first handshake bytes (type and length), gathered across records.
+    let mut header = [0u8; HANDSHAKE_HEADER];
+    let mut header_have = 0usize;
+    // Handshake bytes in the whole records read so far.
+    let mut gathered = 0usize;
     let mut off = 0usize;
     loop {
         let rest = &buf[off..];
@@ -130,8 +135,8 @@ fn reassemble(buf: &[u8]) -> Result<Option<Vec<u8>>, NotTls> {
         if rest.len() < RECORD_HEADER {
             return Ok(None);
         }
-        let (_, header) = parse_tls_record_header(rest).map_err(|_| NotTls::Malformed)?;
-        let len = usize::from(header.len);
+        let (_, record) = parse_tls_record_header(rest).map_err(|_| NotTls::Malformed)?;
+        let len = usize::from(record.len);
         if len == 0 {
             // RFC 8446 §5.1: no zero-length handshake fragments.
             return Err(NotTls::EmptyRecord);
@@ -139,59 +144,58 @@ fn reassemble(buf: &[u8]) -> Result<Option<Vec<u8>>, NotTls> {
         if len > MAX_RECORD_BODY {
             return Err(NotTls::RecordTooLong(len));
         }
-        if off + RECORD_HEADER + len > MAX_HELLO_BYTES {
+        let records_end = off + RECORD_HEADER + len;
+        if records_end > MAX_HELLO_BYTES {
             return Err(NotTls::TooLarge);
         }
-        let available = &rest[RECORD_HEADER..rest.len().min(RECORD_HEADER + len)];
         // Check the handshake header as soon as its bytes are in, even from
         // a record still arriving.
-        check_handshake_header(&handshake, available, len, off + RECORD_HEADER + len)?;
-        if available.len() < len {
+        let arriving = &rest[RECORD_HEADER..rest.len().min(RECORD_HEADER + len)];
+        for &b in arriving.iter().take(HANDSHAKE_HEADER - header_have) {
+            header[header_have] = b;
+            header_have += 1;
+        }
+        if header_have >= 1 && header[0] != HANDSHAKE_CLIENT_HELLO {
+            return Err(NotTls::NotClientHello(header[0]));
+        }
+        let total = (header_have == HANDSHAKE_HEADER).then(|| HANDSHAKE_HEADER + u24(&header[1..]));
+        if let Some(total) = total {
+            // A hello longer than the records so far needs at least one
+            // more record header, and must still fit.
+            let in_records = gathered + len;
+            if total > in_records
+                && records_end + RECORD_HEADER + (total - in_records) > MAX_HELLO_BYTES
+            {
+                return Err(NotTls::TooLarge);
+            }
+        }
+        if arriving.len() < len {
             return Ok(None);
         }
-        handshake.extend_from_slice(available);
-        off += RECORD_HEADER + len;
-        if handshake.len() >= HANDSHAKE_HEADER {
-            let body_len = u24(&handshake[1..4]);
-            if handshake.len() >= HANDSHAKE_HEADER + body_len {
-                handshake.truncate(HANDSHAKE_HEADER + body_len);
-                handshake.drain(..HANDSHAKE_HEADER);
-                return Ok(Some(handshake));
-            }
+        gathered += len;
+        off = records_end;
+        if let Some(total) = total
+            && gathered >= total
+        {
+            return Ok(Some(collect(&buf[..off], total)));
         }
     }
 }
 
-/// Check the handshake header made of `gathered` followed by `arriving`
-/// (as much of the record being read as is there). `record_len` is that
-/// record's declared length and `records_end` the buffer offset where it
-/// ends: a hello longer than the records read so far needs at least one
-/// more record header, and must still fit in [`MAX_HELLO_BYTES`].
-fn check_handshake_header(
-    gathered: &[u8],
-    arriving: &[u8],
-    record_len: usize,
-    records_end: usize,
-) -> Result<(), NotTls> {
-    let mut header = [0u8; HANDSHAKE_HEADER];
-    let mut have = 0;
-    for &b in gathered.iter().chain(arriving).take(HANDSHAKE_HEADER) {
-        header[have] = b;
-        have += 1;
+/// The first `total` handshake bytes of the whole records in `records`,
+/// without the handshake header.
+fn collect(records: &[u8], total: usize) -> Vec<u8> {
+    let mut handshake = Vec::with_capacity(total);
+    let mut rest = records;
+    while rest.len() >= RECORD_HEADER && handshake.len() < total {
+        let len = usize::from(u16::from_be_bytes([rest[3], rest[4]]));
+        let end = (RECORD_HEADER + len).min(rest.len());
+        let take = (end - RECORD_HEADER).min(total - handshake.len());
+        handshake.extend_from_slice(&rest[RECORD_HEADER..RECORD_HEADER + take]);
+        rest = &rest[end..];
     }
-    if have >= 1 && header[0] != HANDSHAKE_CLIENT_HELLO {
-        return Err(NotTls::NotClientHello(header[0]));
-    }
-    if have == HANDSHAKE_HEADER {
-        let total = HANDSHAKE_HEADER + u24(&header[1..4]);
-        let in_records = gathered.len() + record_len;
-        if total > in_records
-            && records_end + RECORD_HEADER + (total - in_records) > MAX_HELLO_BYTES
-        {
-            return Err(NotTls::TooLarge);
-        }
-    }
-    Ok(())
+    handshake.drain(..HANDSHAKE_HEADER.min(handshake.len()));
+    handshake
 }
 
 fn u24(b: &[u8]) -> usize {
@@ -285,7 +289,7 @@ pub(crate) fn check_prefix_consistency(data: &[u8]) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::sync::Arc;
 
     use proptest::prelude::*;
@@ -312,7 +316,7 @@ mod tests {
 
     /// The handshake bytes of single-record `hello`, re-framed as records
     /// of the given sizes (the last one takes the rest).
-    fn reframe(hello: &[u8], sizes: &[usize]) -> Vec<u8> {
+    pub(crate) fn reframe(hello: &[u8], sizes: &[usize]) -> Vec<u8> {
         let handshake = &hello[RECORD_HEADER..];
         let mut out = Vec::new();
         let mut rest = handshake;
@@ -401,6 +405,37 @@ mod tests {
         let tiny = hello_with_extensions(&sni_extension(b"a.example"));
         let framed = reframe(&tiny, &vec![1; tiny.len()]);
         assert_eq!(parse_client_hello(&framed), sni("a.example"));
+    }
+
+    /// Hellos of OpenSSL's `s_client` (the fuzz seeds).
+    #[test]
+    fn openssl_hellos() {
+        let seeds: &[(&[u8], HelloRead)] = &[
+            (
+                include_bytes!("../../../fuzz/seeds/tls_client_hello/openssl_sni"),
+                sni("www.example.com"),
+            ),
+            (
+                include_bytes!("../../../fuzz/seeds/tls_client_hello/openssl_tls12"),
+                sni("a.example"),
+            ),
+            (
+                include_bytes!("../../../fuzz/seeds/tls_client_hello/two_records"),
+                sni("www.example.com"),
+            ),
+            (
+                include_bytes!("../../../fuzz/seeds/tls_client_hello/openssl_no_sni"),
+                HelloRead::Hello { sni: None },
+            ),
+            (
+                include_bytes!("../../../fuzz/seeds/tls_client_hello/http_get"),
+                HelloRead::NotTls(NotTls::NotHandshake(b'G')),
+            ),
+        ];
+        for (bytes, want) in seeds {
+            assert_eq!(&parse_client_hello(bytes), want);
+            check_prefix_consistency(bytes);
+        }
     }
 
     #[test]
