@@ -6,6 +6,7 @@
 
 pub(crate) mod acl;
 pub mod audit;
+pub(crate) mod bypass;
 pub(crate) mod cache;
 pub mod config;
 pub mod console;
