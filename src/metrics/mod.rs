@@ -35,6 +35,9 @@
 //! | `sinkhole_audit_records_lost_total` | counter | | audit records lost (queue full, write errors) |
 //! | `sinkhole_audit_write_errors_total` | counter | | failed audit writes and fsyncs |
 //! | `sinkhole_audit_queue_depth` | gauge | | audit records waiting for the writer |
+//! | `sinkhole_web_tls_connections_total` | counter | `outcome` (`passed` `refused` `not_steered` `no_sni` `not_tls` `hello_timeout` `client_closed` `origin_error` `denied` `over_capacity`) | TLS front connections by how they ended (present with `[web] tls_listen`) |
+//! | `sinkhole_web_tls_open_connections` | gauge | | TLS front connections open now |
+//! | `sinkhole_web_tls_bytes_total` | counter | `direction` (`client_to_origin` `origin_to_client`) | bytes the TLS front passed through |
 //! | `sinkhole_build_info` | info | `version` | always 1; the running version |
 //!
 //! Gauges fed at scrape time (cache entries, list and audit figures) are

@@ -180,6 +180,22 @@ impl TlsFrontStats {
             self.bytes_down.load(Ordering::Relaxed),
         )
     }
+
+    /// Fill the scrape-time sample: the daemon registers
+    /// `metrics.on_scrape(move |s| stats.sample(s))` for
+    /// `sinkhole_web_tls_connections_total{outcome}`,
+    /// `sinkhole_web_tls_open_connections` and
+    /// `sinkhole_web_tls_bytes_total{direction}`.
+    pub(crate) fn sample(&self, s: &mut crate::metrics::Sample) {
+        s.tls_connections = self
+            .outcomes()
+            .iter()
+            .map(|(o, n)| (o.as_str(), *n))
+            .collect();
+        s.tls_open_connections = Some(self.open_connections());
+        let (up, down) = self.bytes();
+        s.tls_bytes = vec![("client_to_origin", up), ("origin_to_client", down)];
+    }
 }
 
 /// The bounds of the front.

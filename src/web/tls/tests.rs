@@ -264,6 +264,30 @@ async fn passes_through_with_the_origins_certificate_however_the_hello_comes() {
     let (up, down) = s.stats.bytes();
     assert!(up > 3 * 200 && down > 3 * 500, "{up} {down}");
     assert_eq!(s.stats.open_connections(), 0);
+
+    // What the metrics module renders from the counters.
+    let metrics = crate::metrics::Metrics::new(&[]);
+    let stats = s.stats.clone();
+    metrics.on_scrape(move |sample| stats.sample(sample));
+    let text = metrics.render().unwrap();
+    assert!(
+        text.contains("sinkhole_web_tls_connections_total{outcome=\"passed\"} 3"),
+        "{text}"
+    );
+    assert!(
+        text.contains("sinkhole_web_tls_connections_total{outcome=\"refused\"} 0"),
+        "{text}"
+    );
+    assert!(
+        text.contains("sinkhole_web_tls_open_connections 0"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "sinkhole_web_tls_bytes_total{{direction=\"origin_to_client\"}} {down}"
+        )),
+        "{text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
