@@ -252,6 +252,12 @@ const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 /// How long a refusal alert may take to write before the connection is
 /// closed anyway.
 const ALERT_WRITE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long, and how many bytes, a refused client is read from after its
+/// alert (see [`refuse`]).
+const LINGER: Duration = Duration::from_secs(1);
+const LINGER_BYTES: usize = 64 * 1024;
+/// At most one accept-error warning per this period.
+const ACCEPT_WARN_EVERY: Duration = Duration::from_secs(10);
 /// Bytes read per read call while waiting for the hello.
 const READ_CHUNK: usize = 4096;
 
@@ -330,6 +336,7 @@ impl TlsFront {
         });
         let mut tasks = JoinSet::new();
         let mut next = 0usize;
+        let mut last_warn: Option<std::time::Instant> = None;
         tokio::pin!(shutdown);
         loop {
             let accepted = tokio::select! {
@@ -347,7 +354,11 @@ impl TlsFront {
                 Ok(c) => c,
                 Err(e) if is_client_error(&e) => continue,
                 Err(e) => {
-                    tracing::warn!(error = %e, "TLS front cannot accept; retrying");
+                    // EMFILE and the like: fds or memory need a moment.
+                    if last_warn.is_none_or(|t| t.elapsed() >= ACCEPT_WARN_EVERY) {
+                        tracing::warn!(error = %e, "TLS front cannot accept; retrying");
+                        last_warn = Some(std::time::Instant::now());
+                    }
                     tokio::select! {
                         () = &mut shutdown => break,
                         () = tokio::time::sleep(ACCEPT_ERROR_PAUSE) => continue,
@@ -404,12 +415,7 @@ impl Conn {
         match self.policy.decide(&sni, peer, self.origin_port) {
             SniVerdict::NotSteered => TlsOutcome::NotSteered,
             SniVerdict::Refuse => {
-                // Best effort: the client may already be gone.
-                let _ = tokio::time::timeout(ALERT_WRITE_TIMEOUT, async {
-                    client.write_all(&ACCESS_DENIED_ALERT).await?;
-                    client.shutdown().await
-                })
-                .await;
+                refuse(&mut client).await;
                 TlsOutcome::Refused
             }
             SniVerdict::Pass => {
@@ -475,6 +481,33 @@ impl Conn {
             }
         }
     }
+}
+
+/// Send the `access_denied` alert and close. Closing a socket with unread
+/// bytes (a ChangeCipherSpec or early data behind the hello) makes the
+/// kernel send a reset, which can destroy the alert before the client
+/// reads it; so after the alert the rest of what the client sends is read
+/// and dropped, for a bounded time and amount, before the close.
+async fn refuse(client: &mut TcpStream) {
+    let sent = tokio::time::timeout(ALERT_WRITE_TIMEOUT, async {
+        client.write_all(&ACCESS_DENIED_ALERT).await?;
+        client.shutdown().await
+    })
+    .await;
+    if !matches!(sent, Ok(Ok(()))) {
+        return;
+    }
+    let _ = tokio::time::timeout(LINGER, async {
+        let mut sink = [0u8; 1024];
+        let mut drained = 0usize;
+        while drained < LINGER_BYTES {
+            match client.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => drained += n,
+            }
+        }
+    })
+    .await;
 }
 
 /// Read until the bytes hold a whole ClientHello: the bytes and the SNI,

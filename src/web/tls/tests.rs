@@ -314,6 +314,21 @@ async fn a_blocked_sni_gets_access_denied() {
     assert_eq!(s.stats.outcome(TlsOutcome::Passed), 0);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_alert_survives_bytes_sent_after_the_hello() {
+    let s = setup(limits(), true, None).await;
+    let mut bytes = super::hello::tests::rustls_hello("blocked.example", true);
+    bytes.extend_from_slice(&[0x14, 0x03, 0x03, 0x00, 0x01, 0x01]); // ChangeCipherSpec
+    for _ in 0..8 {
+        // "Early data" the front never reads for a refused host.
+        bytes.extend_from_slice(&[0x17, 0x03, 0x03, 0x01, 0x00]);
+        bytes.extend_from_slice(&[0xab; 256]);
+    }
+    let got = raw_exchange(s.front, &bytes).await;
+    assert_eq!(got, ACCESS_DENIED_ALERT, "an alert, then a clean close");
+    outcome_reaches(&s.stats, TlsOutcome::Refused, 1).await;
+}
+
 /// The bytes a raw client reads until the front closes (or 3 s pass).
 async fn raw_exchange(front: SocketAddr, send: &[u8]) -> Vec<u8> {
     let mut sock = tokio::net::TcpStream::connect(front).await.unwrap();
