@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::audit::{AuditSettings, RawAuditConfig};
+use crate::bypass::{BypassSignal, BypassSignals};
 use crate::cache::CacheConfig;
 use crate::forward::UpstreamConfig;
 use crate::list::config::{ListFileConfig, ListsConfig};
@@ -184,6 +185,9 @@ pub struct RawPolicy {
     /// What an `https://` URL rule does at the TLS front: `host` (refuse
     /// the whole host) or `pass` (see `[web]`).
     pub https_url: String,
+    /// Names that tell clients this network filters DNS (see `bypass`):
+    /// `firefox-canary`, `icloud-private-relay`.
+    pub bypass_signals: Vec<String>,
 }
 
 impl Default for RawPolicy {
@@ -200,6 +204,10 @@ impl Default for RawPolicy {
                 .map(|z| z.as_str().to_string())
                 .collect(),
             https_url: "host".into(),
+            bypass_signals: BypassSignal::ALL
+                .iter()
+                .map(|s| s.as_str().to_string())
+                .collect(),
         }
     }
 }
@@ -756,6 +764,8 @@ fn validate_policy(raw: &RawPolicy) -> Result<PolicyConfig, ConfigError> {
     }
     let local_zones =
         LocalZones::parse_list(&raw.local_zones).map_err(|m| invalid("policy.local_zones", m))?;
+    let bypass_signals = BypassSignals::parse_list(&raw.bypass_signals)
+        .map_err(|m| invalid("policy.bypass_signals", m))?;
     Ok(PolicyConfig {
         action,
         address_v4,
@@ -764,6 +774,7 @@ fn validate_policy(raw: &RawPolicy) -> Result<PolicyConfig, ConfigError> {
         ede_code,
         ede_text,
         local_zones,
+        bypass_signals,
     })
 }
 
@@ -953,5 +964,23 @@ mod tests {
         assert_eq!(o.action, Some(Action::Drop));
         assert!(!o.exact_only);
         assert!(c.lists.options_for(Path::new("/a/y.txt")).exact_only);
+    }
+
+    #[test]
+    fn bypass_signals_default_to_both_and_are_validated() {
+        use crate::bypass::{BypassSignal, BypassSignals};
+        let c = load("").unwrap();
+        assert_eq!(c.policy.bypass_signals, BypassSignals::default());
+        let c = load("[policy]\nbypass_signals = [\"firefox-canary\"]\n").unwrap();
+        assert_eq!(
+            c.policy.bypass_signals,
+            BypassSignals::of(&[BypassSignal::FirefoxCanary])
+        );
+        let c = load("[policy]\nbypass_signals = []\n").unwrap();
+        assert_eq!(c.policy.bypass_signals, BypassSignals::none());
+        let e = load("[policy]\nbypass_signals = [\"chrome\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("policy.bypass_signals"), "{e}");
     }
 }

@@ -124,6 +124,9 @@ pub struct PolicyConfig {
     /// Special-use zones answered locally, never forwarded (checked after
     /// the lists: a listed name keeps its block answer).
     pub local_zones: crate::special::LocalZones,
+    /// Names answered NXDOMAIN to tell clients this network filters
+    /// (`policy.bypass_signals`; checked before the lists).
+    pub bypass_signals: crate::bypass::BypassSignals,
 }
 
 /// What to do with a query.
@@ -285,6 +288,7 @@ mod tests {
             ede_code: 16,
             ede_text: Template::parse("{list}").unwrap(),
             local_zones: crate::special::LocalZones::default(),
+            bypass_signals: crate::bypass::BypassSignals::default(),
         }
     }
 

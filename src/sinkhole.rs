@@ -412,6 +412,7 @@ mod tests {
             ede_code: 16,
             ede_text: Template::parse("order {decision} by {authority} ({list}: {rule})").unwrap(),
             local_zones: crate::special::LocalZones::default(),
+            bypass_signals: crate::bypass::BypassSignals::default(),
         }
     }
 
@@ -643,6 +644,7 @@ mod template_tests {
             ede_text: Template::parse("blocked by order {decision}; authority {authority}")
                 .expect("template"),
             local_zones: crate::special::LocalZones::default(),
+            bypass_signals: crate::bypass::BypassSignals::default(),
         };
         let mut out = Vec::new();
         fill_template(&mut out, &policy, &PlainRule, 512);

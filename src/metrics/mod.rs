@@ -21,6 +21,7 @@
 //! | `sinkhole_inflight_queries` | gauge | | upstream exchanges holding a `server.max_inflight` slot now |
 //! | `sinkhole_inflight_queries_peak` | gauge | | the most exchanges ever in flight at once (never above `server.max_inflight`) |
 //! | `sinkhole_shed_queries_total` | counter | | queries answered SERVFAIL "overload" because `server.max_inflight` was reached (an older exchange shed, or no slot) |
+//! | `sinkhole_bypass_signal_total` | counter | `signal` (`firefox-canary` `icloud-private-relay`) | bypass-signal names answered NXDOMAIN (`policy.bypass_signals`), never sent upstream |
 //! | `sinkhole_local_answers_total` | counter | `zone` (`localhost` `test` `invalid` `onion` `home.arpa` `private-reverse`) | special-use names answered locally (`policy.local_zones`), never sent upstream |
 //! | `sinkhole_upstream_ratelimited_total` | counter | `zone` (the first 100 zones limited, then `other`) | queries answered SERVFAIL over `limits.upstream_qps_per_zone` instead of going upstream |
 //! | `sinkhole_ratelimited_total` | counter | `limit` (`qps`, `tcp_connections`) | queries dropped (UDP) or refused (TCP) over `limits.qps_per_client`, and TCP connections closed over `limits.tcp_connections_per_client` |
@@ -34,6 +35,9 @@
 //! | `sinkhole_audit_records_lost_total` | counter | | audit records lost (queue full, write errors) |
 //! | `sinkhole_audit_write_errors_total` | counter | | failed audit writes and fsyncs |
 //! | `sinkhole_audit_queue_depth` | gauge | | audit records waiting for the writer |
+//! | `sinkhole_web_tls_connections_total` | counter | `outcome` (`passed` `refused` `not_steered` `no_sni` `not_tls` `hello_timeout` `client_closed` `origin_error` `denied` `over_capacity`) | TLS front connections by how they ended (present with `[web] tls_listen`) |
+//! | `sinkhole_web_tls_open_connections` | gauge | | TLS front connections open now |
+//! | `sinkhole_web_tls_bytes_total` | counter | `direction` (`client_to_origin` `origin_to_client`) | bytes the TLS front passed through |
 //! | `sinkhole_build_info` | info | `version` | always 1; the running version |
 //! | `sinkhole_steered_total` | counter | | A/AAAA/HTTPS/SVCB queries for names with URL rules answered for the web front (`[web]`) |
 //! | `sinkhole_web_requests_total` | counter | `outcome` (`blocked` `proxied` `misdirected` `notice` `refused` `error`) | HTTP requests at the web front |
@@ -270,6 +274,7 @@ pub struct Metrics {
     inflight_peak: Gauge,
     shed: Counter,
     local_answers: Family<[(&'static str, &'static str); 1], Counter>,
+    bypass_signals: Family<[(&'static str, &'static str); 1], Counter>,
     zone_limited_family: Family<[(&'static str, String); 1], Counter>,
     /// The zones with a series of their own (at most [`MAX_LIMITED_ZONES`]).
     zone_limited: Mutex<HashMap<Box<str>, Counter>>,
@@ -398,6 +403,16 @@ impl Metrics {
             "Special-use names answered locally (policy.local_zones), never sent upstream",
             local_answers.clone(),
         );
+        let bypass_signals = Family::<[(&'static str, &'static str); 1], Counter>::default();
+        registry.register(
+            "bypass_signal",
+            "Bypass-signal names answered NXDOMAIN (policy.bypass_signals), never sent upstream",
+            bypass_signals.clone(),
+        );
+        // Present at zero from the start, so that increase() sees the first.
+        for signal in crate::bypass::BypassSignal::ALL {
+            let _ = bypass_signals.get_or_create(&[("signal", signal.as_str())]);
+        }
         let zone_limited_family = Family::<[(&'static str, String); 1], Counter>::default();
         registry.register(
             "upstream_ratelimited",
@@ -448,6 +463,7 @@ impl Metrics {
             inflight_peak,
             shed,
             local_answers,
+            bypass_signals,
             zone_limited_family,
             zone_limited: Mutex::new(HashMap::new()),
             ratelimited,
@@ -612,6 +628,14 @@ impl Metrics {
     /// fixed `policy.local_zones` names.
     pub fn local_answer(&self, zone: &'static str) {
         self.local_answers.get_or_create(&[("zone", zone)]).inc();
+    }
+
+    /// A bypass-signal name was answered NXDOMAIN; `signal` is one of the
+    /// fixed `policy.bypass_signals` names.
+    pub fn bypass_signal(&self, signal: &'static str) {
+        self.bypass_signals
+            .get_or_create(&[("signal", signal)])
+            .inc();
     }
 
     /// A query for `zone` was answered SERVFAIL over the per-zone

@@ -40,6 +40,12 @@ pub struct Sample {
     pub audit_queue_depth: Option<u64>,
     /// The witness client's figures, with `[audit] anchor_url`.
     pub anchor: Option<AnchorStats>,
+    /// The TLS front's connections by outcome (`[web] tls_listen`).
+    pub tls_connections: Vec<(&'static str, u64)>,
+    /// The TLS front's open connections.
+    pub tls_open_connections: Option<u64>,
+    /// Bytes the TLS front passed through, by direction.
+    pub tls_bytes: Vec<(&'static str, u64)>,
 }
 
 /// `ReloadError::reason()` values, exported as zero until they happen so
@@ -252,6 +258,39 @@ impl Collector for ScrapeCollector {
                 None,
                 a.backlog,
             )?;
+        }
+        if !s.tls_connections.is_empty() {
+            let mut m = enc.encode_descriptor(
+                "web_tls_connections",
+                "TLS front connections by how they ended.",
+                None,
+                MetricType::Counter,
+            )?;
+            for (outcome, n) in &s.tls_connections {
+                let labels = [("outcome", *outcome)];
+                ConstCounter::new(*n).encode(m.encode_family(&labels)?)?;
+            }
+        }
+        if let Some(v) = s.tls_open_connections {
+            const_gauge(
+                &mut enc,
+                "web_tls_open_connections",
+                "TLS front connections open now (reading a hello or passing through).",
+                None,
+                v,
+            )?;
+        }
+        if !s.tls_bytes.is_empty() {
+            let mut m = enc.encode_descriptor(
+                "web_tls",
+                "Bytes the TLS front passed through, by direction.",
+                Some(&Unit::Bytes),
+                MetricType::Counter,
+            )?;
+            for (direction, n) in &s.tls_bytes {
+                let labels = [("direction", *direction)];
+                ConstCounter::new(*n).encode(m.encode_family(&labels)?)?;
+            }
         }
         Ok(())
     }

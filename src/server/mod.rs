@@ -689,6 +689,7 @@ mod tests {
                 ede_code: 16,
                 ede_text: crate::sinkhole::Template::parse("{list}").unwrap(),
                 local_zones: crate::special::LocalZones::default(),
+                bypass_signals: crate::bypass::BypassSignals::default(),
             },
             acl: vec!["127.0.0.0/8".parse().unwrap()],
             cache: CacheConfig {

@@ -242,6 +242,12 @@ impl QueryCore {
             name: req.dotted(),
             qtype: req.qtype,
         };
+        if let Some(signal) = self.policy.bypass_signals.classify(req.dotted()) {
+            sinkhole::local_answer(out, &req, crate::special::LocalAnswer::NxDomain);
+            self.metrics.bypass_signal(signal.as_str());
+            self.count_reply(out);
+            return Outcome::Reply;
+        }
         match policy::decide_steered(snap, &asked, &self.policy, self.steer.as_ref()) {
             Decision::Block { rule, action, key } => {
                 let hit = Hit {
@@ -646,6 +652,7 @@ mod tests {
             ede_code: 16,
             ede_text: Template::parse("{list}").unwrap(),
             local_zones: crate::special::LocalZones::default(),
+            bypass_signals: crate::bypass::BypassSignals::default(),
         };
         let cache = CacheConfig {
             max_entries: 100,
@@ -1146,5 +1153,52 @@ mod tests {
             let outcome = core.handle(&snap, &inbound(packet, CLIENT, now), &mut out);
             assert!(matches!(outcome, Outcome::Silent), "{packet:02x?}");
         }
+    }
+
+    #[test]
+    fn bypass_signals_are_nxdomain_before_anything_else_and_can_be_turned_off() {
+        use hickory_proto::op::ResponseCode;
+        let (mut core, snap, hits) = core();
+        let now = Instant::now();
+        for name in [
+            "use-application-dns.net.",
+            "USE-Application-DNS.net.",
+            "mask.icloud.com.",
+            "mask-h2.icloud.com.",
+        ] {
+            for qtype in [RecordType::A, RecordType::AAAA, RecordType::HTTPS] {
+                let packet = query_type(name, qtype);
+                let mut out = Vec::new();
+                let outcome = core.handle(&snap, &inbound(&packet, CLIENT, now), &mut out);
+                assert!(matches!(outcome, Outcome::Reply), "{name} answered here");
+                let m = Message::from_vec(&out).unwrap();
+                assert_eq!(m.metadata.response_code, ResponseCode::NXDomain, "{name}");
+                assert!(m.answers.is_empty(), "{name}");
+            }
+        }
+        // Names below them are ordinary names.
+        let packet = query_type("www.use-application-dns.net.", RecordType::A);
+        let mut out = Vec::new();
+        let outcome = core.handle(&snap, &inbound(&packet, CLIENT, now), &mut out);
+        assert!(matches!(outcome, Outcome::Forward(_)));
+        assert!(hits.0.lock().unwrap().is_empty(), "signals are not blocks");
+        let text = core.metrics.render().unwrap();
+        assert!(
+            text.contains("sinkhole_bypass_signal_total{signal=\"firefox-canary\"} 6"),
+            "{text}"
+        );
+        assert!(
+            text.contains("sinkhole_bypass_signal_total{signal=\"icloud-private-relay\"} 6"),
+            "{text}"
+        );
+        // Only the canary: the Private Relay names go upstream like any other.
+        core.policy.bypass_signals =
+            crate::bypass::BypassSignals::of(&[crate::bypass::BypassSignal::FirefoxCanary]);
+        let packet = query_type("mask.icloud.com.", RecordType::A);
+        let outcome = core.handle(&snap, &inbound(&packet, CLIENT, now), &mut out);
+        assert!(matches!(outcome, Outcome::Forward(_)));
+        let packet = query_type("use-application-dns.net.", RecordType::A);
+        let outcome = core.handle(&snap, &inbound(&packet, CLIENT, now), &mut out);
+        assert!(matches!(outcome, Outcome::Reply));
     }
 }

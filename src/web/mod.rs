@@ -6,12 +6,16 @@
 //! * `config.rs`: `[web]` (and `policy.https_url`), validated;
 //! * `page.rs`: the block page template and the notice page;
 //! * `front.rs`: the request handler (decision order in its docs);
-//! * `proxy.rs`: the reverse proxy.
+//! * `proxy.rs`: the reverse proxy;
+//! * `origin.rs`: origin addresses from the upstream resolvers, checked;
+//! * `tls.rs`: the TLS pass-through front (SNI routing).
 
 pub mod config;
 mod front;
+pub(crate) mod origin;
 pub mod page;
 mod proxy;
+pub(crate) mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -11,6 +11,7 @@ mod common;
 
 mod anchor;
 mod audit_e2e;
+mod bypass;
 mod console;
 mod faults;
 mod flood;
