@@ -72,6 +72,8 @@ pub enum ListenerRole {
     Witness,
     /// The URL-enforcement HTTP front (`[web] listen`).
     Web,
+    /// The TLS pass-through front (`[web] tls_listen`).
+    WebTls,
 }
 
 impl ListenerRole {
@@ -82,6 +84,7 @@ impl ListenerRole {
             ListenerRole::Console => "console",
             ListenerRole::Witness => "witness",
             ListenerRole::Web => "web",
+            ListenerRole::WebTls => "web-tls",
         }
     }
 }
@@ -260,6 +263,12 @@ pub async fn serve(config: Config, options: DaemonOptions) -> Result<(), DaemonE
     let mut web_task = None;
     if let Some(server) = web_server {
         listeners.extend(server.local_addrs().iter().map(|&a| (ListenerRole::Web, a)));
+        listeners.extend(
+            server
+                .tls_local_addrs()
+                .iter()
+                .map(|&a| (ListenerRole::WebTls, a)),
+        );
         let cx = crate::web::WebContext {
             policy: config.policy.clone(),
             acl: config.acl.clone(),

@@ -5,15 +5,13 @@
 //! response's `Alt-Svc` stripped (it would move the client to HTTP/3,
 //! around the front).
 //!
-//! The origin's address comes from a [`Connect`] (the origin resolver:
-//! the upstream resolvers, never sinkhole's own policy, resolved once and
-//! connected to as resolved). One connection per request, HTTP/1.1 over
+//! The origin's address comes from the [`OriginResolver`]: the upstream
+//! resolvers, never sinkhole's own policy, resolved once and connected to
+//! as resolved, never a forbidden address. One connection per request, HTTP/1.1 over
 //! hyper's client connection: no pool to poison, no request of one client
 //! on another's connection.
 
-use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,24 +20,14 @@ use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
 
+use super::origin::{OriginError, OriginResolver};
 use crate::list::url::NormUrl;
 use crate::metrics::Metrics;
 use crate::metrics::web::WebOutcome;
 
-/// A connection to an origin, or why there is none.
-pub(crate) type Connected<'a> =
-    Pin<Box<dyn Future<Output = Result<(TcpStream, SocketAddr), String>> + Send + 'a>>;
-
-/// Where the proxy gets its origin connections.
-pub(crate) trait Connect: Send + Sync + 'static {
-    /// Resolve `host` (normalised ASCII) and connect to `port` within `timeout`.
-    fn connect<'a>(&'a self, host: &'a str, port: u16, timeout: Duration) -> Connected<'a>;
-}
-
 pub(crate) struct Proxy {
-    pub(crate) connector: Option<Arc<dyn Connect>>,
+    pub(crate) origins: Arc<OriginResolver>,
     pub(crate) port: u16,
     pub(crate) timeout: Duration,
     pub(crate) metrics: Arc<Metrics>,
@@ -98,32 +86,28 @@ impl Proxy {
         peer: SocketAddr,
         req: Request,
     ) -> (WebOutcome, Response) {
-        let Some(connector) = &self.connector else {
-            return (
-                WebOutcome::Error,
-                status(StatusCode::BAD_GATEWAY, "no origin resolver configured\n"),
-            );
-        };
         let started = Instant::now();
         let deadline = tokio::time::Instant::now() + self.timeout;
-        let (stream, origin) = match connector.connect(&url.host, self.port, self.timeout).await {
+        let (stream, origin) = match self
+            .origins
+            .connect(&url.host, self.port, self.timeout)
+            .await
+        {
             Ok(c) => c,
             Err(e) => {
                 tracing::debug!(host = %url.host, client = %peer, error = %e, "origin unavailable");
-                let timed_out = tokio::time::Instant::now() >= deadline;
-                return if timed_out {
-                    (
+                return match e {
+                    OriginError::Timeout { .. } => (
                         WebOutcome::Error,
                         status(
                             StatusCode::GATEWAY_TIMEOUT,
                             "the origin did not answer in time\n",
                         ),
-                    )
-                } else {
-                    (
+                    ),
+                    _ => (
                         WebOutcome::Error,
                         status(StatusCode::BAD_GATEWAY, "the origin is unavailable\n"),
-                    )
+                    ),
                 };
             }
         };

@@ -22,7 +22,10 @@ pages.loop2.example/q?id=1;D-QUERY;Ministry;2026-01-04\n\
 http://pages.loop2.example:8080/port;D-PORT;Court of Test;2026-01-05\n\
 http://pages.loop2.example/frag#section;D-FRAG;Court of Test;2026-01-06\n\
 http://pages.loop2.example/%7Euser;D-TILDE;Court of Test;2026-01-07\n\
-http://Pages.LOOP2.example/<script>;D-<b>;Court & Co;2026-01-08\n";
+http://Pages.LOOP2.example/<script>;D-<b>;Court & Co;2026-01-08\n\
+https://tls.loop2.example/secret;D-TLS;Court of Test;2026-01-09\n\
+http://gone.example/page;D-GONE;Court of Test;2026-01-10\n\
+http://plain.loop2.example/page;D-PLAIN;Court of Test;2026-01-11\n";
 
 const PLAIN: &str = "whole.example\n";
 
@@ -490,6 +493,7 @@ fn lookup_lists_url_rules_and_matches_urls() {
     assert!(ok, "{out}");
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines[0], "pages.loop2.example url-rules 7", "{out}");
+    assert_eq!(lines.len(), 1 + 7 + 2, "{out}");
     assert!(
         lines[1].starts_with("  http://pages.loop2.example/page block ")
             && lines[1].contains("registry.csv:2")
@@ -524,4 +528,207 @@ fn the_front_refuses_to_start_without_explicit_addresses() {
     let (ok, out) = cli(&["serve", "--check-config", "--config", cfg.to_str().unwrap()]);
     assert!(!ok, "{out}");
     assert!(out.contains("policy.address_v4"), "{out}");
+}
+
+#[test]
+fn other_requests_are_proxied_intact_and_streamed() {
+    let w = start("origin_timeout_ms = 1500\n");
+    let f = w.front;
+    let r = curl(
+        f,
+        "http://pages.loop2.example/other/x%7e?q=1",
+        &[
+            "-H",
+            "X-Test: kept",
+            "-H",
+            "Connection: keep-alive, X-Hop-Secret",
+            "-H",
+            "X-Hop-Secret: 1",
+        ],
+    );
+    assert_eq!(r.status, 200, "{}\n{}", r.head, r.body);
+    // The target exactly as sent, the body, the headers minus hop-by-hop.
+    assert_eq!(r.body, "origin GET /other/x%7e?q=1 HTTP/1.1 body-bytes=0\n");
+    let head = w.origin.last_head().to_ascii_lowercase();
+    assert!(head.contains("host: pages.loop2.example\r\n"), "{head}");
+    assert!(head.contains("x-test: kept"), "{head}");
+    assert!(head.contains("via: 1.1 sinkhole"), "{head}");
+    assert!(!head.contains("x-hop-secret"), "{head}");
+    // The response: Alt-Svc and hop-by-hop headers gone, Via added.
+    assert_eq!(r.header("alt-svc"), None, "{}", r.head);
+    assert_eq!(r.header("x-hop"), None, "{}", r.head);
+    assert_eq!(r.header("via"), Some("1.1 sinkhole"), "{}", r.head);
+
+    // A streamed (chunked) POST of 3 MB arrives whole.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let body = dir.path().join("body");
+    std::fs::write(&body, vec![b'x'; 3 << 20]).expect("write");
+    let r = curl(
+        f,
+        "http://pages.loop2.example/upload",
+        &[
+            "-H",
+            "Transfer-Encoding: chunked",
+            "-H",
+            "Expect:",
+            "--data-binary",
+            &format!("@{}", body.display()),
+        ],
+    );
+    assert_eq!(r.status, 200, "{}", r.head);
+    assert_eq!(
+        r.body,
+        format!("origin POST /upload HTTP/1.1 body-bytes={}\n", 3 << 20)
+    );
+
+    // Content-Length with Transfer-Encoding: one request reaches the
+    // origin, framed by the chunks; the smuggled one never does.
+    let smuggle = b"POST /cl-te HTTP/1.1\r\nHost: pages.loop2.example\r\nContent-Length: 60\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: pages.loop2.example\r\n\r\n";
+    assert_eq!(raw_status(Ipv4Addr::LOCALHOST, f, smuggle), 200);
+    std::thread::sleep(Duration::from_millis(300));
+    let heads = w.origin.heads.lock().unwrap().join("");
+    assert!(heads.contains("POST /cl-te "), "{heads}");
+    assert!(!heads.contains("smuggled"), "{heads}");
+
+    // An origin that does not answer (192.0.2.10, TEST-NET): 502 or 504.
+    let r = curl(f, "http://gone.example/other", &[]);
+    assert!(matches!(r.status, 502 | 504), "{}", r.head);
+    assert_eq!(curl(f, "http://gone.example/page", &[]).status, 451);
+}
+
+/// A TLS origin on 127.0.0.2 (`openssl s_server -www`), with a self-signed
+/// certificate for `*.loop2.example`.
+struct TlsOrigin {
+    child: std::process::Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for TlsOrigin {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn tls_origin() -> TlsOrigin {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let ok = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=tls.loop2.example",
+            "-addext",
+            "subjectAltName=DNS:*.loop2.example",
+            "-keyout",
+        ])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl req");
+    assert!(ok.status.success(), "{ok:?}");
+    // A free port on 127.0.0.2.
+    let port = TcpListener::bind("127.0.0.2:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new("openssl")
+        .args(["s_server", "-quiet", "-www", "-accept"])
+        .arg(format!("127.0.0.2:{port}"))
+        .arg("-cert")
+        .arg(&cert)
+        .arg("-key")
+        .arg(&key)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("openssl s_server");
+    wait_for(Duration::from_secs(10), || {
+        TcpStream::connect(("127.0.0.2", port)).ok()
+    })
+    .expect("s_server listening");
+    TlsOrigin {
+        child,
+        port,
+        _dir: dir,
+    }
+}
+
+#[test]
+fn the_tls_front_passes_steered_hosts_and_refuses_blocked_ones() {
+    let origin = tls_origin();
+    let w = start(&format!(
+        "tls_listen = \"127.0.0.1:0\"\norigin_https_port = {}\n",
+        origin.port
+    ));
+    let tls = w.server.listeners.first("web-tls");
+    let https = |url: &str| {
+        Command::new("curl")
+            .args([
+                "-sS",
+                "-k",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code} %{ssl_verify_result}",
+                "--max-time",
+                "10",
+            ])
+            .arg("--connect-to")
+            .arg(format!("::{}:{}", tls.ip(), tls.port()))
+            .arg(url)
+            .output()
+            .expect("curl")
+    };
+    // Steered, with http:// rules only: through to the origin, whose
+    // certificate the client sees (s_server -www answers 200). A host with
+    // an https:// or scheme-less rule is refused as a whole
+    // (`policy.https_url = "host"`), as pages.loop2.example is.
+    let out = https("https://plain.loop2.example/page");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).split(' ').next(),
+        Some("200"),
+        "{out:?}"
+    );
+    // An https:// URL rule blocks the host over TLS (policy.https_url =
+    // "host"), and so does a whole-host rule: the handshake fails.
+    for url in [
+        "https://tls.loop2.example/",
+        "https://whole.example/",
+        "https://pages.loop2.example/",
+    ] {
+        let out = https(url);
+        assert!(!out.status.success(), "{url}: {out:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("alert"),
+            "{url}: {out:?}"
+        );
+    }
+    // A host the front did not steer: closed.
+    assert!(!https("https://unrelated.example/").status.success());
+    let dir = w.audit.path().to_str().unwrap().to_string();
+    let hits = wait_for(Duration::from_secs(10), || {
+        let (ok, out) = cli(&["audit", "search", &dir, "--format", "json"]);
+        (ok && out.matches("tls-refuse").count() >= 3).then_some(out)
+    })
+    .expect("three tls-refuse hits");
+    assert!(
+        hits.contains("\"sni\":\"tls.loop2.example\"") && hits.contains("D-TLS"),
+        "{hits}"
+    );
+    assert!(hits.contains("\"sni\":\"whole.example\""), "{hits}");
+    let (ok, out) = cli(&["audit", "verify", &dir]);
+    assert!(ok, "{out}");
 }
