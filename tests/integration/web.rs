@@ -188,6 +188,7 @@ fn start(extra: &str) -> Web {
             audit.path().display(),
             origin.port,
         ))
+        .metrics()
         .start();
     let front = server.listeners.first("web");
     Web {
@@ -304,6 +305,11 @@ fn the_dns_side_steers_hosts_with_url_rules_only() {
     // A name blocked as a whole keeps its block answer (nxdomain default).
     let whole = dig(w.server.addr, "whole.example", "A");
     assert!(whole.contains("status: NXDOMAIN"), "{whole}");
+    // A, HTTPS, SVCB and AAAA were steered; MX and the others were not.
+    assert_eq!(
+        metric(w.server.metrics(), "sinkhole_steered_total", &[]),
+        Some(4.0)
+    );
 }
 
 #[test]
@@ -368,6 +374,16 @@ fn covered_urls_get_451_with_the_decision_and_the_rest_is_not_blocked() {
     assert_eq!(notice.status, 200);
     assert!(notice.body.contains("Test ISP"), "{}", notice.body);
     assert_eq!(curl(f, &format!("http://{f}/"), &[]).status, 200);
+    let count = |outcome: &str| {
+        metric(
+            w.server.metrics(),
+            "sinkhole_web_requests_total",
+            &[("outcome", outcome)],
+        )
+    };
+    assert_eq!(count("blocked"), Some(13.0));
+    assert_eq!(count("misdirected"), Some(1.0));
+    assert_eq!(count("notice"), Some(2.0));
 }
 
 #[test]
