@@ -68,6 +68,8 @@ pub struct RawConfig {
     pub audit: RawAudit,
     pub metrics: crate::metrics::RawMetricsConfig,
     pub console: crate::console::RawConsoleConfig,
+    /// `[web]`: the URL-enforcement front (issue 12); off until `listen`.
+    pub web: crate::web::RawWebConfig,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -180,6 +182,9 @@ pub struct RawPolicy {
     /// Special-use zones answered locally (see `special`); remove
     /// `private-reverse` when the upstream holds internal PTR zones.
     pub local_zones: Vec<String>,
+    /// What an `https://` URL rule does at the TLS front: `host` (refuse
+    /// the whole host) or `pass` (see `[web]`).
+    pub https_url: String,
     /// Names that tell clients this network filters DNS (see `bypass`):
     /// `firefox-canary`, `icloud-private-relay`.
     pub bypass_signals: Vec<String>,
@@ -198,6 +203,7 @@ impl Default for RawPolicy {
                 .iter()
                 .map(|z| z.as_str().to_string())
                 .collect(),
+            https_url: "host".into(),
             bypass_signals: BypassSignal::ALL
                 .iter()
                 .map(|s| s.as_str().to_string())
@@ -302,7 +308,22 @@ impl Default for RawConfig {
             audit: default_audit_table(),
             metrics: Default::default(),
             console: Default::default(),
+            web: Default::default(),
         }
+    }
+}
+
+impl RawConfig {
+    /// The configuration `sinkhole serve` runs without `--config` (`make
+    /// run`): the defaults, plus the URL-enforcement front on
+    /// 127.0.0.1:8080 with `policy.address_v4` pointing at it, so a
+    /// newcomer can `curl -x 127.0.0.1:8080` a blocked URL. A file without
+    /// `[web]` keeps the front off.
+    pub fn embedded() -> RawConfig {
+        let mut raw = RawConfig::default();
+        raw.web.listen = crate::http::RawListen::One("127.0.0.1:8080".into());
+        raw.policy.address_v4 = "127.0.0.1".into();
+        raw
     }
 }
 
@@ -324,6 +345,8 @@ pub struct Config {
     pub metrics: crate::metrics::MetricsConfig,
     /// `[console]`: the auditors' console (None: off).
     pub console: Option<crate::console::ConsoleConfig>,
+    /// `[web]`: the URL-enforcement front (None: off).
+    pub web: Option<crate::web::WebConfig>,
     /// The effective raw configuration (defaults and resolv.conf upstreams
     /// filled in), for `--check-config`.
     pub raw: RawConfig,
@@ -339,6 +362,7 @@ impl Config {
             cache: self.cache.clone(),
             limits: self.limits.clone(),
             upstream: self.upstream.clone(),
+            steer: self.web.as_ref().map(|w| w.steer),
         }
     }
 
@@ -352,7 +376,7 @@ impl Config {
                 })?;
                 Config::from_toml_str(&text, &p.display().to_string())
             }
-            None => Config::from_raw(RawConfig::default()),
+            None => Config::from_raw(RawConfig::embedded()),
         }
     }
 
@@ -462,6 +486,17 @@ impl Config {
             .console
             .validate(audit_dir)
             .map_err(|e| invalid(&e.key, e.message))?;
+        let default_policy = RawPolicy::default();
+        let web = raw
+            .web
+            .validate(&crate::web::config::PolicyAddresses {
+                address_v4: &raw.policy.address_v4,
+                address_v6: &raw.policy.address_v6,
+                default_v4: &default_policy.address_v4,
+                default_v6: &default_policy.address_v6,
+                https_url: &raw.policy.https_url,
+            })
+            .map_err(|e| invalid(&e.key, e.message))?;
         Ok(Config {
             server,
             upstream,
@@ -473,6 +508,7 @@ impl Config {
             audit,
             metrics,
             console,
+            web,
             raw,
         })
     }

@@ -28,7 +28,7 @@ pub(crate) mod sinkhole;
 pub(crate) mod special;
 pub(crate) mod wire;
 // The URL/TLS fronts of issue 12.
-pub(crate) mod web;
+pub mod web;
 
 /// The TLS front's ClientHello reader on raw bytes, with its invariants
 /// checked (`fuzz/fuzz_targets/tls_client_hello.rs`). Not a public API.

@@ -38,6 +38,8 @@ pub enum DaemonError {
     Metrics(String),
     #[error("cannot start the console: {0}")]
     Console(String),
+    #[error("cannot start the web front: {0}")]
+    Web(String),
     #[error(transparent)]
     Serve(#[from] ServeError),
     #[error("cannot write the ready file {path}: {source}")]
@@ -68,6 +70,10 @@ pub enum ListenerRole {
     Console,
     /// `sinkhole witness`: `POST /v1/checkpoints`.
     Witness,
+    /// The URL-enforcement HTTP front (`[web] listen`).
+    Web,
+    /// The TLS pass-through front (`[web] tls_listen`).
+    WebTls,
 }
 
 impl ListenerRole {
@@ -77,6 +83,8 @@ impl ListenerRole {
             ListenerRole::Metrics => "metrics",
             ListenerRole::Console => "console",
             ListenerRole::Witness => "witness",
+            ListenerRole::Web => "web",
+            ListenerRole::WebTls => "web-tls",
         }
     }
 }
@@ -194,7 +202,17 @@ pub async fn serve(config: Config, options: DaemonOptions) -> Result<(), DaemonE
         ),
         None => None,
     };
+    let web_server = match &config.web {
+        Some(w) => Some(
+            crate::web::WebServer::bind(w)
+                .await
+                .map_err(|e| DaemonError::Web(e.to_string()))?,
+        ),
+        None => None,
+    };
     let audit = AuditLog::open(&config.audit).map_err(|e| DaemonError::Audit(e.to_string()))?;
+    // The web front writes `url-block` hits into the same chain.
+    let web_audit = web_server.as_ref().map(|_| audit.clone());
     // The console writes `console` records into the same chain.
     let console_audit = console_server.as_ref().map(|_| audit.clone());
     let handle = server::start(
@@ -241,6 +259,28 @@ pub async fn serve(config: Config, options: DaemonOptions) -> Result<(), DaemonE
             let _ = console_stopped.await;
         })));
     }
+    let (web_stop, web_stopped) = tokio::sync::oneshot::channel::<()>();
+    let mut web_task = None;
+    if let Some(server) = web_server {
+        listeners.extend(server.local_addrs().iter().map(|&a| (ListenerRole::Web, a)));
+        listeners.extend(
+            server
+                .tls_local_addrs()
+                .iter()
+                .map(|&a| (ListenerRole::WebTls, a)),
+        );
+        let cx = crate::web::WebContext {
+            policy: config.policy.clone(),
+            acl: config.acl.clone(),
+            snapshot: reloader.handle(),
+            audit: web_audit,
+            metrics: metrics.clone(),
+            upstreams: config.upstream.servers.clone(),
+        };
+        web_task = Some(tokio::spawn(server.run(cx, async {
+            let _ = web_stopped.await;
+        })));
+    }
     if let StartSource::LastGoodStale { .. } = source {
         let r = reloader.clone();
         background.push(tokio::spawn(async move {
@@ -282,11 +322,15 @@ pub async fn serve(config: Config, options: DaemonOptions) -> Result<(), DaemonE
     // Scrapes in progress finish (within the request timeout) while DNS stops.
     let _ = metrics_stop.send(());
     let _ = console_stop.send(());
+    let _ = web_stop.send(());
     handle.shutdown().await;
     if let Some(task) = metrics_task {
         let _ = task.await;
     }
     if let Some(task) = console_task {
+        let _ = task.await;
+    }
+    if let Some(task) = web_task {
         let _ = task.await;
     }
     if let Some(path) = &config.server.control_socket {

@@ -39,6 +39,10 @@
 //! | `sinkhole_web_tls_open_connections` | gauge | | TLS front connections open now |
 //! | `sinkhole_web_tls_bytes_total` | counter | `direction` (`client_to_origin` `origin_to_client`) | bytes the TLS front passed through |
 //! | `sinkhole_build_info` | info | `version` | always 1; the running version |
+//! | `sinkhole_steered_total` | counter | | A/AAAA/HTTPS/SVCB queries for names with URL rules answered for the web front (`[web]`) |
+//! | `sinkhole_web_requests_total` | counter | `outcome` (`blocked` `proxied` `misdirected` `notice` `refused` `error`) | HTTP requests at the web front |
+//! | `sinkhole_web_upstream_duration_seconds` | histogram | | proxied requests: connecting to the origin to its response head |
+//! | `sinkhole_web_http_open_connections` | gauge | | connections open at the HTTP front (sampled every second) |
 //!
 //! Gauges fed at scrape time (cache entries, list and audit figures) are
 //! absent until the server registers the hook that provides them.
@@ -106,6 +110,7 @@ pub mod config;
 pub mod exposition;
 pub(crate) mod http;
 pub(crate) mod scrape;
+pub mod web;
 
 pub use config::{MetricsConfig, RawMetricsConfig};
 pub use exposition::{Exposition, ParsedSample};
@@ -281,6 +286,8 @@ pub struct Metrics {
     /// Milliseconds since `start` + 1 of the last upstream answer / failure (0: never).
     last_upstream_ok: AtomicU64,
     last_upstream_err: AtomicU64,
+    /// The web front's series (issue 12).
+    pub web: web::WebMetrics,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -438,6 +445,7 @@ impl Metrics {
             hooks: Mutex::new(Vec::new()),
         });
         registry.register_collector(Box::new(scrape.clone()));
+        let web = web::WebMetrics::register(&mut registry);
 
         Metrics {
             registry,
@@ -464,7 +472,14 @@ impl Metrics {
             start: Instant::now(),
             last_upstream_ok: AtomicU64::new(0),
             last_upstream_err: AtomicU64::new(0),
+            web,
         }
+    }
+
+    /// A query was steered to the web front.
+    #[inline]
+    pub fn steered(&self) {
+        self.web.steered();
     }
 
     // ---------------------------------------------------------- hot path

@@ -77,6 +77,8 @@ pub struct ServerSettings {
     pub cache: CacheConfig,
     pub limits: LimitsConfig,
     pub upstream: UpstreamConfig,
+    /// Names with URL rules answered for the web front (`[web]`).
+    pub steer: Option<crate::policy::Steer>,
 }
 
 /// Everything a query needs, shared by all workers and tasks: the sans-IO
@@ -114,7 +116,8 @@ impl Shared {
                 &settings.limits,
                 metrics.clone(),
                 hits,
-            ),
+            )
+            .with_steer(settings.steer),
             snapshot,
             forwarder: Forwarder::new(&settings.upstream, metrics),
             audit,
@@ -702,6 +705,7 @@ mod tests {
                 timeout: Duration::from_secs(30),
                 tcp_timeout: Duration::from_secs(30),
             },
+            steer: None,
         }
     }
 

@@ -25,3 +25,4 @@ mod reload_real;
 mod serve;
 mod serve_config;
 mod systemd;
+mod web;
