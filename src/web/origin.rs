@@ -21,8 +21,10 @@
 // reach this module.
 #![cfg_attr(not(test), allow(dead_code))]
 
+use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hickory_proto::op::Message;
@@ -41,6 +43,10 @@ const MAX_ADDRESSES: usize = 16;
 const UDP_RECV: usize = 4096;
 /// CNAME links followed within one answer.
 const MAX_CNAME_CHAIN: usize = 8;
+/// Hosts whose addresses are kept: at most this many...
+const CACHE_ENTRIES: usize = 4096;
+/// ...each for its answer's TTL, and at most this long.
+const CACHE_MAX_TTL: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Error)]
 pub(crate) enum OriginError {
@@ -82,11 +88,23 @@ impl OriginError {
 
 /// Resolves steered hosts through the upstream resolvers and connects to
 /// them (see the module documentation for the rules).
+///
+/// Answers are kept for their TTL (at most a minute, at most
+/// [`CACHE_ENTRIES`] hosts), so that the fronts do not add a lookup to
+/// every connection or proxied request. Each connection still connects to
+/// the addresses it got, checked, with no lookup in between.
 #[derive(Debug, Clone)]
 pub(crate) struct OriginResolver {
     upstreams: Vec<SocketAddr>,
     allow_private: bool,
     own: Vec<IpAddr>,
+    cache: Arc<Mutex<HashMap<String, Cached>>>,
+}
+
+#[derive(Debug)]
+struct Cached {
+    addrs: Vec<IpAddr>,
+    until: Instant,
 }
 
 impl OriginResolver {
@@ -99,6 +117,7 @@ impl OriginResolver {
             upstreams,
             allow_private,
             own: own.into_iter().map(canonical).collect(),
+            cache: Arc::default(),
         }
     }
 
@@ -176,6 +195,9 @@ impl OriginResolver {
         if self.upstreams.is_empty() {
             return Err(OriginError::NoUpstream);
         }
+        if let Some(addrs) = self.cached(host) {
+            return Ok(addrs);
+        }
         let mut last = String::from("no attempt");
         let n = self.upstreams.len();
         for (i, &server) in self.upstreams.iter().enumerate() {
@@ -189,7 +211,15 @@ impl OriginResolver {
                 lookup(server, &qname, wire::TYPE_AAAA, until),
             );
             match (a, aaaa) {
-                (Ok(mut v4), Ok(v6)) => {
+                (Ok((mut v4, ttl4)), Ok((v6, ttl6))) => {
+                    // The TTL of the records there are (an empty side has
+                    // none).
+                    let ttl = [(&v4, ttl4), (&v6, ttl6)]
+                        .into_iter()
+                        .filter(|(a, _)| !a.is_empty())
+                        .map(|(_, t)| t)
+                        .min()
+                        .unwrap_or(0);
                     v4.extend(v6);
                     v4.truncate(MAX_ADDRESSES);
                     if v4.is_empty() {
@@ -197,6 +227,7 @@ impl OriginResolver {
                             host: host.to_string(),
                         });
                     }
+                    self.keep(host, &v4, ttl);
                     return Ok(v4);
                 }
                 (Err(e), _) | (_, Err(e)) => {
@@ -209,6 +240,40 @@ impl OriginResolver {
             host: host.to_string(),
             last,
         })
+    }
+}
+
+impl OriginResolver {
+    fn cached(&self, host: &str) -> Option<Vec<IpAddr>> {
+        let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        cache
+            .get(host)
+            .filter(|c| c.until > Instant::now())
+            .map(|c| c.addrs.clone())
+    }
+
+    fn keep(&self, host: &str, addrs: &[IpAddr], ttl: u32) {
+        let ttl = Duration::from_secs(u64::from(ttl)).min(CACHE_MAX_TTL);
+        if ttl.is_zero() {
+            return;
+        }
+        let now = Instant::now();
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.len() >= CACHE_ENTRIES && !cache.contains_key(host) {
+            cache.retain(|_, c| c.until > now);
+            if cache.len() >= CACHE_ENTRIES {
+                // Full of live entries: start over rather than scan for the
+                // oldest on every insert (a minute of answers at most).
+                cache.clear();
+            }
+        }
+        cache.insert(
+            host.to_string(),
+            Cached {
+                addrs: addrs.to_vec(),
+                until: now + ttl,
+            },
+        );
     }
 }
 
@@ -250,14 +315,15 @@ enum LookupError {
 }
 
 /// One question to one upstream: UDP, then TCP if the answer is
-/// truncated. NXDOMAIN and NODATA are empty lists; SERVFAIL, REFUSED and
-/// the like are errors (the next upstream may do better).
+/// truncated. The addresses and the smallest TTL of the records used;
+/// NXDOMAIN and NODATA are empty lists; SERVFAIL, REFUSED and the like are
+/// errors (the next upstream may do better).
 async fn lookup(
     server: SocketAddr,
     qname: &[u8],
     qtype: u16,
     deadline: Instant,
-) -> Result<Vec<IpAddr>, LookupError> {
+) -> Result<(Vec<IpAddr>, u32), LookupError> {
     let q = UpstreamQuery {
         name: qname,
         qtype,
@@ -322,13 +388,14 @@ async fn tcp_exchange(server: SocketAddr, q: &UpstreamQuery<'_>) -> io::Result<V
 }
 
 /// The addresses an accepted answer gives for `qname`: records of `qtype`
-/// owned by the name or by a CNAME target reached from it, in order.
-fn addresses(reply: &[u8], qname: &[u8], qtype: u16) -> Result<Vec<IpAddr>, LookupError> {
+/// owned by the name or by a CNAME target reached from it, in order, and
+/// the smallest TTL among them and the CNAMEs.
+fn addresses(reply: &[u8], qname: &[u8], qtype: u16) -> Result<(Vec<IpAddr>, u32), LookupError> {
     let m = Message::from_vec(reply).map_err(|_| LookupError::Undecodable)?;
     let rcode = u16::from(m.metadata.response_code);
     match rcode {
         wire::RCODE_NOERROR => {}
-        wire::RCODE_NXDOMAIN => return Ok(Vec::new()),
+        wire::RCODE_NXDOMAIN => return Ok((Vec::new(), 0)),
         other => return Err(LookupError::Rcode(other)),
     }
     let Ok(start) = Name::from_ascii(format!(
@@ -339,14 +406,18 @@ fn addresses(reply: &[u8], qname: &[u8], qtype: u16) -> Result<Vec<IpAddr>, Look
     };
     // The names that stand for the host: itself and its CNAME chain.
     let mut chain = vec![start];
+    let mut ttl = u32::MAX;
     for _ in 0..MAX_CNAME_CHAIN {
         let Some(last) = chain.last() else { break };
         let next = m.answers.iter().find_map(|r| match &r.data {
-            RData::CNAME(target) if r.name == *last => Some(target.0.clone()),
+            RData::CNAME(target) if r.name == *last => Some((target.0.clone(), r.ttl)),
             _ => None,
         });
         match next {
-            Some(t) if !chain.contains(&t) => chain.push(t),
+            Some((t, link_ttl)) if !chain.contains(&t) => {
+                chain.push(t);
+                ttl = ttl.min(link_ttl);
+            }
             _ => break,
         }
     }
@@ -358,10 +429,12 @@ fn addresses(reply: &[u8], qname: &[u8], qtype: u16) -> Result<Vec<IpAddr>, Look
         match (&r.data, qtype) {
             (RData::A(a), wire::TYPE_A) => out.push(IpAddr::V4(a.0)),
             (RData::AAAA(a), wire::TYPE_AAAA) => out.push(IpAddr::V6(a.0)),
-            _ => {}
+            _ => continue,
         }
+        ttl = ttl.min(r.ttl);
     }
-    Ok(out)
+    let ttl = if out.is_empty() { 0 } else { ttl };
+    Ok((out, ttl))
 }
 
 /// An IPv4-mapped address as its IPv4 form, anything else unchanged: a
@@ -693,6 +766,15 @@ pub(crate) mod tests {
     /// A resolver on 127.0.0.1 (UDP and TCP on one port) answering from
     /// `scripts` (names lower-case, no trailing dot).
     pub(crate) async fn test_resolver(scripts: HashMap<&'static str, Script>) -> SocketAddr {
+        test_resolver_counting(scripts).await.0
+    }
+
+    /// [`test_resolver`], and the number of questions it got.
+    async fn test_resolver_counting(
+        scripts: HashMap<&'static str, Script>,
+    ) -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+        let asked = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = asked.clone();
         let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let addr = udp.local_addr().unwrap();
         let tcp = TcpListener::bind(addr).await.unwrap();
@@ -701,6 +783,7 @@ pub(crate) mod tests {
         tokio::spawn(async move {
             let mut buf = [0u8; 1500];
             while let Ok((n, from)) = udp.recv_from(&mut buf).await {
+                counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 if let Some(reply) = answer(&buf[..n], &s, true) {
                     let _ = udp.send_to(&reply, from).await;
                 }
@@ -725,7 +808,7 @@ pub(crate) mod tests {
                 });
             }
         });
-        addr
+        (addr, asked)
     }
 
     fn answer(query: &[u8], scripts: &HashMap<&'static str, Script>, udp: bool) -> Option<Vec<u8>> {
@@ -842,6 +925,52 @@ pub(crate) mod tests {
             r.resolve("1.2.3.4", far()).await,
             Err(OriginError::BadHost(_))
         ));
+    }
+
+    #[tokio::test]
+    async fn answers_are_kept_for_their_ttl_at_most_a_minute() {
+        let (up, asked) = test_resolver_counting(scripts(&[
+            ("site.example", Script::Addrs(vec![v4("127.0.0.7")])),
+            ("alias.example", Script::Cname("site.example")),
+        ]))
+        .await;
+        let r = OriginResolver::new(vec![up], true, vec![]);
+        let count = || asked.load(std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(
+            r.resolve("site.example", far()).await.unwrap(),
+            vec![v4("127.0.0.7")]
+        );
+        assert_eq!(count(), 2, "A and AAAA");
+        assert_eq!(
+            r.resolve("site.example", far()).await.unwrap(),
+            vec![v4("127.0.0.7")]
+        );
+        assert_eq!(count(), 2, "from the cache");
+        r.resolve("alias.example", far()).await.unwrap();
+        assert_eq!(count(), 4, "another host: asked");
+        {
+            let cache = r.cache.lock().unwrap();
+            let left = cache["site.example"].until - Instant::now();
+            assert!(left <= CACHE_MAX_TTL, "{left:?}");
+        }
+        // An expired entry is asked again.
+        r.cache
+            .lock()
+            .unwrap()
+            .get_mut("site.example")
+            .unwrap()
+            .until = Instant::now();
+        r.resolve("site.example", far()).await.unwrap();
+        assert_eq!(count(), 6);
+        // Failures are not kept.
+        assert!(r.resolve("nx.example", far()).await.is_err());
+        assert!(r.resolve("nx.example", far()).await.is_err());
+        assert_eq!(count(), 10);
+        // Bounded: a full cache of live entries starts over.
+        for i in 0..CACHE_ENTRIES + 5 {
+            r.keep(&format!("h{i}.example"), &[v4("127.0.0.7")], 60);
+        }
+        assert!(r.cache.lock().unwrap().len() <= CACHE_ENTRIES);
     }
 
     #[tokio::test]

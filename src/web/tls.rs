@@ -516,19 +516,23 @@ async fn read_hello(
     client: &mut TcpStream,
     deadline: Instant,
 ) -> Result<(Vec<u8>, Option<String>), TlsOutcome> {
-    let mut buf = Vec::with_capacity(READ_CHUNK.min(MAX_HELLO_BYTES));
-    let mut chunk = [0u8; READ_CHUNK];
+    // Read straight into the buffer: a read chunk in the task would stay
+    // in its size for the connection's whole life.
+    let mut buf = Vec::new();
     loop {
         // Never hold more than the cap (the parser refuses at the cap).
         let room = (MAX_HELLO_BYTES + 1)
             .saturating_sub(buf.len())
             .min(READ_CHUNK);
-        let n = match tokio::time::timeout_at(deadline, client.read(&mut chunk[..room])).await {
+        let filled = buf.len();
+        buf.resize(filled + room, 0);
+        let read = tokio::time::timeout_at(deadline, client.read(&mut buf[filled..])).await;
+        let n = match read {
             Err(_) => return Err(TlsOutcome::HelloTimeout),
             Ok(Err(_)) | Ok(Ok(0)) => return Err(TlsOutcome::ClientClosed),
             Ok(Ok(n)) => n,
         };
-        buf.extend_from_slice(&chunk[..n]);
+        buf.truncate(filled + n);
         match parse_client_hello(&buf) {
             HelloRead::NeedMore => continue,
             HelloRead::Hello { sni } => return Ok((buf, sni)),

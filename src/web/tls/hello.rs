@@ -204,9 +204,14 @@ fn u24(b: &[u8]) -> usize {
 
 /// The `server_name` host name of a ClientHello body.
 fn read_sni(body: &[u8]) -> Result<Option<String>, NotTls> {
-    let (_, hello) = parse_tls_handshake_client_hello(body).map_err(|_| NotTls::Malformed)?;
+    let (rest, hello) = parse_tls_handshake_client_hello(body).map_err(|_| NotTls::Malformed)?;
     let Some(mut extensions) = hello.ext else {
-        return Ok(None);
+        // tls-parser reads an extension block that does not fit as none.
+        return if rest.is_empty() {
+            Ok(None)
+        } else {
+            Err(NotTls::Malformed)
+        };
     };
     // Walk the extensions generically (type, length, bytes) and parse only
     // server_name: a strict parser of every extension would refuse hellos
@@ -460,6 +465,14 @@ pub(crate) mod tests {
         bare[3..5].copy_from_slice(&((body_end - RECORD_HEADER) as u16).to_be_bytes());
         bare[6..9].copy_from_slice(&((body_end - RECORD_HEADER - 4) as u32).to_be_bytes()[1..]);
         assert_eq!(parse_client_hello(&bare), HelloRead::Hello { sni: None });
+        // An extension block longer than the hello is no hello.
+        let mut cut = hello_with_extensions(&sni_extension(b"a.example"));
+        let at = cut.len() - sni_extension(b"a.example").len() - 2;
+        cut[at..at + 2].copy_from_slice(&0x0400u16.to_be_bytes());
+        assert_eq!(
+            parse_client_hello(&cut),
+            HelloRead::NotTls(NotTls::Malformed)
+        );
     }
 
     #[test]
