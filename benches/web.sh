@@ -16,7 +16,7 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 . "$root/benches/lib.sh"
-bin="$root/target/release/sinkhole"
+bin=${BIN:-$root/target/release/sinkhole}
 [ -x "$bin" ] || { echo "web.sh: build first (make release)" >&2; exit 2; }
 command -v python3 >/dev/null || bench_install web.sh python3
 bench_workdir web
