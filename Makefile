@@ -18,6 +18,9 @@ TEST_COMMANDS += fstrm_capture dnstap-ldns
 # [rpz.serve]: Unbound follows the zone; named-checkzone checks the export.
 TEST_PACKAGES += unbound
 TEST_COMMANDS += unbound named-checkzone
+# curl and openssl: real clients of the web and TLS fronts.
+TEST_PACKAGES += curl openssl
+TEST_COMMANDS += curl openssl
 
 .PHONY: all build release run test test-deps fmt-check clippy unit bench fuzz clean
 .PHONY: install deb deb-tools deb-check
@@ -121,6 +124,13 @@ bench-attack: release
 .PHONY: bench-dump
 bench-dump: release
 	benches/dump.sh
+
+# Issue 12's HTTP front: proxied vs direct latency (median of three runs)
+# and throughput, CPU per proxied request, memory per open connection.
+# Python stubs and client, about a minute.
+.PHONY: bench-web
+bench-web: release
+	benches/web.sh
 
 # ---------------------------------------------------------------- packaging
 # `make install` builds a release binary and installs it with the systemd

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::audit::{AuditSettings, RawAuditConfig};
+use crate::bypass::{BypassSignal, BypassSignals};
 use crate::cache::CacheConfig;
 use crate::forward::UpstreamConfig;
 use crate::list::config::{ListFileConfig, ListsConfig};
@@ -73,6 +74,8 @@ pub struct RawConfig {
     pub rpz: crate::rpz::config::RawRpz,
     /// `[dnstap]`: validated by `dnstap`.
     pub dnstap: crate::dnstap::RawDnstapConfig,
+    /// `[web]`: the URL-enforcement front (issue 12); off until `listen`.
+    pub web: crate::web::RawWebConfig,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -188,6 +191,12 @@ pub struct RawPolicy {
     /// Special-use zones answered locally (see `special`); remove
     /// `private-reverse` when the upstream holds internal PTR zones.
     pub local_zones: Vec<String>,
+    /// What an `https://` URL rule does at the TLS front: `host` (refuse
+    /// the whole host) or `pass` (see `[web]`).
+    pub https_url: String,
+    /// Names that tell clients this network filters DNS (see `bypass`):
+    /// `firefox-canary`, `icloud-private-relay`.
+    pub bypass_signals: Vec<String>,
 }
 
 impl Default for RawPolicy {
@@ -202,6 +211,11 @@ impl Default for RawPolicy {
             local_zones: LocalZone::ALL
                 .iter()
                 .map(|z| z.as_str().to_string())
+                .collect(),
+            https_url: "host".into(),
+            bypass_signals: BypassSignal::ALL
+                .iter()
+                .map(|s| s.as_str().to_string())
                 .collect(),
         }
     }
@@ -306,7 +320,24 @@ impl Default for RawConfig {
             api: Default::default(),
             dnstap: Default::default(),
             rpz: Default::default(),
+            web: Default::default(),
         }
+    }
+}
+
+impl RawConfig {
+    /// The configuration `sinkhole serve` runs without `--config` (`make
+    /// run`): the defaults, plus the URL-enforcement fronts on
+    /// 127.0.0.1:8080 (HTTP) and 127.0.0.1:8443 (TLS) with
+    /// `policy.address_v4` pointing at them, so a
+    /// newcomer can `curl -x 127.0.0.1:8080` a blocked URL. A file without
+    /// `[web]` keeps the front off.
+    pub fn embedded() -> RawConfig {
+        let mut raw = RawConfig::default();
+        raw.web.listen = crate::http::RawListen::One("127.0.0.1:8080".into());
+        raw.web.tls_listen = crate::http::RawListen::One("127.0.0.1:8443".into());
+        raw.policy.address_v4 = "127.0.0.1".into();
+        raw
     }
 }
 
@@ -338,6 +369,8 @@ pub struct Config {
     pub dnstap: Option<crate::dnstap::DnstapConfig>,
     /// `[rpz.serve]`: the rules in force served as an RPZ (None: off).
     pub rpz_serve: Option<crate::rpz::serve::RpzServeConfig>,
+    /// `[web]`: the URL-enforcement front (None: off).
+    pub web: Option<crate::web::WebConfig>,
     /// The effective raw configuration (defaults and resolv.conf upstreams
     /// filled in), for `--check-config`.
     pub raw: RawConfig,
@@ -353,6 +386,7 @@ impl Config {
             cache: self.cache.clone(),
             limits: self.limits.clone(),
             upstream: self.upstream.clone(),
+            steer: self.web.as_ref().map(|w| w.steer),
         }
     }
 
@@ -366,7 +400,7 @@ impl Config {
                 })?;
                 Config::from_toml_str(&text, &p.display().to_string())
             }
-            None => Config::from_raw(RawConfig::default()),
+            None => Config::from_raw(RawConfig::embedded()),
         }
     }
 
@@ -504,6 +538,17 @@ impl Config {
             .serve
             .validate(lists.state_dir.as_deref())
             .map_err(|e| invalid(&format!("rpz.serve.{}", e.key), e.message))?;
+        let default_policy = RawPolicy::default();
+        let web = raw
+            .web
+            .validate(&crate::web::config::PolicyAddresses {
+                address_v4: &raw.policy.address_v4,
+                address_v6: &raw.policy.address_v6,
+                default_v4: &default_policy.address_v4,
+                default_v6: &default_policy.address_v6,
+                https_url: &raw.policy.https_url,
+            })
+            .map_err(|e| invalid(&e.key, e.message))?;
         Ok(Config {
             server,
             upstream,
@@ -520,6 +565,7 @@ impl Config {
             rpz_follow,
             dnstap,
             rpz_serve,
+            web,
             raw,
         })
     }
@@ -775,6 +821,8 @@ fn validate_policy(raw: &RawPolicy) -> Result<PolicyConfig, ConfigError> {
     }
     let local_zones =
         LocalZones::parse_list(&raw.local_zones).map_err(|m| invalid("policy.local_zones", m))?;
+    let bypass_signals = BypassSignals::parse_list(&raw.bypass_signals)
+        .map_err(|m| invalid("policy.bypass_signals", m))?;
     Ok(PolicyConfig {
         action,
         address_v4,
@@ -783,6 +831,7 @@ fn validate_policy(raw: &RawPolicy) -> Result<PolicyConfig, ConfigError> {
         ede_code,
         ede_text,
         local_zones,
+        bypass_signals,
     })
 }
 
@@ -997,5 +1046,23 @@ mod tests {
         // The effective configuration loads again to the same.
         let again = Config::from_toml_str(&c.to_toml(), "x").unwrap();
         assert_eq!((again.managed, again.api), (c.managed, c.api));
+    }
+
+    #[test]
+    fn bypass_signals_default_to_both_and_are_validated() {
+        use crate::bypass::{BypassSignal, BypassSignals};
+        let c = load("").unwrap();
+        assert_eq!(c.policy.bypass_signals, BypassSignals::default());
+        let c = load("[policy]\nbypass_signals = [\"firefox-canary\"]\n").unwrap();
+        assert_eq!(
+            c.policy.bypass_signals,
+            BypassSignals::of(&[BypassSignal::FirefoxCanary])
+        );
+        let c = load("[policy]\nbypass_signals = []\n").unwrap();
+        assert_eq!(c.policy.bypass_signals, BypassSignals::none());
+        let e = load("[policy]\nbypass_signals = [\"chrome\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("policy.bypass_signals"), "{e}");
     }
 }

@@ -44,7 +44,9 @@ enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
-    /// Say whether names are blocked, allowed or untouched, and by which rule.
+    /// Say whether names are blocked, allowed or untouched, and by which rule;
+    /// a host with URL rules only lists them, and a URL argument (`http://host/page`)
+    /// says which URL rule (or name rule) covers it.
     Lookup {
         /// A list file or directory (repeatable).
         #[arg(long = "list", required_unless_present = "snapshot")]
@@ -284,6 +286,23 @@ fn run(cli: Cli) -> Result<u8> {
                 None => list::load(&lists, &default_options, 1, None)?.snapshot,
             };
             for raw in &names {
+                // A URL (`http://host/page`, `host/page`): the rule that
+                // covers it, as the web front would decide.
+                if raw.contains('/') {
+                    let url = match list::url::NormUrl::parse(raw) {
+                        Ok(u) => u,
+                        Err(e) => {
+                            eprintln!("sinkhole: {raw:?}: {e}");
+                            return Ok(EXIT_ERROR);
+                        }
+                    };
+                    if json {
+                        writeln!(out, "{}", report::lookup_url_json(&snap, raw, &url))?;
+                    } else {
+                        writeln!(out, "{}", report::lookup_url_text(&snap, raw, &url))?;
+                    }
+                    continue;
+                }
                 let name = match list::name::normalize(raw) {
                     Ok(n) => n,
                     Err(e) => {

@@ -290,6 +290,11 @@ pub struct HitRecord {
     pub list_version: u64,
     /// When the query was answered.
     pub time: SystemTime,
+    /// A request blocked at the web front: its path and query (`qname`
+    /// holds the host).
+    pub path: Option<String>,
+    /// A TLS handshake refused at the web front: the SNI as sent.
+    pub sni: Option<String>,
 }
 
 #[cfg(test)]
@@ -313,6 +318,8 @@ impl HitRecord {
             category: None,
             list_version: 1,
             time,
+            path: None,
+            sni: None,
         }
     }
 }

@@ -167,6 +167,12 @@ pub(crate) struct HitLine<'a> {
     pub authority: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub category: Option<&'a str>,
+    /// Web front hits (issue 12): the request's path, or the SNI of a
+    /// refused TLS handshake.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sni: Option<&'a str>,
     pub list_version: u64,
     pub prev: &'a str,
 }

@@ -42,6 +42,8 @@ pub enum DaemonError {
     Api(String),
     #[error("cannot serve the RPZ: {0}")]
     RpzServe(String),
+    #[error("cannot start the web front: {0}")]
+    Web(String),
     #[error(transparent)]
     Serve(#[from] ServeError),
     #[error("cannot write the ready file {path}: {source}")]
@@ -74,6 +76,10 @@ pub enum ListenerRole {
     Witness,
     /// The push API (`[api]`): `PUT /v1/lists/{name}`.
     Api,
+    /// The URL-enforcement HTTP front (`[web] listen`).
+    Web,
+    /// The TLS pass-through front (`[web] tls_listen`).
+    WebTls,
 }
 
 impl ListenerRole {
@@ -84,6 +90,8 @@ impl ListenerRole {
             ListenerRole::Console => "console",
             ListenerRole::Witness => "witness",
             ListenerRole::Api => "api",
+            ListenerRole::Web => "web",
+            ListenerRole::WebTls => "web-tls",
         }
     }
 }
@@ -222,6 +230,14 @@ pub async fn serve(config: Config, options: DaemonOptions) -> Result<(), DaemonE
         ),
         None => None,
     };
+    let web_server = match &config.web {
+        Some(w) => Some(
+            crate::web::WebServer::bind(w)
+                .await
+                .map_err(|e| DaemonError::Web(e.to_string()))?,
+        ),
+        None => None,
+    };
     let audit = AuditLog::open(&config.audit).map_err(|e| DaemonError::Audit(e.to_string()))?;
     // File-list reloads, pushed and pulled lists put their changes on the
     // same chain.
@@ -238,6 +254,8 @@ pub async fn serve(config: Config, options: DaemonOptions) -> Result<(), DaemonE
         )),
         _ => None,
     };
+    // The web front writes `url-block` hits into the same chain.
+    let web_audit = web_server.as_ref().map(|_| audit.clone());
     // The console writes `console` records into the same chain.
     let console_audit = console_server.as_ref().map(|_| audit.clone());
     let rpz_serve = match &config.rpz_serve {
@@ -345,6 +363,28 @@ pub async fn serve(config: Config, options: DaemonOptions) -> Result<(), DaemonE
             )));
         }
     }
+    let (web_stop, web_stopped) = tokio::sync::oneshot::channel::<()>();
+    let mut web_task = None;
+    if let Some(server) = web_server {
+        listeners.extend(server.local_addrs().iter().map(|&a| (ListenerRole::Web, a)));
+        listeners.extend(
+            server
+                .tls_local_addrs()
+                .iter()
+                .map(|&a| (ListenerRole::WebTls, a)),
+        );
+        let cx = crate::web::WebContext {
+            policy: config.policy.clone(),
+            acl: config.acl.clone(),
+            snapshot: reloader.handle(),
+            audit: web_audit,
+            metrics: metrics.clone(),
+            upstreams: config.upstream.servers.clone(),
+        };
+        web_task = Some(tokio::spawn(server.run(cx, async {
+            let _ = web_stopped.await;
+        })));
+    }
     if let StartSource::LastGoodStale { .. } = source {
         let r = reloader.clone();
         background.push(tokio::spawn(async move {
@@ -392,6 +432,7 @@ pub async fn serve(config: Config, options: DaemonOptions) -> Result<(), DaemonE
     let _ = metrics_stop.send(());
     let _ = console_stop.send(());
     let _ = api_stop.send(());
+    let _ = web_stop.send(());
     handle.shutdown().await;
     if let Some(w) = dnstap_writer {
         w.shutdown().await;
@@ -403,6 +444,9 @@ pub async fn serve(config: Config, options: DaemonOptions) -> Result<(), DaemonE
         let _ = task.await;
     }
     if let Some(task) = api_task {
+        let _ = task.await;
+    }
+    if let Some(task) = web_task {
         let _ = task.await;
     }
     if let Some(path) = &config.server.control_socket {

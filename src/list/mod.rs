@@ -15,6 +15,7 @@ pub(crate) mod reference;
 pub mod reload;
 pub mod snapshot;
 pub mod state;
+pub mod url;
 pub(crate) mod watch;
 
 use std::fmt;

@@ -48,6 +48,12 @@ pub struct Sample {
     pub dnstap: Option<DnstapSample>,
     /// `[rpz.serve]`'s figures.
     pub rpz_serve: Option<RpzServeSample>,
+    /// The TLS front's connections by outcome (`[web] tls_listen`).
+    pub tls_connections: Vec<(&'static str, u64)>,
+    /// The TLS front's open connections.
+    pub tls_open_connections: Option<u64>,
+    /// Bytes the TLS front passed through, by direction.
+    pub tls_bytes: Vec<(&'static str, u64)>,
 }
 
 /// `[rpz.serve]`'s counters (`crate::rpz::serve::RpzServeStats`).
@@ -398,6 +404,39 @@ impl Collector for ScrapeCollector {
             )?;
             for (kind, n) in r.left_out {
                 ConstGauge::new(n).encode(m.encode_family(&[("kind", kind)])?)?;
+            }
+        }
+        if !s.tls_connections.is_empty() {
+            let mut m = enc.encode_descriptor(
+                "web_tls_connections",
+                "TLS front connections by how they ended.",
+                None,
+                MetricType::Counter,
+            )?;
+            for (outcome, n) in &s.tls_connections {
+                let labels = [("outcome", *outcome)];
+                ConstCounter::new(*n).encode(m.encode_family(&labels)?)?;
+            }
+        }
+        if let Some(v) = s.tls_open_connections {
+            const_gauge(
+                &mut enc,
+                "web_tls_open_connections",
+                "TLS front connections open now (reading a hello or passing through).",
+                None,
+                v,
+            )?;
+        }
+        if !s.tls_bytes.is_empty() {
+            let mut m = enc.encode_descriptor(
+                "web_tls",
+                "Bytes the TLS front passed through, by direction.",
+                Some(&Unit::Bytes),
+                MetricType::Counter,
+            )?;
+            for (direction, n) in &s.tls_bytes {
+                let labels = [("direction", *direction)];
+                ConstCounter::new(*n).encode(m.encode_family(&labels)?)?;
             }
         }
         Ok(())

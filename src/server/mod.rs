@@ -77,6 +77,8 @@ pub struct ServerSettings {
     pub cache: CacheConfig,
     pub limits: LimitsConfig,
     pub upstream: UpstreamConfig,
+    /// Names with URL rules answered for the web front (`[web]`).
+    pub steer: Option<crate::policy::Steer>,
 }
 
 /// Everything a query needs, shared by all workers and tasks: the sans-IO
@@ -114,7 +116,8 @@ impl Shared {
                 &settings.limits,
                 metrics.clone(),
                 hits,
-            ),
+            )
+            .with_steer(settings.steer),
             snapshot,
             forwarder: Forwarder::new(&settings.upstream, metrics),
             audit,
@@ -714,6 +717,7 @@ mod tests {
                 ede_code: 16,
                 ede_text: crate::sinkhole::Template::parse("{list}").unwrap(),
                 local_zones: crate::special::LocalZones::default(),
+                bypass_signals: crate::bypass::BypassSignals::default(),
             },
             acl: vec!["127.0.0.0/8".parse().unwrap()],
             cache: CacheConfig {
@@ -729,6 +733,7 @@ mod tests {
                 timeout: Duration::from_secs(30),
                 tcp_timeout: Duration::from_secs(30),
             },
+            steer: None,
         }
     }
 

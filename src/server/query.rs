@@ -200,6 +200,8 @@ pub(crate) struct QueryCore {
     tap: Option<Arc<dyn TapSink>>,
     /// `[rpz.serve]`, when configured: answers for its zone's apex.
     rpz_serve: Option<Arc<crate::rpz::serve::RpzServe>>,
+    /// Names with URL rules go to the web front (`[web]`); `None`: off.
+    steer: Option<policy::Steer>,
 }
 
 impl QueryCore {
@@ -220,6 +222,7 @@ impl QueryCore {
             serve_stale: cache.serve_stale,
             metrics,
             hits,
+            steer: None,
             notify: std::sync::OnceLock::new(),
             tap: None,
             rpz_serve: None,
@@ -239,6 +242,12 @@ impl QueryCore {
     /// Stream queries to dnstap (see [`crate::dnstap`]).
     pub(crate) fn set_tap(&mut self, tap: Option<Arc<dyn TapSink>>) {
         self.tap = tap;
+    }
+
+    /// Steer names with URL rules to the web front ([`policy::Steer`]).
+    pub(crate) fn with_steer(mut self, steer: Option<policy::Steer>) -> QueryCore {
+        self.steer = steer;
+        self
     }
 
     pub(crate) fn cache(&self) -> &Cache {
@@ -337,16 +346,33 @@ impl QueryCore {
             name: req.dotted(),
             qtype: req.qtype,
         };
-        if let Decision::Block { rule, action, key } = policy::decide(snap, &asked, &self.policy) {
-            let hit = Hit {
-                snap,
-                asker,
-                rule,
-                action,
-                via_cname: None,
-                matched: (req.dotted(), key),
-            };
-            return self.block(hit, limit, out);
+        if let Some(signal) = self.policy.bypass_signals.classify(req.dotted()) {
+            sinkhole::local_answer(out, &req, crate::special::LocalAnswer::NxDomain);
+            self.metrics.bypass_signal(signal.as_str());
+            self.count_reply(out);
+            return Outcome::Reply;
+        }
+        match policy::decide_steered(snap, &asked, &self.policy, self.steer.as_ref()) {
+            Decision::Block { rule, action, key } => {
+                let hit = Hit {
+                    snap,
+                    asker,
+                    rule,
+                    action,
+                    via_cname: None,
+                    matched: (req.dotted(), key),
+                };
+                return self.block(hit, limit, out);
+            }
+            Decision::Steer => {
+                if let Some(steer) = &self.steer {
+                    sinkhole::steer_answer(out, &req, steer, snap.version() as u32);
+                    self.metrics.steered();
+                    self.count_reply(out);
+                    return Outcome::Reply;
+                }
+            }
+            Decision::Pass | Decision::Allow(_) => {}
         }
         if let Some((zone, answer)) = self.policy.local_zones.classify(req.dotted()) {
             sinkhole::local_answer(out, &req, answer);
@@ -528,6 +554,8 @@ impl QueryCore {
             category: rule.category().map(str::to_string),
             list_version: hit.snap.version(),
             time: hit.asker.wall,
+            path: None,
+            sni: None,
         });
     }
 
@@ -800,6 +828,7 @@ mod tests {
             ede_code: 16,
             ede_text: Template::parse("{list}").unwrap(),
             local_zones: crate::special::LocalZones::default(),
+            bypass_signals: crate::bypass::BypassSignals::default(),
         };
         let cache = CacheConfig {
             max_entries: 100,
@@ -914,6 +943,68 @@ mod tests {
         assert_eq!(hits[0].action, "nxdomain");
         assert_eq!(hits[0].list, "court");
         assert_eq!(hits[0].client, "192.0.2.1".parse::<IpAddr>().unwrap());
+    }
+
+    /// Steering, sans I/O: (type, steer on, expected) for a name with URL
+    /// rules. A/AAAA get the front's address with the steer TTL, HTTPS/SVCB
+    /// NODATA, other types and a server without the front go upstream;
+    /// never an EDE, never a hit.
+    #[test]
+    fn names_with_url_rules_are_steered_to_the_front() {
+        let (core, _, hits) = core();
+        let core = core.with_steer(Some(policy::Steer {
+            v4: Some(Ipv4Addr::new(203, 0, 113, 80)),
+            v6: None,
+            ttl: 30,
+        }));
+        let (plain, _, _) = self::core();
+        let list = crate::list::parse::parse_bytes(
+            Path::new("court"),
+            b"pages.kz/offer\n",
+            &ListOptions {
+                format: Some(Format::Plain),
+                ..ListOptions::default()
+            },
+        );
+        let snap = crate::list::compile::compile(&[list]).unwrap();
+        let ask = |core: &QueryCore, t: RecordType| {
+            let mut m = Message::query();
+            m.metadata.id = 1;
+            m.add_query(HQuery::query(Name::from_ascii("Pages.KZ.").unwrap(), t));
+            let mut e = Edns::new();
+            e.set_max_payload(1232);
+            m.set_edns(e);
+            let packet = m.to_vec().unwrap();
+            let mut out = Vec::new();
+            match core.handle(&snap, &inbound(&packet, CLIENT, Instant::now()), &mut out) {
+                Outcome::Reply => Some(Message::from_vec(&out).unwrap()),
+                _ => None,
+            }
+        };
+        let a = ask(&core, RecordType::A).expect("answered here");
+        assert_eq!(a.answers.len(), 1);
+        assert_eq!(a.answers[0].ttl, 30);
+        assert_eq!(
+            a.answers[0].data,
+            RData::A(A(Ipv4Addr::new(203, 0, 113, 80)))
+        );
+        let opt = a.edns.as_ref().expect("OPT kept");
+        assert!(opt.options().as_ref().is_empty(), "no EDE on a steer");
+        for t in [RecordType::AAAA, RecordType::HTTPS, RecordType::SVCB] {
+            let r = ask(&core, t).expect("answered here");
+            assert_eq!(
+                r.metadata.response_code,
+                hickory_proto::op::ResponseCode::NoError
+            );
+            assert!(r.answers.is_empty(), "{t}: NODATA");
+            assert_eq!(r.authorities.len(), 1, "{t}: with an SOA");
+        }
+        assert!(ask(&core, RecordType::MX).is_none(), "MX goes upstream");
+        assert!(
+            ask(&plain, RecordType::A).is_none(),
+            "without the front: upstream"
+        );
+        assert!(hits.0.lock().unwrap().is_empty(), "a steer is no hit");
     }
 
     #[test]
@@ -1238,5 +1329,52 @@ mod tests {
             let outcome = core.handle(&snap, &inbound(packet, CLIENT, now), &mut out);
             assert!(matches!(outcome, Outcome::Silent), "{packet:02x?}");
         }
+    }
+
+    #[test]
+    fn bypass_signals_are_nxdomain_before_anything_else_and_can_be_turned_off() {
+        use hickory_proto::op::ResponseCode;
+        let (mut core, snap, hits) = core();
+        let now = Instant::now();
+        for name in [
+            "use-application-dns.net.",
+            "USE-Application-DNS.net.",
+            "mask.icloud.com.",
+            "mask-h2.icloud.com.",
+        ] {
+            for qtype in [RecordType::A, RecordType::AAAA, RecordType::HTTPS] {
+                let packet = query_type(name, qtype);
+                let mut out = Vec::new();
+                let outcome = core.handle(&snap, &inbound(&packet, CLIENT, now), &mut out);
+                assert!(matches!(outcome, Outcome::Reply), "{name} answered here");
+                let m = Message::from_vec(&out).unwrap();
+                assert_eq!(m.metadata.response_code, ResponseCode::NXDomain, "{name}");
+                assert!(m.answers.is_empty(), "{name}");
+            }
+        }
+        // Names below them are ordinary names.
+        let packet = query_type("www.use-application-dns.net.", RecordType::A);
+        let mut out = Vec::new();
+        let outcome = core.handle(&snap, &inbound(&packet, CLIENT, now), &mut out);
+        assert!(matches!(outcome, Outcome::Forward(_)));
+        assert!(hits.0.lock().unwrap().is_empty(), "signals are not blocks");
+        let text = core.metrics.render().unwrap();
+        assert!(
+            text.contains("sinkhole_bypass_signal_total{signal=\"firefox-canary\"} 6"),
+            "{text}"
+        );
+        assert!(
+            text.contains("sinkhole_bypass_signal_total{signal=\"icloud-private-relay\"} 6"),
+            "{text}"
+        );
+        // Only the canary: the Private Relay names go upstream like any other.
+        core.policy.bypass_signals =
+            crate::bypass::BypassSignals::of(&[crate::bypass::BypassSignal::FirefoxCanary]);
+        let packet = query_type("mask.icloud.com.", RecordType::A);
+        let outcome = core.handle(&snap, &inbound(&packet, CLIENT, now), &mut out);
+        assert!(matches!(outcome, Outcome::Forward(_)));
+        let packet = query_type("use-application-dns.net.", RecordType::A);
+        let outcome = core.handle(&snap, &inbound(&packet, CLIENT, now), &mut out);
+        assert!(matches!(outcome, Outcome::Reply));
     }
 }

@@ -11,6 +11,7 @@ mod common;
 
 mod anchor;
 mod audit_e2e;
+mod bypass;
 mod console;
 mod dnstap;
 mod faults;
@@ -29,3 +30,4 @@ mod rpz_serve;
 mod serve;
 mod serve_config;
 mod systemd;
+mod web;

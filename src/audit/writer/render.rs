@@ -77,7 +77,19 @@ impl Writer {
                 let ts = format_ts(micros_of(hit.time));
                 self.client_buf.clear();
                 render_client(&mut self.client_buf, self.mac.as_ref(), hit.client);
-                let qtype = qtype_name(hit.qtype);
+                // A web front hit has no DNS type; its transport says
+                // which front refused it.
+                let web = hit.path.is_some() || hit.sni.is_some();
+                let qtype = if web {
+                    std::borrow::Cow::Borrowed("-")
+                } else {
+                    qtype_name(hit.qtype)
+                };
+                let transport = match (&hit.path, &hit.sni) {
+                    (Some(_), _) => "http",
+                    (None, Some(_)) => "tls",
+                    (None, None) => hit.transport.as_str(),
+                };
                 serde_json::to_writer(
                     &mut self.batch,
                     &HitLine {
@@ -86,7 +98,7 @@ impl Writer {
                         kind: "hit",
                         client: &self.client_buf,
                         port: hit.port,
-                        transport: hit.transport.as_str(),
+                        transport,
                         qname: &hit.qname,
                         qtype: &qtype,
                         action: hit.action,
@@ -97,6 +109,8 @@ impl Writer {
                         decision: hit.decision.as_deref(),
                         authority: hit.authority.as_deref(),
                         category: hit.category.as_deref(),
+                        path: hit.path.as_deref(),
+                        sni: hit.sni.as_deref(),
                         list_version: hit.list_version,
                         prev,
                     },

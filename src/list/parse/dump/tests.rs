@@ -152,7 +152,13 @@ fn expected_rules() -> Vec<(u32, Target, RuleMeta)> {
         ),
         // A root URL names the host (exactly); a Unicode host is punycode.
         (32, exact("root.example"), m106.clone()),
-        (32, url("https://xn--80affxdmh4i.example/страница"), m106),
+        // URL rules are stored in canonical form (`list::url`): the
+        // non-ASCII path percent-encoded as UTF-8.
+        (
+            32,
+            url("https://xn--80affxdmh4i.example/%D1%81%D1%82%D1%80%D0%B0%D0%BD%D0%B8%D1%86%D0%B0"),
+            m106,
+        ),
         (
             37,
             exact("xn--80affxdmh4i.example"),
