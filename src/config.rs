@@ -69,6 +69,8 @@ pub struct RawConfig {
     pub console: crate::console::RawConsoleConfig,
     /// `[api]`: the push API (issue 13).
     pub api: crate::intake::RawApiConfig,
+    /// `[[rpz.follow]]`: validated by `rpz::config`.
+    pub rpz: crate::rpz::config::RawRpz,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -300,6 +302,7 @@ impl Default for RawConfig {
             metrics: Default::default(),
             console: Default::default(),
             api: Default::default(),
+            rpz: Default::default(),
         }
     }
 }
@@ -326,6 +329,8 @@ pub struct Config {
     pub api: Option<crate::intake::ApiConfig>,
     /// `[[lists.managed]]`: pushed and pulled lists.
     pub managed: Vec<crate::intake::ManagedList>,
+    /// `[[rpz.follow]]`: zones followed from RPZ primaries.
+    pub rpz_follow: Vec<crate::rpz::config::FollowConfig>,
     /// The effective raw configuration (defaults and resolv.conf upstreams
     /// filled in), for `--check-config`.
     pub raw: RawConfig,
@@ -479,6 +484,10 @@ impl Config {
         {
             tracing::warn!(listen = ?a.listen, "[api] is on but no [[lists.managed]] is declared: every push gets 404");
         }
+        let rpz_follow = raw
+            .rpz
+            .validate(lists.state_dir.as_deref())
+            .map_err(|e| invalid(&e.key, e.message))?;
         Ok(Config {
             server,
             upstream,
@@ -492,6 +501,7 @@ impl Config {
             console,
             api,
             managed,
+            rpz_follow,
             raw,
         })
     }

@@ -19,6 +19,7 @@ pub(crate) mod memory;
 pub mod metrics;
 pub mod policy;
 pub mod report;
+pub mod rpz;
 // Public only for the fuzz targets (`fuzzing` feature: `server::fuzzing`).
 #[cfg(feature = "fuzzing")]
 pub mod server;

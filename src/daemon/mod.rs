@@ -249,6 +249,7 @@ pub async fn serve(config: Config, options: DaemonOptions) -> Result<(), DaemonE
         let i = i.clone();
         metrics.on_scrape(move |s| s.intake = Some(i.stats.snapshot()));
     }
+    let _rpz_following = start_rpz_follow(&config, &reloader, &handle.shared, &metrics)?;
     readiness.set_snapshot_loaded(true);
     readiness.set_listeners_bound(true);
 
@@ -479,6 +480,49 @@ fn register_scrape_hooks(metrics: &Arc<Metrics>, shared: &Arc<Shared>, reloader:
             *seen = snap.version();
         }
     });
+}
+
+/// `[[rpz.follow]]`: one refresh task per zone, NOTIFY answered on the DNS
+/// listeners, the zones' figures on `/metrics`. Dropping the result stops
+/// the tasks.
+fn start_rpz_follow(
+    config: &Config,
+    reloader: &Arc<Reloader>,
+    shared: &Arc<Shared>,
+    metrics: &Arc<Metrics>,
+) -> Result<Option<crate::rpz::RpzFollowing>, DaemonError> {
+    let Some(state_dir) = config.lists.state_dir.as_deref() else {
+        return Ok(None);
+    };
+    if config.rpz_follow.is_empty() {
+        return Ok(None);
+    }
+    let following = crate::rpz::start(&config.rpz_follow, state_dir, reloader.clone())
+        .map_err(|e| DaemonError::Lists(e.to_string()))?;
+    shared.core.set_notify(following.router.clone());
+    let zones = following.zones.clone();
+    metrics.on_scrape(move |s| {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        s.rpz_zones = zones
+            .iter()
+            .map(|z| crate::metrics::rpz::RpzZoneSample {
+                zone: z.zone.clone(),
+                serial: z.serial(),
+                records: z.records(),
+                seconds_since_refresh: match z.last_success_unix() {
+                    0 => None,
+                    t => Some(now.saturating_sub(t)),
+                },
+                expired: z.expired(),
+                unsigned: z.unsigned,
+                transfers: z.transfers(),
+            })
+            .collect();
+    });
+    Ok(Some(following))
 }
 
 #[cfg(test)]

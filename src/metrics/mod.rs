@@ -101,6 +101,7 @@ use thiserror::Error;
 pub mod config;
 pub mod exposition;
 pub(crate) mod http;
+pub mod rpz;
 pub(crate) mod scrape;
 
 pub use config::{MetricsConfig, RawMetricsConfig};

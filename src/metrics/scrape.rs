@@ -42,6 +42,8 @@ pub struct Sample {
     pub anchor: Option<AnchorStats>,
     /// Pushed and pulled lists' figures (issue 13).
     pub intake: Option<crate::intake::apply::IntakeFigures>,
+    /// Followed RPZ zones (`[[rpz.follow]]`).
+    pub rpz_zones: Vec<super::rpz::RpzZoneSample>,
 }
 
 /// `ReloadError::reason()` values, exported as zero until they happen so
@@ -282,6 +284,7 @@ impl Collector for ScrapeCollector {
                 i.expired,
             )?;
         }
+        super::rpz::encode(&mut enc, &s.rpz_zones)?;
         Ok(())
     }
 }

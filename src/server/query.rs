@@ -154,6 +154,9 @@ pub(crate) struct QueryCore {
     serve_stale: Duration,
     metrics: Arc<Metrics>,
     hits: Option<Arc<dyn HitSink>>,
+    /// `[[rpz.follow]]`: NOTIFY from a followed zone's primary (set once at
+    /// start; without it NOTIFY is NOTIMP like any other opcode).
+    notify: std::sync::OnceLock<Arc<crate::rpz::notify::NotifyRouter>>,
 }
 
 impl QueryCore {
@@ -174,7 +177,13 @@ impl QueryCore {
             serve_stale: cache.serve_stale,
             metrics,
             hits,
+            notify: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Answer NOTIFY for the followed zones (once; later calls are ignored).
+    pub(crate) fn set_notify(&self, router: Arc<crate::rpz::notify::NotifyRouter>) {
+        let _ = self.notify.set(router);
     }
 
     pub(crate) fn cache(&self) -> &Cache {
@@ -202,6 +211,15 @@ impl QueryCore {
         let req = match wire::parse_request(q.packet) {
             Ok(r) => r,
             Err(e) if e.is_drop() => return Outcome::Silent,
+            Err(RequestError::NotImp(_))
+                if crate::rpz::notify::NotifyRouter::is_notify(q.packet)
+                    && let Some(router) = self.notify.get() =>
+            {
+                let verdict = router.handle(q.packet, q.client.ip(), out);
+                tracing::debug!(client = %q.client, ?verdict, "NOTIFY");
+                self.count_reply(out);
+                return Outcome::Reply;
+            }
             Err(RequestError::NotImp(_)) => {
                 wire::header_only_reply(out, q.packet, wire::RCODE_NOTIMP);
                 self.count_reply(out);
