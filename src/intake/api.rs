@@ -375,6 +375,7 @@ async fn get_content(
         Ok(x) => x,
         Err(r) => return refuse(&r),
     };
+    let len = file.metadata().await.ok().map(|m| m.len());
     let stream = futures_util::stream::unfold(file, |mut f| async move {
         use tokio::io::AsyncReadExt;
         let mut buf = vec![0u8; 64 * 1024];
@@ -393,7 +394,10 @@ async fn get_content(
         header::CONTENT_TYPE,
         header::HeaderValue::from_static("application/octet-stream"),
     );
-    if let Ok(v) = header::HeaderValue::from_str(&meta.bytes.to_string()) {
+    // The file's own length: a delta's merged dump is not the bytes pushed.
+    if let Some(len) = len
+        && let Ok(v) = header::HeaderValue::from_str(&len.to_string())
+    {
         h.insert(header::CONTENT_LENGTH, v);
     }
     for (k, v) in [
