@@ -258,19 +258,12 @@ async fn receive(a: &AppInner, name: &str, body: Body, max: u64) -> Result<Uploa
         let chunk = match chunk {
             Ok(c) => c,
             Err(e) => {
-                // The stack's body limit cuts an over-long body off here.
-                let msg = e.to_string();
-                if msg.contains("length limit") || upload.bytes >= max {
-                    return Err(Refusal::new(
-                        413,
-                        "too_large",
-                        format!("the body is larger than max_body_mb ({} MiB)", max >> 20),
-                    ));
-                }
+                // A client that went away or a body cut off by the
+                // request timeout; the size limit is counted below.
                 return Err(Refusal::new(
                     400,
                     "upload",
-                    format!("upload broken off: {msg}"),
+                    format!("upload broken off: {e}"),
                 ));
             }
         };
