@@ -8,7 +8,8 @@
 # For each push: the receipt's took_ms (server side, from the end of the
 # upload to the receipt: signature, version, parse, guards, reload, the
 # change record and its fsync), the client's wall time (curl, upload over
-# loopback included), added/removed, and a check with dig that a name only
+# loopback included), the server's CPU time for the push (user + system:
+# on a loaded machine wall time is mostly waiting for a core), added/removed, and a check with dig that a name only
 # in the new version answers NXDOMAIN once the receipt is back. The server's
 # peak RSS (VmHWM) is reported at the end of each N.
 #   target: a 1% push at 1M enforced <= 1 s after the upload completes.
@@ -32,6 +33,10 @@ minisign -G -W -p "$work/k.pub" -s "$work/k.key" >/dev/null
 token=bench-token-$RANDOM$RANDOM
 token_sha=$(printf %s "$token" | sha256sum | cut -d' ' -f1)
 fail=0
+
+# cpu_ticks PID: user + system CPU time of a process, in clock ticks (the
+# push's CPU cost, which the machine's load does not inflate).
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
 # names PREFIX FROM TO: one name per line.
 names() { awk -v p="$1" -v a="$2" -v b="$3" 'BEGIN { for (i = a; i <= b; i++) printf "%s%d.bench-push.example\n", p, i }'; }
@@ -81,11 +86,13 @@ TOML
     version=$((version + 1))
     f="$d/$v.txt"
     minisign -S -s "$work/k.key" -m "$f" -t "list=afm version=$version" >/dev/null
+    cpu0=$(cpu_ticks "$pid")
     start=$(date +%s%N)
     body=$(curl -sS -T "$f" "http://$api/v1/lists/afm" \
       -H "Authorization: Bearer $token" \
       -H "Sinkhole-Signature: $(base64 -w0 "$f.minisig")" -w '\n%{http_code}')
     end=$(date +%s%N)
+    cpu=$(( ($(cpu_ticks "$pid") - cpu0) * 1000 / $(getconf CLK_TCK) ))
     status=${body##*$'\n'}
     receipt=${body%$'\n'*}
     if [ "$status" != 200 ]; then
@@ -100,8 +107,8 @@ TOML
     rc=$(dig +tries=1 +time=2 -p "$dns_port" @"$dns_host" "$probe_name" A | awk '/status:/ {gsub(",", "", $6); print $6}')
     wall=$(( (end - start) / 1000000 ))
     size=$(stat -c %s "$f")
-    printf 'N=%-8s %s  %6.1f MB  receipt took_ms %6s  curl wall %6s ms  added %8s removed %8s  %s %s\n' \
-      "$n" "$v" "$(mb $((size / 1024)))" "$took" "$wall" "$added" "$removed" "$probe_name" "$rc"
+    printf 'N=%-8s %s  %6.1f MB  receipt took_ms %6s  curl wall %6s ms  server CPU %6s ms  added %8s removed %8s  %s %s\n' \
+      "$n" "$v" "$(mb $((size / 1024)))" "$took" "$wall" "$cpu" "$added" "$removed" "$probe_name" "$rc"
     [ "$rc" = NXDOMAIN ] || fail=1
     if [ "$n" -ge 1000000 ] && [ "$v" = v2 ] && [ "$took" -gt 1000 ]; then
       echo "  target missed: 1% push at $n names took $took ms > 1000 ms"

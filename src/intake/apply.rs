@@ -256,6 +256,18 @@ impl Intake {
         store::save_meta(&self.managed_dir, meta)
     }
 
+    /// A followed RPZ zone's metadata (`state_dir/rpz/ZONE.json`), if
+    /// `name` is one.
+    pub fn rpz_meta(&self, name: &str) -> Option<crate::rpz::store::ZoneMeta> {
+        if !super::config::valid_list_name(name) {
+            return None;
+        }
+        let state_dir = self.sources.parent()?;
+        let text =
+            std::fs::read_to_string(state_dir.join("rpz").join(format!("{name}.json"))).ok()?;
+        serde_json::from_str(&text).ok()
+    }
+
     /// The file in force for a managed list.
     pub fn content_path(&self, meta: &ListMeta) -> PathBuf {
         self.sources.join(&meta.file)

@@ -61,20 +61,38 @@ pub fn list_entries(intake: &Intake) -> Vec<ListEntry> {
         }
     }
     for (name, rules) in snap.rules_per_list() {
-        if intake.list(&name).is_none() {
+        if intake.list(&name).is_some() {
+            continue;
+        }
+        // A followed RPZ zone keeps its serial in `state_dir/rpz/ZONE.json`.
+        if let Some(zone) = intake.rpz_meta(&name) {
+            let at = i64::try_from(zone.transferred_unix).unwrap_or(0) * 1_000_000;
             out.push(ListEntry {
                 name,
-                source: "file".into(),
-                version: snap.version(),
-                sha256: None,
+                source: "rpz".into(),
+                version: u64::from(zone.soa.serial),
+                sha256: Some(zone.sha256),
                 rules,
-                enforced_at: None,
+                enforced_at: Some(crate::audit::time::format_ts(at).as_str().to_string()),
                 signers: Vec::new(),
-                unsigned: true,
+                unsigned: !zone.signed,
                 expires: None,
                 expired: false,
             });
+            continue;
         }
+        out.push(ListEntry {
+            name,
+            source: "file".into(),
+            version: snap.version(),
+            sha256: None,
+            rules,
+            enforced_at: None,
+            signers: Vec::new(),
+            unsigned: true,
+            expires: None,
+            expired: false,
+        });
     }
     out
 }
@@ -209,6 +227,67 @@ mod tests {
         let rec = file_change_record(&ev(false, &err)).unwrap();
         assert_eq!(rec.outcome, "rejected");
         assert!(rec.reason.unwrap().contains("a.txt"));
+    }
+
+    #[test]
+    fn get_lists_names_file_lists_and_followed_zones_by_source() {
+        use crate::list::reload::{ReloadSettings, Reloader};
+        let dir = tempfile::tempdir().unwrap();
+        let (lists, state) = (dir.path().join("lists"), dir.path().join("state"));
+        let sources = state.join(crate::daemon::SOURCES_DIR);
+        std::fs::create_dir_all(&lists).unwrap();
+        std::fs::create_dir_all(&sources).unwrap();
+        std::fs::create_dir_all(state.join("rpz")).unwrap();
+        std::fs::write(lists.join("block.txt"), "a.example\nb.example\n").unwrap();
+        std::fs::write(
+            sources.join("zone.example.rpz"),
+            "$ORIGIN zone.example.\nbad.example CNAME .\n",
+        )
+        .unwrap();
+        let meta = crate::rpz::store::ZoneMeta {
+            zone: "zone.example".into(),
+            soa: crate::rpz::fold::Soa {
+                serial: 42,
+                refresh: 1,
+                retry: 1,
+                expire: 1,
+                minimum: 1,
+            },
+            records: 1,
+            sha256: "ab".repeat(32),
+            primary: "192.0.2.1:53".into(),
+            kind: "axfr".into(),
+            signed: true,
+            transferred_unix: 1_767_225_600,
+            refreshed_unix: 1_767_225_600,
+        };
+        std::fs::write(
+            state.join("rpz/zone.example.json"),
+            serde_json::to_string(&meta).unwrap(),
+        )
+        .unwrap();
+        let settings = ReloadSettings {
+            paths: vec![lists],
+            sources_dir: Some(sources),
+            ..ReloadSettings::default()
+        };
+        let (reloader, _) = Reloader::start(settings).unwrap();
+        let intake = Intake::new(&state, Vec::new(), reloader, None).unwrap();
+        let mut entries = list_entries(&intake);
+        entries.sort_by(|a, b| a.name.cmp(&b.name));
+        let shown: Vec<(&str, &str, u64, u64)> = entries
+            .iter()
+            .map(|e| (e.name.as_str(), e.source.as_str(), e.version, e.rules))
+            .collect();
+        assert_eq!(
+            shown,
+            [("block", "file", 1, 2), ("zone.example", "rpz", 42, 1)]
+        );
+        assert_eq!(
+            entries[1].enforced_at.as_deref(),
+            Some("2026-01-01T00:00:00.000000Z")
+        );
+        assert!(!entries[1].unsigned);
     }
 
     #[test]

@@ -348,6 +348,17 @@ fn push_receipt_refusals_k_of_n_dry_run_and_replay_after_restart() {
             "{what}: nothing of version 2"
         );
     }
+    // Without a declared length the limit is counted while streaming.
+    let out = run(Command::new("curl")
+        .args(["-sS", "-o", "-", "-w", "\n%{http_code}", "-T"])
+        .arg(&big)
+        .args(["-H", "Transfer-Encoding: chunked"])
+        .args(["-H", &format!("Authorization: Bearer {TOKEN}")])
+        .args(["-H", &format!("Sinkhole-Signature: {}", b64_file(&sbig))])
+        .arg(format!("http://{api}/v1/lists/afm")));
+    let (status, body) = parse_curl(out);
+    assert_eq!(status, 413, "chunked: {body}");
+    assert!(blocked(&server, "a20.example"));
     let c = curl_put(api, "afm", "", Some(TOKEN), &v2, &[&s2a, &s2c_other_list]);
     assert!(
         c.1["reason"]
@@ -544,14 +555,15 @@ fn push_receipt_refusals_k_of_n_dry_run_and_replay_after_restart() {
             ("applied", 4)
         ]
     );
-    // 413, 5 × 422, 409, 400, the two repeated to check their messages,
+    // 413, 5 × 422, 409, 400, the chunked 413, the two repeated to check
+    // their messages,
     // the delta's 409 and the 409 after the restart; 401-404 are not
     // recorded.
     let rejected = records
         .iter()
         .filter(|r| r["outcome"] == "rejected")
         .count();
-    assert_eq!(rejected, 1 + 5 + 1 + 1 + 2 + 1 + 1, "{records:?}");
+    assert_eq!(rejected, 1 + 5 + 1 + 1 + 1 + 2 + 1 + 1, "{records:?}");
     assert_eq!(records[0]["seq"].as_u64(), Some(seq1));
     assert_eq!(records[0]["token"], "afm-clerk-1");
     assert!(
