@@ -838,3 +838,85 @@ fn sinkhole_push_to_two_nodes_and_pull_with_conditional_requests() {
     );
     assert!(sinkhole(&["audit", "verify", dir]).status.success());
 }
+
+/// A registry dump pushed whole, then a `dump_delta.xml` signed with
+/// `base=` the version in force: the merged dump is enforced and served
+/// as the content.
+#[test]
+fn a_dump_delta_push_applies_to_the_dump_in_force() {
+    let up = Upstream::start();
+    let k = keys();
+    let state = tempfile::tempdir().unwrap();
+    let audit = tempfile::tempdir().unwrap();
+    let server = start(&up, &config(&k, state.path(), audit.path(), 1, ""));
+    let api = server.listeners.first("api");
+    let work = k.dir.path();
+    let content = |id: u32, host: &str| {
+        format!(
+            "<content id=\"{id}\" includeTime=\"2026-11-30T10:00:00\" blockType=\"domain\" hash=\"h{id}\">\
+             <decision date=\"2026-11-29\" number=\"{id}-N\" org=\"Court\"/>\
+             <domain><![CDATA[{host}]]></domain></content>\n"
+        )
+    };
+    let dump = work.join("dump.xml");
+    std::fs::write(
+        &dump,
+        format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n\
+             <reg:register xmlns:reg=\"http://rsoc.ru\" updateTime=\"2026-11-30T10:00:00+03:00\" formatVersion=\"2.4\">\n\
+             {}{}{}</reg:register>\n",
+            content(1, "evil1.example"),
+            content(2, "evil2.example"),
+            content(3, "evil3.example"),
+        ),
+    )
+    .unwrap();
+    let v1 = "list=afm version=1";
+    let (sa, sb) = (sign(&dump, &k.a.1, v1), sign(&dump, &k.b.1, v1));
+    let (status, r1) = curl_put(api, "afm", "", Some(TOKEN), &dump, &[&sa, &sb]);
+    assert_eq!(status, 200, "{r1}");
+    assert!(blocked(&server, "evil2.example"));
+
+    let delta = work.join("dump_delta.xml");
+    std::fs::write(
+        &delta,
+        format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n\
+             <reg:register xmlns:reg=\"http://rsoc.ru\" updateTime=\"2026-12-01T10:00:00+03:00\" formatVersion=\"2.4\">\n\
+             <delete id=\"2\"/>\n{}</reg:register>\n",
+            content(4, "evil4.example"),
+        ),
+    )
+    .unwrap();
+    let v2 = "list=afm version=2 base=1";
+    let (da, db) = (sign(&delta, &k.a.1, v2), sign(&delta, &k.b.1, v2));
+    let (status, r2) = curl_put(api, "afm", "", Some(TOKEN), &delta, &[&da, &db]);
+    assert_eq!(status, 200, "{r2}");
+    assert_eq!(r2["version"], 2);
+    assert_eq!(
+        (r2["added"].as_u64(), r2["removed"].as_u64()),
+        (Some(1), Some(1)),
+        "{r2}"
+    );
+    assert!(
+        blocked(&server, "evil4.example"),
+        "the delta's addition is enforced"
+    );
+    assert!(
+        !blocked(&server, "evil2.example"),
+        "the delta's deletion is enforced"
+    );
+    assert!(blocked(&server, "evil1.example") && blocked(&server, "evil3.example"));
+    // What is in force is the merged full dump, not the delta.
+    let (status, body) = curl_get(api, "/v1/lists/afm/content", TOKEN);
+    assert_eq!(status, 200);
+    let text = String::from_utf8_lossy(&body);
+    assert!(
+        text.contains("evil4.example") && text.contains("evil1.example"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("evil2.example") && !text.contains("<delete"),
+        "{text}"
+    );
+}
