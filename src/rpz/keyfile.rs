@@ -41,6 +41,16 @@ impl TsigAlgorithm {
             TsigAlgorithm::HmacSha512 => "hmac-sha512",
         }
     }
+
+    /// hickory-proto's name for it (transfers in and out sign with hickory).
+    pub fn hickory(self) -> hickory_proto::rr::rdata::tsig::TsigAlgorithm {
+        use hickory_proto::rr::rdata::tsig::TsigAlgorithm as Alg;
+        match self {
+            TsigAlgorithm::HmacSha256 => Alg::HmacSha256,
+            TsigAlgorithm::HmacSha384 => Alg::HmacSha384,
+            TsigAlgorithm::HmacSha512 => Alg::HmacSha512,
+        }
+    }
 }
 
 /// A TSIG key. The secret never appears in `Debug` output or logs.

@@ -23,7 +23,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::fold::{self, AxfrError, AxfrWriter, Soa, XfrRecord};
-use super::keyfile::{TsigAlgorithm, TsigKey};
+use super::keyfile::TsigKey;
 
 /// How long a primary may stay silent in the middle of an answer.
 const IDLE: Duration = Duration::from_secs(30);
@@ -90,12 +90,7 @@ impl From<AxfrError> for XfrError {
 }
 
 fn signer(key: &TsigKey) -> Result<TSigner, XfrError> {
-    use hickory_proto::rr::rdata::tsig::TsigAlgorithm as Alg;
-    let alg = match key.algorithm {
-        TsigAlgorithm::HmacSha256 => Alg::HmacSha256,
-        TsigAlgorithm::HmacSha384 => Alg::HmacSha384,
-        TsigAlgorithm::HmacSha512 => Alg::HmacSha512,
-    };
+    let alg = key.algorithm.hickory();
     let name = Name::from_ascii(&key.name).map_err(|e| XfrError::Tsig(e.to_string()))?;
     TSigner::new(key.secret.clone(), alg, name, FUDGE).map_err(|e| XfrError::Tsig(e.to_string()))
 }
@@ -440,7 +435,7 @@ mod tests {
         let (addr, _primary) = fake_primary(vec![vec![soa(4), cname("a"), soa(4)]]).await;
         let key = TsigKey {
             name: "xfr-key".into(),
-            algorithm: TsigAlgorithm::HmacSha256,
+            algorithm: crate::rpz::keyfile::TsigAlgorithm::HmacSha256,
             secret: b"0123456789abcdef0123456789abcdef".to_vec(),
         };
         let mut c = XfrClient::connect(addr, "rpz.test", Some(&key), Duration::from_secs(2))
