@@ -160,7 +160,22 @@ pub fn compile_versioned(lists: &[ParsedList], version: u64) -> Result<Snapshot,
                     });
                 }
                 Target::Keyword(k) => keywords.push((k.clone(), file, rule.line, action, extra)),
-                Target::Url(u) => deferred.push(format!("url\t{fi}\t{}\t{u}", rule.line)),
+                Target::Url(u) => {
+                    // Canonical URL text has no tab or newline (`list::url`
+                    // escapes them); the provenance follows as string
+                    // offsets so the front can quote the decision.
+                    let m = rule.meta();
+                    let offs = [
+                        strings.opt(m.decision.as_deref())?,
+                        strings.opt(m.authority.as_deref())?,
+                        strings.opt(m.date.as_deref())?,
+                        strings.opt(m.category.as_deref())?,
+                    ];
+                    deferred.push(format!(
+                        "url\t{fi}\t{}\t{u}\t{action}\t{}\t{}\t{}\t{}",
+                        rule.line, offs[0], offs[1], offs[2], offs[3]
+                    ));
+                }
                 Target::Ip(net) => deferred.push(format!("ip\t{fi}\t{}\t{net}", rule.line)),
                 Target::RpzOther { trigger, owner } => {
                     let kind = match trigger {

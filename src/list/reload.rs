@@ -179,7 +179,22 @@ pub struct Reloader {
     state: ListState,
     /// A background merge is running.
     merging: AtomicBool,
+    /// Told of every reload's outcome (see [`Reloader::on_reload`]).
+    hook: std::sync::OnceLock<ReloadHook>,
 }
+
+/// What [`Reloader::on_reload`] is told after each reload.
+pub struct ReloadEvent<'a> {
+    /// Asked for by a non-file source ([`Reloader::reload_sources`]),
+    /// which reports its own change; otherwise the file watcher, SIGHUP,
+    /// `sinkhole reload` or the catch-up at start.
+    pub for_source: bool,
+    pub forced: bool,
+    pub result: &'a Result<ReloadReport, ReloadError>,
+}
+
+/// A reload observer (the intake puts file-list changes on the record).
+pub type ReloadHook = Box<dyn Fn(&ReloadEvent<'_>) + Send + Sync>;
 
 /// How a snapshot came to be put in force (see `Reloader::swap`).
 #[derive(Clone, Copy, Debug)]
@@ -267,6 +282,7 @@ impl Reloader {
             stats: ReloadStats::default(),
             state,
             merging: AtomicBool::new(false),
+            hook: std::sync::OnceLock::new(),
         })
     }
 
@@ -374,7 +390,23 @@ impl Reloader {
                 tracing::warn!(error = %e, reason = e.reason(), "list reload rejected; previous version keeps serving");
             }
         }
+        if let Some(hook) = self.hook.get() {
+            hook(&ReloadEvent {
+                for_source: !settle,
+                forced: force,
+                result: &result,
+            });
+        }
         result
+    }
+
+    /// Register the one observer of every later reload's outcome. It runs
+    /// on the reloading thread after the swap, while the next reload waits:
+    /// keep it short (an fsync is fine). A second call is ignored.
+    pub fn on_reload(&self, hook: ReloadHook) {
+        if self.hook.set(hook).is_err() {
+            tracing::warn!("a reload observer is already registered; ignoring another");
+        }
     }
 
     fn build(
@@ -1103,6 +1135,183 @@ pub(crate) mod tests {
                 report.took_ms,
                 t.elapsed()
             );
+        }
+    }
+
+    /// A random registry CSV row over the same name universe, with its
+    /// decision (so provenance is compared too), and the rows the
+    /// incremental path must send to a full reload: a quoted field, a
+    /// field-count mismatch, a URL.
+    fn random_csv_row(rng: &mut Rng) -> String {
+        let n = if rng.below(10) == 0 {
+            rng.below(40)
+        } else {
+            rng.below(PROBES)
+        };
+        let name = format!("n{n}.ex{}.test", n % 7);
+        let decision = format!("D{}", rng.below(1000));
+        match rng.below(24) {
+            0 => "# a comment".to_string(),
+            1 => String::new(),
+            2 => format!("www.{name};{decision};AFM"),
+            3 => format!("{};{decision};суд", name.to_uppercase()),
+            4 if rng.below(4) == 0 => format!("\"{name}\";\"{decision}; final\";AFM"),
+            5 if rng.below(4) == 0 => format!("{name};{decision}"),
+            6 if rng.below(8) == 0 => format!("http://{name}/page;{decision};AFM"),
+            7 => format!("ex{};{decision};AFM", n % 7),
+            _ => format!("{name};{decision};AFM"),
+        }
+    }
+
+    /// Every probe name's answer with the rule's decision and authority.
+    fn answers_with_meta(snap: &Snapshot) -> Vec<Option<(String, u32, String, String)>> {
+        let mut out = Vec::new();
+        for n in 0..PROBES {
+            for probe in [
+                format!("n{n}.ex{}.test", n % 7),
+                format!("www.n{n}.ex{}.test", n % 7),
+                format!("ex{}.test", n % 7),
+            ] {
+                out.push(snap.lookup(probe.as_bytes()).map(|m| {
+                    let r = snap.rule(m.rule);
+                    (
+                        r.text(),
+                        r.line(),
+                        r.decision().unwrap_or("").to_string(),
+                        r.authority().unwrap_or("").to_string(),
+                    )
+                }));
+            }
+        }
+        out
+    }
+
+    /// CSV takes the incremental path too, and must answer exactly as a
+    /// full compile, provenance included; a changed header, quoted fields
+    /// and Windows-1251 text send it to a full reload.
+    #[test]
+    fn incremental_csv_reloads_equal_full_compiles() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        fs::create_dir_all(dir.path().join("lists")).expect("mkdir");
+        let path = dir.path().join("lists/registry.csv");
+        let mut rng = Rng(0x5eed_c5f0_0000_0013);
+        let header = "# exported by the ministry\ndomain;decision;authority".to_string();
+        let mut rows: Vec<String> = (0..120).map(|_| random_csv_row(&mut rng)).collect();
+        let text = |h: &str, rows: &[String]| format!("{h}\n{}\n", rows.join("\n"));
+        write(&path, &text(&header, &rows));
+        let (r, _) = Reloader::start(settings(dir.path())).expect("start");
+        let (mut incremental, mut full) = (0, 0);
+        for step in 0..150 {
+            for _ in 0..1 + rng.below(3) {
+                let at = rng.below(rows.len() + 1);
+                match rng.below(6) {
+                    0 | 1 if !rows.is_empty() => {
+                        rows.remove(at.min(rows.len() - 1));
+                    }
+                    2 if !rows.is_empty() => {
+                        let i = at.min(rows.len() - 1);
+                        rows[i] = random_csv_row(&mut rng);
+                    }
+                    _ => rows.insert(at, random_csv_row(&mut rng)),
+                }
+            }
+            // Now and then the columns move: never a line diff.
+            let h = if step % 37 == 36 {
+                "# exported by the ministry\nauthority;domain;decision".to_string()
+            } else {
+                header.clone()
+            };
+            if step % 37 == 36 {
+                for row in &mut rows {
+                    let f: Vec<&str> = row.split(';').collect();
+                    if f.len() == 3 {
+                        *row = format!("{};{};{}", f[2], f[0], f[1]);
+                    }
+                }
+            }
+            let body = text(&h, &rows);
+            let bytes = if step % 29 == 28 {
+                encoding_rs::WINDOWS_1251.encode(&body).0.into_owned()
+            } else {
+                body.into_bytes()
+            };
+            let tmp = path.with_extension("tmp");
+            fs::write(&tmp, &bytes).expect("write");
+            fs::rename(&tmp, &path).expect("rename");
+
+            let list = parse::parse_file(&path, &ListOptions::default()).expect("parse");
+            let want = answers_with_meta(&super::super::compile(&[list]).expect("compile"));
+            let report = r.reload(true).expect("reload");
+            if report.incremental {
+                incremental += 1;
+            } else {
+                full += 1;
+            }
+            assert_eq!(
+                answers_with_meta(&r.current()),
+                want,
+                "step {step} (incremental: {}):\n{}",
+                report.incremental,
+                numbered(&fs::read_to_string(&path).unwrap_or_default())
+            );
+            if step % 37 == 36 {
+                assert!(
+                    !report.incremental,
+                    "step {step}: a new header is a full reload"
+                );
+                for row in &mut rows {
+                    let f: Vec<&str> = row.split(';').collect();
+                    if f.len() == 3 {
+                        *row = format!("{};{};{}", f[1], f[2], f[0]);
+                    }
+                }
+            }
+        }
+        assert!(
+            incremental >= 40,
+            "the fast path should carry many CSV reloads: {incremental} incremental, {full} full"
+        );
+    }
+
+    /// A registry CSV push (1 % out, 1 % in, with decisions) is incremental,
+    /// and the new rows carry their provenance.
+    #[test]
+    fn daily_csv_pushes_are_incremental() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        fs::create_dir_all(dir.path().join("lists")).expect("mkdir");
+        let list = dir.path().join("lists/gov.csv");
+        let row = |i: usize| format!("site{i}.example\t2025-{i}/KZ\tАФМ");
+        let mut rows: Vec<String> = (0..5000).map(row).collect();
+        let text = |rows: &[String]| format!("domain\tdecision\tauthority\n{}\n", rows.join("\n"));
+        write(&list, &text(&rows));
+        let (r, _) = Reloader::start(settings(dir.path())).expect("start");
+        for day in 0..3 {
+            for k in 0..50 {
+                rows.remove((day * 97 + k * 89) % rows.len());
+            }
+            for k in 0..50 {
+                rows.insert(
+                    (day * 31 + k * 101) % rows.len(),
+                    row(10_000 + day * 100 + k),
+                );
+            }
+            write(&list, &text(&rows));
+            let report = r.reload(false).expect("reload");
+            assert!(report.incremental, "day {day}: {report:?}");
+            assert_eq!((report.added, report.removed), (50, 50), "day {day}");
+            let snap = r.current();
+            let name = format!("www.site{}.example", 10_000 + day * 100 + 7);
+            let m = snap.lookup(name.as_bytes()).expect("new row enforced");
+            let rule = snap.rule(m.rule);
+            assert_eq!(
+                rule.decision(),
+                Some(&*format!("2025-{}/KZ", 10_000 + day * 100 + 7))
+            );
+            assert_eq!(rule.authority(), Some("АФМ"));
+            let at = rows
+                .iter()
+                .position(|r| r.starts_with(&format!("site{}.", 10_000 + day * 100 + 7)));
+            assert_eq!(rule.line() as usize, at.expect("row") + 2);
         }
     }
 }

@@ -20,7 +20,8 @@
 //!   strings  u16 length + bytes, addressed by offset
 //!   files    per file: list-name offset u32 | path offset u32 (top bit: an RPZ file,
 //!            whose wildcards follow DNS wildcard rules, see `lookup`)
-//!   extra    keyword rule ids + strings, then URL/IP/RPZ-other rules kept for later
+//!   extra    keyword rule ids + strings, then URL rules (with action and
+//!            provenance, see `snapshot/urls.rs`) and IP/RPZ-other rules kept for later
 //!   bloom    blocked Bloom filter over every name with a rule (see `bloom.rs`)
 //! ```
 //!
@@ -45,7 +46,12 @@ use thiserror::Error;
 use super::bloom;
 use super::{Action, Counts, RuleMeta, Scope};
 
+mod urls;
+pub use urls::{UrlIndex, UrlRule, UrlRuleView};
+
 pub(crate) const MAGIC: &[u8; 8] = b"SNKHOLE\x01";
+/// 5: URL rules carry their action and provenance (issue 12); an RPZ
+/// file's flag in the files table (issue 14).
 pub(crate) const FORMAT: u32 = 5;
 pub(crate) const SECTIONS: usize = 7;
 pub(crate) const HEADER_LEN: usize = 8 + 4 + 4 + 8 + 8 + 8 * 8 + SECTIONS * 16;
@@ -281,6 +287,8 @@ pub struct Snapshot {
     /// Changes applied on top of this blob by an incremental reload, until
     /// they are merged into a new blob (`merge.rs`).
     layer: Option<Arc<Layer>>,
+    /// URL rules by host (`urls.rs`), built on first use.
+    urls: std::sync::OnceLock<Arc<UrlIndex>>,
 }
 
 /// An incremental reload's changes over a base snapshot: rules added (a
@@ -483,6 +491,7 @@ impl Snapshot {
             counts,
             per_list: std::sync::OnceLock::new(),
             layer: None,
+            urls: std::sync::OnceLock::new(),
         };
         if (snap.fst_rules as usize) > snap.row_count() {
             return Err(corrupt("fst refers to more rules than the table holds"));
@@ -617,6 +626,9 @@ impl Snapshot {
             counts,
             per_list: std::sync::OnceLock::new(),
             layer: Some(Arc::new(layer)),
+            // A layer never changes URL rules (a changed URL line forces a
+            // full compile); line moves are applied on read.
+            urls: self.urls.clone(),
         }
     }
 
@@ -1054,6 +1066,8 @@ impl Snapshot {
                     .ok()
                     .map(|f| self.file_path(f as u16).to_string())
                     .unwrap_or_default();
+                // URL lines carry their action and provenance after the URL.
+                let rule = rule.split('\t').next().unwrap_or(rule);
                 out.push((
                     kind.to_string(),
                     rule.to_string(),

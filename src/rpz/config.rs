@@ -18,6 +18,8 @@ pub const DEFAULT_MAX_ZONE_RECORDS: u64 = 20_000_000;
 #[serde(deny_unknown_fields, default)]
 pub struct RawRpz {
     pub follow: Vec<RawFollow>,
+    /// `[rpz.serve]`: validated by `rpz::serve`.
+    pub serve: crate::rpz::serve::RawRpzServeConfig,
 }
 
 /// One `[[rpz.follow]]` entry.
