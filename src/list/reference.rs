@@ -27,13 +27,6 @@ impl ReferenceMatcher {
     pub(crate) fn new(lists: &[ParsedList]) -> Self {
         let mut m = ReferenceMatcher::default();
         for (fi, list) in lists.iter().enumerate() {
-            if list.format == Format::Rpz {
-                let owners = list.rules.iter().filter_map(|r| match &r.target {
-                    Target::Name { name, .. } => Some(name.clone()),
-                    _ => None,
-                });
-                m.rpz_owners.insert(fi, owners.collect());
-            }
             for r in &list.rules {
                 let hit = RefHit {
                     file_index: fi,
@@ -58,6 +51,17 @@ impl ReferenceMatcher {
                     Target::Keyword(k) => m.keywords.push((k.clone(), hit)),
                     _ => {}
                 }
+            }
+        }
+        // A zone's names are the keys it holds in force: as in the snapshot,
+        // an owner listed by two files exists only for the one whose entry
+        // won the key (see `Snapshot::lookup`).
+        for ((name, _), hit) in &m.names {
+            if lists[hit.file_index].format == Format::Rpz {
+                m.rpz_owners
+                    .entry(hit.file_index)
+                    .or_default()
+                    .insert(name.clone());
             }
         }
         m

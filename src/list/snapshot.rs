@@ -780,6 +780,11 @@ impl Snapshot {
     /// or the empty non-terminal above one, stops it. A stopped wildcard is
     /// skipped and the walk looks again (a shallower rule of another list
     /// may still match). Other lists keep their suffix semantics.
+    ///
+    /// One key holds one rule: an owner listed by two zones exists here
+    /// only for the zone whose entry won the key (an allow, else the first
+    /// listed), so it stops only that zone's wildcards. BIND, evaluating
+    /// each zone on its own, would stop both.
     fn best_rule_rpz_in(
         &self,
         base: &Snapshot,

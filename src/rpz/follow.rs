@@ -24,7 +24,7 @@ use super::config::FollowConfig;
 use super::fold::{self, ApplyError, AxfrWriter, Soa, serial_newer};
 use super::keyfile::{self, TsigKey};
 use super::notify::{NotifyRouter, NotifyZone};
-use super::store::{self, ZoneFiles, ZoneMeta};
+use super::store::{self, HashingWriter, ZoneFiles, ZoneMeta};
 use super::xfr::{XfrClient, XfrError};
 use crate::list::reload::Reloader;
 
@@ -417,11 +417,15 @@ impl Follower {
         let ixfr = c.ixfr(&meta.soa, self.cfg.max_zone_records).await?;
         let change = fold::net_change(&ixfr.deltas);
         let (files, max) = (self.files.clone(), self.cfg.max_zone_records);
-        let records = tokio::task::spawn_blocking(move || -> Result<u64, RefreshError> {
-            let old = BufReader::new(
+        let (records, sha256) = tokio::task::spawn_blocking(move || -> Result<_, RefreshError> {
+            let old = BufReader::with_capacity(
+                256 << 10,
                 File::open(&files.source).map_err(|e| RefreshError::Apply(ApplyError::Io(e)))?,
             );
-            let mut out = BufWriter::new(File::create(&files.tmp)?);
+            let mut out = HashingWriter::new(BufWriter::with_capacity(
+                256 << 10,
+                File::create(&files.tmp)?,
+            ));
             let n = fold::apply(old, &mut out, &change, max);
             let n = match n {
                 Ok(n) => n,
@@ -432,7 +436,7 @@ impl Follower {
                 }
             };
             out.flush()?;
-            Ok(n)
+            Ok((n, out.finish().1))
         })
         .await
         .map_err(|e| RefreshError::Io(std::io::Error::other(e)))??;
@@ -444,18 +448,22 @@ impl Follower {
             records,
             "IXFR received"
         );
-        self.put_in_force(ixfr.soa, records, p, "ixfr").await
+        self.put_in_force(ixfr.soa, records, sha256, p, "ixfr")
+            .await
     }
 
     async fn axfr(&self, c: &mut XfrClient, p: SocketAddr) -> Result<ZoneMeta, RefreshError> {
-        let mut out = BufWriter::with_capacity(256 << 10, File::create(&self.files.tmp)?);
+        let mut out = HashingWriter::new(BufWriter::with_capacity(
+            256 << 10,
+            File::create(&self.files.tmp)?,
+        ));
         out.write_all(store::header(&self.cfg.zone).as_bytes())?;
         let mut w = AxfrWriter::new(out, self.cfg.max_zone_records);
         let result = c.axfr(&mut w).await;
         let finished = result
             .map_err(RefreshError::from)
             .and_then(|()| w.finish().map_err(|e| RefreshError::Xfr(e.into())));
-        let (soa, records, _) = match finished {
+        let (soa, records, out) = match finished {
             Ok(v) => v,
             Err(e) => {
                 let _ = std::fs::remove_file(&self.files.tmp);
@@ -463,7 +471,8 @@ impl Follower {
             }
         };
         tracing::info!(zone = %self.cfg.zone, serial = soa.serial, records, "AXFR received");
-        self.put_in_force(soa, records, p, "axfr").await
+        let (_, sha256) = out.finish();
+        self.put_in_force(soa, records, sha256, p, "axfr").await
     }
 
     /// Install the temporary file and reload; roll back when the reload is
@@ -472,6 +481,7 @@ impl Follower {
         &self,
         soa: Soa,
         records: u64,
+        sha256: String,
         p: SocketAddr,
         kind: &str,
     ) -> Result<ZoneMeta, RefreshError> {
@@ -508,7 +518,7 @@ impl Follower {
             zone: self.cfg.zone.clone(),
             soa,
             records,
-            sha256: store::sha256_file(&self.files.source)?,
+            sha256,
             primary: p.to_string(),
             kind: kind.to_string(),
             signed: self.key.is_some(),

@@ -123,6 +123,39 @@ impl ZoneFiles {
     }
 }
 
+/// A writer that hashes what goes through it, so a zone file's SHA-256 is
+/// known when it is written, without reading a large file back.
+pub struct HashingWriter<W: Write> {
+    inner: W,
+    sha: Sha256,
+}
+
+impl<W: Write> HashingWriter<W> {
+    pub fn new(inner: W) -> Self {
+        HashingWriter {
+            inner,
+            sha: Sha256::new(),
+        }
+    }
+
+    /// The writer and the hex SHA-256 of everything written.
+    pub fn finish(self) -> (W, String) {
+        (self.inner, hex::encode(self.sha.finalize()))
+    }
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.sha.update(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 pub fn sha256_file(path: &Path) -> std::io::Result<String> {
     let mut r = BufReader::with_capacity(256 << 10, File::open(path)?);
     let mut h = Sha256::new();
@@ -179,6 +212,19 @@ mod tests {
             transferred_unix: 1,
             refreshed_unix: 1,
         }
+    }
+
+    #[test]
+    fn hashing_writer_matches_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("z");
+        let mut w = HashingWriter::new(std::io::BufWriter::new(File::create(&p).unwrap()));
+        for i in 0..10_000 {
+            writeln!(w, "n{i}.example CNAME .").unwrap();
+        }
+        w.flush().unwrap();
+        let (_, sum) = w.finish();
+        assert_eq!(sum, sha256_file(&p).unwrap());
     }
 
     #[test]

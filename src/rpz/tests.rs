@@ -324,3 +324,61 @@ fn a_shrunken_zone_is_refused_and_rolled_back() {
     assert!(report.incremental, "{report:?}");
     assert!(blocked(&r, "after.example") && !blocked(&r, "n3.example"));
 }
+
+mod random {
+    use proptest::prelude::*;
+
+    use crate::list::reference::ReferenceMatcher;
+    use crate::list::{Format, ListOptions, parse::parse_bytes};
+    use std::path::Path;
+
+    /// A name of 1 to 4 labels from a 3-letter alphabet under `t`: small
+    /// enough that owners, wildcards and queries overlap all the time.
+    fn name() -> impl Strategy<Value = String> {
+        proptest::collection::vec(prop_oneof![Just("a"), Just("b"), Just("c")], 1..=4)
+            .prop_map(|labels| format!("{}.t", labels.join(".")))
+    }
+
+    fn zone_line() -> impl Strategy<Value = String> {
+        (any::<bool>(), name(), 0u8..3).prop_map(|(wild, n, action)| {
+            let owner = if wild { format!("*.{n}") } else { n };
+            let rdata = ["CNAME .", "CNAME rpz-passthru.", "CNAME *."][action as usize];
+            format!("{owner} {rdata}\n")
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Random RPZ zones (two of them) beside a plain list: the snapshot
+        /// answers every name as the naive reference does.
+        #[test]
+        fn snapshot_matches_the_reference(
+            zone1 in proptest::collection::vec(zone_line(), 0..12),
+            zone2 in proptest::collection::vec(zone_line(), 0..6),
+            plain in proptest::collection::vec(name(), 0..4),
+            queries in proptest::collection::vec(name(), 1..40),
+        ) {
+            let rpz = ListOptions { format: Some(Format::Rpz), ..ListOptions::default() };
+            let txt = ListOptions { format: Some(Format::Plain), ..ListOptions::default() };
+            let plain: String = plain.iter().map(|n| format!("{n}\n")).collect();
+            let lists = vec![
+                parse_bytes(Path::new("z1.rpz"), zone1.concat().as_bytes(), &rpz),
+                parse_bytes(Path::new("z2.rpz"), zone2.concat().as_bytes(), &rpz),
+                parse_bytes(Path::new("p.txt"), plain.as_bytes(), &txt),
+            ];
+            let snap = crate::list::compile(&lists).unwrap();
+            let reference = ReferenceMatcher::new(&lists);
+            for q in &queries {
+                let got = snap.lookup(q.as_bytes()).map(|m| {
+                    let v = snap.rule(m.rule);
+                    (v.list().to_string(), v.line(), m.action)
+                });
+                let want = reference.lookup(q).map(|h| {
+                    (lists[h.file_index].name.clone(), h.line, h.action)
+                });
+                prop_assert_eq!(got, want, "{}", q);
+            }
+        }
+    }
+}
