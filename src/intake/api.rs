@@ -375,6 +375,13 @@ async fn get_content(
         Ok(x) => x,
         Err(r) => return refuse(&r),
     };
+    // The length of the file served, not `meta.bytes`: for a dump delta the
+    // bytes received (and recorded) are the delta's, while the content in
+    // force is the merged full dump.
+    let length = match file.metadata().await {
+        Ok(m) => m.len(),
+        Err(e) => return refuse(&Refusal::new(500, "internal", e.to_string())),
+    };
     let stream = futures_util::stream::unfold(file, |mut f| async move {
         use tokio::io::AsyncReadExt;
         let mut buf = vec![0u8; 64 * 1024];
@@ -393,7 +400,7 @@ async fn get_content(
         header::CONTENT_TYPE,
         header::HeaderValue::from_static("application/octet-stream"),
     );
-    if let Ok(v) = header::HeaderValue::from_str(&meta.bytes.to_string()) {
+    if let Ok(v) = header::HeaderValue::from_str(&length.to_string()) {
         h.insert(header::CONTENT_LENGTH, v);
     }
     for (k, v) in [

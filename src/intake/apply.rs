@@ -654,16 +654,19 @@ impl Intake {
 }
 
 /// Write the full dump `out`: the dump in force `base` with the
-/// `dump_delta.xml` `delta` applied.
-///
-/// LEAD: once the registry-format reader (branch wt-formats) is merged,
-/// the body is `crate::list::parse::dump::apply_delta(base, delta, out)
-/// .map(|_| ()).map_err(|e| e.to_string())`; everything around it (409
-/// for another base, 422 when it does not apply, the merged file enforced
-/// and served as the content) is in place.
+/// `dump_delta.xml` `delta` applied (streamed; see `list::parse::dump`).
 fn merge_delta(base: &Path, delta: &Path, out: &Path) -> Result<(), String> {
-    let _ = (base, delta, out);
-    Err("dump_delta.xml is not supported by this build".into())
+    let stats =
+        crate::list::parse::dump::apply_delta(base, delta, out).map_err(|e| e.to_string())?;
+    tracing::info!(
+        kept = stats.kept,
+        deleted = stats.deleted,
+        replaced = stats.replaced,
+        added = stats.added,
+        unknown_deletes = stats.unknown_deletes,
+        "dump delta applied"
+    );
+    Ok(())
 }
 
 /// Skipped lines a receipt lists; the rest are counted (`rules.skipped`).
