@@ -368,7 +368,13 @@ async fn get_content(
         Ok(x) => x,
         Err(r) => return refuse(&r),
     };
-    let len = file.metadata().await.ok().map(|m| m.len());
+    // The length of the file served, not `meta.bytes`: for a dump delta the
+    // bytes received (and recorded) are the delta's, while the content in
+    // force is the merged full dump.
+    let length = match file.metadata().await {
+        Ok(m) => m.len(),
+        Err(e) => return refuse(&Refusal::new(500, "internal", e.to_string())),
+    };
     let stream = futures_util::stream::unfold(file, |mut f| async move {
         use tokio::io::AsyncReadExt;
         let mut buf = vec![0u8; 64 * 1024];
@@ -387,10 +393,7 @@ async fn get_content(
         header::CONTENT_TYPE,
         header::HeaderValue::from_static("application/octet-stream"),
     );
-    // The file's own length: a delta's merged dump is not the bytes pushed.
-    if let Some(len) = len
-        && let Ok(v) = header::HeaderValue::from_str(&len.to_string())
-    {
+    if let Ok(v) = header::HeaderValue::from_str(&length.to_string()) {
         h.insert(header::CONTENT_LENGTH, v);
     }
     for (k, v) in [

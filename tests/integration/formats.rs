@@ -245,3 +245,126 @@ fn clerk_exports_are_enforced_and_bad_tables_explained() {
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("format=xlsx"), "{out}");
 }
+
+fn minisign(args: &[&std::ffi::OsStr]) {
+    let out = Command::new("minisign")
+        .args(args)
+        .output()
+        .expect("minisign (apt-get install -y minisign)");
+    assert!(out.status.success(), "minisign {args:?}: {out:?}");
+}
+
+/// `curl -T FILE` to the push API with one signature; (status, JSON body).
+fn push_signed(api: SocketAddr, token: &str, file: &Path, sig: &Path) -> (u16, serde_json::Value) {
+    use base64::Engine;
+    let sig = base64::engine::general_purpose::STANDARD.encode(std::fs::read(sig).expect("sig"));
+    let out = Command::new("curl")
+        .args(["-sS", "-o", "-", "-w", "\n%{http_code}", "-T"])
+        .arg(file)
+        .arg(format!("http://{api}/v1/lists/rkn"))
+        .args(["-H", &format!("Authorization: Bearer {token}")])
+        .args(["-H", &format!("Sinkhole-Signature: {sig}")])
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, status) = text.rsplit_once('\n').unwrap_or(("", &text));
+    (
+        status.trim().parse().unwrap_or(0),
+        serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+/// The registry's dump pushed signed through the API, then a delta signed
+/// for it (`base=1`): the delta is applied to the dump in force and the
+/// merged dump is what is enforced and served as the content.
+#[test]
+fn signed_dump_push_then_a_delta_push() {
+    let up = Upstream::start();
+    let work = tempfile::tempdir().expect("tempdir");
+    let (state, audit) = (work.path().join("state"), work.path().join("audit"));
+    std::fs::create_dir_all(&audit).expect("mkdir");
+    let (pubkey, seckey) = (work.path().join("rkn.pub"), work.path().join("rkn.key"));
+    minisign(&[
+        "-G".as_ref(),
+        "-W".as_ref(),
+        "-p".as_ref(),
+        pubkey.as_os_str(),
+        "-s".as_ref(),
+        seckey.as_os_str(),
+    ]);
+    let token = "rkn-clerk-token-0123456789";
+    let token_sha = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(token.as_bytes()))
+    };
+    let server = Server::builder(&[up.addr])
+        .lists(&[("seed.txt", "seed.example\n")])
+        .config(&format!(
+            "state_dir = \"{}\"\n[[lists.managed]]\nname = \"rkn\"\nsigners = [\"{}\"]\nrequired_signatures = 1\n\
+             [api]\nlisten = \"127.0.0.1:0\"\nmax_body_mb = 16\n\
+             [[api.token]]\nname = \"rkn-clerk\"\nsha256 = \"{token_sha}\"\nlists = [\"rkn\"]\n\
+             [audit]\npath = \"{}\"\nfsync_every_ms = 0\n",
+            state.display(),
+            pubkey.display(),
+            audit.display()
+        ))
+        .start();
+    let api = server.listeners.first("api");
+    let sign = |file: &Path, comment: &str| -> PathBuf {
+        let sig = file.with_extension("minisig");
+        minisign(&[
+            "-S".as_ref(),
+            "-s".as_ref(),
+            seckey.as_os_str(),
+            "-m".as_ref(),
+            file.as_os_str(),
+            "-x".as_ref(),
+            sig.as_os_str(),
+            "-t".as_ref(),
+            comment.as_ref(),
+        ]);
+        sig
+    };
+
+    let dump = work.path().join("dump.xml");
+    std::fs::copy(fixture("dump-cp1251.xml"), &dump).expect("copy");
+    let (status, receipt) = push_signed(api, token, &dump, &sign(&dump, "list=rkn version=1"));
+    assert_eq!(status, 200, "{receipt}");
+    assert_eq!(receipt["format"], "dump", "{receipt}");
+    assert_eq!(receipt["rules"]["urls"], 3, "{receipt}");
+    assert_eq!(dig(server.addr, "nourl.example").0, "NXDOMAIN");
+    assert_eq!(dig(server.addr, "exact.example").0, "NXDOMAIN");
+
+    let delta = work.path().join("dump_delta.xml");
+    std::fs::copy(fixture("dump_delta.xml"), &delta).expect("copy");
+    let (status, receipt) = push_signed(
+        api,
+        token,
+        &delta,
+        &sign(&delta, "list=rkn version=2 base=1"),
+    );
+    assert_eq!(status, 200, "{receipt}");
+    assert_eq!(receipt["version"], 2, "{receipt}");
+    for (name, want) in [
+        ("nourl.example", "NOERROR"),
+        ("exact.example", "NOERROR"),
+        ("exact2.example", "NXDOMAIN"),
+        ("x.new.example", "NXDOMAIN"),
+        ("a.mask.example", "NXDOMAIN"),
+    ] {
+        assert_eq!(dig(server.addr, name).0, want, "{name} after the delta");
+    }
+    // The content in force is the merged full dump, in UTF-8.
+    let out = Command::new("curl")
+        .args(["-sS", "-H", &format!("Authorization: Bearer {token}")])
+        .arg(format!("http://{api}/v1/lists/rkn/content"))
+        .output()
+        .expect("curl");
+    let content = String::from_utf8(out.stdout).expect("UTF-8 content");
+    assert!(
+        content.starts_with("<?xml version=\"1.0\" encoding=\"UTF-8\"?>")
+            && content.contains("<content id=\"108\"")
+            && !content.contains("<content id=\"102\""),
+        "{content}"
+    );
+}

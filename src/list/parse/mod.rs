@@ -677,6 +677,55 @@ mod tests {
         }
     }
 
+    /// Notepad's "Unicode" (UTF-16 LE with a BOM) and "Unicode big
+    /// endian": any text format, read as UTF-8 with its own line numbers.
+    #[test]
+    fn utf16_text_in_every_format() {
+        let encode = |text: &str, be: bool| -> Vec<u8> {
+            let bom: &[u8] = if be { b"\xFE\xFF" } else { b"\xFF\xFE" };
+            let units = text
+                .encode_utf16()
+                .flat_map(move |u| if be { u.to_be_bytes() } else { u.to_le_bytes() });
+            bom.iter().copied().chain(units).collect()
+        };
+        let cases: &[(&str, &str, Format)] = &[
+            (
+                "l.txt",
+                "# list\r\nscam.example\r\nаавè.example\r\n",
+                Format::Plain,
+            ),
+            ("l.hosts", "0.0.0.0 scam.example\n", Format::Hosts),
+            ("l.txt", "{\"deny\": [\n\"scam.example\"]}", Format::Json),
+            ("l.txt", "scam.example CNAME .\n", Format::Rpz),
+        ];
+        for (name, text, format) in cases {
+            for be in [false, true] {
+                let p = parse_bytes(Path::new(name), &encode(text, be), &ListOptions::default());
+                assert_eq!(p.format, *format, "{text:?}");
+                assert!(p.skipped.is_empty(), "{text:?}: {:?}", p.skipped);
+                let first = &p.rules[0];
+                assert_eq!(
+                    first.line,
+                    if *format == Format::Plain {
+                        2
+                    } else {
+                        first.line
+                    }
+                );
+                assert!(
+                    matches!(&first.target, Target::Name { name, .. } if name == "scam.example"),
+                    "{text:?}: {:?}",
+                    first.target
+                );
+            }
+        }
+        assert!(is_utf16(b"\xFF\xFEa\x00"));
+        assert!(is_utf16(b"a\x00b\x00"));
+        assert!(is_utf16(b"\x00a\x00b"));
+        assert!(!is_utf16(b"ab\x00\x00"));
+        assert!(!is_utf16(b"PK\x03\x04"));
+    }
+
     #[test]
     fn list_name_and_options() {
         let p = parse_bytes(

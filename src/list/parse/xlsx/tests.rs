@@ -148,6 +148,27 @@ fn refused_past_the_unpacked_size_cap() {
     assert_eq!(check_unpacked_size(&bomb, 4 << 20), Ok(()));
 }
 
+/// A zip whose headers claim the entry unpacks to 1 KiB while it really
+/// unpacks to 2 MiB: the count is of what inflates, not of what is declared.
+#[test]
+fn a_lying_declared_size_does_not_pass_the_cap() {
+    let mut bomb = zip_with("xl/sharedStrings.xml", &vec![b'a'; 2 << 20]);
+    let declared: u32 = 1024;
+    let mut patched = 0;
+    // Local file header (PK\x03\x04): uncompressed size at offset 22;
+    // central directory entry (PK\x01\x02): at offset 24.
+    for (sig, offset) in [(b"PK\x03\x04", 22), (b"PK\x01\x02", 24)] {
+        let at = bomb.windows(4).position(|w| w == sig).expect("zip header");
+        bomb[at + offset..at + offset + 4].copy_from_slice(&declared.to_le_bytes());
+        patched += 1;
+    }
+    assert_eq!(patched, 2);
+    let zip = zip::ZipArchive::new(Cursor::new(&bomb[..])).expect("still a zip");
+    assert_eq!(zip.decompressed_size(), Some(1024), "the lie is in place");
+    let err = check_unpacked_size(&bomb, 1 << 20).expect_err("must not pass");
+    assert!(err.contains("unpacks to more than 1 MiB"), "{err}");
+}
+
 #[test]
 fn damaged_files_are_reported_not_panicked_on() {
     let good = clerk_workbook();
