@@ -7,15 +7,20 @@ FUZZ_SECONDS ?= 60
 # Debian packages the tests use (dig as a real DNS client; systemd for
 # systemd-analyze/systemd-sysusers checks of the unit; strace to compare the
 # syscalls sinkhole makes with the unit's SystemCallFilter; chromium, run
-# headless, for the console's browser test).
-TEST_PACKAGES := bind9-dnsutils systemd strace chromium
-TEST_COMMANDS := dig systemd-analyze systemd-sysusers strace chromium
+# headless, for the console's browser test; minisign for signed list
+# pushes; bind9 and bind9-utils for the RPZ primary that [[rpz.follow]]
+# follows: named, tsig-keygen, nsupdate).
+TEST_PACKAGES := bind9-dnsutils systemd strace chromium minisign bind9 bind9-utils
+TEST_COMMANDS := dig systemd-analyze systemd-sysusers strace chromium minisign named tsig-keygen nsupdate
 # dnstap: fstrm_capture receives the stream, dnstap-ldns reads it.
 TEST_PACKAGES += fstrm-bin dnstap-ldns
 TEST_COMMANDS += fstrm_capture dnstap-ldns
 # [rpz.serve]: Unbound follows the zone; named-checkzone checks the export.
-TEST_PACKAGES += unbound bind9-utils
+TEST_PACKAGES += unbound
 TEST_COMMANDS += unbound named-checkzone
+# curl and openssl: real clients of the web and TLS fronts.
+TEST_PACKAGES += curl openssl
+TEST_COMMANDS += curl openssl
 
 .PHONY: all build release run test test-deps fmt-check clippy unit bench fuzz clean
 .PHONY: install deb deb-tools deb-check
@@ -112,6 +117,20 @@ bench-reload: release
 # of `make test` (about 6 minutes).
 bench-attack: release
 	benches/attack.sh
+
+# Issue 13's registry dump figures: parse rate (target >= 50 MB/s) and
+# peak memory for a generated 1,000,000-entry windows-1251 dump.xml, and
+# the load path's peak RSS against the compiled snapshot (about 1 minute).
+.PHONY: bench-dump
+bench-dump: release
+	benches/dump.sh
+
+# Issue 12's HTTP front: proxied vs direct latency (median of three runs)
+# and throughput, CPU per proxied request, memory per open connection.
+# Python stubs and client, about a minute.
+.PHONY: bench-web
+bench-web: release
+	benches/web.sh
 
 # ---------------------------------------------------------------- packaging
 # `make install` builds a release binary and installs it with the systemd

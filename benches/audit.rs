@@ -67,6 +67,8 @@ fn hit(i: u64) -> HitRecord {
         category: (i % 4 == 0).then(|| "gambling".to_string()),
         list_version: 42,
         time: SystemTime::now(),
+        path: None,
+        sni: None,
     }
 }
 

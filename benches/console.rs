@@ -96,6 +96,8 @@ fn hit(i: u64, n: u64) -> HitRecord {
         decision,
         list_version: 1 + i * 10 / n.max(1),
         time: SystemTime::UNIX_EPOCH + Duration::from_secs(T0) + Duration::from_micros(micros),
+        path: None,
+        sni: None,
     }
 }
 

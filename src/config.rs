@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::audit::{AuditSettings, RawAuditConfig};
+use crate::bypass::{BypassSignal, BypassSignals};
 use crate::cache::CacheConfig;
 use crate::forward::UpstreamConfig;
 use crate::list::config::{ListFileConfig, ListsConfig};
@@ -67,15 +68,14 @@ pub struct RawConfig {
     pub audit: RawAudit,
     pub metrics: crate::metrics::RawMetricsConfig,
     pub console: crate::console::RawConsoleConfig,
+    /// `[api]`: the push API (issue 13).
+    pub api: crate::intake::RawApiConfig,
+    /// `[[rpz.follow]]`: validated by `rpz::config`.
+    pub rpz: crate::rpz::config::RawRpz,
+    /// `[dnstap]`: validated by `dnstap`.
     pub dnstap: crate::dnstap::RawDnstapConfig,
-    pub rpz: RawRpz,
-}
-
-/// `[rpz]`: Response Policy Zones (`[rpz.serve]`: sinkhole as a primary).
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RawRpz {
-    pub serve: crate::rpz::serve::RawRpzServeConfig,
+    /// `[web]`: the URL-enforcement front (issue 12); off until `listen`.
+    pub web: crate::web::RawWebConfig,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -145,6 +145,8 @@ pub struct RawLists {
     pub watch: bool,
     /// Quiet time after the last file event before reloading.
     pub debounce_ms: u64,
+    /// Lists that arrive by push or pull (`[[lists.managed]]`).
+    pub managed: Vec<crate::intake::RawManagedList>,
 }
 
 impl Default for RawLists {
@@ -158,6 +160,7 @@ impl Default for RawLists {
             state_dir: String::new(),
             watch: true,
             debounce_ms: 150,
+            managed: Vec::new(),
         }
     }
 }
@@ -188,6 +191,12 @@ pub struct RawPolicy {
     /// Special-use zones answered locally (see `special`); remove
     /// `private-reverse` when the upstream holds internal PTR zones.
     pub local_zones: Vec<String>,
+    /// What an `https://` URL rule does at the TLS front: `host` (refuse
+    /// the whole host) or `pass` (see `[web]`).
+    pub https_url: String,
+    /// Names that tell clients this network filters DNS (see `bypass`):
+    /// `firefox-canary`, `icloud-private-relay`.
+    pub bypass_signals: Vec<String>,
 }
 
 impl Default for RawPolicy {
@@ -202,6 +211,11 @@ impl Default for RawPolicy {
             local_zones: LocalZone::ALL
                 .iter()
                 .map(|z| z.as_str().to_string())
+                .collect(),
+            https_url: "host".into(),
+            bypass_signals: BypassSignal::ALL
+                .iter()
+                .map(|s| s.as_str().to_string())
                 .collect(),
         }
     }
@@ -303,9 +317,27 @@ impl Default for RawConfig {
             audit: default_audit_table(),
             metrics: Default::default(),
             console: Default::default(),
+            api: Default::default(),
             dnstap: Default::default(),
             rpz: Default::default(),
+            web: Default::default(),
         }
+    }
+}
+
+impl RawConfig {
+    /// The configuration `sinkhole serve` runs without `--config` (`make
+    /// run`): the defaults, plus the URL-enforcement fronts on
+    /// 127.0.0.1:8080 (HTTP) and 127.0.0.1:8443 (TLS) with
+    /// `policy.address_v4` pointing at them, so a
+    /// newcomer can `curl -x 127.0.0.1:8080` a blocked URL. A file without
+    /// `[web]` keeps the front off.
+    pub fn embedded() -> RawConfig {
+        let mut raw = RawConfig::default();
+        raw.web.listen = crate::http::RawListen::One("127.0.0.1:8080".into());
+        raw.web.tls_listen = crate::http::RawListen::One("127.0.0.1:8443".into());
+        raw.policy.address_v4 = "127.0.0.1".into();
+        raw
     }
 }
 
@@ -327,10 +359,18 @@ pub struct Config {
     pub metrics: crate::metrics::MetricsConfig,
     /// `[console]`: the auditors' console (None: off).
     pub console: Option<crate::console::ConsoleConfig>,
+    /// `[api]`: the push API (None: off).
+    pub api: Option<crate::intake::ApiConfig>,
+    /// `[[lists.managed]]`: pushed and pulled lists.
+    pub managed: Vec<crate::intake::ManagedList>,
+    /// `[[rpz.follow]]`: zones followed from RPZ primaries.
+    pub rpz_follow: Vec<crate::rpz::config::FollowConfig>,
     /// `[dnstap]`: where blocked (or all) queries are streamed (None: off).
     pub dnstap: Option<crate::dnstap::DnstapConfig>,
     /// `[rpz.serve]`: the rules in force served as an RPZ (None: off).
     pub rpz_serve: Option<crate::rpz::serve::RpzServeConfig>,
+    /// `[web]`: the URL-enforcement front (None: off).
+    pub web: Option<crate::web::WebConfig>,
     /// The effective raw configuration (defaults and resolv.conf upstreams
     /// filled in), for `--check-config`.
     pub raw: RawConfig,
@@ -346,6 +386,7 @@ impl Config {
             cache: self.cache.clone(),
             limits: self.limits.clone(),
             upstream: self.upstream.clone(),
+            steer: self.web.as_ref().map(|w| w.steer),
         }
     }
 
@@ -359,7 +400,7 @@ impl Config {
                 })?;
                 Config::from_toml_str(&text, &p.display().to_string())
             }
-            None => Config::from_raw(RawConfig::default()),
+            None => Config::from_raw(RawConfig::embedded()),
         }
     }
 
@@ -469,6 +510,25 @@ impl Config {
             .console
             .validate(audit_dir)
             .map_err(|e| invalid(&e.key, e.message))?;
+        let api = raw.api.validate().map_err(|e| invalid(&e.key, e.message))?;
+        let managed =
+            crate::intake::config::validate_managed(&raw.lists.managed, lists.state_dir.as_deref())
+                .map_err(|e| invalid(&e.key, e.message))?;
+        if api.is_some() && lists.state_dir.is_none() {
+            return Err(invalid(
+                "api.listen",
+                "the push API needs `lists.state_dir` (pushed lists are kept there)",
+            ));
+        }
+        if let Some(a) = &api
+            && managed.is_empty()
+        {
+            tracing::warn!(listen = ?a.listen, "[api] is on but no [[lists.managed]] is declared: every push gets 404");
+        }
+        let rpz_follow = raw
+            .rpz
+            .validate(lists.state_dir.as_deref())
+            .map_err(|e| invalid(&e.key, e.message))?;
         let dnstap = raw
             .dnstap
             .validate()
@@ -478,6 +538,17 @@ impl Config {
             .serve
             .validate(lists.state_dir.as_deref())
             .map_err(|e| invalid(&format!("rpz.serve.{}", e.key), e.message))?;
+        let default_policy = RawPolicy::default();
+        let web = raw
+            .web
+            .validate(&crate::web::config::PolicyAddresses {
+                address_v4: &raw.policy.address_v4,
+                address_v6: &raw.policy.address_v6,
+                default_v4: &default_policy.address_v4,
+                default_v6: &default_policy.address_v6,
+                https_url: &raw.policy.https_url,
+            })
+            .map_err(|e| invalid(&e.key, e.message))?;
         Ok(Config {
             server,
             upstream,
@@ -489,8 +560,12 @@ impl Config {
             audit,
             metrics,
             console,
+            api,
+            managed,
+            rpz_follow,
             dnstap,
             rpz_serve,
+            web,
             raw,
         })
     }
@@ -746,6 +821,8 @@ fn validate_policy(raw: &RawPolicy) -> Result<PolicyConfig, ConfigError> {
     }
     let local_zones =
         LocalZones::parse_list(&raw.local_zones).map_err(|m| invalid("policy.local_zones", m))?;
+    let bypass_signals = BypassSignals::parse_list(&raw.bypass_signals)
+        .map_err(|m| invalid("policy.bypass_signals", m))?;
     Ok(PolicyConfig {
         action,
         address_v4,
@@ -754,6 +831,7 @@ fn validate_policy(raw: &RawPolicy) -> Result<PolicyConfig, ConfigError> {
         ede_code,
         ede_text,
         local_zones,
+        bypass_signals,
     })
 }
 
@@ -943,5 +1021,48 @@ mod tests {
         assert_eq!(o.action, Some(Action::Drop));
         assert!(!o.exact_only);
         assert!(c.lists.options_for(Path::new("/a/y.txt")).exact_only);
+    }
+
+    #[test]
+    fn api_and_managed_lists_need_state_dir_and_round_trip() {
+        let sha = "ab".repeat(32);
+        let api = format!(
+            "[api]\nlisten = \"127.0.0.1:0\"\n[[api.token]]\nname = \"c\"\nsha256 = \"{sha}\"\nlists = [\"*\"]\n"
+        );
+        let e = load(&api).unwrap_err().to_string();
+        assert!(e.contains("`api.listen`") && e.contains("state_dir"), "{e}");
+        let managed = "[lists]\n[[lists.managed]]\nname = \"afm\"\nrequired_signatures = 0\n";
+        let e = load(managed).unwrap_err().to_string();
+        assert!(e.contains("`lists.managed`"), "{e}");
+        let dir = tempfile::tempdir().unwrap();
+        let ok = format!(
+            "[lists]\nstate_dir = \"{}\"\n[[lists.managed]]\nname = \"afm\"\nrequired_signatures = 0\n{api}",
+            dir.path().display()
+        );
+        let c = load(&ok).unwrap();
+        assert_eq!(c.managed[0].name, "afm");
+        assert!(c.managed[0].unsigned());
+        assert_eq!(c.api.as_ref().unwrap().tokens[0].name, "c");
+        // The effective configuration loads again to the same.
+        let again = Config::from_toml_str(&c.to_toml(), "x").unwrap();
+        assert_eq!((again.managed, again.api), (c.managed, c.api));
+    }
+
+    #[test]
+    fn bypass_signals_default_to_both_and_are_validated() {
+        use crate::bypass::{BypassSignal, BypassSignals};
+        let c = load("").unwrap();
+        assert_eq!(c.policy.bypass_signals, BypassSignals::default());
+        let c = load("[policy]\nbypass_signals = [\"firefox-canary\"]\n").unwrap();
+        assert_eq!(
+            c.policy.bypass_signals,
+            BypassSignals::of(&[BypassSignal::FirefoxCanary])
+        );
+        let c = load("[policy]\nbypass_signals = []\n").unwrap();
+        assert_eq!(c.policy.bypass_signals, BypassSignals::none());
+        let e = load("[policy]\nbypass_signals = [\"chrome\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("policy.bypass_signals"), "{e}");
     }
 }

@@ -6,6 +6,7 @@
 
 pub(crate) mod acl;
 pub mod audit;
+pub(crate) mod bypass;
 pub(crate) mod cache;
 pub mod config;
 pub mod console;
@@ -14,6 +15,7 @@ pub(crate) mod dirlock;
 pub mod dnstap;
 pub(crate) mod forward;
 pub mod http;
+pub mod intake;
 pub mod list;
 pub(crate) mod memory;
 pub mod metrics;
@@ -28,4 +30,13 @@ pub(crate) mod server;
 pub(crate) mod sinkhole;
 pub(crate) mod special;
 pub(crate) mod wire;
+// The URL/TLS fronts of issue 12.
+pub mod web;
+
+/// The TLS front's ClientHello reader on raw bytes, with its invariants
+/// checked (`fuzz/fuzz_targets/tls_client_hello.rs`). Not a public API.
+#[cfg(feature = "fuzzing")]
+pub fn fuzz_tls_client_hello(data: &[u8]) {
+    web::tls::check_prefix_consistency(data);
+}
 pub mod witness;

@@ -38,13 +38,15 @@ enum Command {
         /// One JSON object per file.
         #[arg(long)]
         json: bool,
-        /// Force a format (plain, hosts, adblock, rpz, csv, json) instead of detecting it.
+        /// Force a format (plain, hosts, adblock, rpz, csv, json, dump, xlsx) instead of detecting it.
         #[arg(long)]
         format: Option<list::Format>,
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
-    /// Say whether names are blocked, allowed or untouched, and by which rule.
+    /// Say whether names are blocked, allowed or untouched, and by which rule;
+    /// a host with URL rules only lists them, and a URL argument (`http://host/page`)
+    /// says which URL rule (or name rule) covers it.
     Lookup {
         /// A list file or directory (repeatable).
         #[arg(long = "list", required_unless_present = "snapshot")]
@@ -144,6 +146,11 @@ enum Command {
         #[arg(long)]
         state_dir: Option<PathBuf>,
     },
+    /// Push a signed list file to one or more nodes' push API
+    /// (`PUT /v1/lists/NAME`) and print one receipt line per node. Exit 0
+    /// when every node applied it, 1 when any refused it, 2 on usage or
+    /// I/O errors (an unreachable node included).
+    Push(sinkhole::intake::client::PushArgs),
 }
 
 /// `sinkhole audit …`: the log's own commands, and `reindex` for the
@@ -151,7 +158,7 @@ enum Command {
 #[derive(Subcommand)]
 enum AuditCli {
     #[command(flatten)]
-    Log(sinkhole::audit::AuditCommand),
+    Log(Box<sinkhole::audit::AuditCommand>),
     /// Rebuild the audit index (`DIR/.index`) from the log. The index is
     /// derived: deleting it loses nothing, and `verify` never reads it.
     Reindex(sinkhole::audit::index::ReindexArgs),
@@ -279,6 +286,23 @@ fn run(cli: Cli) -> Result<u8> {
                 None => list::load(&lists, &default_options, 1, None)?.snapshot,
             };
             for raw in &names {
+                // A URL (`http://host/page`, `host/page`): the rule that
+                // covers it, as the web front would decide.
+                if raw.contains('/') {
+                    let url = match list::url::NormUrl::parse(raw) {
+                        Ok(u) => u,
+                        Err(e) => {
+                            eprintln!("sinkhole: {raw:?}: {e}");
+                            return Ok(EXIT_ERROR);
+                        }
+                    };
+                    if json {
+                        writeln!(out, "{}", report::lookup_url_json(&snap, raw, &url))?;
+                    } else {
+                        writeln!(out, "{}", report::lookup_url_text(&snap, raw, &url))?;
+                    }
+                    continue;
+                }
                 let name = match list::name::normalize(raw) {
                     Ok(n) => n,
                     Err(e) => {
@@ -346,7 +370,7 @@ fn run(cli: Cli) -> Result<u8> {
         Command::Audit {
             command: AuditCli::Log(command),
         } => {
-            let code = sinkhole::audit::run(command, &mut out)?;
+            let code = sinkhole::audit::run(*command, &mut out)?;
             Ok(u8::try_from(code).unwrap_or(EXIT_ERROR))
         }
         Command::Audit {
@@ -358,6 +382,18 @@ fn run(cli: Cli) -> Result<u8> {
         Command::Console { command } => {
             sinkhole::console::run_cli(command, &mut std::io::stdin().lock(), &mut out)?;
             Ok(0)
+        }
+        Command::Push(args) => {
+            let outcomes = match sinkhole::intake::client::push(&args) {
+                Ok(o) => o,
+                Err(e) => {
+                    eprintln!("sinkhole: {e}");
+                    return Ok(EXIT_ERROR);
+                }
+            };
+            Ok(sinkhole::intake::client::report(
+                &outcomes, args.json, &mut out,
+            )?)
         }
         Command::Witness {
             listen,

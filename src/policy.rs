@@ -124,6 +124,9 @@ pub struct PolicyConfig {
     /// Special-use zones answered locally, never forwarded (checked after
     /// the lists: a listed name keeps its block answer).
     pub local_zones: crate::special::LocalZones,
+    /// Names answered NXDOMAIN to tell clients this network filters
+    /// (`policy.bypass_signals`; checked before the lists).
+    pub bypass_signals: crate::bypass::BypassSignals,
 }
 
 /// What to do with a query.
@@ -141,6 +144,32 @@ pub enum Decision {
         action: Action,
         key: Option<MatchedKey>,
     },
+    /// The name has URL rules and the web front is on ([`Steer`]): A and
+    /// AAAA are answered with the front's addresses, HTTPS and SVCB with
+    /// NODATA (so clients learn no other address, ECH key or h3 from
+    /// them). No EDE (the host is not censored as a whole) and no hit
+    /// record: only a request the front blocks is one. Other types pass.
+    Steer,
+}
+
+/// RR types a steered name is answered for locally.
+pub const TYPE_A: u16 = 1;
+pub const TYPE_AAAA: u16 = 28;
+pub const TYPE_SVCB: u16 = 64;
+pub const TYPE_HTTPS: u16 = 65;
+
+/// Steering of names with URL rules to the web front (`[web]`), validated
+/// by the web module: only set when the front listens and the operator
+/// named its public addresses (an upgrade never sends a site to an
+/// address where nothing listens).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Steer {
+    /// The front's addresses; a family without one gets NODATA.
+    pub v4: Option<Ipv4Addr>,
+    pub v6: Option<Ipv6Addr>,
+    /// TTL of steered answers (`web.steer_ttl`): short, so a list update
+    /// that drops the host's last URL rule takes effect soon.
+    pub ttl: u32,
 }
 
 impl Decision {
@@ -164,6 +193,31 @@ pub fn decide(snapshot: &Snapshot, query: &Query<'_>, policy: &PolicyConfig) -> 
             key: m.key,
         },
     }
+}
+
+/// [`decide`], then steering: a name that passes (no rule, not allowed
+/// by the operator) and has URL rules is steered to the web front when
+/// `steer` is set, for the types [`Decision::Steer`] lists. The asked name
+/// only: CNAME targets are never steered.
+pub fn decide_steered(
+    snapshot: &Snapshot,
+    query: &Query<'_>,
+    policy: &PolicyConfig,
+    steer: Option<&Steer>,
+) -> Decision {
+    let decision = decide(snapshot, query, policy);
+    if decision != Decision::Pass
+        || steer.is_none()
+        || !matches!(query.qtype, TYPE_A | TYPE_AAAA | TYPE_SVCB | TYPE_HTTPS)
+    {
+        return decision;
+    }
+    let steered = if query.name.iter().any(u8::is_ascii_uppercase) {
+        snapshot.has_url_rules(&query.name.to_ascii_lowercase())
+    } else {
+        snapshot.has_url_rules(query.name)
+    };
+    if steered { Decision::Steer } else { decision }
 }
 
 #[cfg(test)]
@@ -234,6 +288,7 @@ mod tests {
             ede_code: 16,
             ede_text: Template::parse("{list}").unwrap(),
             local_zones: crate::special::LocalZones::default(),
+            bypass_signals: crate::bypass::BypassSignals::default(),
         }
     }
 
@@ -242,6 +297,7 @@ mod tests {
     fn describe(snap: &Snapshot, name: &[u8], d: Decision) -> String {
         match d {
             Decision::Pass => "pass".into(),
+            Decision::Steer => "steer".into(),
             Decision::Allow(rule) => format!("allow {}", snap.rule(rule).list()),
             Decision::Block { rule, action, key } => {
                 let view = snap.rule(rule);
@@ -448,5 +504,63 @@ mod tests {
         assert_eq!(Action::parse("local-data"), None);
         assert!(!Action::Allow.is_answer() && !Action::Block.is_answer());
         assert!(Action::ANSWERS.iter().all(|a| a.is_answer()));
+    }
+
+    /// Steering (`[web]` on): names with URL rules that pass are steered
+    /// for A/AAAA/HTTPS/SVCB, never a blocked or allowed name, never other
+    /// types, never without the front.
+    #[test]
+    fn steering_table() {
+        let list = |name: &str, text: &str| {
+            crate::list::parse::parse_bytes(
+                Path::new(&format!("{name}.txt")),
+                text.as_bytes(),
+                &ListOptions {
+                    format: Some(Format::Plain),
+                    name: Some(name.to_string()),
+                    ..ListOptions::default()
+                },
+            )
+        };
+        let lists = [
+            list(
+                "gov",
+                "pages.kz/a\nblocked.kz\nblocked.kz/page\nhttp://Mixed.KZ/x\nok.kz/p\n",
+            ),
+            list("allow", "@@||ok.kz^\n"),
+        ];
+        let snap = crate::list::compile::compile(&lists).unwrap();
+        let p = policy(Nxdomain);
+        let steer = Steer {
+            v4: Some(Ipv4Addr::LOCALHOST),
+            v6: None,
+            ttl: 30,
+        };
+        let rows: &[(&str, u16, bool, &str)] = &[
+            ("pages.kz", TYPE_A, true, "steer"),
+            ("PAGES.kz.", TYPE_AAAA, true, "steer"),
+            ("pages.kz", TYPE_HTTPS, true, "steer"),
+            ("pages.kz", TYPE_SVCB, true, "steer"),
+            ("pages.kz", 15, true, "pass"),
+            ("pages.kz", 16, true, "pass"),
+            ("www.pages.kz", TYPE_A, true, "pass"),
+            ("mixed.kz", TYPE_A, true, "steer"),
+            ("pages.kz", TYPE_A, false, "pass"),
+            ("blocked.kz", TYPE_A, true, "block gov nxdomain blocked.kz"),
+            ("ok.kz", TYPE_A, true, "allow allow"),
+            ("other.kz", TYPE_A, true, "pass"),
+        ];
+        for &(name, qtype, on, want) in rows {
+            let q = Query {
+                name: name.as_bytes(),
+                qtype,
+            };
+            let d = decide_steered(&snap, &q, &p, on.then_some(&steer));
+            assert_eq!(
+                describe(&snap, name.as_bytes(), d),
+                want,
+                "{name} {qtype} {on}"
+            );
+        }
     }
 }

@@ -6,6 +6,8 @@ use std::fmt::Write as _;
 
 use serde_json::{Value, json};
 
+use crate::list::snapshot::UrlRuleView;
+use crate::list::url::NormUrl;
 use crate::list::{Counts, ParsedList, Snapshot, SnapshotDiff};
 
 fn counts_line(c: &Counts) -> String {
@@ -46,8 +48,123 @@ pub fn check_json(list: &ParsedList) -> Value {
 }
 
 /// One lookup result: `name status [action FILE:LINE rule [decision=…]]`.
+fn url_rule_json(v: &UrlRuleView<'_>) -> Value {
+    json!({
+        "rule": v.text(),
+        "action": v.action().as_str(),
+        "list": v.list(),
+        "file": v.file(),
+        "line": v.line(),
+        "decision": v.decision(),
+        "authority": v.authority(),
+        "date": v.date(),
+        "category": v.category(),
+    })
+}
+
+/// ` decision="…" authority="…" …` for the fields that are set.
+fn meta_suffix(s: &mut String, fields: [(&str, Option<&str>); 4]) {
+    for (k, val) in fields {
+        if let Some(val) = val {
+            let _ = write!(s, " {k}={val:?}");
+        }
+    }
+}
+
+fn url_rule_line(v: &UrlRuleView<'_>) -> String {
+    let mut s = format!(
+        "  {} {} {}:{}",
+        v.text(),
+        v.action().as_str(),
+        v.file(),
+        v.line()
+    );
+    meta_suffix(
+        &mut s,
+        [
+            ("decision", v.decision()),
+            ("authority", v.authority()),
+            ("date", v.date()),
+            ("category", v.category()),
+        ],
+    );
+    s
+}
+
+/// `sinkhole lookup URL`: `URL blocked ACTION FILE:LINE RULE decision=…`
+/// (a URL rule, action `url-block`, or the host's name rule) or `URL none`.
+pub fn lookup_url_text(snap: &Snapshot, raw: &str, url: &NormUrl) -> String {
+    if let Some(m) = snap.lookup(url.host.as_bytes())
+        && !m.action.is_allow()
+    {
+        let v = snap.rule(m.rule);
+        let mut s = format!(
+            "{raw} blocked {} {}:{} {}",
+            v.action().as_str(),
+            v.file(),
+            v.line(),
+            v.text()
+        );
+        meta_suffix(
+            &mut s,
+            [
+                ("decision", v.decision()),
+                ("authority", v.authority()),
+                ("date", v.date()),
+                ("category", v.category()),
+            ],
+        );
+        return s;
+    }
+    let Some(v) = snap.match_url(url) else {
+        return format!("{raw} none");
+    };
+    let mut s = format!(
+        "{raw} blocked url-block {}:{} {}",
+        v.file(),
+        v.line(),
+        v.text()
+    );
+    meta_suffix(
+        &mut s,
+        [
+            ("decision", v.decision()),
+            ("authority", v.authority()),
+            ("date", v.date()),
+            ("category", v.category()),
+        ],
+    );
+    s
+}
+
+/// As [`lookup_url_text`], as JSON.
+pub fn lookup_url_json(snap: &Snapshot, raw: &str, url: &NormUrl) -> Value {
+    if let Some(m) = snap.lookup(url.host.as_bytes())
+        && !m.action.is_allow()
+    {
+        let mut v = lookup_json(snap, &url.host);
+        v["url"] = json!(raw);
+        return v;
+    }
+    match snap.match_url(url) {
+        None => json!({"url": raw, "status": "none"}),
+        Some(v) => {
+            let mut j = url_rule_json(&v);
+            j["url"] = json!(raw);
+            j["status"] = json!("blocked");
+            j["action"] = json!("url-block");
+            j
+        }
+    }
+}
+
 pub fn lookup_json(snap: &Snapshot, name: &str) -> Value {
     match snap.lookup(name.as_bytes()) {
+        None if snap.has_url_rules(name.as_bytes()) => json!({
+            "name": name,
+            "status": "url-rules",
+            "url_rules": snap.url_rules_for(name).iter().map(url_rule_json).collect::<Vec<_>>(),
+        }),
         None => json!({"name": name, "status": "none"}),
         Some(m) => {
             let v = snap.rule(m.rule);
@@ -75,7 +192,17 @@ pub fn lookup_json(snap: &Snapshot, name: &str) -> Value {
 
 pub fn lookup_text(snap: &Snapshot, name: &str) -> String {
     let Some(m) = snap.lookup(name.as_bytes()) else {
-        return format!("{name} none");
+        // A host with URL rules only: `NAME url-rules N`, one line per rule.
+        let rules = snap.url_rules_for(name);
+        if rules.is_empty() {
+            return format!("{name} none");
+        }
+        let mut s = format!("{name} url-rules {}", rules.len());
+        for v in &rules {
+            s.push('\n');
+            s.push_str(&url_rule_line(v));
+        }
+        return s;
     };
     let v = snap.rule(m.rule);
     let status = if v.action().is_allow() {

@@ -6,7 +6,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use crate::policy::{Action, PolicyConfig};
+use crate::policy::{Action, PolicyConfig, Steer};
 use crate::special::LocalAnswer;
 use crate::wire::{self, Request};
 
@@ -258,6 +258,32 @@ pub(crate) fn block_answer(
     true
 }
 
+/// The answer for a name steered to the web front
+/// ([`crate::policy::Decision::Steer`]): the front's address for A/AAAA,
+/// else NODATA with an SOA, all with the steer TTL; OPT without EDE.
+pub(crate) fn steer_answer(out: &mut Vec<u8>, req: &Request, steer: &Steer, serial: u32) {
+    wire::begin_reply(out, req, wire::RCODE_NOERROR);
+    let ttl = steer.ttl;
+    let mut an = 0;
+    match (req.qtype, steer.v4, steer.v6) {
+        (wire::TYPE_A, Some(v4), _) => {
+            wire::push_rr_at_qname(out, wire::TYPE_A, ttl, &v4.octets());
+            an = 1;
+        }
+        (wire::TYPE_AAAA, _, Some(v6)) => {
+            wire::push_rr_at_qname(out, wire::TYPE_AAAA, ttl, &v6.octets());
+            an = 1;
+        }
+        _ => push_soa(out, ttl, serial),
+    }
+    let mut ar = 0;
+    if let Some(e) = req.edns {
+        wire::push_opt(out, e.dnssec_ok, 0);
+        ar = 1;
+    }
+    wire::set_counts(out, an, 1 - an, ar);
+}
+
 /// TTL of local answers to special-use names (what Unbound uses for its
 /// default local zones): they never change.
 pub(crate) const LOCAL_TTL: u32 = 3600;
@@ -386,6 +412,7 @@ mod tests {
             ede_code: 16,
             ede_text: Template::parse("order {decision} by {authority} ({list}: {rule})").unwrap(),
             local_zones: crate::special::LocalZones::default(),
+            bypass_signals: crate::bypass::BypassSignals::default(),
         }
     }
 
@@ -617,6 +644,7 @@ mod template_tests {
             ede_text: Template::parse("blocked by order {decision}; authority {authority}")
                 .expect("template"),
             local_zones: crate::special::LocalZones::default(),
+            bypass_signals: crate::bypass::BypassSignals::default(),
         };
         let mut out = Vec::new();
         fill_template(&mut out, &policy, &PlainRule, 512);

@@ -36,6 +36,8 @@ fn hit(i: u64) -> HitRecord {
         category: (i % 3 == 0).then(|| "gambling".to_string()),
         list_version: 7,
         time: UNIX_EPOCH + Duration::from_micros(T0 * 1_000_000 + i * 1_000_001),
+        path: None,
+        sni: None,
     }
 }
 

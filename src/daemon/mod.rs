@@ -38,8 +38,12 @@ pub enum DaemonError {
     Metrics(String),
     #[error("cannot start the console: {0}")]
     Console(String),
+    #[error("cannot start the push API: {0}")]
+    Api(String),
     #[error("cannot serve the RPZ: {0}")]
     RpzServe(String),
+    #[error("cannot start the web front: {0}")]
+    Web(String),
     #[error(transparent)]
     Serve(#[from] ServeError),
     #[error("cannot write the ready file {path}: {source}")]
@@ -70,6 +74,12 @@ pub enum ListenerRole {
     Console,
     /// `sinkhole witness`: `POST /v1/checkpoints`.
     Witness,
+    /// The push API (`[api]`): `PUT /v1/lists/{name}`.
+    Api,
+    /// The URL-enforcement HTTP front (`[web] listen`).
+    Web,
+    /// The TLS pass-through front (`[web] tls_listen`).
+    WebTls,
 }
 
 impl ListenerRole {
@@ -79,6 +89,9 @@ impl ListenerRole {
             ListenerRole::Metrics => "metrics",
             ListenerRole::Console => "console",
             ListenerRole::Witness => "witness",
+            ListenerRole::Api => "api",
+            ListenerRole::Web => "web",
+            ListenerRole::WebTls => "web-tls",
         }
     }
 }
@@ -138,6 +151,10 @@ fn ignore_sigxfsz() {
     }
 }
 
+/// Under `lists.state_dir`: the current content of pushed, pulled and
+/// followed lists (see [`ReloadSettings::sources_dir`]).
+pub const SOURCES_DIR: &str = "sources";
+
 /// The reload settings `[lists]` describes.
 pub fn reload_settings(cfg: &ListsConfig) -> ReloadSettings {
     let options_cfg = cfg.clone();
@@ -147,6 +164,7 @@ pub fn reload_settings(cfg: &ListsConfig) -> ReloadSettings {
         max_skipped_ratio: cfg.max_skipped_ratio,
         max_shrink_ratio: cfg.max_shrink_ratio,
         state_dir: cfg.state_dir.clone(),
+        sources_dir: cfg.state_dir.as_ref().map(|d| d.join(SOURCES_DIR)),
         debounce: cfg.debounce,
         ..ReloadSettings::default()
     }
@@ -169,6 +187,14 @@ pub async fn serve(config: Config, options: DaemonOptions) -> Result<(), DaemonE
         ),
         None => None,
     };
+    if let Some(dir) = &config.lists.state_dir {
+        let sources = dir.join(SOURCES_DIR);
+        std::fs::create_dir_all(&sources)
+            .map_err(|e| DaemonError::Lists(format!("creating {}: {e}", sources.display())))?;
+    }
+    if let Some(dir) = &config.lists.state_dir {
+        crate::intake::apply::recover_sources(dir, &config.managed);
+    }
     let settings = reload_settings(&config.lists);
     let (reloader, source) = tokio::task::spawn_blocking(move || Reloader::start(settings))
         .await
@@ -196,7 +222,40 @@ pub async fn serve(config: Config, options: DaemonOptions) -> Result<(), DaemonE
         ),
         None => None,
     };
+    let api_server = match &config.api {
+        Some(a) => Some(
+            crate::intake::ApiServer::bind(a)
+                .await
+                .map_err(|e| DaemonError::Api(e.to_string()))?,
+        ),
+        None => None,
+    };
+    let web_server = match &config.web {
+        Some(w) => Some(
+            crate::web::WebServer::bind(w)
+                .await
+                .map_err(|e| DaemonError::Web(e.to_string()))?,
+        ),
+        None => None,
+    };
     let audit = AuditLog::open(&config.audit).map_err(|e| DaemonError::Audit(e.to_string()))?;
+    // File-list reloads, pushed and pulled lists put their changes on the
+    // same chain.
+    crate::intake::record_file_changes(&reloader, audit.clone());
+    let intake = match &config.lists.state_dir {
+        Some(dir) if !config.managed.is_empty() || api_server.is_some() => Some(Arc::new(
+            crate::intake::Intake::new(
+                dir,
+                config.managed.clone(),
+                reloader.clone(),
+                Some(audit.clone()),
+            )
+            .map_err(|e| DaemonError::Lists(format!("list intake in {}: {e}", dir.display())))?,
+        )),
+        _ => None,
+    };
+    // The web front writes `url-block` hits into the same chain.
+    let web_audit = web_server.as_ref().map(|_| audit.clone());
     // The console writes `console` records into the same chain.
     let console_audit = console_server.as_ref().map(|_| audit.clone());
     let rpz_serve = match &config.rpz_serve {
@@ -238,6 +297,11 @@ pub async fn serve(config: Config, options: DaemonOptions) -> Result<(), DaemonE
         register_dnstap_metrics(&metrics, d);
     }
     register_scrape_hooks(&metrics, &handle.shared, &reloader);
+    if let Some(i) = &intake {
+        let i = i.clone();
+        metrics.on_scrape(move |s| s.intake = Some(i.stats.snapshot()));
+    }
+    let _rpz_following = start_rpz_follow(&config, &reloader, &handle.shared, &metrics)?;
     readiness.set_snapshot_loaded(true);
     readiness.set_listeners_bound(true);
 
@@ -273,6 +337,53 @@ pub async fn serve(config: Config, options: DaemonOptions) -> Result<(), DaemonE
         );
         console_task = Some(tokio::spawn(server.run(console_audit, async {
             let _ = console_stopped.await;
+        })));
+    }
+    let (api_stop, api_stopped) = tokio::sync::oneshot::channel::<()>();
+    let mut api_task = None;
+    match (api_server, &intake) {
+        (Some(server), Some(i)) => {
+            listeners.extend(server.local_addrs().iter().map(|&a| (ListenerRole::Api, a)));
+            api_task = Some(tokio::spawn(server.run(i.clone(), async {
+                let _ = api_stopped.await;
+            })));
+        }
+        (Some(_), None) => {
+            return Err(DaemonError::Api(
+                "the push API needs `lists.state_dir` (pushed lists are kept there)".into(),
+            ));
+        }
+        _ => {}
+    }
+    if let Some(i) = &intake {
+        background.push(tokio::spawn(crate::intake::watch_expiry(i.clone())));
+        for m in i.lists.iter().filter(|m| m.cfg.pull.is_some()) {
+            background.push(tokio::spawn(crate::intake::pull::run(
+                i.clone(),
+                m.cfg.name.clone(),
+            )));
+        }
+    }
+    let (web_stop, web_stopped) = tokio::sync::oneshot::channel::<()>();
+    let mut web_task = None;
+    if let Some(server) = web_server {
+        listeners.extend(server.local_addrs().iter().map(|&a| (ListenerRole::Web, a)));
+        listeners.extend(
+            server
+                .tls_local_addrs()
+                .iter()
+                .map(|&a| (ListenerRole::WebTls, a)),
+        );
+        let cx = crate::web::WebContext {
+            policy: config.policy.clone(),
+            acl: config.acl.clone(),
+            snapshot: reloader.handle(),
+            audit: web_audit,
+            metrics: metrics.clone(),
+            upstreams: config.upstream.servers.clone(),
+        };
+        web_task = Some(tokio::spawn(server.run(cx, async {
+            let _ = web_stopped.await;
         })));
     }
     if let StartSource::LastGoodStale { .. } = source {
@@ -321,6 +432,8 @@ pub async fn serve(config: Config, options: DaemonOptions) -> Result<(), DaemonE
     // Scrapes in progress finish (within the request timeout) while DNS stops.
     let _ = metrics_stop.send(());
     let _ = console_stop.send(());
+    let _ = api_stop.send(());
+    let _ = web_stop.send(());
     handle.shutdown().await;
     if let Some(w) = dnstap_writer {
         w.shutdown().await;
@@ -329,6 +442,12 @@ pub async fn serve(config: Config, options: DaemonOptions) -> Result<(), DaemonE
         let _ = task.await;
     }
     if let Some(task) = console_task {
+        let _ = task.await;
+    }
+    if let Some(task) = api_task {
+        let _ = task.await;
+    }
+    if let Some(task) = web_task {
         let _ = task.await;
     }
     if let Some(path) = &config.server.control_socket {
@@ -504,6 +623,49 @@ fn register_scrape_hooks(metrics: &Arc<Metrics>, shared: &Arc<Shared>, reloader:
             *seen = snap.version();
         }
     });
+}
+
+/// `[[rpz.follow]]`: one refresh task per zone, NOTIFY answered on the DNS
+/// listeners, the zones' figures on `/metrics`. Dropping the result stops
+/// the tasks.
+fn start_rpz_follow(
+    config: &Config,
+    reloader: &Arc<Reloader>,
+    shared: &Arc<Shared>,
+    metrics: &Arc<Metrics>,
+) -> Result<Option<crate::rpz::RpzFollowing>, DaemonError> {
+    let Some(state_dir) = config.lists.state_dir.as_deref() else {
+        return Ok(None);
+    };
+    if config.rpz_follow.is_empty() {
+        return Ok(None);
+    }
+    let following = crate::rpz::start(&config.rpz_follow, state_dir, reloader.clone())
+        .map_err(|e| DaemonError::Lists(e.to_string()))?;
+    shared.core.set_notify(following.router.clone());
+    let zones = following.zones.clone();
+    metrics.on_scrape(move |s| {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        s.rpz_zones = zones
+            .iter()
+            .map(|z| crate::metrics::rpz::RpzZoneSample {
+                zone: z.zone.clone(),
+                serial: z.serial(),
+                records: z.records(),
+                seconds_since_refresh: match z.last_success_unix() {
+                    0 => None,
+                    t => Some(now.saturating_sub(t)),
+                },
+                expired: z.expired(),
+                unsigned: z.unsigned,
+                transfers: z.transfers(),
+            })
+            .collect();
+    });
+    Ok(Some(following))
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use thiserror::Error;
 
 use super::bloom;
 use super::snapshot::{
-    FORMAT, HEADER_LEN, MAGIC, MAX_LINE, META_LEN, NO_STRING, RULE_LEN, SCOPE_EXACT,
+    FORMAT, HEADER_LEN, MAGIC, MAX_LINE, META_LEN, NO_STRING, RPZ_FILE_BIT, RULE_LEN, SCOPE_EXACT,
     SCOPE_SUBDOMAINS, SCOPE_SUBTREE, SECTIONS, Snapshot, row_word,
 };
 use super::{Counts, ParsedList, RuleMeta, Scope, Target};
@@ -120,11 +120,14 @@ pub fn compile_versioned(lists: &[ParsedList], version: u64) -> Result<Snapshot,
         let file = fi as u16;
         counts = counts + list.counts();
         files.extend_from_slice(&strings.intern(&list.name)?.to_le_bytes());
-        files.extend_from_slice(
-            &strings
-                .intern(&list.path.display().to_string())?
-                .to_le_bytes(),
-        );
+        let path = strings.intern(&list.path.display().to_string())?;
+        // An RPZ zone's wildcards follow DNS rules at lookup (`Snapshot::lookup`).
+        let path = if list.format == super::Format::Rpz {
+            path | RPZ_FILE_BIT
+        } else {
+            path
+        };
+        files.extend_from_slice(&path.to_le_bytes());
         if let Some(r) = list.rules.iter().find(|r| r.line > MAX_LINE) {
             return Err(CompileError::LineTooLarge {
                 file: list.path.display().to_string(),
@@ -157,7 +160,22 @@ pub fn compile_versioned(lists: &[ParsedList], version: u64) -> Result<Snapshot,
                     });
                 }
                 Target::Keyword(k) => keywords.push((k.clone(), file, rule.line, action, extra)),
-                Target::Url(u) => deferred.push(format!("url\t{fi}\t{}\t{u}", rule.line)),
+                Target::Url(u) => {
+                    // Canonical URL text has no tab or newline (`list::url`
+                    // escapes them); the provenance follows as string
+                    // offsets so the front can quote the decision.
+                    let m = rule.meta();
+                    let offs = [
+                        strings.opt(m.decision.as_deref())?,
+                        strings.opt(m.authority.as_deref())?,
+                        strings.opt(m.date.as_deref())?,
+                        strings.opt(m.category.as_deref())?,
+                    ];
+                    deferred.push(format!(
+                        "url\t{fi}\t{}\t{u}\t{action}\t{}\t{}\t{}\t{}",
+                        rule.line, offs[0], offs[1], offs[2], offs[3]
+                    ));
+                }
                 Target::Ip(net) => deferred.push(format!("ip\t{fi}\t{}\t{net}", rule.line)),
                 Target::RpzOther { trigger, owner } => {
                     let kind = match trigger {

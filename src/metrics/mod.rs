@@ -21,6 +21,7 @@
 //! | `sinkhole_inflight_queries` | gauge | | upstream exchanges holding a `server.max_inflight` slot now |
 //! | `sinkhole_inflight_queries_peak` | gauge | | the most exchanges ever in flight at once (never above `server.max_inflight`) |
 //! | `sinkhole_shed_queries_total` | counter | | queries answered SERVFAIL "overload" because `server.max_inflight` was reached (an older exchange shed, or no slot) |
+//! | `sinkhole_bypass_signal_total` | counter | `signal` (`firefox-canary` `icloud-private-relay`) | bypass-signal names answered NXDOMAIN (`policy.bypass_signals`), never sent upstream |
 //! | `sinkhole_local_answers_total` | counter | `zone` (`localhost` `test` `invalid` `onion` `home.arpa` `private-reverse`) | special-use names answered locally (`policy.local_zones`), never sent upstream |
 //! | `sinkhole_upstream_ratelimited_total` | counter | `zone` (the first 100 zones limited, then `other`) | queries answered SERVFAIL over `limits.upstream_qps_per_zone` instead of going upstream |
 //! | `sinkhole_ratelimited_total` | counter | `limit` (`qps`, `tcp_connections`) | queries dropped (UDP) or refused (TCP) over `limits.qps_per_client`, and TCP connections closed over `limits.tcp_connections_per_client` |
@@ -43,7 +44,14 @@
 //! | `sinkhole_rpz_serve_refused_total` | counter | | queries for the zone refused (outside `allow_transfer`, no or bad TSIG) |
 //! | `sinkhole_rpz_serve_notifies_total` | counter | `outcome` (`answered` `failed`) | NOTIFYs to followers |
 //! | `sinkhole_rpz_serve_rules_left_out` | gauge | `kind` (`keyword` `url` `other`) | rules the zone cannot express |
+//! | `sinkhole_web_tls_connections_total` | counter | `outcome` (`passed` `refused` `not_steered` `no_sni` `not_tls` `hello_timeout` `client_closed` `origin_error` `denied` `over_capacity`) | TLS front connections by how they ended (present with `[web] tls_listen`) |
+//! | `sinkhole_web_tls_open_connections` | gauge | | TLS front connections open now |
+//! | `sinkhole_web_tls_bytes_total` | counter | `direction` (`client_to_origin` `origin_to_client`) | bytes the TLS front passed through |
 //! | `sinkhole_build_info` | info | `version` | always 1; the running version |
+//! | `sinkhole_steered_total` | counter | | A/AAAA/HTTPS/SVCB queries for names with URL rules answered for the web front (`[web]`) |
+//! | `sinkhole_web_requests_total` | counter | `outcome` (`blocked` `proxied` `misdirected` `notice` `refused` `error`) | HTTP requests at the web front |
+//! | `sinkhole_web_upstream_duration_seconds` | histogram | | proxied requests: connecting to the origin to its response head |
+//! | `sinkhole_web_http_open_connections` | gauge | | connections open at the HTTP front (sampled every second) |
 //!
 //! Gauges fed at scrape time (cache entries, list and audit figures) are
 //! absent until the server registers the hook that provides them.
@@ -110,7 +118,9 @@ use thiserror::Error;
 pub mod config;
 pub mod exposition;
 pub(crate) mod http;
+pub mod rpz;
 pub(crate) mod scrape;
+pub mod web;
 
 pub use config::{MetricsConfig, RawMetricsConfig};
 pub use exposition::{Exposition, ParsedSample};
@@ -276,6 +286,7 @@ pub struct Metrics {
     inflight_peak: Gauge,
     shed: Counter,
     local_answers: Family<[(&'static str, &'static str); 1], Counter>,
+    bypass_signals: Family<[(&'static str, &'static str); 1], Counter>,
     zone_limited_family: Family<[(&'static str, String); 1], Counter>,
     /// The zones with a series of their own (at most [`MAX_LIMITED_ZONES`]).
     zone_limited: Mutex<HashMap<Box<str>, Counter>>,
@@ -287,6 +298,8 @@ pub struct Metrics {
     /// Milliseconds since `start` + 1 of the last upstream answer / failure (0: never).
     last_upstream_ok: AtomicU64,
     last_upstream_err: AtomicU64,
+    /// The web front's series (issue 12).
+    pub web: web::WebMetrics,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -402,6 +415,16 @@ impl Metrics {
             "Special-use names answered locally (policy.local_zones), never sent upstream",
             local_answers.clone(),
         );
+        let bypass_signals = Family::<[(&'static str, &'static str); 1], Counter>::default();
+        registry.register(
+            "bypass_signal",
+            "Bypass-signal names answered NXDOMAIN (policy.bypass_signals), never sent upstream",
+            bypass_signals.clone(),
+        );
+        // Present at zero from the start, so that increase() sees the first.
+        for signal in crate::bypass::BypassSignal::ALL {
+            let _ = bypass_signals.get_or_create(&[("signal", signal.as_str())]);
+        }
         let zone_limited_family = Family::<[(&'static str, String); 1], Counter>::default();
         registry.register(
             "upstream_ratelimited",
@@ -434,6 +457,7 @@ impl Metrics {
             hooks: Mutex::new(Vec::new()),
         });
         registry.register_collector(Box::new(scrape.clone()));
+        let web = web::WebMetrics::register(&mut registry);
 
         Metrics {
             registry,
@@ -451,6 +475,7 @@ impl Metrics {
             inflight_peak,
             shed,
             local_answers,
+            bypass_signals,
             zone_limited_family,
             zone_limited: Mutex::new(HashMap::new()),
             ratelimited,
@@ -459,7 +484,14 @@ impl Metrics {
             start: Instant::now(),
             last_upstream_ok: AtomicU64::new(0),
             last_upstream_err: AtomicU64::new(0),
+            web,
         }
+    }
+
+    /// A query was steered to the web front.
+    #[inline]
+    pub fn steered(&self) {
+        self.web.steered();
     }
 
     // ---------------------------------------------------------- hot path
@@ -608,6 +640,14 @@ impl Metrics {
     /// fixed `policy.local_zones` names.
     pub fn local_answer(&self, zone: &'static str) {
         self.local_answers.get_or_create(&[("zone", zone)]).inc();
+    }
+
+    /// A bypass-signal name was answered NXDOMAIN; `signal` is one of the
+    /// fixed `policy.bypass_signals` names.
+    pub fn bypass_signal(&self, signal: &'static str) {
+        self.bypass_signals
+            .get_or_create(&[("signal", signal)])
+            .inc();
     }
 
     /// A query for `zone` was answered SERVFAIL over the per-zone

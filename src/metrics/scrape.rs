@@ -40,10 +40,20 @@ pub struct Sample {
     pub audit_queue_depth: Option<u64>,
     /// The witness client's figures, with `[audit] anchor_url`.
     pub anchor: Option<AnchorStats>,
+    /// Pushed and pulled lists' figures (issue 13).
+    pub intake: Option<crate::intake::apply::IntakeFigures>,
+    /// Followed RPZ zones (`[[rpz.follow]]`).
+    pub rpz_zones: Vec<super::rpz::RpzZoneSample>,
     /// dnstap's figures, with `[dnstap]`.
     pub dnstap: Option<DnstapSample>,
     /// `[rpz.serve]`'s figures.
     pub rpz_serve: Option<RpzServeSample>,
+    /// The TLS front's connections by outcome (`[web] tls_listen`).
+    pub tls_connections: Vec<(&'static str, u64)>,
+    /// The TLS front's open connections.
+    pub tls_open_connections: Option<u64>,
+    /// Bytes the TLS front passed through, by direction.
+    pub tls_bytes: Vec<(&'static str, u64)>,
 }
 
 /// `[rpz.serve]`'s counters (`crate::rpz::serve::RpzServeStats`).
@@ -282,6 +292,34 @@ impl Collector for ScrapeCollector {
                 a.backlog,
             )?;
         }
+        if let Some(i) = &s.intake {
+            const_counter(
+                &mut enc,
+                "intake_applied",
+                "Pushed or pulled list versions put in force.",
+                i.applied,
+            )?;
+            const_counter(
+                &mut enc,
+                "intake_rejected",
+                "Pushed or pulled list versions refused (the version in force kept serving).",
+                i.rejected,
+            )?;
+            const_counter(
+                &mut enc,
+                "intake_pull_failures",
+                "List pulls that failed to fetch, verify or apply.",
+                i.pull_failures,
+            )?;
+            const_gauge(
+                &mut enc,
+                "intake_expired_lists",
+                "Managed lists past their signed expiry, still enforced.",
+                None,
+                i.expired,
+            )?;
+        }
+        super::rpz::encode(&mut enc, &s.rpz_zones)?;
         if let Some(d) = &s.dnstap {
             const_counter(
                 &mut enc,
@@ -366,6 +404,39 @@ impl Collector for ScrapeCollector {
             )?;
             for (kind, n) in r.left_out {
                 ConstGauge::new(n).encode(m.encode_family(&[("kind", kind)])?)?;
+            }
+        }
+        if !s.tls_connections.is_empty() {
+            let mut m = enc.encode_descriptor(
+                "web_tls_connections",
+                "TLS front connections by how they ended.",
+                None,
+                MetricType::Counter,
+            )?;
+            for (outcome, n) in &s.tls_connections {
+                let labels = [("outcome", *outcome)];
+                ConstCounter::new(*n).encode(m.encode_family(&labels)?)?;
+            }
+        }
+        if let Some(v) = s.tls_open_connections {
+            const_gauge(
+                &mut enc,
+                "web_tls_open_connections",
+                "TLS front connections open now (reading a hello or passing through).",
+                None,
+                v,
+            )?;
+        }
+        if !s.tls_bytes.is_empty() {
+            let mut m = enc.encode_descriptor(
+                "web_tls",
+                "Bytes the TLS front passed through, by direction.",
+                Some(&Unit::Bytes),
+                MetricType::Counter,
+            )?;
+            for (direction, n) in &s.tls_bytes {
+                let labels = [("direction", *direction)];
+                ConstCounter::new(*n).encode(m.encode_family(&labels)?)?;
             }
         }
         Ok(())

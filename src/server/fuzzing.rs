@@ -246,14 +246,23 @@ impl Harness {
 
     fn core(config: &Config) -> QueryCore {
         let metrics = Arc::new(Metrics::new(&config.upstream.servers));
-        QueryCore::new(
+        let core = QueryCore::new(
             config.policy.clone(),
             Acl::new(&config.acl),
             &config.cache,
             &config.limits,
             metrics,
             None,
-        )
+        );
+        // NOTIFY for one followed zone, from CLIENT only (STRANGER is refused).
+        core.set_notify(Arc::new(crate::rpz::notify::NotifyRouter {
+            zones: vec![crate::rpz::notify::NotifyZone {
+                zone: "notify.test".into(),
+                primaries: vec![CLIENT.ip()],
+                wake: Arc::new(tokio::sync::Notify::new()),
+            }],
+        }));
+        core
     }
 
     /// Raw client bytes through the query path, every way a client can
@@ -336,13 +345,13 @@ impl Harness {
         let core = Harness::core(&self.config);
         let key = super::query::cache_key(&req);
         let now = Instant::now();
-        core.store(&key, reply, &scan, now);
+        core.store(key.as_bytes(), reply, &scan, now);
         // Only a reply hickory can read is held to hickory reading ours.
         let decodable = Message::from_vec(reply).is_ok();
         let client = CLIENT;
         let p = Pending {
-            request: req.clone(),
-            key: key.clone(),
+            request: crate::wire::StoredRequest::new(&req),
+            key: std::sync::Arc::from(key.as_bytes()),
             client,
             transport: if udp { Transport::Udp } else { Transport::Tcp },
         };
@@ -466,9 +475,42 @@ fn check_reply(packet: &[u8], reply: &[u8], udp: bool, decodable: bool) {
         Err(RequestError::Short | RequestError::Response) => {
             panic!("a reply to a packet that must be dropped")
         }
+        Err(RequestError::NotImp(4)) => check_notify_reply(packet, reply),
         Err(RequestError::FormErr(_) | RequestError::NotImp(_)) => {
             assert_eq!(reply.len(), wire::HEADER_LEN, "error reply with a body");
         }
+    }
+}
+
+/// A NOTIFY answer: opcode kept, NOERROR (with AA), FORMERR or REFUSED,
+/// and the question, when there is one, echoed byte for byte.
+fn check_notify_reply(packet: &[u8], reply: &[u8]) {
+    let flags = wire::read_u16(reply, 2).unwrap_or(0);
+    assert_eq!(
+        (flags >> 11) & 0xf,
+        4,
+        "NOTIFY answered with another opcode"
+    );
+    let rcode = flags & 0xf;
+    assert!(
+        matches!(rcode, 0 | 1 | 5),
+        "NOTIFY answered with rcode {rcode}"
+    );
+    assert_eq!(
+        flags & 0x0400 != 0,
+        rcode == 0,
+        "AA only on an accepted NOTIFY"
+    );
+    match wire::read_u16(reply, 4) {
+        Some(0) => assert_eq!(reply.len(), wire::HEADER_LEN, "a body without a question"),
+        Some(1) => {
+            let q = &reply[wire::HEADER_LEN..];
+            assert_eq!(
+                packet.get(wire::HEADER_LEN..wire::HEADER_LEN + q.len()),
+                Some(q)
+            );
+        }
+        other => panic!("NOTIFY answer with {other:?} questions"),
     }
 }
 
@@ -520,6 +562,17 @@ mod tests {
         let mut notimp = query("a.test.", RecordType::A, None);
         notimp[2] |= 0x10;
         h.request(&notimp);
+        // NOTIFY (opcode 4): accepted, refused (other zone, STRANGER), malformed, cut short.
+        for (zone, t) in [
+            ("notify.test.", RecordType::SOA),
+            ("other.test.", RecordType::SOA),
+            ("notify.test.", RecordType::A),
+        ] {
+            let mut notify = query(zone, t, None);
+            notify[2] = (notify[2] & 0x87) | (4 << 3);
+            h.request(&notify);
+            h.request(&notify[..notify.len() - 3]);
+        }
         for pick in 0..=255u8 {
             let (qname, t, edns) = QUESTIONS[pick as usize % QUESTIONS.len()];
             let mut r = reply(&qname.to_ascii_lowercase(), t, edns, 300);

@@ -55,6 +55,8 @@ fn hit_line(seq: u64, g: &Gen) -> String {
         decision: DECISIONS[d],
         authority: None,
         category: None,
+        path: None,
+        sni: None,
         list_version: (h / 10) as u64 + 1,
         prev: &prev,
     })

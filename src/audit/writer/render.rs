@@ -7,12 +7,12 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 use crate::audit::record::{
-    CheckpointLine, ConsoleLine, Hash, HitLine, LostLine, RetentionLine, StartLine, canonical,
-    hex32, qtype_name,
+    CheckpointLine, ConsoleLine, Hash, HitLine, ListLine, LostLine, RetentionLine, StartLine,
+    canonical, hex32, qtype_name,
 };
 use crate::audit::sign::SignedKind;
 use crate::audit::time::{format_ts, micros_of};
-use crate::audit::{ConsoleRecord, HitRecord};
+use crate::audit::{ConsoleRecord, HitRecord, ListRecord};
 
 use super::retention::RetentionPlan;
 use super::{REASON_QUEUE, REASON_WRITE, Writer};
@@ -37,6 +37,7 @@ pub(super) enum Line<'a> {
         start_prev: &'a Hash,
     },
     Console(&'a ConsoleRecord),
+    List(&'a ListRecord),
 }
 
 /// A record of the writer's own that takes a seq of its own (see
@@ -45,6 +46,7 @@ pub(super) enum Meta {
     Checkpoint(&'static str),
     Retention(Box<RetentionPlan>),
     Console(Box<ConsoleRecord>),
+    List(Box<ListRecord>),
 }
 
 impl Writer {
@@ -75,7 +77,19 @@ impl Writer {
                 let ts = format_ts(micros_of(hit.time));
                 self.client_buf.clear();
                 render_client(&mut self.client_buf, self.mac.as_ref(), hit.client);
-                let qtype = qtype_name(hit.qtype);
+                // A web front hit has no DNS type; its transport says
+                // which front refused it.
+                let web = hit.path.is_some() || hit.sni.is_some();
+                let qtype = if web {
+                    std::borrow::Cow::Borrowed("-")
+                } else {
+                    qtype_name(hit.qtype)
+                };
+                let transport = match (&hit.path, &hit.sni) {
+                    (Some(_), _) => "http",
+                    (None, Some(_)) => "tls",
+                    (None, None) => hit.transport.as_str(),
+                };
                 serde_json::to_writer(
                     &mut self.batch,
                     &HitLine {
@@ -84,7 +98,7 @@ impl Writer {
                         kind: "hit",
                         client: &self.client_buf,
                         port: hit.port,
-                        transport: hit.transport.as_str(),
+                        transport,
                         qname: &hit.qname,
                         qtype: &qtype,
                         action: hit.action,
@@ -95,6 +109,8 @@ impl Writer {
                         decision: hit.decision.as_deref(),
                         authority: hit.authority.as_deref(),
                         category: hit.category.as_deref(),
+                        path: hit.path.as_deref(),
+                        sni: hit.sni.as_deref(),
                         list_version: hit.list_version,
                         prev,
                     },
@@ -179,6 +195,16 @@ impl Writer {
                     role: &rec.role,
                     query: &rec.query,
                     results: rec.results,
+                    prev,
+                },
+            ),
+            Line::List(change) => serde_json::to_writer(
+                &mut self.batch,
+                &ListLine {
+                    seq,
+                    ts: now.as_str(),
+                    kind: "list",
+                    change,
                     prev,
                 },
             ),

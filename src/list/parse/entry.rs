@@ -84,14 +84,15 @@ pub(super) fn is_root_url(s: &str) -> bool {
 }
 
 /// `rest` is what follows `scheme://`, or the whole entry when there is no
-/// scheme. A URL whose path is empty or `/` names the whole host.
+/// scheme. A URL whose path is empty or `/` names the whole host; any other
+/// is kept in the canonical form of `list::url`.
 fn url(scheme: Option<&str>, rest: &str) -> Result<Target, String> {
     let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
     let (authority, path) = rest.split_at(end);
     // User info is never part of what is blocked, and keeping a password
     // from a pasted URL in audit output would leak it.
     let hostport = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-    let (host, port) = split_port(hostport)?;
+    let (host, _) = split_port(hostport)?;
     if host.is_empty() {
         return Err(format!("URL has no host: {rest:?}"));
     }
@@ -109,24 +110,18 @@ fn url(scheme: Option<&str>, rest: &str) -> Result<Target, String> {
     if path.is_empty() || path == "/" {
         return Ok(host_target);
     }
-    let host_text = match &host_target {
-        Target::Name { name, .. } => name.clone(),
-        Target::Ip(net) if net.addr().is_ipv6() => format!("[{}]", net.addr()),
-        Target::Ip(net) => net.addr().to_string(),
-        _ => host.to_string(),
-    };
-    let mut out = String::with_capacity(rest.len() + 8);
-    if let Some(scheme) = scheme {
-        out.push_str(&scheme.to_ascii_lowercase());
-        out.push_str("://");
+    // The rule's canonical text (`list::url`): what requests are compared
+    // with at the web front. A URL whose normalised path is `/` without a
+    // query (`http://host/`, `http://host/#top`) names the whole host.
+    let norm = super::super::url::NormUrl::parse(&match scheme {
+        Some(scheme) => format!("{scheme}://{rest}"),
+        None => rest.to_string(),
+    })
+    .map_err(|e| e.to_string())?;
+    if norm.path == "/" && norm.query.is_none() {
+        return Ok(host_target);
     }
-    out.push_str(&host_text);
-    if let Some(port) = port {
-        out.push(':');
-        out.push_str(port);
-    }
-    out.push_str(path);
-    Ok(Target::Url(out))
+    Ok(Target::Url(norm.to_string()))
 }
 
 fn split_port(hostport: &str) -> Result<(&str, Option<&str>), String> {
@@ -243,7 +238,9 @@ mod tests {
                 url("http://example.com/Path?Q=1"),
             ),
             ("https://example.com/?q=1", url("https://example.com/?q=1")),
-            ("https://example.com#top", url("https://example.com#top")),
+            // The fragment is dropped (browsers never send it): the host.
+            ("https://example.com#top", n("example.com")),
+            ("http://h.example/a/../%7Eb#x", url("http://h.example/~b")),
             (
                 "http://user:pw@example.com:81/a",
                 url("http://example.com:81/a"),

@@ -286,7 +286,7 @@ mod tests {
             (
                 Format::Plain,
                 "http://host.com/path#x",
-                vec![(1, Target::Url("http://host.com/path#x".into()), Block)],
+                vec![(1, Target::Url("http://host.com/path".into()), Block)],
             ),
             (
                 Format::Plain,

@@ -20,6 +20,7 @@ fn policy() -> PolicyConfig {
         ede_code: 16,
         ede_text: crate::sinkhole::Template::parse("{list}").unwrap(),
         local_zones: crate::special::LocalZones::default(),
+        bypass_signals: crate::bypass::BypassSignals::default(),
     }
 }
 

@@ -12,6 +12,7 @@
 //! | `big.example` | TC=1 and no records over UDP; 40 long TXT records over TCP |
 //! | `cname.X` | the chain `cname.X` → `via.X` → `final.X` (A [`UP_V4`] for A queries) |
 //! | `ttl.*` / `ttl1.*` | TTL 100 / TTL 1 on every record |
+//! | anything under `loop2.example` | A 127.0.0.2, NODATA for other types (an origin a web test starts on that loopback address) |
 //! | anything else | A [`UP_V4`], AAAA 2001:db8::10, NODATA with an SOA for other types; TTL 300 |
 
 use std::collections::HashMap;
@@ -303,6 +304,15 @@ fn scripted(m: &mut Message, query: &Query, name: &str, tcp: bool) {
         ));
         if t == RecordType::A {
             m.add_answer(Record::from_rdata(fin, ttl, RData::A(A(UP_V4))));
+        }
+        return;
+    }
+    if name == "loop2.example" || name.ends_with(".loop2.example") {
+        if t == RecordType::A {
+            let origin = A(Ipv4Addr::new(127, 0, 0, 2));
+            m.add_answer(Record::from_rdata(owner, ttl, RData::A(origin)));
+        } else {
+            m.add_authority(soa());
         }
         return;
     }
