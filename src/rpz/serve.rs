@@ -163,7 +163,7 @@ pub enum RpzServeError {
     #[error("{path}: not a saved [rpz.serve] state: {message}")]
     State { path: PathBuf, message: String },
     #[error("rpz.serve.tsig_key_file: {0}")]
-    Key(#[from] tsig::KeyFileError),
+    Key(#[from] crate::rpz::keyfile::KeyFileError),
 }
 
 /// What `STATE_DIR/rpz-serve.json` holds.

@@ -1,5 +1,6 @@
 //! TSIG (RFC 8945) for `[rpz.serve]` transfers: the key from a BIND key
-//! file, the request's MAC checked with hickory-proto's `TSigner`, and
+//! file (read by [`crate::rpz::keyfile`], shared with `[[rpz.follow]]`),
+//! the request's MAC checked with hickory-proto's `TSigner`, and
 //! every message of the answer signed, the first over the request's MAC
 //! and the full TSIG variables, each later one over the previous MAC and
 //! the timers only (RFC 8945 §5.3.1), as BIND signs and `dig` checks.
@@ -12,92 +13,11 @@ use hickory_proto::rr::TSigResponseContext;
 use hickory_proto::rr::TSigner;
 use hickory_proto::rr::rdata::tsig::{TSIG, TsigAlgorithm, TsigError, make_tsig_record};
 use hickory_proto::rr::{Name, Record};
-use thiserror::Error;
+
+use crate::rpz::keyfile::{self, KeyFileError, TsigKey};
 
 /// Seconds of clock difference accepted (BIND's default).
 const FUDGE: u16 = 300;
-
-#[derive(Debug, Error)]
-pub enum KeyFileError {
-    #[error("{path}: {source}")]
-    Io {
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("{path}: {message}")]
-    Invalid { path: String, message: String },
-}
-
-/// A key as BIND's key files hold it: `key "NAME" { algorithm ALG;
-/// secret "BASE64"; };` (what `tsig-keygen` writes).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct KeyFile {
-    pub name: String,
-    pub algorithm: String,
-    pub secret: Vec<u8>,
-}
-
-/// Parse a BIND key file's text (`# //` and `/* */` comments allowed).
-pub(crate) fn parse_key_file(text: &str) -> Result<KeyFile, String> {
-    use base64::Engine as _;
-    // Comments out, then split into words and punctuation.
-    let mut clean = String::with_capacity(text.len());
-    let mut rest = text;
-    while !rest.is_empty() {
-        if let Some(r) = rest.strip_prefix("/*") {
-            rest = r.find("*/").map_or("", |i| &r[i + 2..]);
-        } else if rest.starts_with("//") || rest.starts_with('#') {
-            rest = rest.find('\n').map_or("", |i| &rest[i..]);
-        } else {
-            let c = rest.chars().next().unwrap_or(' ');
-            clean.push(c);
-            rest = &rest[c.len_utf8()..];
-        }
-    }
-    let spaced = clean
-        .replace('{', " { ")
-        .replace('}', " } ")
-        .replace(';', " ; ");
-    let words: Vec<&str> = spaced.split_whitespace().collect();
-    let unquote = |w: &str| w.trim_matches('"').to_string();
-    let mut name = None;
-    let mut algorithm = None;
-    let mut secret = None;
-    let mut i = 0;
-    while i < words.len() {
-        match words[i] {
-            "key" if name.is_none() => {
-                name = words.get(i + 1).map(|w| unquote(w));
-                i += 2;
-            }
-            "algorithm" => {
-                algorithm = words.get(i + 1).map(|w| unquote(w).to_ascii_lowercase());
-                i += 2;
-            }
-            "secret" => {
-                secret = words.get(i + 1).map(|w| unquote(w));
-                i += 2;
-            }
-            _ => i += 1,
-        }
-    }
-    let name = name
-        .filter(|n| !n.is_empty() && n != "{")
-        .ok_or("no `key \"NAME\"`")?;
-    let algorithm = algorithm.ok_or("no `algorithm`")?;
-    let secret = secret.ok_or("no `secret`")?;
-    let secret = base64::engine::general_purpose::STANDARD
-        .decode(secret.as_bytes())
-        .map_err(|e| format!("the secret is not base64: {e}"))?;
-    if secret.is_empty() {
-        return Err("empty secret".into());
-    }
-    Ok(KeyFile {
-        name,
-        algorithm,
-        secret,
-    })
-}
 
 /// The key a zone is served with.
 #[derive(Clone)]
@@ -134,33 +54,22 @@ fn now() -> u64 {
 impl Key {
     /// Read a BIND key file (hmac-sha256, hmac-sha384 or hmac-sha512).
     pub(crate) fn load(path: &Path) -> Result<Key, KeyFileError> {
-        let p = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| KeyFileError::Io {
-            path: p.clone(),
-            source,
-        })?;
-        let invalid = |message: String| KeyFileError::Invalid {
-            path: p.clone(),
+        let key = keyfile::load(path)?;
+        Key::new(&key).map_err(|message| KeyFileError::Key {
+            key: key.name.clone(),
             message,
-        };
-        let kf = parse_key_file(&text).map_err(&invalid)?;
-        Key::new(&kf).map_err(invalid)
+        })
     }
 
-    pub(crate) fn new(kf: &KeyFile) -> Result<Key, String> {
-        let algorithm = match kf.algorithm.as_str() {
-            "hmac-sha256" => TsigAlgorithm::HmacSha256,
-            "hmac-sha384" => TsigAlgorithm::HmacSha384,
-            "hmac-sha512" => TsigAlgorithm::HmacSha512,
-            other => {
-                return Err(format!(
-                    "algorithm {other} (hmac-sha256, hmac-sha384 or hmac-sha512)"
-                ));
-            }
+    pub(crate) fn new(key: &TsigKey) -> Result<Key, String> {
+        let algorithm = match key.algorithm {
+            keyfile::TsigAlgorithm::HmacSha256 => TsigAlgorithm::HmacSha256,
+            keyfile::TsigAlgorithm::HmacSha384 => TsigAlgorithm::HmacSha384,
+            keyfile::TsigAlgorithm::HmacSha512 => TsigAlgorithm::HmacSha512,
         };
-        let name = Name::from_ascii(&kf.name).map_err(|e| format!("key name: {e}"))?;
+        let name = Name::from_ascii(&key.name).map_err(|e| format!("key name: {e}"))?;
         let signer =
-            TSigner::new(kf.secret.clone(), algorithm, name, FUDGE).map_err(|e| e.to_string())?;
+            TSigner::new(key.secret.clone(), algorithm, name, FUDGE).map_err(|e| e.to_string())?;
         Ok(Key { signer })
     }
 
@@ -263,48 +172,26 @@ mod tests {
 
     const KEY: &str = "key \"xfr-key\" {\n\talgorithm hmac-sha256;\n\tsecret \"c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0ISE=\";\n};\n";
 
-    #[test]
-    fn bind_key_files_parse() {
-        let k = parse_key_file(KEY).unwrap();
-        assert_eq!(k.name, "xfr-key");
-        assert_eq!(k.algorithm, "hmac-sha256");
-        assert_eq!(k.secret, b"secret-secret-secret-secret!!");
-        let commented = format!("# made by tsig-keygen\n/* a\n b */ {KEY} // end\n");
-        assert_eq!(parse_key_file(&commented).unwrap(), k);
-        let tight = "key xfr-key{algorithm HMAC-SHA512;secret \"AAEC\";};";
-        let k = parse_key_file(tight).unwrap();
-        assert_eq!(
-            (k.name.as_str(), k.algorithm.as_str()),
-            ("xfr-key", "hmac-sha512")
-        );
-        for bad in [
-            "",
-            "key \"k\" { algorithm hmac-sha256; };",
-            "key \"k\" { secret \"AAEC\"; };",
-            "key \"k\" { algorithm hmac-sha256; secret \"!!!\"; };",
-            "algorithm hmac-sha256; secret \"AAEC\";",
-        ] {
-            assert!(parse_key_file(bad).is_err(), "{bad:?}");
-        }
-        let md5 = KeyFile {
-            algorithm: "hmac-md5".into(),
-            ..parse_key_file(KEY).unwrap()
-        };
-        assert!(Key::new(&md5).is_err());
+    fn parsed(text: &str) -> TsigKey {
+        keyfile::parse(text).unwrap()
     }
 
-    proptest::proptest! {
-        #[test]
-        fn key_file_parsing_never_panics(text in "\\PC{0,200}") {
-            let _ = parse_key_file(&text);
-        }
+    #[test]
+    fn a_bind_key_file_gives_a_signer() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("xfr.key");
+        std::fs::write(&path, KEY).unwrap();
+        let k = Key::load(&path).unwrap();
+        assert_eq!(k.signer.signer_name().to_ascii(), "xfr-key.");
+        assert!(!format!("{k:?}").contains("c2Vj"), "the secret never shows");
+        assert!(Key::load(&dir.path().join("missing.key")).is_err());
     }
 
     #[test]
     fn a_signed_request_verifies_and_the_signed_answer_chain_checks_out() {
         use hickory_proto::op::{Message, Query};
         use hickory_proto::rr::RecordType;
-        let key = Key::new(&parse_key_file(KEY).unwrap()).unwrap();
+        let key = Key::new(&parsed(KEY)).unwrap();
         let apex = Name::from_ascii("rpz.test.").unwrap();
         // A client signs its AXFR request as dig -y would.
         let mut q = Message::query();
@@ -338,9 +225,9 @@ mod tests {
             key.verify(&plain.to_vec().unwrap()),
             Err(Rejected::Unsigned)
         );
-        let other = Key::new(&KeyFile {
+        let other = Key::new(&TsigKey {
             secret: b"another-secret-entirely".to_vec(),
-            ..parse_key_file(KEY).unwrap()
+            ..parsed(KEY)
         })
         .unwrap();
         let mut q = Message::query();
