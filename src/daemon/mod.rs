@@ -261,13 +261,14 @@ pub async fn serve(config: Config, options: DaemonOptions) -> Result<(), DaemonE
     let rpz_serve = match &config.rpz_serve {
         Some(cfg) => {
             let (cfg, policy, snap) = (cfg.clone(), config.policy.clone(), reloader.current());
+            let t0 = Instant::now();
             let serve = tokio::task::spawn_blocking(move || {
                 crate::rpz::serve::RpzServe::new(cfg, policy, &snap)
             })
             .await
             .map_err(|e| DaemonError::RpzServe(e.to_string()))?
             .map_err(|e| DaemonError::RpzServe(e.to_string()))?;
-            tracing::info!(zone = %config.raw.rpz.serve.zone, serial = serve.serial(), "rpz serve: serving the zone");
+            tracing::info!(zone = %config.raw.rpz.serve.zone, serial = serve.serial(), ms = t0.elapsed().as_millis() as u64, "rpz serve: serving the zone");
             Some(Arc::new(serve))
         }
         None => None,

@@ -706,9 +706,11 @@ impl RpzServe {
                 continue;
             }
             let me = self.clone();
+            let t0 = std::time::Instant::now();
             match tokio::task::spawn_blocking(move || me.refresh(&snap)).await {
                 Ok(Ok(Some(serial))) => {
-                    tracing::info!(zone = %self.cfg.zone, serial, "rpz serve: zone changed");
+                    let ms = t0.elapsed().as_millis() as u64;
+                    tracing::info!(zone = %self.cfg.zone, serial, ms, "rpz serve: zone changed");
                     self.notify_followers(serial).await;
                 }
                 Ok(Ok(None)) => {}

@@ -1,5 +1,6 @@
 //! TSIG (RFC 8945) for `[rpz.serve]` transfers: the key from a BIND key
-//! file, the request's MAC checked with hickory-proto's `TSigner`, and
+//! file (read by [`crate::rpz::keyfile`], shared with `[[rpz.follow]]`),
+//! the request's MAC checked with hickory-proto's `TSigner`, and
 //! every message of the answer signed, the first over the request's MAC
 //! and the full TSIG variables, each later one over the previous MAC and
 //! the timers only (RFC 8945 §5.3.1), as BIND signs and `dig` checks.
@@ -167,11 +168,26 @@ mod tests {
 
     const KEY: &str = "key \"xfr-key\" {\n\talgorithm hmac-sha256;\n\tsecret \"c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0ISE=\";\n};\n";
 
+    fn parsed(text: &str) -> TsigKey {
+        keyfile::parse(text).unwrap()
+    }
+
+    #[test]
+    fn a_bind_key_file_gives_a_signer() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("xfr.key");
+        std::fs::write(&path, KEY).unwrap();
+        let k = Key::load(&path).unwrap();
+        assert_eq!(k.signer.signer_name().to_ascii(), "xfr-key.");
+        assert!(!format!("{k:?}").contains("c2Vj"), "the secret never shows");
+        assert!(Key::load(&dir.path().join("missing.key")).is_err());
+    }
+
     #[test]
     fn a_signed_request_verifies_and_the_signed_answer_chain_checks_out() {
         use hickory_proto::op::{Message, Query};
         use hickory_proto::rr::RecordType;
-        let key = Key::new(&keyfile::parse(KEY).unwrap()).unwrap();
+        let key = Key::new(&parsed(KEY)).unwrap();
         let apex = Name::from_ascii("rpz.test.").unwrap();
         // A client signs its AXFR request as dig -y would.
         let mut q = Message::query();
@@ -207,7 +223,7 @@ mod tests {
         );
         let other = Key::new(&TsigKey {
             secret: b"another-secret-entirely".to_vec(),
-            ..keyfile::parse(KEY).unwrap()
+            ..parsed(KEY)
         })
         .unwrap();
         let mut q = Message::query();
