@@ -25,4 +25,5 @@ mod reload_real;
 mod serve;
 mod serve_config;
 mod systemd;
+mod tls_front;
 mod web;
