@@ -361,3 +361,63 @@ fn curl_and_openssl_through_the_front() {
     assert!(out.contains("access denied"), "{out}");
     assert!(!out.contains(ORIGIN_BODY), "{out}");
 }
+
+/// The ClientHello rustls sends for `name` (with or without SNI).
+fn hello_bytes(name: &str, sni: bool) -> Vec<u8> {
+    let mut config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
+    config.enable_sni = sni;
+    let server_name = ServerName::try_from(name.to_string()).unwrap();
+    let mut conn = rustls::ClientConnection::new(Arc::new(config), server_name).unwrap();
+    let mut hello = Vec::new();
+    while conn.wants_write() {
+        conn.write_tls(&mut hello).unwrap();
+    }
+    hello
+}
+
+/// What the front sends back to `bytes` from `from` before it closes
+/// (with a FIN, or a reset when it closed without reading them all).
+fn raw(f: &Front, from: std::net::Ipv4Addr, bytes: &[u8]) -> Vec<u8> {
+    let mut s = tcp_connect_from(from, f.tls).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok();
+    let _ = s.write_all(bytes);
+    let mut got = Vec::new();
+    if let Err(e) = s.read_to_end(&mut got) {
+        assert_eq!(
+            e.kind(),
+            std::io::ErrorKind::ConnectionReset,
+            "not closed: {e}"
+        );
+    }
+    got
+}
+
+#[test]
+fn outsiders_garbage_and_hellos_without_sni_are_closed_without_a_byte() {
+    let f = start();
+    let local = std::net::Ipv4Addr::LOCALHOST;
+    // Outside acl.allow (127.0.0.1/32), even for a host that is passed.
+    let hello = hello_bytes("plain.loop2.example", true);
+    assert!(raw(&f, std::net::Ipv4Addr::new(127, 0, 0, 3), &hello).is_empty());
+    await_outcome(&f, "denied", 1.0);
+    assert!(
+        raw(
+            &f,
+            local,
+            b"GET / HTTP/1.1\r\nHost: plain.loop2.example\r\n\r\n"
+        )
+        .is_empty()
+    );
+    await_outcome(&f, "not_tls", 1.0);
+    assert!(raw(&f, local, &hello_bytes("plain.loop2.example", false)).is_empty());
+    await_outcome(&f, "no_sni", 1.0);
+    // None of them reached the origin or wrote an audit record.
+    assert_eq!(tls_metric(&f, "passed"), 0.0);
+    let dir = f.audit.path().to_str().unwrap().to_string();
+    let (_, out) = cli(&["audit", "search", &dir, "--name", "plain.loop2.example"]);
+    assert!(!out.contains("tls-refuse"), "{out}");
+}
