@@ -26,4 +26,5 @@ mod reload_real;
 mod serve;
 mod serve_config;
 mod systemd;
+mod tls_front;
 mod web;
