@@ -7,9 +7,20 @@ FUZZ_SECONDS ?= 60
 # Debian packages the tests use (dig as a real DNS client; systemd for
 # systemd-analyze/systemd-sysusers checks of the unit; strace to compare the
 # syscalls sinkhole makes with the unit's SystemCallFilter; chromium, run
-# headless, for the console's browser test).
-TEST_PACKAGES := bind9-dnsutils systemd strace chromium openssl curl
-TEST_COMMANDS := dig systemd-analyze systemd-sysusers strace chromium openssl curl
+# headless, for the console's browser test; minisign for signed list
+# pushes; bind9 and bind9-utils for the RPZ primary that [[rpz.follow]]
+# follows: named, tsig-keygen, nsupdate).
+TEST_PACKAGES := bind9-dnsutils systemd strace chromium minisign bind9 bind9-utils
+TEST_COMMANDS := dig systemd-analyze systemd-sysusers strace chromium minisign named tsig-keygen nsupdate
+# dnstap: fstrm_capture receives the stream, dnstap-ldns reads it.
+TEST_PACKAGES += fstrm-bin dnstap-ldns
+TEST_COMMANDS += fstrm_capture dnstap-ldns
+# [rpz.serve]: Unbound follows the zone; named-checkzone checks the export.
+TEST_PACKAGES += unbound
+TEST_COMMANDS += unbound named-checkzone
+# curl and openssl: real clients of the web and TLS fronts.
+TEST_PACKAGES += curl openssl
+TEST_COMMANDS += curl openssl
 
 .PHONY: all build release run test test-deps fmt-check clippy unit bench fuzz clean
 .PHONY: install deb deb-tools deb-check
@@ -162,3 +173,19 @@ deb-tools:
 # Build the package and check what it holds (tests/integration/systemd.rs, ignored by default).
 deb-check: deb
 	$(CARGO) test --test integration -- --ignored deb_
+
+# Regenerate src/dnstap/pb.rs from src/dnstap/dnstap.proto (prost-build,
+# with protox parsing the proto: no protoc needed); `dnstap-proto-check`
+# fails when the committed file differs from a fresh generation.
+DNSTAP_GEN_DIR ?= target/dnstap-gen
+.PHONY: dnstap-proto dnstap-proto-check
+dnstap-proto:
+	mkdir -p $(DNSTAP_GEN_DIR)/out
+	cd tools/dnstap-gen && CARGO_TARGET_DIR=../../$(DNSTAP_GEN_DIR)/target $(CARGO) run -q -- ../../src/dnstap/dnstap.proto ../../$(DNSTAP_GEN_DIR)/out
+	rustfmt --edition 2024 $(DNSTAP_GEN_DIR)/out/dnstap.rs
+	cp $(DNSTAP_GEN_DIR)/out/dnstap.rs src/dnstap/pb.rs
+dnstap-proto-check:
+	mkdir -p $(DNSTAP_GEN_DIR)/out
+	cd tools/dnstap-gen && CARGO_TARGET_DIR=../../$(DNSTAP_GEN_DIR)/target $(CARGO) run -q -- ../../src/dnstap/dnstap.proto ../../$(DNSTAP_GEN_DIR)/out
+	rustfmt --edition 2024 $(DNSTAP_GEN_DIR)/out/dnstap.rs
+	diff -u src/dnstap/pb.rs $(DNSTAP_GEN_DIR)/out/dnstap.rs

@@ -68,6 +68,12 @@ pub struct RawConfig {
     pub audit: RawAudit,
     pub metrics: crate::metrics::RawMetricsConfig,
     pub console: crate::console::RawConsoleConfig,
+    /// `[api]`: the push API (issue 13).
+    pub api: crate::intake::RawApiConfig,
+    /// `[[rpz.follow]]`: validated by `rpz::config`.
+    pub rpz: crate::rpz::config::RawRpz,
+    /// `[dnstap]`: validated by `dnstap`.
+    pub dnstap: crate::dnstap::RawDnstapConfig,
     /// `[web]`: the URL-enforcement front (issue 12); off until `listen`.
     pub web: crate::web::RawWebConfig,
 }
@@ -139,6 +145,8 @@ pub struct RawLists {
     pub watch: bool,
     /// Quiet time after the last file event before reloading.
     pub debounce_ms: u64,
+    /// Lists that arrive by push or pull (`[[lists.managed]]`).
+    pub managed: Vec<crate::intake::RawManagedList>,
 }
 
 impl Default for RawLists {
@@ -152,6 +160,7 @@ impl Default for RawLists {
             state_dir: String::new(),
             watch: true,
             debounce_ms: 150,
+            managed: Vec::new(),
         }
     }
 }
@@ -308,6 +317,9 @@ impl Default for RawConfig {
             audit: default_audit_table(),
             metrics: Default::default(),
             console: Default::default(),
+            api: Default::default(),
+            dnstap: Default::default(),
+            rpz: Default::default(),
             web: Default::default(),
         }
     }
@@ -347,6 +359,16 @@ pub struct Config {
     pub metrics: crate::metrics::MetricsConfig,
     /// `[console]`: the auditors' console (None: off).
     pub console: Option<crate::console::ConsoleConfig>,
+    /// `[api]`: the push API (None: off).
+    pub api: Option<crate::intake::ApiConfig>,
+    /// `[[lists.managed]]`: pushed and pulled lists.
+    pub managed: Vec<crate::intake::ManagedList>,
+    /// `[[rpz.follow]]`: zones followed from RPZ primaries.
+    pub rpz_follow: Vec<crate::rpz::config::FollowConfig>,
+    /// `[dnstap]`: where blocked (or all) queries are streamed (None: off).
+    pub dnstap: Option<crate::dnstap::DnstapConfig>,
+    /// `[rpz.serve]`: the rules in force served as an RPZ (None: off).
+    pub rpz_serve: Option<crate::rpz::serve::RpzServeConfig>,
     /// `[web]`: the URL-enforcement front (None: off).
     pub web: Option<crate::web::WebConfig>,
     /// The effective raw configuration (defaults and resolv.conf upstreams
@@ -488,6 +510,34 @@ impl Config {
             .console
             .validate(audit_dir)
             .map_err(|e| invalid(&e.key, e.message))?;
+        let api = raw.api.validate().map_err(|e| invalid(&e.key, e.message))?;
+        let managed =
+            crate::intake::config::validate_managed(&raw.lists.managed, lists.state_dir.as_deref())
+                .map_err(|e| invalid(&e.key, e.message))?;
+        if api.is_some() && lists.state_dir.is_none() {
+            return Err(invalid(
+                "api.listen",
+                "the push API needs `lists.state_dir` (pushed lists are kept there)",
+            ));
+        }
+        if let Some(a) = &api
+            && managed.is_empty()
+        {
+            tracing::warn!(listen = ?a.listen, "[api] is on but no [[lists.managed]] is declared: every push gets 404");
+        }
+        let rpz_follow = raw
+            .rpz
+            .validate(lists.state_dir.as_deref())
+            .map_err(|e| invalid(&e.key, e.message))?;
+        let dnstap = raw
+            .dnstap
+            .validate()
+            .map_err(|e| invalid(&format!("dnstap.{}", e.key), e.message))?;
+        let rpz_serve = raw
+            .rpz
+            .serve
+            .validate(lists.state_dir.as_deref())
+            .map_err(|e| invalid(&format!("rpz.serve.{}", e.key), e.message))?;
         let default_policy = RawPolicy::default();
         let web = raw
             .web
@@ -510,6 +560,11 @@ impl Config {
             audit,
             metrics,
             console,
+            api,
+            managed,
+            rpz_follow,
+            dnstap,
+            rpz_serve,
             web,
             raw,
         })
@@ -966,6 +1021,31 @@ mod tests {
         assert_eq!(o.action, Some(Action::Drop));
         assert!(!o.exact_only);
         assert!(c.lists.options_for(Path::new("/a/y.txt")).exact_only);
+    }
+
+    #[test]
+    fn api_and_managed_lists_need_state_dir_and_round_trip() {
+        let sha = "ab".repeat(32);
+        let api = format!(
+            "[api]\nlisten = \"127.0.0.1:0\"\n[[api.token]]\nname = \"c\"\nsha256 = \"{sha}\"\nlists = [\"*\"]\n"
+        );
+        let e = load(&api).unwrap_err().to_string();
+        assert!(e.contains("`api.listen`") && e.contains("state_dir"), "{e}");
+        let managed = "[lists]\n[[lists.managed]]\nname = \"afm\"\nrequired_signatures = 0\n";
+        let e = load(managed).unwrap_err().to_string();
+        assert!(e.contains("`lists.managed`"), "{e}");
+        let dir = tempfile::tempdir().unwrap();
+        let ok = format!(
+            "[lists]\nstate_dir = \"{}\"\n[[lists.managed]]\nname = \"afm\"\nrequired_signatures = 0\n{api}",
+            dir.path().display()
+        );
+        let c = load(&ok).unwrap();
+        assert_eq!(c.managed[0].name, "afm");
+        assert!(c.managed[0].unsigned());
+        assert_eq!(c.api.as_ref().unwrap().tokens[0].name, "c");
+        // The effective configuration loads again to the same.
+        let again = Config::from_toml_str(&c.to_toml(), "x").unwrap();
+        assert_eq!((again.managed, again.api), (c.managed, c.api));
     }
 
     #[test]

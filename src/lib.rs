@@ -12,13 +12,16 @@ pub mod config;
 pub mod console;
 pub mod daemon;
 pub(crate) mod dirlock;
+pub mod dnstap;
 pub(crate) mod forward;
 pub mod http;
+pub mod intake;
 pub mod list;
 pub(crate) mod memory;
 pub mod metrics;
 pub mod policy;
 pub mod report;
+pub mod rpz;
 // Public only for the fuzz targets (`fuzzing` feature: `server::fuzzing`).
 #[cfg(feature = "fuzzing")]
 pub mod server;

@@ -146,6 +146,11 @@ enum Command {
         #[arg(long)]
         state_dir: Option<PathBuf>,
     },
+    /// Push a signed list file to one or more nodes' push API
+    /// (`PUT /v1/lists/NAME`) and print one receipt line per node. Exit 0
+    /// when every node applied it, 1 when any refused it, 2 on usage or
+    /// I/O errors (an unreachable node included).
+    Push(sinkhole::intake::client::PushArgs),
 }
 
 /// `sinkhole audit …`: the log's own commands, and `reindex` for the
@@ -153,7 +158,7 @@ enum Command {
 #[derive(Subcommand)]
 enum AuditCli {
     #[command(flatten)]
-    Log(sinkhole::audit::AuditCommand),
+    Log(Box<sinkhole::audit::AuditCommand>),
     /// Rebuild the audit index (`DIR/.index`) from the log. The index is
     /// derived: deleting it loses nothing, and `verify` never reads it.
     Reindex(sinkhole::audit::index::ReindexArgs),
@@ -365,7 +370,7 @@ fn run(cli: Cli) -> Result<u8> {
         Command::Audit {
             command: AuditCli::Log(command),
         } => {
-            let code = sinkhole::audit::run(command, &mut out)?;
+            let code = sinkhole::audit::run(*command, &mut out)?;
             Ok(u8::try_from(code).unwrap_or(EXIT_ERROR))
         }
         Command::Audit {
@@ -377,6 +382,18 @@ fn run(cli: Cli) -> Result<u8> {
         Command::Console { command } => {
             sinkhole::console::run_cli(command, &mut std::io::stdin().lock(), &mut out)?;
             Ok(0)
+        }
+        Command::Push(args) => {
+            let outcomes = match sinkhole::intake::client::push(&args) {
+                Ok(o) => o,
+                Err(e) => {
+                    eprintln!("sinkhole: {e}");
+                    return Ok(EXIT_ERROR);
+                }
+            };
+            Ok(sinkhole::intake::client::report(
+                &outcomes, args.json, &mut out,
+            )?)
         }
         Command::Witness {
             listen,

@@ -109,7 +109,6 @@ pub(crate) struct Request {
 }
 
 impl Request {
-    #[cfg(test)]
     pub(crate) fn rd(&self) -> bool {
         self.flags & FLAG_RD != 0
     }

@@ -87,12 +87,19 @@ pub enum AuditCommand {
         dir: PathBuf,
     },
     /// Print the blocked queries that match every given filter, in log order.
+    /// With `--kind list`: the list changes (pushes, pulls, reloads, refusals).
     Search {
         dir: PathBuf,
         #[command(flatten)]
         filter: FilterArgs,
         #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
         format: OutputFormat,
+        /// `hit` (blocked queries) or `list` (list changes).
+        #[arg(long, default_value = "hit", value_parser = ["hit", "list"])]
+        kind: String,
+        /// With `--kind list`: only this list's changes.
+        #[arg(long, value_name = "NAME")]
+        list: Option<String>,
     },
     /// Top-N tables of the matching blocked queries.
     Stats {
@@ -107,6 +114,12 @@ pub enum AuditCommand {
         top: Option<usize>,
         #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
         format: OutputFormat,
+        /// With `--at`: which version of this list was in force then.
+        #[arg(long, value_name = "NAME", requires = "at")]
+        list: Option<String>,
+        /// A moment (RFC 3339), with `--list`.
+        #[arg(long, value_name = "TIME", requires = "list")]
+        at: Option<String>,
     },
 }
 
@@ -154,7 +167,19 @@ pub fn run(cmd: AuditCommand, out: &mut dyn Write) -> Result<i32, AuditError> {
             dir,
             filter,
             format,
+            kind,
+            list,
         } => {
+            if kind == "list" {
+                let changes = super::changes::list_changes(
+                    &dir,
+                    list.as_deref(),
+                    filter.since.as_deref(),
+                    filter.until.as_deref(),
+                )?;
+                super::changes::write_changes(&changes, format, out)?;
+                return Ok(0);
+            }
             search(&dir, &filter.build()?, format, out)?;
             Ok(0)
         }
@@ -164,7 +189,31 @@ pub fn run(cmd: AuditCommand, out: &mut dyn Write) -> Result<i32, AuditError> {
             by,
             top,
             format,
+            list,
+            at,
         } => {
+            if let (Some(list), Some(at)) = (list, at) {
+                let when = super::time::parse_rfc3339(&at).map_err(AuditError::Arg)?;
+                let changes = super::changes::list_changes(&dir, Some(&list), None, None)?;
+                let line = match super::changes::in_force_at(&changes, when) {
+                    Some(c) => format!(
+                        "list {list} at {at}: version {} (sha256 {}, {} {}, since {} seq {})",
+                        c.change.version,
+                        if c.change.sha256.is_empty() {
+                            "-"
+                        } else {
+                            &c.change.sha256
+                        },
+                        c.change.source,
+                        c.change.outcome,
+                        c.ts,
+                        c.seq
+                    ),
+                    None => format!("list {list} at {at}: no version on record"),
+                };
+                writeln!(out, "{line}").map_err(AuditError::Output)?;
+                return Ok(0);
+            }
             let report = stats(&dir, &filter.build()?, by, top)?;
             write_stats(&report, format, out)?;
             Ok(0)

@@ -38,6 +38,7 @@
 //! | `lost` | when writing resumes after records were lost | `first`, `last` (= its own seq), `count`, `reason` (`queue_full`, `write_error`), `torn` |
 //! | `retention` | before old files are deleted | `deleted` (file names), `start_file`, `start_seq`, `start_prev`: the record the chain now starts from |
 //! | `console` | a console query that filtered on or showed client addresses | `user`, `role`, `query` (path and query string), `results` (records returned) |
+//! | `list` | a change to what a list enforces (push, pull, file watcher), or one refused | `list`, `source`, `outcome` (`applied`, `forced`, `rejected`), `version`, `sha256`, `signers`, `token` or `url`, `reason`, `added`, `removed`; written and fsynced before the pusher's receipt is sent (never dropped) |
 //!
 //! `torn` (on `start` and `lost`) lists `{"file", "bytes"}` for unterminated
 //! last lines left by a crash or a failed write in earlier files.
@@ -231,6 +232,7 @@
 //! `cargo bench --bench audit` (`AUDIT_BENCH_RECORDS=10000000` for 10 M).
 
 pub mod anchor;
+pub mod changes;
 mod cli;
 mod config;
 pub mod index;
@@ -248,6 +250,8 @@ use std::time::SystemTime;
 
 pub use anchor::AnchorStats;
 pub use cli::{AuditCommand, FilterArgs, run};
+/// The `audit.hmac_key_file` reader, shared with dnstap's pseudonyms.
+pub(crate) use config::load_key;
 pub use config::{AnchorSettings, AuditPath, AuditSettings, ClientMode, RawAuditConfig};
 #[doc(hidden)]
 pub use query::fuzz_search;
@@ -336,6 +340,38 @@ pub struct ConsoleRecord {
     pub query: String,
     /// Records the answer held.
     pub results: u64,
+}
+
+/// A change to what a list enforces, or a refused one, written to the chain
+/// as a `list` record. Unlike hits it is never dropped: the writer fsyncs
+/// it before [`AuditLog::record_list`] returns its seq.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ListRecord {
+    pub list: String,
+    /// `push`, `pull`, `file`.
+    pub source: String,
+    /// `applied`, `forced` (applied past the guards), `rejected`.
+    pub outcome: String,
+    /// The list version (a pushed or pulled list's signed version; the
+    /// snapshot version for file lists); 0 when unknown.
+    pub version: u64,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub sha256: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub signers: Vec<String>,
+    /// The push token's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    /// Where a pull fetched from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Why it was rejected (or what a forced change overrode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default)]
+    pub added: u64,
+    #[serde(default)]
+    pub removed: u64,
 }
 
 /// Writer counters, for metrics.

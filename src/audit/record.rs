@@ -252,6 +252,17 @@ pub(crate) struct ConsoleLine<'a> {
     pub prev: &'a str,
 }
 
+/// A change to a list (see [`crate::audit::ListRecord`]).
+#[derive(Serialize)]
+pub(crate) struct ListLine<'a> {
+    pub seq: u64,
+    pub ts: &'a str,
+    pub kind: &'static str,
+    #[serde(flatten)]
+    pub change: &'a crate::audit::ListRecord,
+    pub prev: &'a str,
+}
+
 /// What verification needs from any record.
 #[derive(Debug)]
 pub(crate) struct Parsed {
@@ -274,6 +285,9 @@ pub(crate) enum Body {
     /// A console query on the record; nothing for verify to check beyond
     /// the chain.
     Console,
+    /// A list change on the record; nothing for verify to check beyond
+    /// the chain.
+    List,
     Start {
         torn: Vec<TornRef>,
         sig: Option<Sig>,
@@ -366,6 +380,7 @@ pub(crate) fn parse_record(line: &[u8]) -> Result<Parsed, String> {
     let body = match &*r.kind {
         "hit" => Body::Hit,
         "console" => Body::Console,
+        "list" => Body::List,
         "start" => Body::Start {
             sig: parse_sig(&r)?,
             torn: r.torn,

@@ -796,7 +796,7 @@ impl Checker {
         }
         match &p.body {
             Body::Hit => self.report.hits += 1,
-            Body::Console => {}
+            Body::Console | Body::List => {}
             Body::Start { sig, .. } => {
                 self.session = Some((1, 0));
                 if !self.check_sig(r, p, SignedKind::Start, sig.as_ref(), 0, 0) {

@@ -38,6 +38,10 @@ pub enum DaemonError {
     Metrics(String),
     #[error("cannot start the console: {0}")]
     Console(String),
+    #[error("cannot start the push API: {0}")]
+    Api(String),
+    #[error("cannot serve the RPZ: {0}")]
+    RpzServe(String),
     #[error("cannot start the web front: {0}")]
     Web(String),
     #[error(transparent)]
@@ -70,6 +74,8 @@ pub enum ListenerRole {
     Console,
     /// `sinkhole witness`: `POST /v1/checkpoints`.
     Witness,
+    /// The push API (`[api]`): `PUT /v1/lists/{name}`.
+    Api,
     /// The URL-enforcement HTTP front (`[web] listen`).
     Web,
     /// The TLS pass-through front (`[web] tls_listen`).
@@ -83,6 +89,7 @@ impl ListenerRole {
             ListenerRole::Metrics => "metrics",
             ListenerRole::Console => "console",
             ListenerRole::Witness => "witness",
+            ListenerRole::Api => "api",
             ListenerRole::Web => "web",
             ListenerRole::WebTls => "web-tls",
         }
@@ -185,6 +192,9 @@ pub async fn serve(config: Config, options: DaemonOptions) -> Result<(), DaemonE
         std::fs::create_dir_all(&sources)
             .map_err(|e| DaemonError::Lists(format!("creating {}: {e}", sources.display())))?;
     }
+    if let Some(dir) = &config.lists.state_dir {
+        crate::intake::apply::recover_sources(dir, &config.managed);
+    }
     let settings = reload_settings(&config.lists);
     let (reloader, source) = tokio::task::spawn_blocking(move || Reloader::start(settings))
         .await
@@ -212,6 +222,14 @@ pub async fn serve(config: Config, options: DaemonOptions) -> Result<(), DaemonE
         ),
         None => None,
     };
+    let api_server = match &config.api {
+        Some(a) => Some(
+            crate::intake::ApiServer::bind(a)
+                .await
+                .map_err(|e| DaemonError::Api(e.to_string()))?,
+        ),
+        None => None,
+    };
     let web_server = match &config.web {
         Some(w) => Some(
             crate::web::WebServer::bind(w)
@@ -221,17 +239,68 @@ pub async fn serve(config: Config, options: DaemonOptions) -> Result<(), DaemonE
         None => None,
     };
     let audit = AuditLog::open(&config.audit).map_err(|e| DaemonError::Audit(e.to_string()))?;
+    // File-list reloads, pushed and pulled lists put their changes on the
+    // same chain.
+    crate::intake::record_file_changes(&reloader, audit.clone());
+    let intake = match &config.lists.state_dir {
+        Some(dir) if !config.managed.is_empty() || api_server.is_some() => Some(Arc::new(
+            crate::intake::Intake::new(
+                dir,
+                config.managed.clone(),
+                reloader.clone(),
+                Some(audit.clone()),
+            )
+            .map_err(|e| DaemonError::Lists(format!("list intake in {}: {e}", dir.display())))?,
+        )),
+        _ => None,
+    };
     // The web front writes `url-block` hits into the same chain.
     let web_audit = web_server.as_ref().map(|_| audit.clone());
     // The console writes `console` records into the same chain.
     let console_audit = console_server.as_ref().map(|_| audit.clone());
+    let rpz_serve = match &config.rpz_serve {
+        Some(cfg) => {
+            let (cfg, policy, snap) = (cfg.clone(), config.policy.clone(), reloader.current());
+            let serve = tokio::task::spawn_blocking(move || {
+                crate::rpz::serve::RpzServe::new(cfg, policy, &snap)
+            })
+            .await
+            .map_err(|e| DaemonError::RpzServe(e.to_string()))?
+            .map_err(|e| DaemonError::RpzServe(e.to_string()))?;
+            tracing::info!(zone = %config.raw.rpz.serve.zone, serial = serve.serial(), "rpz serve: serving the zone");
+            Some(Arc::new(serve))
+        }
+        None => None,
+    };
+    let (dnstap, dnstap_writer) = match &config.dnstap {
+        Some(cfg) => {
+            let (sink, writer) = start_dnstap(cfg, &config.audit)?;
+            (Some(sink), Some(writer))
+        }
+        None => (None, None),
+    };
     let handle = server::start(
         &config.server_settings(),
         reloader.handle(),
         Some(audit),
         metrics.clone(),
+        server::Hooks {
+            tap: dnstap.clone().map(|d| d as Arc<dyn crate::dnstap::TapSink>),
+            rpz_serve: rpz_serve.clone(),
+        },
     )?;
+    if let Some(serve) = &rpz_serve {
+        register_rpz_serve_metrics(&metrics, serve);
+    }
+    if let Some(d) = &dnstap {
+        register_dnstap_metrics(&metrics, d);
+    }
     register_scrape_hooks(&metrics, &handle.shared, &reloader);
+    if let Some(i) = &intake {
+        let i = i.clone();
+        metrics.on_scrape(move |s| s.intake = Some(i.stats.snapshot()));
+    }
+    let _rpz_following = start_rpz_follow(&config, &reloader, &handle.shared, &metrics)?;
     readiness.set_snapshot_loaded(true);
     readiness.set_listeners_bound(true);
 
@@ -268,6 +337,31 @@ pub async fn serve(config: Config, options: DaemonOptions) -> Result<(), DaemonE
         console_task = Some(tokio::spawn(server.run(console_audit, async {
             let _ = console_stopped.await;
         })));
+    }
+    let (api_stop, api_stopped) = tokio::sync::oneshot::channel::<()>();
+    let mut api_task = None;
+    match (api_server, &intake) {
+        (Some(server), Some(i)) => {
+            listeners.extend(server.local_addrs().iter().map(|&a| (ListenerRole::Api, a)));
+            api_task = Some(tokio::spawn(server.run(i.clone(), async {
+                let _ = api_stopped.await;
+            })));
+        }
+        (Some(_), None) => {
+            return Err(DaemonError::Api(
+                "the push API needs `lists.state_dir` (pushed lists are kept there)".into(),
+            ));
+        }
+        _ => {}
+    }
+    if let Some(i) = &intake {
+        background.push(tokio::spawn(crate::intake::watch_expiry(i.clone())));
+        for m in i.lists.iter().filter(|m| m.cfg.pull.is_some()) {
+            background.push(tokio::spawn(crate::intake::pull::run(
+                i.clone(),
+                m.cfg.name.clone(),
+            )));
+        }
     }
     let (web_stop, web_stopped) = tokio::sync::oneshot::channel::<()>();
     let mut web_task = None;
@@ -309,6 +403,11 @@ pub async fn serve(config: Config, options: DaemonOptions) -> Result<(), DaemonE
         None
     };
     background.push(tokio::spawn(reload_on_sighup(reloader.clone())));
+    if let Some(serve) = &rpz_serve {
+        background.push(tokio::spawn(
+            serve.clone().follow(reloader.handle(), RPZ_SERVE_POLL),
+        ));
+    }
     if let Some(path) = config.server.control_socket.clone() {
         let r = reloader.clone();
         background.push(tokio::spawn(async move {
@@ -332,12 +431,19 @@ pub async fn serve(config: Config, options: DaemonOptions) -> Result<(), DaemonE
     // Scrapes in progress finish (within the request timeout) while DNS stops.
     let _ = metrics_stop.send(());
     let _ = console_stop.send(());
+    let _ = api_stop.send(());
     let _ = web_stop.send(());
     handle.shutdown().await;
+    if let Some(w) = dnstap_writer {
+        w.shutdown().await;
+    }
     if let Some(task) = metrics_task {
         let _ = task.await;
     }
     if let Some(task) = console_task {
+        let _ = task.await;
+    }
+    if let Some(task) = api_task {
         let _ = task.await;
     }
     if let Some(task) = web_task {
@@ -361,6 +467,63 @@ pub async fn serve(config: Config, options: DaemonOptions) -> Result<(), DaemonE
         );
     }
     Ok(())
+}
+
+/// Start the dnstap writer; with `audit.client = "hmac"` it pseudonymises
+/// client addresses with the audit log's key.
+fn start_dnstap(
+    cfg: &crate::dnstap::DnstapConfig,
+    audit: &crate::audit::AuditSettings,
+) -> Result<(Arc<crate::dnstap::Dnstap>, crate::dnstap::DnstapWriter), DaemonError> {
+    let key = match (audit.client, &audit.hmac_key_file) {
+        (crate::audit::ClientMode::Hmac, Some(path)) => {
+            Some(crate::audit::load_key(path).map_err(|e| DaemonError::Audit(e.to_string()))?)
+        }
+        _ => None,
+    };
+    tracing::info!(target = %cfg.target, messages = ?cfg.messages, "dnstap: streaming");
+    Ok(crate::dnstap::Dnstap::start(cfg, key))
+}
+
+/// How often `[rpz.serve]` looks for a new snapshot version.
+const RPZ_SERVE_POLL: Duration = Duration::from_millis(100);
+
+/// `[rpz.serve]`'s figures, read at scrape time.
+fn register_rpz_serve_metrics(metrics: &Arc<Metrics>, serve: &Arc<crate::rpz::serve::RpzServe>) {
+    let stats = serve.stats().clone();
+    metrics.on_scrape(move |s| {
+        use std::sync::atomic::Ordering::Relaxed;
+        let left = *stats
+            .left_out
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        s.rpz_serve = Some(metrics::RpzServeSample {
+            serial: stats.serial.load(Relaxed),
+            records: stats.records.load(Relaxed),
+            axfr: stats.axfr.load(Relaxed),
+            ixfr: stats.ixfr.load(Relaxed),
+            ixfr_fallback: stats.ixfr_fallback.load(Relaxed),
+            refused: stats.refused.load(Relaxed),
+            notify_sent: stats.notify_sent.load(Relaxed),
+            notify_failed: stats.notify_failed.load(Relaxed),
+            left_out: [("keyword", left.0), ("url", left.1), ("other", left.2)],
+        });
+    });
+}
+
+/// dnstap's counters, read at scrape time.
+fn register_dnstap_metrics(metrics: &Arc<Metrics>, dnstap: &Arc<crate::dnstap::Dnstap>) {
+    let stats = dnstap.stats().clone();
+    metrics.on_scrape(move |s| {
+        use std::sync::atomic::Ordering::Relaxed;
+        s.dnstap = Some(metrics::DnstapSample {
+            sent: stats.sent.load(Relaxed),
+            dropped: stats.dropped.load(Relaxed),
+            connects: stats.connects.load(Relaxed),
+            connect_failures: stats.connect_failures.load(Relaxed),
+            connected: stats.connected.load(Relaxed),
+        });
+    });
 }
 
 /// Log where the first snapshot came from. The snapshot is only borrowed
@@ -459,6 +622,49 @@ fn register_scrape_hooks(metrics: &Arc<Metrics>, shared: &Arc<Shared>, reloader:
             *seen = snap.version();
         }
     });
+}
+
+/// `[[rpz.follow]]`: one refresh task per zone, NOTIFY answered on the DNS
+/// listeners, the zones' figures on `/metrics`. Dropping the result stops
+/// the tasks.
+fn start_rpz_follow(
+    config: &Config,
+    reloader: &Arc<Reloader>,
+    shared: &Arc<Shared>,
+    metrics: &Arc<Metrics>,
+) -> Result<Option<crate::rpz::RpzFollowing>, DaemonError> {
+    let Some(state_dir) = config.lists.state_dir.as_deref() else {
+        return Ok(None);
+    };
+    if config.rpz_follow.is_empty() {
+        return Ok(None);
+    }
+    let following = crate::rpz::start(&config.rpz_follow, state_dir, reloader.clone())
+        .map_err(|e| DaemonError::Lists(e.to_string()))?;
+    shared.core.set_notify(following.router.clone());
+    let zones = following.zones.clone();
+    metrics.on_scrape(move |s| {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        s.rpz_zones = zones
+            .iter()
+            .map(|z| crate::metrics::rpz::RpzZoneSample {
+                zone: z.zone.clone(),
+                serial: z.serial(),
+                records: z.records(),
+                seconds_since_refresh: match z.last_success_unix() {
+                    0 => None,
+                    t => Some(now.saturating_sub(t)),
+                },
+                expired: z.expired(),
+                unsigned: z.unsigned,
+                transfers: z.transfers(),
+            })
+            .collect();
+    });
+    Ok(Some(following))
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use thiserror::Error;
 
 use super::bloom;
 use super::snapshot::{
-    FORMAT, HEADER_LEN, MAGIC, MAX_LINE, META_LEN, NO_STRING, RULE_LEN, SCOPE_EXACT,
+    FORMAT, HEADER_LEN, MAGIC, MAX_LINE, META_LEN, NO_STRING, RPZ_FILE_BIT, RULE_LEN, SCOPE_EXACT,
     SCOPE_SUBDOMAINS, SCOPE_SUBTREE, SECTIONS, Snapshot, row_word,
 };
 use super::{Counts, ParsedList, RuleMeta, Scope, Target};
@@ -120,11 +120,14 @@ pub fn compile_versioned(lists: &[ParsedList], version: u64) -> Result<Snapshot,
         let file = fi as u16;
         counts = counts + list.counts();
         files.extend_from_slice(&strings.intern(&list.name)?.to_le_bytes());
-        files.extend_from_slice(
-            &strings
-                .intern(&list.path.display().to_string())?
-                .to_le_bytes(),
-        );
+        let path = strings.intern(&list.path.display().to_string())?;
+        // An RPZ zone's wildcards follow DNS rules at lookup (`Snapshot::lookup`).
+        let path = if list.format == super::Format::Rpz {
+            path | RPZ_FILE_BIT
+        } else {
+            path
+        };
+        files.extend_from_slice(&path.to_le_bytes());
         if let Some(r) = list.rules.iter().find(|r| r.line > MAX_LINE) {
             return Err(CompileError::LineTooLarge {
                 file: list.path.display().to_string(),

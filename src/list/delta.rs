@@ -153,7 +153,7 @@ pub(crate) fn try_delta(
         let stat = FileStat::trusted(path);
         if !matches!(
             rec.format,
-            Format::Plain | Format::Hosts | Format::Adblock | Format::Csv
+            Format::Plain | Format::Hosts | Format::Adblock | Format::Csv | Format::Rpz
         ) {
             return Delta::Full(format!(
                 "{}: {} is not a line format",
@@ -448,6 +448,7 @@ fn diff_file(
 ) -> Result<FileOutcome, String> {
     let copy = base.copy_path(i);
     let io = |p: &Path, e: std::io::Error| format!("{}: {e}", p.display());
+    let rpz = rec.format == Format::Rpz;
 
     // The copy: each line's hash, by line, and the file's checksum.
     let mut by_line: Vec<u64> = Vec::new();
@@ -519,6 +520,9 @@ fn diff_file(
         if csv {
             new_scan.line(line);
         }
+        if rpz {
+            rpz_line_in_context(line).map_err(|why| format!("{}: {why}", path.display()))?;
+        }
         let h = line_hash(line);
         // Most lines of a push follow the previous match within a few
         // lines (`by_line[i]` is old line i + 1); look there first.
@@ -556,6 +560,9 @@ fn diff_file(
                 _ => runs.push((was, n, 1)),
             }
         } else {
+            if rpz {
+                rpz_line_alone(line).map_err(|why| format!("{}: {why}", path.display()))?;
+            }
             added_bytes.extend_from_slice(line);
             added_bytes.push(b'\n');
             added_lines.push(n);
@@ -597,6 +604,10 @@ fn diff_file(
             };
             if want.peek() == Some(&&n) {
                 want.next();
+                if rpz {
+                    rpz_line_alone(content(raw, n))
+                        .map_err(|why| format!("{}: {why}", path.display()))?;
+                }
                 removed_bytes.extend_from_slice(content(raw, n));
                 removed_bytes.push(b'\n');
             }
@@ -637,6 +648,17 @@ fn diff_file(
             renumber(parse::parse_bytes(path, &removed_bytes, &forced), &gone),
         )
     };
+    if rpz
+        && added
+            .rules
+            .iter()
+            .chain(&removed.rules)
+            .any(|r| r.action == crate::policy::Action::Address)
+    {
+        // All A/AAAA records of one owner form one local-data rule: a
+        // changed one changes a rule the other lines share.
+        return Err(format!("{}: RPZ local data changed", path.display()));
+    }
     Ok(FileOutcome::Changed(Box::new(FileDiff {
         added,
         removed,
@@ -707,6 +729,31 @@ fn csv_header<'a>(old: &CsvScan, new: &'a CsvScan) -> Result<&'a [u8], String> {
         return Err("the CSV file has no header row".into());
     }
     Ok(header)
+}
+
+/// An RPZ file takes the line path only when every record line means
+/// the same wherever it stands: no `$ORIGIN` (relative owners would depend
+/// on it) and no `( … )` records spanning lines (a changed line inside one
+/// is not a record). The zones `rpz::follow` writes are of this kind; other
+/// RPZ files reload in full.
+fn rpz_line_in_context(line: &[u8]) -> Result<(), &'static str> {
+    if line.len() >= 7 && line[..7].eq_ignore_ascii_case(b"$ORIGIN") {
+        return Err("an RPZ file with $ORIGIN");
+    }
+    if line.contains(&b'(') || line.contains(&b')') {
+        return Err("an RPZ record spans lines");
+    }
+    Ok(())
+}
+
+/// A changed RPZ line must stand alone: not a directive, not a record
+/// that borrows the previous line's owner.
+fn rpz_line_alone(line: &[u8]) -> Result<(), &'static str> {
+    match line.first() {
+        Some(b'$') => Err("an RPZ directive changed"),
+        Some(b' ' | b'\t') => Err("an RPZ record without its own owner changed"),
+        _ => Ok(()),
+    }
 }
 
 /// A file's lines with their 1-based numbers, `\n` included, as the

@@ -1,9 +1,9 @@
 //! A deliberately naive matcher with the same semantics as the snapshot:
 //! a map probed once per ancestor. Tests run every table against both.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
-use super::{Action, ParsedList, Scope, Target};
+use super::{Action, Format, ParsedList, Scope, Target};
 
 /// Where a rule came from, comparable across matchers.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -18,12 +18,22 @@ pub(crate) struct RefHit {
 pub(crate) struct ReferenceMatcher {
     names: HashMap<(String, Scope), RefHit>,
     keywords: Vec<(String, RefHit)>,
+    /// Per RPZ file: every owner's name (`*.x` counts as `x`), for DNS
+    /// wildcard rules.
+    rpz_owners: HashMap<usize, HashSet<String>>,
 }
 
 impl ReferenceMatcher {
     pub(crate) fn new(lists: &[ParsedList]) -> Self {
         let mut m = ReferenceMatcher::default();
         for (fi, list) in lists.iter().enumerate() {
+            if list.format == Format::Rpz {
+                let owners = list.rules.iter().filter_map(|r| match &r.target {
+                    Target::Name { name, .. } => Some(name.clone()),
+                    _ => None,
+                });
+                m.rpz_owners.insert(fi, owners.collect());
+            }
             for r in &list.rules {
                 let hit = RefHit {
                     file_index: fi,
@@ -53,6 +63,24 @@ impl ReferenceMatcher {
         m
     }
 
+    /// Whether the `*.suffix` rule in force, if it is an RPZ file's, is
+    /// stopped for the name `labels` (the suffix starts at label `depth`):
+    /// some owner of that zone is at or below a name strictly between.
+    fn rpz_stopped(&self, labels: &[&str], depth: usize, suffix: &str, scope: Scope) -> bool {
+        let Some(hit) = self.names.get(&(suffix.to_string(), scope)) else {
+            return false;
+        };
+        let Some(owners) = self.rpz_owners.get(&hit.file_index) else {
+            return false;
+        };
+        (0..depth).any(|d| {
+            let e = labels[d..].join(".");
+            owners
+                .iter()
+                .any(|n| *n == e || n.ends_with(&format!(".{e}")))
+        })
+    }
+
     /// Same contract as `Snapshot::lookup`, on a name that may have any case.
     pub(crate) fn lookup(&self, name: &str) -> Option<&RefHit> {
         let name = name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase();
@@ -70,6 +98,9 @@ impl ReferenceMatcher {
             };
             let mut found: Vec<&RefHit> = candidates
                 .iter()
+                .filter(|s| {
+                    **s != Scope::Subdomains || !self.rpz_stopped(&labels, depth, &suffix, **s)
+                })
                 .filter_map(|s| self.names.get(&(suffix.clone(), *s)))
                 .collect();
             if found.is_empty() {

@@ -179,7 +179,22 @@ pub struct Reloader {
     state: ListState,
     /// A background merge is running.
     merging: AtomicBool,
+    /// Told of every reload's outcome (see [`Reloader::on_reload`]).
+    hook: std::sync::OnceLock<ReloadHook>,
 }
+
+/// What [`Reloader::on_reload`] is told after each reload.
+pub struct ReloadEvent<'a> {
+    /// Asked for by a non-file source ([`Reloader::reload_sources`]),
+    /// which reports its own change; otherwise the file watcher, SIGHUP,
+    /// `sinkhole reload` or the catch-up at start.
+    pub for_source: bool,
+    pub forced: bool,
+    pub result: &'a Result<ReloadReport, ReloadError>,
+}
+
+/// A reload observer (the intake puts file-list changes on the record).
+pub type ReloadHook = Box<dyn Fn(&ReloadEvent<'_>) + Send + Sync>;
 
 /// How a snapshot came to be put in force (see `Reloader::swap`).
 #[derive(Clone, Copy, Debug)]
@@ -267,6 +282,7 @@ impl Reloader {
             stats: ReloadStats::default(),
             state,
             merging: AtomicBool::new(false),
+            hook: std::sync::OnceLock::new(),
         })
     }
 
@@ -374,7 +390,23 @@ impl Reloader {
                 tracing::warn!(error = %e, reason = e.reason(), "list reload rejected; previous version keeps serving");
             }
         }
+        if let Some(hook) = self.hook.get() {
+            hook(&ReloadEvent {
+                for_source: !settle,
+                forced: force,
+                result: &result,
+            });
+        }
         result
+    }
+
+    /// Register the one observer of every later reload's outcome. It runs
+    /// on the reloading thread after the swap, while the next reload waits:
+    /// keep it short (an fsync is fine). A second call is ignored.
+    pub fn on_reload(&self, hook: ReloadHook) {
+        if self.hook.set(hook).is_err() {
+            tracing::warn!("a reload observer is already registered; ignoring another");
+        }
     }
 
     fn build(

@@ -18,7 +18,8 @@
 //!   meta     24 bytes per rule with metadata, sorted by rule:
 //!            rule u32 | decision | authority | date | category | addresses (string offsets, u32::MAX = none)
 //!   strings  u16 length + bytes, addressed by offset
-//!   files    per file: list-name offset u32 | path offset u32
+//!   files    per file: list-name offset u32 | path offset u32 (top bit: an RPZ file,
+//!            whose wildcards follow DNS wildcard rules, see `lookup`)
 //!   extra    keyword rule ids + strings, then URL rules (with action and
 //!            provenance, see `snapshot/urls.rs`) and IP/RPZ-other rules kept for later
 //!   bloom    blocked Bloom filter over every name with a rule (see `bloom.rs`)
@@ -49,7 +50,8 @@ mod urls;
 pub use urls::{UrlIndex, UrlRule, UrlRuleView};
 
 pub(crate) const MAGIC: &[u8; 8] = b"SNKHOLE\x01";
-/// 5: URL rules carry their action and provenance (issue 12).
+/// 5: URL rules carry their action and provenance (issue 12); an RPZ
+/// file's flag in the files table (issue 14).
 pub(crate) const FORMAT: u32 = 5;
 pub(crate) const SECTIONS: usize = 7;
 pub(crate) const HEADER_LEN: usize = 8 + 4 + 4 + 8 + 8 + 8 * 8 + SECTIONS * 16;
@@ -67,6 +69,8 @@ pub(crate) const DUP_BIT: u32 = 1 << 27;
 const ACTION_SHIFT: u32 = 28;
 /// Bit of the row word: the rule has a row in the meta table.
 pub(crate) const META_BIT: u32 = 1 << 31;
+/// Bit of a file's path offset: the file is an RPZ zone.
+pub(crate) const RPZ_FILE_BIT: u32 = 1 << 31;
 
 /// The row word of a rule.
 pub(crate) fn row_word(line: u32, action: u8, has_meta: bool, dup: bool) -> u32 {
@@ -129,6 +133,37 @@ impl Candidate {
     fn beats(&self, other: &Candidate) -> bool {
         self.depth > other.depth || (self.depth == other.depth && self.rank < other.rank)
     }
+}
+
+/// Whether a `*.x` trigger of RPZ file `file`, matched at `depth` labels
+/// (`x` has `depth` labels), is stopped for `name` by a name of the same
+/// zone that exists strictly below `x` and at or above `name`. The base
+/// (less its tombstones) and the overlay both count.
+fn rpz_wildcard_stopped(
+    base: &Snapshot,
+    layer: Option<&Layer>,
+    name: &[u8],
+    depth: u16,
+    file: u16,
+) -> bool {
+    let labels: Vec<&[u8]> = name.split(|&b| b == b'.').collect();
+    let mut rev: Vec<u8> = Vec::with_capacity(name.len());
+    for (i, label) in labels.iter().rev().enumerate() {
+        if i > 0 {
+            rev.push(b'.');
+        }
+        rev.extend(label.iter().map(u8::to_ascii_lowercase));
+        if i < depth as usize {
+            continue;
+        }
+        let tombstones = layer.map_or(&[][..], |l| &l.tombstones[..]);
+        if base.file_has_owner_at_or_below(&rev, file, tombstones)
+            || layer.is_some_and(|l| l.overlay.file_has_owner_at_or_below(&rev, file, &[]))
+        {
+            return true;
+        }
+    }
+    false
 }
 
 /// The last `labels` labels of a dotted name, if it has that many (and
@@ -709,13 +744,13 @@ impl Snapshot {
             return None;
         }
         let Some(layer) = &self.layer else {
-            if let Some(best) = self.best_name_rule(name, &[]) {
+            if let Some(best) = self.best_rule_rpz(name, &[], None) {
                 return Some(self.make_match(best.ord, best.matched_key()));
             }
             return self.keyword_match(name);
         };
-        let base = self.best_name_rule(name, &layer.tombstones);
-        let over = layer.overlay.best_name_rule(name, &[]);
+        let base = self.best_rule_rpz(name, &layer.tombstones, Some(layer));
+        let over = layer.overlay.best_rule_rpz_in(self, name, &[], Some(layer));
         match (base, over) {
             (Some(b), Some(o)) if b.beats(&o) => Some(self.make_match(b.ord, b.matched_key())),
             (_, Some(o)) => {
@@ -728,6 +763,45 @@ impl Snapshot {
             }
             (Some(b), None) => Some(self.make_match(b.ord, b.matched_key())),
             (None, None) => self.keyword_match(name),
+        }
+    }
+
+    /// [`Self::best_name_rule`] of the base blob, with RPZ wildcards
+    /// stopped as DNS stops them (see [`Self::best_rule_rpz_in`]).
+    fn best_rule_rpz(&self, name: &[u8], skip: &[u32], layer: Option<&Layer>) -> Option<Candidate> {
+        self.best_rule_rpz_in(self, name, skip, layer)
+    }
+
+    /// The best name rule of this blob (the base, or the layer's overlay;
+    /// `base` is the snapshot that owns the file table)
+    /// for `name`. A `*.x` trigger of an RPZ file matches a name below `x`
+    /// only when no name of the same zone exists between them (RFC 4592,
+    /// as BIND applies RPZ): an owner at or below a name in `(x, name]`,
+    /// or the empty non-terminal above one, stops it. A stopped wildcard is
+    /// skipped and the walk looks again (a shallower rule of another list
+    /// may still match). Other lists keep their suffix semantics.
+    fn best_rule_rpz_in(
+        &self,
+        base: &Snapshot,
+        name: &[u8],
+        skip: &[u32],
+        layer: Option<&Layer>,
+    ) -> Option<Candidate> {
+        let mut best = self.best_name_rule(name, skip)?;
+        let mut skipped: Option<Vec<u32>> = None;
+        loop {
+            if best.scope != SCOPE_SUBDOMAINS {
+                return Some(best);
+            }
+            let file = self.base_row(best.ord).0;
+            if !base.file_is_rpz(file) || !rpz_wildcard_stopped(base, layer, name, best.depth, file)
+            {
+                return Some(best);
+            }
+            let s = skipped.get_or_insert_with(|| skip.to_vec());
+            let at = s.partition_point(|&o| o < best.ord);
+            s.insert(at, best.ord);
+            best = self.best_name_rule(name, s)?;
         }
     }
 
@@ -1006,7 +1080,41 @@ impl Snapshot {
         if at + 8 > files.len() {
             return (NO_STRING, NO_STRING);
         }
-        (le_u32(files, at), le_u32(files, at + 4))
+        (le_u32(files, at), le_u32(files, at + 4) & !RPZ_FILE_BIT)
+    }
+
+    /// Whether `file` is an RPZ zone (BIND's wildcard semantics).
+    fn file_is_rpz(&self, file: u16) -> bool {
+        let files = self.section(SEC_FILES);
+        let at = file as usize * 8 + 4;
+        at + 4 <= files.len() && le_u32(files, at) & RPZ_FILE_BIT != 0
+    }
+
+    /// Whether a rule of `file` (not in `skip`) has its owner at or below
+    /// the name whose reversed key is `rev` (`com.example`): that name
+    /// exists in the zone, as an owner or an empty non-terminal.
+    fn file_has_owner_at_or_below(&self, rev: &[u8], file: u16, skip: &[u32]) -> bool {
+        use fst::{IntoStreamer, Streamer};
+        let mut lo = rev.to_vec();
+        let mut hi = rev.to_vec();
+        // The name's own keys (scope bytes 1..=3), then its descendants
+        // (`rev.` followed by anything; `/` is the byte after `.`).
+        for (a, b) in [(SCOPE_EXACT, SCOPE_SUBDOMAINS + 1), (b'.', b'/')] {
+            lo.truncate(rev.len());
+            hi.truncate(rev.len());
+            lo.push(a);
+            hi.push(b);
+            let mut keys = self.fst.range().ge(&lo).lt(&hi).into_stream();
+            while let Some((_, out)) = keys.next() {
+                let ord = out.value() as u32;
+                if (skip.is_empty() || skip.binary_search(&ord).is_err())
+                    && self.base_row(ord).0 == file
+                {
+                    return true;
+                }
+            }
+        }
+        false
     }
 
     fn file_path(&self, file: u16) -> &str {

@@ -35,6 +35,15 @@
 //! | `sinkhole_audit_records_lost_total` | counter | | audit records lost (queue full, write errors) |
 //! | `sinkhole_audit_write_errors_total` | counter | | failed audit writes and fsyncs |
 //! | `sinkhole_audit_queue_depth` | gauge | | audit records waiting for the writer |
+//! | `sinkhole_dnstap_messages_sent_total` | counter | | dnstap messages written to the collector (`[dnstap]`) |
+//! | `sinkhole_dnstap_messages_dropped_total` | counter | | dnstap messages lost: queue full, or the connection failed mid-write |
+//! | `sinkhole_dnstap_connects_total` / `sinkhole_dnstap_connect_failures_total` | counter | | collector connections made (handshake done) / attempts failed |
+//! | `sinkhole_dnstap_connected` | gauge | | 1 while a collector is connected |
+//! | `sinkhole_rpz_serve_serial` / `sinkhole_rpz_serve_records` | gauge | | serial and record count of the RPZ zone served (`[rpz.serve]`) |
+//! | `sinkhole_rpz_serve_transfers_total` | counter | `kind` (`axfr` `ixfr` `ixfr_full`) | zone transfers answered (`ixfr_full`: an IXFR answered with the whole zone) |
+//! | `sinkhole_rpz_serve_refused_total` | counter | | queries for the zone refused (outside `allow_transfer`, no or bad TSIG) |
+//! | `sinkhole_rpz_serve_notifies_total` | counter | `outcome` (`answered` `failed`) | NOTIFYs to followers |
+//! | `sinkhole_rpz_serve_rules_left_out` | gauge | `kind` (`keyword` `url` `other`) | rules the zone cannot express |
 //! | `sinkhole_web_tls_connections_total` | counter | `outcome` (`passed` `refused` `not_steered` `no_sni` `not_tls` `hello_timeout` `client_closed` `origin_error` `denied` `over_capacity`) | TLS front connections by how they ended (present with `[web] tls_listen`) |
 //! | `sinkhole_web_tls_open_connections` | gauge | | TLS front connections open now |
 //! | `sinkhole_web_tls_bytes_total` | counter | `direction` (`client_to_origin` `origin_to_client`) | bytes the TLS front passed through |
@@ -109,12 +118,15 @@ use thiserror::Error;
 pub mod config;
 pub mod exposition;
 pub(crate) mod http;
+pub mod rpz;
 pub(crate) mod scrape;
 pub mod web;
 
 pub use config::{MetricsConfig, RawMetricsConfig};
 pub use exposition::{Exposition, ParsedSample};
 pub use http::MetricsServer;
+pub use scrape::DnstapSample;
+pub use scrape::RpzServeSample;
 pub use scrape::Sample;
 
 use scrape::ScrapeCollector;

@@ -40,12 +40,45 @@ pub struct Sample {
     pub audit_queue_depth: Option<u64>,
     /// The witness client's figures, with `[audit] anchor_url`.
     pub anchor: Option<AnchorStats>,
+    /// Pushed and pulled lists' figures (issue 13).
+    pub intake: Option<crate::intake::apply::IntakeFigures>,
+    /// Followed RPZ zones (`[[rpz.follow]]`).
+    pub rpz_zones: Vec<super::rpz::RpzZoneSample>,
+    /// dnstap's figures, with `[dnstap]`.
+    pub dnstap: Option<DnstapSample>,
+    /// `[rpz.serve]`'s figures.
+    pub rpz_serve: Option<RpzServeSample>,
     /// The TLS front's connections by outcome (`[web] tls_listen`).
     pub tls_connections: Vec<(&'static str, u64)>,
     /// The TLS front's open connections.
     pub tls_open_connections: Option<u64>,
     /// Bytes the TLS front passed through, by direction.
     pub tls_bytes: Vec<(&'static str, u64)>,
+}
+
+/// `[rpz.serve]`'s counters (`crate::rpz::serve::RpzServeStats`).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RpzServeSample {
+    pub serial: u64,
+    pub records: u64,
+    pub axfr: u64,
+    pub ixfr: u64,
+    pub ixfr_fallback: u64,
+    pub refused: u64,
+    pub notify_sent: u64,
+    pub notify_failed: u64,
+    /// Rules the zone cannot express, by kind.
+    pub left_out: [(&'static str, u64); 3],
+}
+
+/// dnstap's counters (`crate::dnstap::DnstapStats`).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DnstapSample {
+    pub sent: u64,
+    pub dropped: u64,
+    pub connects: u64,
+    pub connect_failures: u64,
+    pub connected: bool,
 }
 
 /// `ReloadError::reason()` values, exported as zero until they happen so
@@ -258,6 +291,120 @@ impl Collector for ScrapeCollector {
                 None,
                 a.backlog,
             )?;
+        }
+        if let Some(i) = &s.intake {
+            const_counter(
+                &mut enc,
+                "intake_applied",
+                "Pushed or pulled list versions put in force.",
+                i.applied,
+            )?;
+            const_counter(
+                &mut enc,
+                "intake_rejected",
+                "Pushed or pulled list versions refused (the version in force kept serving).",
+                i.rejected,
+            )?;
+            const_counter(
+                &mut enc,
+                "intake_pull_failures",
+                "List pulls that failed to fetch, verify or apply.",
+                i.pull_failures,
+            )?;
+            const_gauge(
+                &mut enc,
+                "intake_expired_lists",
+                "Managed lists past their signed expiry, still enforced.",
+                None,
+                i.expired,
+            )?;
+        }
+        super::rpz::encode(&mut enc, &s.rpz_zones)?;
+        if let Some(d) = &s.dnstap {
+            const_counter(
+                &mut enc,
+                "dnstap_messages_sent",
+                "dnstap messages written to the collector.",
+                d.sent,
+            )?;
+            const_counter(
+                &mut enc,
+                "dnstap_messages_dropped",
+                "dnstap messages lost (queue full, or the connection failed mid-write).",
+                d.dropped,
+            )?;
+            const_counter(
+                &mut enc,
+                "dnstap_connects",
+                "Connections to the dnstap collector (handshake completed).",
+                d.connects,
+            )?;
+            const_counter(
+                &mut enc,
+                "dnstap_connect_failures",
+                "Failed attempts to connect to the dnstap collector.",
+                d.connect_failures,
+            )?;
+            const_gauge(
+                &mut enc,
+                "dnstap_connected",
+                "1 while a dnstap collector is connected.",
+                None,
+                u64::from(d.connected),
+            )?;
+        }
+        if let Some(r) = &s.rpz_serve {
+            const_gauge(
+                &mut enc,
+                "rpz_serve_serial",
+                "Serial of the RPZ zone served ([rpz.serve]).",
+                None,
+                r.serial,
+            )?;
+            const_gauge(
+                &mut enc,
+                "rpz_serve_records",
+                "Records in the RPZ zone served (SOA and NS not counted).",
+                None,
+                r.records,
+            )?;
+            let mut m = enc.encode_descriptor(
+                "rpz_serve_transfers",
+                "Zone transfers answered, by kind (ixfr_full: an IXFR answered with the whole zone).",
+                None,
+                MetricType::Counter,
+            )?;
+            for (kind, n) in [
+                ("axfr", r.axfr),
+                ("ixfr", r.ixfr),
+                ("ixfr_full", r.ixfr_fallback),
+            ] {
+                ConstCounter::new(n).encode(m.encode_family(&[("kind", kind)])?)?;
+            }
+            const_counter(
+                &mut enc,
+                "rpz_serve_refused",
+                "Queries for the served zone from outside rpz.serve.allow_transfer.",
+                r.refused,
+            )?;
+            let mut m = enc.encode_descriptor(
+                "rpz_serve_notifies",
+                "NOTIFY messages to followers, by outcome.",
+                None,
+                MetricType::Counter,
+            )?;
+            for (outcome, n) in [("answered", r.notify_sent), ("failed", r.notify_failed)] {
+                ConstCounter::new(n).encode(m.encode_family(&[("outcome", outcome)])?)?;
+            }
+            let mut m = enc.encode_descriptor(
+                "rpz_serve_rules_left_out",
+                "Rules the RPZ zone cannot express (keyword, url, other), left out of it.",
+                None,
+                MetricType::Gauge,
+            )?;
+            for (kind, n) in r.left_out {
+                ConstGauge::new(n).encode(m.encode_family(&[("kind", kind)])?)?;
+            }
         }
         if !s.tls_connections.is_empty() {
             let mut m = enc.encode_descriptor(

@@ -246,14 +246,23 @@ impl Harness {
 
     fn core(config: &Config) -> QueryCore {
         let metrics = Arc::new(Metrics::new(&config.upstream.servers));
-        QueryCore::new(
+        let core = QueryCore::new(
             config.policy.clone(),
             Acl::new(&config.acl),
             &config.cache,
             &config.limits,
             metrics,
             None,
-        )
+        );
+        // NOTIFY for one followed zone, from CLIENT only (STRANGER is refused).
+        core.set_notify(Arc::new(crate::rpz::notify::NotifyRouter {
+            zones: vec![crate::rpz::notify::NotifyZone {
+                zone: "notify.test".into(),
+                primaries: vec![CLIENT.ip()],
+                wake: Arc::new(tokio::sync::Notify::new()),
+            }],
+        }));
+        core
     }
 
     /// Raw client bytes through the query path, every way a client can
@@ -264,7 +273,7 @@ impl Harness {
             let inbound = inbound(packet, client, udp, Instant::now());
             match self.core.handle(&self.snapshot, &inbound, &mut out) {
                 Outcome::Reply => check_reply(packet, &out, udp, true),
-                Outcome::Silent => check_silent(packet),
+                Outcome::Silent | Outcome::Transfer(_) => check_silent(packet),
                 Outcome::Forward(p) => {
                     let asked = wire::parse_request(packet).map(|r| r.question().to_vec());
                     assert_eq!(
@@ -365,7 +374,7 @@ impl Harness {
             &mut out,
         ) {
             Outcome::Reply => check_reply(&packet, &out, udp, decodable),
-            Outcome::Silent => {}
+            Outcome::Silent | Outcome::Transfer(_) => {}
             Outcome::Forward(p) => {
                 // Not cached: then a stale answer may not come from it either
                 // unless it was cached; either way the reply is checked.
@@ -466,9 +475,42 @@ fn check_reply(packet: &[u8], reply: &[u8], udp: bool, decodable: bool) {
         Err(RequestError::Short | RequestError::Response) => {
             panic!("a reply to a packet that must be dropped")
         }
+        Err(RequestError::NotImp(4)) => check_notify_reply(packet, reply),
         Err(RequestError::FormErr(_) | RequestError::NotImp(_)) => {
             assert_eq!(reply.len(), wire::HEADER_LEN, "error reply with a body");
         }
+    }
+}
+
+/// A NOTIFY answer: opcode kept, NOERROR (with AA), FORMERR or REFUSED,
+/// and the question, when there is one, echoed byte for byte.
+fn check_notify_reply(packet: &[u8], reply: &[u8]) {
+    let flags = wire::read_u16(reply, 2).unwrap_or(0);
+    assert_eq!(
+        (flags >> 11) & 0xf,
+        4,
+        "NOTIFY answered with another opcode"
+    );
+    let rcode = flags & 0xf;
+    assert!(
+        matches!(rcode, 0 | 1 | 5),
+        "NOTIFY answered with rcode {rcode}"
+    );
+    assert_eq!(
+        flags & 0x0400 != 0,
+        rcode == 0,
+        "AA only on an accepted NOTIFY"
+    );
+    match wire::read_u16(reply, 4) {
+        Some(0) => assert_eq!(reply.len(), wire::HEADER_LEN, "a body without a question"),
+        Some(1) => {
+            let q = &reply[wire::HEADER_LEN..];
+            assert_eq!(
+                packet.get(wire::HEADER_LEN..wire::HEADER_LEN + q.len()),
+                Some(q)
+            );
+        }
+        other => panic!("NOTIFY answer with {other:?} questions"),
     }
 }
 
@@ -520,6 +562,17 @@ mod tests {
         let mut notimp = query("a.test.", RecordType::A, None);
         notimp[2] |= 0x10;
         h.request(&notimp);
+        // NOTIFY (opcode 4): accepted, refused (other zone, STRANGER), malformed, cut short.
+        for (zone, t) in [
+            ("notify.test.", RecordType::SOA),
+            ("other.test.", RecordType::SOA),
+            ("notify.test.", RecordType::A),
+        ] {
+            let mut notify = query(zone, t, None);
+            notify[2] = (notify[2] & 0x87) | (4 << 3);
+            h.request(&notify);
+            h.request(&notify[..notify.len() - 3]);
+        }
         for pick in 0..=255u8 {
             let (qname, t, edns) = QUESTIONS[pick as usize % QUESTIONS.len()];
             let mut r = reply(&qname.to_ascii_lowercase(), t, edns, 300);

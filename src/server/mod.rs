@@ -625,6 +625,16 @@ fn bind_udp_and_tcp(
     Err(last.unwrap_or(ServeError::Io(io::Error::other("no address to bind"))))
 }
 
+/// Optional parts hooked into the query path; none configured costs one
+/// branch per query each.
+#[derive(Clone, Default)]
+pub(crate) struct Hooks {
+    /// `[dnstap]`.
+    pub tap: Option<Arc<dyn crate::dnstap::TapSink>>,
+    /// `[rpz.serve]`.
+    pub rpz_serve: Option<Arc<crate::rpz::serve::RpzServe>>,
+}
+
 /// Bind every listener and start serving. Must run inside a multi-thread
 /// tokio runtime (forwarding and TCP run on it).
 pub(crate) fn start(
@@ -632,8 +642,12 @@ pub(crate) fn start(
     snapshot: Arc<ArcSwap<Snapshot>>,
     audit: Option<AuditLog>,
     metrics: Arc<Metrics>,
+    hooks: Hooks,
 ) -> Result<ServerHandle, ServeError> {
-    let shared = Arc::new(Shared::new(config, snapshot, audit, metrics));
+    let mut shared = Shared::new(config, snapshot, audit, metrics);
+    shared.core.set_tap(hooks.tap);
+    shared.core.set_rpz_serve(hooks.rpz_serve);
+    let shared = Arc::new(shared);
     let rt = tokio::runtime::Handle::current();
     let stop_flag = Arc::new(AtomicBool::new(false));
     let (stop_tx, stop_rx) = watch::channel(false);

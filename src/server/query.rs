@@ -16,6 +16,7 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::acl::Acl;
 use crate::audit::{AuditLog, HitRecord};
 use crate::cache::{self, Cache, CacheConfig, CacheKey};
+use crate::dnstap::{TapPolicy, TapSink, Tapped};
 use crate::list::{MatchedKey, RuleId, RuleView, Snapshot};
 use crate::metrics::{Limit, Metrics};
 use crate::policy::{self, Action, Decision, PolicyConfig, Query};
@@ -23,6 +24,14 @@ use crate::sinkhole;
 use crate::wire::{self, Request, RequestError, ResponseScan, StoredRequest, Transport};
 
 use super::limits::{LimitsConfig, QpsLimiter, ZoneLimiter, ZoneVerdict};
+
+thread_local! {
+    /// Set when a block was handed to dnstap during the current
+    /// [`QueryCore::handle`] or [`QueryCore::complete`] (both run on one
+    /// thread without yielding), so `messages = "all"` does not tap it
+    /// twice. Only touched when dnstap is configured.
+    static BLOCK_TAPPED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
 
 /// Where the core hands every block for the hit log.
 pub(crate) trait HitSink: Send + Sync {
@@ -56,6 +65,35 @@ pub(crate) enum Outcome {
     Silent,
     /// A cache miss: ask the upstreams, then [`QueryCore::complete`].
     Forward(Box<Pending>),
+    /// A zone transfer (`[rpz.serve]`, TCP only): run the job off the
+    /// async workers and send the messages it emits, in order.
+    Transfer(TransferJob),
+}
+
+/// Produces a zone transfer's messages one at a time into the callback,
+/// which returns false once the connection is gone (the job then stops).
+pub(crate) struct TransferJob(pub Box<dyn FnOnce(Emit<'_>) + Send>);
+
+/// Where a [`TransferJob`] puts each message; false: stop.
+pub(crate) type Emit<'a> = &'a mut dyn FnMut(Vec<u8>) -> bool;
+
+impl TransferJob {
+    /// Every message, collected (tests and the fuzz harness).
+    #[cfg(any(test, feature = "fuzzing"))]
+    pub(crate) fn collect(self) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        (self.0)(&mut |m| {
+            out.push(m);
+            true
+        });
+        out
+    }
+}
+
+impl std::fmt::Debug for TransferJob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TransferJob")
+    }
 }
 
 /// Why a forwarded query has no upstream answer. Each becomes SERVFAIL
@@ -154,6 +192,14 @@ pub(crate) struct QueryCore {
     serve_stale: Duration,
     metrics: Arc<Metrics>,
     hits: Option<Arc<dyn HitSink>>,
+    /// `[[rpz.follow]]`: NOTIFY from a followed zone's primary (set once at
+    /// start; without it NOTIFY is NOTIMP like any other opcode).
+    notify: std::sync::OnceLock<Arc<crate::rpz::notify::NotifyRouter>>,
+    /// `[dnstap]`, when configured: blocks (and with `messages = "all"`
+    /// every answer) are handed to it. `None` costs one branch per reply.
+    tap: Option<Arc<dyn TapSink>>,
+    /// `[rpz.serve]`, when configured: answers for its zone's apex.
+    rpz_serve: Option<Arc<crate::rpz::serve::RpzServe>>,
     /// Names with URL rules go to the web front (`[web]`); `None`: off.
     steer: Option<policy::Steer>,
 }
@@ -177,7 +223,25 @@ impl QueryCore {
             metrics,
             hits,
             steer: None,
+            notify: std::sync::OnceLock::new(),
+            tap: None,
+            rpz_serve: None,
         }
+    }
+
+    /// Answer NOTIFY for the followed zones (once; later calls are ignored).
+    pub(crate) fn set_notify(&self, router: Arc<crate::rpz::notify::NotifyRouter>) {
+        let _ = self.notify.set(router);
+    }
+
+    /// Serve an RPZ (see [`crate::rpz::serve`]).
+    pub(crate) fn set_rpz_serve(&mut self, serve: Option<Arc<crate::rpz::serve::RpzServe>>) {
+        self.rpz_serve = serve;
+    }
+
+    /// Stream queries to dnstap (see [`crate::dnstap`]).
+    pub(crate) fn set_tap(&mut self, tap: Option<Arc<dyn TapSink>>) {
+        self.tap = tap;
     }
 
     /// Steer names with URL rules to the web front ([`policy::Steer`]).
@@ -203,6 +267,25 @@ impl QueryCore {
     /// The inline part of a query: parse, ACL, policy, packet cache. Writes
     /// any immediate reply into `out`.
     pub(crate) fn handle(&self, snap: &Snapshot, q: &Inbound<'_>, out: &mut Vec<u8>) -> Outcome {
+        let outcome = self.decide_and_answer(snap, q, out);
+        if let Some(tap) = &self.tap {
+            // Blocks were tapped with their rule already.
+            let was_block = BLOCK_TAPPED.with(|b| b.replace(false));
+            if tap.wants_all() && !was_block && matches!(outcome, Outcome::Reply) {
+                tap.tap(&Tapped {
+                    client: q.client,
+                    transport: q.transport,
+                    wall: q.wall,
+                    query: q.packet,
+                    response: Some(out),
+                    policy: None,
+                });
+            }
+        }
+        outcome
+    }
+
+    fn decide_and_answer(&self, snap: &Snapshot, q: &Inbound<'_>, out: &mut Vec<u8>) -> Outcome {
         if let Some(limiter) = &self.qps
             && !limiter.allow(q.client.ip(), q.now)
         {
@@ -211,6 +294,15 @@ impl QueryCore {
         let req = match wire::parse_request(q.packet) {
             Ok(r) => r,
             Err(e) if e.is_drop() => return Outcome::Silent,
+            Err(RequestError::NotImp(_))
+                if crate::rpz::notify::NotifyRouter::is_notify(q.packet)
+                    && let Some(router) = self.notify.get() =>
+            {
+                let verdict = router.handle(q.packet, q.client.ip(), out);
+                tracing::debug!(client = %q.client, ?verdict, "NOTIFY");
+                self.count_reply(out);
+                return Outcome::Reply;
+            }
             Err(RequestError::NotImp(_)) => {
                 wire::header_only_reply(out, q.packet, wire::RCODE_NOTIMP);
                 self.count_reply(out);
@@ -223,6 +315,15 @@ impl QueryCore {
             }
         };
         self.metrics.query(q.transport, req.qtype);
+        // Before the ACL: followers are admitted by `allow_transfer`.
+        if let Some(serve) = &self.rpz_serve
+            && let Some(outcome) = serve.answer(&req, q.packet, q.client, q.transport, out)
+        {
+            if matches!(outcome, Outcome::Reply) {
+                self.count_reply(out);
+            }
+            return outcome;
+        }
         if !self.acl.allows(q.client.ip()) {
             sinkhole::refused_prohibited(out, &req);
             self.count_reply(out);
@@ -236,6 +337,7 @@ impl QueryCore {
         let limit = reply_limit(&req, q.transport);
         let asker = Asker {
             req: &req,
+            packet: Some(q.packet),
             client: q.client,
             transport: q.transport,
             wall: q.wall,
@@ -353,7 +455,7 @@ impl QueryCore {
         let view = hit.snap.rule(hit.rule);
         self.metrics.blocked(view.list(), hit.action);
         self.record_hit(&hit, &view);
-        if sinkhole::block_answer(
+        let replied = sinkhole::block_answer(
             out,
             hit.asker.req,
             &self.policy,
@@ -361,12 +463,53 @@ impl QueryCore {
             hit.action,
             hit.snap.version() as u32,
             limit,
-        ) {
+        );
+        if replied {
             self.count_reply(out);
+        }
+        if let Some(tap) = &self.tap {
+            self.tap_block(tap.as_ref(), &hit, &view, replied.then_some(out.as_slice()));
+        }
+        if replied {
             Outcome::Reply
         } else {
             Outcome::Silent
         }
+    }
+
+    #[cold]
+    fn tap_block(
+        &self,
+        tap: &dyn TapSink,
+        hit: &Hit<'_>,
+        view: &RuleView<'_>,
+        reply: Option<&[u8]>,
+    ) {
+        BLOCK_TAPPED.with(|b| b.set(true));
+        let rebuilt;
+        let query = match hit.asker.packet {
+            Some(p) => p,
+            None => {
+                rebuilt = crate::dnstap::rebuilt_query(hit.asker.req);
+                &rebuilt
+            }
+        };
+        let rule = view.text_matched(hit.matched.0, hit.matched.1);
+        tap.tap(&Tapped {
+            client: hit.asker.client,
+            transport: hit.asker.transport,
+            wall: hit.asker.wall,
+            query,
+            response: reply,
+            policy: Some(TapPolicy {
+                rule: &rule,
+                matched: hit.matched.0,
+                action: hit.action,
+                list: view.list(),
+                list_version: hit.snap.version(),
+                decision: view.decision(),
+            }),
+        });
     }
 
     /// Answer and record a block found on a CNAME owner or target of a
@@ -461,10 +604,38 @@ impl QueryCore {
         wall: SystemTime,
         out: &mut Vec<u8>,
     ) -> bool {
+        let sent = self.complete_answer(snap, p, answer, now, wall, out);
+        if let Some(tap) = &self.tap {
+            // Blocks (on a CNAME in the answer) were tapped with their rule.
+            let was_block = BLOCK_TAPPED.with(|b| b.replace(false));
+            if tap.wants_all() && !was_block && sent {
+                tap.tap(&Tapped {
+                    client: p.client,
+                    transport: p.transport,
+                    wall,
+                    query: &crate::dnstap::rebuilt_query(&p.request.expand()),
+                    response: Some(out),
+                    policy: None,
+                });
+            }
+        }
+        sent
+    }
+
+    fn complete_answer(
+        &self,
+        snap: &Snapshot,
+        p: &Pending,
+        answer: Result<(&[u8], &ResponseScan), Failure>,
+        now: Instant,
+        wall: SystemTime,
+        out: &mut Vec<u8>,
+    ) -> bool {
         let req = &p.request.expand();
         let limit = reply_limit(req, p.transport);
         let asker = Asker {
             req,
+            packet: None,
             client: p.client,
             transport: p.transport,
             wall,
@@ -524,6 +695,7 @@ impl QueryCore {
         self.metrics.stale_answer();
         let asker = Asker {
             req,
+            packet: None,
             client: p.client,
             transport: p.transport,
             wall,
@@ -565,6 +737,8 @@ fn learn_zone_cut(zones: &ZoneLimiter, reply: &[u8], scan: &ResponseScan) {
 #[derive(Clone, Copy)]
 struct Asker<'a> {
     req: &'a Request,
+    /// The query as received, when the caller still has it (dnstap).
+    packet: Option<&'a [u8]>,
     client: SocketAddr,
     transport: Transport,
     wall: SystemTime,
@@ -1056,7 +1230,7 @@ mod tests {
                         (0, b"upstream rate limit for victim.org".to_vec())
                     );
                 }
-                Outcome::Silent => panic!("limited queries are answered"),
+                Outcome::Silent | Outcome::Transfer(_) => panic!("limited queries are answered"),
             }
         }
         // The rate (a one-second burst), then one in ten of the 100 over.

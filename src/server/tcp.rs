@@ -160,6 +160,21 @@ async fn connection(
                     }
                 }
                 Outcome::Silent => drop(slot),
+                Outcome::Transfer(job) => {
+                    // Built off the async workers, a few messages ahead
+                    // of the socket; the job stops when this side is gone.
+                    let (mtx, mut mrx) = mpsc::channel::<Vec<u8>>(8);
+                    let producer = tokio::task::spawn_blocking(move || {
+                        (job.0)(&mut |m| mtx.blocking_send(m).is_ok());
+                    });
+                    while let Some(m) = mrx.recv().await {
+                        if tx.send(frame(&m)).await.is_err() {
+                            break 'conn;
+                        }
+                    }
+                    let _ = producer.await;
+                    drop(slot);
+                }
                 Outcome::Forward(p) => {
                     shared.forward(
                         &rt,

@@ -138,6 +138,8 @@ fn simple(
                 let _ = sock.send_to(&out, src);
             }
             Outcome::Silent => {}
+            // Transfers are TCP only (the core never hands one to UDP).
+            Outcome::Transfer(_) => {}
             Outcome::Forward(p) => spawn_forward(shared, sock, rt, *p),
         }
     }
@@ -271,6 +273,8 @@ mod mmsg {
                         nsend += 1;
                     }
                     Outcome::Silent => {}
+                    // Transfers are TCP only (the core never hands one to UDP).
+                    Outcome::Transfer(_) => {}
                     Outcome::Forward(p) => spawn_forward(shared, sock, rt, *p),
                 }
             }

@@ -771,9 +771,15 @@ pub(crate) mod tests {
     ) -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
         let asked = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let counter = asked.clone();
-        let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let addr = udp.local_addr().unwrap();
-        let tcp = TcpListener::bind(addr).await.unwrap();
+        // UDP on a free port, then TCP on the same number: that one may be
+        // taken (another test's listener or connection), so try again.
+        let (udp, addr, tcp) = loop {
+            let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            let addr = udp.local_addr().unwrap();
+            if let Ok(tcp) = TcpListener::bind(addr).await {
+                break (udp, addr, tcp);
+            }
+        };
         let scripts = Arc::new(scripts);
         let s = scripts.clone();
         tokio::spawn(async move {

@@ -78,7 +78,7 @@ use super::config::{AuditPath, AuditSettings, ClientMode, load_key};
 use super::record::{Hash, TornRef, key_id};
 use super::sign::AuditSigner;
 use super::time::{day_of, now_micros};
-use super::{AuditError, AuditStats, ConsoleRecord, HitRecord};
+use super::{AuditError, AuditStats, ConsoleRecord, HitRecord, ListRecord};
 use batch::{Dropped, LineMeta, Persisted};
 use render::{Line, Meta};
 use resume::{Resume, resume_dir};
@@ -156,6 +156,9 @@ enum Msg {
     /// A console query to put on the record; written with a seq of its own
     /// at the end of the round, like a checkpoint.
     Console(Box<ConsoleRecord>),
+    /// A list change: written, fsynced, then its seq (or `None` when it
+    /// could not be written) is sent back.
+    List(Box<ListRecord>, SyncSender<Option<u64>>),
     Shutdown,
 }
 
@@ -424,6 +427,26 @@ impl AuditLog {
     pub fn record_console(&self, rec: ConsoleRecord) {
         if self.inner.tx.send(Msg::Console(Box::new(rec))).is_ok() {
             self.inner.shared.wake();
+        }
+    }
+
+    /// Puts a list change on the record and waits until it is written and
+    /// fsynced; returns its seq. Blocks the caller (not for the query path
+    /// or an async task: use `spawn_blocking`). Never dropped for a full
+    /// queue; an error means the log could not write it (closed, or the
+    /// disk refused it), and the caller must not claim it was recorded.
+    pub fn record_list(&self, rec: ListRecord) -> Result<u64, AuditError> {
+        let (tx, rx) = sync_channel(1);
+        if self.inner.tx.send(Msg::List(Box::new(rec), tx)).is_err() {
+            return Err(AuditError::Internal("the audit log is closed".into()));
+        }
+        self.inner.shared.wake();
+        match rx.recv() {
+            Ok(Some(seq)) => Ok(seq),
+            Ok(None) => Err(AuditError::Internal(
+                "the list record could not be written to the audit log".into(),
+            )),
+            Err(_) => Err(AuditError::Internal("the audit log closed".into())),
         }
     }
 
@@ -794,11 +817,20 @@ impl Writer {
         // Console records first, so a flush requested after one covers it.
         let (console, rest): (Vec<Msg>, Vec<Msg>) = std::mem::take(&mut self.deferred)
             .into_iter()
-            .partition(|m| matches!(m, Msg::Console(_)));
+            .partition(|m| matches!(m, Msg::Console(_) | Msg::List(..)));
         self.deferred = rest;
+        let errors_before = self.shared.write_errors.load(Relaxed);
+        let mut list_acks = Vec::new();
         for m in console {
-            if let Msg::Console(rec) = m {
-                self.inject(Meta::Console(rec));
+            match m {
+                Msg::Console(rec) => {
+                    self.inject(Meta::Console(rec));
+                }
+                Msg::List(rec, ack) => {
+                    let seq = self.inject(Meta::List(rec));
+                    list_acks.push((seq, ack));
+                }
+                _ => {}
             }
         }
         // Every record whose `record` call returned before the request has
@@ -807,6 +839,13 @@ impl Writer {
         self.settle(upto);
         self.flush_batch();
         self.fsync();
+        // Written and fsynced only when the line reached the file and no
+        // write or fsync failed since it was rendered.
+        let clean = self.shared.write_errors.load(Relaxed) == errors_before;
+        for (seq, ack) in list_acks {
+            let durable = seq.filter(|s| clean && self.persisted.last_seq >= Some(*s));
+            let _ = ack.send(durable);
+        }
         let mut shutdown = false;
         for m in std::mem::take(&mut self.deferred) {
             match m {
@@ -814,7 +853,7 @@ impl Writer {
                     let _ = ack.send(());
                 }
                 Msg::Shutdown => shutdown = true,
-                Msg::Hit { .. } | Msg::Console(_) => {}
+                Msg::Hit { .. } | Msg::Console(_) | Msg::List(..) => {}
             }
         }
         shutdown
@@ -842,6 +881,7 @@ impl Writer {
         match meta {
             Meta::Checkpoint(reason) => self.emit(m, m, Line::Checkpoint { reason }),
             Meta::Console(rec) => self.emit(m, m, Line::Console(&rec)),
+            Meta::List(rec) => self.emit(m, m, Line::List(&rec)),
             Meta::Retention(plan) => self.emit(
                 m,
                 m,

@@ -7,12 +7,12 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 use crate::audit::record::{
-    CheckpointLine, ConsoleLine, Hash, HitLine, LostLine, RetentionLine, StartLine, canonical,
-    hex32, qtype_name,
+    CheckpointLine, ConsoleLine, Hash, HitLine, ListLine, LostLine, RetentionLine, StartLine,
+    canonical, hex32, qtype_name,
 };
 use crate::audit::sign::SignedKind;
 use crate::audit::time::{format_ts, micros_of};
-use crate::audit::{ConsoleRecord, HitRecord};
+use crate::audit::{ConsoleRecord, HitRecord, ListRecord};
 
 use super::retention::RetentionPlan;
 use super::{REASON_QUEUE, REASON_WRITE, Writer};
@@ -37,6 +37,7 @@ pub(super) enum Line<'a> {
         start_prev: &'a Hash,
     },
     Console(&'a ConsoleRecord),
+    List(&'a ListRecord),
 }
 
 /// A record of the writer's own that takes a seq of its own (see
@@ -45,6 +46,7 @@ pub(super) enum Meta {
     Checkpoint(&'static str),
     Retention(Box<RetentionPlan>),
     Console(Box<ConsoleRecord>),
+    List(Box<ListRecord>),
 }
 
 impl Writer {
@@ -193,6 +195,16 @@ impl Writer {
                     role: &rec.role,
                     query: &rec.query,
                     results: rec.results,
+                    prev,
+                },
+            ),
+            Line::List(change) => serde_json::to_writer(
+                &mut self.batch,
+                &ListLine {
+                    seq,
+                    ts: now.as_str(),
+                    kind: "list",
+                    change,
                     prev,
                 },
             ),
