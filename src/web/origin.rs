@@ -17,10 +17,6 @@
 //! documentation and benchmarking ranges, and the IPv4-mapped, IPv4-
 //! compatible, 6to4 and NAT64 forms of those.
 
-// Until the daemon starts the fronts (issue 12's wiring), only the tests
-// reach this module.
-#![cfg_attr(not(test), allow(dead_code))]
-
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};

@@ -29,10 +29,6 @@
 //! A connection holds at most [`MAX_HELLO_BYTES`] before its origin is
 //! connected, and two 8 KB copy buffers after.
 
-// Until the daemon starts the fronts (issue 12's wiring), only the tests
-// reach this module.
-#![cfg_attr(not(test), allow(dead_code))]
-
 mod hello;
 #[cfg(test)]
 mod tests;
@@ -426,7 +422,7 @@ impl Conn {
                 let (origin, addr) = match connected {
                     Ok(c) => c,
                     Err(e) => {
-                        tracing::info!(%peer, sni, error = %e, "TLS front: origin unreachable");
+                        tracing::info!(%peer, sni, reason = e.as_str(), error = %e, "TLS front: origin unreachable");
                         return TlsOutcome::OriginError;
                     }
                 };

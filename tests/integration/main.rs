@@ -30,4 +30,5 @@ mod rpz_serve;
 mod serve;
 mod serve_config;
 mod systemd;
+mod tls_front;
 mod web;
