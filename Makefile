@@ -107,6 +107,20 @@ bench-reload: release
 bench-attack: release
 	benches/attack.sh
 
+# Issue 13's registry dump figures: parse rate (target >= 50 MB/s) and
+# peak memory for a generated 1,000,000-entry windows-1251 dump.xml, and
+# the load path's peak RSS against the compiled snapshot (about 1 minute).
+.PHONY: bench-dump
+bench-dump: release
+	benches/dump.sh
+
+# Issue 12's HTTP front: proxied vs direct latency (median of three runs)
+# and throughput, CPU per proxied request, memory per open connection.
+# Python stubs and client, about a minute.
+.PHONY: bench-web
+bench-web: release
+	benches/web.sh
+
 # ---------------------------------------------------------------- packaging
 # `make install` builds a release binary and installs it with the systemd
 # unit, sysusers entry, example configuration and sample lists. DESTDIR

@@ -49,6 +49,9 @@ bench_workdir attack
 per_exchange=$(cd "$root" && cargo test --lib memory_per_waiting_exchange -- --ignored --nocapture 2>/dev/null \
   | awk '/RSS per waiting exchange/ {print $5}')
 log "RSS per waiting upstream exchange: ${per_exchange:-NA} bytes"
+after_flood=$(cd "$root" && cargo test --lib memory_after_a_flood -- --ignored --nocapture 2>/dev/null \
+  | awk '/anonymous RSS:/ {sub(/^.*anonymous RSS: /, ""); print}')
+log "anonymous RSS around 8,000 timed-out exchanges: ${after_flood:-NA}"
 
 # --- flood query file: unique names, enough for the highest rate ---------------------
 max_rate=$(tr ' ' '\n' <<<"$RATES" | sort -n | tail -1)
@@ -216,5 +219,6 @@ for rate in $RATES; do
 done
 echo
 echo "RSS per waiting upstream exchange (sinkhole, unit measurement): ${per_exchange:-NA} bytes"
+echo "anonymous RSS around 8,000 timed-out exchanges (unit measurement): ${after_flood:-NA}"
 echo "flood ${SECS}s per run; zone limit / ratelimit $ZQPS qps; $(nproc) cores; load before: $(cut -d' ' -f1-3 /proc/loadavg)"
 cat "$work/report.md"

@@ -315,13 +315,15 @@ impl Default for RawConfig {
 
 impl RawConfig {
     /// The configuration `sinkhole serve` runs without `--config` (`make
-    /// run`): the defaults, plus the URL-enforcement front on
-    /// 127.0.0.1:8080 with `policy.address_v4` pointing at it, so a
+    /// run`): the defaults, plus the URL-enforcement fronts on
+    /// 127.0.0.1:8080 (HTTP) and 127.0.0.1:8443 (TLS) with
+    /// `policy.address_v4` pointing at them, so a
     /// newcomer can `curl -x 127.0.0.1:8080` a blocked URL. A file without
     /// `[web]` keeps the front off.
     pub fn embedded() -> RawConfig {
         let mut raw = RawConfig::default();
         raw.web.listen = crate::http::RawListen::One("127.0.0.1:8080".into());
+        raw.web.tls_listen = crate::http::RawListen::One("127.0.0.1:8443".into());
         raw.policy.address_v4 = "127.0.0.1".into();
         raw
     }

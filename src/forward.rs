@@ -160,7 +160,9 @@ impl Forwarder {
         let deadline = start + self.timeout;
         let n = self.servers.len();
         let mut last_err = String::from("no upstream configured");
-        let mut fallback: Option<(Vec<u8>, ResponseScan)> = None;
+        // Boxed: an exchange waits with this in its future, and it is
+        // almost always None.
+        let mut fallback: Option<Box<(Vec<u8>, ResponseScan)>> = None;
         for (i, idx) in self.order().into_iter().enumerate() {
             let server = self.servers[idx];
             let now = Instant::now();
@@ -172,7 +174,9 @@ impl Forwarder {
             let result = match self.udp(server, q, now + share).await {
                 Ok(Attempt::Truncated) => {
                     let tcp_deadline = deadline.min(Instant::now() + self.tcp_timeout);
-                    self.tcp(server, q, tcp_deadline).await
+                    // Boxed: the TCP retry is rare, and inline its future
+                    // would add to every exchange waiting on UDP.
+                    Box::pin(self.tcp(server, q, tcp_deadline)).await
                 }
                 Ok(Attempt::Answer(b, s)) => Ok((b, s)),
                 Err(e) => Err(e),
@@ -190,7 +194,7 @@ impl Forwarder {
             }
             match result {
                 Ok((b, s)) if is_failover_rcode(s.rcode()) && i + 1 < n => {
-                    fallback = Some((b, s));
+                    fallback = Some(Box::new((b, s)));
                 }
                 Ok(ok) => return Ok(ok),
                 Err(e) => {
@@ -200,7 +204,7 @@ impl Forwarder {
             }
         }
         if let Some(f) = fallback {
-            return Ok(f);
+            return Ok(*f);
         }
         if Instant::now() >= deadline {
             Err(ForwardError::Timeout(self.timeout))
@@ -257,8 +261,13 @@ impl Forwarder {
             (Ipv6Addr::UNSPECIFIED, 0).into()
         };
         // Port 0: the kernel picks a random ephemeral port per socket.
-        let sock = UdpSocket::bind(bind).await?;
-        sock.connect(server).await?;
+        // Bound and connected with the std calls (neither blocks for a
+        // literal address): tokio's versions resolve their argument first,
+        // and that resolver's future would sit in every waiting exchange.
+        let std_sock = std::net::UdpSocket::bind(bind)?;
+        std_sock.connect(server)?;
+        std_sock.set_nonblocking(true)?;
+        let sock = UdpSocket::from_std(std_sock)?;
         let id: u16 = rand::random();
         let msg = build_query(id, q);
         sock.send(&msg).await?;

@@ -38,7 +38,7 @@ enum Command {
         /// One JSON object per file.
         #[arg(long)]
         json: bool,
-        /// Force a format (plain, hosts, adblock, rpz, csv, json) instead of detecting it.
+        /// Force a format (plain, hosts, adblock, rpz, csv, json, dump, xlsx) instead of detecting it.
         #[arg(long)]
         format: Option<list::Format>,
         #[arg(required = true)]

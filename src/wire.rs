@@ -109,6 +109,7 @@ pub(crate) struct Request {
 }
 
 impl Request {
+    #[cfg(test)]
     pub(crate) fn rd(&self) -> bool {
         self.flags & FLAG_RD != 0
     }
@@ -145,6 +146,106 @@ impl Request {
             None => 512,
             Some(e) => (e.payload as usize).clamp(512, 1232),
         }
+    }
+}
+
+/// A [`Request`] kept while its question is upstream: the same fields, the
+/// three forms of the name packed into one small heap block instead of
+/// three 255-octet arrays. A water-torture flood keeps thousands of these
+/// waiting, and the inline form (800 octets, copied into the exchange's
+/// task more than once) was most of an exchange's memory. The query path
+/// itself keeps parsing into the inline [`Request`], which costs no
+/// allocation.
+#[derive(Clone)]
+pub(crate) struct StoredRequest {
+    pub id: u16,
+    pub flags: u16,
+    pub qtype: u16,
+    pub qclass: u16,
+    pub edns: Option<Edns>,
+    /// The question as asked (name, type, class), then the lowercased wire
+    /// name, then the dotted name.
+    names: Box<[u8]>,
+    asked_len: u16,
+    lower_len: u8,
+}
+
+impl StoredRequest {
+    pub(crate) fn new(req: &Request) -> StoredRequest {
+        let (asked, lower, dotted) = (req.question(), req.lower_wire(), req.dotted());
+        let mut names = Vec::with_capacity(asked.len() + lower.len() + dotted.len());
+        names.extend_from_slice(asked);
+        names.extend_from_slice(lower);
+        names.extend_from_slice(dotted);
+        StoredRequest {
+            id: req.id,
+            flags: req.flags,
+            qtype: req.qtype,
+            qclass: req.qclass,
+            edns: req.edns,
+            names: names.into_boxed_slice(),
+            asked_len: asked.len() as u16,
+            lower_len: lower.len() as u8,
+        }
+    }
+
+    /// The inline form again, for the answer-writing code that takes one.
+    pub(crate) fn expand(&self) -> Request {
+        let mut req = Request {
+            id: self.id,
+            flags: self.flags,
+            qtype: self.qtype,
+            qclass: self.qclass,
+            edns: self.edns,
+            asked: [0; MAX_NAME + 4],
+            asked_len: 0,
+            lower: [0; MAX_NAME],
+            lower_len: 0,
+            dotted: [0; MAX_NAME],
+            dotted_len: 0,
+        };
+        // Each part came from a Request, so each fits its array.
+        let (asked, lower, dotted) = (self.question(), self.lower_wire(), self.dotted());
+        if let Some(dst) = req.asked.get_mut(..asked.len()) {
+            dst.copy_from_slice(asked);
+            req.asked_len = asked.len() as u16;
+        }
+        if let Some(dst) = req.lower.get_mut(..lower.len()) {
+            dst.copy_from_slice(lower);
+            req.lower_len = lower.len() as u8;
+        }
+        if let Some(dst) = req.dotted.get_mut(..dotted.len()) {
+            dst.copy_from_slice(dotted);
+            req.dotted_len = dotted.len() as u8;
+        }
+        req
+    }
+
+    pub(crate) fn rd(&self) -> bool {
+        self.flags & FLAG_RD != 0
+    }
+    pub(crate) fn cd(&self) -> bool {
+        self.flags & FLAG_CD != 0
+    }
+    pub(crate) fn ad(&self) -> bool {
+        self.flags & FLAG_AD != 0
+    }
+    /// See [`Request::question`].
+    pub(crate) fn question(&self) -> &[u8] {
+        &self.names[..self.asked_len as usize]
+    }
+    /// See [`Request::qname_wire`].
+    pub(crate) fn qname_wire(&self) -> &[u8] {
+        &self.names[..(self.asked_len as usize).saturating_sub(4)]
+    }
+    /// See [`Request::lower_wire`].
+    pub(crate) fn lower_wire(&self) -> &[u8] {
+        let start = self.asked_len as usize;
+        &self.names[start..start + self.lower_len as usize]
+    }
+    /// See [`Request::dotted`].
+    pub(crate) fn dotted(&self) -> &[u8] {
+        &self.names[self.asked_len as usize + self.lower_len as usize..]
     }
 }
 
@@ -775,6 +876,37 @@ mod tests {
             m.set_edns(e);
         }
         m.to_vec().unwrap()
+    }
+
+    #[test]
+    fn a_stored_request_keeps_every_form_of_the_question() {
+        let names = [
+            "ExAmPle.ORG.",
+            ".",
+            "a.b.c.d.e.f.g.h.",
+            &format!("{}.x.", "Q".repeat(63)),
+        ];
+        for (i, name) in names.iter().enumerate() {
+            let edns = (i % 2 == 0).then_some((4096, i == 2));
+            let req = parse_request(&query(name, RecordType::AAAA, edns)).unwrap();
+            let stored = StoredRequest::new(&req);
+            assert_eq!(stored.question(), req.question(), "{name}");
+            assert_eq!(stored.qname_wire(), req.qname_wire(), "{name}");
+            assert_eq!(stored.lower_wire(), req.lower_wire(), "{name}");
+            assert_eq!(stored.dotted(), req.dotted(), "{name}");
+            assert_eq!(
+                (stored.rd(), stored.cd(), stored.ad()),
+                (req.rd(), req.cd(), req.ad())
+            );
+            let back = stored.expand();
+            assert_eq!(back.question(), req.question(), "{name}");
+            assert_eq!(back.lower_wire(), req.lower_wire(), "{name}");
+            assert_eq!(back.dotted(), req.dotted(), "{name}");
+            assert_eq!(
+                (back.id, back.flags, back.qtype, back.qclass, back.edns),
+                (req.id, req.flags, req.qtype, req.qclass, req.edns)
+            );
+        }
     }
 
     #[test]

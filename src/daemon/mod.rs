@@ -144,6 +144,10 @@ fn ignore_sigxfsz() {
     }
 }
 
+/// Under `lists.state_dir`: the current content of pushed, pulled and
+/// followed lists (see [`ReloadSettings::sources_dir`]).
+pub const SOURCES_DIR: &str = "sources";
+
 /// The reload settings `[lists]` describes.
 pub fn reload_settings(cfg: &ListsConfig) -> ReloadSettings {
     let options_cfg = cfg.clone();
@@ -153,6 +157,7 @@ pub fn reload_settings(cfg: &ListsConfig) -> ReloadSettings {
         max_skipped_ratio: cfg.max_skipped_ratio,
         max_shrink_ratio: cfg.max_shrink_ratio,
         state_dir: cfg.state_dir.clone(),
+        sources_dir: cfg.state_dir.as_ref().map(|d| d.join(SOURCES_DIR)),
         debounce: cfg.debounce,
         ..ReloadSettings::default()
     }
@@ -175,6 +180,11 @@ pub async fn serve(config: Config, options: DaemonOptions) -> Result<(), DaemonE
         ),
         None => None,
     };
+    if let Some(dir) = &config.lists.state_dir {
+        let sources = dir.join(SOURCES_DIR);
+        std::fs::create_dir_all(&sources)
+            .map_err(|e| DaemonError::Lists(format!("creating {}: {e}", sources.display())))?;
+    }
     let settings = reload_settings(&config.lists);
     let (reloader, source) = tokio::task::spawn_blocking(move || Reloader::start(settings))
         .await

@@ -13,7 +13,9 @@
 //!
 //! The fast path is taken only when it is exact. Anything it cannot prove
 //! equal to a full compile falls back to one (`Delta::Full` with the
-//! reason): another format than the line formats, changed list options or
+//! reason): another format than the line formats (plain, hosts, AdBlock,
+//! and CSV whose changed rows can be parsed alone under the unchanged
+//! header: see `CsvScan`), changed list options or
 //! file set, keyword/URL/IP lines among the changes, a removed rule whose
 //! key was also listed elsewhere (the duplicate bit), an added key that is
 //! already listed, a copy that does not match its recorded hash, or more
@@ -149,7 +151,10 @@ pub(crate) fn try_delta(
         }
         // Taken before reading, as in a full reload.
         let stat = FileStat::trusted(path);
-        if !matches!(rec.format, Format::Plain | Format::Hosts | Format::Adblock) {
+        if !matches!(
+            rec.format,
+            Format::Plain | Format::Hosts | Format::Adblock | Format::Csv
+        ) {
             return Delta::Full(format!(
                 "{}: {} is not a line format",
                 path.display(),
@@ -447,10 +452,16 @@ fn diff_file(
     // The copy: each line's hash, by line, and the file's checksum.
     let mut by_line: Vec<u64> = Vec::new();
     let mut sha = Sha256::new();
+    let csv = rec.format == Format::Csv;
+    let (mut old_scan, mut new_scan) = (CsvScan::new(), CsvScan::new());
     let mut lines = LineReader::open(&copy)?;
     while let Some((n, raw)) = lines.next_line()? {
         sha.update(raw);
-        by_line.push(line_hash(content(raw, n)));
+        let line = content(raw, n);
+        if csv {
+            old_scan.line(line);
+        }
+        by_line.push(line_hash(line));
     }
     let n = lines.n;
     if hex::encode(sha.finalize()) != rec.sha256 {
@@ -469,6 +480,14 @@ fn diff_file(
 
     // The new file, streamed once: hash, look up, copy.
     let mut lines = LineReader::open(path)?;
+    // UTF-16 lines do not split at a `\n` byte; the parser transcodes the
+    // whole file instead.
+    if parse::is_utf16(lines.head()?) {
+        return Err(format!(
+            "{}: UTF-16 text is reloaded in full",
+            path.display()
+        ));
+    }
     if opts.format.is_none() {
         let head = lines.head()?;
         let format = parse::detect(path, head);
@@ -497,6 +516,9 @@ fn diff_file(
         sha.update(raw);
         out.write_all(raw).map_err(|e| io(&pending, e))?;
         let line = content(raw, n);
+        if csv {
+            new_scan.line(line);
+        }
         let h = line_hash(line);
         // Most lines of a push follow the previous match within a few
         // lines (`by_line[i]` is old line i + 1); look there first.
@@ -584,11 +606,37 @@ fn diff_file(
         format: Some(rec.format),
         ..opts.clone()
     };
-    let added = renumber(
-        parse::parse_bytes(path, &added_bytes, &forced),
-        &added_lines,
-    );
-    let removed = renumber(parse::parse_bytes(path, &removed_bytes, &forced), &gone);
+    let (added, removed) = if csv {
+        // Changed rows mean what they mean under the file's header: parse
+        // them below it, then drop the header's place from the numbering.
+        let header =
+            csv_header(&old_scan, &new_scan).map_err(|why| format!("{}: {why}", path.display()))?;
+        let fragment = |scan: &CsvScan, rows: &[u8], lines: &[u32]| -> Result<ParsedList, String> {
+            let mut text = header.to_vec();
+            text.push(b'\n');
+            text.extend_from_slice(rows);
+            if !scan.utf8 && !text.is_ascii() && std::str::from_utf8(&text).is_ok() {
+                return Err(format!(
+                    "{}: changed rows would be read as UTF-8 in a Windows-1251 file",
+                    path.display()
+                ));
+            }
+            let numbers: Vec<u32> = std::iter::once(0).chain(lines.iter().copied()).collect();
+            Ok(renumber(parse::parse_bytes(path, &text, &forced), &numbers))
+        };
+        (
+            fragment(&new_scan, &added_bytes, &added_lines)?,
+            fragment(&old_scan, &removed_bytes, &gone)?,
+        )
+    } else {
+        (
+            renumber(
+                parse::parse_bytes(path, &added_bytes, &forced),
+                &added_lines,
+            ),
+            renumber(parse::parse_bytes(path, &removed_bytes, &forced), &gone),
+        )
+    };
     Ok(FileOutcome::Changed(Box::new(FileDiff {
         added,
         removed,
@@ -596,6 +644,69 @@ fn diff_file(
         sha256,
         bytes,
     })))
+}
+
+/// What the incremental path must know about the lines of a CSV file to
+/// parse its changed rows alone exactly as the whole file parses them.
+struct CsvScan {
+    /// The first line that is neither blank nor a `#` comment: the header
+    /// (or the `Updated:` line of the dump layout).
+    header: Option<Vec<u8>>,
+    /// A non-ASCII line at or before the header: whether the parser takes
+    /// it for blank depends on the file's encoding, so do not guess.
+    unsure_header: bool,
+    /// A line with an odd number of `"`: a quoted field may span lines,
+    /// and a row is then not a line.
+    quotes_span_lines: bool,
+    /// Every line is UTF-8 (else the parser reads the file as Windows-1251).
+    utf8: bool,
+}
+
+impl CsvScan {
+    fn new() -> Self {
+        CsvScan {
+            header: None,
+            unsure_header: false,
+            quotes_span_lines: false,
+            utf8: true,
+        }
+    }
+
+    fn line(&mut self, line: &[u8]) {
+        if self.header.is_none() {
+            if !line.is_ascii() {
+                self.unsure_header = true;
+            } else if !line.trim_ascii().is_empty() && !line.starts_with(b"#") {
+                self.header = Some(line.to_vec());
+            }
+        }
+        if memchr::memchr_iter(b'"', line).count() % 2 == 1 {
+            self.quotes_span_lines = true;
+        }
+        if self.utf8 && std::str::from_utf8(line).is_err() {
+            self.utf8 = false;
+        }
+    }
+}
+
+/// The header both versions share, or why their rows cannot be diffed as
+/// lines.
+fn csv_header<'a>(old: &CsvScan, new: &'a CsvScan) -> Result<&'a [u8], String> {
+    if old.quotes_span_lines || new.quotes_span_lines {
+        return Err("a quoted CSV field may span lines".into());
+    }
+    if old.unsure_header || new.unsure_header {
+        return Err("non-ASCII text before the CSV header".into());
+    }
+    let header = match (&old.header, &new.header) {
+        (Some(a), Some(b)) if a == b => b,
+        _ => return Err("the CSV header changed".into()),
+    };
+    let text = std::str::from_utf8(header).map_err(|_| "the CSV header is not text")?;
+    if !parse::csv_header_is_not_data(text) {
+        return Err("the CSV file has no header row".into());
+    }
+    Ok(header)
 }
 
 /// A file's lines with their 1-based numbers, `\n` included, as the

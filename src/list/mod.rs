@@ -44,6 +44,10 @@ pub enum Format {
     Rpz,
     Csv,
     Json,
+    /// A Roskomnadzor-style registry dump (`dump.xml`).
+    Dump,
+    /// A spreadsheet (`.xlsx`), read like registry CSV.
+    Xlsx,
 }
 
 impl Format {
@@ -55,6 +59,8 @@ impl Format {
             Format::Rpz => "rpz",
             Format::Csv => "csv",
             Format::Json => "json",
+            Format::Dump => "dump",
+            Format::Xlsx => "xlsx",
         }
     }
 }
@@ -75,6 +81,8 @@ impl std::str::FromStr for Format {
             "rpz" | "zone" => Format::Rpz,
             "csv" | "registry" => Format::Csv,
             "json" => Format::Json,
+            "dump" | "xml" | "dump.xml" => Format::Dump,
+            "xlsx" | "excel" => Format::Xlsx,
             other => return Err(format!("unknown list format {other:?}")),
         })
     }

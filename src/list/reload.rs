@@ -53,6 +53,12 @@ pub struct ReloadSettings {
     pub max_shrink_ratio: f64,
     /// Where the last good snapshot and its manifest are kept (None: not persisted).
     pub state_dir: Option<PathBuf>,
+    /// Where non-file sources (pushed and pulled lists, followed RPZ zones)
+    /// keep their current content, one file per list: read like a list
+    /// directory, never watched (each source reloads through
+    /// [`Reloader::reload_sources`] after writing its file). Metadata must
+    /// live elsewhere, since every file here is parsed as a list.
+    pub sources_dir: Option<PathBuf>,
     /// Quiet time after the last file event before a reload starts.
     pub debounce: Duration,
     /// A file must keep the same size and mtime for this long before it is read.
@@ -66,7 +72,21 @@ impl std::fmt::Debug for ReloadSettings {
             .field("max_skipped_ratio", &self.max_skipped_ratio)
             .field("max_shrink_ratio", &self.max_shrink_ratio)
             .field("state_dir", &self.state_dir)
+            .field("sources_dir", &self.sources_dir)
             .finish_non_exhaustive()
+    }
+}
+
+impl ReloadSettings {
+    /// Every path a reload reads: the configured list paths, then the
+    /// sources directory once it exists (the daemon creates it at start;
+    /// a CLI reading the same configuration may run before that).
+    pub fn list_paths(&self) -> Vec<PathBuf> {
+        let mut paths = self.paths.clone();
+        if let Some(dir) = self.sources_dir.as_ref().filter(|d| d.is_dir()) {
+            paths.push(dir.clone());
+        }
+        paths
     }
 }
 
@@ -78,6 +98,7 @@ impl Default for ReloadSettings {
             max_skipped_ratio: 0.10,
             max_shrink_ratio: 0.50,
             state_dir: None,
+            sources_dir: None,
             debounce: Duration::from_millis(150),
             settle: Duration::from_millis(100),
         }
@@ -218,7 +239,12 @@ impl Reloader {
         });
         if let Some((snap, manifest)) = last_good {
             let version = snap.version();
-            let source = if state.resume(version, &manifest, &settings.paths, &*settings.options) {
+            let source = if state.resume(
+                version,
+                &manifest,
+                &settings.list_paths(),
+                &*settings.options,
+            ) {
                 StartSource::LastGoodCurrent { version }
             } else {
                 StartSource::LastGoodStale { version }
@@ -294,6 +320,16 @@ impl Reloader {
         self.reload_inner(force, true, base, true)
     }
 
+    /// Re-read the lists now on behalf of a non-file source that has just
+    /// renamed its new content into the sources directory: no settle wait
+    /// (the rename is atomic), the same guards and incremental path as any
+    /// reload. `force` skips the guards. On an error the version in force
+    /// keeps serving and the caller restores its previous file.
+    pub fn reload_sources(self: &Arc<Self>, force: bool) -> Result<ReloadReport, ReloadError> {
+        let base = self.current.load().version();
+        self.reload_inner(force, true, base, false)
+    }
+
     pub(super) fn reload_inner(
         self: &Arc<Self>,
         force: bool,
@@ -351,7 +387,7 @@ impl Reloader {
     ) -> Result<ReloadReport, ReloadError> {
         let s = &self.settings;
         if settle {
-            wait_until_settled(&s.paths, s.settle)?;
+            wait_until_settled(&s.list_paths(), s.settle)?;
         }
         let version = base_version + 1;
         let mut old = self.current.load_full();
@@ -370,7 +406,14 @@ impl Reloader {
             }
         }
         if let Some(base) = &self.state.baseline() {
-            match delta::try_delta(base, &old, &s.paths, &*s.options, version, MAX_DELTA_RATIO) {
+            match delta::try_delta(
+                base,
+                &old,
+                &s.list_paths(),
+                &*s.options,
+                version,
+                MAX_DELTA_RATIO,
+            ) {
                 Delta::Apply(applied) => {
                     return self.apply_delta(*applied, &old, force, guard, started);
                 }
@@ -563,7 +606,7 @@ impl Reloader {
         let s = &self.settings;
         let mut recorder = self.state.recorder();
         let loaded = match load(
-            &s.paths,
+            &s.list_paths(),
             &*s.options,
             version,
             Some(&mut |f| recorder.record(f)),
@@ -698,6 +741,37 @@ pub(crate) mod tests {
         assert!(blocked(&r, "b5.example"));
         assert!(!blocked(&r, "a50.example"));
         assert_eq!(r.stats.rejected.load(Ordering::Relaxed), 3);
+    }
+
+    #[test]
+    fn a_source_file_is_read_with_the_lists_and_its_previous_copy_is_not() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        fs::create_dir_all(dir.path().join("lists")).expect("mkdir");
+        write(&dir.path().join("lists/gov.txt"), &names(20, "a"));
+        let sources = dir.path().join("state/sources");
+        let mut s = settings(dir.path());
+        s.sources_dir = Some(sources.clone());
+        // Not created yet: the lists alone load.
+        let (r, _) = Reloader::start(s).expect("start");
+        assert!(blocked(&r, "a1.example"));
+
+        fs::create_dir_all(&sources).expect("mkdir sources");
+        write(&sources.join("afm.txt"), &names(5, "pushed"));
+        // Kept until a reload succeeds; never a list of its own.
+        write(&sources.join("afm.txt.prev"), &names(5, "old"));
+        let report = r.reload_sources(false).expect("reload");
+        assert_eq!(report.added, 5);
+        assert!(blocked(&r, "pushed4.example"));
+        assert!(blocked(&r, "a1.example"));
+        assert!(!blocked(&r, "old1.example"));
+        let lists = r.current().rules_per_list();
+        assert!(lists.contains(&("afm".to_string(), 5)), "{lists:?}");
+
+        // A rejected source reload keeps the version in force.
+        write(&sources.join("afm.txt"), "");
+        write(&dir.path().join("lists/gov.txt"), "");
+        assert!(r.reload_sources(false).is_err());
+        assert!(blocked(&r, "pushed4.example"));
     }
 
     #[test]
@@ -1029,6 +1103,183 @@ pub(crate) mod tests {
                 report.took_ms,
                 t.elapsed()
             );
+        }
+    }
+
+    /// A random registry CSV row over the same name universe, with its
+    /// decision (so provenance is compared too), and the rows the
+    /// incremental path must send to a full reload: a quoted field, a
+    /// field-count mismatch, a URL.
+    fn random_csv_row(rng: &mut Rng) -> String {
+        let n = if rng.below(10) == 0 {
+            rng.below(40)
+        } else {
+            rng.below(PROBES)
+        };
+        let name = format!("n{n}.ex{}.test", n % 7);
+        let decision = format!("D{}", rng.below(1000));
+        match rng.below(24) {
+            0 => "# a comment".to_string(),
+            1 => String::new(),
+            2 => format!("www.{name};{decision};AFM"),
+            3 => format!("{};{decision};суд", name.to_uppercase()),
+            4 if rng.below(4) == 0 => format!("\"{name}\";\"{decision}; final\";AFM"),
+            5 if rng.below(4) == 0 => format!("{name};{decision}"),
+            6 if rng.below(8) == 0 => format!("http://{name}/page;{decision};AFM"),
+            7 => format!("ex{};{decision};AFM", n % 7),
+            _ => format!("{name};{decision};AFM"),
+        }
+    }
+
+    /// Every probe name's answer with the rule's decision and authority.
+    fn answers_with_meta(snap: &Snapshot) -> Vec<Option<(String, u32, String, String)>> {
+        let mut out = Vec::new();
+        for n in 0..PROBES {
+            for probe in [
+                format!("n{n}.ex{}.test", n % 7),
+                format!("www.n{n}.ex{}.test", n % 7),
+                format!("ex{}.test", n % 7),
+            ] {
+                out.push(snap.lookup(probe.as_bytes()).map(|m| {
+                    let r = snap.rule(m.rule);
+                    (
+                        r.text(),
+                        r.line(),
+                        r.decision().unwrap_or("").to_string(),
+                        r.authority().unwrap_or("").to_string(),
+                    )
+                }));
+            }
+        }
+        out
+    }
+
+    /// CSV takes the incremental path too, and must answer exactly as a
+    /// full compile, provenance included; a changed header, quoted fields
+    /// and Windows-1251 text send it to a full reload.
+    #[test]
+    fn incremental_csv_reloads_equal_full_compiles() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        fs::create_dir_all(dir.path().join("lists")).expect("mkdir");
+        let path = dir.path().join("lists/registry.csv");
+        let mut rng = Rng(0x5eed_c5f0_0000_0013);
+        let header = "# exported by the ministry\ndomain;decision;authority".to_string();
+        let mut rows: Vec<String> = (0..120).map(|_| random_csv_row(&mut rng)).collect();
+        let text = |h: &str, rows: &[String]| format!("{h}\n{}\n", rows.join("\n"));
+        write(&path, &text(&header, &rows));
+        let (r, _) = Reloader::start(settings(dir.path())).expect("start");
+        let (mut incremental, mut full) = (0, 0);
+        for step in 0..150 {
+            for _ in 0..1 + rng.below(3) {
+                let at = rng.below(rows.len() + 1);
+                match rng.below(6) {
+                    0 | 1 if !rows.is_empty() => {
+                        rows.remove(at.min(rows.len() - 1));
+                    }
+                    2 if !rows.is_empty() => {
+                        let i = at.min(rows.len() - 1);
+                        rows[i] = random_csv_row(&mut rng);
+                    }
+                    _ => rows.insert(at, random_csv_row(&mut rng)),
+                }
+            }
+            // Now and then the columns move: never a line diff.
+            let h = if step % 37 == 36 {
+                "# exported by the ministry\nauthority;domain;decision".to_string()
+            } else {
+                header.clone()
+            };
+            if step % 37 == 36 {
+                for row in &mut rows {
+                    let f: Vec<&str> = row.split(';').collect();
+                    if f.len() == 3 {
+                        *row = format!("{};{};{}", f[2], f[0], f[1]);
+                    }
+                }
+            }
+            let body = text(&h, &rows);
+            let bytes = if step % 29 == 28 {
+                encoding_rs::WINDOWS_1251.encode(&body).0.into_owned()
+            } else {
+                body.into_bytes()
+            };
+            let tmp = path.with_extension("tmp");
+            fs::write(&tmp, &bytes).expect("write");
+            fs::rename(&tmp, &path).expect("rename");
+
+            let list = parse::parse_file(&path, &ListOptions::default()).expect("parse");
+            let want = answers_with_meta(&super::super::compile(&[list]).expect("compile"));
+            let report = r.reload(true).expect("reload");
+            if report.incremental {
+                incremental += 1;
+            } else {
+                full += 1;
+            }
+            assert_eq!(
+                answers_with_meta(&r.current()),
+                want,
+                "step {step} (incremental: {}):\n{}",
+                report.incremental,
+                numbered(&fs::read_to_string(&path).unwrap_or_default())
+            );
+            if step % 37 == 36 {
+                assert!(
+                    !report.incremental,
+                    "step {step}: a new header is a full reload"
+                );
+                for row in &mut rows {
+                    let f: Vec<&str> = row.split(';').collect();
+                    if f.len() == 3 {
+                        *row = format!("{};{};{}", f[1], f[2], f[0]);
+                    }
+                }
+            }
+        }
+        assert!(
+            incremental >= 40,
+            "the fast path should carry many CSV reloads: {incremental} incremental, {full} full"
+        );
+    }
+
+    /// A registry CSV push (1 % out, 1 % in, with decisions) is incremental,
+    /// and the new rows carry their provenance.
+    #[test]
+    fn daily_csv_pushes_are_incremental() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        fs::create_dir_all(dir.path().join("lists")).expect("mkdir");
+        let list = dir.path().join("lists/gov.csv");
+        let row = |i: usize| format!("site{i}.example\t2025-{i}/KZ\tАФМ");
+        let mut rows: Vec<String> = (0..5000).map(row).collect();
+        let text = |rows: &[String]| format!("domain\tdecision\tauthority\n{}\n", rows.join("\n"));
+        write(&list, &text(&rows));
+        let (r, _) = Reloader::start(settings(dir.path())).expect("start");
+        for day in 0..3 {
+            for k in 0..50 {
+                rows.remove((day * 97 + k * 89) % rows.len());
+            }
+            for k in 0..50 {
+                rows.insert(
+                    (day * 31 + k * 101) % rows.len(),
+                    row(10_000 + day * 100 + k),
+                );
+            }
+            write(&list, &text(&rows));
+            let report = r.reload(false).expect("reload");
+            assert!(report.incremental, "day {day}: {report:?}");
+            assert_eq!((report.added, report.removed), (50, 50), "day {day}");
+            let snap = r.current();
+            let name = format!("www.site{}.example", 10_000 + day * 100 + 7);
+            let m = snap.lookup(name.as_bytes()).expect("new row enforced");
+            let rule = snap.rule(m.rule);
+            assert_eq!(
+                rule.decision(),
+                Some(&*format!("2025-{}/KZ", 10_000 + day * 100 + 7))
+            );
+            assert_eq!(rule.authority(), Some("АФМ"));
+            let at = rows
+                .iter()
+                .position(|r| r.starts_with(&format!("site{}.", 10_000 + day * 100 + 7)));
+            assert_eq!(rule.line() as usize, at.expect("row") + 2);
         }
     }
 }

@@ -336,13 +336,13 @@ impl Harness {
         let core = Harness::core(&self.config);
         let key = super::query::cache_key(&req);
         let now = Instant::now();
-        core.store(&key, reply, &scan, now);
+        core.store(key.as_bytes(), reply, &scan, now);
         // Only a reply hickory can read is held to hickory reading ours.
         let decodable = Message::from_vec(reply).is_ok();
         let client = CLIENT;
         let p = Pending {
-            request: req.clone(),
-            key: key.clone(),
+            request: crate::wire::StoredRequest::new(&req),
+            key: std::sync::Arc::from(key.as_bytes()),
             client,
             transport: if udp { Transport::Udp } else { Transport::Tcp },
         };

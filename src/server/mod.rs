@@ -33,7 +33,7 @@ use tokio::sync::{Semaphore, watch};
 
 use crate::acl::Acl;
 use crate::audit::AuditLog;
-use crate::cache::{CacheConfig, CacheKey};
+use crate::cache::CacheConfig;
 use crate::forward::{ForwardError, Forwarder, UpstreamConfig, UpstreamQuery};
 use crate::list::Snapshot;
 use crate::metrics::Metrics;
@@ -92,7 +92,7 @@ pub(crate) struct Shared {
     /// its [`HitSink`], the shell flushes it at shutdown.
     pub audit: Option<AuditLog>,
     /// Questions on their way upstream, with the clients waiting for them.
-    waiting: Mutex<HashMap<CacheKey, Vec<Waiter>>>,
+    waiting: Mutex<HashMap<Arc<[u8]>, Vec<Waiter>>>,
     inflight: Inflight,
     /// `limits.tcp_connections_per_client`, when set.
     conns: Option<Arc<limits::ConnLimiter>>,
@@ -256,7 +256,7 @@ impl Shared {
         });
     }
 
-    fn lock_waiting(&self) -> std::sync::MutexGuard<'_, HashMap<CacheKey, Vec<Waiter>>> {
+    fn lock_waiting(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<[u8]>, Vec<Waiter>>> {
         self.waiting
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -322,7 +322,7 @@ pub(crate) struct Waiter {
 
 struct WaitingGuard {
     shared: Arc<Shared>,
-    key: CacheKey,
+    key: Arc<[u8]>,
     done: bool,
 }
 
@@ -364,7 +364,7 @@ struct Inflight {
 struct InflightState {
     live: usize,
     peak: usize,
-    /// The most held since the count last fell to zero.
+    /// The most held since the last burst ended (see [`Inflight::release`]).
     high_water: usize,
     /// Slots in the order they were taken; entries no longer running are
     /// dropped lazily.
@@ -462,8 +462,9 @@ impl Inflight {
 
     /// The exchange's work is over; its slot is free unless it was shed
     /// (then the slot already belongs to another exchange). True when this
-    /// was the last of a burst of at least [`TRIM_AFTER`] exchanges: the
-    /// memory they used can go back to the system.
+    /// ends a burst of at least [`TRIM_AFTER`] exchanges (what still runs
+    /// is at most 1/32 of the burst's peak): the memory they used can go
+    /// back to the system.
     fn release(&self, slot: &Slot) -> bool {
         let mut st = self.lock();
         if slot
@@ -473,9 +474,22 @@ impl Inflight {
         {
             st.live -= 1;
             self.live.store(st.live, Ordering::Relaxed);
-            if st.live == 0 && st.high_water >= TRIM_AFTER {
-                st.high_water = 0;
+            if st.live == 0 {
+                // Nothing runs, so every slot left in `order` is finished.
+                // Dropped now rather than at the next admission: each is a
+                // small allocation made between the exchange's larger
+                // ones, and one left alive per page kept a flood's pages
+                // resident after everything else on them was freed
+                // (9.7 of 13.4 MB after 8,000 exchanges, trim or not).
+                st.order.clear();
+            }
+            // A burst is over when what still runs is a small fraction of
+            // its peak (a resolver with steady traffic never reaches zero).
+            if st.high_water >= TRIM_AFTER && st.live <= st.high_water / 32 {
+                st.order
+                    .retain(|s| s.state.load(Ordering::Acquire) == RUNNING);
                 st.order.shrink_to(64);
+                st.high_water = st.live;
                 return true;
             }
         }
@@ -788,8 +802,141 @@ mod tests {
         assert_eq!(exchanges, N - N / 4, "every exchange is waiting");
         let per = grown / exchanges;
         println!("RSS per waiting exchange: {per} bytes ({exchanges} exchanges)");
-        assert!(per <= 8 * 1024, "{per} bytes per waiting exchange");
+        // 6.6 KB before exchanges kept a compact question (2.2 KB now).
+        assert!(per <= 3 * 1024, "{per} bytes per waiting exchange");
         rt.shutdown_timeout(Duration::from_millis(100));
+    }
+
+    /// Anonymous resident memory (heap, stacks), without the binary's pages
+    /// that first use of a code path maps in.
+    fn rss_anon_bytes() -> usize {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("RssAnon:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<usize>().ok())
+            .unwrap_or(0)
+            * 1024
+    }
+
+    /// After a flood of exchanges that all time out, memory goes back to
+    /// what it was before (issue 17: within 10 %). RSS is per process, so
+    /// this runs alone, from `make bench-attack` (`cargo test --lib
+    /// memory_after_a_flood -- --ignored --nocapture`).
+    #[test]
+    #[ignore = "measures process RSS: run alone"]
+    fn memory_after_a_flood() {
+        const N: usize = 8000;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let mut settings = settings(silent.local_addr().unwrap(), N);
+        settings.upstream.timeout = Duration::from_millis(500);
+        let snap = crate::list::compile::compile(&[]).unwrap();
+        let shared = Arc::new(Shared::new(
+            &settings,
+            Arc::new(ArcSwap::from_pointee(snap)),
+            None,
+            Arc::new(Metrics::new(&settings.upstream.servers)),
+        ));
+        let reply_sock = Arc::new(std::net::UdpSocket::bind("127.0.0.1:0").unwrap());
+        let client = reply_sock.local_addr().unwrap();
+        let flood = |from: usize, to: usize| {
+            for i in from..to {
+                let packet = query_packet(&format!("r{i}.victim.example."));
+                let snap = shared.snapshot.load();
+                let inbound = query::Inbound {
+                    packet: &packet,
+                    client,
+                    transport: Transport::Udp,
+                    now: Instant::now(),
+                    wall: SystemTime::now(),
+                };
+                let mut out = Vec::new();
+                if let Outcome::Forward(p) = shared.core.handle(&snap, &inbound, &mut out) {
+                    shared.forward(
+                        rt.handle(),
+                        Waiter {
+                            pending: *p,
+                            to: ReplyTo::Udp(reply_sock.clone()),
+                        },
+                    );
+                }
+            }
+        };
+        let over = || {
+            while shared.inflight() > 0 {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            // The trim after the last exchange runs on the blocking pool.
+            std::thread::sleep(Duration::from_millis(300));
+        };
+        // Runtime threads and their first allocations.
+        flood(0, 16);
+        over();
+        let before = rss_anon_bytes();
+        flood(16, N);
+        std::thread::sleep(Duration::from_millis(200));
+        let during = rss_anon_bytes();
+        over();
+        let after = rss_anon_bytes();
+        println!(
+            "anonymous RSS: before {} KB, during {} KB, after {} KB",
+            before / 1024,
+            during / 1024,
+            after / 1024
+        );
+        // The test process starts at ~2 MB, where 10 % is noise (the
+        // worker threads' first arenas): what must hold is that the flood's
+        // memory goes back. The whole server's figure is benches/attack.sh's.
+        let added = during.saturating_sub(before);
+        let kept = after.saturating_sub(before);
+        assert!(
+            kept <= added / 5,
+            "{} KB of the flood's {} KB kept",
+            kept / 1024,
+            added / 1024
+        );
+        rt.shutdown_timeout(Duration::from_millis(100));
+    }
+
+    fn query_packet(name: &str) -> Vec<u8> {
+        let mut m = hickory_proto::op::Message::query();
+        m.add_query(hickory_proto::op::Query::query(
+            hickory_proto::rr::Name::from_ascii(name).unwrap(),
+            hickory_proto::rr::RecordType::A,
+        ));
+        m.to_vec().unwrap()
+    }
+
+    #[test]
+    fn the_end_of_a_burst_is_seen_once_and_finished_slots_are_dropped() {
+        let inflight = Inflight::new(10_000);
+        let slots: Vec<_> = (0..TRIM_AFTER * 2)
+            .map(|_| inflight.admit().unwrap().0)
+            .collect();
+        // Steady traffic keeps a few exchanges running: the burst still ends.
+        let keep = 20;
+        let mut ends = 0;
+        for s in &slots[keep..] {
+            if inflight.release(s) {
+                ends += 1;
+                // Only the running slots are kept.
+                assert_eq!(inflight.lock().order.len(), inflight.live());
+            }
+        }
+        assert_eq!(ends, 1, "one end per burst");
+        assert_eq!(inflight.live(), keep);
+        for s in &slots[..keep] {
+            assert!(!inflight.release(s), "a burst ends once");
+        }
+        assert!(
+            inflight.lock().order.is_empty(),
+            "nothing runs, nothing kept"
+        );
     }
 
     #[test]

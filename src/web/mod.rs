@@ -110,7 +110,7 @@ impl WebServer {
             own.clone(),
         ));
         let proxy = proxy::Proxy {
-            origins: origins.clone(),
+            client: proxy::origin_client(origins.clone(), self.config.origin_timeout),
             port: self.config.origin_http_port,
             timeout: self.config.origin_timeout,
             metrics: cx.metrics.clone(),

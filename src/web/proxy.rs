@@ -11,15 +11,20 @@
 //! hyper's client connection: no pool to poison, no request of one client
 //! on another's connection.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use hyper_util::rt::TokioIo;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::TcpStream;
 
 use super::origin::{OriginError, OriginResolver};
 use crate::list::url::NormUrl;
@@ -27,7 +32,7 @@ use crate::metrics::Metrics;
 use crate::metrics::web::WebOutcome;
 
 pub(crate) struct Proxy {
-    pub(crate) origins: Arc<OriginResolver>,
+    pub(crate) client: OriginClient,
     pub(crate) port: u16,
     pub(crate) timeout: Duration,
     pub(crate) metrics: Arc<Metrics>,
@@ -78,6 +83,67 @@ fn status(code: StatusCode, text: &'static str) -> Response {
         .into_response()
 }
 
+/// The legacy client's connector: every new origin connection goes
+/// through the [`OriginResolver`] (upstream resolvers, forbidden
+/// addresses refused, connected to as resolved).
+#[derive(Clone)]
+pub(crate) struct OriginConnector {
+    origins: Arc<OriginResolver>,
+    timeout: Duration,
+}
+
+impl tower::Service<Uri> for OriginConnector {
+    type Response = TokioIo<TcpStream>;
+    type Error = OriginError;
+    type Future =
+        Pin<Box<dyn Future<Output = Result<TokioIo<TcpStream>, OriginError>> + Send + 'static>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), OriginError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, dst: Uri) -> Self::Future {
+        let (origins, timeout) = (self.origins.clone(), self.timeout);
+        Box::pin(async move {
+            let host = dst.host().unwrap_or_default().to_string();
+            let port = dst.port_u16().unwrap_or(80);
+            let (stream, _) = origins.connect(&host, port, timeout).await?;
+            let _ = stream.set_nodelay(true);
+            Ok(TokioIo::new(stream))
+        })
+    }
+}
+
+/// The origin client: HTTP/1.1 with idle connections kept per origin
+/// host (`POOL_IDLE`, at most `POOL_PER_HOST`), so a proxied request
+/// usually skips the connect.
+pub(crate) type OriginClient = Client<OriginConnector, Body>;
+
+/// How long an idle origin connection is kept.
+const POOL_IDLE: Duration = Duration::from_secs(30);
+/// Idle connections kept per origin host.
+const POOL_PER_HOST: usize = 32;
+
+pub(crate) fn origin_client(origins: Arc<OriginResolver>, timeout: Duration) -> OriginClient {
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(POOL_IDLE)
+        .pool_max_idle_per_host(POOL_PER_HOST)
+        .pool_timer(TokioTimer::new())
+        .build(OriginConnector { origins, timeout })
+}
+
+/// The origin's own error, if the client's error came from the connector.
+fn origin_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a OriginError> {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(o) = err.downcast_ref::<OriginError>() {
+            return Some(o);
+        }
+        cur = err.source();
+    }
+    None
+}
+
 impl Proxy {
     /// Send `req` to `url.host`'s origin and stream its answer back.
     pub(crate) async fn forward(
@@ -87,39 +153,14 @@ impl Proxy {
         req: Request,
     ) -> (WebOutcome, Response) {
         let started = Instant::now();
-        let deadline = tokio::time::Instant::now() + self.timeout;
-        let (stream, origin) = match self
-            .origins
-            .connect(&url.host, self.port, self.timeout)
-            .await
-        {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::debug!(host = %url.host, client = %peer, error = %e, "origin unavailable");
-                return match e {
-                    OriginError::Timeout { .. } => (
-                        WebOutcome::Error,
-                        status(
-                            StatusCode::GATEWAY_TIMEOUT,
-                            "the origin did not answer in time\n",
-                        ),
-                    ),
-                    _ => (
-                        WebOutcome::Error,
-                        status(StatusCode::BAD_GATEWAY, "the origin is unavailable\n"),
-                    ),
-                };
-            }
-        };
         let (mut parts, body) = req.into_parts();
-        // Origin-form target: the path and query exactly as the client
-        // sent them.
-        let target = parts
-            .uri
-            .path_and_query()
-            .map_or("/", |pq| pq.as_str())
-            .to_string();
-        parts.uri = match target.parse::<Uri>() {
+        // The client wants an absolute URI (it keys its pool by it); it
+        // sends the origin-form target, the path and query exactly as the
+        // client sent them. The host is the normalised one, resolved by
+        // the connector; `Host` stays as the client wrote it.
+        let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+        let uri = format!("http://{}:{}{target}", url.host, self.port);
+        parts.uri = match uri.parse::<Uri>() {
             Ok(u) => u,
             Err(_) => {
                 return (
@@ -138,28 +179,30 @@ impl Proxy {
             .headers
             .append(header::VIA, HeaderValue::from_static(VIA));
         let outgoing = Request::from_parts(parts, body);
-
-        let exchange = async {
-            let (mut sender, conn) =
-                hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-            tokio::spawn(async move {
-                if let Err(e) = conn.await {
-                    tracing::debug!(error = %e, "origin connection ended");
-                }
-            });
-            sender.send_request(outgoing).await
-        };
-        let resp = match tokio::time::timeout_at(deadline, exchange).await {
+        let resp = match tokio::time::timeout(self.timeout, self.client.request(outgoing)).await {
             Ok(Ok(r)) => r,
             Ok(Err(e)) => {
-                tracing::debug!(host = %url.host, %origin, error = %e, "origin answered badly");
-                return (
-                    WebOutcome::Error,
-                    status(
-                        StatusCode::BAD_GATEWAY,
-                        "the origin's answer was not usable HTTP\n",
+                tracing::debug!(host = %url.host, client = %peer, error = %e, "origin failed");
+                return match origin_error(&e) {
+                    Some(OriginError::Timeout { .. }) => (
+                        WebOutcome::Error,
+                        status(
+                            StatusCode::GATEWAY_TIMEOUT,
+                            "the origin did not answer in time\n",
+                        ),
                     ),
-                );
+                    Some(_) => (
+                        WebOutcome::Error,
+                        status(StatusCode::BAD_GATEWAY, "the origin is unavailable\n"),
+                    ),
+                    None => (
+                        WebOutcome::Error,
+                        status(
+                            StatusCode::BAD_GATEWAY,
+                            "the origin's answer was not usable HTTP\n",
+                        ),
+                    ),
+                };
             }
             Err(_) => {
                 return (

@@ -15,6 +15,7 @@ mod bypass;
 mod console;
 mod faults;
 mod flood;
+mod formats;
 mod limits;
 mod lists;
 mod metrics;

@@ -188,6 +188,7 @@ fn start(extra: &str) -> Web {
             audit.path().display(),
             origin.port,
         ))
+        .metrics()
         .start();
     let front = server.listeners.first("web");
     Web {
@@ -246,8 +247,16 @@ fn raw_status(from: Ipv4Addr, front: SocketAddr, request: &[u8]) -> u16 {
     let mut s = tcp_connect_from(from, front).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(10))).ok();
     s.write_all(request).expect("write");
+    // The status line is enough: read until the head ends or the server
+    // closes, not until a kept-alive connection times out.
     let mut buf = Vec::new();
-    let _ = s.read_to_end(&mut buf);
+    let mut chunk = [0u8; 4096];
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        match s.read(&mut chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
     let text = String::from_utf8_lossy(&buf);
     text.split_whitespace()
         .nth(1)
@@ -304,6 +313,11 @@ fn the_dns_side_steers_hosts_with_url_rules_only() {
     // A name blocked as a whole keeps its block answer (nxdomain default).
     let whole = dig(w.server.addr, "whole.example", "A");
     assert!(whole.contains("status: NXDOMAIN"), "{whole}");
+    // A, HTTPS, SVCB and AAAA were steered; MX and the others were not.
+    assert_eq!(
+        metric(w.server.metrics(), "sinkhole_steered_total", &[]),
+        Some(4.0)
+    );
 }
 
 #[test]
@@ -368,6 +382,16 @@ fn covered_urls_get_451_with_the_decision_and_the_rest_is_not_blocked() {
     assert_eq!(notice.status, 200);
     assert!(notice.body.contains("Test ISP"), "{}", notice.body);
     assert_eq!(curl(f, &format!("http://{f}/"), &[]).status, 200);
+    let count = |outcome: &str| {
+        metric(
+            w.server.metrics(),
+            "sinkhole_web_requests_total",
+            &[("outcome", outcome)],
+        )
+    };
+    assert_eq!(count("blocked"), Some(13.0));
+    assert_eq!(count("misdirected"), Some(1.0));
+    assert_eq!(count("notice"), Some(2.0));
 }
 
 #[test]
@@ -385,6 +409,16 @@ fn proxy_hygiene_and_the_acl() {
     assert_eq!(raw_status(lo, f, ws), 501);
     let no_host = b"GET / HTTP/1.0\r\n\r\n";
     assert_eq!(raw_status(lo, f, no_host), 400);
+    // A head over max_header_bytes (8192 by default): 431.
+    let huge = format!(
+        "GET /page HTTP/1.1\r\nHost: pages.loop2.example\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(20_000)
+    );
+    assert_eq!(raw_status(lo, f, huge.as_bytes()), 431);
+    // An absolute-form target for the same host (a client configured with
+    // the front as its proxy) is decided like any request.
+    let proxied = b"GET http://pages.loop2.example/page HTTP/1.1\r\nHost: pages.loop2.example\r\nConnection: close\r\n\r\n";
+    assert_eq!(raw_status(lo, f, proxied), 451);
     // Outside `acl.allow` (127.0.0.1/32 here): refused, even a blocked URL.
     let page = b"GET /page HTTP/1.1\r\nHost: pages.loop2.example\r\nConnection: close\r\n\r\n";
     assert_eq!(raw_status(Ipv4Addr::new(127, 0, 0, 3), f, page), 403);

@@ -12,7 +12,8 @@ use crate::list::{RuleMeta, Scope, Target};
 use crate::policy::Action;
 
 pub(super) fn parse(bytes: &[u8], sink: &mut Sink) {
-    let text = decode(bytes);
+    let (text, encoding) = decode(bytes);
+    let encoding = sink.encoding.unwrap_or(encoding);
     let mut reader = Reader::new(&text);
     // Comments and blank lines may precede the header.
     let (header_line, header_text) = loop {
@@ -31,10 +32,8 @@ pub(super) fn parse(bytes: &[u8], sink: &mut Sink) {
             Ok(Some(layout)) => (layout, false),
             Ok(None) if is_zapret_row(header_text) => (Layout::zapret(), true),
             Ok(None) => {
-                return sink.skip(
-                    header_line,
-                    "CSV header names neither a `domain` nor a `url` column",
-                );
+                let found = reader_header(&text, header_line, sep);
+                return sink.skip(header_line, no_column_message(&found, Some(sep), encoding));
             }
             Err(reason) => return sink.skip(header_line, reason),
         }
@@ -76,32 +75,157 @@ pub(super) fn parse(bytes: &[u8], sink: &mut Sink) {
 
 /// UTF-8 when it is valid (the common case, borrowed), else Windows-1251,
 /// the encoding of the Russian registry dumps, where every byte decodes.
-fn decode(bytes: &[u8]) -> Cow<'_, str> {
+/// (UTF-16 was turned into UTF-8 before the parser was called.)
+fn decode(bytes: &[u8]) -> (Cow<'_, str>, &'static str) {
     match std::str::from_utf8(bytes) {
-        Ok(text) => Cow::Borrowed(text),
-        Err(_) => {
+        Ok(text) => (Cow::Borrowed(text), "UTF-8"),
+        Err(_) => (
             encoding_rs::WINDOWS_1251
                 .decode_without_bom_handling(bytes)
-                .0
-        }
+                .0,
+            "windows-1251",
+        ),
     }
 }
 
+/// The header's separator: whichever of tab, `;` and `,` it holds most
+/// often outside quotes (a tab, then `;`, on a tie: a header with a tab in
+/// it was exported with tabs); `,` when it has none.
 fn separator(header: &str) -> u8 {
-    let count = |c| header.bytes().filter(|&b| b == c).count();
-    if count(b';') > count(b',') {
+    let (mut tab, mut semi, mut comma) = (0usize, 0usize, 0usize);
+    let mut quoted = false;
+    for b in header.bytes() {
+        match b {
+            b'"' => quoted = !quoted,
+            b'\t' if !quoted => tab += 1,
+            b';' if !quoted => semi += 1,
+            b',' if !quoted => comma += 1,
+            _ => {}
+        }
+    }
+    if tab > 0 && tab >= semi && tab >= comma {
+        b'\t'
+    } else if semi > comma {
         b';'
     } else {
         b','
     }
 }
 
+fn separator_name(sep: u8) -> &'static str {
+    match sep {
+        b'\t' => "tab",
+        b';' => "semicolon",
+        _ => "comma",
+    }
+}
+
+/// The header's fields as read, for an error message.
+fn reader_header(text: &str, line: u32, sep: u8) -> Vec<String> {
+    let mut reader = Reader::new(text);
+    while reader.peek_line().is_some_and(|(l, _)| l < line) {
+        reader.skip_line();
+    }
+    match reader.record(sep).fields {
+        Ok(fields) => fields.iter().map(|f| f.trim().to_string()).collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// Why a table cannot be used, in the terms of whoever saved it.
+fn no_column_message(found: &[String], sep: Option<u8>, encoding: &str) -> String {
+    const MAX_SHOWN: usize = 12;
+    let mut shown: Vec<String> = found
+        .iter()
+        .take(MAX_SHOWN)
+        .map(|f| format!("{:?}", excerpt(f)))
+        .collect();
+    if found.len() > MAX_SHOWN {
+        shown.push(format!("… ({} columns)", found.len()));
+    }
+    let read_as = match sep {
+        Some(sep) => format!("read as {encoding} with {} separators", separator_name(sep)),
+        None => format!("read as {encoding}"),
+    };
+    format!(
+        "CSV header names neither a `domain` nor a `url` column: found {} ({read_as}); \
+         the first row must name the columns, e.g. `domain;url;decision;authority;date`",
+        shown.join(", ")
+    )
+}
+
+/// Is this first line a header the parser takes as one (or an `Updated:`
+/// line), not the first data row of a headerless dump layout?
+pub(super) fn is_header_line(line: &str) -> bool {
+    if line.trim_start().starts_with("Updated:") {
+        return true;
+    }
+    let sep = separator(line);
+    let mut reader = Reader::new(line);
+    matches!(
+        reader
+            .record(sep)
+            .fields
+            .map(|f| Layout::from_header(&f, sep).is_some()),
+        Ok(true)
+    )
+}
+
 /// For format sniffing: does this first line look like a header with a
-/// `domain` column?
+/// `domain` or `url` column?
 pub(super) fn looks_like_header(line: &str) -> bool {
     let sep = separator(line) as char;
-    line.split(sep)
-        .any(|f| column(f.trim().trim_matches('"')) == Some(Column::Domain))
+    line.split(sep).any(|f| {
+        matches!(
+            column(f.trim().trim_matches('"')),
+            Some(Column::Domain | Column::Url)
+        )
+    })
+}
+
+/// For format sniffing: do the first two lines look like rows of a table
+/// separated by tabs or `;` (a spreadsheet export whose header names
+/// other columns)? Both must hold the same number of separators, and
+/// neither may look like a hosts line or hold a `#` comment, so hosts and
+/// commented plain lists are not taken for tables. The CSV reader then
+/// says which columns it found instead of skipping every line.
+pub(super) fn looks_like_table(first: &str, second: &str) -> bool {
+    [b'\t', b';'].into_iter().any(|sep| {
+        let count = |l: &str| l.bytes().filter(|&b| b == sep).count();
+        let plausible = |l: &str| {
+            let mut fields = l.split(sep as char).map(str::trim);
+            fields
+                .next()
+                .is_some_and(|f| f.parse::<std::net::IpAddr>().is_err())
+                && !l
+                    .split(sep as char)
+                    .any(|f| f.trim_start().starts_with('#'))
+        };
+        count(first) > 0 && count(first) == count(second) && plausible(first) && plausible(second)
+    })
+}
+
+/// Rows of a spreadsheet (`.xlsx`): the first non-empty row is the header,
+/// with the same column names as a CSV header; each row is read as a CSV
+/// row. `line` is the spreadsheet's row number.
+pub(super) fn parse_rows<'a>(
+    rows: impl Iterator<Item = (u32, Vec<Cow<'a, str>>)>,
+    sink: &mut Sink,
+) {
+    let mut rows = rows.filter(|(_, fields)| fields.iter().any(|f| !f.trim().is_empty()));
+    let Some((header_line, header)) = rows.next() else {
+        return;
+    };
+    let Some(layout) = Layout::from_header(&header, b',') else {
+        let found: Vec<String> = header.iter().map(|f| f.trim().to_string()).collect();
+        return sink.skip(
+            header_line,
+            no_column_message(&found, None, "a spreadsheet"),
+        );
+    };
+    for (line, fields) in rows {
+        row(&layout, &fields, line, sink);
+    }
 }
 
 /// The dump's row shape: six `;` fields with a URL in the third.
@@ -679,12 +803,160 @@ mod tests {
         );
     }
 
+    fn utf16(text: &str, big_endian: bool, bom: bool) -> Vec<u8> {
+        let mut out = Vec::new();
+        if bom {
+            out.extend_from_slice(if big_endian { b"\xFE\xFF" } else { b"\xFF\xFE" });
+        }
+        for unit in text.encode_utf16() {
+            out.extend_from_slice(&if big_endian {
+                unit.to_be_bytes()
+            } else {
+                unit.to_le_bytes()
+            });
+        }
+        out
+    }
+
+    fn auto(name: &str, bytes: &[u8]) -> ParsedList {
+        super::super::parse_bytes(Path::new(name), bytes, &ListOptions::default())
+    }
+
+    /// Files as clerks save them, each detected without a format setting
+    /// (a `.txt` name, as Excel gives "Unicode Text"), with the same rules.
+    #[test]
+    fn clerk_exports() {
+        let want = vec![
+            (2, n("a.example"), meta("2025-17/KZ", "АФМ", "")),
+            (
+                3,
+                Target::Url("http://b.example/x,y".into()),
+                meta("No. 5;\tfinal", "", ""),
+            ),
+        ];
+        // Excel "Unicode Text": UTF-16 LE with BOM, tabs, CRLF, quoted
+        // fields only where they hold a tab or a quote.
+        let unicode_text = "domain\turl\tdecision\tauthority\r\na.example\t\t2025-17/KZ\tАФМ\r\nb.example\thttp://b.example/x,y\t\"No. 5;\tfinal\"\t\r\n";
+        let semicolons = "Domain;URL;Decision;Authority\na.example;;2025-17/KZ;АФМ\nb.example;http://b.example/x,y;\"No. 5;\tfinal\";\n";
+        let commas = "domain,url,decision,authority\na.example,,2025-17/KZ,АФМ\nb.example,\"http://b.example/x,y\",\"No. 5;\tfinal\",\n";
+        let cases: Vec<(&str, Vec<u8>)> = vec![
+            ("utf-16le bom tab", utf16(unicode_text, false, true)),
+            ("utf-16be bom tab", utf16(unicode_text, true, true)),
+            ("utf-16le no bom tab", utf16(unicode_text, false, false)),
+            ("utf-16be bom semicolon", utf16(semicolons, true, true)),
+            (
+                "utf-8 bom semicolon",
+                format!("\u{feff}{semicolons}").into_bytes(),
+            ),
+            ("utf-8 comma quoted", commas.as_bytes().to_vec()),
+        ];
+        for (label, bytes) in cases {
+            let p = auto("export.txt", &bytes);
+            assert_eq!(p.format, Format::Csv, "{label}");
+            assert!(p.skipped.is_empty(), "{label}: {:?}", p.skipped);
+            let got: Vec<_> = p
+                .rules
+                .iter()
+                .map(|r| (r.line, r.target.clone(), r.meta().clone()))
+                .collect();
+            assert_eq!(got, want, "{label}");
+        }
+    }
+
+    /// What a clerk is told when the file cannot be read as a table.
+    #[test]
+    fn errors_in_the_clerks_terms() {
+        let cases: Vec<(&str, Vec<u8>, u32, Vec<&str>)> = vec![
+            (
+                "utf-16 tab export, unknown columns",
+                utf16("Сайт\tРешение\r\nscam.example\t1\r\n", false, true),
+                1,
+                vec![
+                    "neither a `domain` nor a `url` column",
+                    "found \"Сайт\", \"Решение\"",
+                    "UTF-16LE with tab separators",
+                ],
+            ),
+            (
+                "semicolon export, unknown columns",
+                "Сайт;Решение\nscam.example;1\n".as_bytes().to_vec(),
+                1,
+                vec![
+                    "found \"Сайт\", \"Решение\"",
+                    "UTF-8 with semicolon separators",
+                ],
+            ),
+            (
+                "windows-1251 export",
+                encoding_rs::WINDOWS_1251
+                    .encode("Сайт;Решение\nscam.example;1\n")
+                    .0
+                    .into_owned(),
+                1,
+                vec!["found \"Сайт\", \"Решение\"", "windows-1251 with semicolon"],
+            ),
+            (
+                "truncated utf-16",
+                {
+                    let mut b = utf16("domain\na.example\n", false, true);
+                    b.push(b'x');
+                    b
+                },
+                1,
+                vec!["not valid UTF-16LE"],
+            ),
+        ];
+        for (label, bytes, line, wants) in cases {
+            let p = auto("export.csv", &bytes);
+            let skip = p
+                .skipped
+                .first()
+                .unwrap_or_else(|| panic!("{label}: no skip"));
+            assert_eq!(skip.line, line, "{label}");
+            for want in wants {
+                assert!(
+                    skip.reason.contains(want),
+                    "{label}: {:?} lacks {want:?}",
+                    skip.reason
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn tables_are_not_taken_for_lists_nor_lists_for_tables() {
+        let detect = |bytes: &[u8]| super::super::detect(Path::new("list.txt"), bytes);
+        // A table whose header names other columns is still a table.
+        assert_eq!(detect(b"Site\tOrder\na.example\t1\n"), Format::Csv);
+        assert_eq!(detect(b"Site;Order\na.example;1\n"), Format::Csv);
+        // Hosts files, zone files and commented plain lists use tabs too.
+        assert_eq!(
+            detect(b"0.0.0.0\ta.example\n0.0.0.0\tb.example\n"),
+            Format::Hosts
+        );
+        assert_eq!(
+            detect(b"a.example\tCNAME\t.\nb.example\tCNAME\t.\n"),
+            Format::Rpz
+        );
+        assert_eq!(
+            detect(b"a.example\t# one\nb.example\t# two\n"),
+            Format::Plain
+        );
+        assert_eq!(detect(b"a.example\nb.example\n"), Format::Plain);
+        // One line alone proves nothing.
+        assert_eq!(detect(b"a.example\tb\n"), Format::Plain);
+    }
+
     #[test]
     fn header_sniffing() {
         assert!(looks_like_header("Domain;URL"));
         assert!(looks_like_header("\"id\",\"host\""));
         assert!(!looks_like_header("example.com"));
+        assert!(looks_like_header("url\tdecision"));
         assert_eq!(separator("a;b,c;d"), b';');
+        assert_eq!(separator("a\tb;c"), b'\t');
+        assert_eq!(separator("\"a;b\",c"), b',');
+        assert_eq!(separator("a\tb,c,d"), b',');
         assert_eq!(separator("a,b"), b',');
         assert_eq!(separator("a"), b',');
         assert!(is_zapret_row("1.2.3.4;a.com;http://a.com/;x;y;z"));

@@ -152,10 +152,12 @@
 //! A syntax error is reported at its line; rules before it are kept.
 
 mod csv;
+pub mod dump;
 mod entry;
 mod json;
 mod rpz;
 mod text;
+mod xlsx;
 
 #[cfg(test)]
 mod tests_prop;
@@ -181,19 +183,54 @@ pub enum ParseError {
 
 /// Parse a file's bytes. Never fails and never panics: bad lines become
 /// [`Skip`]s.
+///
+/// UTF-16 text (Excel's "Unicode Text", Notepad's "Unicode") is turned
+/// into UTF-8 first, whatever the format, so line numbers stay those of
+/// the file.
 pub fn parse_bytes(path: &Path, bytes: &[u8], opts: &ListOptions) -> ParsedList {
+    let mut sink = Sink::default();
+    let transcoded = match opts.format {
+        Some(Format::Xlsx) => None,
+        _ => utf16_to_utf8(bytes),
+    };
+    let bytes = match &transcoded {
+        Some(t) => {
+            sink.encoding = Some(t.encoding);
+            if t.had_errors {
+                sink.skip(
+                    1,
+                    format!(
+                        "the file is not valid {}: characters were lost (truncated or saved with another encoding?)",
+                        t.encoding
+                    ),
+                );
+            }
+            t.text.as_bytes()
+        }
+        None => bytes,
+    };
     let format = opts.format.unwrap_or_else(|| detect(path, bytes));
     let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
-    let mut sink = Sink::default();
     match format {
         Format::Plain | Format::Hosts | Format::Adblock => text::parse(bytes, format, &mut sink),
         Format::Rpz => rpz::parse(bytes, &mut sink),
         Format::Csv => csv::parse(bytes, &mut sink),
         Format::Json => json::parse(bytes, &mut sink),
+        Format::Dump => match transcoded.as_ref() {
+            Some(t) => dump::parse_transcoded(&t.text, &mut sink),
+            None => dump::parse(bytes, &mut sink),
+        },
+        Format::Xlsx => xlsx::parse(bytes, &mut sink),
     }
+    finish(path, format, sink, opts)
+}
+
+/// Apply the list options to a parser's output and order it by line.
+fn finish(path: &Path, format: Format, sink: Sink, opts: &ListOptions) -> ParsedList {
     let Sink {
         mut rules,
         mut skipped,
+        ..
     } = sink;
     for rule in &mut rules {
         if let (
@@ -226,13 +263,106 @@ pub fn parse_bytes(path: &Path, bytes: &[u8], opts: &ListOptions) -> ParsedList 
 }
 
 /// Read and parse one file. Only I/O errors are errors.
+///
+/// A registry dump is streamed from the file rather than read whole: it
+/// can be hundreds of MB, and only the rules it yields need to be held.
 pub fn parse_file(path: &Path, opts: &ListOptions) -> Result<ParsedList, ParseError> {
-    let bytes = std::fs::read(path).map_err(|source| ParseError::Io {
+    let io = |source| ParseError::Io {
         path: path.to_path_buf(),
         source,
-    })?;
-    Ok(parse_bytes(path, &bytes, opts))
+    };
+    let format = match opts.format {
+        Some(format) => format,
+        None => {
+            let mut head = Vec::with_capacity(SNIFF_BYTES);
+            std::io::Read::read_to_end(
+                &mut std::io::Read::take(
+                    std::fs::File::open(path).map_err(io)?,
+                    SNIFF_BYTES as u64,
+                ),
+                &mut head,
+            )
+            .map_err(io)?;
+            detect(path, &head)
+        }
+    };
+    if format == Format::Dump {
+        let file = std::fs::File::open(path).map_err(io)?;
+        let mut input = std::io::BufReader::with_capacity(1 << 16, file);
+        let head = std::io::BufRead::fill_buf(&mut input).map_err(io)?;
+        // UTF-16 is transcoded whole (rare: the registry writes
+        // windows-1251); everything else is streamed.
+        if !is_utf16(head) {
+            let mut sink = Sink::default();
+            dump::parse(input, &mut sink);
+            return Ok(finish(path, format, sink, opts));
+        }
+    }
+    let bytes = std::fs::read(path).map_err(io)?;
+    Ok(parse_bytes(
+        path,
+        &bytes,
+        &ListOptions {
+            format: Some(format),
+            ..opts.clone()
+        },
+    ))
 }
+
+/// Text that was UTF-16 in the file.
+struct Transcoded {
+    text: String,
+    encoding: &'static str,
+    had_errors: bool,
+}
+
+/// Whether a CSV file's first line is a header (or the dump layout's
+/// `Updated:` line) rather than a first row of data: only then can changed
+/// rows be parsed below it on their own (`delta.rs`).
+pub(crate) fn csv_header_is_not_data(line: &str) -> bool {
+    csv::is_header_line(line)
+}
+
+/// Whether [`utf16_to_utf8`] takes these bytes (the start of a file is
+/// enough) for UTF-16.
+pub(crate) fn is_utf16(head: &[u8]) -> bool {
+    utf16_encoding(head).is_some()
+}
+
+/// UTF-16 input as UTF-8: with a byte-order mark, or without one when the
+/// first characters are ASCII with a zero byte beside each (list files
+/// never hold NUL bytes). `None` for anything else.
+fn utf16_to_utf8(bytes: &[u8]) -> Option<Transcoded> {
+    let (encoding, body) = utf16_encoding(bytes)?;
+    let (text, had_errors) = encoding.decode_without_bom_handling(body);
+    Some(Transcoded {
+        text: text.into_owned(),
+        encoding: encoding.name(),
+        had_errors,
+    })
+}
+
+fn utf16_encoding(bytes: &[u8]) -> Option<(&'static encoding_rs::Encoding, &[u8])> {
+    let (encoding, body) = if let Some(rest) = bytes.strip_prefix(b"\xFF\xFE") {
+        (encoding_rs::UTF_16LE, rest)
+    } else if let Some(rest) = bytes.strip_prefix(b"\xFE\xFF") {
+        (encoding_rs::UTF_16BE, rest)
+    } else {
+        match bytes {
+            [a, 0, b, 0, ..] if *a != 0 && *b != 0 && a.is_ascii() && b.is_ascii() => {
+                (encoding_rs::UTF_16LE, bytes)
+            }
+            [0, a, 0, b, ..] if *a != 0 && *b != 0 && a.is_ascii() && b.is_ascii() => {
+                (encoding_rs::UTF_16BE, bytes)
+            }
+            _ => return None,
+        }
+    };
+    Some((encoding, body))
+}
+
+/// How much of a file [`parse_file`] reads to detect its format.
+const SNIFF_BYTES: usize = 64 << 10;
 
 /// Guess a file's format: the extension first, then the content.
 ///
@@ -252,9 +382,18 @@ pub fn detect(path: &Path, bytes: &[u8]) -> Format {
         Some("csv") => return Format::Csv,
         Some("json") => return Format::Json,
         Some("hosts") => return Format::Hosts,
+        Some("xml") => return Format::Dump,
+        Some("xlsx") => return Format::Xlsx,
         _ => {}
     }
-    sniff(bytes)
+    if bytes.starts_with(b"PK\x03\x04") {
+        // A zip archive: the only one sinkhole reads is a workbook.
+        return Format::Xlsx;
+    }
+    match utf16_to_utf8(bytes) {
+        Some(t) => sniff(t.text.as_bytes()),
+        None => sniff(bytes),
+    }
 }
 
 /// How many meaningful lines sniffing looks at: enough to outvote a few
@@ -267,6 +406,10 @@ fn sniff(bytes: &[u8]) -> Format {
     let Some(start) = start else {
         return Format::Plain;
     };
+    let rest = &bytes[start..];
+    if rest.starts_with(b"<?xml") || rest.starts_with(b"<reg:register") {
+        return Format::Dump;
+    }
     match bytes[start] {
         b'{' => return Format::Json,
         b'[' => {
@@ -280,6 +423,9 @@ fn sniff(bytes: &[u8]) -> Format {
             }
         }
         _ => {}
+    }
+    if looks_like_table(bytes) {
+        return Format::Csv;
     }
     let (mut hosts, mut adblock, mut plain) = (0usize, 0usize, 0usize);
     let mut first = true;
@@ -323,6 +469,26 @@ fn sniff(bytes: &[u8]) -> Format {
     } else {
         Format::Plain
     }
+}
+
+/// A spreadsheet export whose header names no known column (tab or `;`
+/// separated, as Excel saves): read as CSV so that the report says which
+/// columns were found, instead of as a plain list with every line skipped.
+fn looks_like_table(bytes: &[u8]) -> bool {
+    let mut lines = bytes
+        .split(|&b| b == b'\n')
+        .take(SNIFF_LINES)
+        .map(String::from_utf8_lossy)
+        .filter(|l| {
+            let l = l.trim();
+            !l.is_empty() && !l.starts_with(['#', '!', ';', '$', '|', '@'])
+        });
+    let (Some(first), Some(second)) = (lines.next(), lines.next()) else {
+        return false;
+    };
+    let rr = |l: &str| looks_like_rr(&l.split_ascii_whitespace().take(5).collect::<Vec<_>>());
+    let (first, second) = (first.trim_end(), second.trim_end());
+    !rr(first) && !rr(second) && csv::looks_like_table(first, second)
 }
 
 /// A resource record whose type is followed by data of the right shape,
@@ -386,12 +552,13 @@ pub fn list_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, ParseError> {
 }
 
 /// Files in a list directory that are never lists (temp files of a push in
-/// progress, editor files, documentation).
+/// progress, a source's previous content kept until its reload succeeds,
+/// editor files, documentation).
 pub(crate) fn ignored_file_name(name: &str) -> bool {
     let lower = name.to_ascii_lowercase();
     name.starts_with('.')
         || name.ends_with('~')
-        || [".md", ".tmp", ".swp", ".part"]
+        || [".md", ".tmp", ".swp", ".part", ".prev"]
             .iter()
             .any(|ext| lower.ends_with(ext))
 }
@@ -408,6 +575,9 @@ fn list_name(path: &Path) -> String {
 struct Sink {
     rules: Vec<Rule>,
     skipped: Vec<Skip>,
+    /// Set when the bytes were transcoded before parsing (UTF-16), so a
+    /// parser can name the encoding it was really given in its reports.
+    encoding: Option<&'static str>,
 }
 
 impl Sink {

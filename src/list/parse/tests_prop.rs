@@ -10,13 +10,14 @@ use crate::list::name::validate;
 use crate::list::{Format, ListOptions, ParsedList, Scope, Target};
 use crate::policy::Action;
 
-const FORMATS: [Format; 6] = [
+const FORMATS: [Format; 7] = [
     Format::Plain,
     Format::Hosts,
     Format::Adblock,
     Format::Rpz,
     Format::Csv,
     Format::Json,
+    Format::Dump,
 ];
 
 fn forced(format: Format) -> ListOptions {
@@ -126,6 +127,33 @@ fn syntax_soup() -> impl Strategy<Value = Vec<u8>> {
         "\u{feff}",
         "\u{0}",
         "\u{fffd}",
+        // Registry dump (dump.xml) syntax.
+        "<?xml version=\"1.0\" encoding=\"windows-1251\"?>",
+        "<?xml version=\"1.0\" encoding=\"UTF-16\"?>",
+        "<reg:register xmlns:reg=\"http://rsoc.ru\">",
+        "</reg:register>",
+        "<content id=\"1\" blockType=\"domain\">",
+        "<content blockType=\"domain-mask\">",
+        "<content blockType=\"ip\">",
+        "<content>",
+        "</content>",
+        "<decision date=\"2026-01-01\" number=\"1\" org=\"x &amp; y\"/>",
+        "<url>",
+        "</url>",
+        "<domain>",
+        "</domain>",
+        "<ip>",
+        "</ip>",
+        "<ipSubnet>",
+        "<delete id=\"1\"/>",
+        "<![CDATA[",
+        "]]>",
+        "&amp;",
+        "&#1103;",
+        "&bogus;",
+        "<!DOCTYPE x [<!ENTITY a \"b\">]>",
+        "<!-- c -->",
+        "=\"",
     ]);
     prop::collection::vec(piece, 0..64).prop_map(|v| v.concat().into_bytes())
 }
@@ -234,6 +262,20 @@ proptest! {
         let p = parse_bytes(Path::new("l"), csv.as_bytes(), &forced(Format::Csv));
         prop_assert!(p.skipped.is_empty(), "{:?}", p.skipped);
         prop_assert_eq!(names(&p), expect(2, Scope::Subtree));
+
+        let contents: String = written
+            .iter()
+            .map(|n| format!("<content id=\"1\" blockType=\"domain\">\n<domain><![CDATA[{n}]]></domain>\n</content>\n"))
+            .collect();
+        let dump = format!("<?xml version=\"1.0\" encoding=\"windows-1251\"?>\n<reg:register>\n{contents}</reg:register>\n");
+        let p = parse_bytes(Path::new("l"), dump.as_bytes(), &forced(Format::Dump));
+        prop_assert!(p.skipped.is_empty(), "{:?}", p.skipped);
+        let want: Vec<_> = expect(3, Scope::Exact)
+            .into_iter()
+            .enumerate()
+            .map(|(i, (_, n, s))| (3 + 3 * i as u32, n, s))
+            .collect();
+        prop_assert_eq!(names(&p), want);
 
         let rpz: String = written.iter().map(|n| format!("{n} CNAME .\n")).collect();
         let p = parse_bytes(Path::new("l"), rpz.as_bytes(), &forced(Format::Rpz));
