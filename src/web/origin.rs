@@ -771,15 +771,18 @@ pub(crate) mod tests {
     ) -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
         let asked = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let counter = asked.clone();
-        // UDP on a free port, then TCP on the same number: that one may be
-        // taken (another test's listener or connection), so try again.
-        let (udp, addr, tcp) = loop {
+        // UDP and TCP on one port: the kernel's UDP port may be taken for
+        // TCP by another process, so try a few.
+        let mut sockets = None;
+        for _ in 0..50 {
             let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
             let addr = udp.local_addr().unwrap();
             if let Ok(tcp) = TcpListener::bind(addr).await {
-                break (udp, addr, tcp);
+                sockets = Some((udp, tcp, addr));
+                break;
             }
-        };
+        }
+        let (udp, tcp, addr) = sockets.expect("a port free for both UDP and TCP");
         let scripts = Arc::new(scripts);
         let s = scripts.clone();
         tokio::spawn(async move {
