@@ -300,7 +300,8 @@ fn with_stack_layers(router: Router, limits: &HttpLimits) -> Router {
 
 /// Accept from whichever listener has a connection, starting after the one
 /// that accepted last so that a flood on one address cannot starve another.
-async fn accept_any(
+/// (The TLS front's accept loop uses it too.)
+pub(crate) async fn accept_any(
     listeners: &[TcpListener],
     next: &mut usize,
 ) -> io::Result<(TcpStream, SocketAddr)> {
@@ -320,7 +321,7 @@ async fn accept_any(
 
 /// Errors that concern one client (it reset or aborted before the accept
 /// completed), not the listener: retry at once.
-fn is_client_error(e: &io::Error) -> bool {
+pub(crate) fn is_client_error(e: &io::Error) -> bool {
     matches!(
         e.kind(),
         io::ErrorKind::ConnectionRefused

@@ -747,42 +747,48 @@ mod tests {
         pages * 4096
     }
 
-    /// What one upstream exchange costs while it waits, measured as RSS
-    /// growth over many exchanges to an upstream that never answers
-    /// (the water-torture case). RSS is per process and other tests
-    /// allocate in parallel, so this runs alone, from `make bench-attack`
-    /// (`cargo test --lib memory_per_waiting_exchange -- --ignored
-    /// --nocapture`).
-    #[test]
-    #[ignore = "measures process RSS: run alone"]
-    fn memory_per_waiting_exchange() {
-        const N: usize = 4000;
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        let settings = settings(silent.local_addr().unwrap(), N);
-        let snap = crate::list::compile::compile(&[]).unwrap();
-        let shared = Arc::new(Shared::new(
-            &settings,
-            Arc::new(ArcSwap::from_pointee(snap)),
-            None,
-            Arc::new(Metrics::new(&settings.upstream.servers)),
-        ));
-        let reply_sock = Arc::new(std::net::UdpSocket::bind("127.0.0.1:0").unwrap());
-        let client = reply_sock.local_addr().unwrap();
-        let start = |from: usize, to: usize| {
+    /// A server core forwarding to an upstream that never answers (the
+    /// water-torture case), for the memory measurements below.
+    struct FloodRig {
+        rt: tokio::runtime::Runtime,
+        shared: Arc<Shared>,
+        reply_sock: Arc<std::net::UdpSocket>,
+        _silent: std::net::UdpSocket,
+    }
+
+    impl FloodRig {
+        fn new(max_inflight: usize, timeout: Duration) -> FloodRig {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            let mut settings = settings(silent.local_addr().unwrap(), max_inflight);
+            settings.upstream.timeout = timeout;
+            let snap = crate::list::compile::compile(&[]).unwrap();
+            let shared = Arc::new(Shared::new(
+                &settings,
+                Arc::new(ArcSwap::from_pointee(snap)),
+                None,
+                Arc::new(Metrics::new(&settings.upstream.servers)),
+            ));
+            let reply_sock = Arc::new(std::net::UdpSocket::bind("127.0.0.1:0").unwrap());
+            FloodRig {
+                rt,
+                shared,
+                reply_sock,
+                _silent: silent,
+            }
+        }
+
+        /// Ask `r{from}.victim.example` .. `r{to - 1}.victim.example`; each
+        /// goes upstream.
+        fn flood(&self, from: usize, to: usize) {
+            let client = self.reply_sock.local_addr().unwrap();
             for i in from..to {
-                let name = format!("r{i}.victim.example.");
-                let mut m = hickory_proto::op::Message::query();
-                m.add_query(hickory_proto::op::Query::query(
-                    hickory_proto::rr::Name::from_ascii(&name).unwrap(),
-                    hickory_proto::rr::RecordType::A,
-                ));
-                let packet = m.to_vec().unwrap();
-                let snap = shared.snapshot.load();
+                let packet = query_packet(&format!("r{i}.victim.example."));
+                let snap = self.shared.snapshot.load();
                 let inbound = query::Inbound {
                     packet: &packet,
                     client,
@@ -791,34 +797,46 @@ mod tests {
                     wall: SystemTime::now(),
                 };
                 let mut out = Vec::new();
-                let Outcome::Forward(p) = shared.core.handle(&snap, &inbound, &mut out) else {
+                let Outcome::Forward(p) = self.shared.core.handle(&snap, &inbound, &mut out) else {
                     panic!("not forwarded");
                 };
-                shared.forward(
-                    rt.handle(),
+                self.shared.forward(
+                    self.rt.handle(),
                     Waiter {
                         pending: *p,
-                        to: ReplyTo::Udp(reply_sock.clone()),
+                        to: ReplyTo::Udp(self.reply_sock.clone()),
                     },
                 );
             }
-        };
+        }
+    }
+
+    /// What one upstream exchange costs while it waits, measured as RSS
+    /// growth over many exchanges to an upstream that never answers.
+    /// RSS is per process and other tests allocate in parallel, so this
+    /// runs alone, from `make bench-attack` (`cargo test --lib
+    /// memory_per_waiting_exchange -- --ignored --nocapture`).
+    #[test]
+    #[ignore = "measures process RSS: run alone"]
+    fn memory_per_waiting_exchange() {
+        const N: usize = 4000;
+        let rig = FloodRig::new(N, Duration::from_secs(30));
         let settle = || std::thread::sleep(Duration::from_millis(300));
         // Warm up (runtime threads, allocator arenas, maps at size).
-        start(0, N / 4);
+        rig.flood(0, N / 4);
         settle();
         let before = rss_bytes();
-        let live_before = shared.inflight();
-        start(N / 4, N);
+        let live_before = rig.shared.inflight();
+        rig.flood(N / 4, N);
         settle();
         let grown = rss_bytes().saturating_sub(before);
-        let exchanges = shared.inflight() - live_before;
+        let exchanges = rig.shared.inflight() - live_before;
         assert_eq!(exchanges, N - N / 4, "every exchange is waiting");
         let per = grown / exchanges;
         println!("RSS per waiting exchange: {per} bytes ({exchanges} exchanges)");
         // 6.6 KB before exchanges kept a compact question (2.2 KB now).
         assert!(per <= 3 * 1024, "{per} bytes per waiting exchange");
-        rt.shutdown_timeout(Duration::from_millis(100));
+        rig.rt.shutdown_timeout(Duration::from_millis(100));
     }
 
     /// Anonymous resident memory (heap, stacks), without the binary's pages
@@ -841,58 +859,19 @@ mod tests {
     #[ignore = "measures process RSS: run alone"]
     fn memory_after_a_flood() {
         const N: usize = 8000;
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        let mut settings = settings(silent.local_addr().unwrap(), N);
-        settings.upstream.timeout = Duration::from_millis(500);
-        let snap = crate::list::compile::compile(&[]).unwrap();
-        let shared = Arc::new(Shared::new(
-            &settings,
-            Arc::new(ArcSwap::from_pointee(snap)),
-            None,
-            Arc::new(Metrics::new(&settings.upstream.servers)),
-        ));
-        let reply_sock = Arc::new(std::net::UdpSocket::bind("127.0.0.1:0").unwrap());
-        let client = reply_sock.local_addr().unwrap();
-        let flood = |from: usize, to: usize| {
-            for i in from..to {
-                let packet = query_packet(&format!("r{i}.victim.example."));
-                let snap = shared.snapshot.load();
-                let inbound = query::Inbound {
-                    packet: &packet,
-                    client,
-                    transport: Transport::Udp,
-                    now: Instant::now(),
-                    wall: SystemTime::now(),
-                };
-                let mut out = Vec::new();
-                if let Outcome::Forward(p) = shared.core.handle(&snap, &inbound, &mut out) {
-                    shared.forward(
-                        rt.handle(),
-                        Waiter {
-                            pending: *p,
-                            to: ReplyTo::Udp(reply_sock.clone()),
-                        },
-                    );
-                }
-            }
-        };
+        let rig = FloodRig::new(N, Duration::from_millis(500));
         let over = || {
-            while shared.inflight() > 0 {
+            while rig.shared.inflight() > 0 {
                 std::thread::sleep(Duration::from_millis(50));
             }
             // The trim after the last exchange runs on the blocking pool.
             std::thread::sleep(Duration::from_millis(300));
         };
         // Runtime threads and their first allocations.
-        flood(0, 16);
+        rig.flood(0, 16);
         over();
         let before = rss_anon_bytes();
-        flood(16, N);
+        rig.flood(16, N);
         std::thread::sleep(Duration::from_millis(200));
         let during = rss_anon_bytes();
         over();
@@ -914,7 +893,7 @@ mod tests {
             kept / 1024,
             added / 1024
         );
-        rt.shutdown_timeout(Duration::from_millis(100));
+        rig.rt.shutdown_timeout(Duration::from_millis(100));
     }
 
     fn query_packet(name: &str) -> Vec<u8> {

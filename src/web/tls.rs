@@ -54,6 +54,7 @@ pub(crate) use hello::check_prefix_consistency;
 pub(crate) use hello::{HelloRead, MAX_HELLO_BYTES, parse_client_hello};
 
 use super::origin::OriginResolver;
+use crate::http::{accept_any, is_client_error};
 
 /// What the front does with a ClientHello's SNI.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -610,35 +611,4 @@ impl AsyncWrite for Tracked<'_> {
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut *self.inner).poll_shutdown(cx)
     }
-}
-
-/// Accept from whichever listener has a connection, starting after the one
-/// that accepted last so that a flood on one address cannot starve another.
-async fn accept_any(
-    listeners: &[TcpListener],
-    next: &mut usize,
-) -> io::Result<(TcpStream, SocketAddr)> {
-    std::future::poll_fn(|cx| {
-        let n = listeners.len();
-        for i in 0..n {
-            let k = (*next + i) % n;
-            if let Poll::Ready(r) = listeners[k].poll_accept(cx) {
-                *next = (k + 1) % n;
-                return Poll::Ready(r);
-            }
-        }
-        Poll::Pending
-    })
-    .await
-}
-
-/// Errors that concern one client (it reset before the accept completed),
-/// not the listener: retry at once.
-fn is_client_error(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::ConnectionRefused
-            | io::ErrorKind::ConnectionAborted
-            | io::ErrorKind::ConnectionReset
-    )
 }
