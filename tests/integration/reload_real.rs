@@ -355,8 +355,7 @@ fn roskomnadzor_registry_a_week_apart() {
     assert_eq!(r.stats.rejected.load(Ordering::Relaxed), 0);
 
     // The accepted version was persisted as the last good one.
-    let (saved, manifest) = sinkhole::list::reload::open_last_good(&state).expect("last good");
-    assert_eq!(saved.version(), r.current().version());
+    let manifest = wait_saved(&r, &state);
     assert_eq!(manifest.counts.names, 905);
 }
 
@@ -472,6 +471,31 @@ fn scamsniffer_daily_additions_in_date_order() {
         "only the deliberate shrink may be refused: {:?}",
         r.stats.failures_by_reason
     );
-    let (saved, _) = sinkhole::list::reload::open_last_good(&state).expect("last good");
-    assert_eq!(saved.version(), r.current().version());
+    wait_saved(&r, &state);
+}
+
+/// The version in force, once it is saved as the last good one: a reload
+/// swaps first and saves after (a layer is saved when its merge is done),
+/// so on a busy machine the save can trail the enforcement it follows.
+fn wait_saved(
+    r: &sinkhole::list::reload::Reloader,
+    state: &Path,
+) -> sinkhole::list::reload::Manifest {
+    let t0 = std::time::Instant::now();
+    loop {
+        let want = r.current().version();
+        match sinkhole::list::reload::open_last_good(state) {
+            Ok((saved, manifest)) if saved.version() == want => return manifest,
+            Ok((saved, _)) if t0.elapsed() > std::time::Duration::from_secs(60) => {
+                panic!(
+                    "version {want} in force, {} saved after 60 s",
+                    saved.version()
+                )
+            }
+            Err(e) if t0.elapsed() > std::time::Duration::from_secs(60) => {
+                panic!("no last good snapshot after 60 s: {e}")
+            }
+            _ => std::thread::sleep(std::time::Duration::from_millis(20)),
+        }
+    }
 }
