@@ -63,7 +63,19 @@ fn url_rule_json(v: &UrlRuleView<'_>) -> Value {
 }
 
 /// ` decision="…" authority="…" …` for the fields that are set.
-fn meta_suffix(s: &mut String, fields: [(&str, Option<&str>); 4]) {
+fn meta_suffix(
+    s: &mut String,
+    decision: Option<&str>,
+    authority: Option<&str>,
+    date: Option<&str>,
+    category: Option<&str>,
+) {
+    let fields = [
+        ("decision", decision),
+        ("authority", authority),
+        ("date", date),
+        ("category", category),
+    ];
     for (k, val) in fields {
         if let Some(val) = val {
             let _ = write!(s, " {k}={val:?}");
@@ -79,15 +91,7 @@ fn url_rule_line(v: &UrlRuleView<'_>) -> String {
         v.file(),
         v.line()
     );
-    meta_suffix(
-        &mut s,
-        [
-            ("decision", v.decision()),
-            ("authority", v.authority()),
-            ("date", v.date()),
-            ("category", v.category()),
-        ],
-    );
+    meta_suffix(&mut s, v.decision(), v.authority(), v.date(), v.category());
     s
 }
 
@@ -105,15 +109,7 @@ pub fn lookup_url_text(snap: &Snapshot, raw: &str, url: &NormUrl) -> String {
             v.line(),
             v.text()
         );
-        meta_suffix(
-            &mut s,
-            [
-                ("decision", v.decision()),
-                ("authority", v.authority()),
-                ("date", v.date()),
-                ("category", v.category()),
-            ],
-        );
+        meta_suffix(&mut s, v.decision(), v.authority(), v.date(), v.category());
         return s;
     }
     let Some(v) = snap.match_url(url) else {
@@ -125,15 +121,7 @@ pub fn lookup_url_text(snap: &Snapshot, raw: &str, url: &NormUrl) -> String {
         v.line(),
         v.text()
     );
-    meta_suffix(
-        &mut s,
-        [
-            ("decision", v.decision()),
-            ("authority", v.authority()),
-            ("date", v.date()),
-            ("category", v.category()),
-        ],
-    );
+    meta_suffix(&mut s, v.decision(), v.authority(), v.date(), v.category());
     s
 }
 
@@ -217,16 +205,7 @@ pub fn lookup_text(snap: &Snapshot, name: &str) -> String {
         v.line(),
         v.text()
     );
-    for (k, val) in [
-        ("decision", v.decision()),
-        ("authority", v.authority()),
-        ("date", v.date()),
-        ("category", v.category()),
-    ] {
-        if let Some(val) = val {
-            let _ = write!(s, " {k}={val:?}");
-        }
-    }
+    meta_suffix(&mut s, v.decision(), v.authority(), v.date(), v.category());
     s
 }
 
