@@ -359,26 +359,6 @@ fn console_auth_roles_api_and_console_records() {
     drop(c.server);
 }
 
-/// Headless Chromium, when installed (`make test-deps` installs it; on CI
-/// a missing browser is a failure, elsewhere the test says it skipped).
-fn chromium() -> Option<&'static str> {
-    for cmd in ["chromium", "chromium-browser", "google-chrome"] {
-        if Command::new(cmd)
-            .arg("--version")
-            .output()
-            .is_ok_and(|o| o.status.success())
-        {
-            return Some(cmd);
-        }
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "chromium is not installed (make test-deps installs it)"
-    );
-    eprintln!("skipping: chromium is not installed (make test-deps installs it)");
-    None
-}
-
 /// The DOM Chromium renders for `url`.
 fn dump_dom(browser: &str, url: &str) -> String {
     let profile = tempfile::tempdir().expect("tempdir");

@@ -490,26 +490,6 @@ fn a_browser_renders_the_block_page_with_the_decision() {
     assert!(dom.contains("Court of Test"), "{dom}");
 }
 
-/// Headless Chromium, when installed (as in `console.rs`: a failure on CI,
-/// a skip elsewhere).
-fn chromium() -> Option<&'static str> {
-    for cmd in ["chromium", "chromium-browser", "google-chrome"] {
-        if Command::new(cmd)
-            .arg("--version")
-            .output()
-            .is_ok_and(|o| o.status.success())
-        {
-            return Some(cmd);
-        }
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "chromium is not installed (make test-deps installs it)"
-    );
-    eprintln!("skipping: chromium is not installed (make test-deps installs it)");
-    None
-}
-
 #[test]
 fn lookup_lists_url_rules_and_matches_urls() {
     let dir = tempfile::tempdir().expect("tempdir");

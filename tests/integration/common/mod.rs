@@ -10,6 +10,7 @@ pub(crate) mod gate;
 pub(crate) mod server;
 pub(crate) mod upstream;
 
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 pub(crate) use client::*;
@@ -45,4 +46,24 @@ pub(crate) fn wait_for<T>(within: Duration, mut f: impl FnMut() -> Option<T>) ->
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Headless Chromium, when installed (`make test-deps` installs it; on CI
+/// a missing browser is a failure, elsewhere the test says it skipped).
+pub(crate) fn chromium() -> Option<&'static str> {
+    for cmd in ["chromium", "chromium-browser", "google-chrome"] {
+        if Command::new(cmd)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+        {
+            return Some(cmd);
+        }
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "chromium is not installed (make test-deps installs it)"
+    );
+    eprintln!("skipping: chromium is not installed (make test-deps installs it)");
+    None
 }
