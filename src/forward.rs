@@ -299,25 +299,35 @@ impl Forwarder {
         deadline: Instant,
     ) -> io::Result<(Vec<u8>, ResponseScan)> {
         let timed_out = || io::Error::new(io::ErrorKind::TimedOut, "upstream TCP timeout");
-        let work = async {
-            let mut stream = TcpStream::connect(server).await?;
-            stream.set_nodelay(true)?;
-            let id: u16 = rand::random();
-            let msg = build_query(id, q);
-            let mut framed = Vec::with_capacity(msg.len() + 2);
-            framed.extend_from_slice(&(msg.len() as u16).to_be_bytes());
-            framed.extend_from_slice(&msg);
-            stream.write_all(&framed).await?;
-            loop {
-                let len = stream.read_u16().await? as usize;
-                let mut reply = vec![0u8; len];
-                stream.read_exact(&mut reply).await?;
-                if let Some(scan) = accept_reply(&reply, id, q) {
-                    return Ok((reply, scan));
-                }
-            }
-        };
-        timeout_at(deadline, work).await.map_err(|_| timed_out())?
+        timeout_at(deadline, tcp_query(server, q))
+            .await
+            .map_err(|_| timed_out())?
+    }
+}
+
+/// One question over a new TCP connection to `server`: the first reply
+/// that passes [`accept_reply`] (others are read past). No timeout of its
+/// own: callers bound it (the query path after a truncated answer, the
+/// web front's origin resolver).
+pub(crate) async fn tcp_query(
+    server: SocketAddr,
+    q: &UpstreamQuery<'_>,
+) -> io::Result<(Vec<u8>, ResponseScan)> {
+    let mut stream = TcpStream::connect(server).await?;
+    stream.set_nodelay(true)?;
+    let id: u16 = rand::random();
+    let msg = build_query(id, q);
+    let mut framed = Vec::with_capacity(msg.len() + 2);
+    framed.extend_from_slice(&(msg.len() as u16).to_be_bytes());
+    framed.extend_from_slice(&msg);
+    stream.write_all(&framed).await?;
+    loop {
+        let len = usize::from(stream.read_u16().await?);
+        let mut reply = vec![0u8; len];
+        stream.read_exact(&mut reply).await?;
+        if let Some(scan) = accept_reply(&reply, id, q) {
+            return Ok((reply, scan));
+        }
     }
 }
 

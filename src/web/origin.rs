@@ -26,11 +26,10 @@ use std::time::Duration;
 use hickory_proto::op::Message;
 use hickory_proto::rr::{Name, RData};
 use thiserror::Error;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 use tokio::time::{Instant, timeout_at};
 
-use crate::forward::{UpstreamQuery, accept_reply, build_query};
+use crate::forward::{UpstreamQuery, accept_reply, build_query, tcp_query};
 use crate::wire;
 
 /// The most addresses of one host kept and tried.
@@ -334,9 +333,9 @@ async fn lookup(
         Err(_) => return Err(LookupError::Timeout),
         Ok(Err(e)) => return Err(e.into()),
         Ok(Ok(Some(reply))) => reply,
-        Ok(Ok(None)) => match timeout_at(deadline, tcp_exchange(server, &q)).await {
+        Ok(Ok(None)) => match timeout_at(deadline, tcp_query(server, &q)).await {
             Err(_) => return Err(LookupError::Timeout),
-            Ok(r) => r?,
+            Ok(r) => r?.0,
         },
     };
     addresses(&reply, qname, qtype)
@@ -360,25 +359,6 @@ async fn udp_exchange(server: SocketAddr, q: &UpstreamQuery<'_>) -> io::Result<O
         let reply = &buf[..n];
         if let Some(scan) = accept_reply(reply, id, q) {
             return Ok((!scan.truncated()).then(|| reply.to_vec()));
-        }
-    }
-}
-
-async fn tcp_exchange(server: SocketAddr, q: &UpstreamQuery<'_>) -> io::Result<Vec<u8>> {
-    let mut stream = TcpStream::connect(server).await?;
-    stream.set_nodelay(true)?;
-    let id: u16 = rand::random();
-    let msg = build_query(id, q);
-    let mut framed = Vec::with_capacity(msg.len() + 2);
-    framed.extend_from_slice(&(msg.len() as u16).to_be_bytes());
-    framed.extend_from_slice(&msg);
-    stream.write_all(&framed).await?;
-    loop {
-        let len = usize::from(stream.read_u16().await?);
-        let mut reply = vec![0u8; len];
-        stream.read_exact(&mut reply).await?;
-        if accept_reply(&reply, id, q).is_some() {
-            return Ok(reply);
         }
     }
 }
@@ -513,6 +493,7 @@ pub(crate) mod tests {
     use tokio::net::TcpListener;
 
     use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     fn v4(s: &str) -> IpAddr {
         IpAddr::V4(s.parse().unwrap())
