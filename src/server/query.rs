@@ -604,7 +604,9 @@ impl QueryCore {
         wall: SystemTime,
         out: &mut Vec<u8>,
     ) -> bool {
-        let sent = self.complete_answer(snap, p, answer, now, wall, out);
+        // Expanded once: the answer and a dnstap copy of the query need it.
+        let req = p.request.expand();
+        let sent = self.complete_answer(snap, p, &req, answer, now, wall, out);
         if let Some(tap) = &self.tap {
             // Blocks (on a CNAME in the answer) were tapped with their rule.
             let was_block = BLOCK_TAPPED.with(|b| b.replace(false));
@@ -613,7 +615,7 @@ impl QueryCore {
                     client: p.client,
                     transport: p.transport,
                     wall,
-                    query: &crate::dnstap::rebuilt_query(&p.request.expand()),
+                    query: &crate::dnstap::rebuilt_query(&req),
                     response: Some(out),
                     policy: None,
                 });
@@ -622,16 +624,17 @@ impl QueryCore {
         sent
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn complete_answer(
         &self,
         snap: &Snapshot,
         p: &Pending,
+        req: &Request,
         answer: Result<(&[u8], &ResponseScan), Failure>,
         now: Instant,
         wall: SystemTime,
         out: &mut Vec<u8>,
     ) -> bool {
-        let req = &p.request.expand();
         let limit = reply_limit(req, p.transport);
         let asker = Asker {
             req,
@@ -643,7 +646,7 @@ impl QueryCore {
         let (bytes, scan) = match answer {
             Ok(a) => a,
             Err(failure) => {
-                if let Some(outcome) = self.stale_answer(snap, p, limit, now, wall, out) {
+                if let Some(outcome) = self.stale_answer(snap, p, req, limit, now, wall, out) {
                     return matches!(outcome, Outcome::Reply);
                 }
                 let (code, text) = failure.ede();
@@ -671,10 +674,12 @@ impl QueryCore {
     /// RFC 8767: no upstream answered, so serve the expired cached answer
     /// (TTL 30) if it expired less than `serve_stale_secs` ago. `None`:
     /// nothing stale to serve (SERVFAIL follows).
+    #[allow(clippy::too_many_arguments)]
     fn stale_answer(
         &self,
         snap: &Snapshot,
         p: &Pending,
+        req: &Request,
         limit: usize,
         now: Instant,
         wall: SystemTime,
@@ -683,7 +688,6 @@ impl QueryCore {
         if self.serve_stale.is_zero() {
             return None;
         }
-        let req = &p.request.expand();
         let hit = self.cache.get_stale_into(
             &p.key,
             out,
