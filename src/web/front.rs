@@ -19,7 +19,6 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
 use axum::Router;
@@ -28,17 +27,17 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use crate::acl::Acl;
-use crate::audit::{AuditLog, HitRecord};
+use crate::audit::AuditLog;
 use crate::list::Snapshot;
 use crate::list::url::NormUrl;
 use crate::metrics::Metrics;
 use crate::metrics::web::WebOutcome;
 use crate::policy::{self, Decision, PolicyConfig, Query};
-use crate::wire::Transport;
 
 use super::config::WebConfig;
 use super::page::{self, PageValues};
 use super::proxy::Proxy;
+use super::quote::Quoted;
 
 /// Everything a request needs, shared by every connection.
 pub(crate) struct Front {
@@ -70,18 +69,6 @@ fn plain(status: StatusCode, text: &'static str) -> Response {
         text,
     )
         .into_response()
-}
-
-/// What a block page quotes, from a URL rule or a whole-host name rule.
-struct Blocked {
-    rule: String,
-    list: String,
-    file: String,
-    line: u32,
-    decision: Option<String>,
-    authority: Option<String>,
-    date: Option<String>,
-    category: Option<String>,
 }
 
 async fn handle(
@@ -203,8 +190,9 @@ async fn decide(front: &Front, peer: SocketAddr, req: Request) -> (WebOutcome, R
     }
     let snap = front.snapshot.load_full();
     if let Some(blocked) = blocked_by(front, &snap, &url) {
-        record(front, &snap, peer, &url, &blocked);
-        return (WebOutcome::Blocked, block_page(front, &url, &blocked));
+        let page = block_page(front, &url, &blocked);
+        record(front, &snap, peer, &url, blocked);
+        return (WebOutcome::Blocked, page);
     }
     if !snap.has_url_rules(url.host.as_bytes()) {
         return (
@@ -239,38 +227,18 @@ fn is_own(front: &Front, host: &str) -> bool {
 
 /// The rule that blocks this request: the host as a whole (a name rule,
 /// what the DNS side blocks), else a URL rule.
-fn blocked_by(front: &Front, snap: &Snapshot, url: &NormUrl) -> Option<Blocked> {
+fn blocked_by(front: &Front, snap: &Snapshot, url: &NormUrl) -> Option<Quoted> {
     let q = Query {
         name: url.host.as_bytes(),
         qtype: policy::TYPE_A,
     };
     if let Decision::Block { rule, key, .. } = policy::decide(snap, &q, &front.policy) {
-        let view = snap.rule(rule);
-        return Some(Blocked {
-            rule: view.text_matched(url.host.as_bytes(), key),
-            list: view.list().to_string(),
-            file: view.file().to_string(),
-            line: view.line(),
-            decision: view.decision().map(str::to_string),
-            authority: view.authority().map(str::to_string),
-            date: view.date().map(str::to_string),
-            category: view.category().map(str::to_string),
-        });
+        return Some(Quoted::name_rule(&snap.rule(rule), &url.host, key));
     }
-    let view = snap.match_url(url)?;
-    Some(Blocked {
-        rule: view.text(),
-        list: view.list().to_string(),
-        file: view.file().to_string(),
-        line: view.line(),
-        decision: view.decision().map(str::to_string),
-        authority: view.authority().map(str::to_string),
-        date: view.date().map(str::to_string),
-        category: view.category().map(str::to_string),
-    })
+    snap.match_url(url).map(|view| Quoted::url_rule(&view))
 }
 
-fn block_page(front: &Front, url: &NormUrl, b: &Blocked) -> Response {
+fn block_page(front: &Front, url: &NormUrl, b: &Quoted) -> Response {
     // A list without legal references (a plain file) still says where
     // the block came from.
     let fallback = format!("list {}, line {}", b.list, b.line);
@@ -296,30 +264,18 @@ fn block_page(front: &Front, url: &NormUrl, b: &Blocked) -> Response {
     resp
 }
 
-fn record(front: &Front, snap: &Snapshot, peer: SocketAddr, url: &NormUrl, b: &Blocked) {
+fn record(front: &Front, snap: &Snapshot, peer: SocketAddr, url: &NormUrl, b: Quoted) {
     let Some(audit) = &front.audit else { return };
     let mut path = url.path.clone();
     if let Some(q) = &url.query {
         path.push('?');
         path.push_str(q);
     }
-    audit.record(HitRecord {
-        client: peer.ip(),
-        port: peer.port(),
-        transport: Transport::Tcp,
-        qname: url.host.clone(),
-        qtype: 0,
-        action: "url-block",
-        rule: b.rule.clone(),
-        list: b.list.clone(),
-        file: b.file.clone(),
-        line: b.line,
-        decision: b.decision.clone(),
-        authority: b.authority.clone(),
-        category: b.category.clone(),
-        list_version: snap.version(),
-        time: SystemTime::now(),
-        path: Some(path),
-        sni: None,
-    });
+    audit.record(b.hit(
+        peer,
+        url.host.clone(),
+        "url-block",
+        snap.version(),
+        (Some(path), None),
+    ));
 }

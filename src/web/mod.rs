@@ -16,6 +16,7 @@ mod front;
 pub(crate) mod origin;
 pub mod page;
 mod proxy;
+mod quote;
 mod sni;
 pub(crate) mod tls;
 

@@ -6,17 +6,16 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
 
 use crate::acl::Acl;
-use crate::audit::{AuditLog, HitRecord};
+use crate::audit::AuditLog;
 use crate::list::Snapshot;
 use crate::policy::{self, Decision, PolicyConfig, Query};
-use crate::wire::Transport;
 
 use super::config::HttpsUrl;
+use super::quote::Quoted;
 use super::tls::{SniPolicy, SniVerdict};
 
 pub(crate) struct SnapshotSniPolicy {
@@ -27,35 +26,15 @@ pub(crate) struct SnapshotSniPolicy {
     pub(crate) https_url: HttpsUrl,
 }
 
-/// What a refusal quotes.
-struct Refusal {
-    rule: String,
-    list: String,
-    file: String,
-    line: u32,
-    decision: Option<String>,
-    authority: Option<String>,
-    category: Option<String>,
-}
-
 impl SnapshotSniPolicy {
     /// The refusal for `host` on `port`, if any, and whether it is steered.
-    fn judge(&self, snap: &Snapshot, host: &str, port: u16) -> (Option<Refusal>, bool) {
+    fn judge(&self, snap: &Snapshot, host: &str, port: u16) -> (Option<Quoted>, bool) {
         let q = Query {
             name: host.as_bytes(),
             qtype: policy::TYPE_A,
         };
         if let Decision::Block { rule, key, .. } = policy::decide(snap, &q, &self.policy) {
-            let v = snap.rule(rule);
-            let r = Refusal {
-                rule: v.text_matched(host.as_bytes(), key),
-                list: v.list().to_string(),
-                file: v.file().to_string(),
-                line: v.line(),
-                decision: v.decision().map(str::to_string),
-                authority: v.authority().map(str::to_string),
-                category: v.category().map(str::to_string),
-            };
+            let r = Quoted::name_rule(&snap.rule(rule), host, key);
             return (Some(r), true);
         }
         let rules = snap.url_rules_for(host);
@@ -71,15 +50,7 @@ impl SnapshotSniPolicy {
         let refusing = rules
             .iter()
             .find(|v| v.url().covers_https() && v.url().port.is_none_or(|p| p == port));
-        let r = refusing.map(|v| Refusal {
-            rule: v.text(),
-            list: v.list().to_string(),
-            file: v.file().to_string(),
-            line: v.line(),
-            decision: v.decision().map(str::to_string),
-            authority: v.authority().map(str::to_string),
-            category: v.category().map(str::to_string),
-        });
+        let r = refusing.map(|v| Quoted::url_rule(v));
         (r, true)
     }
 }
@@ -91,25 +62,13 @@ impl SniPolicy for SnapshotSniPolicy {
         match refusal {
             Some(r) => {
                 if let Some(audit) = &self.audit {
-                    audit.record(HitRecord {
-                        client: client.ip(),
-                        port: client.port(),
-                        transport: Transport::Tcp,
-                        qname: sni.to_string(),
-                        qtype: 0,
-                        action: "tls-refuse",
-                        rule: r.rule,
-                        list: r.list,
-                        file: r.file,
-                        line: r.line,
-                        decision: r.decision,
-                        authority: r.authority,
-                        category: r.category,
-                        list_version: snap.version(),
-                        time: SystemTime::now(),
-                        path: None,
-                        sni: Some(sni.to_string()),
-                    });
+                    audit.record(r.hit(
+                        client,
+                        sni.to_string(),
+                        "tls-refuse",
+                        snap.version(),
+                        (None, Some(sni.to_string())),
+                    ));
                 }
                 SniVerdict::Refuse
             }
