@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use crate::list::snapshot::UrlRuleView;
 use crate::list::url::NormUrl;
-use crate::list::{Counts, ParsedList, Snapshot, SnapshotDiff};
+use crate::list::{Counts, ParsedList, RuleMeta, Snapshot, SnapshotDiff};
 
 fn counts_line(c: &Counts) -> String {
     format!(
@@ -49,37 +49,31 @@ pub fn check_json(list: &ParsedList) -> Value {
 
 /// One lookup result: `name status [action FILE:LINE rule [decision=…]]`.
 fn url_rule_json(v: &UrlRuleView<'_>) -> Value {
-    json!({
+    let mut j = json!({
         "rule": v.text(),
         "action": v.action().as_str(),
         "list": v.list(),
         "file": v.file(),
         "line": v.line(),
-        "decision": v.decision(),
-        "authority": v.authority(),
-        "date": v.date(),
-        "category": v.category(),
-    })
+    });
+    meta_json(&mut j, &v.meta());
+    j
 }
 
-/// ` decision="…" authority="…" …` for the fields that are set.
-fn meta_suffix(
-    s: &mut String,
-    decision: Option<&str>,
-    authority: Option<&str>,
-    date: Option<&str>,
-    category: Option<&str>,
-) {
-    let fields = [
-        ("decision", decision),
-        ("authority", authority),
-        ("date", date),
-        ("category", category),
-    ];
-    for (k, val) in fields {
+/// ` decision="…" authority="…" … entry="…" included="…"` for the fields
+/// that are set.
+fn meta_suffix(s: &mut String, meta: &RuleMeta) {
+    for (k, val) in RuleMeta::NAMES.iter().zip(meta.fields()) {
         if let Some(val) = val {
             let _ = write!(s, " {k}={val:?}");
         }
+    }
+}
+
+/// Every provenance field into the JSON object `j` (`null` when unset).
+fn meta_json(j: &mut Value, meta: &RuleMeta) {
+    for (k, val) in RuleMeta::NAMES.iter().zip(meta.fields()) {
+        j[*k] = json!(val);
     }
 }
 
@@ -91,7 +85,7 @@ fn url_rule_line(v: &UrlRuleView<'_>) -> String {
         v.file(),
         v.line()
     );
-    meta_suffix(&mut s, v.decision(), v.authority(), v.date(), v.category());
+    meta_suffix(&mut s, &v.meta());
     s
 }
 
@@ -109,7 +103,7 @@ pub fn lookup_url_text(snap: &Snapshot, raw: &str, url: &NormUrl) -> String {
             v.line(),
             v.text()
         );
-        meta_suffix(&mut s, v.decision(), v.authority(), v.date(), v.category());
+        meta_suffix(&mut s, &v.meta());
         return s;
     }
     let Some(v) = snap.match_url(url) else {
@@ -121,7 +115,7 @@ pub fn lookup_url_text(snap: &Snapshot, raw: &str, url: &NormUrl) -> String {
         v.line(),
         v.text()
     );
-    meta_suffix(&mut s, v.decision(), v.authority(), v.date(), v.category());
+    meta_suffix(&mut s, &v.meta());
     s
 }
 
@@ -161,7 +155,7 @@ pub fn lookup_json(snap: &Snapshot, name: &str) -> Value {
             } else {
                 "blocked"
             };
-            json!({
+            let mut j = json!({
                 "name": name,
                 "status": status,
                 "action": v.action().as_str(),
@@ -169,11 +163,9 @@ pub fn lookup_json(snap: &Snapshot, name: &str) -> Value {
                 "file": v.file(),
                 "line": v.line(),
                 "rule": v.text(),
-                "decision": v.decision(),
-                "authority": v.authority(),
-                "date": v.date(),
-                "category": v.category(),
-            })
+            });
+            meta_json(&mut j, &v.meta());
+            j
         }
     }
 }
@@ -205,7 +197,7 @@ pub fn lookup_text(snap: &Snapshot, name: &str) -> String {
         v.line(),
         v.text()
     );
-    meta_suffix(&mut s, v.decision(), v.authority(), v.date(), v.category());
+    meta_suffix(&mut s, &v.meta());
     s
 }
 
@@ -288,4 +280,81 @@ pub fn reload_text(reply: &crate::daemon::control::Reply) -> String {
         }
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::list::parse::parse_bytes;
+    use crate::list::{Format, ListOptions, compile};
+
+    /// A dump row for a host and one for a page, and a plain CSV row.
+    fn snapshot() -> Snapshot {
+        let dump = r#"<?xml version="1.0" encoding="UTF-8"?>
+<reg:register xmlns:reg="http://rsoc.ru">
+<content id="101" includeTime="2026-11-30T12:00:00" blockType="domain">
+<decision date="2026-11-29" number="27-31-2026/Ид1-26" org="Роскомнадзор"/>
+<domain>host.example</domain>
+</content>
+<content id="102" includeTime="2026-11-30T12:00:01">
+<decision date="2026-11-28" number="2-6" org="суд"/>
+<url><![CDATA[http://page.example/offer]]></url>
+</content>
+</reg:register>
+"#;
+        let opts = |format| ListOptions {
+            format: Some(format),
+            ..ListOptions::default()
+        };
+        let d = parse_bytes(Path::new("rkn.xml"), dump.as_bytes(), &opts(Format::Dump));
+        let c = parse_bytes(
+            Path::new("gov.csv"),
+            b"domain;decision\nplain.example;D-1\n",
+            &opts(Format::Csv),
+        );
+        assert!(d.skipped.is_empty() && c.skipped.is_empty());
+        compile(&[d, c]).expect("compile")
+    }
+
+    #[test]
+    fn lookup_names_the_registry_entry_and_its_inclusion_time() {
+        let s = snapshot();
+        assert_eq!(
+            lookup_text(&s, "host.example"),
+            "host.example blocked block rkn.xml:3 =host.example decision=\"27-31-2026/Ид1-26\" \
+             authority=\"Роскомнадзор\" date=\"2026-11-29\" entry=\"101\" included=\"2026-11-30T12:00:00\""
+        );
+        let j = lookup_json(&s, "host.example");
+        assert_eq!(
+            (&j["entry"], &j["included"]),
+            (&json!("101"), &json!("2026-11-30T12:00:00"))
+        );
+        // Fields a row lacks are left out of the text and null in JSON.
+        assert_eq!(
+            lookup_text(&s, "plain.example"),
+            "plain.example blocked block gov.csv:2 plain.example decision=\"D-1\""
+        );
+        assert_eq!(lookup_json(&s, "plain.example")["entry"], Value::Null);
+
+        // A URL rule of the dump carries them too.
+        let url = NormUrl::parse("http://page.example/offer").expect("url");
+        let text = lookup_url_text(&s, "http://page.example/offer", &url);
+        assert!(
+            text.starts_with("http://page.example/offer blocked url-block rkn.xml:7 ")
+                && text.ends_with(" entry=\"102\" included=\"2026-11-30T12:00:01\""),
+            "{text}"
+        );
+        let j = lookup_url_json(&s, "http://page.example/offer", &url);
+        assert_eq!(
+            (&j["entry"], &j["date"]),
+            (&json!("102"), &json!("2026-11-28"))
+        );
+        let listed = lookup_text(&s, "page.example");
+        assert!(
+            listed.ends_with(" entry=\"102\" included=\"2026-11-30T12:00:01\""),
+            "{listed}"
+        );
+    }
 }

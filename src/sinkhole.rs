@@ -16,6 +16,12 @@ pub enum TemplatePart {
     Lit(String),
     Decision,
     Authority,
+    /// The decision's date.
+    Date,
+    /// The registry entry's id (a dump's `<content id>`).
+    Entry,
+    /// When the registry entry was included (a dump's `includeTime`).
+    Included,
     List,
     Rule,
 }
@@ -45,11 +51,14 @@ impl Template {
                 let part = match &rest[1..end] {
                     "decision" => TemplatePart::Decision,
                     "authority" => TemplatePart::Authority,
+                    "date" => TemplatePart::Date,
+                    "entry" => TemplatePart::Entry,
+                    "included" => TemplatePart::Included,
                     "list" => TemplatePart::List,
                     "rule" => TemplatePart::Rule,
                     other => {
                         return Err(format!(
-                            "unknown placeholder {{{other}}} (known: {{decision}} {{authority}} {{list}} {{rule}})"
+                            "unknown placeholder {{{other}}} (known: {{decision}} {{authority}} {{date}} {{entry}} {{included}} {{list}} {{rule}})"
                         ));
                     }
                 };
@@ -88,6 +97,9 @@ const MAX_EDE_TEXT: usize = 200;
 pub(crate) trait RuleInfo {
     fn decision(&self) -> Option<&str>;
     fn authority(&self) -> Option<&str>;
+    fn date(&self) -> Option<&str>;
+    fn entry(&self) -> Option<&str>;
+    fn included(&self) -> Option<&str>;
     fn list(&self) -> &str;
     fn text(&self) -> String;
     fn addresses(&self) -> Vec<IpAddr>;
@@ -99,6 +111,15 @@ impl RuleInfo for crate::list::RuleView<'_> {
     }
     fn authority(&self) -> Option<&str> {
         crate::list::RuleView::authority(self)
+    }
+    fn date(&self) -> Option<&str> {
+        crate::list::RuleView::date(self)
+    }
+    fn entry(&self) -> Option<&str> {
+        crate::list::RuleView::entry(self)
+    }
+    fn included(&self) -> Option<&str> {
+        crate::list::RuleView::included(self)
     }
     fn list(&self) -> &str {
         crate::list::RuleView::list(self)
@@ -149,8 +170,14 @@ fn fill_template(out: &mut Vec<u8>, policy: &PolicyConfig, rule: &dyn RuleInfo, 
                     out.push(b')');
                 }
             },
+            // Fields a rule may lack read `-`, as a block page shows them.
             TemplatePart::Authority => {
                 out.extend_from_slice(rule.authority().unwrap_or("-").as_bytes())
+            }
+            TemplatePart::Date => out.extend_from_slice(rule.date().unwrap_or("-").as_bytes()),
+            TemplatePart::Entry => out.extend_from_slice(rule.entry().unwrap_or("-").as_bytes()),
+            TemplatePart::Included => {
+                out.extend_from_slice(rule.included().unwrap_or("-").as_bytes())
             }
             TemplatePart::List => out.extend_from_slice(rule.list().as_bytes()),
             TemplatePart::Rule => {
@@ -392,6 +419,15 @@ mod tests {
         fn authority(&self) -> Option<&str> {
             None
         }
+        fn date(&self) -> Option<&str> {
+            Some("2025-01-02")
+        }
+        fn entry(&self) -> Option<&str> {
+            Some("101")
+        }
+        fn included(&self) -> Option<&str> {
+            Some("2026-11-30T12:00:00")
+        }
         fn list(&self) -> &str {
             "court"
         }
@@ -622,6 +658,15 @@ mod template_tests {
         fn authority(&self) -> Option<&str> {
             None
         }
+        fn date(&self) -> Option<&str> {
+            None
+        }
+        fn entry(&self) -> Option<&str> {
+            None
+        }
+        fn included(&self) -> Option<&str> {
+            None
+        }
         fn list(&self) -> &str {
             "sample-crypto"
         }
@@ -631,6 +676,68 @@ mod template_tests {
         fn addresses(&self) -> Vec<IpAddr> {
             Vec::new()
         }
+    }
+
+    #[test]
+    fn registry_placeholders_name_the_entry_or_read_a_dash() {
+        struct DumpRule;
+        impl RuleInfo for DumpRule {
+            fn decision(&self) -> Option<&str> {
+                Some("27-31-2026/Ид1-26")
+            }
+            fn authority(&self) -> Option<&str> {
+                Some("Роскомнадзор")
+            }
+            fn date(&self) -> Option<&str> {
+                Some("2026-11-29")
+            }
+            fn entry(&self) -> Option<&str> {
+                Some("101")
+            }
+            fn included(&self) -> Option<&str> {
+                Some("2026-11-30T12:00:00")
+            }
+            fn list(&self) -> &str {
+                "rkn"
+            }
+            fn text(&self) -> String {
+                "=page.example".into()
+            }
+            fn addresses(&self) -> Vec<IpAddr> {
+                Vec::new()
+            }
+        }
+        let template =
+            Template::parse("order {decision} of {date}, entry {entry} included {included}")
+                .expect("template");
+        let policy = PolicyConfig {
+            action: Action::Nxdomain,
+            address_v4: Ipv4Addr::new(192, 0, 2, 1),
+            address_v6: Ipv6Addr::LOCALHOST,
+            ttl: 300,
+            ede_code: 16,
+            ede_text: template,
+            local_zones: crate::special::LocalZones::default(),
+            bypass_signals: crate::bypass::BypassSignals::default(),
+        };
+        let fill = |rule: &dyn RuleInfo| {
+            let mut out = Vec::new();
+            fill_template(&mut out, &policy, rule, 512);
+            String::from_utf8(out).expect("UTF-8")
+        };
+        assert_eq!(
+            fill(&DumpRule),
+            "order 27-31-2026/Ид1-26 of 2026-11-29, entry 101 included 2026-11-30T12:00:00"
+        );
+        assert_eq!(
+            fill(&PlainRule),
+            "order (list sample-crypto) of -, entry - included -"
+        );
+        assert!(
+            Template::parse("{entry} {nope}")
+                .expect_err("unknown")
+                .contains("{entry} {included}")
+        );
     }
 
     #[test]

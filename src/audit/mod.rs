@@ -13,6 +13,14 @@
 //!  "prev":"9f86d081…"}
 //! ```
 //!
+//! and from a registry dump's rule:
+//!
+//! ```json
+//! {…,"line":3,"decision":"27-31-2026/Ид1-26","authority":"Роскомнадзор",
+//!  "date":"2026-11-29","entry":"101","included":"2026-11-30T12:00:00","list_version":2,
+//!  "prev":"…"}
+//! ```
+//!
 //! - `seq`: record number, dense and increasing across files and restarts.
 //! - `ts`: UTC, RFC 3339, always microseconds and `Z` (fixed width, so text
 //!   order is time order).
@@ -24,8 +32,16 @@
 //! - `port`, `transport` (`udp`/`tcp`), `qname` (as asked, case kept),
 //!   `qtype` (mnemonic, or `TYPE65534` for unnamed types), `action`.
 //! - `rule`, `list`, `file`, `line`: the winning rule and where it came from;
-//!   `decision`, `authority`, `category` when the rule carries them (absent
-//!   otherwise); `list_version`: the list snapshot version in force.
+//!   `decision`, `authority`, `category`, `date` (the decision's),
+//!   `entry` (the registry entry's id) and `included` (when the entry was
+//!   included in the registry) when the rule carries them (absent
+//!   otherwise); `path` and `sni` for hits of the web front;
+//!   `list_version`: the list snapshot version in force.
+//!
+//! Fields are only ever added, optional and before `list_version`, so a
+//! record without them is byte for byte what an older writer wrote, older
+//! readers skip the new ones, and `verify` (which hashes the exact bytes
+//! and reads only `seq`, `kind` and `prev` of a hit) is unchanged.
 //! - `prev`: lowercase hex SHA-256 of the previous record's line — its exact
 //!   bytes without the `\n`. The first record of a new log has 64 zeros.
 //!
@@ -287,6 +303,12 @@ pub struct HitRecord {
     pub decision: Option<String>,
     pub authority: Option<String>,
     pub category: Option<String>,
+    /// The decision's date, the registry entry's id and when it was
+    /// included in the registry (a dump's `<decision date>`, `<content
+    /// id includeTime>`), when the rule carries them.
+    pub date: Option<String>,
+    pub entry: Option<String>,
+    pub included: Option<String>,
     pub list_version: u64,
     /// When the query was answered.
     pub time: SystemTime,
@@ -316,6 +338,9 @@ impl HitRecord {
             decision: Some("D-1".into()),
             authority: None,
             category: None,
+            date: None,
+            entry: None,
+            included: None,
             list_version: 1,
             time,
             path: None,

@@ -238,9 +238,14 @@ pub(crate) fn name_under(qname: &str, suffix: &str) -> bool {
     q.len() == s.len() || q[q.len() - s.len() - 1] == b'.'
 }
 
+/// The registry provenance columns (date, entry, included) came later
+/// than the others and follow them, so a consumer that reads columns by
+/// position still finds the first sixteen where they were.
 pub(crate) const CSV_HEADER: &str = "seq,ts,client,port,transport,qname,qtype,action,rule,list,file,line,\
-                          decision,authority,category,list_version\n";
-const TABLE_HEADER: [&str; 10] = [
+                          decision,authority,category,list_version,date,entry,included\n";
+/// Columns of the table output.
+const TABLE_COLUMNS: usize = 11;
+const TABLE_HEADER: [&str; TABLE_COLUMNS] = [
     "SEQ",
     "TIME",
     "CLIENT",
@@ -251,6 +256,7 @@ const TABLE_HEADER: [&str; 10] = [
     "ACTION",
     "LIST:LINE",
     "DECISION",
+    "ENTRY",
 ];
 const TABLE_WIDTH_SAMPLE: usize = 1000;
 
@@ -271,7 +277,7 @@ fn csv_field(out: &mut Vec<u8>, s: &str) {
 
 pub(crate) fn csv_row(out: &mut Vec<u8>, h: &HitView<'_>) {
     let num = |n: u64| n.to_string();
-    let fields: [Cow<'_, str>; 16] = [
+    let fields: [Cow<'_, str>; 19] = [
         num(h.seq).into(),
         Cow::Borrowed(&*h.ts),
         Cow::Borrowed(&*h.client),
@@ -288,6 +294,9 @@ pub(crate) fn csv_row(out: &mut Vec<u8>, h: &HitView<'_>) {
         Cow::Borrowed(h.authority.as_deref().unwrap_or("")),
         Cow::Borrowed(h.category.as_deref().unwrap_or("")),
         num(h.list_version).into(),
+        Cow::Borrowed(h.date.as_deref().unwrap_or("")),
+        Cow::Borrowed(h.entry.as_deref().unwrap_or("")),
+        Cow::Borrowed(h.included.as_deref().unwrap_or("")),
     ];
     for (i, f) in fields.iter().enumerate() {
         if i > 0 {
@@ -306,7 +315,7 @@ fn printable(s: &str) -> String {
         .collect()
 }
 
-fn table_row(h: &HitView<'_>) -> [String; 10] {
+fn table_row(h: &HitView<'_>) -> [String; TABLE_COLUMNS] {
     [
         h.seq.to_string(),
         printable(&h.ts),
@@ -318,12 +327,13 @@ fn table_row(h: &HitView<'_>) -> [String; 10] {
         printable(&h.action),
         format!("{}:{}", printable(&h.list), h.line),
         printable(h.decision.as_deref().unwrap_or("-")),
+        printable(h.entry.as_deref().unwrap_or("-")),
     ]
 }
 
 enum SearchOut {
     Bytes(Vec<u8>, u64),
-    Rows(Vec<[String; 10]>),
+    Rows(Vec<[String; TABLE_COLUMNS]>),
 }
 
 fn out_err(e: std::io::Error) -> AuditError {
@@ -331,12 +341,12 @@ fn out_err(e: std::io::Error) -> AuditError {
 }
 
 struct Table {
-    widths: Option<[usize; 10]>,
-    sample: Vec<[String; 10]>,
+    widths: Option<[usize; TABLE_COLUMNS]>,
+    sample: Vec<[String; TABLE_COLUMNS]>,
 }
 
 impl Table {
-    fn push(&mut self, row: [String; 10], out: &mut dyn Write) -> std::io::Result<()> {
+    fn push(&mut self, row: [String; TABLE_COLUMNS], out: &mut dyn Write) -> std::io::Result<()> {
         match &self.widths {
             Some(w) => write_row(out, w, &row),
             None => {
@@ -370,7 +380,11 @@ impl Table {
     }
 }
 
-fn write_row(out: &mut dyn Write, w: &[usize; 10], row: &[String; 10]) -> std::io::Result<()> {
+fn write_row(
+    out: &mut dyn Write,
+    w: &[usize; TABLE_COLUMNS],
+    row: &[String; TABLE_COLUMNS],
+) -> std::io::Result<()> {
     let mut line = String::new();
     for (i, c) in row.iter().enumerate() {
         if i > 0 {

@@ -167,6 +167,14 @@ pub(crate) struct HitLine<'a> {
     pub authority: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub category: Option<&'a str>,
+    /// Registry provenance (issue 13): the decision's date, the entry's id
+    /// and when it was included.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub date: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub entry: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub included: Option<&'a str>,
     /// Web front hits (issue 12): the request's path, or the SNI of a
     /// refused TLS handshake.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -519,6 +527,12 @@ pub(crate) struct HitView<'a> {
     pub authority: Option<String>,
     #[serde(default)]
     pub category: Option<String>,
+    #[serde(default)]
+    pub date: Option<String>,
+    #[serde(default)]
+    pub entry: Option<String>,
+    #[serde(default)]
+    pub included: Option<String>,
     #[serde(default)]
     pub list_version: u64,
 }

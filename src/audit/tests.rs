@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, UNIX_EPOCH};
 
 use clap::Parser;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use super::reader::list_files;
 use super::*;
@@ -34,6 +34,9 @@ fn hit(i: u64) -> HitRecord {
         decision: (i % 3 == 0).then(|| "2025/17".to_string()),
         authority: (i % 3 == 0).then(|| "AFM".to_string()),
         category: (i % 3 == 0).then(|| "gambling".to_string()),
+        date: None,
+        entry: None,
+        included: None,
         list_version: 7,
         time: UNIX_EPOCH + Duration::from_micros(T0 * 1_000_000 + i * 1_000_001),
         path: None,
@@ -111,6 +114,9 @@ fn records_carry_every_field_and_verify() {
         assert_eq!(h["decision"].as_str(), want.decision.as_deref());
         assert_eq!(h["authority"].as_str(), want.authority.as_deref());
         assert_eq!(h["category"].as_str(), want.category.as_deref());
+        assert_eq!(h["date"].as_str(), want.date.as_deref());
+        assert_eq!(h["entry"].as_str(), want.entry.as_deref());
+        assert_eq!(h["included"].as_str(), want.included.as_deref());
         assert_eq!(h["prev"].as_str().unwrap().len(), 64);
         let ts = h["ts"].as_str().unwrap();
         assert_eq!(ts.len(), 27, "{ts}");
@@ -130,7 +136,9 @@ fn records_carry_every_field_and_verify() {
     assert_eq!(&qtypes[..4], ["A", "AAAA", "HTTPS", "TYPE65534"]);
     assert_eq!(hits[1]["ts"], "2025-03-01T12:00:01.000001Z");
     // Optional legal fields are absent, not null.
-    assert!(hits[1].get("decision").is_none());
+    for field in ["decision", "date", "entry", "included"] {
+        assert!(hits[1].get(field).is_none(), "{field}");
+    }
 
     let k = kinds(dir.path());
     assert_eq!(k.first().map(String::as_str), Some("start"));
@@ -1204,4 +1212,77 @@ mod signed {
         assert_eq!(r.exit_code_requiring_anchors(false), 1);
         assert_eq!(r.problem.unwrap().kind, ProblemKind::BadSignature);
     }
+}
+
+/// A registry rule's hit names its entry and inclusion time in every
+/// search format: JSON as stored, CSV in the columns after the sixteen
+/// earlier ones, the table as ENTRY; the chain verifies.
+#[test]
+fn search_shows_the_registry_entry_of_a_hit() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = AuditLog::open(&settings(dir.path())).unwrap();
+    // A dump's rule names its registry entry; the next hit's rule has none.
+    log.record(HitRecord {
+        date: Some("2025-01-02".into()),
+        entry: Some("ид-0".into()),
+        included: Some("2026-11-30T12:00:00".into()),
+        ..hit(0)
+    });
+    log.record(hit(3));
+    log.shutdown();
+    check_intact(dir.path());
+    let d = dir.path().to_str().unwrap();
+    let search = |format: &str| {
+        let mut out = Vec::new();
+        assert_eq!(run_cli(&["search", d, "--format", format], &mut out), 0);
+        String::from_utf8(out).unwrap()
+    };
+
+    let json = search("json");
+    let rows: Vec<Value> = json
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        (&rows[0]["entry"], &rows[0]["included"], &rows[0]["date"]),
+        (
+            &json!("ид-0"),
+            &json!("2026-11-30T12:00:00"),
+            &json!("2025-01-02")
+        )
+    );
+    assert!(rows[1].get("entry").is_none());
+
+    let csv = search("csv");
+    let lines: Vec<&str> = csv.lines().collect();
+    assert!(
+        lines[0].ends_with(",decision,authority,category,list_version,date,entry,included"),
+        "{csv}"
+    );
+    let first: Vec<&str> = lines[1].split(',').collect();
+    assert_eq!(first.len(), 19, "{csv}");
+    assert_eq!(
+        first[12..],
+        [
+            "2025/17",
+            "AFM",
+            "gambling",
+            "7",
+            "2025-01-02",
+            "ид-0",
+            "2026-11-30T12:00:00"
+        ]
+    );
+    assert!(lines[2].ends_with(",7,,,"), "{csv}");
+
+    let table = search("table");
+    let head: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(head.last(), Some(&"ENTRY"), "{table}");
+    let row1: Vec<&str> = table.lines().nth(1).unwrap().split_whitespace().collect();
+    let row2: Vec<&str> = table.lines().nth(2).unwrap().split_whitespace().collect();
+    assert_eq!(
+        (row1.last(), row2.last()),
+        (Some(&"ид-0"), Some(&"-")),
+        "{table}"
+    );
 }

@@ -7,10 +7,11 @@ use thiserror::Error;
 
 use super::bloom;
 use super::snapshot::{
-    FORMAT, HEADER_LEN, MAGIC, MAX_LINE, META_LEN, NO_STRING, RPZ_FILE_BIT, RULE_LEN, SCOPE_EXACT,
-    SCOPE_SUBDOMAINS, SCOPE_SUBTREE, SECTIONS, Snapshot, row_word,
+    FORMAT, HEADER_LEN, MAGIC, MAX_LINE, META_LEN, META_STRINGS, NO_STRING, RPZ_FILE_BIT, RULE_LEN,
+    SCOPE_EXACT, SCOPE_SUBDOMAINS, SCOPE_SUBTREE, SECTIONS, Snapshot, meta_row_strings, row_word,
+    url_line,
 };
-use super::{Counts, ParsedList, RuleMeta, Scope, Target};
+use super::{Counts, META_FIELDS, ParsedList, RuleMeta, Scope, Target};
 
 /// Why a set of lists could not be compiled. Bad lines never get here (the
 /// parser skips them); these are limits of the snapshot format.
@@ -47,7 +48,7 @@ struct Pending {
 
 /// Metadata interned per rule (string offsets).
 #[derive(Clone, Copy)]
-struct MetaRow([u32; 5]);
+struct MetaRow([u32; META_STRINGS]);
 
 #[derive(Default)]
 struct Strings {
@@ -161,20 +162,13 @@ pub fn compile_versioned(lists: &[ParsedList], version: u64) -> Result<Snapshot,
                 }
                 Target::Keyword(k) => keywords.push((k.clone(), file, rule.line, action, extra)),
                 Target::Url(u) => {
-                    // Canonical URL text has no tab or newline (`list::url`
-                    // escapes them); the provenance follows as string
-                    // offsets so the front can quote the decision.
-                    let m = rule.meta();
-                    let offs = [
-                        strings.opt(m.decision.as_deref())?,
-                        strings.opt(m.authority.as_deref())?,
-                        strings.opt(m.date.as_deref())?,
-                        strings.opt(m.category.as_deref())?,
-                    ];
-                    deferred.push(format!(
-                        "url\t{fi}\t{}\t{u}\t{action}\t{}\t{}\t{}\t{}",
-                        rule.line, offs[0], offs[1], offs[2], offs[3]
-                    ));
+                    // The provenance follows as string offsets so the
+                    // front can quote the decision.
+                    let mut offs = [NO_STRING; META_FIELDS];
+                    for (off, s) in offs.iter_mut().zip(rule.meta().fields()) {
+                        *off = strings.opt(s)?;
+                    }
+                    deferred.push(url_line(fi, rule.line, u, action, offs));
                 }
                 Target::Ip(net) => deferred.push(format!("ip\t{fi}\t{}\t{net}", rule.line)),
                 Target::RpzOther { trigger, owner } => {
@@ -332,13 +326,11 @@ fn meta_row(
     if meta.is_empty() && addrs.is_none() {
         return Ok(None);
     }
-    Ok(Some(MetaRow([
-        strings.opt(meta.decision.as_deref())?,
-        strings.opt(meta.authority.as_deref())?,
-        strings.opt(meta.date.as_deref())?,
-        strings.opt(meta.category.as_deref())?,
-        strings.opt(addrs.as_deref())?,
-    ])))
+    let mut row = [NO_STRING; META_STRINGS];
+    for (off, s) in row.iter_mut().zip(meta_row_strings(meta, addrs.as_deref())) {
+        *off = strings.opt(s)?;
+    }
+    Ok(Some(MetaRow(row)))
 }
 
 #[allow(clippy::too_many_arguments)]

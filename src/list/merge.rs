@@ -328,3 +328,91 @@ fn push_row(
     rules.extend_from_slice(&word.to_le_bytes());
     rules.extend_from_slice(&file.to_le_bytes());
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::list::parse::parse_bytes;
+    use crate::list::url::NormUrl;
+    use crate::list::{Format, ListOptions, RuleMeta};
+
+    fn registry(rows: &str) -> crate::list::ParsedList {
+        let opts = ListOptions {
+            format: Some(Format::Csv),
+            ..ListOptions::default()
+        };
+        let text = format!("id;domain;url;decision;includeTime\n{rows}");
+        let p = parse_bytes(Path::new("reg.csv"), text.as_bytes(), &opts);
+        assert!(p.skipped.is_empty(), "{:?}", p.skipped);
+        p
+    }
+
+    /// (entry, included, decision) of the rule that blocks `name`.
+    fn quoted(snap: &Snapshot, name: &str) -> Option<(String, String, String)> {
+        let m = snap.lookup(name.as_bytes())?;
+        let RuleMeta {
+            entry,
+            included,
+            decision,
+            ..
+        } = snap.rule(m.rule).meta();
+        Some((entry?, included?, decision?))
+    }
+
+    fn row(entry: &str, included: &str, decision: &str) -> Option<(String, String, String)> {
+        Some((entry.into(), included.into(), decision.into()))
+    }
+
+    /// A layer's overlay has its own strings: merged, its meta rows point
+    /// at them moved behind the base's, and every field survives, the
+    /// registry entry and its inclusion time included, through a save and
+    /// a checksummed open.
+    #[test]
+    fn provenance_survives_a_layer_and_its_merge() {
+        let base = super::super::compile(&[registry(
+            "1;a.example;;D-1;2026-11-01T00:00:01\n\
+             2;b.example;;D-2;2026-11-01T00:00:02\n\
+             5;;http://u.example/page;D-5;2026-11-01T00:00:05\n",
+        )])
+        .expect("compile");
+        // b.example leaves; c.example comes with a string the base lacks.
+        let overlay =
+            super::super::compile(&[registry("\n\n\n3;c.example;;D-3;2026-12-02T09:00:03\n")])
+                .expect("compile");
+        let b = base.lookup(b"b.example").expect("b").rule.0;
+        let layer = Layer {
+            overlay,
+            tombstones: vec![b],
+            remap: Vec::new(),
+            base_rows: base.row_count() as u32,
+            rules: Vec::new(),
+        };
+        let layered = base.with_layer(layer, 2, base.counts());
+        let want = |snap: &Snapshot| {
+            assert_eq!(
+                quoted(snap, "a.example"),
+                row("1", "2026-11-01T00:00:01", "D-1")
+            );
+            assert_eq!(quoted(snap, "b.example"), None);
+            assert_eq!(
+                quoted(snap, "c.example"),
+                row("3", "2026-12-02T09:00:03", "D-3")
+            );
+            let url = NormUrl::parse("http://u.example/page").expect("url");
+            let u = snap.match_url(&url).expect("URL rule");
+            assert_eq!(
+                (u.entry(), u.included(), u.decision()),
+                (Some("5"), Some("2026-11-01T00:00:05"), Some("D-5"))
+            );
+        };
+        want(&layered);
+        want(&flatten(&layered).expect("flatten"));
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("merged.snapshot");
+        flatten_to(&layered, &path).expect("flatten_to");
+        want(&Snapshot::open(&path).expect("checksummed open"));
+    }
+}

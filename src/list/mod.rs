@@ -125,21 +125,73 @@ pub enum Target {
     RpzOther { trigger: RpzTrigger, owner: String },
 }
 
-/// Legal metadata a registry row carries.
+/// Legal metadata a registry row carries: its provenance, quoted by EDE
+/// texts, block pages, the audit log and `sinkhole lookup`. Every field is
+/// kept as the registry wrote it.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct RuleMeta {
+    /// The order's reference (a dump's `<decision number>`).
     pub decision: Option<String>,
+    /// Who ordered it (a dump's `<decision org>`).
     pub authority: Option<String>,
+    /// The order's date (a dump's `<decision date>`).
     pub date: Option<String>,
     pub category: Option<String>,
+    /// The registry entry's id (a dump's `<content id>`), so a
+    /// subscriber's complaint or an auditor can name the row.
+    pub entry: Option<String>,
+    /// When the entry was included in the registry (a dump's `<content
+    /// includeTime>`).
+    pub included: Option<String>,
 }
 
+/// How many string fields [`RuleMeta`] has ([`RuleMeta::fields`]).
+pub(crate) const META_FIELDS: usize = 6;
+
 impl RuleMeta {
+    /// The fields' names where they are shown (`lookup` output, JSON
+    /// keys, audit records, template placeholders), in
+    /// [`RuleMeta::fields`] order.
+    pub const NAMES: [&'static str; META_FIELDS] = [
+        "decision",
+        "authority",
+        "date",
+        "category",
+        "entry",
+        "included",
+    ];
+
     pub fn is_empty(&self) -> bool {
-        self.decision.is_none()
-            && self.authority.is_none()
-            && self.date.is_none()
-            && self.category.is_none()
+        self.fields().iter().all(Option::is_none)
+    }
+
+    /// The fields in one fixed order: decision, authority, date, category,
+    /// entry, included. The snapshot stores them in this order (its meta
+    /// rows and URL rules), so adding a field changes this pair of
+    /// functions and the snapshot format, not every place that copies one.
+    pub(crate) fn fields(&self) -> [Option<&str>; META_FIELDS] {
+        [
+            self.decision.as_deref(),
+            self.authority.as_deref(),
+            self.date.as_deref(),
+            self.category.as_deref(),
+            self.entry.as_deref(),
+            self.included.as_deref(),
+        ]
+    }
+
+    /// The inverse of [`RuleMeta::fields`].
+    pub(crate) fn from_fields(f: [Option<&str>; META_FIELDS]) -> RuleMeta {
+        let [decision, authority, date, category, entry, included] =
+            f.map(|s| s.map(str::to_string));
+        RuleMeta {
+            decision,
+            authority,
+            date,
+            category,
+            entry,
+            included,
+        }
     }
 }
 
@@ -156,7 +208,7 @@ pub struct Rule {
     pub line: u32,
     /// Legal metadata, boxed and only when a row carries any: most rules
     /// (plain lists) have none, and a million rules without it should not
-    /// carry 96 empty bytes each while a list is parsed and compiled.
+    /// carry 144 empty bytes each while a list is parsed and compiled.
     pub meta: Option<Box<RuleMeta>>,
 }
 
@@ -168,6 +220,8 @@ impl Rule {
             authority: None,
             date: None,
             category: None,
+            entry: None,
+            included: None,
         };
         self.meta.as_deref().unwrap_or(&NONE)
     }

@@ -266,9 +266,10 @@ impl Reloader {
             };
             return Ok((Reloader::new(settings, state, snap), source));
         }
+        let base_version = state.saved_version();
         let empty = super::compile(&[]).map_err(|e| ReloadError::NothingToServe(e.to_string()))?;
         let reloader = Reloader::new(settings, state, empty);
-        match reloader.reload_inner(false, false, 0, true) {
+        match reloader.reload_inner(false, false, base_version, true) {
             Ok(report) => Ok((reloader, StartSource::Lists(report))),
             Err(e) => Err(ReloadError::NothingToServe(e.to_string())),
         }
@@ -804,6 +805,43 @@ pub(crate) mod tests {
         write(&dir.path().join("lists/gov.txt"), "");
         assert!(r.reload_sources(false).is_err());
         assert!(blocked(&r, "pushed4.example"));
+    }
+
+    /// A last good snapshot of an older format (saved before an upgrade)
+    /// is refused, the lists are compiled again under the next version, and
+    /// the snapshot saved then is of the current format.
+    #[test]
+    fn an_older_snapshot_format_is_compiled_again_from_the_lists() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        fs::create_dir_all(dir.path().join("lists")).expect("mkdir");
+        let list = dir.path().join("lists/gov.txt");
+        write(&list, &names(50, "a"));
+        {
+            let (r, _) = Reloader::start(settings(dir.path())).expect("start");
+            write(&list, &names(60, "a"));
+            assert_eq!(r.reload(false).expect("reload").version, 2);
+            assert!(r.wait_merged(Duration::from_secs(30)), "merge");
+        }
+        let state = dir.path().join("state");
+        let saved = state.join(super::super::state::SNAPSHOT_FILE);
+        let mut bytes = fs::read(&saved).expect("read");
+        let older = super::super::snapshot::FORMAT - 1;
+        bytes[8..12].copy_from_slice(&older.to_le_bytes());
+        fs::write(&saved, &bytes).expect("write");
+        assert!(matches!(
+            open_last_good(&state),
+            Err(crate::list::SnapshotError::BadFormat { found, .. }) if found == older
+        ));
+
+        let (r, src) = Reloader::start(settings(dir.path())).expect("start");
+        let StartSource::Lists(report) = src else {
+            panic!("compiled from the lists, not {src:?}");
+        };
+        assert_eq!((report.version, r.current().version()), (3, 3));
+        assert!(blocked(&r, "a55.example"));
+        drop(r);
+        let (snap, manifest) = open_last_good(&state).expect("saved again, current format");
+        assert_eq!((snap.version(), manifest.version), (3, 3));
     }
 
     #[test]

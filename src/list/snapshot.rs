@@ -15,8 +15,10 @@
 //!            has-meta: 1 bit) | file u16. "duplicate" marks a rule whose key
 //!            was listed more than once (the others lost to it), which an
 //!            incremental reload must not simply delete.
-//!   meta     24 bytes per rule with metadata, sorted by rule:
-//!            rule u32 | decision | authority | date | category | addresses (string offsets, u32::MAX = none)
+//!   meta     32 bytes per rule with metadata, sorted by rule:
+//!            rule u32 | decision | authority | date | category | entry | included | addresses
+//!            (string offsets, u32::MAX = none; the fields of `RuleMeta::fields`, in its order,
+//!            then the rule's own addresses)
 //!   strings  u16 length + bytes, addressed by offset
 //!   files    per file: list-name offset u32 | path offset u32 (top bit: an RPZ file,
 //!            whose wildcards follow DNS wildcard rules, see `lookup`)
@@ -44,19 +46,51 @@ use fst::raw::{Fst, Output};
 use thiserror::Error;
 
 use super::bloom;
-use super::{Action, Counts, RuleMeta, Scope};
+use super::{Action, Counts, META_FIELDS, RuleMeta, Scope};
 
 mod urls;
+pub(crate) use urls::url_line;
 pub use urls::{UrlIndex, UrlRule, UrlRuleView};
 
 pub(crate) const MAGIC: &[u8; 8] = b"SNKHOLE\x01";
 /// 5: URL rules carry their action and provenance (issue 12); an RPZ
-/// file's flag in the files table (issue 14).
-pub(crate) const FORMAT: u32 = 5;
+/// file's flag in the files table (issue 14). 6: provenance names the
+/// registry entry and when it was included (meta rows and URL rules). A
+/// saved snapshot of another format is refused (`BadFormat`) and the lists
+/// are compiled again (`list::reload`).
+pub(crate) const FORMAT: u32 = 6;
 pub(crate) const SECTIONS: usize = 7;
 pub(crate) const HEADER_LEN: usize = 8 + 4 + 4 + 8 + 8 + 8 * 8 + SECTIONS * 16;
 pub(crate) const RULE_LEN: usize = 6;
-pub(crate) const META_LEN: usize = 24;
+/// String offsets in a meta row: the [`RuleMeta`] fields, then the
+/// rule's own addresses.
+pub(crate) const META_STRINGS: usize = META_FIELDS + 1;
+/// A meta row: the rule number, then [`META_STRINGS`] string offsets.
+pub(crate) const META_LEN: usize = 4 + 4 * META_STRINGS;
+/// Where a meta row's fields are, by [`RuleMeta::fields`] order.
+const META_DECISION: usize = 0;
+const META_AUTHORITY: usize = 1;
+const META_DATE: usize = 2;
+const META_CATEGORY: usize = 3;
+const META_ENTRY: usize = 4;
+const META_INCLUDED: usize = 5;
+const META_ADDRESSES: usize = META_FIELDS;
+
+/// The strings of a meta row, in row order: `meta`'s fields, then the
+/// rule's own addresses (comma-separated).
+pub(crate) fn meta_row_strings<'a>(
+    meta: &'a RuleMeta,
+    addresses: Option<&'a str>,
+) -> [Option<&'a str>; META_STRINGS] {
+    let fields = meta.fields();
+    std::array::from_fn(|i| {
+        if i < META_FIELDS {
+            fields[i]
+        } else {
+            addresses
+        }
+    })
+}
 pub(crate) const NO_STRING: u32 = u32::MAX;
 
 pub(crate) const SCOPE_EXACT: u8 = 1;
@@ -660,7 +694,7 @@ impl Snapshot {
         self.section(i)
     }
 
-    /// The raw meta row of a base rule (24 bytes), if it has one.
+    /// The raw meta row of a base rule ([`META_LEN`] bytes), if it has one.
     pub(crate) fn meta_bytes(&self, rule: u32) -> Option<&[u8]> {
         self.meta_row(rule)
     }
@@ -1254,28 +1288,31 @@ impl<'s> RuleView<'s> {
         self.snap.string(le_u32(row, 4 + field * 4))
     }
     pub fn decision(&self) -> Option<&'s str> {
-        self.meta_str(0)
+        self.meta_str(META_DECISION)
     }
     pub fn authority(&self) -> Option<&'s str> {
-        self.meta_str(1)
+        self.meta_str(META_AUTHORITY)
     }
     pub fn date(&self) -> Option<&'s str> {
-        self.meta_str(2)
+        self.meta_str(META_DATE)
     }
     pub fn category(&self) -> Option<&'s str> {
-        self.meta_str(3)
+        self.meta_str(META_CATEGORY)
+    }
+    /// The registry entry's id (a dump's `<content id>`).
+    pub fn entry(&self) -> Option<&'s str> {
+        self.meta_str(META_ENTRY)
+    }
+    /// When the registry entry was included (a dump's `includeTime`).
+    pub fn included(&self) -> Option<&'s str> {
+        self.meta_str(META_INCLUDED)
     }
     pub fn meta(&self) -> RuleMeta {
-        RuleMeta {
-            decision: self.decision().map(str::to_string),
-            authority: self.authority().map(str::to_string),
-            date: self.date().map(str::to_string),
-            category: self.category().map(str::to_string),
-        }
+        RuleMeta::from_fields(std::array::from_fn(|i| self.meta_str(i)))
     }
     /// The rule's own addresses (RPZ local data); empty for rules without.
     pub fn addresses(&self) -> Vec<IpAddr> {
-        self.meta_str(4)
+        self.meta_str(META_ADDRESSES)
             .map(|s| s.split(',').filter_map(|a| a.parse().ok()).collect())
             .unwrap_or_default()
     }

@@ -40,7 +40,7 @@ use thiserror::Error;
 use super::load::{FileRead, LoadError, Loaded, OptionsFor, load};
 use super::{Counts, Format, ListOptions, Snapshot, SnapshotError, parse};
 
-const SNAPSHOT_FILE: &str = "last-good.snapshot";
+pub(crate) const SNAPSHOT_FILE: &str = "last-good.snapshot";
 const MANIFEST_FILE: &str = "last-good.json";
 /// Where a background merge writes, inside `state_dir`.
 const MERGED_FILE: &str = "merged.snapshot";
@@ -451,6 +451,19 @@ impl ListState {
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// The version the last saved manifest names, read on its own: when the
+    /// last good snapshot cannot be used (another snapshot format after an
+    /// upgrade, or damage) the lists are compiled again, and the version
+    /// they get follows this one, so versions never go back. 0 without a
+    /// readable manifest.
+    pub(crate) fn saved_version(&self) -> u64 {
+        let Some(dir) = &self.dir else { return 0 };
+        fs::read_to_string(dir.join(MANIFEST_FILE))
+            .ok()
+            .and_then(|text| serde_json::from_str::<Manifest>(&text).ok())
+            .map_or(0, |m| m.version)
     }
 
     /// Started from the last good snapshot `version` with `manifest`: are

@@ -163,6 +163,22 @@ fn provenance_and_metadata() {
             authority: Some("AFM".into()),
             date: Some("2025-01-02".into()),
             category: Some("crypto".into()),
+            entry: Some("101".into()),
+            included: Some("2026-11-30T12:00:00".into()),
+        })),
+    });
+    // A rule with its own addresses and an entry: the two share its row.
+    lists[0].rules.push(Rule {
+        target: Target::Name {
+            name: "entry-local.test".into(),
+            scope: Scope::Exact,
+        },
+        action: Action::Address,
+        local_data: vec!["192.0.2.9".parse().unwrap()],
+        line: 43,
+        meta: Some(Box::new(RuleMeta {
+            entry: Some("102".into()),
+            ..RuleMeta::default()
         })),
     });
     let snap = compile(&lists).expect("compile");
@@ -176,9 +192,24 @@ fn provenance_and_metadata() {
     assert_eq!(v.authority(), Some("AFM"));
     assert_eq!(v.date(), Some("2025-01-02"));
     assert_eq!(v.category(), Some("crypto"));
+    assert_eq!(v.entry(), Some("101"));
+    assert_eq!(v.included(), Some("2026-11-30T12:00:00"));
+    assert_eq!(
+        Some(Box::new(v.meta())),
+        lists[0].rules[lists[0].rules.len() - 2].meta
+    );
+    let own = snap.rule(snap.lookup(b"entry-local.test").expect("own").rule);
+    assert_eq!(
+        (own.entry(), own.decision(), own.included()),
+        (Some("102"), None, None)
+    );
+    assert_eq!(
+        own.addresses(),
+        vec!["192.0.2.9".parse::<IpAddr>().unwrap()]
+    );
     let w = snap.rule(snap.lookup(b"a.wild.net").expect("wild").rule);
     assert_eq!(w.text(), "*.wild.net");
-    assert_eq!(w.decision(), None);
+    assert_eq!((w.decision(), w.entry(), w.included()), (None, None, None));
     let e = snap.rule(snap.lookup(b"exact.org").expect("exact").rule);
     assert_eq!(e.text(), "=exact.org");
     let l = snap.lookup(b"local.test").expect("local");

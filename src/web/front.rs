@@ -245,9 +245,11 @@ fn block_page(front: &Front, url: &NormUrl, b: &Quoted) -> Response {
     let shown = url.to_string();
     let body = front.config.page.render(&PageValues {
         url: &shown,
-        decision: b.decision.as_deref().unwrap_or(&fallback),
-        authority: b.authority.as_deref().unwrap_or("-"),
-        date: b.date.as_deref().unwrap_or("-"),
+        decision: b.meta.decision.as_deref().unwrap_or(&fallback),
+        authority: b.meta.authority.as_deref().unwrap_or("-"),
+        date: b.meta.date.as_deref().unwrap_or("-"),
+        entry: b.meta.entry.as_deref().unwrap_or("-"),
+        included: b.meta.included.as_deref().unwrap_or("-"),
         operator: &front.config.operator,
     });
     let link = format!("<{}>; rel=\"blocked-by\"", front.config.blocked_by_url);

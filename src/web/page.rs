@@ -1,10 +1,11 @@
 //! The block page (HTTP 451) and the front's notice page.
 //!
-//! The operator's template (`web.page`) is HTML with five placeholders,
-//! `{url}`, `{decision}`, `{authority}`, `{date}` and `{operator}`, each
-//! replaced by its value HTML-escaped: a URL or a registry's decision text
-//! is outside input and must not become markup. Any other brace is kept as
-//! written (CSS uses them).
+//! The operator's template (`web.page`) is HTML with seven placeholders,
+//! `{url}`, `{decision}`, `{authority}`, `{date}`, `{entry}` (the registry
+//! entry's id), `{included}` (when the entry was included in the registry)
+//! and `{operator}`, each replaced by its value HTML-escaped: a URL or a
+//! registry's text is outside input and must not become markup. Any other
+//! brace is kept as written (CSS uses them).
 
 /// One piece of a template.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -14,6 +15,8 @@ enum Part {
     Decision,
     Authority,
     Date,
+    Entry,
+    Included,
     Operator,
 }
 
@@ -29,6 +32,8 @@ pub struct PageValues<'a> {
     pub decision: &'a str,
     pub authority: &'a str,
     pub date: &'a str,
+    pub entry: &'a str,
+    pub included: &'a str,
     pub operator: &'a str,
 }
 
@@ -48,6 +53,8 @@ h1{font-size:1.4em}dt{font-weight:bold;margin-top:.6em}dd{margin:0;word-break:br
 <dt>Decision</dt><dd id="decision">{decision}</dd>
 <dt>Authority</dt><dd id="authority">{authority}</dd>
 <dt>Date</dt><dd id="date">{date}</dd>
+<dt>Registry entry</dt><dd id="entry">{entry}</dd>
+<dt>Included in the registry</dt><dd id="included">{included}</dd>
 </dl>
 <p>HTTP 451 Unavailable For Legal Reasons (RFC 7725).</p>
 </body></html>
@@ -76,6 +83,8 @@ impl PageTemplate {
                 ("{decision}", Part::Decision),
                 ("{authority}", Part::Authority),
                 ("{date}", Part::Date),
+                ("{entry}", Part::Entry),
+                ("{included}", Part::Included),
                 ("{operator}", Part::Operator),
             ]
             .into_iter()
@@ -111,6 +120,8 @@ impl PageTemplate {
                 Part::Decision => escape_into(&mut out, v.decision),
                 Part::Authority => escape_into(&mut out, v.authority),
                 Part::Date => escape_into(&mut out, v.date),
+                Part::Entry => escape_into(&mut out, v.entry),
+                Part::Included => escape_into(&mut out, v.included),
                 Part::Operator => escape_into(&mut out, v.operator),
             }
         }
@@ -156,6 +167,8 @@ mod tests {
             decision,
             authority: "Court",
             date: "2026-01-02",
+            entry: "101",
+            included: "2026-11-30T12:00:00",
             operator: "Example ISP",
         }
     }
@@ -169,6 +182,8 @@ mod tests {
             "D-1",
             "Court",
             "2026-01-02",
+            "<dd id=\"entry\">101</dd>",
+            "<dd id=\"included\">2026-11-30T12:00:00</dd>",
             "Example ISP",
         ] {
             assert!(page.contains(needle), "{needle}");
@@ -186,6 +201,14 @@ mod tests {
             page,
             "<style>a{b:c}</style>http://h/&lt;script&gt;|&quot;D&amp;1&#39;|{nope}"
         );
+        // The registry's entry and time are outside input too.
+        let t = PageTemplate::parse("{entry}|{included}").unwrap();
+        let page = t.render(&PageValues {
+            entry: "<b>101</b>",
+            included: "2026 & \"later\"",
+            ..values("u", "d")
+        });
+        assert_eq!(page, "&lt;b&gt;101&lt;/b&gt;|2026 &amp; &quot;later&quot;");
         assert!(PageTemplate::parse("  \n").is_err());
         assert!(notice("<b>").contains("&lt;b&gt;"));
     }

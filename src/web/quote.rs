@@ -9,7 +9,7 @@ use std::time::SystemTime;
 
 use crate::audit::HitRecord;
 use crate::list::snapshot::UrlRuleView;
-use crate::list::{MatchedKey, RuleView};
+use crate::list::{MatchedKey, RuleMeta, RuleView};
 use crate::wire::Transport;
 
 pub(super) struct Quoted {
@@ -17,10 +17,9 @@ pub(super) struct Quoted {
     pub(super) list: String,
     pub(super) file: String,
     pub(super) line: u32,
-    pub(super) decision: Option<String>,
-    pub(super) authority: Option<String>,
-    pub(super) date: Option<String>,
-    pub(super) category: Option<String>,
+    /// The rule's legal references (decision, authority, date, category,
+    /// registry entry and when it was included).
+    pub(super) meta: RuleMeta,
 }
 
 impl Quoted {
@@ -31,10 +30,7 @@ impl Quoted {
             list: view.list().to_string(),
             file: view.file().to_string(),
             line: view.line(),
-            decision: view.decision().map(str::to_string),
-            authority: view.authority().map(str::to_string),
-            date: view.date().map(str::to_string),
-            category: view.category().map(str::to_string),
+            meta: view.meta(),
         }
     }
 
@@ -44,10 +40,7 @@ impl Quoted {
             list: view.list().to_string(),
             file: view.file().to_string(),
             line: view.line(),
-            decision: view.decision().map(str::to_string),
-            authority: view.authority().map(str::to_string),
-            date: view.date().map(str::to_string),
-            category: view.category().map(str::to_string),
+            meta: view.meta(),
         }
     }
 
@@ -72,9 +65,12 @@ impl Quoted {
             list: self.list,
             file: self.file,
             line: self.line,
-            decision: self.decision,
-            authority: self.authority,
-            category: self.category,
+            decision: self.meta.decision,
+            authority: self.meta.authority,
+            category: self.meta.category,
+            date: self.meta.date,
+            entry: self.meta.entry,
+            included: self.meta.included,
             list_version,
             time: SystemTime::now(),
             path,

@@ -1,7 +1,8 @@
 //! Registry and clerk file formats through the real binary: a hand-made
 //! windows-1251 `dump.xml` (tests/data/formats, one `<content>` per
 //! blockType) pushed into a watched list directory and queried with `dig`,
-//! a `dump_delta.xml` applied to it in place, and files as clerks save
+//! its registry entries named in the EDE text, on the 451 page and in the
+//! audit log, a `dump_delta.xml` applied to it in place, and files as clerks save
 //! them (Excel "Unicode Text" in UTF-16 LE with tabs, UTF-16 BE with
 //! semicolons, an `.xlsx` written by a spreadsheet library) enforced the
 //! same way; `sinkhole check` says what is wrong with a table it cannot use.
@@ -78,12 +79,66 @@ fn sinkhole(args: &[&str]) -> (i32, String) {
     )
 }
 
+/// `curl` for `url` with the connection sent to the web front `front`:
+/// the status line and the body.
+fn curl_front(front: SocketAddr, url: &str) -> (String, String) {
+    let out = Command::new("curl")
+        .args(["-sS", "-i", "--max-time", "10", "--connect-to"])
+        .arg(format!("::{}:{}", front.ip(), front.port()))
+        .arg(url)
+        .output()
+        .expect("run curl");
+    assert!(out.status.success(), "curl {url}: {out:?}");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    (
+        head.lines().next().unwrap_or("").to_string(),
+        body.to_string(),
+    )
+}
+
+/// The audit log's hits as JSON, once `ready` holds for them (the writer
+/// is asynchronous).
+fn audit_hits(dir: &Path, ready: impl Fn(&[serde_json::Value]) -> bool) -> Vec<serde_json::Value> {
+    let t0 = Instant::now();
+    loop {
+        let (code, out) = sinkhole(&[
+            "audit",
+            "search",
+            &dir.display().to_string(),
+            "--format",
+            "json",
+        ]);
+        let hits: Vec<serde_json::Value> = out
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        if code == 0 && ready(&hits) {
+            return hits;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "audit search: {out}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 #[test]
 fn windows_1251_dump_each_block_type_then_a_delta() {
     let up = Upstream::start();
+    let audit = tempfile::tempdir().expect("tempdir");
     let server = Server::builder(&[up.addr])
         .lists(&[("seed.txt", "seed.example\n")])
+        .config(&format!(
+            "[policy]\naddress_v4 = \"127.0.0.1\"\n\
+             ede_text = \"blocked by order {{decision}} of {{date}}, registry entry {{entry}} included {{included}}\"\n\
+             [audit]\npath = \"{}\"\nfsync_every_ms = 0\n\
+             [web]\nlisten = \"127.0.0.1:0\"\nhostname = \"block.isp.example\"\n",
+            audit.path().display()
+        ))
         .start();
+    let front = server.listeners.first("web");
     let dump = server.list_dir().join("registry.xml");
     let bytes = std::fs::read(fixture("dump-cp1251.xml")).expect("fixture");
     assert!(
@@ -115,14 +170,64 @@ fn windows_1251_dump_each_block_type_then_a_delta() {
         ],
         Duration::from_secs(5),
     );
-    // The decision's number is the EDE's order reference.
+    // The decision's number and date, the `<content id>` and its
+    // `includeTime` fill the EDE text.
     let (_, ede) = dig(server.addr, "nourl.example");
     assert!(
-        ede.as_deref()
-            .is_some_and(|e| e.contains("blocked by order 2-6-27/2026")),
+        ede.as_deref().is_some_and(|e| e.contains(
+            "blocked by order 2-6-27/2026 of 2026-11-28, registry entry 102 included 2026-11-30T12:00:01"
+        )),
         "{ede:?}"
     );
-    // The Cyrillic authority survives windows-1251 → UTF-8.
+    // The 451 page for a page of row 101 names the order and the row.
+    let (status, page) = curl_front(front, "http://page.example/offer?id=1&x=2");
+    assert!(status.contains(" 451 "), "{status}\n{page}");
+    for shown in [
+        "<dd id=\"decision\">27-31-2026/Ид1-26</dd>",
+        "<dd id=\"authority\">Роскомнадзор</dd>",
+        "<dd id=\"date\">2026-11-29</dd>",
+        "<dd id=\"entry\">101</dd>",
+        "<dd id=\"included\">2026-11-30T12:00:00</dd>",
+    ] {
+        assert!(page.contains(shown), "{shown} in:\n{page}");
+    }
+    // Both blocks are on the record with the row they enforce, and the
+    // chain verifies with the new fields in it.
+    let dns_hit = |h: &serde_json::Value| h["action"] == "nxdomain" && h["entry"] == "102";
+    let web_hit = |h: &serde_json::Value| h["action"] == "url-block" && h["entry"] == "101";
+    let hits = audit_hits(audit.path(), |hits| {
+        hits.iter().any(dns_hit) && hits.iter().any(web_hit)
+    });
+    let dns = hits.iter().find(|h| dns_hit(h)).expect("DNS hit");
+    assert_eq!(
+        (
+            &dns["decision"],
+            &dns["date"],
+            &dns["included"],
+            &dns["authority"]
+        ),
+        (
+            &serde_json::json!("2-6-27/2026"),
+            &serde_json::json!("2026-11-28"),
+            &serde_json::json!("2026-11-30T12:00:01"),
+            &serde_json::json!("суд")
+        ),
+        "{dns}"
+    );
+    let web = hits.iter().find(|h| web_hit(h)).expect("url-block hit");
+    assert_eq!(
+        (&web["path"], &web["included"], &web["decision"]),
+        (
+            &serde_json::json!("/offer?id=1&x=2"),
+            &serde_json::json!("2026-11-30T12:00:00"),
+            &serde_json::json!("27-31-2026/Ид1-26")
+        ),
+        "{web}"
+    );
+    let (code, out) = sinkhole(&["audit", "verify", &audit.path().display().to_string()]);
+    assert_eq!(code, 0, "{out}");
+    // The Cyrillic authority survives windows-1251 → UTF-8; lookup names
+    // the row.
     let (code, out) = sinkhole(&[
         "lookup",
         "--list",
@@ -131,7 +236,9 @@ fn windows_1251_dump_each_block_type_then_a_delta() {
     ]);
     assert_eq!(code, 0, "{out}");
     assert!(
-        out.contains("registry.xml:15") && out.contains("authority=\"Генпрокуратура\""),
+        out.contains("registry.xml:15")
+            && out.contains("authority=\"Генпрокуратура\"")
+            && out.contains("entry=\"103\" included=\"2026-11-30T12:00:02\""),
         "{out}"
     );
 
@@ -153,6 +260,19 @@ fn windows_1251_dump_each_block_type_then_a_delta() {
             ("root.example", "NXDOMAIN"),
         ],
         Duration::from_secs(5),
+    );
+    // Row 103 replaced by the delta: its new version is quoted.
+    let (code, out) = sinkhole(&[
+        "lookup",
+        "--list",
+        &dump.display().to_string(),
+        "exact2.example",
+    ]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("decision=\"3a\"")
+            && out.contains("entry=\"103\" included=\"2026-12-02T09:00:00\""),
+        "{out}"
     );
     let (code, out) = sinkhole(&["check", &dump.display().to_string()]);
     assert_eq!(code, 0, "{out}");

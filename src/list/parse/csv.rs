@@ -245,6 +245,8 @@ enum Column {
     Decision,
     Date,
     Category,
+    Entry,
+    Included,
     Ips,
 }
 
@@ -256,6 +258,10 @@ fn column(name: &str) -> Option<Column> {
         "decision" | "order" => Column::Decision,
         "date" => Column::Date,
         "category" => Column::Category,
+        // The registry row's own id and inclusion time, as a dump's
+        // `<content id includeTime>` (`includeTime` arrives lowercased).
+        "entry" | "entry_id" | "id" => Column::Entry,
+        "included" | "included_at" | "include_time" | "includetime" => Column::Included,
         "ips" | "ip" => Column::Ips,
         _ => return None,
     })
@@ -271,6 +277,8 @@ struct Layout {
     decision: Option<usize>,
     date: Option<usize>,
     category: Option<usize>,
+    entry: Option<usize>,
+    included: Option<usize>,
 }
 
 impl Layout {
@@ -285,6 +293,8 @@ impl Layout {
             decision: Some(4),
             date: Some(5),
             category: None,
+            entry: None,
+            included: None,
         }
     }
 
@@ -299,6 +309,8 @@ impl Layout {
             decision: None,
             date: None,
             category: None,
+            entry: None,
+            included: None,
         };
         for (i, f) in fields.iter().enumerate() {
             // The first column of a name wins; a repeated one is ignored.
@@ -309,6 +321,8 @@ impl Layout {
                 Some(Column::Decision) => &mut layout.decision,
                 Some(Column::Date) => &mut layout.date,
                 Some(Column::Category) => &mut layout.category,
+                Some(Column::Entry) => &mut layout.entry,
+                Some(Column::Included) => &mut layout.included,
                 Some(Column::Ips) | None => continue,
             };
             slot.get_or_insert(i);
@@ -328,6 +342,8 @@ fn row(layout: &Layout, fields: &[Cow<'_, str>], line: u32, sink: &mut Sink) {
         authority: get(layout.authority).map(str::to_string),
         date: get(layout.date).map(str::to_string),
         category: get(layout.category).map(str::to_string),
+        entry: get(layout.entry).map(str::to_string),
+        included: get(layout.included).map(str::to_string),
     };
     let domain = get(layout.domain);
     let url_field = get(layout.url);
@@ -602,6 +618,8 @@ mod tests {
             authority: opt(authority),
             date: opt(date),
             category: None,
+            entry: None,
+            included: None,
         }
     }
 
@@ -695,8 +713,24 @@ mod tests {
             ),
             // Extra unknown columns are ignored; the first `domain` wins.
             (
-                "id;domain;note;host\n1;a.com;x;b.com\n",
+                "no;domain;note;host\n1;a.com;x;b.com\n",
                 vec![(2, n("a.com"), none.clone())],
+            ),
+            // The registry row's id and inclusion time, as a dump names them.
+            (
+                "id;domain;includeTime;decision\n7;a.com;2026-11-30T12:00:00;D-7\n;b.com;;\n",
+                vec![
+                    (
+                        2,
+                        n("a.com"),
+                        RuleMeta {
+                            entry: Some("7".into()),
+                            included: Some("2026-11-30T12:00:00".into()),
+                            ..meta("D-7", "", "")
+                        },
+                    ),
+                    (3, n("b.com"), none.clone()),
+                ],
             ),
             // UTF-8 BOM.
             (

@@ -462,6 +462,8 @@ fn content_rules(content: &Elem, sink: &mut Sink) {
         authority: decision.and_then(|d| d.attr("org")).map(str::to_string),
         date: decision.and_then(|d| d.attr("date")).map(str::to_string),
         category: None,
+        entry: content.attr("id").map(str::to_string),
+        included: content.attr("includeTime").map(str::to_string),
     };
     let id = content.attr("id").unwrap_or("?");
     let mut targets: Vec<Target> = Vec::new();

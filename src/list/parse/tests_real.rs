@@ -182,7 +182,7 @@ fn zapret_dump_2014_04_22() {
             decision: Some("2/1/11-15934".into()),
             authority: Some("ФСКН".into()),
             date: Some("2014-02-03".into()),
-            category: None,
+            ..RuleMeta::default()
         }
     );
     // Trailing spaces in the domain and URL.

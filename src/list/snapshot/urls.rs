@@ -3,17 +3,22 @@
 //! lookup, and "which rule covers this request" walks that host's rules
 //! only.
 //!
-//! The rules live in the extra section as text lines (see `compile.rs`):
-//! `url TAB file TAB line TAB canonical-url TAB action TAB decision TAB
-//! authority TAB date TAB category`, the last four string offsets. The
+//! The rules live in the extra section as text lines ([`url_line`], written
+//! by `compile.rs`): `url TAB file TAB line TAB canonical-url TAB action`,
+//! then one string offset per `RuleMeta` field in `RuleMeta::fields` order
+//! (decision, authority, date, category, entry, included). The
 //! index is built on first use and shared by the layered snapshots of an
 //! incremental reload (which never changes URL rules: a changed URL line
 //! forces a full compile), whose line moves are applied on read.
 
 use std::collections::HashMap;
 
-use super::{LineMap, NO_STRING, SEC_EXTRA, Snapshot, action_from_code, le_u32};
+use super::{
+    LineMap, META_AUTHORITY, META_CATEGORY, META_DATE, META_DECISION, META_ENTRY, META_INCLUDED,
+    NO_STRING, SEC_EXTRA, Snapshot, action_from_code, le_u32,
+};
 use crate::list::url::NormUrl;
+use crate::list::{META_FIELDS, RuleMeta};
 use crate::policy::Action;
 
 /// One URL rule, parsed back from the snapshot.
@@ -23,8 +28,8 @@ pub struct UrlRule {
     file: u16,
     line: u32,
     action: Action,
-    /// decision, authority, date, category (string offsets).
-    meta: [u32; 4],
+    /// The `RuleMeta` fields (string offsets), in `RuleMeta::fields` order.
+    meta: [u32; META_FIELDS],
 }
 
 /// The URL rules of a snapshot by host.
@@ -79,20 +84,32 @@ impl<'s> UrlRuleView<'s> {
             .and_then(|l| l.remap.get(self.rule.file as usize));
         remap.map_or(self.rule.line, |m| m.map(self.rule.line))
     }
-    fn meta(&self, i: usize) -> Option<&'s str> {
+    fn field(&self, i: usize) -> Option<&'s str> {
         self.snap.string(self.rule.meta[i])
     }
     pub fn decision(&self) -> Option<&'s str> {
-        self.meta(0)
+        self.field(META_DECISION)
     }
     pub fn authority(&self) -> Option<&'s str> {
-        self.meta(1)
+        self.field(META_AUTHORITY)
     }
     pub fn date(&self) -> Option<&'s str> {
-        self.meta(2)
+        self.field(META_DATE)
     }
     pub fn category(&self) -> Option<&'s str> {
-        self.meta(3)
+        self.field(META_CATEGORY)
+    }
+    /// The registry entry's id (a dump's `<content id>`).
+    pub fn entry(&self) -> Option<&'s str> {
+        self.field(META_ENTRY)
+    }
+    /// When the registry entry was included (a dump's `includeTime`).
+    pub fn included(&self) -> Option<&'s str> {
+        self.field(META_INCLUDED)
+    }
+    /// Every provenance field, owned.
+    pub fn meta(&self) -> RuleMeta {
+        RuleMeta::from_fields(std::array::from_fn(|i| self.field(i)))
     }
 }
 
@@ -104,6 +121,25 @@ impl std::fmt::Debug for UrlRuleView<'_> {
             .field("line", &self.line())
             .finish()
     }
+}
+
+/// The extra section's line for a URL rule of file `file` at `line`
+/// (without its `\n`); `meta` holds the string offsets of its `RuleMeta`
+/// fields. Canonical URL text has no tab or newline (`list::url` escapes
+/// them), so the fields cannot run into each other.
+pub(crate) fn url_line(
+    file: usize,
+    line: u32,
+    url: &str,
+    action: u8,
+    meta: [u32; META_FIELDS],
+) -> String {
+    use std::fmt::Write as _;
+    let mut s = format!("url\t{file}\t{line}\t{url}\t{action}");
+    for off in meta {
+        let _ = write!(s, "\t{off}");
+    }
+    s
 }
 
 /// Read the URL lines of the extra section. Lines that do not parse (a
@@ -140,7 +176,7 @@ fn parse_line(line: &[u8]) -> Option<UrlRule> {
     let line = f.next()?.parse().ok()?;
     let url = NormUrl::parse(f.next()?).ok()?;
     let action = action_from_code(f.next().and_then(|a| a.parse().ok()).unwrap_or(1));
-    let mut meta = [NO_STRING; 4];
+    let mut meta = [NO_STRING; META_FIELDS];
     for m in &mut meta {
         *m = f.next().and_then(|v| v.parse().ok()).unwrap_or(NO_STRING);
     }

@@ -81,12 +81,16 @@ fn net(s: &str) -> Target {
     Target::Ip(s.parse().expect("network"))
 }
 
-fn meta(number: &str, org: &str, date: &str) -> RuleMeta {
+/// The provenance of a `<content id includeTime>` with `<decision number
+/// org date>`.
+fn meta((id, included): (&str, &str), number: &str, org: &str, date: &str) -> RuleMeta {
     RuleMeta {
         decision: Some(number.into()),
         authority: Some(org.into()),
         date: Some(date.into()),
         category: None,
+        entry: Some(id.into()),
+        included: Some(included.into()),
     }
 }
 
@@ -101,8 +105,18 @@ fn rules(p: &ParsedList) -> Vec<(u32, Target, RuleMeta)> {
 }
 
 fn expected_rules() -> Vec<(u32, Target, RuleMeta)> {
-    let m101 = meta("27-31-2026/Ид1-26", "Роскомнадзор", "2026-11-29");
-    let m106 = meta("6", "Роскомнадзор", "2026-11-24");
+    let m101 = meta(
+        ("101", "2026-11-30T12:00:00"),
+        "27-31-2026/Ид1-26",
+        "Роскомнадзор",
+        "2026-11-29",
+    );
+    let m106 = meta(
+        ("106", "2026-11-30T12:00:05"),
+        "6",
+        "Роскомнадзор",
+        "2026-11-24",
+    );
     vec![
         // default: one URL rule per <url>, https kept as a URL rule; the
         // domain and the IPs of a URL row are not rules.
@@ -112,13 +126,23 @@ fn expected_rules() -> Vec<(u32, Target, RuleMeta)> {
         (
             10,
             exact("nourl.example"),
-            meta("2-6-27/2026", "суд", "2026-11-28"),
+            meta(
+                ("102", "2026-11-30T12:00:01"),
+                "2-6-27/2026",
+                "суд",
+                "2026-11-28",
+            ),
         ),
         // domain: the host, exactly; its URLs add nothing.
         (
             15,
             exact("exact.example"),
-            meta("3", "Генпрокуратура", "2026-11-27"),
+            meta(
+                ("103", "2026-11-30T12:00:02"),
+                "3",
+                "Генпрокуратура",
+                "2026-11-27",
+            ),
         ),
         // domain-mask: `*.name`, the names below it.
         (
@@ -127,28 +151,48 @@ fn expected_rules() -> Vec<(u32, Target, RuleMeta)> {
                 name: "mask.example".into(),
                 scope: Scope::Subdomains,
             },
-            meta("4", "ФНС", "2026-11-26"),
+            meta(("104", "2026-11-30T12:00:03"), "4", "ФНС", "2026-11-26"),
         ),
         // ip: every address and subnet (host bits cleared), not the domain.
         (
             24,
             net("198.51.100.7/32"),
-            meta("5", "МВД & суд", "2026-11-25"),
+            meta(
+                ("105", "2026-11-30T12:00:04"),
+                "5",
+                "МВД & суд",
+                "2026-11-25",
+            ),
         ),
         (
             24,
             net("2001:db8::7/128"),
-            meta("5", "МВД & суд", "2026-11-25"),
+            meta(
+                ("105", "2026-11-30T12:00:04"),
+                "5",
+                "МВД & суд",
+                "2026-11-25",
+            ),
         ),
         (
             24,
             net("203.0.113.0/24"),
-            meta("5", "МВД & суд", "2026-11-25"),
+            meta(
+                ("105", "2026-11-30T12:00:04"),
+                "5",
+                "МВД & суд",
+                "2026-11-25",
+            ),
         ),
         (
             24,
             net("2001:db8:1::/48"),
-            meta("5", "МВД & суд", "2026-11-25"),
+            meta(
+                ("105", "2026-11-30T12:00:04"),
+                "5",
+                "МВД & суд",
+                "2026-11-25",
+            ),
         ),
         // A root URL names the host (exactly); a Unicode host is punycode.
         (32, exact("root.example"), m106.clone()),
@@ -162,7 +206,12 @@ fn expected_rules() -> Vec<(u32, Target, RuleMeta)> {
         (
             37,
             exact("xn--80affxdmh4i.example"),
-            meta("7", "Роскомнадзор", "2026-11-23"),
+            meta(
+                ("107", "2026-11-30T12:00:06"),
+                "7",
+                "Роскомнадзор",
+                "2026-11-23",
+            ),
         ),
     ]
 }
@@ -414,14 +463,24 @@ fn delta_applied_to_a_windows_1251_base() {
         .collect();
     want.push((
         exact("exact2.example"),
-        meta("3a", "Генпрокуратура", "2026-12-01"),
+        meta(
+            ("103", "2026-12-02T09:00:00"),
+            "3a",
+            "Генпрокуратура",
+            "2026-12-01",
+        ),
     ));
     want.push((
         Target::Name {
             name: "new.example".into(),
             scope: Scope::Subdomains,
         },
-        meta("8", "Роскомнадзор", "2026-12-01"),
+        meta(
+            ("108", "2026-12-02T09:00:01"),
+            "8",
+            "Роскомнадзор",
+            "2026-12-01",
+        ),
     ));
     assert_eq!(got, want);
 
@@ -495,4 +554,51 @@ fn lines_follow_the_file() {
     let p = run(input.as_bytes());
     let lines: Vec<u32> = p.rules.iter().map(|r| r.line).collect();
     assert_eq!(lines, vec![6, 11]);
+}
+
+#[test]
+fn provenance_names_the_entry_and_its_inclusion_time() {
+    let dump = r#"<?xml version="1.0" encoding="UTF-8"?>
+<reg:register xmlns:reg="http://rsoc.ru">
+<content id="201" includeTime="2026-12-01T08:00:00" blockType="domain">
+<domain>no-decision.example</domain>
+</content>
+<content blockType="domain">
+<domain>bare.example</domain>
+</content>
+<content id=" 203 " includeTime="" blockType="domain">
+<decision number="9"/>
+<domain>spaces.example</domain>
+</content>
+</reg:register>
+"#;
+    let p = run(dump.as_bytes());
+    assert!(p.skipped.is_empty(), "{:?}", p.skipped);
+    let got: Vec<(Target, RuleMeta)> = rules(&p).into_iter().map(|(_, t, m)| (t, m)).collect();
+    assert_eq!(
+        got,
+        vec![
+            // No <decision>: the row still names itself.
+            (
+                exact("no-decision.example"),
+                RuleMeta {
+                    entry: Some("201".into()),
+                    included: Some("2026-12-01T08:00:00".into()),
+                    ..RuleMeta::default()
+                }
+            ),
+            // Nothing to quote: no metadata at all (no meta row is stored).
+            (exact("bare.example"), RuleMeta::default()),
+            // Attributes are trimmed; an empty one is absent.
+            (
+                exact("spaces.example"),
+                RuleMeta {
+                    decision: Some("9".into()),
+                    entry: Some("203".into()),
+                    ..RuleMeta::default()
+                }
+            ),
+        ]
+    );
+    assert!(p.rules[1].meta.is_none());
 }

@@ -68,6 +68,7 @@ fn reads_the_first_sheet_with_csv_header_rules() {
                         authority: Some("АФМ".into()),
                         date: Some("2026-11-29".into()),
                         category: Some("crypto-exchange".into()),
+                        ..RuleMeta::default()
                     }
                 ),
                 (
