@@ -81,7 +81,7 @@ pub type OnRead<'a> = &'a mut dyn FnMut(&FileRead<'_>);
 /// Parse every file under `paths` (directories are expanded, in name
 /// order) with the options `options_for` gives it, and compile them into a
 /// snapshot carrying `version`. `on_read`, if given, sees each file's
-/// bytes and parse before they are dropped.
+/// bytes, format and counts before its bytes are dropped.
 pub fn load(
     paths: &[PathBuf],
     options_for: OptionsFor<'_>,
