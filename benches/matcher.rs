@@ -4,8 +4,12 @@
 //! matcher (a hash map probed per ancestor, the design of hickory's
 //! built-in blocklist) runs in the same process as the baseline.
 //!
-//! Run: `cargo bench --bench matcher` (add `-- lookup` to filter). The
-//! sizes print once per run as `size N: snapshot B bytes = X bytes/name`.
+//! Run: `cargo bench --bench matcher` (add `-- lookup` to filter);
+//! `MATCHER_SIZES=10000,100000,1000000,10000000` picks the sizes (default
+//! 3500,1000000). The sizes print once per run as
+//! `size N: snapshot B bytes = X bytes/name`. `compile/N/load_text` is the
+//! cold-start path: a plain text file of the names through `list::load`,
+//! which streams names into the builder as it parses.
 
 use std::collections::HashSet;
 use std::hint::black_box;
@@ -14,7 +18,9 @@ use std::path::PathBuf;
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use sinkhole::list::{Format, ParsedList, Rule, Scope, Snapshot, Target, compile};
+use sinkhole::list::{
+    Format, ListOptions, ParsedList, Rule, Scope, Snapshot, Target, compile, load,
+};
 use sinkhole::policy::Action;
 
 const WORDS: &[&str] = &[
@@ -126,6 +132,14 @@ fn bench_size(c: &mut Criterion, n: usize) {
     g.bench_function("reference_hashset", |b| {
         b.iter(|| black_box(names.iter().cloned().collect::<HashSet<String>>()))
     });
+    let text_dir = tempfile::tempdir().expect("tempdir");
+    let text = text_dir.path().join("bench.txt");
+    std::fs::write(&text, names.join("\n")).expect("write list");
+    let paths = vec![text];
+    let options = |_: &std::path::Path| ListOptions::default();
+    g.bench_function("load_text", |b| {
+        b.iter(|| load(black_box(&paths), &options, 1, None).expect("load"))
+    });
     g.finish();
 
     let dir = tempfile::tempdir().expect("tempdir");
@@ -183,8 +197,13 @@ fn bench_size(c: &mut Criterion, n: usize) {
 }
 
 fn benches(c: &mut Criterion) {
-    bench_size(c, 3_500);
-    bench_size(c, 1_000_000);
+    let sizes = std::env::var("MATCHER_SIZES").unwrap_or_else(|_| "3500,1000000".into());
+    for n in sizes
+        .split(',')
+        .filter_map(|s| s.trim().parse::<usize>().ok())
+    {
+        bench_size(c, n);
+    }
 }
 
 criterion_group!(matcher, benches);

@@ -10,11 +10,10 @@ use std::time::{Duration, Instant};
 
 use thiserror::Error;
 
+use super::compile::Builder;
 use super::parse::{self, ParseError};
 use super::state::FileStat;
-use super::{
-    CompileError, Counts, Format, ListOptions, ParsedList, Snapshot, compile::compile_versioned,
-};
+use super::{CompileError, Counts, Format, ListOptions, Snapshot};
 
 #[derive(Debug, Error)]
 pub enum LoadError {
@@ -70,7 +69,10 @@ pub struct FileRead<'a> {
     /// (a write after it shows as a change next time, never as "unchanged").
     pub stat: Option<FileStat>,
     pub bytes: &'a [u8],
-    pub parsed: &'a ParsedList,
+    pub format: Format,
+    /// What the file contributed (its name rules were streamed into the
+    /// snapshot being built, so no parsed list holds them all).
+    pub counts: Counts,
 }
 
 /// Called with each file as it is read.
@@ -79,7 +81,7 @@ pub type OnRead<'a> = &'a mut dyn FnMut(&FileRead<'_>);
 /// Parse every file under `paths` (directories are expanded, in name
 /// order) with the options `options_for` gives it, and compile them into a
 /// snapshot carrying `version`. `on_read`, if given, sees each file's
-/// bytes and parse before they are dropped.
+/// bytes, format and counts before its bytes are dropped.
 pub fn load(
     paths: &[PathBuf],
     options_for: OptionsFor<'_>,
@@ -92,7 +94,12 @@ pub fn load(
         let shown: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
         return Err(LoadError::NoFiles(shown.join(", ")));
     }
-    let mut lists = Vec::with_capacity(files.len());
+    // Each file is parsed straight into the builder: its name rules become
+    // key bytes and a small row as they are read, and its bytes are
+    // dropped before the next file is read.
+    let mut builder = Builder::default();
+    let mut reports = Vec::with_capacity(files.len());
+    let mut skipped = Vec::new();
     for (index, path) in files.iter().enumerate() {
         let options = options_for(path);
         let stat = FileStat::trusted(path);
@@ -100,7 +107,8 @@ pub fn load(
             path: path.clone(),
             source,
         })?;
-        let parsed = parse::parse_bytes(path, &bytes, &options);
+        let (parsed, streamed) = parse::parse_bytes_into(path, &bytes, &options, &mut builder);
+        let counts = parsed.counts() + streamed;
         if let Some(observe) = on_read.as_mut() {
             observe(&FileRead {
                 index,
@@ -108,27 +116,26 @@ pub fn load(
                 options: &options,
                 stat,
                 bytes: &bytes,
-                parsed: &parsed,
+                format: parsed.format,
+                counts,
             });
         }
-        lists.push(parsed);
+        drop(bytes);
+        builder.end_list(&parsed.rules, counts)?;
+        skipped.extend(parsed.skip_messages());
+        reports.push(FileReport {
+            path: parsed.path,
+            format: parsed.format,
+            counts,
+        });
     }
     let parse_time = t0.elapsed();
-    let skipped: Vec<String> = lists.iter().flat_map(|l| l.skip_messages()).collect();
     let t1 = Instant::now();
-    let snapshot = compile_versioned(&lists, version)?;
+    let snapshot = builder.finish(version)?;
     let compile_time = t1.elapsed();
-    let files = lists
-        .iter()
-        .map(|l| FileReport {
-            path: l.path.clone(),
-            format: l.format,
-            counts: l.counts(),
-        })
-        .collect();
     Ok(Loaded {
         snapshot,
-        files,
+        files: reports,
         skipped,
         parse_time,
         compile_time,

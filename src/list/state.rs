@@ -208,9 +208,9 @@ impl FileRecord {
     fn of(f: &FileRead<'_>) -> FileRecord {
         FileRecord {
             path: f.path.to_path_buf(),
-            format: f.parsed.format,
+            format: f.format,
             options: format!("{:?}", f.options),
-            counts: f.parsed.counts(),
+            counts: f.counts,
             sha256: hex::encode(Sha256::digest(f.bytes)),
             bytes: f.bytes.len() as u64,
             stat: f.stat,

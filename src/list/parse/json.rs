@@ -69,16 +69,16 @@ fn role(key: &str) -> Role {
     }
 }
 
-struct Parser<'a, 's> {
+struct Parser<'a, 's, 'n> {
     b: &'a [u8],
     text: &'a str,
     i: usize,
     /// 0-based line of `i`.
     line: usize,
-    sink: &'s mut Sink,
+    sink: &'s mut Sink<'n>,
 }
 
-impl Parser<'_, '_> {
+impl Parser<'_, '_, '_> {
     fn peek(&self) -> Option<u8> {
         self.b.get(self.i).copied()
     }

@@ -168,7 +168,7 @@ use std::path::{Path, PathBuf};
 
 use thiserror::Error;
 
-use super::{Action, Format, ListOptions, ParsedList, Rule, RuleMeta, Scope, Skip, Target};
+use super::{Action, Counts, Format, ListOptions, ParsedList, Rule, RuleMeta, Scope, Skip, Target};
 
 /// The only way parsing fails: the file (or directory) could not be read.
 #[derive(Debug, Error)]
@@ -188,6 +188,41 @@ pub enum ParseError {
 /// into UTF-8 first, whatever the format, so line numbers stay those of
 /// the file.
 pub fn parse_bytes(path: &Path, bytes: &[u8], opts: &ListOptions) -> ParsedList {
+    parse_bytes_with(path, bytes, opts, None).0
+}
+
+/// Where a parser of the large line formats (plain, hosts, AdBlock, CSV)
+/// puts name rules as it meets them, instead of holding a [`Rule`] (a
+/// `String` and a rule struct) per name until the whole file is read: the
+/// compiler ([`crate::list::compile::Builder`]) keeps only key bytes and a
+/// small row. Names arrive in file order with the list options applied.
+pub(crate) trait NameSink {
+    /// A list begins; its name rules follow.
+    fn begin_list(&mut self, name: &str, path: &Path, format: Format);
+    /// One name rule.
+    fn name(&mut self, line: u32, name: &str, scope: Scope, action: Action, meta: &RuleMeta);
+}
+
+/// Parse a file's bytes like [`parse_bytes`], but announce the list to
+/// `names` and stream its name rules there when the format is one of the
+/// line formats (which emit rules in line order); the returned list then
+/// holds only the other rules, and the counts are those of the streamed
+/// names. Every other format keeps all its rules in the list.
+pub(crate) fn parse_bytes_into(
+    path: &Path,
+    bytes: &[u8],
+    opts: &ListOptions,
+    names: &mut dyn NameSink,
+) -> (ParsedList, Counts) {
+    parse_bytes_with(path, bytes, opts, Some(names))
+}
+
+fn parse_bytes_with(
+    path: &Path,
+    bytes: &[u8],
+    opts: &ListOptions,
+    names: Option<&mut dyn NameSink>,
+) -> (ParsedList, Counts) {
     let mut sink = Sink::default();
     let transcoded = match opts.format {
         Some(Format::Xlsx) => None,
@@ -210,6 +245,21 @@ pub fn parse_bytes(path: &Path, bytes: &[u8], opts: &ListOptions) -> ParsedList 
         None => bytes,
     };
     let format = opts.format.unwrap_or_else(|| detect(path, bytes));
+    let name = opts.name.clone().unwrap_or_else(|| list_name(path));
+    if let Some(names) = names {
+        names.begin_list(&name, path, format);
+        if matches!(
+            format,
+            Format::Plain | Format::Hosts | Format::Adblock | Format::Csv
+        ) {
+            sink.names = Some(Streamed {
+                to: names,
+                exact_only: opts.exact_only,
+                action: opts.action,
+                counts: Counts::default(),
+            });
+        }
+    }
     let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
     match format {
         Format::Plain | Format::Hosts | Format::Adblock => text::parse(bytes, format, &mut sink),
@@ -222,11 +272,15 @@ pub fn parse_bytes(path: &Path, bytes: &[u8], opts: &ListOptions) -> ParsedList 
         },
         Format::Xlsx => xlsx::parse(bytes, &mut sink),
     }
-    finish(path, format, sink, opts)
+    let streamed = sink
+        .names
+        .as_ref()
+        .map_or_else(Counts::default, |s| s.counts);
+    (finish(path, format, sink, opts, name), streamed)
 }
 
 /// Apply the list options to a parser's output and order it by line.
-fn finish(path: &Path, format: Format, sink: Sink, opts: &ListOptions) -> ParsedList {
+fn finish(path: &Path, format: Format, sink: Sink, opts: &ListOptions, name: String) -> ParsedList {
     let Sink {
         mut rules,
         mut skipped,
@@ -254,7 +308,7 @@ fn finish(path: &Path, format: Format, sink: Sink, opts: &ListOptions) -> Parsed
     rules.sort_by_key(|r| r.line);
     skipped.sort_by_key(|s| s.line);
     ParsedList {
-        name: opts.name.clone().unwrap_or_else(|| list_name(path)),
+        name,
         path: path.to_path_buf(),
         format,
         rules,
@@ -295,7 +349,8 @@ pub fn parse_file(path: &Path, opts: &ListOptions) -> Result<ParsedList, ParseEr
         if !is_utf16(head) {
             let mut sink = Sink::default();
             dump::parse(input, &mut sink);
-            return Ok(finish(path, format, sink, opts));
+            let name = opts.name.clone().unwrap_or_else(|| list_name(path));
+            return Ok(finish(path, format, sink, opts, name));
         }
     }
     let bytes = std::fs::read(path).map_err(io)?;
@@ -572,20 +627,51 @@ fn list_name(path: &Path) -> String {
 
 /// Collects a parser's output.
 #[derive(Default)]
-struct Sink {
+struct Sink<'a> {
     rules: Vec<Rule>,
     skipped: Vec<Skip>,
     /// Set when the bytes were transcoded before parsing (UTF-16), so a
     /// parser can name the encoding it was really given in its reports.
     encoding: Option<&'static str>,
+    /// Where name rules go instead of `rules`, when they are streamed.
+    names: Option<Streamed<'a>>,
 }
 
-impl Sink {
+/// Name rules streamed to a [`NameSink`], with the list options that
+/// [`finish`] applies to kept rules applied here instead.
+struct Streamed<'a> {
+    to: &'a mut dyn NameSink,
+    exact_only: bool,
+    action: Option<Action>,
+    counts: Counts,
+}
+
+impl Sink<'_> {
     fn rule(&mut self, line: u32, target: Target, action: Action) {
         self.rule_with_meta(line, target, action, RuleMeta::default());
     }
 
     fn rule_with_meta(&mut self, line: u32, target: Target, action: Action, meta: RuleMeta) {
+        if let (Some(s), Target::Name { name, scope }) = (self.names.as_mut(), &target) {
+            let scope = match scope {
+                Scope::Subtree if s.exact_only => Scope::Exact,
+                scope => *scope,
+            };
+            let action = match (s.action, action) {
+                (Some(list_action), Action::Block) => list_action,
+                _ => action,
+            };
+            // As `ParsedList::counts` counts a kept rule.
+            if action.is_allow() {
+                s.counts.allows += 1;
+            } else if scope == Scope::Subdomains {
+                s.counts.wildcards += 1;
+            } else {
+                s.counts.names += 1;
+            }
+            s.to.name(line, name, scope, action, &meta);
+            return;
+        }
         self.rules.push(Rule {
             target,
             action,
