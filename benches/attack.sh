@@ -16,6 +16,11 @@
 # flood queries answered (and how: SERVFAIL/other), the flood rate dnsperf
 # actually reached, upstream queries per second for the victim zone (dnsdist
 # rule matches), RSS before / peak (VmHWM) / 5 s and 10 s after the flood.
+# Where unanswered flood queries went: datagrams the kernel dropped at the
+# server's socket (its receive queue full: the server did not read them in
+# time) and anywhere else on the machine (mostly the load generator's own
+# sockets: replies it did not read in time), and for sinkhole the share of
+# the queries it read that it answered (its own metrics).
 # Also the RSS per waiting upstream exchange (a unit test run alone).
 #
 # Installs the Debian packages dnsperf, dnsdist, unbound when missing (as
@@ -46,10 +51,10 @@ unbound_bin=$(command -v unbound || echo /usr/sbin/unbound)
 bench_workdir attack
 
 # --- memory per waiting exchange (unit measurement, run alone) ----------------------
-per_exchange=$(cd "$root" && cargo test --lib memory_per_waiting_exchange -- --ignored --nocapture 2>/dev/null \
+per_exchange=$(cd "$root" && cargo test --release --lib memory_per_waiting_exchange -- --ignored --nocapture 2>/dev/null \
   | awk '/RSS per waiting exchange/ {print $5}')
 log "RSS per waiting upstream exchange: ${per_exchange:-NA} bytes"
-after_flood=$(cd "$root" && cargo test --lib memory_after_a_flood -- --ignored --nocapture 2>/dev/null \
+after_flood=$(cd "$root" && cargo test --release --lib memory_after_a_flood -- --ignored --nocapture 2>/dev/null \
   | awk '/anonymous RSS:/ {sub(/^.*anonymous RSS: /, ""); print}')
 log "anonymous RSS around 8,000 timed-out exchanges: ${after_flood:-NA}"
 
@@ -80,6 +85,18 @@ EOF
 taskset -c "$CLIENT_CPU" dnsdist --supervised --disable-syslog -C "$work/upstream.conf" >"$work/upstream.log" 2>&1 &
 pids+=($!)
 sleep 1
+udp_drops() {  # $1 = port: datagrams the kernel dropped at that UDP socket
+  local hex; hex=$(printf ':%04X' "$1")
+  awk -v p="$hex" 'NR > 1 && substr($2, length($2) - 4) == p {d += $NF} END {print d + 0}' /proc/net/udp
+}
+rcvbuf_errors() {  # every UDP socket's receive-queue drops, machine-wide
+  awk '/^Udp:/ && ++n == 2 {print $6}' /proc/net/snmp
+}
+sinkhole_counts() {  # queries read and responses sent, from its metrics
+  curl -s "http://127.0.0.1:$MPORT/metrics" 2>/dev/null | awk '
+    /^sinkhole_queries_total/ {q += $NF} /^sinkhole_responses_total/ {r += $NF}
+    END {printf "%d %d\n", q, r}'
+}
 victim_matches() {  # queries the upstream got for the victim zone so far
   dnsdist -C "$work/upstream.conf" -c -e 'showRules()' 2>/dev/null | awk '$1 == "0" {for (i = 2; i <= NF; i++) if ($i ~ /^[0-9]+$/) {print $i; exit}}'
 }
@@ -176,8 +193,8 @@ print(f"{ok} {asked} {p99:.1f}")
 PY
 }
 
-printf '| server | offered qps | sent qps | legitimate answered | legit p99 ms | flood answered | flood SERVFAIL | victim qps upstream | RSS before → peak → +5 s → +10 s MB |\n' > "$work/report.md"
-printf '|---|---|---|---|---|---|---|---|---|\n' >> "$work/report.md"
+printf '| server | offered qps | sent qps | legitimate answered | legit p99 ms | flood answered | flood SERVFAIL | victim qps upstream | RSS before → peak → +5 s → +10 s MB | dropped at server socket | dropped elsewhere | sinkhole answered of read |\n' > "$work/report.md"
+printf '|---|---|---|---|---|---|---|---|---|---|---|---|\n' >> "$work/report.md"
 for rate in $RATES; do
   for kind in $SERVERS; do
     spid=$(start_server "$kind")
@@ -190,6 +207,8 @@ for rate in $RATES; do
     sleep 1
     rss0=$(rss_kb "$spid")
     m0=$(victim_matches); m0=${m0:-0}
+    d0=$(udp_drops "$PORT"); u0=$(udp_drops "$UPORT"); e0=$(rcvbuf_errors)
+    read -r q0 a0 < <(sinkhole_counts)
     log "$kind at $rate qps for ${SECS}s (rss $(mb "$rss0") MB)"
     probe "$((SECS + 1))" > "$work/probe.txt" &
     ppid=$!
@@ -197,6 +216,11 @@ for rate in $RATES; do
       -c 32 -q 60000 -t 5 -n 1 > "$work/dnsperf.txt" 2>&1 || true
     m1=$(victim_matches); m1=${m1:-0}
     wait "$ppid" || true
+    d1=$(udp_drops "$PORT"); u1=$(udp_drops "$UPORT"); e1=$(rcvbuf_errors)
+    read -r q1 a1 < <(sinkhole_counts)
+    own="n/a"
+    [ "${kind#sinkhole}" != "$kind" ] && [ "$q1" -gt "$q0" ] &&
+      own=$(awk -v q=$((q1 - q0)) -v a=$((a1 - a0)) 'BEGIN {printf "%.2f%%", 100 * a / q}')
     hwm=$(hwm_kb "$spid")
     sleep 4; rss5=$(rss_kb "$spid")
     sleep 5; rss10=$(rss_kb "$spid")
@@ -208,10 +232,13 @@ for rate in $RATES; do
     runtime=$(awk '/Run time \(s\):/ {print $4}' "$work/dnsperf.txt")
     row=$(awk -v k="$kind" -v r="$rate" -v s="${sent:-0}" -v d="${done_:-0}" -v sf="${servfail:-0}" -v t="${runtime:-$SECS}" \
       -v ok="$ok" -v a="$asked" -v p="$p99" -v m0="$m0" -v m1="$m1" -v secs="$SECS" \
-      -v r0="$rss0" -v h="$hwm" -v r5="$rss5" -v r10="$rss10" 'BEGIN {
+      -v r0="$rss0" -v h="$hwm" -v r5="$rss5" -v r10="$rss10" \
+      -v sd=$((d1 - d0)) -v od=$((e1 - e0 - (d1 - d0) - (u1 - u0))) -v own="$own" 'BEGIN {
         pct = s > 0 ? 100 * d / s : 0; sfp = s > 0 ? 100 * sf / s : 0
-        printf "| %s | %d | %.0f | %d / %d | %s | %.1f%% | %.1f%% | %.0f | %.1f → %.1f → %.1f → %.1f |",
-          k, r, s / secs, ok, a, p, pct, sfp, (m1 - m0) / secs, r0 / 1024, h / 1024, r5 / 1024, r10 / 1024 }')
+        if (od < 0) od = 0
+        printf "| %s | %d | %.0f | %d / %d | %s | %.1f%% | %.1f%% | %.0f | %.1f → %.1f → %.1f → %.1f | %.1f%% | %.1f%% | %s |",
+          k, r, s / secs, ok, a, p, pct, sfp, (m1 - m0) / secs, r0 / 1024, h / 1024, r5 / 1024, r10 / 1024,
+          s > 0 ? 100 * sd / s : 0, s > 0 ? 100 * od / s : 0, own }')
     echo "$row" >> "$work/report.md"
     log "$row"
     sleep 1

@@ -148,6 +148,11 @@ impl Forwarder {
         }
     }
 
+    /// The longest one [`Forwarder::resolve`] takes (TCP retries included).
+    pub(crate) fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
     /// Ask the upstreams in order. Each gets an equal share of what is left
     /// of the overall timeout, so a dead first server still leaves time for
     /// the next. An upstream SERVFAIL/REFUSED moves on too, but is returned

@@ -512,18 +512,45 @@ impl Drop for SlotGuard {
             .metrics()
             .set_inflight(inflight.live(), inflight.peak());
         if burst_over {
-            {
-                let mut waiting = self.shared.lock_waiting();
-                if waiting.is_empty() {
-                    waiting.shrink_to(64);
-                }
-            }
-            if let Ok(rt) = tokio::runtime::Handle::try_current() {
-                rt.spawn_blocking(crate::memory::release_freed_memory);
-            }
+            self.shared.release_burst_memory();
         }
     }
 }
+
+impl Shared {
+    /// A burst of exchanges is over (see [`Inflight::release`]): give its
+    /// memory back now, and again once the exchanges still running at this
+    /// point have ended. Each lives at most the upstream timeout; until
+    /// then those few keep the burst's pages resident (and its waiting
+    /// map at its peak size: 16,384 buckets, 1.3 MB, when the map was
+    /// only shrunk if empty here, which under steady traffic it never is).
+    fn release_burst_memory(self: &Arc<Self>) {
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        self.shrink_waiting();
+        rt.spawn_blocking(crate::memory::release_freed_memory);
+        // Weak: a server shutting down does not wait for this.
+        let shared = Arc::downgrade(self);
+        let stragglers_done = self.forwarder.timeout() + STRAGGLER_MARGIN;
+        rt.spawn(async move {
+            tokio::time::sleep(stragglers_done).await;
+            if let Some(shared) = shared.upgrade() {
+                shared.shrink_waiting();
+                drop(shared);
+                let _ = tokio::task::spawn_blocking(crate::memory::release_freed_memory).await;
+            }
+        });
+    }
+
+    /// The waiting map back to a small size; what still waits is kept.
+    fn shrink_waiting(&self) {
+        self.lock_waiting().shrink_to(64);
+    }
+}
+
+/// Beyond the upstream timeout, for an exchange's last replies to go out.
+const STRAGGLER_MARGIN: Duration = Duration::from_millis(200);
 
 /// A running server. Dropping it does not stop it; call [`ServerHandle::shutdown`].
 pub(crate) struct ServerHandle {
@@ -864,8 +891,9 @@ mod tests {
             while rig.shared.inflight() > 0 {
                 std::thread::sleep(Duration::from_millis(50));
             }
-            // The trim after the last exchange runs on the blocking pool.
-            std::thread::sleep(Duration::from_millis(300));
+            // The trims after a burst run on the blocking pool, the last
+            // one a timeout after the burst ended.
+            std::thread::sleep(Duration::from_millis(500) + STRAGGLER_MARGIN * 2);
         };
         // Runtime threads and their first allocations.
         rig.flood(0, 16);
@@ -893,6 +921,35 @@ mod tests {
             kept / 1024,
             added / 1024
         );
+        rig.rt.shutdown_timeout(Duration::from_millis(100));
+    }
+
+    #[test]
+    fn the_waiting_map_shrinks_when_a_burst_ends_though_some_still_wait() {
+        const BURST: usize = 2 * TRIM_AFTER;
+        const LATER: usize = 20;
+        let timeout = Duration::from_millis(800);
+        let rig = FloodRig::new(BURST + LATER, timeout);
+        rig.flood(0, BURST);
+        let at_peak = rig.shared.lock_waiting().capacity();
+        assert!(at_peak >= BURST, "{at_peak}");
+        // Steady traffic: a few exchanges still wait when the burst ends.
+        std::thread::sleep(timeout / 2);
+        rig.flood(BURST, BURST + LATER);
+        let deadline = Instant::now() + 4 * timeout;
+        while rig.shared.inflight() > LATER && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        let waiting = rig.shared.lock_waiting();
+        assert!(!waiting.is_empty(), "the later exchanges still wait");
+        assert!(
+            waiting.capacity() < TRIM_AFTER,
+            "{} of {at_peak} kept for {} waiting",
+            waiting.capacity(),
+            waiting.len()
+        );
+        drop(waiting);
         rig.rt.shutdown_timeout(Duration::from_millis(100));
     }
 
