@@ -662,6 +662,8 @@ fn start_rpz_follow(
                 expired: z.expired(),
                 unsigned: z.unsigned,
                 transfers: z.transfers(),
+                ixfr_layer: z.ixfr_applied().0,
+                ixfr_rewrite: z.ixfr_applied().1,
             })
             .collect();
     });

@@ -10,6 +10,7 @@
 
 pub mod config;
 pub mod fold;
+pub mod journal;
 mod follow;
 pub mod keyfile;
 pub mod notify;
