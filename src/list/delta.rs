@@ -275,7 +275,8 @@ pub(crate) fn try_line_change(
     match line_change_diff(current, fi, rec, &opts, change) {
         Ok(diff) => {
             let mut records = base.files.clone();
-            records[fi].counts = counts_sub(rec.counts + diff.added.counts(), diff.removed.counts());
+            records[fi].counts =
+                counts_sub(rec.counts + diff.added.counts(), diff.removed.counts());
             let mut diffs: Vec<Option<FileDiff>> = (0..files.len()).map(|_| None).collect();
             diffs[fi] = Some(diff);
             match layer_for(current, &files, &diffs, options, version) {

@@ -25,10 +25,10 @@ use super::state::{ListState, SaveError};
 use super::watch::wait_until_settled;
 use super::{Counts, ListOptions, Snapshot, diff, merge};
 
-/// The saved state is `state.rs`'s; re-exported for callers of this path.
-pub use super::state::{Manifest, ManifestFile, open_last_good};
 /// A source's change as lines ([`Reloader::apply_source_change`]).
 pub(crate) use super::delta::LineChange;
+/// The saved state is `state.rs`'s; re-exported for callers of this path.
+pub use super::state::{Manifest, ManifestFile, open_last_good};
 
 /// The background merge's nice value: behind the query workers, but not so
 /// far that a busy core never lets it finish.

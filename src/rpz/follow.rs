@@ -27,6 +27,7 @@ use super::keyfile::{self, TsigKey};
 use super::notify::{NotifyRouter, NotifyZone};
 use super::store::{self, HashingWriter, ZoneDisk, ZoneFiles, ZoneMeta};
 use super::xfr::{XfrClient, XfrError};
+use crate::audit::{AuditLog, ListRecord};
 use crate::list::reload::{LineChange, Reloader};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -202,10 +203,13 @@ impl RefreshError {
 
 /// Start following every configured zone. Key files are read now: a
 /// missing or bad one stops the start.
+/// `audit`: each change put in force, or refused, is recorded there as a
+/// `list` record (`source` `rpz`, `version` the serial).
 pub fn start(
     cfgs: &[FollowConfig],
     state_dir: &Path,
     reloader: Arc<Reloader>,
+    audit: Option<AuditLog>,
 ) -> Result<RpzFollowing, FollowError> {
     let mut zones = Vec::new();
     let mut router = NotifyRouter::default();
@@ -254,6 +258,7 @@ pub fn start(
             wake,
             reloader: reloader.clone(),
             refreshing: tokio::sync::Mutex::new(()),
+            audit: audit.clone(),
         }));
     }
     warn_unfollowed(cfgs, state_dir);
@@ -334,6 +339,7 @@ struct Follower {
     reloader: Arc<Reloader>,
     /// One refresh at a time.
     refreshing: tokio::sync::Mutex<()>,
+    audit: Option<AuditLog>,
 }
 
 /// The journal is folded into the zone file once it holds this many
@@ -438,10 +444,36 @@ impl Follower {
         let (disk, reloader) = (self.disk.clone(), self.reloader.clone());
         let started = std::time::Instant::now();
         tokio::task::spawn_blocking(move || fold_journal(&disk, &reloader))
-        .await
-        .map_err(|e| RefreshError::Io(std::io::Error::other(e)))??;
+            .await
+            .map_err(|e| RefreshError::Io(std::io::Error::other(e)))??;
         tracing::info!(zone = %self.cfg.zone, ms = started.elapsed().as_millis() as u64, "zone journal folded into the zone file");
         Ok(())
+    }
+
+    /// Put a change of the zone (or its refusal) on the audit record:
+    /// written and fsynced off the runtime's workers.
+    async fn record(&self, rec: ListRecord) {
+        let Some(audit) = self.audit.clone() else {
+            return;
+        };
+        let zone = self.cfg.zone.clone();
+        let written = tokio::task::spawn_blocking(move || audit.record_list(rec)).await;
+        match written {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::error!(%zone, error = %e, "cannot record a zone change"),
+            Err(e) => tracing::error!(%zone, error = %e, "cannot record a zone change"),
+        }
+    }
+
+    fn change_record(&self, outcome: &str, serial: u32, p: SocketAddr) -> ListRecord {
+        ListRecord {
+            list: self.cfg.zone.clone(),
+            source: "rpz".into(),
+            outcome: outcome.into(),
+            version: u64::from(serial),
+            url: Some(p.to_string()),
+            ..ListRecord::default()
+        }
     }
 
     async fn refresh(&self) -> Result<(), RefreshError> {
@@ -532,8 +564,8 @@ impl Follower {
     ) -> Result<ZoneMeta, RefreshError> {
         let ixfr = c.ixfr(&meta.soa, self.cfg.max_zone_records).await?;
         let change = fold::net_change(&ixfr.deltas);
-        let records = (meta.records + change.add.len() as u64)
-            .saturating_sub(change.delete.len() as u64);
+        let records =
+            (meta.records + change.add.len() as u64).saturating_sub(change.delete.len() as u64);
         if records > self.cfg.max_zone_records {
             return Err(RefreshError::Apply(ApplyError::TooLarge(
                 self.cfg.max_zone_records,
@@ -549,7 +581,10 @@ impl Follower {
             "IXFR received"
         );
         let change = Arc::new(change);
-        if let Some(new) = self.apply_as_layer(&change, ixfr.soa, records, p, meta).await? {
+        if let Some(new) = self
+            .apply_as_layer(&change, ixfr.soa, records, p, meta)
+            .await?
+        {
             self.status.ixfr_layer.fetch_add(1, Ordering::Relaxed);
             return Ok(new);
         }
@@ -573,8 +608,8 @@ impl Follower {
                 256 << 10,
                 File::create(&files.tmp)?,
             ));
-            let written = journal::rewrite(old, &mut out, std::slice::from_ref(&entry))
-                .and_then(|w| {
+            let written =
+                journal::rewrite(old, &mut out, std::slice::from_ref(&entry)).and_then(|w| {
                     if w.records > max {
                         Err(ApplyError::TooLarge(max))
                     } else {
@@ -633,8 +668,15 @@ impl Follower {
         let from = meta.soa.serial;
         let zone = self.cfg.zone.clone();
         let outcome = tokio::task::spawn_blocking(move || {
-            layer_change(&disk, &reloader, &change, from, next.clone(), first_added_line)
-                .map(|r| r.map(|r| (r, next)))
+            layer_change(
+                &disk,
+                &reloader,
+                &change,
+                from,
+                next.clone(),
+                first_added_line,
+            )
+            .map(|r| r.map(|r| (r, next)))
         })
         .await
         .map_err(|e| RefreshError::Io(std::io::Error::other(e)))?;
@@ -650,11 +692,22 @@ impl Follower {
                     enforced_ms = report.enforced_ms,
                     "followed zone in force"
                 );
+                self.record(ListRecord {
+                    added: report.added as u64,
+                    removed: report.removed as u64,
+                    ..self.change_record("applied", soa.serial, p)
+                })
+                .await;
                 Ok(Some(next))
             }
             Ok(None) => Ok(None),
             Err(e) => {
                 tracing::error!(%zone, error = %e, "the IXFR was rejected; the previous zone stays in force");
+                self.record(ListRecord {
+                    reason: Some(e.to_string()),
+                    ..self.change_record("rejected", soa.serial, p)
+                })
+                .await;
                 Err(RefreshError::Rejected(e.to_string()))
             }
         }
@@ -723,7 +776,27 @@ impl Follower {
             }
         })
         .await
-        .map_err(|e| RefreshError::Io(std::io::Error::other(e)))??;
+        .map_err(|e| RefreshError::Io(std::io::Error::other(e)))?;
+        let report = match report {
+            Ok(r) => r,
+            Err(e) => {
+                if let RefreshError::Rejected(why) = &e {
+                    self.record(ListRecord {
+                        reason: Some(why.clone()),
+                        ..self.change_record("rejected", soa.serial, p)
+                    })
+                    .await;
+                }
+                return Err(e);
+            }
+        };
+        self.record(ListRecord {
+            added: report.added as u64,
+            removed: report.removed as u64,
+            sha256: sha256.clone(),
+            ..self.change_record("applied", soa.serial, p)
+        })
+        .await;
         tracing::info!(
             zone = %self.cfg.zone,
             serial = soa.serial,

@@ -55,9 +55,8 @@ pub fn read(path: &Path) -> io::Result<Vec<Delta>> {
     let mut open: Option<Delta> = None;
     for line in BufReader::with_capacity(256 << 10, file).lines() {
         let line = line?;
-        let serials = |rest: &str| -> Option<Vec<u32>> {
-            rest.split(' ').map(|s| s.parse().ok()).collect()
-        };
+        let serials =
+            |rest: &str| -> Option<Vec<u32>> { rest.split(' ').map(|s| s.parse().ok()).collect() };
         match (line.as_bytes().first(), open.as_mut()) {
             (Some(b'>'), None) => match serials(line[1..].trim()).as_deref() {
                 Some(&[from, to]) => {
@@ -191,8 +190,20 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("z.journal");
         assert!(read(&p).unwrap().is_empty());
-        append(&p, 1, 2, &change(&["b CNAME .", "a CNAME ."], &["c CNAME ."])).unwrap();
-        append(&p, 2, 5, &change(&["c CNAME ."], &["d CNAME rpz-passthru."])).unwrap();
+        append(
+            &p,
+            1,
+            2,
+            &change(&["b CNAME .", "a CNAME ."], &["c CNAME ."]),
+        )
+        .unwrap();
+        append(
+            &p,
+            2,
+            5,
+            &change(&["c CNAME ."], &["d CNAME rpz-passthru."]),
+        )
+        .unwrap();
         let got = read(&p).unwrap();
         assert_eq!(got.len(), 2);
         assert_eq!((got[0].from, got[0].to), (1, 2));

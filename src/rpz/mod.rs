@@ -10,8 +10,8 @@
 
 pub mod config;
 pub mod fold;
-pub mod journal;
 mod follow;
+pub mod journal;
 pub mod keyfile;
 pub mod notify;
 pub mod serve;

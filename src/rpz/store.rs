@@ -215,7 +215,9 @@ impl ZoneDisk {
 
     /// Changes wait in the journal.
     pub fn has_journal(&self) -> bool {
-        self.lock().as_ref().is_some_and(|m| m.file_serial.is_some())
+        self.lock()
+            .as_ref()
+            .is_some_and(|m| m.file_serial.is_some())
     }
 
     /// Record an IXFR enforced as a layer: its change goes to the journal

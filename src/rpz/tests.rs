@@ -390,8 +390,8 @@ mod random {
 /// applied gives.
 #[test]
 fn ixfr_layers_equal_full_compiles_of_the_folded_zone() {
-    use super::follow::{fold_journal, layer_change};
     use super::fold::NetChange;
+    use super::follow::{fold_journal, layer_change};
     use super::journal;
     use super::store::{ZoneDisk, ZoneMeta, sha256_file};
     use crate::list::{ListOptions, parse};
@@ -415,7 +415,11 @@ fn ixfr_layers_equal_full_compiles_of_the_folded_zone() {
     let random_line = |next: &mut dyn FnMut(usize) -> usize| {
         let depth = 1 + next(3);
         let name: Vec<&str> = (0..depth).map(|_| labels[next(3)]).collect();
-        let owner = format!("{}{}.t", if next(3) == 0 { "*." } else { "" }, name.join("."));
+        let owner = format!(
+            "{}{}.t",
+            if next(3) == 0 { "*." } else { "" },
+            name.join(".")
+        );
         let rdata = ["CNAME .", "CNAME rpz-passthru.", "CNAME *."][next(3)];
         format!("{owner} {rdata}")
     };
