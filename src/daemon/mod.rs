@@ -280,6 +280,7 @@ pub async fn serve(config: Config, options: DaemonOptions) -> Result<(), DaemonE
         }
         None => (None, None),
     };
+    let rpz_audit = audit.clone();
     let handle = server::start(
         &config.server_settings(),
         reloader.handle(),
@@ -301,7 +302,7 @@ pub async fn serve(config: Config, options: DaemonOptions) -> Result<(), DaemonE
         let i = i.clone();
         metrics.on_scrape(move |s| s.intake = Some(i.stats.snapshot()));
     }
-    let _rpz_following = start_rpz_follow(&config, &reloader, &handle.shared, &metrics)?;
+    let _rpz_following = start_rpz_follow(&config, &reloader, &handle.shared, &metrics, rpz_audit)?;
     readiness.set_snapshot_loaded(true);
     readiness.set_listeners_bound(true);
 
@@ -633,6 +634,7 @@ fn start_rpz_follow(
     reloader: &Arc<Reloader>,
     shared: &Arc<Shared>,
     metrics: &Arc<Metrics>,
+    audit: AuditLog,
 ) -> Result<Option<crate::rpz::RpzFollowing>, DaemonError> {
     let Some(state_dir) = config.lists.state_dir.as_deref() else {
         return Ok(None);
@@ -640,7 +642,7 @@ fn start_rpz_follow(
     if config.rpz_follow.is_empty() {
         return Ok(None);
     }
-    let following = crate::rpz::start(&config.rpz_follow, state_dir, reloader.clone())
+    let following = crate::rpz::start(&config.rpz_follow, state_dir, reloader.clone(), Some(audit))
         .map_err(|e| DaemonError::Lists(e.to_string()))?;
     shared.core.set_notify(following.router.clone());
     let zones = following.zones.clone();
@@ -662,6 +664,8 @@ fn start_rpz_follow(
                 expired: z.expired(),
                 unsigned: z.unsigned,
                 transfers: z.transfers(),
+                ixfr_layer: z.ixfr_applied().0,
+                ixfr_rewrite: z.ixfr_applied().1,
             })
             .collect();
     });

@@ -260,6 +260,9 @@ mod tests {
             signed: true,
             transferred_unix: 1_767_225_600,
             refreshed_unix: 1_767_225_600,
+            next_line: 3,
+            file_serial: None,
+            journal_lines: 0,
         };
         std::fs::write(
             state.join("rpz/zone.example.json"),

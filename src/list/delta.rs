@@ -34,7 +34,7 @@ use sha2::{Digest, Sha256};
 
 use super::compile::{compile_versioned, push_key};
 use super::parse;
-use super::snapshot::{Layer, LineMap, OverlayRule};
+use super::snapshot::{Layer, LineMap, MAX_LINE, OverlayRule};
 use super::state::{Baseline, FileRecord, FileStat, PendingCopies};
 use super::{Counts, Format, ListOptions, ParsedList, Rule, Snapshot, Target};
 
@@ -220,6 +220,207 @@ pub(crate) fn try_delta(
             Delta::Full(reason)
         }
     }
+}
+
+/// One file's change given as its lines removed and added (a followed
+/// RPZ zone's IXFR, folded): the source knows the change, so nothing is
+/// read or diffed and the cost follows the change, not the file.
+pub(crate) struct LineChange<'a> {
+    pub path: &'a Path,
+    pub removed: &'a [String],
+    pub added: &'a [String],
+    /// The number the first added line takes. The file itself is not
+    /// rewritten: added lines are numbered past every line used so far
+    /// (where a rewrite would append them), removed lines leave gaps, so
+    /// numbers never shift and "first listed wins" orders as a rewrite
+    /// would.
+    pub first_added_line: u32,
+}
+
+/// Every line keeps its number (see [`LineChange::first_added_line`]).
+fn identity_lines() -> LineMap {
+    LineMap {
+        runs: vec![(1, 1, MAX_LINE)],
+    }
+}
+
+/// Enforce `change` as a layer over `current`, exactly as a full compile of
+/// the changed file would answer, or say why not (`Delta::Full`: the caller
+/// then writes the file and reloads it). The file on disk and its byte copy
+/// are left as they are: the source keeps the change (a journal) until it
+/// rewrites the file and calls [`super::reload::Reloader::adopt_source`].
+pub(crate) fn try_line_change(
+    base: &Baseline,
+    current: &Snapshot,
+    paths: &[PathBuf],
+    options: &(dyn Fn(&Path) -> ListOptions + Send + Sync),
+    version: u64,
+    change: &LineChange<'_>,
+) -> Delta {
+    let files = match parse::list_files(paths) {
+        Ok(f) => f,
+        Err(e) => return Delta::Full(format!("listing files: {e}")),
+    };
+    if files.len() != base.files.len() || files.iter().zip(&base.files).any(|(f, r)| *f != r.path) {
+        return Delta::Full("the set of list files changed".into());
+    }
+    let Some(fi) = files.iter().position(|f| f == change.path) else {
+        return Delta::Full(format!("{} is not a list file", change.path.display()));
+    };
+    let rec = &base.files[fi];
+    let opts = options(change.path);
+    if format!("{opts:?}") != rec.options {
+        return Delta::Full(format!("{}: list options changed", change.path.display()));
+    }
+    match line_change_diff(current, fi, rec, &opts, change) {
+        Ok(diff) => {
+            let mut records = base.files.clone();
+            records[fi].counts =
+                counts_sub(rec.counts + diff.added.counts(), diff.removed.counts());
+            let mut diffs: Vec<Option<FileDiff>> = (0..files.len()).map(|_| None).collect();
+            diffs[fi] = Some(diff);
+            match layer_for(current, &files, &diffs, options, version) {
+                Ok((layer, added, removed)) => {
+                    let counts = records.iter().fold(Counts::default(), |a, r| a + r.counts);
+                    let skipped = diffs
+                        .iter()
+                        .flatten()
+                        .flat_map(|d| d.added.skip_messages())
+                        .collect();
+                    Delta::Apply(Box::new(Applied {
+                        snapshot: current.with_layer(layer, version, counts),
+                        files: records,
+                        pending_copies: PendingCopies::default(),
+                        added,
+                        removed,
+                        skipped,
+                        counts,
+                    }))
+                }
+                Err(reason) => Delta::Full(reason),
+            }
+        }
+        Err(reason) => Delta::Full(format!("{}: {reason}", change.path.display())),
+    }
+}
+
+/// The parsed lines of a [`LineChange`]: removed rules at the line they are
+/// in force from, added rules at their new numbers.
+fn line_change_diff(
+    current: &Snapshot,
+    fi: usize,
+    rec: &FileRecord,
+    opts: &ListOptions,
+    change: &LineChange<'_>,
+) -> Result<FileDiff, String> {
+    if !matches!(
+        rec.format,
+        Format::Plain | Format::Hosts | Format::Adblock | Format::Rpz
+    ) {
+        return Err(format!("{} lines are not changed alone", rec.format));
+    }
+    let last = u64::from(change.first_added_line) + change.added.len() as u64;
+    if change.first_added_line == 0 || last > u64::from(MAX_LINE) {
+        return Err("added lines past the largest line number".into());
+    }
+    let rpz = rec.format == Format::Rpz;
+    let join = |lines: &[String]| -> Result<Vec<u8>, String> {
+        let mut text = Vec::new();
+        for l in lines {
+            let l = l.as_bytes();
+            if l.contains(&b'\n') || l.contains(&b'\r') {
+                return Err("a changed line holds a line break".into());
+            }
+            if rpz {
+                rpz_line_in_context(l)?;
+                rpz_line_alone(l)?;
+            }
+            text.extend_from_slice(l);
+            text.push(b'\n');
+        }
+        Ok(text)
+    };
+    let forced = ListOptions {
+        format: Some(rec.format),
+        ..opts.clone()
+    };
+    let added_lines: Vec<u32> = (0..change.added.len() as u32)
+        .map(|i| change.first_added_line + i)
+        .collect();
+    let added = renumber(
+        parse::parse_bytes(change.path, &join(change.added)?, &forced),
+        &added_lines,
+    );
+    let mut removed = parse::parse_bytes(change.path, &join(change.removed)?, &forced);
+    // Where each removed rule is in force from: the layer's entry of this
+    // file, else the base row (through the layer's line map). A rule in
+    // force from another file, or not at all, is left for `layer_for` to
+    // refuse.
+    let layer = current.layer();
+    let no_map = LineMap::default();
+    let map = layer.and_then(|l| l.remap.get(fi)).unwrap_or(&no_map);
+    let key_of = |target: &Target| -> Result<Vec<u8>, String> {
+        let Target::Name { name, scope } = target else {
+            return Err("a changed line is not a name rule".into());
+        };
+        let mut key = Vec::with_capacity(name.len() + 1);
+        push_key(&mut key, name, *scope);
+        Ok(key)
+    };
+    // A removed record is known by its key only: where a key is listed
+    // more than once in the file, which entry went cannot be told, so that
+    // change is not a layer.
+    let ambiguous = "a removed line's name is listed more than once";
+    let mut in_layer: HashMap<Vec<u8>, Option<(u32, crate::policy::Action)>> = HashMap::new();
+    for r in layer.and_then(|l| l.rules.get(fi)).into_iter().flatten() {
+        let entry = (!r.hidden_losers).then_some((r.rule.line, r.rule.action));
+        in_layer
+            .entry(key_of(&r.rule.target)?)
+            .and_modify(|e| *e = None)
+            .or_insert(entry);
+    }
+    for rule in &mut removed.rules {
+        let key = key_of(&rule.target)?;
+        let (line, action) = match in_layer.get(&key) {
+            Some(Some(found)) => *found,
+            Some(None) => return Err(ambiguous.into()),
+            None => {
+                let ord = current
+                    .base_get(&key)
+                    .filter(|ord| layer.is_none_or(|l| l.tombstones.binary_search(ord).is_err()))
+                    .ok_or("a removed line is not in force")?;
+                let (file, line, dup) = current.base_row(ord);
+                if usize::from(file) != fi {
+                    return Err("a removed line is in force from another file".into());
+                }
+                if dup {
+                    return Err(ambiguous.into());
+                }
+                (map.map(line), current.rule(super::RuleId(ord)).action())
+            }
+        };
+        if action != rule.action {
+            return Err("a removed line is not the rule in force".into());
+        }
+        rule.line = line;
+    }
+    // Skipped lines of the removed side only count; their numbers are not kept.
+    if rpz
+        && added
+            .rules
+            .iter()
+            .chain(&removed.rules)
+            .any(|r| r.action == crate::policy::Action::Address)
+    {
+        return Err("RPZ local data changed".into());
+    }
+    Ok(FileDiff {
+        added,
+        removed,
+        lines: identity_lines(),
+        sha256: rec.sha256.clone(),
+        bytes: rec.bytes,
+    })
 }
 
 /// The next layer: the current one (if any) with these files' changes.

@@ -25,6 +25,8 @@ use super::state::{ListState, SaveError};
 use super::watch::wait_until_settled;
 use super::{Counts, ListOptions, Snapshot, diff, merge};
 
+/// A source's change as lines ([`Reloader::apply_source_change`]).
+pub(crate) use super::delta::LineChange;
 /// The saved state is `state.rs`'s; re-exported for callers of this path.
 pub use super::state::{Manifest, ManifestFile, open_last_good};
 
@@ -181,6 +183,9 @@ pub struct Reloader {
     merging: AtomicBool,
     /// Told of every reload's outcome (see [`Reloader::on_reload`]).
     hook: std::sync::OnceLock<ReloadHook>,
+    /// Run before a full reload reads the files (see
+    /// [`Reloader::before_full_reload`]).
+    before_full: Mutex<Vec<SourceHook>>,
 }
 
 /// What [`Reloader::on_reload`] is told after each reload.
@@ -195,6 +200,10 @@ pub struct ReloadEvent<'a> {
 
 /// A reload observer (the intake puts file-list changes on the record).
 pub type ReloadHook = Box<dyn Fn(&ReloadEvent<'_>) + Send + Sync>;
+
+/// A source's work on its own file that must come before a full reload
+/// reads it (a followed zone writes its journal into its zone file).
+pub type SourceHook = Box<dyn Fn() + Send + Sync>;
 
 /// How a snapshot came to be put in force (see `Reloader::swap`).
 #[derive(Clone, Copy, Debug)]
@@ -284,6 +293,7 @@ impl Reloader {
             state,
             merging: AtomicBool::new(false),
             hook: std::sync::OnceLock::new(),
+            before_full: Mutex::new(Vec::new()),
         })
     }
 
@@ -357,6 +367,17 @@ impl Reloader {
         let _busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
         let started = Instant::now();
         let result = self.build(force, guard, base_version, started, settle);
+        self.reloaded(force, !settle, result)
+    }
+
+    /// Log, count and tell the observer of one reload's outcome; the
+    /// caller holds `busy`.
+    fn reloaded(
+        &self,
+        force: bool,
+        for_source: bool,
+        result: Result<ReloadReport, ReloadError>,
+    ) -> Result<ReloadReport, ReloadError> {
         // The parsed text and the old snapshot are gone now; hand the pages back.
         crate::memory::release_freed_memory();
         match &result {
@@ -393,12 +414,117 @@ impl Reloader {
         }
         if let Some(hook) = self.hook.get() {
             hook(&ReloadEvent {
-                for_source: !settle,
+                for_source,
                 forced: force,
                 result: &result,
             });
         }
         result
+    }
+
+    /// Enforce one source file's change given as its removed and added
+    /// lines (a followed zone's IXFR) as a layer over the snapshot in
+    /// force, without reading or diffing the file; the guards apply as to
+    /// any reload. `persist` runs once the guards passed and before the
+    /// swap, under the reload lock (the source records the change there:
+    /// its file is not rewritten). `Ok(None)`: the change cannot be
+    /// enforced exactly as a layer (the reason is logged); nothing
+    /// changed, and the caller writes its file and reloads it in full.
+    pub(crate) fn apply_source_change(
+        self: &Arc<Self>,
+        change: &delta::LineChange<'_>,
+        force: bool,
+        persist: &mut dyn FnMut() -> std::io::Result<()>,
+    ) -> Result<Option<ReloadReport>, ReloadError> {
+        let _busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+        let started = Instant::now();
+        let old = self.merge_if_large(self.current.load_full());
+        let Some(base) = self.state.baseline() else {
+            tracing::info!(file = %change.path.display(), "no baseline for a layer; the source reloads in full");
+            return Ok(None);
+        };
+        let s = &self.settings;
+        let version = old.version() + 1;
+        let applied = match delta::try_line_change(
+            &base,
+            &old,
+            &s.list_paths(),
+            &*s.options,
+            version,
+            change,
+        ) {
+            Delta::Apply(applied) => applied,
+            Delta::Full(reason) => {
+                tracing::info!(%reason, "the source's change is not a layer; it reloads in full");
+                return Ok(None);
+            }
+        };
+        let result = self.apply_delta(*applied, &old, force, true, started, persist);
+        self.reloaded(force, true, result).map(Some)
+    }
+
+    /// A source rewrote its file to what is already in force (a followed
+    /// zone folding its journal in): `write` puts the new file in place,
+    /// under the reload lock, and returns its SHA-256 and length; the file
+    /// becomes the baseline of the next incremental reload without a
+    /// reload. Its line numbers must be those the snapshot in force gives
+    /// its rules.
+    pub(crate) fn adopt_source(
+        &self,
+        path: &Path,
+        write: &mut dyn FnMut() -> std::io::Result<(String, u64)>,
+    ) -> std::io::Result<()> {
+        let _busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+        let (sha256, bytes) = write()?;
+        let current = self.current.load_full();
+        self.state.adopt_file(path, sha256, bytes, &current)
+    }
+
+    /// Run `f` with no reload running (a source changing its file and
+    /// what it keeps beside it in one step).
+    pub(crate) fn with_reloads_held<R>(&self, f: impl FnOnce() -> R) -> R {
+        let _busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+        f()
+    }
+
+    /// Like [`Reloader::reload_sources`], but every file is parsed: for a
+    /// source that cannot tell whether the snapshot in force already holds
+    /// its file's last change (a followed zone replaying its journal at
+    /// start).
+    pub(crate) fn reload_sources_in_full(
+        self: &Arc<Self>,
+        force: bool,
+    ) -> Result<ReloadReport, ReloadError> {
+        self.state.forget_baseline();
+        self.reload_sources(force)
+    }
+
+    /// Register work a full reload runs first, under the reload lock (it
+    /// must not call the reloader).
+    pub fn before_full_reload(&self, hook: SourceHook) {
+        self.before_full
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(hook);
+    }
+
+    /// Pushes faster than merges stack layers; past a bound, merge first
+    /// so a layer's overlay stays small to recompile and to keep. The
+    /// caller holds `busy`; returns the snapshot in force after.
+    fn merge_if_large(&self, old: Arc<Snapshot>) -> Arc<Snapshot> {
+        if let Some(layer) = old.layer()
+            && layer.overlay.rule_count() > max_layer_rules(old.rule_count())
+        {
+            let started = Instant::now();
+            match self.flatten(&old) {
+                Ok((flat, target)) => {
+                    self.commit_merged(flat, &target, started);
+                    return self.current.load_full();
+                }
+                Err(e) => tracing::error!(error = %e, "merging before the next reload failed"),
+            }
+        }
+        old
     }
 
     /// Register the one observer of every later reload's outcome. It runs
@@ -423,21 +549,7 @@ impl Reloader {
             wait_until_settled(&s.list_paths(), s.settle)?;
         }
         let version = base_version + 1;
-        let mut old = self.current.load_full();
-        // Pushes faster than merges stack layers; past a bound, merge first
-        // so a layer's overlay stays small to recompile and to keep.
-        if let Some(layer) = old.layer()
-            && layer.overlay.rule_count() > max_layer_rules(old.rule_count())
-        {
-            let started = Instant::now();
-            match self.flatten(&old) {
-                Ok((flat, target)) => {
-                    self.commit_merged(flat, &target, started);
-                    old = self.current.load_full();
-                }
-                Err(e) => tracing::error!(error = %e, "merging before the next reload failed"),
-            }
-        }
+        let old = self.merge_if_large(self.current.load_full());
         if let Some(base) = &self.state.baseline() {
             match delta::try_delta(
                 base,
@@ -448,7 +560,7 @@ impl Reloader {
                 MAX_DELTA_RATIO,
             ) {
                 Delta::Apply(applied) => {
-                    return self.apply_delta(*applied, &old, force, guard, started);
+                    return self.apply_delta(*applied, &old, force, guard, started, &mut || Ok(()));
                 }
                 Delta::Full(reason) => {
                     tracing::info!(%reason, "reloading every list in full");
@@ -467,6 +579,7 @@ impl Reloader {
         force: bool,
         guard: bool,
         started: Instant,
+        persist: &mut dyn FnMut() -> std::io::Result<()>,
     ) -> Result<ReloadReport, ReloadError> {
         if guard
             && let Err(e) = self.check_guards(
@@ -479,6 +592,10 @@ impl Reloader {
         {
             applied.discard();
             return Err(e.into());
+        }
+        if let Err(e) = persist() {
+            applied.discard();
+            return Err(ReloadError::Persist(e.to_string()));
         }
         let delta::Applied {
             snapshot,
@@ -636,6 +753,14 @@ impl Reloader {
         guard: bool,
         started: Instant,
     ) -> Result<ReloadReport, ReloadError> {
+        for hook in self
+            .before_full
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            hook();
+        }
         let s = &self.settings;
         let mut recorder = self.state.recorder();
         let loaded = match load(

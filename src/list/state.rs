@@ -598,6 +598,61 @@ impl ListState {
         true
     }
 
+    /// The next reload is a full one.
+    pub(crate) fn forget_baseline(&self) {
+        *lock(&self.baseline) = None;
+    }
+
+    /// The list file `path` was rewritten by its source to content already
+    /// in force in `current` (see `Reloader::adopt_source`): its byte copy
+    /// and record follow, so the next incremental reload diffs against it,
+    /// and the manifest describes it (now, if `current` is the saved flat
+    /// snapshot; at the merge's save otherwise). Without a baseline holding
+    /// the file, nothing is recorded: the next reload is a full one anyway.
+    pub(crate) fn adopt_file(
+        &self,
+        path: &Path,
+        sha256: String,
+        bytes: u64,
+        current: &Snapshot,
+    ) -> io::Result<()> {
+        let mut baseline = lock(&self.baseline);
+        let Some(base) = baseline.as_mut() else {
+            return Ok(());
+        };
+        let Some(i) = base.files.iter().position(|f| f.path == path) else {
+            return Ok(());
+        };
+        // Until the copy is in place there is no baseline to diff against.
+        let files = std::mem::take(&mut base.files);
+        *baseline = None;
+        let pending = pending_copy_at(&self.copies, i);
+        fs::copy(path, &pending)?;
+        fs::rename(&pending, copy_at(&self.copies, i))?;
+        let mut files = files;
+        files[i].sha256 = sha256;
+        files[i].bytes = bytes;
+        files[i].stat = FileStat::now(path);
+        let mut unsaved = lock(&self.unsaved);
+        match unsaved.as_mut() {
+            Some(u) if u.files.len() == files.len() => u.files[i] = files[i].clone(),
+            Some(_) => {}
+            None => {
+                if let Some(dir) = &self.dir
+                    && current.layer().is_none()
+                {
+                    let counts = files.iter().fold(Counts::default(), |a, f| a + f.counts);
+                    write_last_good(dir, current, &files, true, counts, false)?;
+                }
+            }
+        }
+        *baseline = Some(Baseline {
+            files,
+            copies: self.copies.clone(),
+        });
+        Ok(())
+    }
+
     /// Where a background merge writes its flat snapshot (the directory
     /// is created).
     pub(crate) fn merge_target(&self) -> io::Result<PathBuf> {

@@ -20,6 +20,10 @@ pub struct RpzZoneSample {
     pub unsigned: bool,
     /// `(kind, outcome, count)`.
     pub transfers: Vec<(&'static str, &'static str, u64)>,
+    /// Applied IXFRs enforced as a layer, and those applied by rewriting
+    /// the zone file and reloading it.
+    pub ixfr_layer: u64,
+    pub ixfr_rewrite: u64,
 }
 
 fn gauges(
@@ -101,6 +105,18 @@ pub(super) fn encode(
                 ("outcome", outcome),
             ];
             ConstCounter::new(*n).encode(m.encode_family(&labels)?)?;
+        }
+    }
+    let mut m = enc.encode_descriptor(
+        "rpz_ixfr_applied",
+        "Applied IXFRs by how: as a layer over the snapshot, or by rewriting the zone file and reloading it (a change a layer cannot say exactly).",
+        None,
+        MetricType::Counter,
+    )?;
+    for z in zones {
+        for (how, n) in [("layer", z.ixfr_layer), ("rewrite", z.ixfr_rewrite)] {
+            let labels = [("zone", z.zone.as_str()), ("how", how)];
+            ConstCounter::new(n).encode(m.encode_family(&labels)?)?;
         }
     }
     Ok(())

@@ -11,6 +11,7 @@
 pub mod config;
 pub mod fold;
 mod follow;
+pub mod journal;
 pub mod keyfile;
 pub mod notify;
 pub mod serve;

@@ -7,13 +7,16 @@
 //! until the reload that puts the new one in force succeeds.
 
 use std::fs::{self, File};
-use std::io::{BufReader, Read, Write};
+use std::io::{BufRead, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use thiserror::Error;
 
-use super::fold::Soa;
+use super::fold::{ApplyError, Delta, NetChange, Soa};
+use super::journal;
 
 /// The first line of every zone file: says what the file is and where its
 /// serial is (the serial itself is not here, so the line never changes
@@ -39,6 +42,19 @@ pub struct ZoneMeta {
     /// the SOA expire counts from here.
     #[serde(default)]
     pub refreshed_unix: u64,
+    /// The number the next added record line takes: the zone file's lines
+    /// plus the journal's added lines, plus one (0: not known yet, counted
+    /// at start).
+    #[serde(default)]
+    pub next_line: u64,
+    /// The serial the zone file itself holds when the journal
+    /// (`rpz/ZONE.journal`) takes it on to `soa.serial`; `None`: no
+    /// journal, the file is at `soa.serial`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_serial: Option<u32>,
+    /// Record lines (removed and added) in the journal.
+    #[serde(default)]
+    pub journal_lines: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -47,6 +63,8 @@ pub struct ZoneFiles {
     pub prev: PathBuf,
     pub tmp: PathBuf,
     pub meta: PathBuf,
+    /// Changes applied since the zone file was written (`journal.rs`).
+    pub journal: PathBuf,
 }
 
 impl ZoneFiles {
@@ -58,6 +76,7 @@ impl ZoneFiles {
             // A leading dot: the list pipeline never reads it.
             tmp: sources.join(format!(".{zone}.rpz.tmp")),
             meta: state_dir.join("rpz").join(format!("{zone}.json")),
+            journal: state_dir.join("rpz").join(format!("{zone}.journal")),
         }
     }
 
@@ -120,6 +139,188 @@ impl ZoneFiles {
 
     pub fn drop_prev(&self) {
         let _ = fs::remove_file(&self.prev);
+    }
+}
+
+/// A followed zone on disk as the follower and the list reloader share it:
+/// the zone file, its journal and its metadata, changed only under the
+/// reload lock (`Reloader::apply_source_change`, `adopt_source`,
+/// `with_reloads_held` or a `before_full_reload` hook), so that a full
+/// reload never reads the zone file without the journal's changes.
+#[derive(Debug)]
+pub struct ZoneDisk {
+    pub files: ZoneFiles,
+    meta: Mutex<Option<ZoneMeta>>,
+}
+
+/// Why the journal could not be folded into the zone file.
+#[derive(Debug, Error)]
+pub enum CompactError {
+    #[error("the journal does not take serial {from} to {to}")]
+    Chain { from: u32, to: u32 },
+    #[error(transparent)]
+    Apply(#[from] ApplyError),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl ZoneDisk {
+    /// The saved zone, if its file is the one its metadata describes and
+    /// its journal reaches the saved serial; else nothing (a whole-zone
+    /// transfer follows).
+    pub fn open(files: ZoneFiles) -> ZoneDisk {
+        let mut meta = files.load();
+        if let Some(m) = &mut meta {
+            match m.file_serial {
+                // A journal left by a crash after it was folded in.
+                None => {
+                    if let Err(e) = journal::clear(&files.journal) {
+                        tracing::warn!(zone = %m.zone, error = %e, "cannot remove a folded zone journal");
+                    }
+                }
+                Some(from) => {
+                    if let Err(e) = pending_change(&files, from, m.soa.serial) {
+                        tracing::warn!(zone = %m.zone, error = %e, "the zone journal is unusable; transferring the whole zone");
+                        meta = None;
+                    }
+                }
+            }
+        }
+        if let Some(m) = meta.as_mut().filter(|m| m.next_line == 0) {
+            match count_lines(&files.source) {
+                Ok(n) => m.next_line = n + 1 + m.journal_lines,
+                Err(_) => meta = None,
+            }
+        }
+        ZoneDisk {
+            files,
+            meta: Mutex::new(meta),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<ZoneMeta>> {
+        self.meta.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn meta(&self) -> Option<ZoneMeta> {
+        self.lock().clone()
+    }
+
+    /// Save `meta` and keep it as the zone's.
+    pub fn set_meta(&self, meta: ZoneMeta) -> std::io::Result<()> {
+        self.files.save_meta(&meta)?;
+        *self.lock() = Some(meta);
+        Ok(())
+    }
+
+    /// Changes wait in the journal.
+    pub fn has_journal(&self) -> bool {
+        self.lock()
+            .as_ref()
+            .is_some_and(|m| m.file_serial.is_some())
+    }
+
+    /// Record an IXFR enforced as a layer: its change goes to the journal
+    /// (fsynced), then `meta`, which names the new serial, is saved.
+    pub fn append(&self, from: u32, change: &NetChange, meta: ZoneMeta) -> std::io::Result<()> {
+        journal::append(&self.files.journal, from, meta.soa.serial, change)?;
+        self.set_meta(meta)
+    }
+
+    /// Fold the journal into the zone file, keeping every line's number
+    /// (see [`journal::rewrite`]); the new file's SHA-256 and length, or
+    /// `None` when there was no journal. On an error the zone's copy is
+    /// given up (metadata removed): the next refresh transfers it whole.
+    pub fn compact(&self) -> Result<Option<(String, u64)>, CompactError> {
+        let mut guard = self.lock();
+        let Some(meta) = guard.clone() else {
+            return Ok(None);
+        };
+        let Some(from) = meta.file_serial else {
+            return Ok(None);
+        };
+        let result = self.fold_in(&meta, from);
+        match result {
+            Ok((sum, bytes, written)) => {
+                let meta = ZoneMeta {
+                    sha256: sum.clone(),
+                    records: written.records,
+                    next_line: written.lines + 1,
+                    file_serial: None,
+                    journal_lines: 0,
+                    ..meta
+                };
+                self.files.save_meta(&meta)?;
+                *guard = Some(meta);
+                journal::clear(&self.files.journal)?;
+                Ok(Some((sum, bytes)))
+            }
+            Err(e) => {
+                tracing::error!(zone = %meta.zone, error = %e, "cannot fold the zone journal into the zone file; transferring the whole zone");
+                let _ = std::fs::remove_file(&self.files.tmp);
+                let _ = std::fs::remove_file(&self.files.meta);
+                *guard = None;
+                Err(e)
+            }
+        }
+    }
+
+    fn fold_in(
+        &self,
+        meta: &ZoneMeta,
+        from: u32,
+    ) -> Result<(String, u64, journal::Rewritten), CompactError> {
+        let entries = pending_change(&self.files, from, meta.soa.serial)?;
+        let old = BufReader::with_capacity(256 << 10, File::open(&self.files.source)?);
+        let mut out = HashingWriter::new(BufWriter::with_capacity(
+            256 << 10,
+            File::create(&self.files.tmp)?,
+        ));
+        let written = journal::rewrite(old, &mut out, &entries)?;
+        out.flush()?;
+        let (w, sum) = out.finish();
+        let file = w.into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()?;
+        let bytes = file.metadata()?.len();
+        fs::rename(&self.files.tmp, &self.files.source)?;
+        sync_dir(&self.files.source)?;
+        Ok((sum, bytes, written))
+    }
+}
+
+/// The journal's entries from serial `from` (the zone file's) to `to`
+/// (the zone's); entries past `to` (appended, then a crash before the
+/// metadata named them) are left out.
+fn pending_change(files: &ZoneFiles, from: u32, to: u32) -> Result<Vec<Delta>, CompactError> {
+    let entries = journal::read(&files.journal)?;
+    let mut at = from;
+    let mut used = 0;
+    for e in &entries {
+        if at == to || e.from != at {
+            break;
+        }
+        at = e.to;
+        used += 1;
+    }
+    if at != to {
+        return Err(CompactError::Chain { from, to });
+    }
+    let mut entries = entries;
+    entries.truncate(used);
+    Ok(entries)
+}
+
+fn count_lines(path: &Path) -> std::io::Result<u64> {
+    let mut r = BufReader::with_capacity(256 << 10, File::open(path)?);
+    let mut n = 0u64;
+    loop {
+        let buf = r.fill_buf()?;
+        if buf.is_empty() {
+            return Ok(n);
+        }
+        n += memchr::memchr_iter(b'\n', buf).count() as u64;
+        let len = buf.len();
+        r.consume(len);
     }
 }
 
@@ -211,6 +412,9 @@ mod tests {
             signed: true,
             transferred_unix: 1,
             refreshed_unix: 1,
+            next_line: 2,
+            file_serial: None,
+            journal_lines: 0,
         }
     }
 

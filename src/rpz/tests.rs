@@ -382,3 +382,224 @@ mod random {
         }
     }
 }
+
+/// IXFRs enforced as layers straight from their folded change (no zone
+/// file rewrite, no diff: `follow.rs`), with the journal folded into the
+/// zone file now and then and full reloads between: every answer, list and
+/// line included, is what a full compile of the zone file with the journal
+/// applied gives.
+#[test]
+fn ixfr_layers_equal_full_compiles_of_the_folded_zone() {
+    use super::fold::NetChange;
+    use super::follow::{fold_journal, layer_change};
+    use super::journal;
+    use super::store::{ZoneDisk, ZoneMeta, sha256_file};
+    use crate::list::{ListOptions, parse};
+
+    let dir = tempfile::tempdir().unwrap();
+    fs::create_dir_all(dir.path().join("lists")).unwrap();
+    let plain = dir.path().join("lists/local.txt");
+    write(&plain, "b.a.t\n*.c.t\n");
+    let files = ZoneFiles::new(&dir.path().join("state"), "rpz.test");
+    files.create_dirs().unwrap();
+
+    // A small name universe, so owners, wildcards and stops overlap.
+    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move |n: usize| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        (rng % n as u64) as usize
+    };
+    let labels = ["a", "b", "c"];
+    let random_line = |next: &mut dyn FnMut(usize) -> usize| {
+        let depth = 1 + next(3);
+        let name: Vec<&str> = (0..depth).map(|_| labels[next(3)]).collect();
+        let owner = format!(
+            "{}{}.t",
+            if next(3) == 0 { "*." } else { "" },
+            name.join(".")
+        );
+        let rdata = ["CNAME .", "CNAME rpz-passthru.", "CNAME *."][next(3)];
+        format!("{owner} {rdata}")
+    };
+    let mut live: Vec<String> = Vec::new();
+    for _ in 0..12 {
+        let l = random_line(&mut next);
+        if !live.contains(&l) {
+            live.push(l);
+        }
+    }
+    let mut text = header("rpz.test");
+    for l in &live {
+        text.push_str(l);
+        text.push('\n');
+    }
+    write(&files.source, &text);
+    let soa = |serial| super::fold::Soa {
+        serial,
+        refresh: 60,
+        retry: 10,
+        expire: 600,
+        minimum: 5,
+    };
+    files
+        .save_meta(&ZoneMeta {
+            zone: "rpz.test".into(),
+            soa: soa(1),
+            records: live.len() as u64,
+            sha256: sha256_file(&files.source).unwrap(),
+            primary: "192.0.2.1:53".into(),
+            kind: "axfr".into(),
+            signed: false,
+            transferred_unix: 1,
+            refreshed_unix: 1,
+            next_line: live.len() as u64 + 2,
+            file_serial: None,
+            journal_lines: 0,
+        })
+        .unwrap();
+    let disk = Arc::new(ZoneDisk::open(files.clone()));
+    assert!(disk.meta().is_some());
+    let (r, _) = Reloader::start(with_sources(dir.path())).unwrap();
+    let hook_disk = disk.clone();
+    r.before_full_reload(Box::new(move || {
+        hook_disk.compact().unwrap();
+    }));
+
+    // What a full compile of the zone file with its journal says.
+    let probes: Vec<String> = {
+        let mut out = vec!["t".to_string()];
+        let mut level = vec!["t".to_string()];
+        for _ in 0..4 {
+            level = level
+                .iter()
+                .flat_map(|p| ["a", "b", "c", "d"].map(|l| format!("{l}.{p}")))
+                .collect();
+            out.extend(level.iter().cloned());
+        }
+        out
+    };
+    let answers = |snap: &crate::list::Snapshot| -> Vec<String> {
+        probes
+            .iter()
+            .map(|p| match snap.lookup(p.as_bytes()) {
+                Some(m) => {
+                    let v = snap.rule(m.rule);
+                    format!("{p} {:?} {}:{} {}", m.action, v.list(), v.line(), v.text())
+                }
+                None => format!("{p} -"),
+            })
+            .collect()
+    };
+    let expected = |disk: &ZoneDisk| -> Vec<String> {
+        let meta = disk.meta().unwrap();
+        let entries = match meta.file_serial {
+            Some(_) => journal::read(&files.journal).unwrap(),
+            None => Vec::new(),
+        };
+        let mut zone = Vec::new();
+        journal::rewrite(
+            std::io::BufReader::new(fs::File::open(&files.source).unwrap()),
+            &mut zone,
+            &entries,
+        )
+        .unwrap();
+        let opts = ListOptions::default();
+        let lists = vec![
+            parse::parse_file(&plain, &opts).unwrap(),
+            parse::parse_bytes(&files.source, &zone, &opts),
+        ];
+        answers(&crate::list::compile(&lists).unwrap())
+    };
+    assert_eq!(answers(&r.current()), expected(&disk));
+
+    let (mut layered, mut rewritten) = (0, 0);
+    for step in 2..80u32 {
+        let mut change = NetChange::default();
+        for _ in 0..1 + next(3) {
+            if !live.is_empty() && next(2) == 0 {
+                let gone = live.remove(next(live.len()));
+                // Added and removed in one IXFR: no change at all.
+                match change.add.iter().position(|a| *a == gone) {
+                    Some(i) => {
+                        change.add.remove(i);
+                    }
+                    None => {
+                        change.delete.insert(gone);
+                    }
+                }
+            } else {
+                let l = random_line(&mut next);
+                if !live.contains(&l) && !change.delete.contains(&l) {
+                    live.push(l.clone());
+                    change.add.push(l);
+                }
+            }
+        }
+        let meta = disk.meta().unwrap();
+        let first = meta.next_line;
+        let new_meta = ZoneMeta {
+            soa: soa(step),
+            next_line: first + change.add.len() as u64,
+            file_serial: Some(meta.file_serial.unwrap_or(meta.soa.serial)),
+            journal_lines: meta.journal_lines + (change.add.len() + change.delete.len()) as u64,
+            ..meta.clone()
+        };
+        match layer_change(&disk, &r, &change, step - 1, new_meta, first as u32).unwrap() {
+            Some(report) => {
+                assert!(report.incremental);
+                layered += 1;
+            }
+            None => {
+                // What the follower does then: fold, rewrite, reload.
+                rewritten += 1;
+                if disk.has_journal() {
+                    fold_journal(&disk, &r).unwrap();
+                }
+                let entry = Delta {
+                    from: step - 1,
+                    to: step,
+                    deleted: change.delete.iter().cloned().collect(),
+                    added: change.add.clone(),
+                };
+                let old = std::io::BufReader::new(fs::File::open(&files.source).unwrap());
+                let mut out = fs::File::create(&files.tmp).unwrap();
+                let w = journal::rewrite(old, &mut out, &[entry]).unwrap();
+                files.install_tmp().unwrap();
+                r.reload_sources(false).unwrap();
+                files.drop_prev();
+                disk.set_meta(ZoneMeta {
+                    soa: soa(step),
+                    sha256: sha256_file(&files.source).unwrap(),
+                    next_line: w.lines + 1,
+                    file_serial: None,
+                    journal_lines: 0,
+                    ..meta
+                })
+                .unwrap();
+            }
+        }
+        assert_eq!(answers(&r.current()), expected(&disk), "step {step}");
+        match next(8) {
+            0 if disk.has_journal() => {
+                fold_journal(&disk, &r).unwrap();
+                assert!(!disk.has_journal());
+                assert_eq!(answers(&r.current()), expected(&disk), "folded {step}");
+            }
+            1 => {
+                assert!(r.wait_merged(std::time::Duration::from_secs(10)));
+                assert_eq!(answers(&r.current()), expected(&disk), "merged {step}");
+            }
+            2 => {
+                // A full reload folds the journal in first (the hook the
+                // follower registers), then reads every file.
+                r.reload_sources_in_full(false).unwrap();
+                assert!(!disk.has_journal());
+                assert_eq!(answers(&r.current()), expected(&disk), "full {step}");
+            }
+            _ => {}
+        }
+    }
+    assert!(layered > 40, "layered {layered}, rewritten {rewritten}");
+}

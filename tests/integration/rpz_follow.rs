@@ -342,6 +342,17 @@ fn three_nodes_follow_a_bind_primary() {
         assert_eq!(settled_transfers(s, "axfr", "applied", 1.0), 1.0);
         assert!(s.log().contains("NOTIFY: refreshing now"), "{}", s.log());
         assert!(plain(&s.log()).contains("incremental=true"), "{}", s.log());
+        // Enforced as a layer from the folded change: no zone rewrite.
+        assert_eq!(
+            metric(
+                s.metrics(),
+                "sinkhole_rpz_ixfr_applied_total",
+                &[("zone", ZONE), ("how", "layer")],
+            ),
+            Some(1.0),
+            "{}",
+            s.log()
+        );
     }
     eprintln!("nsupdate to enforced on 3 nodes: {took:?}");
 
@@ -369,6 +380,12 @@ fn three_nodes_follow_a_bind_primary() {
         restarted.log()
     );
     assert_eq!(transfers(&restarted, "axfr", "applied"), 0.0);
+    // The IXFR it had applied as a layer was in its journal: replayed.
+    assert!(
+        plain(&restarted.log()).contains("zone journal replayed"),
+        "{}",
+        restarted.log()
+    );
     restarted.stop();
 
     // A wrong secret: the transfer is refused, the saved zone keeps serving.
