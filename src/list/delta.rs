@@ -197,7 +197,30 @@ pub(crate) fn try_delta(
             .filter(|(_, d)| d.is_some())
             .map(|(i, _)| i),
     );
-    match layer_for(current, &files, &diffs, options, version) {
+    apply_layer(
+        current,
+        &files,
+        &diffs,
+        records,
+        pending_copies,
+        options,
+        version,
+    )
+}
+
+/// The changed files' diffs as a layer over `current`, with the new file
+/// records and the copies to keep once it is in force; a diff the layer
+/// cannot take exactly discards the copies and asks for a full compile.
+fn apply_layer(
+    current: &Snapshot,
+    files: &[PathBuf],
+    diffs: &[Option<FileDiff>],
+    records: Vec<FileRecord>,
+    pending_copies: PendingCopies,
+    options: &(dyn Fn(&Path) -> ListOptions + Send + Sync),
+    version: u64,
+) -> Delta {
+    match layer_for(current, files, diffs, options, version) {
         Ok((layer, added, removed)) => {
             let counts = records.iter().fold(Counts::default(), |a, r| a + r.counts);
             let skipped = diffs
@@ -279,26 +302,15 @@ pub(crate) fn try_line_change(
                 counts_sub(rec.counts + diff.added.counts(), diff.removed.counts());
             let mut diffs: Vec<Option<FileDiff>> = (0..files.len()).map(|_| None).collect();
             diffs[fi] = Some(diff);
-            match layer_for(current, &files, &diffs, options, version) {
-                Ok((layer, added, removed)) => {
-                    let counts = records.iter().fold(Counts::default(), |a, r| a + r.counts);
-                    let skipped = diffs
-                        .iter()
-                        .flatten()
-                        .flat_map(|d| d.added.skip_messages())
-                        .collect();
-                    Delta::Apply(Box::new(Applied {
-                        snapshot: current.with_layer(layer, version, counts),
-                        files: records,
-                        pending_copies: PendingCopies::default(),
-                        added,
-                        removed,
-                        skipped,
-                        counts,
-                    }))
-                }
-                Err(reason) => Delta::Full(reason),
-            }
+            apply_layer(
+                current,
+                &files,
+                &diffs,
+                records,
+                PendingCopies::default(),
+                options,
+                version,
+            )
         }
         Err(reason) => Delta::Full(format!("{}: {reason}", change.path.display())),
     }
