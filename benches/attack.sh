@@ -30,6 +30,8 @@
 #   ATTACK_SERVERS="sinkhole sinkhole+zonelimit unbound unbound+ratelimit"
 #   ATTACK_PORT=5385 ATTACK_UPSTREAM_PORT=5386 ATTACK_METRICS_PORT=5387
 #   SERVER_CPU=1 CLIENT_CPU=0 KEEP=0 SINKHOLE_BIN (target/release/sinkhole)
+#   ATTACK_UNIT=1: also the two memory unit measurements (they build the
+#   release unit-test binary first: many minutes on a cold target/; 0 skips)
 set -euo pipefail
 RATES=${ATTACK_RATES:-"10000 30000 60000"} SECS=${ATTACK_SECONDS:-20} ZQPS=${ATTACK_ZONE_QPS:-1000}
 SERVERS=${ATTACK_SERVERS:-"sinkhole sinkhole+zonelimit unbound unbound+ratelimit"}
@@ -51,12 +53,15 @@ unbound_bin=$(command -v unbound || echo /usr/sbin/unbound)
 bench_workdir attack
 
 # --- memory per waiting exchange (unit measurement, run alone) ----------------------
-per_exchange=$(cd "$root" && cargo test --release --lib memory_per_waiting_exchange -- --ignored --nocapture 2>/dev/null \
-  | awk '/RSS per waiting exchange/ {print $5}')
-log "RSS per waiting upstream exchange: ${per_exchange:-NA} bytes"
-after_flood=$(cd "$root" && cargo test --release --lib memory_after_a_flood -- --ignored --nocapture 2>/dev/null \
-  | awk '/anonymous RSS:/ {sub(/^.*anonymous RSS: /, ""); print}')
-log "anonymous RSS around 8,000 timed-out exchanges: ${after_flood:-NA}"
+per_exchange="" after_flood=""
+if [ "${ATTACK_UNIT:-1}" = 1 ]; then
+  per_exchange=$(cd "$root" && cargo test --release --lib memory_per_waiting_exchange -- --ignored --nocapture 2>/dev/null \
+    | awk '/RSS per waiting exchange/ {print $5}')
+  log "RSS per waiting upstream exchange: ${per_exchange:-NA} bytes"
+  after_flood=$(cd "$root" && cargo test --release --lib memory_after_a_flood -- --ignored --nocapture 2>/dev/null \
+    | awk '/anonymous RSS:/ {sub(/^.*anonymous RSS: /, ""); print}')
+  log "anonymous RSS around 8,000 timed-out exchanges: ${after_flood:-NA}"
+fi
 
 # --- flood query file: unique names, enough for the highest rate ---------------------
 max_rate=$(tr ' ' '\n' <<<"$RATES" | sort -n | tail -1)
