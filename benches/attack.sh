@@ -243,7 +243,7 @@ for rate in $RATES; do
         if (od < 0) od = 0
         printf "| %s | %d | %.0f | %d / %d | %s | %.1f%% | %.1f%% | %.0f | %.1f → %.1f → %.1f → %.1f | %.1f%% | %.1f%% | %s |",
           k, r, s / secs, ok, a, p, pct, sfp, (m1 - m0) / secs, r0 / 1024, h / 1024, r5 / 1024, r10 / 1024,
-          s > 0 ? 100 * sd / s : 0, s > 0 ? 100 * od / s : 0, own }')
+          (s > 0 ? 100 * sd / s : 0), (s > 0 ? 100 * od / s : 0), own }')
     echo "$row" >> "$work/report.md"
     log "$row"
     sleep 1
