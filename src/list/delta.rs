@@ -130,13 +130,10 @@ pub(crate) fn try_delta(
     version: u64,
     max_changed_ratio: f64,
 ) -> Delta {
-    let files = match parse::list_files(paths) {
+    let files = match same_files(base, paths) {
         Ok(f) => f,
-        Err(e) => return Delta::Full(format!("listing files: {e}")),
+        Err(reason) => return Delta::Full(reason),
     };
-    if files.len() != base.files.len() || files.iter().zip(&base.files).any(|(f, r)| *f != r.path) {
-        return Delta::Full("the set of list files changed".into());
-    }
     let mut records = Vec::with_capacity(files.len());
     let mut diffs: Vec<Option<FileDiff>> = Vec::with_capacity(files.len());
     for (i, (path, rec)) in files.iter().zip(&base.files).enumerate() {
@@ -245,6 +242,16 @@ fn apply_layer(
     }
 }
 
+/// The list files now, when they are the baseline's files in its order
+/// (a layer can only change rules within the same file set).
+fn same_files(base: &Baseline, paths: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
+    let files = parse::list_files(paths).map_err(|e| format!("listing files: {e}"))?;
+    if files.len() != base.files.len() || files.iter().zip(&base.files).any(|(f, r)| *f != r.path) {
+        return Err("the set of list files changed".into());
+    }
+    Ok(files)
+}
+
 /// One file's change given as its lines removed and added (a followed
 /// RPZ zone's IXFR, folded): the source knows the change, so nothing is
 /// read or diffed and the cost follows the change, not the file.
@@ -280,13 +287,10 @@ pub(crate) fn try_line_change(
     version: u64,
     change: &LineChange<'_>,
 ) -> Delta {
-    let files = match parse::list_files(paths) {
+    let files = match same_files(base, paths) {
         Ok(f) => f,
-        Err(e) => return Delta::Full(format!("listing files: {e}")),
+        Err(reason) => return Delta::Full(reason),
     };
-    if files.len() != base.files.len() || files.iter().zip(&base.files).any(|(f, r)| *f != r.path) {
-        return Delta::Full("the set of list files changed".into());
-    }
     let Some(fi) = files.iter().position(|f| f == change.path) else {
         return Delta::Full(format!("{} is not a list file", change.path.display()));
     };
